@@ -1,0 +1,22 @@
+"""hiervq: hierarchical discrete representations of images with vector-quantized autoencoders."""
+
+__version__ = "0.1.0"
+
+from .errors import CheckpointError, ConfigError, DataError, HierVQError
+from .models import HierarchicalVQVAE, VQVAE, DiscreteAutoencoder
+from .pretrained import load
+from .quantize import Codebook, VectorQuantizer
+
+__all__ = [
+    "CheckpointError",
+    "Codebook",
+    "ConfigError",
+    "DataError",
+    "DiscreteAutoencoder",
+    "HierVQError",
+    "HierarchicalVQVAE",
+    "VQVAE",
+    "VectorQuantizer",
+    "__version__",
+    "load",
+]

@@ -1,0 +1,7 @@
+"""``python -m hiervq`` is the ``hiervq`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,271 @@
+"""The ``hiervq`` command line: train, eval, encode, decode (and the commands later layers add).
+
+Every command ends with a one-line ``hiervq: error: ...`` and a non-zero exit code on bad input; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+from . import __version__
+from .errors import HierVQError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+# ---------------------------------------------------------------------- train
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import load_config, read_run_config, train_run
+    from .train.config import apply_overrides, config_from_dict
+
+    if args.resume:
+        if args.config:
+            raise HierVQError("give either a CONFIG to start a run or --resume RUN_DIR, not both")
+        config = read_run_config(args.resume)
+        if args.set:
+            config = config_from_dict(apply_overrides(config.to_dict(), args.set), f"{args.resume}/config.yaml (with --set)")
+        run_dir = Path(args.resume)
+    else:
+        config = load_config(args.config, args.set)
+        stem = Path(args.config).stem if args.config else "default"
+        run_dir = Path(args.out) if args.out else Path("runs") / stem
+    train_run(config, run_dir, resume=bool(args.resume), overwrite=args.overwrite)
+    return 0
+
+
+# ---------------------------------------------------------------------- eval
+def _data_path_overrides(path: str | None) -> list[str]:
+    """``--data PATH`` as config overrides, guessing the dataset kind from the path."""
+    if not path:
+        return []
+    p = Path(path)
+    if p.suffix == ".npz":
+        kind = "npz"
+    elif p.is_dir() and any(p.glob("*idx3-ubyte*")):
+        kind = "mnist"
+    elif p.is_dir() and (any(p.glob("data_batch_*")) or (p / "cifar-10-batches-py").is_dir()):
+        kind = "cifar10"
+    else:
+        kind = "folder"
+    return [f"data.name={kind}", f"data.path={path}"]
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .train import read_run_config
+    from .train.config import apply_overrides, config_from_dict
+    from .train.run import evaluate_run
+
+    config = read_run_config(args.run)
+    overrides = _data_path_overrides(args.data) + list(args.set or [])
+    if overrides:
+        config = config_from_dict(apply_overrides(config.to_dict(), overrides), f"{args.run}/config.yaml (with overrides)")
+    result = evaluate_run(args.run, config, split=args.split)
+    text = json.dumps(result, indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+# ---------------------------------------------------------------------- encode / decode
+def _collect_images(paths: list[str]) -> list[Path]:
+    from .data.readers import IMAGE_SUFFIXES, list_images
+
+    files: list[Path] = []
+    for item in paths:
+        p = Path(item)
+        if p.is_dir():
+            found = list_images(p)
+            if not found:
+                raise HierVQError(f"{p}: no images found ({', '.join(IMAGE_SUFFIXES)})")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise HierVQError(f"{p}: no such file or directory")
+    return files
+
+
+def _cmd_encode(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .data import fit_images, read_image
+    from .errors import DataError
+    from .pretrained import atomic_write_bytes, load
+
+    model = load(args.run)
+    c, h, w = model.image_shape
+    files = _collect_images(args.images)
+    arrays = []
+    for f in files:
+        arr = read_image(f, mode=("L" if c == 1 else "RGB") if args.convert else None)
+        if arr.shape[2] != c:
+            raise DataError(f"{f}: image has {arr.shape[2]} channels, the model expects {c} (pass --convert to convert)")
+        x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None]
+        if not args.keep_size:
+            x = fit_images(x, h)
+        arrays.append(x)
+    shapes = {tuple(a.shape) for a in arrays}
+    if len(shapes) > 1:
+        raise DataError(f"images have different sizes {sorted(shapes)[:3]}; drop --keep-size to resize them")
+    images = torch.cat(arrays).float() / 255.0
+    codes = []
+    with torch.no_grad():
+        for start in range(0, len(images), args.batch_size):
+            codes.append(model.encode(images[start : start + args.batch_size]))
+    per_batch = [model.codes_to_list(c_) for c_ in codes]
+    out = {f"level{i}": torch.cat([b[i] for b in per_batch]).numpy().astype(np.int32) for i in range(len(per_batch[0]))}
+    out["names"] = np.array([f.name for f in files])
+    import io
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **out)
+    atomic_write_bytes(args.output, buffer.getvalue())
+    shapes_txt = ", ".join(f"{k} {v.shape}" for k, v in out.items() if k.startswith("level"))
+    print(f"encoded {len(files)} images -> {args.output} ({shapes_txt}; {model.budget().bits_per_image:.0f} bits/image)")
+    return 0
+
+
+def _cmd_decode(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .errors import DataError
+    from .metrics.plots import save_image_grid
+    from .pretrained import load
+
+    model = load(args.run)
+    path = Path(args.codes)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        archive = np.load(path, allow_pickle=False)
+        keys = sorted((k for k in archive.files if k.startswith("level")), key=lambda k: int(k[5:]))
+        levels = [torch.from_numpy(archive[k].astype(np.int64)) for k in keys]
+        names = [str(n) for n in archive["names"]] if "names" in archive.files else None
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: corrupt codes file ({exc})") from None
+    if not levels:
+        raise DataError(f"{path}: no level0.. arrays (write it with `hiervq encode`)")
+    with torch.no_grad():
+        try:
+            images = model.decode(model.codes_from_list(levels))
+        except (IndexError, ValueError, RuntimeError) as exc:
+            raise DataError(f"{path}: codes do not fit this model ({str(exc).splitlines()[0]})") from None
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    from PIL import Image
+
+    arr = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for i, a in enumerate(arr):
+        name = Path(names[i]).stem if names else f"{i:05d}"
+        Image.fromarray(a[..., 0] if a.shape[2] == 1 else a).save(out / f"{name}.png")
+    save_image_grid(images, out / "grid.png", nrow=min(8, len(images)))
+    print(f"decoded {len(arr)} images -> {out}/")
+    return 0
+
+
+# ---------------------------------------------------------------------- parser
+def _add_common(p: argparse.ArgumentParser) -> None:
+    # SUPPRESS: a subcommand's default must not overwrite `hiervq --debug COMMAND`
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback on errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hiervq",
+        description="Hierarchical discrete representations of images with vector-quantized autoencoders.",
+    )
+    parser.add_argument("--version", action="version", version=f"hiervq {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("train", help="train a model from a YAML config (or resume a run)",
+                       description="Train a model from a YAML config; under torchrun, train on every process with DDP.")
+    p.add_argument("config", nargs="?", help="YAML config (see configs/); omitted: the defaults")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.epochs=5")
+    p.add_argument("--out", help="run directory (default runs/<config name>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    _add_common(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a trained run on its test split (or other data)")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--data", help="evaluate on this dataset instead (.npz, MNIST folder, CIFAR batches, image folder)")
+    p.add_argument("--split", default="test", choices=["test", "val", "train"])
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a data key, e.g. data.test_limit=100")
+    p.add_argument("-o", "--output", help="also write the result JSON here")
+    _add_common(p)
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("encode", help="turn images into codes (codes.npz)")
+    p.add_argument("run", help="run directory or saved model directory")
+    p.add_argument("images", nargs="+", help="image files or folders of images")
+    p.add_argument("-o", "--output", default="codes.npz", help="output .npz (level0, level1, ..., names)")
+    p.add_argument("--convert", action="store_true", help="convert images to the model's channel count")
+    p.add_argument("--keep-size", action="store_true", help="do not resize images to the model's image size")
+    p.add_argument("--batch-size", type=int, default=256)
+    _add_common(p)
+    p.set_defaults(func=_cmd_encode)
+
+    p = sub.add_parser("decode", help="turn codes (codes.npz) back into images")
+    p.add_argument("run", help="run directory or saved model directory")
+    p.add_argument("codes", help=".npz written by `hiervq encode`")
+    p.add_argument("-o", "--output", default="decoded", help="output folder (one PNG per image, plus grid.png)")
+    _add_common(p)
+    p.set_defaults(func=_cmd_decode)
+
+    for add in EXTRA_COMMANDS:
+        add(sub, _add_common)
+    return parser
+
+
+#: Later layers (priors, experiments) append ``add(subparsers, add_common)`` functions here.
+EXTRA_COMMANDS: list[Callable] = []
+
+
+def _load_extra_commands() -> None:
+    """Import the modules that register extra subcommands (kept lazy-light: they import torch on use)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    _load_extra_commands()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except HierVQError as exc:
+        if args.debug:
+            raise
+        print(f"hiervq: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        hint = ""
+        if getattr(args, "command", None) == "train":
+            hint = " (checkpoints are written after every epoch: continue with `hiervq train --resume RUN_DIR`)"
+        print(f"hiervq: interrupted{hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the one place that turns crashes into a message
+        if args.debug:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(
+            f"hiervq: error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

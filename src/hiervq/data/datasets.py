@@ -1,0 +1,252 @@
+"""Datasets as in-memory uint8 tensors, the data config, the embedded default and seeded splits."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import DataError
+from .readers import Split, read_cifar10_batches, read_image_folder, read_mnist, read_npz
+
+DATASETS = ("digits", "mnist", "cifar10", "npz", "folder")
+
+
+@dataclass
+class DataConfig:
+    """Which images to use and how to shape them.
+
+    Attributes:
+        name: ``digits`` (embedded: scikit-learn's 1,797 handwritten digits, no files needed), ``mnist`` (folder
+            of idx files), ``cifar10`` (python batches folder, or an .npz), ``npz`` (MedMNIST layout),
+            ``folder`` (PNG/JPEG, one sub-folder per class or flat).
+        path: file or folder (relative paths are relative to the working directory).
+        image_size: side the images are brought to (``None`` keeps them); see ``fit``.
+        fit: ``resize`` (antialiased bilinear) or ``pad`` (centred zero padding, e.g. MNIST 28 -> 32).
+        channels: convert to 1 (luminance) or 3 channels; ``None`` keeps the file's.
+        classes: keep only these labels (relabelled 0..n-1 in the given order).
+        val_fraction: hold out this stratified fraction of train as validation when the file has no val split.
+        train_limit, test_limit: use at most this many images (seeded random subset), for quick runs.
+        seed: seed of the validation split and the limits.
+    """
+
+    name: str = "digits"
+    path: str | None = None
+    image_size: int | None = 32
+    fit: str = "resize"
+    channels: int | None = None
+    classes: list[int] | None = None
+    val_fraction: float = 0.0
+    train_limit: int | None = None
+    test_limit: int | None = None
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.name not in DATASETS:
+            raise ValueError(f"name must be one of {', '.join(DATASETS)}, got {self.name!r}")
+        if self.name != "digits" and not self.path:
+            raise ValueError(f"dataset {self.name!r} needs a path")
+        if self.fit not in ("resize", "pad"):
+            raise ValueError(f"fit must be resize or pad, got {self.fit!r}")
+        if self.channels not in (None, 1, 3):
+            raise ValueError(f"channels must be 1, 3 or null, got {self.channels}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+
+class ImageSet(torch.utils.data.Dataset):
+    """Images held as a uint8 tensor (N, C, H, W) with optional int64 labels (N,).
+
+    Indexing gives ``(image, label)`` with the image as float (C, H, W) in [0, 1] (label -1 when unlabeled);
+    :meth:`batch` converts many at once, which is what the trainer uses.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None, class_names: list[str] | None = None):
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise DataError(f"ImageSet expects uint8 (N, C, H, W) images, got {images.dtype} {tuple(images.shape)}")
+        self.images = images
+        self.labels = labels
+        self.class_names = class_names
+
+    @classmethod
+    def from_split(cls, split: Split, class_names: list[str] | None = None) -> "ImageSet":
+        array = split.images if split.images.flags.writeable else split.images.copy()
+        images = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).contiguous()
+        labels = None if split.labels is None else torch.from_numpy(split.labels.astype(np.int64))
+        return cls(images, labels, class_names)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        return tuple(self.images.shape[1:])
+
+    @property
+    def num_classes(self) -> int | None:
+        if self.class_names:
+            return len(self.class_names)
+        return None if self.labels is None else int(self.labels.max()) + 1
+
+    def batch(self, index: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Images (B, C, H, W) float in [0, 1] and labels (B,) (or None) for ``index``."""
+        x = self.images[index].float().div_(255.0)
+        y = None if self.labels is None else self.labels[index]
+        return x, y
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x = self.images[i].float() / 255.0
+        return x, int(self.labels[i]) if self.labels is not None else -1
+
+    def subset(self, index: torch.Tensor | np.ndarray | list[int]) -> "ImageSet":
+        index = torch.as_tensor(np.asarray(index), dtype=torch.long)
+        return ImageSet(self.images[index], None if self.labels is None else self.labels[index], self.class_names)
+
+    def iter_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Sequential batches (no shuffling), e.g. for evaluation."""
+        for start in range(0, len(self), batch_size):
+            yield self.batch(slice(start, start + batch_size))
+
+
+@dataclass
+class DataSplits:
+    """The splits a run uses: ``train``, optional ``val``, ``test``."""
+
+    train: ImageSet
+    test: ImageSet
+    val: ImageSet | None = None
+
+
+# ---------------------------------------------------------------------- transforms
+def fit_images(images: torch.Tensor, size: int | None, fit: str = "resize", channels: int | None = None) -> torch.Tensor:
+    """Bring uint8 images (N, C, H, W) to ``size`` x ``size`` (resize or centred pad) and ``channels``."""
+    if channels is not None and images.shape[1] != channels:
+        if images.shape[1] == 1 and channels == 3:
+            images = images.expand(-1, 3, -1, -1).contiguous()
+        elif images.shape[1] == 3 and channels == 1:
+            weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            images = (images.float() * weights).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+        else:
+            raise DataError(f"cannot convert {images.shape[1]}-channel images to {channels} channels")
+    if size is None or tuple(images.shape[2:]) == (size, size):
+        return images
+    h, w = images.shape[2:]
+    if fit == "pad":
+        if h > size or w > size:
+            raise DataError(f"cannot pad {h}x{w} images to {size}x{size}; use fit: resize")
+        top, left = (size - h) // 2, (size - w) // 2
+        return F.pad(images, (left, size - w - left, top, size - h - top))
+    out = torch.empty(images.shape[0], images.shape[1], size, size, dtype=torch.uint8)
+    for start in range(0, images.shape[0], 4096):
+        chunk = images[start : start + 4096].float()
+        resized = F.interpolate(chunk, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        out[start : start + 4096] = resized.round().clamp(0, 255).to(torch.uint8)
+    return out
+
+
+def stratified_split(labels: np.ndarray | None, fraction: float, seed: int, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (keep, held_out) with ``fraction`` of each class held out (at least one per class when possible).
+
+    Unlabeled data (``labels=None``, size ``n``) is split uniformly at random.
+    """
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        perm = rng.permutation(n)
+        k = int(round(fraction * n))
+        return np.sort(perm[k:]), np.sort(perm[:k])
+    held = []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        k = int(round(fraction * len(idx)))
+        if fraction > 0 and len(idx) > 1:
+            k = min(max(k, 1), len(idx) - 1)
+        held.append(idx[:k])
+    held_out = np.sort(np.concatenate(held)) if held else np.zeros(0, dtype=np.int64)
+    keep = np.setdiff1d(np.arange(len(labels)), held_out)
+    return keep, held_out
+
+
+# ---------------------------------------------------------------------- the embedded default
+def digits_splits(size: int | None = 32) -> dict[str, Split]:
+    """scikit-learn's 1,797 handwritten digits (8x8, 0-16) as uint8 images, with a fixed stratified split of
+    1,497 train / 300 test images (seed 0). Resizing to ``size`` happens in :func:`load_data`."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+    labels = bunch.target.astype(np.int64)
+    keep, test = stratified_split(labels, 300 / len(labels), seed=0)
+    return {"train": Split(images[keep], labels[keep]), "test": Split(images[test], labels[test])}
+
+
+# ---------------------------------------------------------------------- loading
+def _read(config: DataConfig) -> dict:
+    path = Path(os.path.expanduser(config.path)) if config.path else None
+    if config.name == "digits":
+        return digits_splits()
+    if path is not None and not path.exists():
+        raise DataError(f"data.path {path}: no such file or directory")
+    if config.name == "mnist":
+        return read_mnist(path)
+    if config.name == "cifar10":
+        return read_npz(path) if path.suffix == ".npz" else read_cifar10_batches(path)
+    if config.name == "npz":
+        return read_npz(path)
+    split, names = read_image_folder(path, size=(config.image_size,) * 2 if config.image_size else None)
+    return {"train": split, "class_names": names}
+
+
+def _limit(split: ImageSet, limit: int | None, seed: int) -> ImageSet:
+    if limit is None or limit >= len(split):
+        return split
+    idx = np.sort(np.random.default_rng(seed).permutation(len(split))[:limit])
+    return split.subset(idx)
+
+
+def _select_classes(split: Split, classes: list[int], where: str) -> Split:
+    if split.labels is None:
+        raise DataError(f"data.classes needs labeled data, but {where} has no labels")
+    mask = np.isin(split.labels, classes)
+    remap = {c: i for i, c in enumerate(classes)}
+    labels = np.array([remap[int(v)] for v in split.labels[mask]], dtype=np.int64)
+    return Split(split.images[mask], labels)
+
+
+def load_data(config: DataConfig) -> DataSplits:
+    """Read, filter, split and shape a dataset as :class:`DataSplits` of uint8 tensors.
+
+    When the source has no test split (e.g. a flat folder), 10 % of train (stratified, seeded) becomes test.
+    """
+    raw = _read(config)
+    names = raw.pop("class_names", None)
+    if config.classes is not None:
+        for key in list(raw):
+            raw[key] = _select_classes(raw[key], config.classes, f"the {key} split")
+        if names is not None:
+            names = [names[c] for c in config.classes]
+    if "test" not in raw:
+        keep, test = stratified_split(raw["train"].labels, 0.1, config.seed, n=len(raw["train"]))
+        tr = raw["train"]
+        raw["train"] = Split(tr.images[keep], None if tr.labels is None else tr.labels[keep])
+        raw["test"] = Split(tr.images[test], None if tr.labels is None else tr.labels[test])
+    if "val" not in raw and config.val_fraction > 0:
+        tr = raw["train"]
+        keep, val = stratified_split(tr.labels, config.val_fraction, config.seed, n=len(tr))
+        raw["train"] = Split(tr.images[keep], None if tr.labels is None else tr.labels[keep])
+        raw["val"] = Split(tr.images[val], None if tr.labels is None else tr.labels[val])
+
+    def make(split: Split, limit: int | None = None, seed: int = 0) -> ImageSet:
+        s = _limit(ImageSet.from_split(split, names), limit, seed)
+        s.images = fit_images(s.images, config.image_size, config.fit, config.channels)
+        return s
+
+    train = make(raw["train"], config.train_limit, config.seed)
+    test = make(raw["test"], config.test_limit, config.seed + 1)
+    val = make(raw["val"]) if "val" in raw else None
+    return DataSplits(train=train, test=test, val=val)

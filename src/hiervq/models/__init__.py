@@ -1,0 +1,18 @@
+"""The discrete autoencoder family, all behind :class:`DiscreteAutoencoder`."""
+
+from .base import Budget, DiscreteAutoencoder, LevelInfo, Output, QuantizerConfig, budget_of
+from .hierarchical import HierarchicalConfig, HierarchicalVQVAE, LevelConfig, VQVAE, VQVAEConfig
+
+__all__ = [
+    "Budget",
+    "DiscreteAutoencoder",
+    "HierarchicalConfig",
+    "HierarchicalVQVAE",
+    "LevelConfig",
+    "LevelInfo",
+    "Output",
+    "QuantizerConfig",
+    "VQVAE",
+    "VQVAEConfig",
+    "budget_of",
+]

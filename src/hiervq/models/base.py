@@ -1,0 +1,246 @@
+"""The interface every discrete autoencoder implements, so trainers, metrics and tools work with all of them."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import DataError
+from ..pretrained import save_pretrained
+from ..quantize import VectorQuantizer
+
+
+@dataclass
+class QuantizerConfig:
+    """Quantizer settings shared by a model's levels (see :class:`~hiervq.quantize.VectorQuantizer`).
+
+    The collapse mitigations are switches here: ``init`` ("data"/"kmeans" vs "random"), ``dead_threshold``
+    (0 turns dead-code reset off) and the per-level ``code_dim`` (low-dimensional codes).
+    """
+
+    estimator: str = "ste"
+    beta: float = 0.25
+    ema_decay: float | None = 0.99
+    init: str = "data"
+    kmeans_iters: int = 10
+    dead_threshold: float = 2.0
+    dead_window: int = 10
+    cosine: bool = False
+    temperature: float = 1.0
+
+    def validate(self) -> None:
+        from ..quantize import ESTIMATORS
+        from ..quantize.codebook import INITS
+
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1) or null, got {self.ema_decay}")
+        if self.beta < 0 or self.dead_threshold < 0 or self.dead_window < 1 or self.temperature <= 0:
+            raise ValueError("beta and dead_threshold must be >= 0, dead_window >= 1, temperature > 0")
+
+    def make(self, dim: int, codebook_size: int, code_dim: int | None = None) -> VectorQuantizer:
+        """A :class:`VectorQuantizer` for ``dim`` input channels with these settings."""
+        return VectorQuantizer(
+            dim,
+            codebook_size,
+            code_dim=code_dim,
+            estimator=self.estimator,
+            beta=self.beta,
+            ema_decay=self.ema_decay,
+            init=self.init,
+            kmeans_iters=self.kmeans_iters,
+            dead_threshold=self.dead_threshold,
+            dead_window=self.dead_window,
+            cosine=self.cosine,
+            temperature=self.temperature,
+        )
+
+
+@dataclass
+class LevelInfo:
+    """One level of codes: its grid (h, w) for a model-size image, K, the code dimension D, and the channels C
+    at the quantizer input (what the continuous budget counts)."""
+
+    grid: tuple[int, ...]
+    codebook_size: int
+    code_dim: int
+    channels: int
+
+    @property
+    def num_codes(self) -> int:
+        return math.prod(self.grid)
+
+
+@dataclass
+class Budget:
+    """Capacity of a model for one image.
+
+    Attributes:
+        continuous: sum over levels of H * W * C at the quantizer inputs.
+        discrete: sum over codebooks of K * D.
+        bits_per_image: sum over levels of H * W * log2 K.
+    """
+
+    continuous: int
+    discrete: int
+    bits_per_image: float
+
+    def __str__(self) -> str:
+        return (
+            f"continuous {self.continuous:,} (sum H*W*C), discrete {self.discrete:,} (sum K*D), "
+            f"{self.bits_per_image:,.0f} bits/image"
+        )
+
+
+@dataclass
+class Output:
+    """What a :class:`DiscreteAutoencoder` forward returns.
+
+    Attributes:
+        recon: reconstruction (B, C, H, W) on the [0, 1] scale of the input (not clamped).
+        loss: total training loss (scalar).
+        losses: named terms, detached (``recon`` MSE, summed ``commitment`` and ``codebook``, ...).
+        codes: code indices per level, bottom first, e.g. [(B, Hb, Wb), (B, Ht, Wt)].
+        stats: per level, the quantizer's batch statistics (perplexity, used_fraction, counts, resets).
+    """
+
+    recon: torch.Tensor
+    loss: torch.Tensor
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    codes: list[torch.Tensor] = field(default_factory=list)
+    stats: list[dict[str, torch.Tensor]] = field(default_factory=list)
+
+
+def budget_of(levels: list[LevelInfo]) -> Budget:
+    """The :class:`Budget` of a list of levels."""
+    return Budget(
+        continuous=sum(lv.num_codes * lv.channels for lv in levels),
+        discrete=sum(lv.codebook_size * lv.code_dim for lv in levels),
+        bits_per_image=float(sum(lv.num_codes * math.log2(lv.codebook_size) for lv in levels)),
+    )
+
+
+class DiscreteAutoencoder(nn.Module):
+    """Base class of the model family: images in [0, 1] -> discrete codes -> images.
+
+    Subclasses define a dataclass ``Config`` (with ``in_channels`` and ``image_size``), build themselves from it
+    in ``__init__(config)``, and implement :meth:`forward`, :meth:`encode`, :meth:`decode`, :meth:`features`,
+    :attr:`levels` and :meth:`quantizers`. Models map images to [-1, 1] internally; reconstructions and
+    metrics are on [0, 1].
+
+    Training phases: :meth:`phases` lists named phases (default one, ``"all"``); :meth:`set_phase` selects
+    one and :meth:`trainable_modules` says which submodules it trains. The trainer freezes everything else
+    (no gradients, and eval mode so frozen codebooks do not move).
+    """
+
+    Config: type = object
+    registry_name: str = ""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.phase = "all"
+
+    # ---------------------------------------------------------------- interface
+    def forward(self, x: torch.Tensor) -> Output:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def encode(self, x: torch.Tensor) -> Any:  # pragma: no cover - abstract
+        """Codes of images ``x`` (B, C, H, W) in [0, 1]; no gradients, no codebook update."""
+        raise NotImplementedError
+
+    def decode(self, codes: Any) -> torch.Tensor:  # pragma: no cover - abstract
+        """Images (B, C, H, W) on [0, 1] (not clamped) from codes as returned by :meth:`encode`."""
+        raise NotImplementedError
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """Quantized latents for downstream heads (B, C', h, w)."""
+        raise NotImplementedError
+
+    @property
+    def levels(self) -> list[LevelInfo]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def quantizers(self) -> list[VectorQuantizer]:  # pragma: no cover - abstract
+        """The vector quantizers, one per level, bottom first."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- shared behaviour
+    def budget(self) -> Budget:
+        """Continuous and discrete budgets and bits per image for a ``config.image_size`` image."""
+        return budget_of(self.levels)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        size = self.config.image_size
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        return (self.config.in_channels, h, w)
+
+    @property
+    def downsampling(self) -> int:
+        """Factor between the image and the coarsest grid; image sides must be multiples of it."""
+        return 1
+
+    def check_images(self, x: torch.Tensor) -> None:
+        """Raise :class:`DataError` naming the problem if ``x`` is not a (B, C, H, W) batch this model accepts."""
+        c = self.config.in_channels
+        if x.ndim != 4:
+            raise DataError(f"expected images of shape (B, {c}, H, W), got {tuple(x.shape)}")
+        if x.shape[1] != c:
+            raise DataError(f"images have {x.shape[1]} channels, the model expects {c}")
+        f = self.downsampling
+        if x.shape[2] % f or x.shape[3] % f:
+            raise DataError(
+                f"image size {x.shape[2]}x{x.shape[3]} is not a multiple of {f}, the model's total downsampling; "
+                "resize or pad the images (data.image_size)"
+            )
+
+    def codes_to_list(self, codes: Any) -> list[torch.Tensor]:
+        """Codes as returned by :meth:`encode` -> a list of index tensors (what ``codes.npz`` stores)."""
+        return list(codes)
+
+    def codes_from_list(self, arrays: list[torch.Tensor]) -> Any:
+        """Inverse of :meth:`codes_to_list`: what :meth:`decode` accepts."""
+        if len(arrays) != len(self.levels):
+            raise ValueError(f"expected codes for {len(self.levels)} levels, got {len(arrays)}")
+        return list(arrays)
+
+    def phases(self) -> list[str]:
+        """Names of the training phases this model supports, in order."""
+        return ["all"]
+
+    def set_phase(self, name: str) -> None:
+        """Select a training phase (see :meth:`phases`)."""
+        if name not in self.phases():
+            raise ValueError(f"unknown phase {name!r} for {type(self).__name__} (known: {', '.join(self.phases())})")
+        self.phase = name
+
+    def trainable_modules(self) -> list[nn.Module]:
+        """Submodules trained in the current phase (default: the whole model)."""
+        return [self]
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def save_pretrained(self, directory: str | os.PathLike, extra: dict | None = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` to ``directory``; read back with ``hiervq.load``."""
+        return save_pretrained(self, directory, extra)
+
+    @staticmethod
+    def to_model_range(x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] -> [-1, 1]."""
+        return x * 2.0 - 1.0
+
+    @staticmethod
+    def from_model_range(y: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] -> [0, 1]."""
+        return (y + 1.0) * 0.5

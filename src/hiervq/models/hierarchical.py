@@ -1,0 +1,243 @@
+"""VQ-VAE and the N-level hierarchical VQ-VAE (VQ-VAE-2 style, conditioned or not).
+
+Level 0 is the bottom (finest) level. Each level's encoder downsamples the level below by its factor; the
+quantized levels are upsampled (learned transposed convolutions, channels kept) to the bottom grid and
+concatenated into the *joint latent*, which the decoder turns back into an image.
+
+* ``conditioned`` (VQ-VAE-2): levels are quantized top-down; each level's quantizer input also sees the decoded
+  level above (a small decoder upsamples the quantized level above to this level's grid).
+* ``unconditioned``: every level is quantized independently from its own encoder output.
+
+A single-level :class:`VQVAE` is the same model with one level, so comparisons between the two are between
+identically built networks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn import BLOCKS, Decoder, Encoder, Upsample, log2_factor
+from ..pretrained import register
+from ..quantize import Quantized
+from .base import DiscreteAutoencoder, LevelInfo, Output, QuantizerConfig
+
+MODES = ("conditioned", "unconditioned")
+
+
+@dataclass
+class LevelConfig:
+    """One level: its downsampling factor relative to the level below (the image for level 0), its codebook
+    size K, the channels ``dim`` at its quantizer input, and an optional lower code dimension."""
+
+    downsample: int = 2
+    codebook_size: int = 512
+    dim: int = 64
+    code_dim: int | None = None
+
+    def validate(self) -> None:
+        log2_factor(self.downsample)
+        if self.codebook_size < 2 or self.dim < 1 or (self.code_dim is not None and self.code_dim < 1):
+            raise ValueError("codebook_size must be >= 2, dim and code_dim >= 1")
+
+
+def _default_levels() -> list[LevelConfig]:
+    return [LevelConfig(downsample=4), LevelConfig(downsample=2)]
+
+
+@dataclass
+class HierarchicalConfig:
+    """Configuration of :class:`HierarchicalVQVAE` (and of :class:`VQVAE`, with one level)."""
+
+    image_size: int | list[int] = 32
+    in_channels: int = 3
+    channels: int = 128
+    blocks: int = 2
+    res_channels: int = 32
+    block: str = "res"
+    mode: str = "conditioned"
+    levels: list[LevelConfig] = field(default_factory=_default_levels)
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+
+    def validate(self) -> None:
+        if self.block not in BLOCKS:
+            raise ValueError(f"block must be one of {', '.join(BLOCKS)}, got {self.block!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if not self.levels:
+            raise ValueError("at least one level is needed")
+        if self.in_channels < 1 or self.channels < 1 or self.blocks < 0:
+            raise ValueError("in_channels and channels must be >= 1, blocks >= 0")
+        size = self.image_size
+        sides = [size, size] if isinstance(size, int) else list(size)
+        total = math.prod(lv.downsample for lv in self.levels)
+        if len(sides) != 2 or any(s % total for s in sides):
+            raise ValueError(f"image_size {size} must be two sides divisible by the total downsampling {total}")
+
+
+@register("hvqvae")
+class HierarchicalVQVAE(DiscreteAutoencoder):
+    """N-level hierarchical VQ-VAE. Input (B, C, H, W) in [0, 1]; codes: list of (B, h_l, w_l), bottom first.
+
+    >>> model = HierarchicalVQVAE(HierarchicalConfig(in_channels=1, channels=32))
+    >>> [lv.grid for lv in model.levels]
+    [(8, 8), (4, 4)]
+    """
+
+    Config = HierarchicalConfig
+
+    def __init__(self, config: HierarchicalConfig) -> None:
+        super().__init__(config)
+        config.validate()
+        c = config
+        n = len(c.levels)
+        self.conditioned = c.mode == "conditioned" and n > 1
+        self.encoders = nn.ModuleList()
+        self.pre_quant = nn.ModuleList()
+        self.vq = nn.ModuleList()
+        self.cond_decoders = nn.ModuleList()  # cond_decoders[l - 1] maps quantized level l to level l - 1's grid
+        self.upsamplers = nn.ModuleList()  # upsamplers[l - 1] maps quantized level l to the bottom grid
+        to_bottom = 1
+        for i, lv in enumerate(c.levels):
+            in_ch = c.in_channels if i == 0 else c.channels
+            self.encoders.append(Encoder(in_ch, c.channels, lv.downsample, c.blocks, c.res_channels, c.block))
+            has_cond = self.conditioned and i < n - 1
+            self.pre_quant.append(nn.Conv2d(c.channels * (2 if has_cond else 1), lv.dim, 1))
+            self.vq.append(c.quantizer.make(lv.dim, lv.codebook_size, lv.code_dim))
+            if i > 0:
+                to_bottom *= lv.downsample
+                self.upsamplers.append(Upsample(lv.dim, to_bottom))
+                if self.conditioned:
+                    self.cond_decoders.append(
+                        Decoder(lv.dim, c.channels, c.channels, lv.downsample, c.blocks, c.res_channels, c.block)
+                    )
+        self.decoder = Decoder(
+            sum(lv.dim for lv in c.levels), c.in_channels, c.channels, c.levels[0].downsample,
+            c.blocks, c.res_channels, c.block,
+        )
+
+    # ---------------------------------------------------------------- description
+    @property
+    def downsampling(self) -> int:
+        return math.prod(lv.downsample for lv in self.config.levels)
+
+    @property
+    def levels(self) -> list[LevelInfo]:
+        _, h, w = self.image_shape
+        out, f = [], 1
+        for lv, vq in zip(self.config.levels, self.vq):
+            f *= lv.downsample
+            out.append(LevelInfo((h // f, w // f), lv.codebook_size, vq.code_dim, lv.dim))
+        return out
+
+    def quantizers(self) -> list:
+        return list(self.vq)
+
+    # ---------------------------------------------------------------- computation
+    def _encode_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        self.check_images(x)
+        h = self.to_model_range(x)
+        feats = []
+        for enc in self.encoders:
+            h = enc(h)
+            feats.append(h)
+        return feats
+
+    def _quantize(self, feats: list[torch.Tensor], quantize) -> list:
+        """Quantize levels top-down; ``quantize(level, z)`` returns (quantized map, result)."""
+        n = len(feats)
+        results: list = [None] * n
+        quantized: list[torch.Tensor | None] = [None] * n
+        cond = None
+        for i in reversed(range(n)):
+            inp = feats[i] if cond is None else torch.cat([feats[i], cond], 1)
+            quantized[i], results[i] = quantize(i, self.pre_quant[i](inp))
+            if self.conditioned and i > 0:
+                cond = self.cond_decoders[i - 1](quantized[i])
+        return quantized, results
+
+    def joint_latent(self, quantized: list[torch.Tensor]) -> torch.Tensor:
+        """concat(q_0, up(q_1), ..., up(q_{N-1})) at the bottom grid: (B, sum of dims, h_0, w_0)."""
+        parts = [quantized[0]] + [up(q) for up, q in zip(self.upsamplers, quantized[1:])]
+        return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+
+    def _decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.from_model_range(self.decoder(latent))
+
+    def forward(self, x: torch.Tensor) -> Output:
+        feats = self._encode_features(x)
+
+        def quantize(i, z):
+            r: Quantized = self.vq[i](z)
+            return r.quantized, r
+
+        quantized, results = self._quantize(feats, quantize)
+        recon = self._decode_latent(self.joint_latent(quantized))
+        recon_loss = F.mse_loss(recon, x)
+        vq_loss = sum(r.loss for r in results)
+        losses = {
+            "recon": recon_loss.detach(),
+            "commitment": sum(r.losses["commitment"] for r in results),
+            "codebook": sum(r.losses["codebook"] for r in results),
+        }
+        return Output(
+            recon=recon,
+            loss=recon_loss + vq_loss,
+            losses=losses,
+            codes=[r.indices for r in results],
+            stats=[r.stats for r in results],
+        )
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Codes per level, bottom first: [(B, h_0, w_0), ...]. No gradients and no codebook update."""
+        feats = self._encode_features(x)
+
+        def quantize(i, z):
+            idx = self.vq[i].encode(z)
+            return self.vq[i].decode(idx), idx
+
+        return self._quantize(feats, quantize)[1]
+
+    def decode(self, codes: list[torch.Tensor]) -> torch.Tensor:
+        """Images (B, C, H, W) on [0, 1] from codes per level (bottom first), as the eval forward gives them."""
+        if len(codes) != len(self.vq):
+            raise ValueError(f"expected codes for {len(self.vq)} levels, got {len(codes)}")
+        quantized = [vq.decode(idx) for vq, idx in zip(self.vq, codes)]
+        return self._decode_latent(self.joint_latent(quantized))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The joint latent (B, sum of level dims, h_0, w_0): the decoder's input, for downstream heads.
+
+        Runs the quantizers' forward, so in training mode it updates codebooks and passes gradients.
+        """
+        feats = self._encode_features(x)
+        quantized, _ = self._quantize(feats, lambda i, z: (self.vq[i](z).quantized, None))
+        return self.joint_latent(quantized)
+
+
+def _single_level() -> list[LevelConfig]:
+    return [LevelConfig(downsample=4)]
+
+
+@dataclass
+class VQVAEConfig(HierarchicalConfig):
+    """Configuration of :class:`VQVAE`: a :class:`HierarchicalConfig` with exactly one level."""
+
+    levels: list[LevelConfig] = field(default_factory=_single_level)
+
+    def validate(self) -> None:
+        super().validate()
+        if len(self.levels) != 1:
+            raise ValueError(f"a vqvae has exactly one level, got {len(self.levels)} (use model name hvqvae)")
+
+
+@register("vqvae")
+class VQVAE(HierarchicalVQVAE):
+    """Single-level VQ-VAE: encoder -> one quantizer -> decoder. Codes: [(B, h, w)]."""
+
+    Config = VQVAEConfig

@@ -1,0 +1,157 @@
+"""Saving and loading models without pickle: a config JSON plus safetensors weights, and a name registry.
+
+Any ``nn.Module`` whose class has a dataclass ``Config``, takes it as its only constructor argument and is
+registered with :func:`register` can be written with :func:`save_pretrained` and read back with :func:`load`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError, ConfigError
+from .schema import from_dict, to_dict
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT_VERSION = 1
+
+REGISTRY: dict[str, type[nn.Module]] = {}
+
+M = TypeVar("M", bound=type)
+
+
+def register(name: str) -> Callable[[M], M]:
+    """Class decorator: make a module class buildable by ``name`` from configs and saved directories."""
+
+    def wrap(cls: M) -> M:
+        if name in REGISTRY and REGISTRY[name] is not cls:
+            raise ValueError(f"model name {name!r} is already registered to {REGISTRY[name].__name__}")
+        REGISTRY[name] = cls
+        cls.registry_name = name
+        return cls
+
+    return wrap
+
+
+def build(name: str, config: dict[str, Any] | Any, where: str = "model") -> nn.Module:
+    """Instantiate the registered module ``name`` from a config dict (validated) or a config dataclass."""
+    if name not in REGISTRY:
+        raise ConfigError(f"{where}: unknown model name {name!r} (known: {', '.join(sorted(REGISTRY))})")
+    cls = REGISTRY[name]
+    if isinstance(config, dict):
+        config = from_dict(cls.Config, config, where)
+    return cls(config)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_pretrained(module: nn.Module, directory: str | os.PathLike, extra: dict | None = None) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` for a registered module; returns the directory.
+
+    Each file is written atomically, weights first, so an interrupted save never leaves a config that points
+    at half-written weights.
+    """
+    from safetensors.torch import save
+
+    name = getattr(type(module), "registry_name", None)
+    if name is None:
+        raise TypeError(f"{type(module).__name__} is not registered with hiervq.pretrained.register")
+    directory = Path(directory)
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    atomic_write_bytes(directory / WEIGHTS_FILE, save(state))
+    meta = {"format": FORMAT_VERSION, "model": name, "config": to_dict(module.config)}
+    if extra:
+        meta["extra"] = extra
+    atomic_write_bytes(directory / CONFIG_FILE, (json.dumps(meta, indent=2) + "\n").encode())
+    return directory
+
+
+def resolve_model_dir(path: str | os.PathLike) -> Path:
+    """The directory holding ``config.json`` + weights: ``path`` itself, or ``path/model`` for a run directory."""
+    path = Path(path)
+    for candidate in (path, path / "model"):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory")
+    raise CheckpointError(
+        f"{path}: not a saved model (no {CONFIG_FILE} here or in {path / 'model'}); "
+        "is the run finished? an unfinished run can be resumed with `hiervq train --resume`"
+    )
+
+
+def load_state(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``module.load_state_dict(state)`` with a one-line error naming what does not match."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+    if unexpected:
+        problems.append(f"unexpected {', '.join(unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}")
+    if wrong:
+        problems.append(f"shape {', '.join(wrong[:3])}{' ...' if len(wrong) > 3 else ''}")
+    if problems:
+        raise CheckpointError(f"{source} does not match the model config: {'; '.join(problems)}")
+    module.load_state_dict(state)
+
+
+def read_meta(directory: str | os.PathLike) -> dict:
+    """The parsed ``config.json`` of a saved model directory (or run directory)."""
+    directory = resolve_model_dir(directory)
+    try:
+        meta = json.loads((directory / CONFIG_FILE).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: corrupt config file ({exc})") from None
+    if not isinstance(meta, dict) or "model" not in meta or "config" not in meta:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: not a hiervq model config")
+    return meta
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a saved model (any registered kind) from its directory or run directory, in eval mode.
+
+    No pickle is involved: the architecture comes from ``config.json``, the weights from safetensors.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    directory = resolve_model_dir(path)
+    meta = read_meta(directory)
+    module = build(meta["model"], meta["config"], where=str(directory / CONFIG_FILE))
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: missing weights file")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights}: corrupt weights file ({exc})") from None
+    load_state(module, state, str(weights))
+    return module.to(device).eval()

@@ -1,0 +1,23 @@
+"""Vector quantization layers, usable on their own (they depend on torch only).
+
+>>> import torch
+>>> from hiervq.quantize import VectorQuantizer
+>>> vq = VectorQuantizer(dim=64, codebook_size=512, code_dim=8, estimator="rotation")
+>>> out = vq(torch.randn(2, 64, 8, 8))
+>>> out.quantized.shape, out.indices.shape
+(torch.Size([2, 64, 8, 8]), torch.Size([2, 8, 8]))
+"""
+
+from .codebook import Codebook, nearest_code
+from .estimators import ESTIMATORS, rotation_trick, straight_through
+from .vector import Quantized, VectorQuantizer
+
+__all__ = [
+    "ESTIMATORS",
+    "Codebook",
+    "Quantized",
+    "VectorQuantizer",
+    "nearest_code",
+    "rotation_trick",
+    "straight_through",
+]

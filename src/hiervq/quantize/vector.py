@@ -1,0 +1,217 @@
+"""``VectorQuantizer``: a drop-in layer that maps features to their nearest code vectors."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..metrics import perplexity
+from .codebook import DEFAULT_CHUNK_ELEMENTS, Codebook
+from .estimators import ESTIMATORS, rotation_trick, straight_through
+
+
+@dataclass
+class Quantized:
+    """What :class:`VectorQuantizer` returns.
+
+    Attributes:
+        quantized: the quantized features, same shape as the input.
+        indices: the codes, shape of the input without its channel axis: (B, H, W) for (B, C, H, W) maps,
+            (N,) for (N, D) vectors, (B, T) for (B, T, D) sequences.
+        loss: codebook term + beta * commitment term (scalar, differentiable).
+        losses: the unweighted terms, detached: ``commitment`` and ``codebook`` (0 with EMA codes).
+        stats: batch codebook statistics, detached: ``perplexity``, ``used_fraction``, ``counts`` (K,) and
+            ``resets`` (codes re-seeded this step).
+    """
+
+    quantized: torch.Tensor
+    indices: torch.Tensor
+    loss: torch.Tensor
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class VectorQuantizer(nn.Module):
+    """Nearest-neighbour vector quantization with a choice of codebook update and gradient estimator.
+
+    Args:
+        dim: channels of the input features (C).
+        codebook_size: K.
+        code_dim: dimension of the code vectors; if set and different from ``dim``, features are projected
+            to it by a learned linear map (a 1x1 conv on maps) and back after lookup (low-dimensional codes).
+        estimator: ``"ste"`` (straight-through), ``"rotation"`` (rotation trick) or ``"gumbel"``
+            (hard Gumbel-softmax over negative squared distances / ``temperature``).
+        beta: weight of the commitment term |e - sg(q)|^2.
+        ema_decay: EMA decay of the codes; ``None`` learns them with the codebook term |sg(e) - q|^2.
+        init, kmeans_iters, dead_threshold, dead_window: see :class:`Codebook` (``kmeans`` seeds with k-means++).
+        cosine: l2-normalise features and codes (cosine-similarity codes).
+        temperature: Gumbel-softmax temperature.
+        chunk_elements: memory bound of the nearest-code search (distances held at once).
+
+    Input: (B, C, H, W) maps (channel axis 1) or channel-last (N, C) / (B, T, C) tensors. Codebook
+    initialisation, EMA updates and dead-code resets happen in training mode only. Gradients cross the
+    quantizer whenever autograd is recording; otherwise (e.g. eval under ``no_grad``) the output is exactly the
+    code vectors, so ``decode(indices)`` reproduces the eval forward bit for bit.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        codebook_size: int,
+        code_dim: int | None = None,
+        estimator: str = "ste",
+        beta: float = 0.25,
+        ema_decay: float | None = 0.99,
+        init: str = "data",
+        kmeans_iters: int = 10,
+        dead_threshold: float | None = 2.0,
+        dead_window: int = 10,
+        cosine: bool = False,
+        temperature: float = 1.0,
+        chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    ) -> None:
+        super().__init__()
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.dim = dim
+        self.code_dim = code_dim or dim
+        self.codebook_size = codebook_size
+        self.estimator = estimator
+        self.beta = beta
+        self.cosine = cosine
+        self.temperature = temperature
+        projected = self.code_dim != dim
+        self.project_in = nn.Linear(dim, self.code_dim) if projected else nn.Identity()
+        self.project_out = nn.Linear(self.code_dim, dim) if projected else nn.Identity()
+        self.codebook = Codebook(
+            codebook_size,
+            self.code_dim,
+            ema_decay=ema_decay,
+            init=init,
+            kmeans_iters=kmeans_iters,
+            dead_threshold=dead_threshold,
+            dead_window=dead_window,
+            cosine=cosine,
+            chunk_elements=chunk_elements,
+        )
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, code_dim={self.code_dim}, estimator={self.estimator!r}, beta={self.beta}"
+
+    @property
+    def bits(self) -> float:
+        """Bits per code index, log2 K."""
+        return math.log2(self.codebook_size)
+
+    # ------------------------------------------------------------------ layout
+    def _to_rows(self, z: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """(N, C) rows and the index shape for an input of any supported layout."""
+        if z.ndim == 4:
+            if z.shape[1] != self.dim:
+                raise ValueError(f"quantizer expects (B, {self.dim}, H, W) maps, got {tuple(z.shape)}")
+            b, c, h, w = z.shape
+            return z.permute(0, 2, 3, 1).reshape(-1, c), (b, h, w)
+        if z.ndim < 2 or z.shape[-1] != self.dim:
+            raise ValueError(
+                f"quantizer expects (B, {self.dim}, H, W) maps or (..., {self.dim}) vectors, got {tuple(z.shape)}"
+            )
+        return z.reshape(-1, self.dim), tuple(z.shape[:-1])
+
+    @staticmethod
+    def _from_rows(rows: torch.Tensor, index_shape: tuple[int, ...], maps: bool) -> torch.Tensor:
+        if maps:
+            b, h, w = index_shape
+            return rows.view(b, h, w, -1).permute(0, 3, 1, 2).contiguous()
+        return rows.view(*index_shape, -1)
+
+    # ------------------------------------------------------------------ forward / decode
+    def forward(self, z: torch.Tensor) -> Quantized:
+        """Quantize ``z`` (B, C, H, W) or (..., C); see the class docstring."""
+        maps = z.ndim == 4
+        rows, index_shape = self._to_rows(z)
+        e = self.project_in(rows)
+        if self.cosine:
+            e = F.normalize(e, dim=-1)
+        book = self.codebook
+        if self.training and not bool(book.initialized):
+            book.initialize(e.detach())
+        track_grad = torch.is_grad_enabled() and e.requires_grad
+
+        if self.estimator == "gumbel" and track_grad:
+            # EMA codes are updated in place below: work on a copy so autograd's saved tensors stay valid
+            weight = book.weight if not book.uses_ema else book.weight.clone()
+            logits = -book.distances(e, weight)
+            if self.training:
+                soft = F.gumbel_softmax(logits, tau=self.temperature, hard=True)
+                indices = soft.argmax(-1)
+            else:
+                indices = logits.argmax(-1)
+                soft = F.one_hot(indices, book.num_codes).to(logits.dtype)
+                probs = (logits / self.temperature).softmax(-1)
+                soft = soft + probs - probs.detach()
+            q = soft @ weight
+            q_fixed = F.embedding(indices, weight)
+            out = q + (q_fixed - q).detach()
+        else:
+            indices = book.nearest(e.detach())
+            q_fixed = book.lookup(indices)
+            if not track_grad:
+                out = q_fixed
+            elif self.estimator == "rotation":
+                out = rotation_trick(e, q_fixed)
+            else:
+                out = straight_through(e, q_fixed)
+
+        commitment = F.mse_loss(e, q_fixed.detach())
+        loss = self.beta * commitment
+        if book.uses_ema:
+            codebook_loss = torch.zeros((), device=e.device)
+        else:
+            codebook_loss = F.mse_loss(q_fixed, e.detach())
+            loss = loss + codebook_loss
+
+        with torch.no_grad():
+            counts = torch.bincount(indices.reshape(-1), minlength=book.num_codes)
+            stats = {
+                "perplexity": perplexity(counts).float(),
+                "used_fraction": (counts > 0).float().mean(),
+                "counts": counts,
+            }
+        resets = book.update(e.detach(), indices.reshape(-1)) if self.training else 0
+        stats["resets"] = torch.tensor(resets)
+
+        out = self.project_out(out)
+        return Quantized(
+            quantized=self._from_rows(out, index_shape, maps),
+            indices=indices.view(index_shape),
+            loss=loss,
+            losses={"commitment": commitment.detach(), "codebook": codebook_loss.detach()},
+            stats=stats,
+        )
+
+    def encode(self, z: torch.Tensor) -> torch.Tensor:
+        """Codes of ``z`` (no gradients, no codebook update): (B, H, W) for maps, (...) for vectors."""
+        rows, index_shape = self._to_rows(z)
+        with torch.no_grad():
+            e = self.project_in(rows)
+            if self.cosine:
+                e = F.normalize(e, dim=-1)
+            return self.codebook.nearest(e).view(index_shape)
+
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        """Quantized features for ``indices``: (B, C, H, W) for (B, H, W) codes, (..., C) otherwise.
+
+        Equals the eval-mode forward output (under ``no_grad``) for the same codes, exactly.
+        """
+        out = self.project_out(self.codebook.lookup(indices.reshape(-1)))
+        if indices.ndim == 3:
+            return self._from_rows(out, tuple(indices.shape), maps=True)
+        return out.view(*indices.shape, -1)

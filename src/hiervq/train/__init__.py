@@ -1,0 +1,25 @@
+"""Training: configs, the Trainer, checkpoints, torchrun/DDP set-up, runs and their reports."""
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import PhaseConfig, RunConfig, TrainConfig, apply_overrides, config_from_dict, dump_config, load_config
+from .run import evaluate_run, prepare_run_dir, read_run_config, train_run
+from .trainer import Trainer, lr_factor, make_optimizer
+
+__all__ = [
+    "PhaseConfig",
+    "RunConfig",
+    "TrainConfig",
+    "Trainer",
+    "apply_overrides",
+    "config_from_dict",
+    "dump_config",
+    "evaluate_run",
+    "load_checkpoint",
+    "load_config",
+    "lr_factor",
+    "make_optimizer",
+    "prepare_run_dir",
+    "read_run_config",
+    "save_checkpoint",
+    "train_run",
+]

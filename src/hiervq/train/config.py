@@ -1,0 +1,196 @@
+"""Run configuration: YAML files validated into typed dataclasses, with ``--set a.b=c`` overrides."""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..data import DataConfig
+from ..errors import ConfigError
+from ..pretrained import REGISTRY, build
+from ..schema import from_dict, to_dict
+
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("cosine", "exponential", "constant")
+
+
+@dataclass
+class PhaseConfig:
+    """One training phase: a phase name the model knows (see ``DiscreteAutoencoder.phases``), its epochs,
+    and optionally its own learning rate and schedule."""
+
+    name: str = "all"
+    epochs: int = 1
+    lr: float | None = None
+    schedule: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping.
+
+    ``epochs`` is used when ``phases`` is not given (one phase, ``all``). Schedules: ``cosine`` (from ``lr``
+    to ``lr * min_lr_ratio`` over the phase, after ``warmup_steps`` of linear warm-up), ``exponential``
+    (``lr * exp(-step / decay_steps)``) or ``constant``.
+    """
+
+    epochs: int = 10
+    phases: list[PhaseConfig] | None = None
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    optimizer: str = "adam"
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    decay_steps: float = 25000.0
+    grad_clip: float | None = 1.0
+    eval_every: int = 1
+    eval_limit: int | None = None
+    amp: bool = False
+    device: str = "auto"
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        schedules = [self.schedule] + [p.schedule for p in self.phases or [] if p.schedule]
+        for s in schedules:
+            if s not in SCHEDULES:
+                raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {s!r}")
+        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0 or self.eval_every < 1:
+            raise ValueError("epochs must be >= 0, batch_size >= 1, lr > 0, eval_every >= 1")
+        if len(self.betas) != 2:
+            raise ValueError(f"betas must be two numbers, got {self.betas}")
+
+    def phase_list(self) -> list[PhaseConfig]:
+        return list(self.phases) if self.phases else [PhaseConfig("all", self.epochs)]
+
+
+@dataclass
+class RunConfig:
+    """A whole run: ``model`` (a ``name`` plus that model's own keys), ``data``, ``train``, ``seed``."""
+
+    model: dict[str, Any] = field(default_factory=lambda: {"name": "hvqvae"})
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+    source: str = field(default="<defaults>", init=False, compare=False, repr=False)
+
+    @property
+    def model_name(self) -> str:
+        return self.model["name"]
+
+    def model_params(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model.items() if k != "name"}
+
+    def build_model(self, in_channels: int | None = None, image_size: int | None = None):
+        """The model, with ``in_channels``/``image_size`` taken from the data when the config leaves them out."""
+        params = self.model_params()
+        if in_channels is not None:
+            params.setdefault("in_channels", in_channels)
+        if image_size is not None:
+            params.setdefault("image_size", image_size)
+        return build(self.model_name, params, where=f"{self.source}: model")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = to_dict(self)
+        d.pop("source", None)
+        return d
+
+
+def _validate_model(model: Any, where: str) -> dict[str, Any]:
+    if not isinstance(model, dict) or "name" not in model:
+        raise ConfigError(f"{where}: model must be a mapping with a 'name' (known: {', '.join(sorted(REGISTRY))})")
+    name = model["name"]
+    if name not in REGISTRY:
+        raise ConfigError(f"{where}: model.name {name!r} is not a known model (known: {', '.join(sorted(REGISTRY))})")
+    params = {k: v for k, v in model.items() if k != "name"}
+    from_dict(REGISTRY[name].Config, params, f"{where}: model")  # validates keys and types now
+    return dict(model)
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: YAML scalar/list syntax (``3``, ``1e-3``, ``true``, ``null``, ``[1, 2]``, ``name``)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Apply ``a.b=c`` overrides to a nested dict (list items by index: ``model.levels.0.dim=32``)."""
+    raw = copy.deepcopy(raw)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=5")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"--set {item!r}: empty key component")
+        node: Any = raw
+        for i, part in enumerate(parts[:-1]):
+            where = ".".join(parts[: i + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"--set {key}: {where} is not an index of a list of {len(node)}")
+                node = node[int(part)]
+            elif isinstance(node, dict):
+                node = node.setdefault(part, {})
+                if node is None:
+                    node = {}
+            else:
+                raise ConfigError(f"--set {key}: {'.'.join(parts[:i])} is not a mapping")
+        last = parts[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise ConfigError(f"--set {key}: {last} is not an index of a list of {len(node)}")
+            node[int(last)] = parse_value(text)
+        elif isinstance(node, dict):
+            node[last] = parse_value(text)
+        else:
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:-1])} is not a mapping")
+    return raw
+
+
+def config_from_dict(raw: dict[str, Any] | None, where: str = "config") -> RunConfig:
+    """Validate a plain dict into a :class:`RunConfig`; errors name the key and ``where``."""
+    raw = dict(raw or {})
+    model = raw.pop("model", {"name": "hvqvae"})
+    config = from_dict(RunConfig, raw, f"{where}:")
+    config.model = _validate_model(model, where)
+    config.source = where
+    return config
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
+    raw: dict[str, Any] = {}
+    where = "<defaults>"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such config file")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: a config must be a mapping of sections (model, data, train, seed)")
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+        where += " (with --set overrides)"
+    return config_from_dict(raw, where)
+
+
+def dump_config(config: RunConfig) -> str:
+    """YAML text of a resolved config (what a run directory keeps as ``config.yaml``)."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

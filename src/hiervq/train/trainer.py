@@ -1,0 +1,340 @@
+"""The Trainer: phases, optimiser and schedule, evaluation, metrics, atomic checkpoints, exact resume, DDP.
+
+It only knows the :class:`~hiervq.models.DiscreteAutoencoder` interface: ``model(x)`` returns an ``Output``
+with ``loss``, named ``losses``, ``recon``, ``codes`` and per-level ``stats``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DistributedSampler
+
+from ..data import DataSplits, ImageSet
+from ..metrics import EvalAccumulator, mse_per_image, psnr
+from ..models.base import DiscreteAutoencoder
+from .checkpoint import CHECKPOINT_DIR, LAST, save_checkpoint
+from .config import PhaseConfig, TrainConfig
+from .distributed import DistInfo, barrier
+
+Callback = Callable[["Trainer", dict], None]
+
+
+def make_optimizer(config: TrainConfig, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """Adam or AdamW over ``params`` with the config's betas and weight decay."""
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+
+
+def lr_factor(step: int, total: int, schedule: str, warmup: int, min_ratio: float, decay_steps: float) -> float:
+    """Multiplier of the base learning rate at ``step`` (0-based) of a phase of ``total`` steps."""
+    warm = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+    if schedule == "cosine":
+        t = min(step / max(total, 1), 1.0)
+        return warm * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t)))
+    if schedule == "exponential":
+        return warm * math.exp(-step / decay_steps)
+    return warm
+
+
+class Trainer:
+    """Trains a :class:`DiscreteAutoencoder` phase by phase.
+
+    Args:
+        config: optimisation settings.
+        run_dir: where ``metrics.jsonl`` and ``checkpoints/last.pt`` go (``None``: nothing is written).
+        seed: seeds the data order (epoch ``e`` uses ``seed + e``), so a resumed run sees the same batches.
+        dist: the process group (from :func:`hiervq.train.distributed.setup`); single process by default.
+        callbacks: called as ``callback(trainer, record)`` after each epoch's record is written.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: str | Path | None = None,
+        seed: int = 0,
+        dist: DistInfo | None = None,
+        callbacks: list[Callback] | tuple = (),
+    ) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.seed = seed
+        self.dist = dist or DistInfo(device=_auto_device(config.device))
+        self.callbacks = list(callbacks)
+        self.history: list[dict] = []
+        self.step = 0
+        self.train_seconds = 0.0
+
+    # ------------------------------------------------------------------ helpers
+    def log(self, message: str) -> None:
+        if self.dist.is_main:
+            print(message, file=sys.stderr, flush=True)
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return None if self.run_dir is None else self.run_dir / CHECKPOINT_DIR / LAST
+
+    def _set_trainable(self, model: DiscreteAutoencoder) -> list[nn.Parameter]:
+        """Freeze everything but the current phase's modules; returns the trainable parameters."""
+        model.requires_grad_(False)
+        for module in model.trainable_modules():
+            module.requires_grad_(True)
+        return [p for p in model.parameters() if p.requires_grad]
+
+    @staticmethod
+    def _train_mode(model: DiscreteAutoencoder) -> None:
+        """Train mode for the current phase's modules only: frozen codebooks must not move."""
+        model.eval()
+        for module in model.trainable_modules():
+            module.train()
+
+    def _batches(self, dataset: ImageSet, epoch: int) -> list[torch.Tensor]:
+        bs = self.config.batch_size
+        sampler = DistributedSampler(
+            dataset,
+            num_replicas=self.dist.world_size,
+            rank=self.dist.rank,
+            shuffle=True,
+            seed=self.seed,
+            drop_last=self.dist.world_size > 1,
+        )
+        sampler.set_epoch(epoch)
+        order = torch.tensor(list(iter(sampler)), dtype=torch.long)
+        n = (len(order) // bs) * bs
+        if n == 0:
+            raise ValueError(f"batch_size {bs} is larger than the {len(order)} training images per process")
+        return list(order[:n].split(bs))
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(
+        self, model: DiscreteAutoencoder, dataset: ImageSet, limit: int | None = None, with_counts: bool = False
+    ) -> dict[str, Any]:
+        """MSE/PSNR (mean and std over images, on [0, 1]), mean loss terms and codebook health per level
+        (see :meth:`hiervq.metrics.EvalAccumulator.result`)."""
+        model = _unwrap(model)
+        was_training = model.training
+        model.eval()
+        device = self.dist.device
+        acc = EvalAccumulator([lv.codebook_size for lv in model.levels])
+        n = len(dataset) if limit is None else min(limit, len(dataset))
+        bs = self.config.eval_batch_size
+        for start in range(0, n, bs):
+            x, _ = dataset.batch(slice(start, min(start + bs, n)))
+            x = x.to(device)
+            with self._autocast():
+                out = model(x)
+            losses = dict(out.losses)
+            losses["total"] = out.loss.detach()
+            acc.add(x, out.recon.float(), out.codes, losses)
+        model.train(was_training)
+        return acc.result(with_counts=with_counts)
+
+    def _autocast(self):
+        return torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=self.config.amp)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, model: DiscreteAutoencoder, data: DataSplits, resume: dict | None = None) -> list[dict]:
+        """Train through every phase; ``resume`` is a checkpoint dict to continue from. Returns the history."""
+        device = self.dist.device
+        model.to(device)
+        phases = self.config.phase_list()
+        known = model.phases()
+        for phase in phases:
+            if phase.name not in known:
+                raise ValueError(f"train.phases: {phase.name!r} is not a phase of this model (known: {', '.join(known)})")
+        start_phase, start_epoch = 0, 0
+        if resume is not None:
+            model.load_state_dict(resume["model"])
+            self.history = list(resume["history"])
+            self.step = int(resume["step"])
+            self.train_seconds = float(resume.get("train_seconds", 0.0))
+            start_phase, start_epoch = int(resume["phase_index"]), int(resume["phase_epoch"])
+            torch.set_rng_state(resume["rng"])
+            if torch.cuda.is_available() and resume.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(resume["cuda_rng"], device)
+            self._rewrite_metrics()
+            self.log(f"resuming at phase {phases[min(start_phase, len(phases) - 1)].name}, epoch {start_epoch}")
+
+        epochs_before = sum(p.epochs for p in phases[:start_phase])
+        for pi in range(start_phase, len(phases)):
+            phase = phases[pi]
+            first = start_epoch if pi == start_phase else 0
+            if first < phase.epochs:
+                self._run_phase(model, data, pi, phase, first, epochs_before, resume if pi == start_phase else None)
+            epochs_before += phase.epochs
+        return self.history
+
+    def _run_phase(
+        self,
+        model: DiscreteAutoencoder,
+        data: DataSplits,
+        pi: int,
+        phase: PhaseConfig,
+        first_epoch: int,
+        epochs_before: int,
+        resume: dict | None,
+    ) -> None:
+        cfg = self.config
+        model.set_phase(phase.name)
+        params = self._set_trainable(model)
+        if not params:
+            raise ValueError(f"phase {phase.name!r} has no trainable parameters")
+        lr = phase.lr or cfg.lr
+        optimizer = make_optimizer(cfg, params, lr)
+        steps_per_epoch = len(self._batches(data.train, 0))
+        total = steps_per_epoch * phase.epochs
+        schedule = phase.schedule or cfg.schedule
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda s: lr_factor(s, total, schedule, cfg.warmup_steps, cfg.min_lr_ratio, cfg.decay_steps),
+        )
+        if resume is not None and "optimizer" in resume:
+            optimizer.load_state_dict(resume["optimizer"])
+            scheduler.load_state_dict(resume["scheduler"])
+        net: nn.Module = model
+        if self.dist.enabled:
+            net = nn.parallel.DistributedDataParallel(
+                model,
+                device_ids=[self.dist.device.index] if self.dist.device.type == "cuda" else None,
+                broadcast_buffers=False,  # codebooks keep themselves in sync (all-reduced statistics)
+            )
+        for epoch in range(first_epoch, phase.epochs):
+            global_epoch = epochs_before + epoch
+            t0 = time.perf_counter()
+            train_stats = self._train_epoch(net, model, data.train, optimizer, scheduler, params, global_epoch, phase)
+            self.train_seconds += time.perf_counter() - t0
+            record: dict[str, Any] = {
+                "epoch": global_epoch + 1,
+                "phase": phase.name,
+                "phase_epoch": epoch + 1,
+                "step": self.step,
+                "lr": optimizer.param_groups[0]["lr"],
+                "train_s": round(self.train_seconds, 3),
+                "train": train_stats,
+            }
+            last = epoch + 1 == phase.epochs
+            if self.dist.is_main and ((epoch + 1) % cfg.eval_every == 0 or last):
+                record["test"] = self.evaluate(model, data.test, cfg.eval_limit)
+                if data.val is not None:
+                    record["val"] = self.evaluate(model, data.val, cfg.eval_limit)
+            barrier(self.dist)
+            self.history.append(record)
+            self._log_epoch(record)
+            if self.dist.is_main:
+                self._append_metrics(record)
+                self._save(model, optimizer, scheduler, pi, epoch + 1)
+            for callback in self.callbacks:
+                callback(self, record)
+        model.requires_grad_(True)
+
+    def _train_epoch(self, net, model, dataset, optimizer, scheduler, params, epoch: int, phase: PhaseConfig) -> dict:
+        cfg = self.config
+        self._train_mode(model)
+        batches = self._batches(dataset, epoch)
+        sums: dict[str, float] = {}
+        ppl_sums = [0.0] * len(model.levels)
+        resets = [0] * len(model.levels)
+        count = 0
+        bar = _progress(batches, f"{phase.name} epoch {epoch + 1}", cfg.progress and self.dist.is_main)
+        for index in bar:
+            x, _ = dataset.batch(index)
+            x = x.to(self.dist.device, non_blocking=True)
+            with self._autocast():
+                out = net(x)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            self.step += 1
+            with torch.no_grad():
+                batch_psnr = float(psnr(mse_per_image(x, out.recon.float().clamp(0, 1))).mean())
+            values = {"loss": float(out.loss.detach()), "psnr": batch_psnr}
+            values.update({k: float(v) for k, v in out.losses.items()})
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            for i, st in enumerate(out.stats[: len(ppl_sums)]):
+                ppl_sums[i] += float(st["perplexity"])
+                resets[i] += int(st.get("resets", 0))
+            count += 1
+            if hasattr(bar, "set_postfix"):
+                ppl = "/".join(f"{float(st['perplexity']):.0f}" for st in out.stats)
+                bar.set_postfix(loss=f"{values['loss']:.4f}", psnr=f"{batch_psnr:.2f}", ppl=ppl, refresh=False)
+        stats = {k: v / max(count, 1) for k, v in sums.items()}
+        stats["perplexity"] = [p / max(count, 1) for p in ppl_sums]
+        stats["resets"] = resets
+        return stats
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _log_epoch(self, record: dict) -> None:
+        tr = record["train"]
+        msg = (
+            f"epoch {record['epoch']} [{record['phase']}] loss {tr['loss']:.5f} train psnr {tr['psnr']:.2f} "
+            f"ppl {'/'.join(f'{p:.0f}' for p in tr['perplexity'])}"
+        )
+        if "test" in record:
+            te = record["test"]
+            msg += f" | test mse {te['mse']:.3e} psnr {te['psnr']:.2f} used " + "/".join(
+                f"{lv['used_fraction']:.2f}" for lv in te["levels"]
+            )
+        self.log(msg + f" ({record['train_s']:.0f}s)")
+
+    def _append_metrics(self, record: dict) -> None:
+        if self.run_dir is None:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _rewrite_metrics(self) -> None:
+        """On resume, make metrics.jsonl agree with the checkpoint's history (drop lines written after it)."""
+        if self.run_dir is None or not self.dist.is_main:
+            return
+        path = self.run_dir / "metrics.jsonl"
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.history))
+        tmp.replace(path)
+
+    def _save(self, model, optimizer, scheduler, phase_index: int, phase_epoch: int) -> None:
+        path = self.checkpoint_path
+        if path is None:
+            return
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "phase_index": phase_index,
+            "phase_epoch": phase_epoch,
+            "step": self.step,
+            "train_seconds": self.train_seconds,
+            "history": self.history,
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.dist.device) if self.dist.device.type == "cuda" else None,
+        }
+        save_checkpoint(path, state)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _auto_device(name: str) -> torch.device:
+    from .distributed import resolve_device
+
+    return resolve_device(name)
+
+
+def _progress(items: list, desc: str, enabled: bool):
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0, disable=None)  # off without a TTY

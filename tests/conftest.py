@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny configs, the path to ../shared/data (tests that need it skip when it is absent)."""
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_file(*parts: str) -> Path:
+    """Path under ../shared/data, or skip the test when it is not there."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    return path
+
+
+TINY_RUN = {
+    "seed": 0,
+    "data": {"name": "digits", "image_size": 16, "train_limit": 96, "test_limit": 32},
+    "model": {
+        "name": "hvqvae",
+        "channels": 16,
+        "blocks": 1,
+        "res_channels": 8,
+        "levels": [
+            {"downsample": 2, "codebook_size": 32, "dim": 8, "code_dim": 4},
+            {"downsample": 2, "codebook_size": 16, "dim": 8},
+        ],
+        "quantizer": {"init": "kmeans", "dead_threshold": 2, "dead_window": 2, "estimator": "rotation"},
+    },
+    "train": {"epochs": 2, "batch_size": 16, "lr": 0.002, "progress": False, "eval_batch_size": 64},
+}
+
+
+@pytest.fixture
+def tiny_run_config():
+    import copy
+
+    return copy.deepcopy(TINY_RUN)

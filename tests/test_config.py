@@ -1,0 +1,90 @@
+"""Configs: typed validation with errors that name the key and the file, and --set overrides."""
+
+import pytest
+import yaml
+
+from hiervq.errors import ConfigError
+from hiervq.train import apply_overrides, config_from_dict, load_config
+
+
+def write(tmp_path, data, name="run.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_defaults_and_shipped_configs_are_valid():
+    from pathlib import Path
+
+    load_config(None)
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert configs, "configs/ holds recipes"
+    for path in configs:
+        load_config(path)
+
+
+def test_unknown_key_names_the_key_and_the_file(tmp_path, tiny_run_config):
+    tiny_run_config["train"]["epochz"] = 3
+    path = write(tmp_path, tiny_run_config)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "epochz" in str(err.value) and str(path) in str(err.value) and "train" in str(err.value)
+
+
+def test_unknown_nested_model_key(tmp_path, tiny_run_config):
+    tiny_run_config["model"]["quantizer"]["betta"] = 0.3
+    path = write(tmp_path, tiny_run_config)
+    with pytest.raises(ConfigError, match=r"run.yaml: model.quantizer: unknown key 'betta'"):
+        load_config(path)
+
+
+def test_wrong_types_and_values(tmp_path, tiny_run_config):
+    cfg = dict(tiny_run_config, train={"epochs": "many"})
+    with pytest.raises(ConfigError, match=r"train.epochs: expected an integer"):
+        config_from_dict(cfg, "x.yaml")
+    cfg = dict(tiny_run_config, train={"optimizer": "sgd"})
+    with pytest.raises(ConfigError, match="optimizer must be one of adam, adamw"):
+        config_from_dict(cfg, "x.yaml")
+    cfg = dict(tiny_run_config, model={"name": "transformer"})
+    with pytest.raises(ConfigError, match="'transformer' is not a known model"):
+        config_from_dict(cfg, "x.yaml")
+    with pytest.raises(ConfigError, match="unknown key 'modle'"):
+        config_from_dict({"modle": {}}, "x.yaml")
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(bad)
+
+
+def test_set_overrides(tmp_path, tiny_run_config):
+    path = write(tmp_path, tiny_run_config)
+    cfg = load_config(
+        path,
+        ["train.epochs=7", "train.lr=1e-3", "model.levels.0.codebook_size=64", "model.quantizer.ema_decay=null",
+         "data.classes=[0, 1]", "model.mode=unconditioned"],
+    )
+    assert cfg.train.epochs == 7 and cfg.train.lr == pytest.approx(1e-3)
+    assert cfg.model["levels"][0]["codebook_size"] == 64
+    assert cfg.model["quantizer"]["ema_decay"] is None
+    assert cfg.data.classes == [0, 1]
+    with pytest.raises(ConfigError, match="unknown key 'epoch'"):
+        load_config(path, ["train.epoch=3"])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        apply_overrides({}, ["train.epochs"])
+    with pytest.raises(ConfigError, match="not an index"):
+        apply_overrides({"a": [1]}, ["a.3=2"])
+
+
+def test_resolved_config_round_trips(tiny_run_config):
+    import yaml as y
+
+    from hiervq.train import dump_config
+
+    cfg = config_from_dict(tiny_run_config)
+    again = config_from_dict(y.safe_load(dump_config(cfg)))
+    assert again.to_dict() == cfg.to_dict()

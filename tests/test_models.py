@@ -1,0 +1,170 @@
+"""Models: shapes, encode/decode round trips, budgets, saving and loading."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import hiervq
+from hiervq.errors import CheckpointError, ConfigError, DataError
+from hiervq.models import HierarchicalConfig, HierarchicalVQVAE, LevelConfig, QuantizerConfig, VQVAE, VQVAEConfig
+from hiervq.pretrained import build
+
+
+def tiny(levels, mode="conditioned", block="res", in_channels=1, size=16, estimator="ste", **q):
+    cfg = HierarchicalConfig(
+        image_size=size,
+        in_channels=in_channels,
+        channels=16,
+        blocks=1,
+        res_channels=8,
+        block=block,
+        mode=mode,
+        levels=[LevelConfig(*lv) for lv in levels],
+        quantizer=QuantizerConfig(estimator=estimator, **q),
+    )
+    return HierarchicalVQVAE(cfg)
+
+
+CASES = [
+    ([(4, 32, 8)], "conditioned", "res"),
+    ([(2, 32, 8), (2, 16, 8)], "conditioned", "res"),
+    ([(2, 32, 8), (2, 16, 8)], "unconditioned", "res"),
+    ([(2, 32, 8, 2), (2, 16, 8, 2), (2, 16, 4)], "conditioned", "convnext"),
+    ([(2, 32, 8), (2, 16, 8), (2, 16, 4)], "unconditioned", "res"),
+]
+
+
+@pytest.mark.parametrize("levels,mode,block", CASES)
+def test_decode_of_encode_equals_eval_forward(levels, mode, block):
+    torch.manual_seed(0)
+    model = tiny(levels, mode, block)
+    x = torch.rand(3, 1, 16, 16)
+    model.train()
+    out = model(x)
+    out.loss.backward()
+    assert out.recon.shape == x.shape
+    assert len(out.codes) == len(levels)
+    model.eval()
+    with torch.no_grad():
+        ev = model(x)
+        codes = model.encode(x)
+        recon = model.decode(codes)
+    for a, b in zip(codes, ev.codes):
+        assert torch.equal(a, b)
+    assert torch.equal(recon, ev.recon)
+    grids = [lv.grid for lv in model.levels]
+    assert [tuple(c.shape[1:]) for c in codes] == grids
+
+
+@pytest.mark.parametrize("estimator", ["rotation", "gumbel"])
+def test_every_estimator_trains_end_to_end(estimator):
+    torch.manual_seed(0)
+    model = tiny([(2, 32, 8), (2, 16, 8)], estimator=estimator)
+    model.train()
+    out = model(torch.rand(2, 1, 16, 16))
+    out.loss.backward()
+    enc_grad = model.encoders[0].net[0].weight.grad
+    assert enc_grad is not None and enc_grad.abs().sum() > 0
+
+
+def test_features_is_the_joint_latent():
+    model = tiny([(2, 32, 8), (2, 16, 6)])
+    model.eval()
+    with torch.no_grad():
+        f = model.features(torch.rand(2, 1, 16, 16))
+    assert f.shape == (2, 8 + 6, 8, 8)
+
+
+def test_budget_of_a_known_configuration():
+    # the published capacity-matching setting: 64x64 + 32x32 grids with 128 channels each, 256x256 images
+    model = HierarchicalVQVAE(
+        HierarchicalConfig(
+            image_size=256,
+            in_channels=3,
+            channels=8,
+            blocks=0,
+            levels=[LevelConfig(4, 4096, 128, 8), LevelConfig(2, 4096, 128, 8)],
+        )
+    )
+    b = model.budget()
+    assert [lv.grid for lv in model.levels] == [(64, 64), (32, 32)]
+    assert b.continuous == 64 * 64 * 128 + 32 * 32 * 128 == 64 * 64 * 160
+    assert b.discrete == 2 * 4096 * 8
+    assert b.bits_per_image == pytest.approx((64 * 64 + 32 * 32) * 12)
+    single = VQVAE(VQVAEConfig(image_size=32, in_channels=1, channels=8, blocks=0, levels=[LevelConfig(4, 256, 64)]))
+    assert single.budget().bits_per_image == 8 * 8 * 8 == 512
+    assert single.budget().continuous == 8 * 8 * 64 and single.budget().discrete == 256 * 64
+
+
+def test_vqvae_needs_exactly_one_level():
+    with pytest.raises(ConfigError, match="exactly one level"):
+        build("vqvae", {"levels": [{"downsample": 2}, {"downsample": 2}]})
+
+
+def test_bad_model_configs_are_named():
+    with pytest.raises(ConfigError, match=r"model.levels\[0\]: unknown key 'downsampl'"):
+        build("hvqvae", {"levels": [{"downsampl": 2}]})
+    with pytest.raises(ConfigError, match="powers of two"):
+        build("hvqvae", {"levels": [{"downsample": 3}], "image_size": 27})
+    with pytest.raises(ConfigError, match="unknown model name"):
+        build("vqgan", {})
+    with pytest.raises(ConfigError, match="mode"):
+        build("hvqvae", {"mode": "sideways"})
+
+
+def test_wrong_inputs_are_explained():
+    model = tiny([(2, 32, 8)])
+    with pytest.raises(DataError, match="3 channels, the model expects 1"):
+        model(torch.rand(1, 3, 16, 16))
+    with pytest.raises(DataError, match="multiple of 2"):
+        model(torch.rand(1, 1, 15, 16))
+    with pytest.raises(DataError, match="shape"):
+        model(torch.rand(16, 16))
+
+
+def test_save_and_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = tiny([(2, 32, 8), (2, 16, 8, 4)])
+    model.train()
+    model(torch.rand(4, 1, 16, 16))  # initialise codebooks
+    model.save_pretrained(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert meta["model"] == "hvqvae" and meta["config"]["levels"][1]["code_dim"] == 4
+    loaded = hiervq.load(tmp_path / "m")
+    assert not loaded.training
+    x = torch.rand(2, 1, 16, 16)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(x).recon, model(x).recon)
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no such file"):
+        hiervq.load(tmp_path / "nothing")
+    model = tiny([(2, 32, 8)])
+    model.save_pretrained(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    meta["config"]["channels"] = 24
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="does not match the model config"):
+        hiervq.load(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="corrupt weights"):
+        hiervq.load(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="corrupt config"):
+        hiervq.load(tmp_path / "m")
+
+
+def test_bits_per_image_matches_metrics_helper():
+    from hiervq.metrics import bits_per_image
+
+    model = tiny([(2, 32, 8), (2, 16, 8)])
+    levels = model.levels
+    assert model.budget().bits_per_image == pytest.approx(
+        bits_per_image([lv.grid for lv in levels], [lv.codebook_size for lv in levels])
+    )
+    assert model.budget().bits_per_image == pytest.approx(64 * 5 + 16 * 4)
+    assert math.isclose(model.budget().bits_per_image, 384)
