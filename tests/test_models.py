@@ -8,7 +8,7 @@ import torch
 
 import hiervq
 from hiervq.errors import CheckpointError, ConfigError, DataError
-from hiervq.models import HierarchicalConfig, HierarchicalVQVAE, LevelConfig, QuantizerConfig, VQVAE, VQVAEConfig
+from hiervq.models import VQVAE, HierarchicalConfig, HierarchicalVQVAE, LevelConfig, QuantizerConfig, VQVAEConfig
 from hiervq.pretrained import build
 
 

@@ -3,7 +3,7 @@
 __version__ = "0.1.0"
 
 from .errors import CheckpointError, ConfigError, DataError, HierVQError
-from .models import HierarchicalVQVAE, VQVAE, DiscreteAutoencoder
+from .models import VQVAE, DiscreteAutoencoder, HierarchicalVQVAE
 from .pretrained import load
 from .quantize import Codebook, VectorQuantizer
 

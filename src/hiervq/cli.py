@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from . import __version__
 from .errors import HierVQError
@@ -229,12 +229,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Later layers (priors, experiments) append ``add(subparsers, add_common)`` functions here.
+#: ``add(subparsers, add_common)`` functions of commands defined in higher layers (filled by
+#: :func:`_load_extra_commands` from :data:`COMMAND_MODULES`).
 EXTRA_COMMANDS: list[Callable] = []
+
+#: Modules that define more subcommands, each with ``add_commands(subparsers, add_common)``. They must import
+#: only argparse-level things at module import time (torch etc. inside the command functions).
+COMMAND_MODULES: list[str] = []
 
 
 def _load_extra_commands() -> None:
-    """Import the modules that register extra subcommands (kept lazy-light: they import torch on use)."""
+    import importlib
+
+    EXTRA_COMMANDS.clear()
+    for name in COMMAND_MODULES:
+        EXTRA_COMMANDS.append(importlib.import_module(name).add_commands)
 
 
 def main(argv: list[str] | None = None) -> int:

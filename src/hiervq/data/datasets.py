@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -74,7 +74,7 @@ class ImageSet(torch.utils.data.Dataset):
         self.class_names = class_names
 
     @classmethod
-    def from_split(cls, split: Split, class_names: list[str] | None = None) -> "ImageSet":
+    def from_split(cls, split: Split, class_names: list[str] | None = None) -> ImageSet:
         array = split.images if split.images.flags.writeable else split.images.copy()
         images = torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).contiguous()
         labels = None if split.labels is None else torch.from_numpy(split.labels.astype(np.int64))
@@ -104,7 +104,7 @@ class ImageSet(torch.utils.data.Dataset):
         x = self.images[i].float() / 255.0
         return x, int(self.labels[i]) if self.labels is not None else -1
 
-    def subset(self, index: torch.Tensor | np.ndarray | list[int]) -> "ImageSet":
+    def subset(self, index: torch.Tensor | np.ndarray | list[int]) -> ImageSet:
         index = torch.as_tensor(np.asarray(index), dtype=torch.long)
         return ImageSet(self.images[index], None if self.labels is None else self.labels[index], self.class_names)
 

@@ -195,7 +195,7 @@ def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None, mod
                 img = img.convert("RGB")
             if size is not None and img.size != (size[1], size[0]):
                 img = img.resize((size[1], size[0]), Image.BICUBIC)
-            arr = np.asarray(img, dtype=np.uint8)
+            arr = np.array(img, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: corrupt or unreadable image ({exc})") from None
     return arr[..., None] if arr.ndim == 2 else arr
@@ -227,6 +227,8 @@ def read_image_folder(
         files, labels, names = list_images(root), None, None
     if not files:
         raise DataError(f"{root}: no images found ({', '.join(IMAGE_SUFFIXES)})")
+    if mode is None:  # one mode for the whole folder: grayscale only if the first image is
+        mode = "L" if read_image(files[0]).shape[2] == 1 else "RGB"
     arrays = [read_image(f, size, mode) for f in files]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:

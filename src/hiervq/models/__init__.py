@@ -1,7 +1,7 @@
 """The discrete autoencoder family, all behind :class:`DiscreteAutoencoder`."""
 
 from .base import Budget, DiscreteAutoencoder, LevelInfo, Output, QuantizerConfig, budget_of
-from .hierarchical import HierarchicalConfig, HierarchicalVQVAE, LevelConfig, VQVAE, VQVAEConfig
+from .hierarchical import VQVAE, HierarchicalConfig, HierarchicalVQVAE, LevelConfig, VQVAEConfig
 
 __all__ = [
     "Budget",

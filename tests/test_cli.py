@@ -1,0 +1,108 @@
+"""The command line: train/eval/encode/decode, and one-line errors with non-zero exit codes on bad input."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from hiervq.cli import main
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    from hiervq.train import config_from_dict, train_run
+
+    from .conftest import TINY_RUN
+
+    root = tmp_path_factory.mktemp("cli")
+    cfg = dict(TINY_RUN, train=dict(TINY_RUN["train"], epochs=1))
+    train_run(config_from_dict(cfg, "tiny"), root / "run")
+    return root / "run"
+
+
+def run_cli(args, capsys):
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_train_from_the_command_line(tmp_path, capsys, tiny_run_config):
+    tiny_run_config["train"]["epochs"] = 1
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_run_config))
+    code, _, err = run_cli(["train", path, "--out", tmp_path / "r", "--set", "model.mode=unconditioned"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "r" / "summary.json").is_file()
+    assert "unconditioned" in (tmp_path / "r" / "config.yaml").read_text()
+    code, _, err = run_cli(["train", path, "--out", tmp_path / "r"], capsys)
+    assert code == 2 and "already exists" in err and err.count("\n") == 1
+
+
+def test_eval_encode_decode(trained_run, tmp_path, capsys):
+    code, out, err = run_cli(["eval", trained_run, "--set", "data.test_limit=8"], capsys)
+    assert code == 0, err
+    assert '"psnr"' in out and '"images": 8' in out
+    images = tmp_path / "imgs"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8), "L").save(images / f"im{i}.png")
+    codes = tmp_path / "codes.npz"
+    code, out, err = run_cli(["encode", trained_run, images, "-o", codes], capsys)
+    assert code == 0, err
+    archive = np.load(codes)
+    assert archive["level0"].shape == (3, 8, 8) and archive["level1"].shape == (3, 4, 4)
+    code, out, err = run_cli(["decode", trained_run, codes, "-o", tmp_path / "dec"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "dec").iterdir()) == ["grid.png", "im0.png", "im1.png", "im2.png"]
+    assert Image.open(tmp_path / "dec" / "im0.png").size == (16, 16)
+
+
+@pytest.mark.parametrize(
+    "make_args,message",
+    [
+        (lambda t, r: ["train", t / "missing.yaml"], "no such config file"),
+        (lambda t, r: ["train", "--set", "model.name=vqgan", "--out", t / "x"], "not a known model"),
+        (lambda t, r: ["train", "--set", "train.epochz=1", "--out", t / "x"], "unknown key 'epochz'"),
+        (lambda t, r: ["eval", t / "norun"], "not a run directory"),
+        (lambda t, r: ["encode", r, t / "nothing.png"], "no such file"),
+        (lambda t, r: ["encode", r, t / "broken.png"], "corrupt or unreadable image"),
+        (lambda t, r: ["encode", r, t / "rgb.png"], "3 channels, the model expects 1"),
+        (lambda t, r: ["decode", r, t / "broken.png"], "corrupt codes file"),
+        (lambda t, r: ["train", "--resume", t / "norun"], "not a run directory"),
+    ],
+)
+def test_bad_input_gives_one_line_errors(make_args, message, trained_run, tmp_path, capsys):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n not an image")
+    Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(tmp_path / "rgb.png")
+    code, out, err = run_cli(make_args(tmp_path, trained_run), capsys)
+    assert code == 2
+    assert message in err
+    assert err.startswith("hiervq: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+
+
+def test_checkpoint_that_does_not_match_the_config(trained_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["model"]["channels"] = 24
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    code, _, err = run_cli(["train", "--resume", run], capsys)
+    assert code == 2 and "does not match the model config" in err and err.count("\n") == 1
+
+
+def test_module_entry_point_and_debug_flag(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "hiervq", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "train" in result.stdout and "encode" in result.stdout
+    result = subprocess.run(
+        [sys.executable, "-m", "hiervq", "--debug", "train", str(tmp_path / "missing.yaml")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0 and "Traceback" in result.stderr

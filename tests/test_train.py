@@ -1,0 +1,80 @@
+"""Training runs: outputs of a run, exact resume, phases, the trainer's schedule."""
+
+import json
+
+import pytest
+import torch
+
+import hiervq
+from hiervq.train import config_from_dict, load_checkpoint, lr_factor, train_run
+
+
+class Interrupt(KeyboardInterrupt):
+    pass
+
+
+def stop_after(epoch):
+    def callback(trainer, record):
+        if record["epoch"] == epoch:
+            raise Interrupt
+
+    return callback
+
+
+def test_run_writes_everything(tmp_path, tiny_run_config):
+    cfg = config_from_dict(tiny_run_config, "tiny")
+    summary = train_run(cfg, tmp_path / "run")
+    run = tmp_path / "run"
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "reconstructions.png", "curves.png",
+                 "usage.png", "report.md", "model/config.json", "model/model.safetensors", "checkpoints/last.pt"):
+        assert (run / name).is_file(), name
+    on_disk = json.loads((run / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    for key in ("mse", "psnr", "bits_per_image"):
+        assert isinstance(on_disk[key], float)
+    assert len(on_disk["levels"]) == 2
+    for lv in on_disk["levels"]:
+        assert set(lv) >= {"codebook_size", "perplexity", "used_fraction", "dead_codes"}
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[-1])["test"]["images"] == 32
+    model = hiervq.load(run)
+    assert model.budget().bits_per_image == on_disk["bits_per_image"] == 8 * 8 * 5 + 4 * 4 * 4
+    # a finished run is not overwritten silently
+    with pytest.raises(hiervq.HierVQError, match="already exists"):
+        train_run(cfg, run)
+
+
+def test_resume_is_exact(tmp_path, tiny_run_config):
+    tiny_run_config["train"]["epochs"] = 3
+    # gumbel sampling and dead-code re-seeding draw random numbers: the RNG state must be restored too
+    tiny_run_config["model"]["quantizer"]["estimator"] = "gumbel"
+    cfg = config_from_dict(tiny_run_config, "tiny")
+    train_run(cfg, tmp_path / "full")
+    with pytest.raises(Interrupt):
+        train_run(cfg, tmp_path / "cut", callbacks=[stop_after(1)])
+    assert not (tmp_path / "cut" / "summary.json").exists()
+    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["phase_epoch"] == 1
+    train_run(cfg, tmp_path / "cut", resume=True)
+    full = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    cut = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
+    assert full["step"] == cut["step"]
+    for key, value in full["model"].items():
+        assert torch.equal(value, cut["model"][key]), key
+    strip = lambda hist: [{k: v for k, v in r.items() if k != "train_s"} for r in hist]  # noqa: E731
+    assert strip(full["history"]) == strip(cut["history"])
+    assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_lr_schedules():
+    assert lr_factor(0, 100, "cosine", 0, 0.0, 1) == pytest.approx(1.0)
+    assert lr_factor(50, 100, "cosine", 0, 0.0, 1) == pytest.approx(0.5)
+    assert lr_factor(100, 100, "cosine", 0, 0.1, 1) == pytest.approx(0.1)
+    assert lr_factor(4, 100, "constant", 10, 0.0, 1) == pytest.approx(0.5)
+    assert lr_factor(25000, 100, "exponential", 0, 0.0, 25000) == pytest.approx(1 / 2.718281828, rel=1e-6)
+
+
+def test_unknown_phase_is_rejected(tmp_path, tiny_run_config):
+    tiny_run_config["train"]["phases"] = [{"name": "stage9", "epochs": 1}]
+    cfg = config_from_dict(tiny_run_config, "tiny")
+    with pytest.raises(ValueError, match="not a phase of this model"):
+        train_run(cfg, tmp_path / "run")
