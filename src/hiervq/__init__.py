@@ -5,6 +5,7 @@ __version__ = "0.1.0"
 from .errors import CheckpointError, ConfigError, DataError, HierVQError
 from .models import VQVAE, DiscreteAutoencoder, HierarchicalVQVAE
 from .pretrained import load
+from .priors import PixelCNN  # registers the priors so hiervq.load reads prior directories
 from .quantize import Codebook, VectorQuantizer
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "DiscreteAutoencoder",
     "HierVQError",
     "HierarchicalVQVAE",
+    "PixelCNN",
     "VQVAE",
     "VectorQuantizer",
     "__version__",

@@ -1,0 +1,95 @@
+"""``hiervq prior`` and ``hiervq sample``: fit priors over a run's codes, and generate images with them.
+
+A CLI-layer module (listed in ``hiervq.cli.COMMAND_MODULES``); the work is done by :mod:`hiervq.train.prior`,
+which dispatches on the autoencoder family through :func:`hiervq.priors.prior_kind_for`, so new families need no
+change here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _cmd_prior(args: argparse.Namespace) -> int:
+    from .errors import HierVQError
+    from .pretrained import load
+    from .priors import prior_kind_for
+    from .train.prior import PRIORS_DIR, prior_run
+
+    if args.level == "all":
+        model = load(args.run)
+        levels = prior_kind_for(model).prior_levels(model)
+        if args.out and len(levels) > 1:
+            raise HierVQError("--level all writes RUN/priors/level<N> for every level; drop --out or name one level")
+    else:
+        levels = [args.level]
+    summaries = []
+    for level in levels:
+        summaries.append(
+            prior_run(args.run, level, args.class_conditional, args.set, args.out, overwrite=args.overwrite)
+        )
+    rows = [
+        {k: s[k] for k in ("level", "grid", "codebook_size", "bits_per_code", "bits_per_image", "uniform_bits_per_image")}
+        for s in summaries
+    ]
+    print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
+    if args.level == "all":
+        print(f"priors in {Path(args.run) / PRIORS_DIR}/; sample with `hiervq sample {args.run}`")
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from .metrics.plots import save_image_grid
+    from .train.prior import sample_run
+
+    result = sample_run(args.run, args.priors, args.n, args.class_label, args.temperature, args.seed)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image_grid(result.images, out, nrow=result.nrow)
+    rows = "one row per class, " if result.labels is not None and args.class_label is None else ""
+    print(
+        f"sampled {len(result.images)} images in {result.seconds:.2f}s ({result.samples_per_s:.1f} samples/s, "
+        f"all levels + decoder) -> {out} ({rows}{result.nrow} per row)"
+    )
+    return 0
+
+
+def add_commands(sub, add_common) -> None:
+    """Add ``prior`` and ``sample`` to the ``hiervq`` subparsers."""
+    p = sub.add_parser(
+        "prior",
+        help="fit a prior over a trained run's codes (one level)",
+        description="Fit an autoregressive prior (a gated PixelCNN per level for hierarchical VQ-VAEs) over the "
+        "codes of a finished run; the codes are extracted once and cached in RUN/codes.npz. Defaults come from "
+        "the run config's priors: section. Writes RUN/priors/level<N>/ (or --out) with model/, metrics.jsonl, "
+        "summary.json (test NLL in bits per code and per image, next to uniform log2(K) x codes).",
+    )
+    p.add_argument("run", help="autoencoder run directory")
+    p.add_argument("--level", help="top, bottom, a level index (0 = bottom), or all (default: the only level)")
+    p.add_argument("--class-conditional", action=argparse.BooleanOptionalAction, default=None,
+                   help="condition the prior on the class label (default: priors.class_conditional)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a prior config key, e.g. train.epochs=5 or model.layers=6")
+    p.add_argument("--out", help="prior run directory (default RUN/priors/level<N>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing prior run directory")
+    add_common(p)
+    p.set_defaults(func=_cmd_prior)
+
+    p = sub.add_parser(
+        "sample",
+        help="sample images with priors (level by level, top first)",
+        description="Sample codes level by level (top first) with the priors, decode them and save a grid; "
+        "class-conditional priors without --class give one row per class.",
+    )
+    p.add_argument("run", help="autoencoder run directory")
+    p.add_argument("--priors", "--prior", nargs="+", metavar="DIR",
+                   help="prior run directories, one per level (default: every prior under RUN/priors/)")
+    p.add_argument("-n", type=int, default=64, help="number of images (class-conditional: spread over the classes)")
+    p.add_argument("--class", dest="class_label", metavar="CLASS", help="sample this class (index or name)")
+    p.add_argument("--temperature", type=float, default=1.0, help="divide the logits by this (lower: safer samples)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", default="samples.png", help="output PNG grid")
+    add_common(p)
+    p.set_defaults(func=_cmd_sample)

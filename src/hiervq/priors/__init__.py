@@ -1,0 +1,35 @@
+"""Priors over codes: autoregressive models of a trained autoencoder's codes, for likelihoods and generation.
+
+* :class:`PixelCNN` -- gated PixelCNN over a 2-D code map, conditioned on the code map of the level above and on
+  a class label (:mod:`hiervq.priors.pixelcnn`).
+* :class:`CodeSet`, :func:`cached_codes` -- a dataset's codes, extracted once and cached (:mod:`.codes`).
+* :class:`PriorKind`, :func:`register_prior_kind`, :func:`prior_kind_for` -- how each autoencoder family builds,
+  scores and samples its priors (:mod:`.kinds`); the hierarchical VQ-VAE's kind is in :mod:`.hierarchical`.
+
+Training loops and prior run directories live one layer up, in :mod:`hiervq.train.prior`.
+"""
+
+from .codes import CODES_FILE, CodeSet, cache_key, cached_codes, extract_codes, load_codes, save_codes
+from .hierarchical import HierarchicalPriorKind
+from .kinds import PRIOR_KINDS, PriorKind, prior_kind_for, register_prior_kind, takes_labels
+from .pixelcnn import GatedBlock, PixelCNN, PixelCNNConfig, uniform_bits
+
+__all__ = [
+    "CODES_FILE",
+    "CodeSet",
+    "GatedBlock",
+    "HierarchicalPriorKind",
+    "PRIOR_KINDS",
+    "PixelCNN",
+    "PixelCNNConfig",
+    "PriorKind",
+    "cache_key",
+    "cached_codes",
+    "extract_codes",
+    "load_codes",
+    "prior_kind_for",
+    "register_prior_kind",
+    "save_codes",
+    "takes_labels",
+    "uniform_bits",
+]

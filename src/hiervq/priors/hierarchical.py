@@ -1,0 +1,81 @@
+"""Priors for hierarchical VQ-VAEs (and single-level VQ-VAEs): one gated PixelCNN per level.
+
+The top level's prior is unconditional in codes; the prior of every level below is conditioned on the full code
+map of the level directly above (VQ-VAE-2). Any prior may also be class-conditional. Sampling goes top-down:
+sample the top map, then each lower map given the one above, then ``model.decode``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import HierVQError
+from ..schema import from_dict
+from .kinds import PriorKind, register_prior_kind, takes_labels
+from .pixelcnn import PixelCNN, PixelCNNConfig
+
+#: PixelCNN keys that follow from the autoencoder and the data rather than from the user.
+DERIVED_KEYS = ("num_codes", "cond_num_codes", "num_classes")
+
+
+@register_prior_kind("hvqvae", "vqvae")
+class HierarchicalPriorKind(PriorKind):
+    """One :class:`PixelCNN` per level of a ``HierarchicalVQVAE``; level 0 = bottom, sampled last."""
+
+    name = "pixelcnn"
+
+    def prior_levels(self, model) -> list[int]:
+        return list(reversed(range(len(model.levels))))
+
+    def parse_level(self, model, text: str | int | None) -> int:
+        n = len(model.levels)
+        if text in ("top", "bottom"):
+            return n - 1 if text == "top" else 0
+        if text is None and n > 1:
+            raise HierVQError(f"this model has {n} levels; choose one with --level top|bottom|0..{n - 1}")
+        return super().parse_level(model, text)
+
+    def level_names(self, model) -> str:
+        return f"top, bottom or 0..{len(model.levels) - 1}"
+
+    def level_info(self, model, level: int) -> dict:
+        info = model.levels[level]
+        return {"grid": list(info.grid), "codebook_size": info.codebook_size, "codes_per_image": info.num_codes}
+
+    def build_prior(self, model, level: int, params: dict, num_classes: int | None, where: str) -> nn.Module:
+        fixed = sorted(set(params) & set(DERIVED_KEYS))
+        if fixed:
+            raise HierVQError(f"{where}: {', '.join(fixed)} follow from the autoencoder and data; remove them")
+        levels = model.levels
+        derived = {
+            "num_codes": levels[level].codebook_size,
+            "cond_num_codes": levels[level + 1].codebook_size if level + 1 < len(levels) else None,
+            "num_classes": num_classes,
+        }
+        config = from_dict(PixelCNNConfig, {**params, **derived}, where)
+        return PixelCNN(config)
+
+    @staticmethod
+    def _cond(codes: list[torch.Tensor], level: int) -> torch.Tensor | None:
+        return codes[level + 1] if level + 1 < len(codes) else None
+
+    def nll(self, prior, codes, labels, level):
+        return prior.nll(codes[level], self._cond(codes, level), labels if takes_labels(prior) else None)
+
+    @torch.no_grad()
+    def sample(self, model, priors, n, labels, temperature=1.0, generator=None):
+        levels = model.levels
+        missing = [lv for lv in range(len(levels)) if lv not in priors]
+        if missing:
+            raise HierVQError(f"no prior for level(s) {', '.join(map(str, missing))}; train them with `hiervq prior`")
+        codes: list[torch.Tensor | None] = [None] * len(levels)
+        for level in reversed(range(len(levels))):
+            prior = priors[level]
+            cond = codes[level + 1] if level + 1 < len(levels) else None
+            if (cond is None) != (getattr(prior, "cond_net", None) is None):
+                raise HierVQError(f"the level-{level} prior does not match this model's hierarchy")
+            codes[level] = prior.sample(
+                n, tuple(levels[level].grid), cond, labels if takes_labels(prior) else None, temperature, generator
+            )
+        return codes

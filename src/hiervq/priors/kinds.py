@@ -1,0 +1,120 @@
+"""Dispatch from an autoencoder family to the way its priors are built, trained and sampled.
+
+``hiervq prior`` and ``hiervq sample`` (and :mod:`hiervq.train.prior`) never name a concrete model: they look
+up ``prior_kind_for(model)`` and call its methods. Each family of autoencoders registers one :class:`PriorKind`
+under its registry name(s) (``@register_prior_kind("hvqvae", "vqvae")``). The lookup walks the model class's
+MRO, so a subclass of a registered model uses its parent's kind unless it registers its own.
+
+Adding a family (e.g. a transformer prior over a (B, L) code sequence from ``model.encode``):
+
+1. write the prior as a registered ``nn.Module`` with a dataclass ``Config`` (``@register("name")`` from
+   :mod:`hiervq.pretrained`), so ``hiervq.load(PRIOR_DIR)`` rebuilds it;
+2. subclass :class:`PriorKind`, implement the methods below, decorate it with
+   ``@register_prior_kind("<autoencoder registry name>")`` and import its module in ``hiervq/priors/__init__.py``.
+
+Everything else -- code extraction and caching, the training loop, bits per code / per image, the prior run
+directory, the sample grid and samples per second -- is shared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..errors import HierVQError
+
+PRIOR_KINDS: dict[str, PriorKind] = {}
+
+
+class PriorKind:
+    """How priors are fitted and sampled for one family of autoencoders.
+
+    A model's codes, as ``model.codes_to_list(model.encode(x))`` gives them, are a list of index tensors (one
+    per level for a hierarchical model). A *level* here is an index into the priors the family needs (for a
+    hierarchical VQ-VAE: its levels, 0 = bottom; for a single-sequence model: 0). Per level one prior is trained.
+    """
+
+    name = "base"
+
+    def prior_levels(self, model) -> list[int]:
+        """Levels that need a prior, in sampling order (the one sampled first comes first)."""
+        raise NotImplementedError
+
+    def parse_level(self, model, text: str | int | None) -> int:
+        """The level a user named (``None``: the family's default). Raise :class:`HierVQError` if unknown."""
+        levels = self.prior_levels(model)
+        if text is None:
+            if len(levels) == 1:
+                return levels[0]
+            raise HierVQError(f"this model has {len(levels)} levels; choose one with --level ({self.level_names(model)})")
+        try:
+            level = int(text)
+        except (TypeError, ValueError):
+            raise HierVQError(f"unknown level {text!r} (choose {self.level_names(model)})") from None
+        if level not in levels:
+            raise HierVQError(f"level {level} does not exist (choose {self.level_names(model)})")
+        return level
+
+    def level_names(self, model) -> str:
+        return ", ".join(str(lv) for lv in sorted(self.prior_levels(model)))
+
+    def level_info(self, model, level: int) -> dict:
+        """``{"grid": [...], "codebook_size": K, "codes_per_image": n}`` of the codes this level's prior models."""
+        raise NotImplementedError
+
+    def build_prior(self, model, level: int, params: dict, num_classes: int | None, where: str) -> nn.Module:
+        """A fresh prior for ``level``: ``params`` are the user's architecture keys (validated here, errors
+        naming ``where``); ``num_classes`` is set when the prior is class-conditional."""
+        raise NotImplementedError
+
+    def nll(self, prior: nn.Module, codes: list[torch.Tensor], labels: torch.Tensor | None, level: int) -> torch.Tensor:
+        """Negative log-likelihood (B,) in nats of this level's codes per image, given the batch's codes of
+        every level (``codes_to_list`` layout) and labels (``None`` unless the prior is class-conditional)."""
+        raise NotImplementedError
+
+    def sample(
+        self,
+        model,
+        priors: dict[int, nn.Module],
+        n: int,
+        labels: torch.Tensor | None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> list[torch.Tensor]:
+        """Sample ``n`` images' codes with the priors (one per level in :meth:`prior_levels`) in the
+        ``codes_to_list`` layout; ``model.decode(model.codes_from_list(result))`` turns them into images.
+        ``labels`` (n,) go to the class-conditional priors (see :func:`takes_labels`)."""
+        raise NotImplementedError
+
+
+def takes_labels(prior: nn.Module) -> bool:
+    """Whether a prior is class-conditional (its config has a ``num_classes``)."""
+    return getattr(getattr(prior, "config", None), "num_classes", None) is not None
+
+
+def register_prior_kind(*model_names: str) -> Callable[[type[PriorKind]], type[PriorKind]]:
+    """Class decorator: use this :class:`PriorKind` for autoencoders registered under ``model_names``."""
+
+    def wrap(cls: type[PriorKind]) -> type[PriorKind]:
+        instance = cls()
+        for name in model_names:
+            if name in PRIOR_KINDS and type(PRIOR_KINDS[name]) is not cls:
+                raise ValueError(f"a prior kind is already registered for model {name!r}")
+            PRIOR_KINDS[name] = instance
+        return cls
+
+    return wrap
+
+
+def prior_kind_for(model) -> PriorKind:
+    """The :class:`PriorKind` of an autoencoder (by its registry name, walking its class hierarchy)."""
+    for cls in type(model).__mro__:
+        name = cls.__dict__.get("registry_name")
+        if name and name in PRIOR_KINDS:
+            return PRIOR_KINDS[name]
+    name = getattr(model, "registry_name", type(model).__name__)
+    raise HierVQError(
+        f"no prior is defined for {name} models (priors exist for: {', '.join(sorted(PRIOR_KINDS)) or 'none'})"
+    )

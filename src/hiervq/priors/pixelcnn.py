@@ -1,0 +1,285 @@
+"""Gated PixelCNN over a 2-D map of code indices, conditioned on the code map of the level above and a class.
+
+The network (van den Oord et al., 2016, "Conditional Image Generation with PixelCNN Decoders"):
+
+* codes (B, H, W) are embedded to (B, C, H, W);
+* a *vertical stack* sees every row strictly above the current one (its kernel covers ``k // 2 + 1`` rows
+  ending at the current row; the first layer, type A, shifts its input down by one row so the current row is
+  excluded); a *horizontal stack* sees the current row up to the current position (the first layer, type A,
+  shifts its input right by one column so the current code is excluded; layers after it are type B and include
+  the current position of the previous layer's causal features). The vertical stack feeds the horizontal one at
+  every layer, so every earlier position in raster order is in the receptive field: no blind spot;
+* gated activations ``tanh(a) * sigmoid(b)`` in both stacks; residual connections on the horizontal stack
+  (every layer but the first);
+* conditioning terms added to the gate pre-activations of every block: the code map of the level above,
+  embedded, passed through a few non-causal residual blocks at its own grid, upsampled (nearest, then a 3x3 conv)
+  to this level's grid and projected per block by a 1x1 conv; and a class embedding per block;
+* a 1x1-conv head gives logits over the K codes at every position.
+
+The masking is done by shifting and one-sided padding rather than by weight masks, so no masked weight can leak.
+``tests/test_priors.py`` checks causality at every position of a small map in both directions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn import ResBlock
+from ..pretrained import register, save_pretrained
+
+
+@dataclass
+class PixelCNNConfig:
+    """Configuration of :class:`PixelCNN`.
+
+    Attributes:
+        num_codes: K, the codebook size of the modelled level (logits over K per position).
+        channels: C, channels of both stacks.
+        layers: number of gated blocks (the first is type A).
+        kernel_size: odd k; the vertical kernel is (k // 2 + 1) x k, the horizontal one 1 x (k // 2 + 1).
+        cond_num_codes: codebook size of the level above (``None``: no code-map conditioning).
+        cond_channels: channels of the conditioning network (default ``channels``).
+        cond_blocks: residual blocks applied to the embedded code map above, at its own grid.
+        num_classes: number of class labels (``None``: not class-conditional).
+        head_channels: hidden channels of the output head (default ``2 * channels``).
+        dropout: dropout on the gated outputs of the horizontal stack (training only).
+    """
+
+    num_codes: int = 512
+    channels: int = 64
+    layers: int = 8
+    kernel_size: int = 3
+    cond_num_codes: int | None = None
+    cond_channels: int | None = None
+    cond_blocks: int = 2
+    num_classes: int | None = None
+    head_channels: int | None = None
+    dropout: float = 0.0
+
+    def validate(self) -> None:
+        if self.num_codes < 2 or self.channels < 1 or self.layers < 1:
+            raise ValueError("num_codes must be >= 2, channels and layers >= 1")
+        if self.kernel_size < 3 or self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and >= 3, got {self.kernel_size}")
+        if self.cond_num_codes is not None and self.cond_num_codes < 1:
+            raise ValueError("cond_num_codes must be >= 1 or null")
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ValueError("num_classes must be >= 1 or null")
+        if self.cond_blocks < 0 or not 0.0 <= self.dropout < 1.0:
+            raise ValueError("cond_blocks must be >= 0 and dropout in [0, 1)")
+
+
+def _shift_down(x: torch.Tensor) -> torch.Tensor:
+    """Move a (B, C, H, W) map one row down (zeros enter at the top)."""
+    return F.pad(x, (0, 0, 1, 0))[:, :, :-1]
+
+
+def _shift_right(x: torch.Tensor) -> torch.Tensor:
+    """Move a (B, C, H, W) map one column right (zeros enter at the left)."""
+    return F.pad(x, (1, 0))[..., :-1]
+
+
+def _gate(x: torch.Tensor) -> torch.Tensor:
+    a, b = x.chunk(2, dim=1)
+    return torch.tanh(a) * torch.sigmoid(b)
+
+
+class GatedBlock(nn.Module):
+    """One gated PixelCNN layer over a vertical and a horizontal stack, (B, C, H, W) each.
+
+    ``mask_type`` "A" (first layer) excludes the current position, "B" includes the previous layer's causal
+    features at it. ``bias`` is the conditioning term (B, 4C, H, W) or broadcastable, split between the two stacks.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, mask_type: str, dropout: float = 0.0) -> None:
+        super().__init__()
+        if mask_type not in ("A", "B"):
+            raise ValueError(f"mask_type must be A or B, got {mask_type!r}")
+        self.mask_type = mask_type
+        self.k = kernel_size // 2
+        c = channels
+        self.vconv = nn.Conv2d(c, 2 * c, (self.k + 1, kernel_size))  # rows i-k..i, cols j-k..j+k
+        self.hconv = nn.Conv2d(c, 2 * c, (1, self.k + 1))  # row i, cols j-k..j
+        self.v_to_h = nn.Conv2d(2 * c, 2 * c, 1)
+        self.h_out = nn.Conv2d(c, c, 1)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(
+        self, v: torch.Tensor, h: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        k = self.k
+        v_in, h_in = (_shift_down(v), _shift_right(h)) if self.mask_type == "A" else (v, h)
+        v_pre = self.vconv(F.pad(v_in, (k, k, k, 0)))  # one-sided padding: output row i sees input rows <= i
+        h_pre = self.hconv(F.pad(h_in, (k, 0))) + self.v_to_h(v_pre)
+        if bias is not None:
+            bv, bh = bias.chunk(2, dim=1)
+            v_pre = v_pre + bv
+            h_pre = h_pre + bh
+        v_out = _gate(v_pre)
+        h_new = self.h_out(self.dropout(_gate(h_pre)))
+        h_out = h_new if self.mask_type == "A" else h + h_new
+        return v_out, h_out
+
+
+@register("pixelcnn")
+class PixelCNN(nn.Module):
+    """Gated PixelCNN prior over a code map; see the module docstring for the architecture.
+
+    Build it as ``PixelCNN(num_codes, channels=64, layers=8, cond_num_codes=None, num_classes=None, ...)`` or
+    from a config, ``PixelCNN(PixelCNNConfig(...))`` (what ``hiervq.load`` does).
+
+    ``forward(codes (B, H, W) long, cond (B, h, w) long | None, labels (B,) long | None)`` returns logits
+    (B, K, H, W); the logits at (i, j) depend only on codes at earlier raster positions, on all of ``cond``
+    and on ``labels``. ``cond``'s grid must divide this level's grid (it is upsampled by H / h, W / w).
+
+    >>> prior = PixelCNN(16, channels=8, layers=2, cond_num_codes=4, num_classes=3)
+    >>> prior(torch.zeros(2, 4, 4, dtype=torch.long), torch.zeros(2, 2, 2, dtype=torch.long), torch.tensor([0, 2])).shape
+    torch.Size([2, 16, 4, 4])
+    """
+
+    Config = PixelCNNConfig
+    registry_name = "pixelcnn"
+
+    def __init__(self, num_codes: int | PixelCNNConfig = 512, **kwargs) -> None:
+        super().__init__()
+        if isinstance(num_codes, PixelCNNConfig):
+            if kwargs:
+                raise TypeError("pass either a PixelCNNConfig or keyword arguments, not both")
+            config = num_codes
+        else:
+            config = PixelCNNConfig(num_codes=num_codes, **kwargs)
+        config.validate()
+        self.config = c = config
+        ch = c.channels
+        self.embed = nn.Embedding(c.num_codes, ch)
+        self.blocks = nn.ModuleList(
+            GatedBlock(ch, c.kernel_size, "A" if i == 0 else "B", c.dropout) for i in range(c.layers)
+        )
+        self.cond_net: nn.Module | None = None
+        self.cond_proj = None
+        if c.cond_num_codes is not None:
+            cc = c.cond_channels or ch
+            self.cond_embed = nn.Embedding(c.cond_num_codes, cc)
+            self.cond_net = nn.Sequential(*[ResBlock(cc, cc) for _ in range(c.cond_blocks)])
+            self.cond_up = nn.Conv2d(cc, cc, 3, padding=1)
+            self.cond_proj = nn.ModuleList(nn.Conv2d(cc, 4 * ch, 1) for _ in range(c.layers))
+        self.class_embed = None
+        if c.num_classes is not None:
+            self.class_embed = nn.ModuleList(nn.Embedding(c.num_classes, 4 * ch) for _ in range(c.layers))
+        hc = c.head_channels or 2 * ch
+        self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(ch, hc, 1), nn.ReLU(), nn.Conv2d(hc, c.num_codes, 1))
+
+    # ------------------------------------------------------------------ conditioning
+    def condition_features(self, cond: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor | None:
+        """The code map above (B, h, w) -> conditioning features (B, C', H, W) at this level's grid ``size``."""
+        if self.cond_net is None:
+            if cond is not None:
+                raise ValueError("this prior was built without cond_num_codes; it takes no code map above")
+            return None
+        if cond is None:
+            raise ValueError("this prior is conditioned on the level above: pass cond (B, h, w)")
+        if cond.ndim != 3:
+            raise ValueError(f"cond must be (B, h, w) code indices, got shape {tuple(cond.shape)}")
+        h, w = cond.shape[1:]
+        if size[0] % h or size[1] % w:
+            raise ValueError(f"cond grid {h}x{w} does not divide the code grid {size[0]}x{size[1]}")
+        f = self.cond_embed(cond).permute(0, 3, 1, 2)
+        f = self.cond_net(f)
+        if (h, w) != tuple(size):
+            f = F.interpolate(f, size=tuple(size), mode="nearest")
+        return self.cond_up(f)
+
+    def _check_labels(self, labels: torch.Tensor | None, batch: int) -> None:
+        if self.class_embed is None:
+            if labels is not None:
+                raise ValueError("this prior was built without num_classes; it takes no labels")
+            return
+        if labels is None:
+            raise ValueError("this prior is class-conditional: pass labels (B,)")
+        if labels.shape != (batch,):
+            raise ValueError(f"labels must have shape ({batch},), got {tuple(labels.shape)}")
+
+    def _logits(self, codes: torch.Tensor, features: torch.Tensor | None, labels: torch.Tensor | None) -> torch.Tensor:
+        """Logits (B, K, H', W') for codes (B, H', W') given conditioning features cropped to the same rows."""
+        x = self.embed(codes).permute(0, 3, 1, 2)
+        v, h = x, x
+        for i, block in enumerate(self.blocks):
+            bias = None
+            if features is not None:
+                bias = self.cond_proj[i](features)
+            if labels is not None:
+                y = self.class_embed[i](labels)[:, :, None, None]
+                bias = y if bias is None else bias + y
+            v, h = block(v, h, bias)
+        return self.head(h)
+
+    # ------------------------------------------------------------------ interface
+    def forward(
+        self, codes: torch.Tensor, cond: torch.Tensor | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits (B, K, H, W) for codes (B, H, W); see the class docstring."""
+        if codes.ndim != 3:
+            raise ValueError(f"codes must be (B, H, W) code indices, got shape {tuple(codes.shape)}")
+        self._check_labels(labels, codes.shape[0])
+        features = self.condition_features(cond, tuple(codes.shape[1:]))
+        return self._logits(codes, features, labels)
+
+    def nll(
+        self, codes: torch.Tensor, cond: torch.Tensor | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Negative log-likelihood per map (B,) in nats, summed over its H * W codes."""
+        logits = self(codes, cond, labels)
+        return F.cross_entropy(logits, codes, reduction="none").flatten(1).sum(1)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        size: tuple[int, int],
+        cond: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample ``n`` code maps (n, H, W) in raster order, one position at a time for the whole batch.
+
+        Cache-free: each step recomputes the network, but only over rows 0..i (rows below cannot influence
+        position (i, j)). The conditioning features are computed once. ``temperature`` divides the logits.
+        """
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        device = self.embed.weight.device
+        H, W = size
+        self._check_labels(labels, n)
+        if cond is not None and cond.shape[0] != n:
+            raise ValueError(f"cond has {cond.shape[0]} maps for {n} samples")
+        features = self.condition_features(cond, (H, W))
+        codes = torch.zeros(n, H, W, dtype=torch.long, device=device)
+        for i in range(H):
+            f_rows = None if features is None else features[:, :, : i + 1]
+            for j in range(W):
+                logits = self._logits(codes[:, : i + 1], f_rows, labels)[:, :, i, j]
+                probs = torch.softmax(logits.float() / temperature, dim=1)
+                codes[:, i, j] = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        return codes
+
+    def receptive_rows(self) -> int:
+        """How many rows above the current one the vertical stack reaches."""
+        return self.config.layers * (self.config.kernel_size // 2) + 1
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def save_pretrained(self, directory, extra: dict | None = None):
+        """Write ``config.json`` + ``model.safetensors``; ``hiervq.load(directory)`` rebuilds the prior."""
+        return save_pretrained(self, directory, extra)
+
+
+def uniform_bits(num_codes: int, count: int) -> float:
+    """Bits to code ``count`` codes of a K = ``num_codes`` codebook uniformly: count * log2(K)."""
+    return count * math.log2(num_codes)

@@ -1,0 +1,416 @@
+"""Prior runs: fit a prior over a trained autoencoder's codes, and sample images level by level.
+
+This is the training layer's part of the priors; the networks, code extraction and the per-family logic
+(:class:`~hiervq.priors.PriorKind`) live in :mod:`hiervq.priors`. The loop here is over code tensors, not
+images, and reuses the run's ``TrainConfig`` keys, :func:`make_optimizer` and :func:`lr_factor`.
+
+Prior run directory (default ``AE_RUN/priors/level<N>``)::
+
+    PRIOR/config.yaml    resolved prior config (autoencoder run, level, class_conditional, model, train, seed)
+    PRIOR/model/         config.json + model.safetensors: ``hiervq.load(PRIOR)`` rebuilds the prior; the extra
+                         metadata names the autoencoder run (and a hash of its weights), the level, the grid, K,
+                         whether it is class-conditional, and the class names
+    PRIOR/metrics.jsonl  one line per epoch: train and test negative log-likelihood in bits per code
+    PRIOR/summary.json   test NLL in bits per code and per image, next to uniform log2(K) x codes
+    PRIOR/codes.npz      the cached train/test codes (a hard link to ``AE_RUN/codes.npz`` where possible)
+
+The codes are extracted once per autoencoder run and data config into ``AE_RUN/codes.npz`` (keyed by a hash of
+the weights and the data config) and shared by the priors of all levels.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from ..errors import HierVQError
+from ..pretrained import load, read_meta, resolve_model_dir
+from ..priors import CODES_FILE, CodeSet, PriorKind, cache_key, cached_codes, prior_kind_for, uniform_bits
+from ..schema import from_dict, to_dict
+from .config import PriorsConfig, TrainConfig, apply_overrides
+from .distributed import resolve_device
+from .report import write_json
+from .run import read_run_config, seed_everything
+from .trainer import _progress, lr_factor, make_optimizer
+
+LN2 = math.log(2.0)
+PRIORS_DIR = "priors"
+PRIOR_CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class PriorRunConfig:
+    """The resolved configuration of one prior run (what ``PRIOR/config.yaml`` holds)."""
+
+    autoencoder: str = ""
+    level: int = 0
+    class_conditional: bool = False
+    model: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    code_batch_size: int = 256
+    seed: int = 0
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def resolve_prior_config(
+    priors: PriorsConfig | None,
+    autoencoder: str,
+    level: int,
+    seed: int = 0,
+    class_conditional: bool | None = None,
+    overrides: list[str] | None = None,
+) -> PriorRunConfig:
+    """The ``priors:`` section merged with its ``levels[level]`` entry, ``--set`` overrides (keys of
+    :class:`PriorRunConfig`, e.g. ``train.epochs=3``, ``model.layers=4``) and ``--class-conditional``."""
+    section = to_dict(priors or PriorsConfig())
+    per_level = section.pop("levels", None) or []
+    raw = _merge(section, per_level[level]) if level < len(per_level) else section
+    raw.update(autoencoder=str(autoencoder), level=level, seed=seed)
+    raw = apply_overrides(raw, overrides)
+    if class_conditional is not None:
+        raw["class_conditional"] = class_conditional
+    where = f"{autoencoder}/config.yaml: priors (level {level}{', with --set' if overrides else ''})"
+    config = from_dict(PriorRunConfig, raw, where)
+    config.train.validate()
+    return config
+
+
+# ---------------------------------------------------------------------- training loop
+@torch.no_grad()
+def evaluate_prior(
+    prior, kind: PriorKind, level: int, codes: CodeSet, batch_size: int = 256, limit: int | None = None,
+    device: torch.device | str = "cpu",
+) -> float:
+    """Mean negative log-likelihood in nats per image of ``level``'s codes over (the first ``limit`` of) ``codes``."""
+    was_training = prior.training
+    prior.eval()
+    n = len(codes) if limit is None else min(limit, len(codes))
+    total = 0.0
+    for start in range(0, n, batch_size):
+        batch, labels = codes.batch(slice(start, min(start + batch_size, n)))
+        batch = [c.to(device) for c in batch]
+        labels = None if labels is None else labels.to(device)
+        total += float(kind.nll(prior, batch, labels, level).sum())
+    prior.train(was_training)
+    return total / max(n, 1)
+
+
+def fit_prior(
+    prior,
+    kind: PriorKind,
+    level: int,
+    train: CodeSet,
+    test: CodeSet,
+    config: TrainConfig,
+    codes_per_image: int,
+    run_dir: Path | None = None,
+    seed: int = 0,
+    log=None,
+) -> tuple[list[dict], float]:
+    """Train ``prior`` on ``train``'s codes with cross-entropy (mean nats per code); evaluate on ``test``.
+
+    Appends one record per evaluated epoch to ``run_dir/metrics.jsonl``. Returns (history, train seconds).
+    """
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    device = resolve_device(config.device)
+    prior.to(device)
+    params = [p for p in prior.parameters() if p.requires_grad]
+    optimizer = make_optimizer(config, params, config.lr)
+    n = len(train)
+    bs = min(config.batch_size, n)
+    steps_per_epoch = n // bs
+    total = steps_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: lr_factor(s, total, config.schedule, config.warmup_steps, config.min_lr_ratio, config.decay_steps),
+    )
+    history: list[dict] = []
+    step, seconds = 0, 0.0
+    for epoch in range(config.epochs):
+        prior.train()
+        t0 = time.perf_counter()
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
+        batches = list(order[: steps_per_epoch * bs].split(bs))
+        nats = 0.0
+        bar = _progress(batches, f"prior level {level} epoch {epoch + 1}", config.progress)
+        for index in bar:
+            codes, labels = train.batch(index)
+            codes = [c.to(device) for c in codes]
+            labels = None if labels is None else labels.to(device)
+            loss = kind.nll(prior, codes, labels, level).mean() / codes_per_image
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            nats += float(loss.detach())
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(bits_per_code=f"{float(loss) / LN2:.3f}", refresh=False)
+        seconds += time.perf_counter() - t0
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "step": step,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_s": round(seconds, 3),
+            "train": {"bits_per_code": nats / max(len(batches), 1) / LN2},
+        }
+        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+            per_image = evaluate_prior(prior, kind, level, test, config.eval_batch_size, config.eval_limit, device)
+            record["test"] = {"bits_per_code": per_image / codes_per_image / LN2, "bits_per_image": per_image / LN2}
+        history.append(record)
+        msg = f"prior level {level} epoch {epoch + 1}: train {record['train']['bits_per_code']:.4f} bits/code"
+        if "test" in record:
+            msg += f", test {record['test']['bits_per_code']:.4f} bits/code ({record['test']['bits_per_image']:.1f} bits/image)"
+        log(msg + f" ({seconds:.0f}s)")
+        if run_dir is not None:
+            with open(run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+    return history, seconds
+
+
+# ---------------------------------------------------------------------- runs
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def run_codes(ae_run: str | os.PathLike, model, data_config, batch_size: int = 256, log=None) -> dict[str, CodeSet]:
+    """Train and test codes of an autoencoder run's data, from the cache ``AE_RUN/codes.npz`` or encoded once."""
+    from ..data import load_data
+
+    ae_run = Path(ae_run)
+    key = cache_key(resolve_model_dir(ae_run), to_dict(data_config))
+
+    def images():
+        data = load_data(data_config)
+        return {"train": data.train, "test": data.test}
+
+    device = os.environ.get("HIERVQ_DEVICE", "cpu")
+    return cached_codes(ae_run / CODES_FILE, key, model, load_images=images, batch_size=batch_size, device=device, log=log)
+
+
+def prior_run(
+    ae_run: str | os.PathLike,
+    level: str | int | None = None,
+    class_conditional: bool | None = None,
+    overrides: list[str] | None = None,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    log=None,
+) -> dict[str, Any]:
+    """Fit the prior of one level of a finished autoencoder run; write the prior run directory; return its summary."""
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    ae_run = Path(ae_run)
+    ae_config = read_run_config(ae_run)
+    model = load(ae_run)
+    kind = prior_kind_for(model)
+    lv = kind.parse_level(model, level)
+    config = resolve_prior_config(ae_config.priors, str(ae_run), lv, ae_config.seed, class_conditional, overrides)
+    info = kind.level_info(model, lv)
+    codes = run_codes(ae_run, model, ae_config.data, config.code_batch_size, log)
+    train, test = codes["train"], codes["test"]
+    num_classes = None
+    if config.class_conditional:
+        if train.labels is None:
+            raise HierVQError(f"{ae_run}: the data has no labels, so the prior cannot be class-conditional")
+        num_classes = max(train.num_classes or 0, test.num_classes or 0)
+    seed_everything(config.seed)
+    prior = kind.build_prior(model, lv, dict(config.model), num_classes, f"{ae_run}/config.yaml: priors.model")
+
+    out_dir = Path(out) if out is not None else ae_run / PRIORS_DIR / f"level{lv}"
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise HierVQError(f"prior run directory {out_dir} already exists; pass --overwrite to replace it or --out")
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / PRIOR_CONFIG_FILE).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    _link_or_copy(ae_run / CODES_FILE, out_dir / CODES_FILE)
+    n_codes = info["codes_per_image"]
+    params = sum(p.numel() for p in prior.parameters())
+    log(
+        f"prior level {lv}: {type(prior).__name__} {params:,} parameters over a {'x'.join(map(str, info['grid']))} "
+        f"grid of K={info['codebook_size']} codes{' (class-conditional)' if num_classes else ''}; "
+        f"{len(train)} train / {len(test)} test images"
+    )
+    if not config.class_conditional:
+        train = CodeSet(train.codes, None, train.class_names)
+        test = CodeSet(test.codes, None, test.class_names)
+    history, seconds = fit_prior(prior, kind, lv, train, test, config.train, n_codes, out_dir, config.seed, log)
+    device = resolve_device(config.train.device)
+    per_image = evaluate_prior(prior, kind, lv, test, config.train.eval_batch_size, None, device) / LN2
+    uniform = uniform_bits(info["codebook_size"], n_codes)
+    summary = {
+        "autoencoder": str(ae_run),
+        "level": lv,
+        "grid": info["grid"],
+        "codebook_size": info["codebook_size"],
+        "codes_per_image": n_codes,
+        "class_conditional": bool(num_classes),
+        "bits_per_code": per_image / n_codes,
+        "bits_per_image": per_image,
+        "uniform_bits_per_code": math.log2(info["codebook_size"]),
+        "uniform_bits_per_image": uniform,
+        "saved_bits_per_image": uniform - per_image,
+        "saved_fraction": 1.0 - per_image / uniform,
+        "train_bits_per_code": history[-1]["train"]["bits_per_code"] if history else None,
+        "test_images": len(test),
+        "train_images": len(train),
+        "params": params,
+        "epochs": config.train.epochs,
+        "train_s": round(seconds, 2),
+    }
+    extra = {
+        "autoencoder": str(ae_run.resolve()),
+        "autoencoder_key": cache_key(resolve_model_dir(ae_run), {}),
+        "kind": kind.name,
+        "level": lv,
+        "grid": info["grid"],
+        "codebook_size": info["codebook_size"],
+        "class_conditional": bool(num_classes),
+        "num_classes": num_classes,
+        "class_names": train.class_names,
+    }
+    prior.cpu().save_pretrained(out_dir / "model", extra=extra)
+    write_json(out_dir / "summary.json", summary)
+    log(
+        f"prior level {lv}: test {summary['bits_per_code']:.4f} bits/code, {per_image:.1f} bits/image "
+        f"(uniform {uniform:.1f}; {summary['saved_fraction']:.1%} fewer) -> {out_dir}"
+    )
+    return summary
+
+
+# ---------------------------------------------------------------------- sampling
+@dataclass
+class Samples:
+    """Sampled images (N, C, H, W) on [0, 1], their labels (N,) or ``None``, the grid's row length, the
+    sampling time (all levels and the decoder) and samples per second."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    nrow: int
+    seconds: float
+    samples_per_s: float
+    codes: list[torch.Tensor]
+
+
+def find_priors(ae_run: str | os.PathLike) -> list[Path]:
+    """The prior run directories under ``AE_RUN/priors/`` (what ``hiervq sample`` uses without ``--priors``)."""
+    root = Path(ae_run) / PRIORS_DIR
+    return sorted(p for p in root.iterdir() if (p / "model" / "config.json").is_file()) if root.is_dir() else []
+
+
+def load_priors(ae_run: str | os.PathLike, prior_dirs: list[str | os.PathLike], model) -> tuple[dict[int, Any], dict]:
+    """Load prior run directories for ``model``: ({level: prior}, metadata of the first class-conditional one)."""
+    key = cache_key(resolve_model_dir(ae_run), {})
+    priors: dict[int, Any] = {}
+    class_meta: dict = {}
+    for d in prior_dirs:
+        meta = read_meta(d).get("extra") or {}
+        if "level" not in meta:
+            raise HierVQError(f"{d}: not a prior run (no level in its model metadata)")
+        if meta.get("autoencoder_key") not in (None, key):
+            raise HierVQError(f"{d}: this prior was trained on the codes of another autoencoder ({meta.get('autoencoder')})")
+        level = int(meta["level"])
+        if level in priors:
+            raise HierVQError(f"two priors for level {level} (the second is {d})")
+        priors[level] = load(d)
+        if meta.get("class_conditional") and not class_meta:
+            class_meta = meta
+    return priors, class_meta
+
+
+def class_index(text: str | int, meta: dict) -> int:
+    """A class given as an index or a name (from the prior's class names)."""
+    names = meta.get("class_names") or []
+    num = meta.get("num_classes") or len(names)
+    try:
+        index = int(text)
+    except (TypeError, ValueError):
+        if text not in names:
+            raise HierVQError(f"unknown class {text!r} (classes: {', '.join(names) or f'0..{num - 1}'})") from None
+        index = names.index(text)
+    if not 0 <= index < num:
+        raise HierVQError(f"class {index} is out of range (the priors know {num} classes: 0..{num - 1})")
+    return index
+
+
+def sample_run(
+    ae_run: str | os.PathLike,
+    prior_dirs: list[str | os.PathLike] | None = None,
+    n: int = 64,
+    class_label: str | int | None = None,
+    temperature: float = 1.0,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> Samples:
+    """Sample ``n`` images level by level (top first) with the priors and decode them.
+
+    Class-conditional priors without ``class_label`` give one row per class of ``ceil(n / classes)`` images.
+    """
+    if n < 1:
+        raise HierVQError(f"-n must be >= 1, got {n}")
+    if temperature <= 0:
+        raise HierVQError(f"--temperature must be > 0, got {temperature}")
+    device = torch.device(device or os.environ.get("HIERVQ_DEVICE", "cpu"))
+    model = load(ae_run, device=device)
+    kind = prior_kind_for(model)
+    dirs = list(prior_dirs or find_priors(ae_run))
+    if not dirs:
+        raise HierVQError(f"no priors given and none under {Path(ae_run) / PRIORS_DIR}; train them with `hiervq prior`")
+    priors, meta = load_priors(ae_run, dirs, model)
+    priors = {lv: p.to(device) for lv, p in priors.items()}
+    labels, nrow = None, min(8, n)
+    if meta:
+        if class_label is not None:
+            labels = torch.full((n,), class_index(class_label, meta), dtype=torch.long)
+        else:
+            classes = int(meta["num_classes"])
+            nrow = math.ceil(n / classes)
+            labels = torch.arange(classes).repeat_interleave(nrow)
+        n = len(labels)
+        labels = labels.to(device)
+    elif class_label is not None:
+        raise HierVQError("--class needs class-conditional priors (train them with --class-conditional)")
+    generator = torch.Generator(device=device).manual_seed(seed)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        codes = kind.sample(model, priors, n, labels, temperature, generator)
+        images = model.decode(model.codes_from_list(codes)).clamp(0, 1).cpu()
+    seconds = time.perf_counter() - t0
+    return Samples(images, None if labels is None else labels.cpu(), nrow, seconds, n / seconds, [c.cpu() for c in codes])
+
+
+__all__ = [
+    "PriorRunConfig",
+    "Samples",
+    "evaluate_prior",
+    "find_priors",
+    "fit_prior",
+    "load_priors",
+    "prior_run",
+    "resolve_prior_config",
+    "run_codes",
+    "sample_run",
+]
