@@ -1,0 +1,325 @@
+"""Priors over code maps: PixelCNN causality and conditioning, sampling, the code cache, prior runs, end to end."""
+
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import hiervq
+from hiervq.errors import ConfigError, HierVQError
+from hiervq.priors import (
+    PixelCNN,
+    PixelCNNConfig,
+    PriorKind,
+    cached_codes,
+    load_codes,
+    prior_kind_for,
+    register_prior_kind,
+)
+from hiervq.priors.kinds import PRIOR_KINDS
+
+from .conftest import REPO, TINY_RUN, shared_file
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tensors are tiny: one thread avoids the cost of thread hand-offs on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _raster_dependence(prior, codes, cond=None, labels=None):
+    """dep[p, q] = True when changing the code at raster position p changes the logits at position q."""
+    prior = prior.double().eval()
+    _, H, W = codes.shape
+    K = prior.config.num_codes
+    base = prior(codes, cond, labels)
+    dep = torch.zeros(H * W, H * W, dtype=torch.bool)
+    for p in range(H * W):
+        i, j = divmod(p, W)
+        for shift in (1, K // 2):  # two different perturbations, so a change cannot cancel by chance
+            other = codes.clone()
+            other[:, i, j] = (other[:, i, j] + shift) % K
+            diff = (prior(other, cond, labels) - base).abs().amax(dim=(0, 1)).flatten()
+            dep[p] |= diff > 0
+    return dep
+
+
+@pytest.mark.parametrize("kernel_size,layers", [(3, 4), (5, 2)])
+def test_pixelcnn_causal_at_every_position_by_perturbation(kernel_size, layers):
+    torch.manual_seed(0)
+    prior = PixelCNN(7, channels=8, layers=layers, kernel_size=kernel_size, cond_num_codes=3, num_classes=2)
+    H = W = 5
+    codes = torch.randint(0, 7, (2, H, W))
+    cond = torch.randint(0, 3, (2, 1, 1))
+    dep = _raster_dependence(prior, codes, cond, torch.tensor([0, 1]))
+    later_or_same = torch.ones(H * W, H * W, dtype=torch.bool).tril()  # p >= q: must not influence q
+    earlier = ~later_or_same  # p < q: must influence q (no blind spot)
+    assert not dep[later_or_same].any(), "a code influences its own or an earlier position's logits"
+    assert dep[earlier].all(), "blind spot: an earlier code does not reach a later position"
+
+
+def test_pixelcnn_causal_by_gradients():
+    torch.manual_seed(1)
+    prior = PixelCNN(5, channels=6, layers=5, kernel_size=3).double()
+    H, W = 4, 6
+    codes = torch.randint(0, 5, (1, H, W))
+    embedded = []
+    handle = prior.embed.register_forward_hook(lambda m, i, out: embedded.append(out) or out.retain_grad())
+    logits = prior(codes)
+    handle.remove()
+    emb = embedded[0]  # (1, H, W, C)
+    for q in range(H * W):
+        i, j = divmod(q, W)
+        emb.grad = None
+        logits[0, :, i, j].sum().backward(retain_graph=True)
+        reach = emb.grad[0].abs().sum(-1).flatten() > 0
+        assert not reach[q:].any(), f"position {q} sees itself or later codes"
+        assert reach[:q].all(), f"position {q} misses an earlier code"
+
+
+def test_pixelcnn_conditioning_on_code_map_and_class():
+    torch.manual_seed(2)
+    prior = PixelCNN(16, channels=8, layers=2, cond_num_codes=4, num_classes=3).eval()
+    codes = torch.randint(0, 16, (2, 4, 4))
+    cond = torch.randint(0, 4, (2, 2, 2))
+    labels = torch.tensor([0, 1])
+    out = prior(codes, cond, labels)
+    assert out.shape == (2, 16, 4, 4)
+    cond2 = cond.clone()
+    cond2[:, 1, 1] = (cond2[:, 1, 1] + 1) % 4
+    changed = (prior(codes, cond2, labels) - out).abs().amax(1)
+    assert changed[:, 0, 0].gt(0).all(), "the code map above conditions every position, the first one included"
+    assert (prior(codes, cond, torch.tensor([2, 2])) - out).abs().amax(dim=(1, 2, 3)).gt(0).all()
+    with pytest.raises(ValueError, match="cond"):
+        prior(codes, None, labels)
+    with pytest.raises(ValueError, match="labels"):
+        prior(codes, cond, None)
+    with pytest.raises(ValueError, match="divide"):
+        prior(codes, torch.zeros(2, 3, 3, dtype=torch.long), labels)
+    with pytest.raises(ValueError, match="no labels"):
+        PixelCNN(16, channels=4, layers=1)(codes, None, labels)
+
+
+def test_pixelcnn_nll_is_summed_cross_entropy():
+    torch.manual_seed(3)
+    prior = PixelCNN(9, channels=4, layers=2).eval()
+    codes = torch.randint(0, 9, (3, 3, 4))
+    logp = torch.log_softmax(prior(codes), 1)
+    manual = -logp.gather(1, codes[:, None]).sum(dim=(1, 2, 3))
+    torch.testing.assert_close(prior.nll(codes), manual)
+
+
+def test_pixelcnn_sampling_equals_full_forward_sampling():
+    """The cache-free loop only recomputes rows 0..i; it must draw exactly what full forwards would."""
+    torch.manual_seed(4)
+    prior = PixelCNN(6, channels=8, layers=3, cond_num_codes=3, num_classes=2).eval()
+    n, H, W = 5, 4, 3
+    cond = torch.randint(0, 3, (n, 2, 1))
+    labels = torch.randint(0, 2, (n,))
+    fast = prior.sample(n, (H, W), cond, labels, temperature=0.7, generator=torch.Generator().manual_seed(9))
+    gen = torch.Generator().manual_seed(9)
+    slow = torch.zeros(n, H, W, dtype=torch.long)
+    with torch.no_grad():
+        for i in range(H):
+            for j in range(W):
+                probs = torch.softmax(prior(slow, cond, labels)[:, :, i, j] / 0.7, 1)
+                slow[:, i, j] = torch.multinomial(probs, 1, generator=gen)[:, 0]
+    assert torch.equal(fast, slow)
+    assert fast.shape == (n, H, W) and fast.min() >= 0 and fast.max() < 6
+    with pytest.raises(ValueError, match="temperature"):
+        prior.sample(n, (H, W), cond, labels, temperature=0)
+
+
+def test_pixelcnn_config_and_save_load(tmp_path):
+    prior = PixelCNN(12, channels=4, layers=2, cond_num_codes=5, num_classes=3)
+    assert PixelCNN(PixelCNNConfig(num_codes=12, channels=4, layers=2)).config.num_codes == 12
+    prior.save_pretrained(tmp_path / "p", extra={"level": 0})
+    back = hiervq.load(tmp_path / "p")
+    assert isinstance(back, PixelCNN) and back.config == prior.config
+    for (k, a), (_, b) in zip(prior.state_dict().items(), back.state_dict().items()):
+        assert torch.equal(a, b), k
+    with pytest.raises(ValueError, match="odd"):
+        PixelCNN(12, kernel_size=4)
+
+
+class _CountingModel(torch.nn.Module):
+    """Stands in for an autoencoder: 'codes' are pixel buckets; counts encode calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def encode(self, x):
+        self.calls += 1
+        return [(x[:, 0] * 3.99).long(), (x[:, 0, ::2, ::2] * 1.99).long()]
+
+    def codes_to_list(self, codes):
+        return list(codes)
+
+
+def test_codes_are_extracted_once_and_cached(tmp_path):
+    from hiervq.data import ImageSet
+
+    images = ImageSet(torch.randint(0, 256, (10, 1, 4, 4), dtype=torch.uint8), torch.arange(10) % 3, ["a", "b", "c"])
+    model = _CountingModel()
+    path = tmp_path / "codes.npz"
+    first = cached_codes(path, "k1", model, {"train": images, "test": images.subset([0, 1])}, batch_size=4, log=print)
+    assert model.calls == 3 + 1
+    again = cached_codes(path, "k1", model, load_images=lambda: pytest.fail("the cache must be used"), log=print)
+    assert model.calls == 4
+    assert [c.shape for c in again["train"].codes] == [(10, 4, 4), (10, 2, 2)]
+    assert torch.equal(again["train"].codes[0], first["train"].codes[0])
+    assert torch.equal(again["train"].labels, images.labels) and again["train"].class_names == ["a", "b", "c"]
+    cached_codes(path, "k2", model, {"train": images}, log=print)  # stale key: recomputed
+    assert model.calls == 4 + 1
+    assert load_codes(path)[0] == "k2"
+    path.write_bytes(b"garbage")
+    with pytest.raises(hiervq.DataError, match="corrupt"):
+        load_codes(path)
+
+
+def test_prior_kind_dispatch_and_levels():
+    model = hiervq.HierarchicalVQVAE(hiervq.models.HierarchicalConfig(in_channels=1, image_size=16, channels=8))
+    kind = prior_kind_for(model)
+    assert kind.prior_levels(model) == [1, 0]
+    assert kind.parse_level(model, "top") == 1 and kind.parse_level(model, "bottom") == 0
+    assert kind.parse_level(model, "0") == 0
+    with pytest.raises(HierVQError, match="--level"):
+        kind.parse_level(model, None)
+    with pytest.raises(HierVQError, match="does not exist"):
+        kind.parse_level(model, 2)
+    single = hiervq.VQVAE(hiervq.models.VQVAEConfig(in_channels=1, image_size=16, channels=8))
+    assert prior_kind_for(single).parse_level(single, None) == 0
+    bottom = kind.build_prior(model, 0, {"channels": 4, "layers": 1}, 10, "test")
+    assert bottom.config.cond_num_codes == model.levels[1].codebook_size and bottom.config.num_classes == 10
+    assert kind.build_prior(model, 1, {}, None, "test").config.cond_num_codes is None
+    with pytest.raises(HierVQError, match="follow from"):
+        kind.build_prior(model, 0, {"num_codes": 3}, None, "test")
+    with pytest.raises(ConfigError, match="chanels"):
+        kind.build_prior(model, 0, {"chanels": 3}, None, "test")
+
+    class Unknown(torch.nn.Module):
+        registry_name = "nothing"
+
+    with pytest.raises(HierVQError, match="no prior is defined"):
+        prior_kind_for(Unknown())
+
+    @register_prior_kind("test-only-model")
+    class Plugin(PriorKind):
+        pass
+
+    class Sub(Unknown):
+        registry_name = "test-only-model"
+
+    try:
+        assert isinstance(prior_kind_for(Sub()), Plugin)
+    finally:
+        PRIOR_KINDS.pop("test-only-model")
+
+
+def test_resolve_prior_config_merges_levels_and_overrides():
+    from hiervq.train.config import PriorsConfig, config_from_dict
+    from hiervq.train.prior import resolve_prior_config
+
+    raw = copy.deepcopy(TINY_RUN)
+    raw["priors"] = {
+        "model": {"channels": 8, "layers": 2},
+        "train": {"epochs": 3, "lr": 0.01},
+        "levels": [{"model": {"layers": 5}, "train": {"epochs": 7}}],
+    }
+    priors = config_from_dict(raw, "x.yaml").priors
+    bottom = resolve_prior_config(priors, "run", 0, overrides=["train.batch_size=8"], class_conditional=True)
+    assert bottom.model == {"channels": 8, "layers": 5} and bottom.train.epochs == 7 and bottom.train.lr == 0.01
+    assert bottom.train.batch_size == 8 and bottom.class_conditional
+    top = resolve_prior_config(priors, "run", 1)
+    assert top.model == {"channels": 8, "layers": 2} and top.train.epochs == 3 and not top.class_conditional
+    with pytest.raises(ConfigError, match="epoks"):
+        resolve_prior_config(priors, "run", 1, overrides=["train.epoks=1"])
+    raw["priors"]["levels"] = [{"modle": {}}]
+    with pytest.raises(ConfigError, match="modle"):
+        config_from_dict(raw, "x.yaml")
+    assert resolve_prior_config(PriorsConfig(), "run", 0).train.epochs == 10
+
+
+def _run_flow(tmp_path, raw):
+    from hiervq.cli import main
+    from hiervq.train import config_from_dict, train_run
+
+    run = tmp_path / "ae"
+    train_run(config_from_dict(raw, "tiny"), run)
+    assert main(["prior", str(run), "--level", "all"]) == 0
+    return run
+
+
+def test_prior_runs_and_sampling_on_digits(tmp_path, capsys):
+    from hiervq.cli import main
+    from hiervq.train.prior import sample_run
+
+    raw = copy.deepcopy(TINY_RUN)
+    raw["train"]["epochs"] = 1
+    raw["priors"] = {"class_conditional": True, "model": {"channels": 8, "layers": 2},
+                     "train": {"epochs": 2, "batch_size": 32, "lr": 0.01, "progress": False}}
+    run = _run_flow(tmp_path, raw)
+    for level in (0, 1):
+        d = run / "priors" / f"level{level}"
+        summary = json.loads((d / "summary.json").read_text())
+        model = hiervq.load(run)
+        info = model.levels[level]
+        assert summary["uniform_bits_per_image"] == pytest.approx(info.num_codes * math.log2(info.codebook_size))
+        assert summary["bits_per_image"] == pytest.approx(summary["bits_per_code"] * info.num_codes)
+        assert summary["class_conditional"] and summary["grid"] == list(info.grid)
+        lines = (d / "metrics.jsonl").read_text().splitlines()
+        assert len(lines) == 2 and "test" in json.loads(lines[-1])
+        assert (d / "codes.npz").is_file() and isinstance(hiervq.load(d), PixelCNN)
+        meta = json.loads((d / "model" / "config.json").read_text())["extra"]
+        assert meta["level"] == level and meta["class_conditional"] and meta["num_classes"] == 10
+    # codes were extracted once, for both levels
+    assert (run / "codes.npz").stat().st_nlink >= 2 or (run / "codes.npz").is_file()
+
+    out = tmp_path / "s.png"
+    assert main(["sample", str(run), "-n", "20", "-o", str(out)]) == 0
+    assert out.is_file() and "samples/s" in capsys.readouterr().out
+    assert main(["sample", str(run), "--prior", str(run / "priors" / "level1"), "-n", "2", "-o", str(out)]) == 2
+    assert "no prior for level(s) 0" in capsys.readouterr().err
+    assert main(["sample", str(run), "--class", "12", "-n", "2", "-o", str(out)]) == 2
+    assert main(["prior", str(run), "--level", "top"]) == 2  # exists already
+    assert "--overwrite" in capsys.readouterr().err
+    rows = sample_run(run, n=20)
+    assert rows.images.shape == (20, 1, 16, 16) and rows.nrow == 2
+    assert torch.equal(rows.labels, torch.arange(10).repeat_interleave(2))
+
+
+def test_end_to_end_mnist_recipe_tiny(tmp_path):
+    """The MNIST recipe's flow at a tiny size: autoencoder, both priors, 4 samples; class conditioning matters."""
+    from hiervq.train.config import load_config
+    from hiervq.train.prior import sample_run
+
+    path = shared_file("mnist")
+    overrides = [
+        f"data.path={path}", "data.train_limit=256", "data.test_limit=64",
+        "model.channels=16", "model.res_channels=8", "train.epochs=1", "train.batch_size=64", "train.progress=false",
+        "train.eval_limit=64", "priors.model.channels=8", "priors.model.layers=2", "priors.levels.0.model.channels=8",
+        "priors.levels.0.model.layers=2", "priors.train.epochs=1", "priors.train.batch_size=64",
+        "priors.train.progress=false",
+    ]
+    config = load_config(REPO / "configs" / "hvqvae2-prior-mnist.yaml", overrides)
+    assert config.priors.class_conditional
+    run = _run_flow(tmp_path, config.to_dict())
+    model = hiervq.load(run)
+    assert [lv.grid for lv in model.levels] == [(8, 8), (4, 4)]
+    a = sample_run(run, n=4, class_label=3, seed=5)
+    b = sample_run(run, n=4, class_label=7, seed=5)
+    assert a.images.shape == (4, 1, 32, 32) and a.images.dtype == torch.float32
+    assert a.images.min() >= 0 and a.images.max() <= 1
+    assert [c.shape for c in a.codes] == [(4, 8, 8), (4, 4, 4)]
+    assert not torch.equal(a.codes[0], b.codes[0]), "the class label must change the samples"
+    assert not torch.allclose(a.images, b.images)
+    again = sample_run(run, n=4, class_label=3, seed=5)
+    assert torch.equal(again.codes[0], a.codes[0])  # seeded
+    assert np.isfinite(a.samples_per_s) and a.samples_per_s > 0
