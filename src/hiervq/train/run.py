@@ -23,6 +23,7 @@ import torch
 from ..data import DataSplits, load_data
 from ..errors import DataError, HierVQError
 from ..models.base import DiscreteAutoencoder
+from ..pretrained import atomic_write_bytes
 from .checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint
 from .config import RunConfig, config_from_dict, dump_config
 from .distributed import DistInfo, barrier, cleanup, setup
@@ -98,7 +99,7 @@ def train_run(
         if dist.is_main:
             prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
             if not resume:
-                (run_dir / CONFIG_FILE).write_text(dump_config(config))
+                atomic_write_bytes(run_dir / CONFIG_FILE, dump_config(config).encode())
         barrier(dist)
         seed_everything(config.seed)
         data = data or load_data(config.data)
