@@ -2,6 +2,7 @@
 
 from .base import Budget, DiscreteAutoencoder, LevelInfo, Output, QuantizerConfig, budget_of
 from .hierarchical import VQVAE, HierarchicalConfig, HierarchicalVQVAE, LevelConfig, VQVAEConfig
+from .pqvae import PQVAE, PQVAEConfig
 
 __all__ = [
     "Budget",
@@ -11,6 +12,8 @@ __all__ = [
     "LevelConfig",
     "LevelInfo",
     "Output",
+    "PQVAE",
+    "PQVAEConfig",
     "QuantizerConfig",
     "VQVAE",
     "VQVAEConfig",

@@ -10,11 +10,13 @@
 
 from .codebook import Codebook, nearest_code
 from .estimators import ESTIMATORS, rotation_trick, straight_through
+from .progressive import ProgressiveQuantizer
 from .vector import Quantized, VectorQuantizer
 
 __all__ = [
     "ESTIMATORS",
     "Codebook",
+    "ProgressiveQuantizer",
     "Quantized",
     "VectorQuantizer",
     "nearest_code",

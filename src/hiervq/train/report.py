@@ -67,7 +67,7 @@ def write_report(
     plot_lorenz(counts, labels, run_dir / "usage.png")
 
     rows = "\n".join(
-        f"| {i} | {lv['grid'][0]}x{lv['grid'][1]} | {lv['codebook_size']} | {lv['code_dim']} | "
+        f"| {i} | {'x'.join(str(v) for v in lv['grid'])} | {lv['codebook_size']} | {lv['code_dim']} | "
         f"{lv['perplexity']:.1f} | {lv['normalized_perplexity']:.3f} | {lv['used_fraction']:.3f} | "
         f"{lv['dead_codes']} | {lv['gini']:.3f} |"
         for i, lv in enumerate(summary["levels"])

@@ -1,0 +1,416 @@
+"""Progressive quantization (PQ-VAE): a feature map -> a 1-D coarse-to-fine sequence of codes.
+
+The feature map F (B, C, H, W) is quantized in L steps with one shared :class:`Codebook`::
+
+    F_1 = F
+    for l in 1..L:
+        e_l          = T_l(F_l)            # step-specific linear transform, flattened to a D-vector
+        e_hat_l, z_l = VQ(e_l)             # shared codebook (Gumbel sampling over -distance in training)
+        F_hat_l      = T_l^+(e_hat_l)      # pseudo-inverse of T_l
+        F_{l+1}      = F_l - F_hat_l
+    F_hat = sum_l F_hat_l
+
+``T_l`` is a spatial linear map (h*w positions -> s) and a channel linear map (C -> c), so D = s * c; ``T_l^+``
+uses ``torch.linalg.pinv`` of both weight matrices (pinv of a Kronecker product is the Kronecker product of the
+pinvs), recomputed whenever the weights change. Larger maps are partitioned: the (H, W) grid is split into
+h x w patches and the feature vectors at the same relative position inside each patch form one small (C, h, w)
+map (a strided sub-sampling of the whole map, so each code sees a nearly full-size receptive field); the
+G = (H * W) / (h * w) small maps are quantized in parallel. The code sequence is step-major: position
+``l * G + g`` holds step l of small map g, so any prefix is a coarse-to-fine truncation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..metrics import perplexity
+from .codebook import DEFAULT_CHUNK_ELEMENTS, Codebook
+from .vector import Quantized
+
+PQ_ESTIMATORS = ("gumbel", "ste")
+
+
+def entropy_terms(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Monte Carlo entropy terms of one quantization step, in nats.
+
+    ``logits`` (..., N, K) are -distance / temperature (up to a per-row constant) for the N rows of a minibatch.
+    q(z | x) = softmax(logits) per row; q(z) is its average over the minibatch. Returns (H(q(z | x)) averaged over
+    rows, H(q(z))), each of shape (...); PQ-VAE minimises the first and maximises the second.
+    """
+    logp = logits.log_softmax(-1)
+    p = logp.exp()
+    h_cond = -(p * logp).sum(-1).mean(-1)
+    p_bar = p.mean(-2)
+    h_marg = -(p_bar * p_bar.clamp_min(1e-30).log()).sum(-1)
+    return h_cond, h_marg
+
+
+def _orthonormal_rows(steps: int, rows: int, cols: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(steps, rows, cols) random matrices with orthonormal rows (or columns when rows > cols)."""
+    a = torch.randn(steps, max(rows, cols), min(rows, cols), generator=generator)
+    q, _ = torch.linalg.qr(a)  # (steps, max, min) with orthonormal columns
+    return q.transpose(1, 2) if rows <= cols else q
+
+
+class ProgressiveQuantizer(nn.Module):
+    """Progressive quantization of (B, C, H, W) maps into (B, L * G) code sequences with one shared codebook.
+
+    Args:
+        channels: C, channels of the input map.
+        map_size: (h, w) of the small maps (the patch grid); H and W must be multiples of them. G = HW / (hw).
+        steps: L, quantization steps per small map.
+        codebook_size: K of the shared codebook.
+        spatial_dim: s, outputs of the spatial map (h*w -> s); ``None`` keeps h*w.
+        channel_dim: c, outputs of the channel map (C -> c); ``None`` keeps C. Code vectors have D = s * c.
+        estimator: ``"gumbel"`` (training samples the code from softmax(-distance / temperature) with the
+            Gumbel-max trick; gradients: straight-through to e plus the Gumbel-softmax relaxation) or ``"ste"``
+            (nearest code, straight-through). Evaluation always takes the nearest code.
+        temperature: softmax temperature over negative squared distances (sampling and entropy terms).
+        beta: weight of the commitment term |e_l - sg(e_hat_l)|^2 (mean over steps).
+        entropy_weight: lambda_h, weight of sum_l [H(q(z_l | x)) - H(q(z_l))].
+        ema_decay, init, kmeans_iters, dead_threshold, dead_window, chunk_elements: see :class:`Codebook`
+            (``ema_decay=None`` learns the codes through the codebook term |sg(e) - e_hat|^2 and the relaxation).
+
+    The codebook is initialised (``init`` data/kmeans) from the transformed vectors e_l of all steps of the first
+    training batch, computed on the unquantized chain. Codebook updates (EMA, usage, dead-code reset) use the
+    vectors and codes of all steps together, once per forward.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        map_size: int | tuple[int, int] = 8,
+        steps: int = 64,
+        codebook_size: int = 256,
+        spatial_dim: int | None = 16,
+        channel_dim: int | None = 4,
+        estimator: str = "gumbel",
+        temperature: float = 1.0,
+        beta: float = 0.25,
+        entropy_weight: float = 0.0,
+        ema_decay: float | None = 0.99,
+        init: str = "kmeans",
+        kmeans_iters: int = 10,
+        dead_threshold: float | None = 2.0,
+        dead_window: int = 10,
+        chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    ) -> None:
+        super().__init__()
+        h, w = (map_size, map_size) if isinstance(map_size, int) else tuple(map_size)
+        positions = h * w
+        s = spatial_dim or positions
+        c = channel_dim or channels
+        if estimator not in PQ_ESTIMATORS:
+            raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(PQ_ESTIMATORS)}")
+        if steps < 1 or channels < 1 or h < 1 or w < 1:
+            raise ValueError("steps, channels and map_size must be >= 1")
+        if s > positions or c > channels:
+            raise ValueError(f"spatial_dim {s} must be <= h*w = {positions} and channel_dim {c} <= channels {channels}")
+        if temperature <= 0 or beta < 0 or entropy_weight < 0:
+            raise ValueError("temperature must be > 0, beta and entropy_weight >= 0")
+        self.channels = channels
+        self.map_size = (h, w)
+        self.steps = steps
+        self.codebook_size = codebook_size
+        self.spatial_dim = s
+        self.channel_dim = c
+        self.code_dim = s * c
+        self.estimator = estimator
+        self.temperature = temperature
+        self.beta = beta
+        self.entropy_weight = entropy_weight
+        #: (L, s, h*w) spatial and (L, c, C) channel weights of T_l
+        self.spatial = nn.Parameter(_orthonormal_rows(steps, s, positions))
+        self.channel = nn.Parameter(_orthonormal_rows(steps, c, channels))
+        self.codebook = Codebook(
+            codebook_size,
+            self.code_dim,
+            ema_decay=ema_decay,
+            init=init,
+            kmeans_iters=kmeans_iters,
+            dead_threshold=dead_threshold,
+            dead_window=dead_window,
+            chunk_elements=chunk_elements,
+        )
+        self._pinv_cache: tuple | None = None
+
+    def extra_repr(self) -> str:
+        return (
+            f"channels={self.channels}, map_size={self.map_size}, steps={self.steps}, K={self.codebook_size}, "
+            f"D={self.spatial_dim}x{self.channel_dim}, estimator={self.estimator!r}, temperature={self.temperature}"
+        )
+
+    @property
+    def bits(self) -> float:
+        """Bits per code index, log2 K."""
+        return math.log2(self.codebook_size)
+
+    # ------------------------------------------------------------------ layout
+    def groups(self, height: int, width: int) -> int:
+        """G, the number of small maps quantized in parallel for an (H, W) map."""
+        h, w = self.map_size
+        if height % h or width % w:
+            raise ValueError(f"feature map {height}x{width} is not a multiple of the small-map size {h}x{w}")
+        return (height // h) * (width // w)
+
+    def sequence_length(self, height: int, width: int) -> int:
+        """L * G, the length of the code sequence for an (H, W) map."""
+        return self.steps * self.groups(height, width)
+
+    def partition(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, G, h*w, C): small map g = (i, j) holds x[:, :, i::H/h, j::W/w]."""
+        b, c, hh, ww = x.shape
+        h, w = self.map_size
+        self.groups(hh, ww)
+        sh, sw = hh // h, ww // w
+        return x.view(b, c, h, sh, w, sw).permute(0, 3, 5, 2, 4, 1).reshape(b, sh * sw, h * w, c)
+
+    def merge(self, parts: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Inverse of :meth:`partition`: (B, G, h*w, C) -> (B, C, H, W)."""
+        b, _, _, c = parts.shape
+        h, w = self.map_size
+        sh, sw = height // h, width // w
+        return parts.reshape(b, sh, sw, h, w, c).permute(0, 5, 3, 1, 4, 2).reshape(b, c, height, width)
+
+    # ------------------------------------------------------------------ transforms
+    def pseudo_inverses(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L, h*w, s) and (L, C, c): ``torch.linalg.pinv`` of the spatial and channel weights.
+
+        Recomputed (differentiably) on every call while autograd records; otherwise cached until the weights
+        change (tracked by their in-place version counters, which optimiser steps and ``load_state_dict`` bump).
+        """
+        if torch.is_grad_enabled() and (self.spatial.requires_grad or self.channel.requires_grad):
+            self._pinv_cache = None
+            return torch.linalg.pinv(self.spatial), torch.linalg.pinv(self.channel)
+        key = (
+            self.spatial._version, self.channel._version, self.spatial.data_ptr(), self.channel.data_ptr(),
+            self.spatial.device, self.spatial.dtype,
+        )
+        if self._pinv_cache is None or self._pinv_cache[0] != key:
+            with torch.no_grad():
+                self._pinv_cache = (key, torch.linalg.pinv(self.spatial), torch.linalg.pinv(self.channel))
+        return self._pinv_cache[1], self._pinv_cache[2]
+
+    def transform(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        """T_l: (B, G, h*w, C) -> (B, G, D): E = W_s X W_c^T (s x c), stored channel-major (c x s) and flattened."""
+        y = (x @ self.channel[step].t()).transpose(-1, -2)  # (B, G, c, h*w): channel map first, fewer operations
+        return (y @ self.spatial[step].t()).reshape(*x.shape[:2], self.code_dim)
+
+    def inverse(self, e: torch.Tensor, step: int, pinvs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """T_l^+: (B, G, D) -> (B, G, h*w, C) with X = W_s^+ E (W_c^+)^T."""
+        sp, ch = pinvs
+        e = e.reshape(*e.shape[:2], self.channel_dim, self.spatial_dim)
+        return (e @ sp[step].t()).transpose(-1, -2) @ ch[step].t()
+
+    def synthesize(self, vectors: torch.Tensor, pinvs: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """sum_l T_l^+(vectors[l]): (L', B, G, D) code vectors of the first L' steps -> (B, G, h*w, C)."""
+        n, b, g, _ = vectors.shape
+        sp, ch = pinvs
+        v = vectors.reshape(n, b * g * self.channel_dim, self.spatial_dim)
+        y = torch.bmm(v, sp[:n].transpose(1, 2))  # (L', N c, h*w)
+        y = y.view(n, b * g, self.channel_dim, -1).permute(1, 3, 0, 2).reshape(b * g, -1, n * self.channel_dim)
+        w = ch[:n].permute(0, 2, 1).reshape(n * self.channel_dim, self.channels)  # (L' c, C)
+        return (y @ w).view(b, g, -1, self.channels)
+
+    def transform_all(self, x: torch.Tensor) -> torch.Tensor:
+        """T_l(x) for every step l at once: (B, G, h*w, C) -> (L, c, B*G, s) (two large matrix products)."""
+        b, g, p, c = x.shape
+        n, steps, cd, sd = b * g, self.steps, self.channel_dim, self.spatial_dim
+        y = x.reshape(n * p, c) @ self.channel.reshape(steps * cd, c).t()  # (N p, L c)
+        y = y.view(n, p, steps, cd).permute(2, 3, 0, 1).reshape(steps, cd * n, p)
+        return torch.bmm(y, self.spatial.transpose(1, 2)).view(steps, cd, n, sd)
+
+    def cross_operators(self, pinvs: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """T_l T_k^+ in factored form: (L, L, s, s) with [l, k] = (W_s,l W_s,k^+)^T and (L, c, L, c) with
+        [l, :, k, :] = W_c,l W_c,k^+, so that T_l(T_k^+(E)) = (W_c,l W_c,k^+) E (W_s,l W_s,k^+)^T for E (c, s)."""
+        sp, ch = pinvs
+        steps, s, c = self.steps, self.spatial_dim, self.channel_dim
+        a = (self.spatial.reshape(steps * s, -1) @ sp.transpose(0, 1).reshape(-1, steps * s)).view(steps, s, steps, s)
+        m = (self.channel.reshape(steps * c, -1) @ ch.transpose(0, 1).reshape(-1, steps * c)).view(steps, c, steps, c)
+        return a.permute(0, 2, 3, 1).contiguous(), m
+
+    # ------------------------------------------------------------------ codebook init
+    @torch.no_grad()
+    def _initialize(self, x: torch.Tensor, pinvs: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Initialise the codebook from e_l of every step along the unquantized chain F_{l+1} = F_l - T^+ T F_l."""
+        rows = []
+        residual = x.detach()
+        for step in range(self.steps):
+            e = self.transform(residual, step)
+            rows.append(e.reshape(-1, self.code_dim))
+            residual = residual - self.inverse(e, step, pinvs)
+        self.codebook.initialize(torch.cat(rows))
+
+    # ------------------------------------------------------------------ the progressive loop
+    def _chain(
+        self, x: torch.Tensor, pinvs: tuple[torch.Tensor, torch.Tensor], weight: torch.Tensor, sample: bool,
+        track_grad: bool, want_logits: bool = True,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """Run the L steps on small maps ``x`` (B, G, h*w, C).
+
+        Works in the transformed domain: e_l = T_l(F_l) = T_l(F) - sum_{k<l} T_l T_k^+ (e_hat_k), with T_l(F) for all
+        steps from one product and the cross operators in factored form, so that no step touches the full map.
+        Returns per step: the quantizer outputs e_hat_l (N, D) (straight-through/relaxed when ``track_grad``),
+        e_l (N, D), the code vectors (N, D), the codes (N,) and the logits (N, K) = -(distance - |e|^2) / temperature.
+        """
+        n = x.shape[0] * x.shape[1]
+        steps, s, c, d = self.steps, self.spatial_dim, self.channel_dim, self.code_dim
+        tx = self.transform_all(x).unbind(0)  # per step (c, N, s)
+        if steps > 1:
+            at, m = self.cross_operators(pinvs)
+            at, m = at.unbind(0), m.unbind(0)
+        w_sq = weight.pow(2).sum(1)
+        noise = None
+        if sample:
+            u = torch.rand(steps, n, weight.shape[0], device=x.device, dtype=x.dtype).clamp_(1e-10, 1.0 - 1e-7)
+            noise = -(-u.log()).log()
+        outs: list[torch.Tensor] = []  # e_hat_k as (c, N, s), for the cross terms
+        flat, es, qs, idxs, logits_all = [], [], [], [], []
+        for step in range(steps):
+            e = tx[step]
+            if step:
+                prev = torch.stack(outs)  # (l, c, N, s)
+                y = torch.bmm(prev.view(step, c * n, s), at[step][:step])  # E_k (W_s,l W_s,k^+)^T
+                corr = m[step][:, :step].reshape(c, step * c) @ y.view(step * c, n * s)  # sum_k W_c,l W_c,k^+ (...)
+                e = e - corr.view(c, n, s)
+            e = e.transpose(0, 1).reshape(n, d)
+            logits = torch.addmm(w_sq, e, weight.t(), beta=-1.0, alpha=2.0)
+            if self.temperature != 1.0:
+                logits = logits / self.temperature
+            if sample:
+                noisy = logits + noise[step]
+                idx = noisy.detach().argmax(-1)
+            else:
+                idx = logits.detach().argmax(-1)
+            q = F.embedding(idx, weight)
+            if track_grad:
+                out = e + (q - e).detach()
+                if sample:
+                    relaxed = noisy.softmax(-1) @ weight
+                    out = out + (relaxed - relaxed.detach())
+            else:
+                out = q
+            if step + 1 < steps:
+                outs.append(out.view(n, c, s).transpose(0, 1))
+            flat.append(out)
+            es.append(e)
+            qs.append(q)
+            idxs.append(idx)
+            if want_logits:
+                logits_all.append(logits)
+        return flat, es, qs, idxs, logits_all
+
+    # ------------------------------------------------------------------ forward / encode / decode
+    def forward(self, z: torch.Tensor) -> Quantized:
+        """Quantize ``z`` (B, C, H, W).
+
+        Returns :class:`Quantized` with ``quantized`` (B, C, H, W) = F_hat, ``indices`` (B, L * G) (step-major),
+        ``loss`` = beta * commitment (+ codebook term without EMA) + entropy_weight * entropy,
+        ``losses`` (``commitment``, ``codebook``, ``entropy`` = sum_l [H(q(z_l|x)) - H(q(z_l))], ``cond_entropy``
+        and ``marg_entropy`` summed over steps, nats) and ``stats`` (``perplexity``, ``used_fraction``, ``counts``,
+        ``resets``, ``step_entropy`` (L,) = H(q(z_l | x)) per step in nats, averaged over rows).
+        """
+        if z.ndim != 4 or z.shape[1] != self.channels:
+            raise ValueError(f"progressive quantizer expects (B, {self.channels}, H, W) maps, got {tuple(z.shape)}")
+        b, _, height, width = z.shape
+        x = self.partition(z)
+        g = x.shape[1]
+        pinvs = self.pseudo_inverses()
+        book = self.codebook
+        if self.training and not bool(book.initialized):
+            self._initialize(x, pinvs)
+        track_grad = torch.is_grad_enabled() and z.requires_grad
+        # EMA codes are updated in place after the loop: autograd must see a copy
+        weight = book.weight.clone() if (book.uses_ema and track_grad) else book.weight
+        sample = self.training and self.estimator == "gumbel"
+        outs, es, qs, idxs, logits = self._chain(x, pinvs, weight, sample, track_grad)
+
+        steps = self.steps
+        quantized = self.merge(self.synthesize(torch.stack(outs).view(steps, b, g, -1), pinvs), height, width)
+        codes = torch.stack(idxs)  # (L, N)
+        indices = codes.view(steps, b, g).transpose(0, 1).reshape(b, steps * g)
+        e_all, q_all = torch.stack(es), torch.stack(qs)
+        commitment = F.mse_loss(e_all, q_all.detach())
+        codebook_loss = z.new_zeros(()) if book.uses_ema else F.mse_loss(q_all, e_all.detach())
+        h_cond, h_marg = entropy_terms(torch.stack(logits))
+        entropy = (h_cond - h_marg).sum()
+        loss = self.beta * commitment + codebook_loss
+        if self.entropy_weight > 0:
+            loss = loss + self.entropy_weight * entropy
+
+        with torch.no_grad():
+            counts = torch.bincount(codes.reshape(-1), minlength=book.num_codes)
+            stats = {
+                "perplexity": perplexity(counts).float(),
+                "used_fraction": (counts > 0).float().mean(),
+                "counts": counts,
+                "step_entropy": h_cond.detach(),
+            }
+        resets = 0
+        if self.training:
+            resets = book.update(e_all.detach().reshape(-1, self.code_dim), codes.reshape(-1))
+        stats["resets"] = torch.tensor(resets)
+        return Quantized(
+            quantized=quantized,
+            indices=indices,
+            loss=loss,
+            losses={
+                "commitment": commitment.detach(),
+                "codebook": codebook_loss.detach(),
+                "entropy": entropy.detach(),
+                "cond_entropy": h_cond.sum().detach(),
+                "marg_entropy": h_marg.sum().detach(),
+            },
+            stats=stats,
+        )
+
+    @torch.no_grad()
+    def encode(self, z: torch.Tensor, with_entropy: bool = False):
+        """Code sequence (B, L * G) of ``z`` (B, C, H, W): nearest codes, no gradients, no codebook update.
+
+        ``with_entropy``: also return H(q(z_l | x, z_<l)) per image and position (B, L * G) in nats (entropy of
+        softmax(-distance / temperature) of each row).
+        """
+        b = z.shape[0]
+        x = self.partition(z)
+        g = x.shape[1]
+        _, _, _, idxs, logits = self._chain(
+            x, self.pseudo_inverses(), self.codebook.weight, sample=False, track_grad=False, want_logits=with_entropy
+        )
+        codes = torch.stack(idxs).view(self.steps, b, g).transpose(0, 1).reshape(b, self.steps * g)
+        if not with_entropy:
+            return codes
+        logp = torch.stack(logits).log_softmax(-1)
+        ent = -(logp.exp() * logp).sum(-1)  # (L, N)
+        return codes, ent.view(self.steps, b, g).transpose(0, 1).reshape(b, self.steps * g)
+
+    def decode(
+        self, indices: torch.Tensor, height: int, width: int, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """F_hat (B, C, H, W) from a code sequence or any prefix of it, (B, n) with n <= L * G.
+
+        Missing positions (beyond the prefix, or where ``keep`` (n,) bool is False) contribute nothing. With the
+        full sequence this equals the eval-mode forward output exactly.
+        """
+        g = self.groups(height, width)
+        total = self.steps * g
+        if indices.ndim != 2 or indices.shape[1] > total:
+            raise ValueError(f"expected a (B, n) code sequence with n <= {total}, got {tuple(indices.shape)}")
+        b, n = indices.shape
+        steps = -(-n // g)  # steps touched by the prefix
+        full = indices.new_zeros(b, steps * g)
+        full[:, :n] = indices
+        mask = torch.zeros(steps * g, dtype=torch.bool, device=indices.device)
+        mask[:n] = True if keep is None else keep.to(torch.bool).to(indices.device)
+        vectors = self.codebook.lookup(full).view(b, steps, g, self.code_dim).transpose(0, 1)
+        vectors = torch.where(mask.view(steps, 1, g, 1), vectors, torch.zeros((), dtype=vectors.dtype))
+        pinvs = self.pseudo_inverses()
+        if steps == 0:
+            parts = vectors.new_zeros(b, g, self.map_size[0] * self.map_size[1], self.channels)
+        else:
+            parts = self.synthesize(vectors.contiguous(), pinvs)
+        return self.merge(parts, height, width)

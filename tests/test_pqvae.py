@@ -1,0 +1,212 @@
+"""PQ-VAE: the progressive quantizer's maths, prefix decoding, entropy terms, the model behind the interface."""
+
+import math
+
+import pytest
+import torch
+
+import hiervq
+from hiervq.models import PQVAE, PQVAEConfig
+from hiervq.pretrained import build
+from hiervq.quantize import ProgressiveQuantizer
+from hiervq.quantize.progressive import entropy_terms
+
+
+def residual_loop(q: ProgressiveQuantizer, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference: the progressive loop written step by step on the full map (codes (B, L*G), F - F_{L+1})."""
+    x = q.partition(z)
+    b, g = x.shape[:2]
+    pinvs = q.pseudo_inverses()
+    residual, codes = x, []
+    for step in range(q.steps):
+        e = q.transform(residual, step).reshape(b * g, -1)
+        idx = q.codebook.nearest(e)
+        codes.append(idx.view(b, g))
+        residual = residual - q.inverse(q.codebook.lookup(idx).view(b, g, -1), step, pinvs)
+    return torch.stack(codes, 1).reshape(b, -1), x - residual
+
+
+def test_identity_transforms_equal_residual_quantization():
+    torch.manual_seed(0)
+    b, c, h, w, steps, k = 6, 3, 4, 4, 5, 32
+    q = ProgressiveQuantizer(c, map_size=(h, w), steps=steps, codebook_size=k, spatial_dim=h * w, channel_dim=c,
+                             estimator="ste", init="random").eval()
+    with torch.no_grad():
+        q.spatial.copy_(torch.eye(h * w).expand(steps, -1, -1))
+        q.channel.copy_(torch.eye(c).expand(steps, -1, -1))
+        q.codebook.weight.mul_(0.5)
+    z = torch.randn(b, c, h, w)
+    # plain residual quantization of the flattened map with the same codebook (code vectors are (c, s) = (C, h*w))
+    r = z.reshape(b, c * h * w)
+    total = torch.zeros_like(r)
+    codebook = q.codebook.weight
+    expected = []
+    for _ in range(steps):
+        idx = torch.cdist(r, codebook).argmin(1)
+        expected.append(idx)
+        total += codebook[idx]
+        r = r - codebook[idx]
+    expected = torch.stack(expected, 1)
+    with torch.no_grad():
+        out = q(z)
+    assert torch.equal(out.indices, expected)
+    assert torch.equal(q.encode(z), expected)
+    got = out.quantized.reshape(b, -1)
+    torch.testing.assert_close(got, total, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kw", [{}, {"map_size": 2, "steps": 6, "spatial_dim": 2, "channel_dim": 8}])
+def test_transformed_domain_chain_equals_residual_loop(kw):
+    torch.manual_seed(1)
+    defaults = {"map_size": 4, "steps": 12, "spatial_dim": 8, "channel_dim": 4}
+    q = ProgressiveQuantizer(16, codebook_size=32, init="random", **{**defaults, **kw}).eval()
+    z = torch.randn(5, 16, 4, 4)
+    ref_codes, ref_hat = residual_loop(q, z)
+    with torch.no_grad():
+        out = q(z)
+    assert torch.equal(out.indices, ref_codes)
+    torch.testing.assert_close(q.partition(out.quantized), ref_hat, atol=1e-5, rtol=1e-4)
+
+
+def test_pinv_round_trip_and_recompute_on_weight_change():
+    torch.manual_seed(2)
+    q = ProgressiveQuantizer(12, map_size=4, steps=3, codebook_size=8, spatial_dim=5, channel_dim=3, init="random")
+    with torch.no_grad():
+        pinvs = q.pseudo_inverses()
+        e = torch.randn(2, 1, q.code_dim)
+        for step in range(3):
+            # T has full row rank: T(T^+(e)) = e, and T^+ T is a projection (idempotent)
+            torch.testing.assert_close(q.transform(q.inverse(e, step, pinvs), step), e, atol=1e-5, rtol=1e-5)
+            x = torch.randn(2, 1, 16, 12)
+            p1 = q.inverse(q.transform(x, step), step, pinvs)
+            p2 = q.inverse(q.transform(p1, step), step, pinvs)
+            torch.testing.assert_close(p1, p2, atol=1e-5, rtol=1e-5)
+        before = pinvs[0].clone()
+        assert q.pseudo_inverses()[0] is pinvs[0]  # cached while the weights do not change
+        q.spatial.mul_(2.0)
+        after = q.pseudo_inverses()[0]
+    torch.testing.assert_close(after, before / 2.0)
+    torch.testing.assert_close(after[1], torch.linalg.pinv(q.spatial[1]))
+
+
+def test_entropy_terms_against_hand_computation():
+    logits = torch.tensor([[0.0, math.log(3.0)], [math.log(3.0), 0.0], [0.0, 0.0]])
+    h_cond, h_marg = entropy_terms(logits)
+    # rows: (1/4, 3/4), (3/4, 1/4), (1/2, 1/2); average (1/2, 1/2)
+    h_row = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+    assert h_cond.item() == pytest.approx((2 * h_row + math.log(2.0)) / 3, abs=1e-6)
+    assert h_marg.item() == pytest.approx(math.log(2.0), abs=1e-6)
+    # batched over steps
+    hc, hm = entropy_terms(torch.stack([logits, torch.zeros(3, 2)]))
+    assert hc.shape == (2,) and hc[1].item() == pytest.approx(math.log(2.0), abs=1e-6)
+
+
+def test_entropy_terms_of_the_quantizer_use_softmax_of_negative_distance():
+    torch.manual_seed(3)
+    q = ProgressiveQuantizer(4, map_size=2, steps=1, codebook_size=5, spatial_dim=4, channel_dim=4, init="random",
+                             temperature=0.7).eval()
+    z = torch.randn(3, 4, 2, 2)
+    with torch.no_grad():
+        out = q(z)
+        e = q.transform(q.partition(z), 0).reshape(3, -1)
+        d = torch.cdist(e, q.codebook.weight).pow(2)
+        p = (-d / 0.7).softmax(-1)
+        h_cond = -(p * p.log()).sum(-1).mean()
+        pb = p.mean(0)
+        h_marg = -(pb * pb.log()).sum()
+    assert out.losses["cond_entropy"].item() == pytest.approx(h_cond.item(), rel=1e-4)
+    assert out.losses["entropy"].item() == pytest.approx((h_cond - h_marg).item(), rel=1e-4, abs=1e-5)
+
+
+def small_model(**kw) -> PQVAE:
+    cfg = dict(image_size=16, in_channels=1, channels=16, blocks=1, res_channels=8, downsample=2, latent_channels=8,
+               map_size=4, steps=6, codebook_size=16, spatial_dim=4, channel_dim=2, init="kmeans")
+    cfg.update(kw)
+    return PQVAE(PQVAEConfig(**cfg))
+
+
+@pytest.mark.parametrize("estimator", ["gumbel", "ste"])
+def test_model_train_step_prefix_decoding_and_round_trip(estimator):
+    torch.manual_seed(4)
+    model = small_model(estimator=estimator, map_size=4)  # 8x8 map -> G = 4 small maps, L = 6 steps
+    x = torch.rand(8, 1, 16, 16)
+    model.train()
+    out = model(x)
+    out.loss.backward()
+    assert model.quantizer.spatial.grad is not None and model.encoder.net[0].weight.grad is not None
+    assert out.codes[0].shape == (8, 24) and model.levels[0].grid == (24,)
+    model.eval()
+    with torch.no_grad():
+        ev = model(x)
+        codes = model.encode(x)
+        full = model.decode(codes)
+        assert torch.equal(codes, ev.codes[0])
+        assert torch.equal(full, ev.recon)
+        assert torch.equal(model.decode(codes[:, :24]), full)  # a prefix of length L is the full decode
+        for n in (0, 1, 5, 8, 13):
+            keep = torch.arange(24) < n
+            torch.testing.assert_close(model.decode(codes[:, :n]), model.decode(codes, keep=keep))
+        # prefix of whole steps = the first steps of the progressive loop
+        feats = model._features(x)
+        q = model.quantizer
+        parts = q.partition(feats)
+        b, g = parts.shape[:2]
+        pinvs = q.pseudo_inverses()
+        residual = parts
+        for step in range(2):
+            e = q.transform(residual, step).reshape(b * g, -1)
+            residual = residual - q.inverse(q.codebook.lookup(q.codebook.nearest(e)).view(b, g, -1), step, pinvs)
+        torch.testing.assert_close(model.latent(codes[:, : 2 * g]), q.merge(parts - residual, 8, 8), atol=1e-5, rtol=1e-4)
+
+
+def test_model_budget_levels_and_codes_list():
+    model = PQVAE(PQVAEConfig(in_channels=1, image_size=32))
+    assert model.levels[0].grid == (64,) and model.levels[0].codebook_size == 256
+    budget = model.budget()
+    assert budget.bits_per_image == 512.0 and budget.continuous == 8 * 8 * 64 and budget.discrete == 256 * 64
+    codes = torch.randint(0, 256, (3, 64))
+    arrays = model.codes_to_list(codes)
+    assert len(arrays) == 1 and torch.equal(model.codes_from_list(arrays), codes)
+    assert model.codes_from_list([codes[:, :10]]).shape == (3, 10)
+    with pytest.raises(ValueError):
+        model.codes_from_list([torch.randint(0, 256, (3, 65))])
+    with pytest.raises(ValueError):
+        model.codes_from_list([codes, codes])
+
+
+def test_config_validation_and_registry():
+    with pytest.raises(ValueError, match="divisible"):
+        PQVAE(PQVAEConfig(image_size=20))
+    with pytest.raises(ValueError, match="spatial_dim"):
+        PQVAE(PQVAEConfig(spatial_dim=100))
+    model = build("pqvae", {"image_size": 16, "in_channels": 1, "downsample": 2, "map_size": 8, "steps": 4})
+    assert isinstance(model, PQVAE)
+
+
+def test_save_load_round_trip(tmp_path):
+    torch.manual_seed(5)
+    model = small_model()
+    x = torch.rand(4, 1, 16, 16)
+    model.train()
+    model(x)
+    model.eval()
+    model.save_pretrained(tmp_path)
+    loaded = hiervq.load(tmp_path)
+    with torch.no_grad():
+        assert torch.equal(loaded.encode(x), model.encode(x))
+        assert torch.equal(loaded(x).recon, model(x).recon)
+
+
+def test_step_entropies_and_gumbel_sampling_at_low_temperature():
+    torch.manual_seed(6)
+    model = small_model(temperature=1e-4, ema_decay=None, dead_threshold=0.0)
+    x = torch.rand(4, 1, 16, 16)
+    model.train()
+    model(x)  # initialises the codebook
+    with torch.no_grad():
+        sampled = model(x).codes[0]  # train mode: Gumbel sampling; at tiny temperature it is the nearest code
+        model.eval()
+        codes = model.encode(x)
+        ent = model.step_entropies(x)
+    assert torch.equal(sampled, codes)
+    assert ent.shape == codes.shape and (ent >= 0).all() and (ent <= math.log(16) + 1e-5).all()
