@@ -5,6 +5,8 @@
 * :class:`CodeSet`, :func:`cached_codes` -- a dataset's codes, extracted once and cached (:mod:`.codes`).
 * :class:`PriorKind`, :func:`register_prior_kind`, :func:`prior_kind_for` -- how each autoencoder family builds,
   scores and samples its priors (:mod:`.kinds`); the hierarchical VQ-VAE's kind is in :mod:`.hierarchical`.
+* :class:`TransformerPrior` -- causal transformer over a PQ-VAE's 1-D code sequence, and its kind
+  :class:`SequencePriorKind` (:mod:`.transformer`).
 
 Training loops and prior run directories live one layer up, in :mod:`hiervq.train.prior`.
 """
@@ -13,6 +15,7 @@ from .codes import CODES_FILE, CodeSet, cache_key, cached_codes, extract_codes, 
 from .hierarchical import HierarchicalPriorKind
 from .kinds import PRIOR_KINDS, PriorKind, prior_kind_for, register_prior_kind, takes_labels
 from .pixelcnn import GatedBlock, PixelCNN, PixelCNNConfig, uniform_bits
+from .transformer import SequencePriorKind, TransformerPrior, TransformerPriorConfig
 
 __all__ = [
     "CODES_FILE",
@@ -23,6 +26,9 @@ __all__ = [
     "PixelCNN",
     "PixelCNNConfig",
     "PriorKind",
+    "SequencePriorKind",
+    "TransformerPrior",
+    "TransformerPriorConfig",
     "cache_key",
     "cached_codes",
     "extract_codes",

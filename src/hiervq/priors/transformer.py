@@ -1,0 +1,194 @@
+"""A causal transformer prior over 1-D code sequences (PQ-VAE), and the prior kind of sequence models.
+
+The input at position l is the embedding of the previous code z_{l-1} (a start token, or the class embedding for a
+class-conditional prior, at l = 1) plus a position-specific embedding; causal self-attention layers follow, and a
+position-specific linear transform maps the hidden state at l to the K logits of z_l (codes at different positions
+of a progressive sequence mean different things, though they share one codebook).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import HierVQError
+from ..pretrained import register, save_pretrained
+from ..schema import from_dict
+from .kinds import PriorKind, register_prior_kind, takes_labels
+
+
+@dataclass
+class TransformerPriorConfig:
+    """Configuration of :class:`TransformerPrior`.
+
+    ``num_codes`` (K), ``length`` (L) and ``num_classes`` follow from the autoencoder and the data; ``dim``,
+    ``layers``, ``heads``, ``ff_mult`` and ``dropout`` shape the network.
+    """
+
+    num_codes: int = 256
+    length: int = 64
+    dim: int = 128
+    layers: int = 4
+    heads: int = 4
+    ff_mult: int = 4
+    dropout: float = 0.1
+    num_classes: int | None = None
+
+    def validate(self) -> None:
+        if self.num_codes < 2 or self.length < 1 or self.layers < 1 or self.heads < 1 or self.ff_mult < 1:
+            raise ValueError("num_codes must be >= 2, length, layers, heads and ff_mult >= 1")
+        if self.dim < 1 or self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be a positive multiple of heads ({self.heads})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ValueError("num_classes must be >= 1 or null")
+
+
+@register("transformer-prior")
+class TransformerPrior(nn.Module):
+    """Autoregressive prior p(z_1..z_L) = prod_l p(z_l | z_<l [, class]) over (B, L) code sequences."""
+
+    Config = TransformerPriorConfig
+
+    def __init__(self, config: TransformerPriorConfig | None = None, **kwargs) -> None:
+        super().__init__()
+        config = config or TransformerPriorConfig(**kwargs)
+        config.validate()
+        self.config = config
+        c = config
+        self.code_embedding = nn.Embedding(c.num_codes, c.dim)
+        self.start = nn.Parameter(torch.zeros(c.dim))
+        self.class_embedding = nn.Embedding(c.num_classes, c.dim) if c.num_classes else None
+        self.position = nn.Parameter(torch.randn(c.length, c.dim) * 0.02)  # position-specific input embedding
+        layer = nn.TransformerEncoderLayer(
+            c.dim, c.heads, c.ff_mult * c.dim, c.dropout, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.blocks = nn.TransformerEncoder(layer, c.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(c.dim)
+        # position-specific linear output transform: logits_l = h_l W_l + b_l
+        self.out_weight = nn.Parameter(torch.randn(c.length, c.dim, c.num_codes) / math.sqrt(c.dim))
+        self.out_bias = nn.Parameter(torch.zeros(c.length, c.num_codes))
+        self.register_buffer("mask", torch.triu(torch.full((c.length, c.length), float("-inf")), 1), persistent=False)
+
+    def _check_labels(self, labels: torch.Tensor | None, batch: int) -> None:
+        if self.class_embedding is None and labels is not None:
+            raise HierVQError("this prior is not class-conditional; do not pass labels")
+        if self.class_embedding is not None:
+            if labels is None:
+                raise HierVQError("this prior is class-conditional; pass labels")
+            if labels.shape != (batch,) or int(labels.min()) < 0 or int(labels.max()) >= self.config.num_classes:
+                raise HierVQError(f"labels must be ({batch},) in [0, {self.config.num_classes})")
+
+    def logits(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, n, K) of z_1..z_n given the codes before each position; ``codes`` (B, n), n <= L
+        (only z_1..z_{n-1} are read)."""
+        b, n = codes.shape
+        if n > self.config.length or n < 1:
+            raise ValueError(f"expected 1..{self.config.length} codes per sequence, got {n}")
+        self._check_labels(labels, b)
+        first = self.start.expand(b, 1, -1)
+        if self.class_embedding is not None:
+            first = first + self.class_embedding(labels)[:, None]
+        x = torch.cat([first, self.code_embedding(codes[:, : n - 1])], 1) + self.position[:n]
+        h = self.norm(self.blocks(x, mask=self.mask[:n, :n], is_causal=True))
+        return torch.einsum("bld,ldk->blk", h, self.out_weight[:n]) + self.out_bias[:n]
+
+    def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.logits(codes, labels)
+
+    def nll(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Negative log-likelihood (B,) in nats of whole sequences ``codes`` (B, L)."""
+        logits = self.logits(codes, labels)
+        return F.cross_entropy(logits.transpose(1, 2), codes, reduction="none").sum(1)
+
+    def nll_per_position(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """-log p(z_l | z_<l) (B, L) in nats: a model-based estimate of the conditional entropy per position."""
+        logits = self.logits(codes, labels)
+        return F.cross_entropy(logits.transpose(1, 2), codes, reduction="none")
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        labels: torch.Tensor | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        prefix: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Sample ``n`` sequences (n, L); a ``prefix`` (n, m) of given leading codes is kept and completed."""
+        device = self.position.device
+        length = self.config.length
+        codes = torch.zeros(n, length, dtype=torch.long, device=device)
+        start = 0
+        if prefix is not None:
+            if prefix.ndim != 2 or prefix.shape[0] != n or prefix.shape[1] > length:
+                raise ValueError(f"prefix must be ({n}, m) with m <= {length}, got {tuple(prefix.shape)}")
+            start = prefix.shape[1]
+            codes[:, :start] = prefix.to(device)
+        was_training = self.training
+        self.eval()
+        for pos in range(start, length):
+            logits = self.logits(codes[:, : pos + 1], labels)[:, pos] / temperature
+            probs = logits.softmax(-1)
+            codes[:, pos] = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        self.train(was_training)
+        return codes
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def save_pretrained(self, directory, extra: dict | None = None):
+        return save_pretrained(self, directory, extra)
+
+
+#: Transformer keys that follow from the autoencoder and the data rather than from the user.
+DERIVED_KEYS = ("num_codes", "length", "num_classes")
+
+
+@register_prior_kind("pqvae")
+class SequencePriorKind(PriorKind):
+    """One :class:`TransformerPrior` over the (B, L) code sequence of a PQ-VAE (level 0)."""
+
+    name = "transformer"
+
+    def prior_levels(self, model) -> list[int]:
+        return [0]
+
+    def level_info(self, model, level: int) -> dict:
+        info = model.levels[0]
+        return {"grid": list(info.grid), "codebook_size": info.codebook_size, "codes_per_image": info.num_codes}
+
+    def build_prior(self, model, level: int, params: dict, num_classes: int | None, where: str) -> nn.Module:
+        fixed = sorted(set(params) & set(DERIVED_KEYS))
+        if fixed:
+            raise HierVQError(f"{where}: {', '.join(fixed)} follow from the autoencoder and data; remove them")
+        info = model.levels[0]
+        derived = {"num_codes": info.codebook_size, "length": info.num_codes, "num_classes": num_classes}
+        return TransformerPrior(from_dict(TransformerPriorConfig, {**params, **derived}, where))
+
+    def nll(self, prior, codes, labels, level):
+        return prior.nll(codes[0], labels if takes_labels(prior) else None)
+
+    def _prior(self, model, priors) -> TransformerPrior:
+        if 0 not in priors:
+            raise HierVQError("no prior for the code sequence; train it with `hiervq prior RUN`")
+        prior = priors[0]
+        if prior.config.length != model.levels[0].num_codes or prior.config.num_codes != model.levels[0].codebook_size:
+            raise HierVQError("the prior does not match this model's code sequence (length or K)")
+        return prior
+
+    @torch.no_grad()
+    def sample(self, model, priors, n, labels, temperature=1.0, generator=None):
+        prior = self._prior(model, priors)
+        return [prior.sample(n, labels if takes_labels(prior) else None, temperature, generator)]
+
+    @torch.no_grad()
+    def complete(self, model, priors, prefix: torch.Tensor, labels=None, temperature=1.0, generator=None) -> torch.Tensor:
+        """Keep the leading codes ``prefix`` (B, m) and sample the rest of the sequence: (B, L)."""
+        prior = self._prior(model, priors)
+        return prior.sample(prefix.shape[0], labels if takes_labels(prior) else None, temperature, generator, prefix)
