@@ -13,8 +13,44 @@ from . import distributed as qdist
 INITS = ("data", "kmeans", "random")
 
 #: Default bound on the number of distance entries (rows x codes) computed at once by ``nearest``.
-#: 2**21 float32 entries = 8 MiB, small enough to stay in cache-friendly territory on a CPU.
-DEFAULT_CHUNK_ELEMENTS = 1 << 21
+#: 2**18 float32 entries = 1 MiB: one chunk of distances stays in a core's L2 cache while it is written by the
+#: GEMM and read back by the search for its minimum, which is several times faster than streaming a larger
+#: block through memory (see docs/performance.md for the measurements behind this choice).
+DEFAULT_CHUNK_ELEMENTS = 1 << 18
+
+
+def lane_width(num_codes: int) -> int:
+    """Codes per lane of the two-stage minimum search in :func:`nearest_code` (0: plain ``argmin``).
+
+    A divisor B of K that is a multiple of 8 (a SIMD register of float32) and close to sqrt(2 K), with at least
+    two lanes; 0 when K has no such divisor.
+    """
+    target = math.sqrt(2.0 * num_codes)
+    best = 0
+    for b in range(8, num_codes // 2 + 1, 8):
+        if num_codes % b == 0 and (best == 0 or abs(math.log(b / target)) < abs(math.log(best / target))):
+            best = b
+    return best
+
+
+def _argmin_rows(d: torch.Tensor, lanes: int) -> torch.Tensor:
+    """``d.argmin(1)`` for a contiguous (n, K) block, ties aside, in two cheap stages.
+
+    ``torch.argmin`` along a row is a scalar loop, while an elementwise ``amin`` across rows is vectorised. So
+    ``d`` is viewed as (n, G, B) (G groups of B = ``lanes`` codes): the minimum over the G groups of each of the B
+    lanes is one vectorised pass, ``argmin`` over the B lane minima gives the winning lane j, and ``argmin`` over
+    the G entries of lane j gives the group g; the code is g * B + j. Only n * (B + G) entries go through a
+    scalar ``argmin`` instead of n * K. Among exactly equal distances the lowest lane wins (not always the lowest
+    index).
+    """
+    n, k = d.shape
+    if lanes <= 0 or n == 0:
+        return d.argmin(1)
+    groups = k // lanes
+    d3 = d.view(n, groups, lanes)
+    lane = d3.amin(1).argmin(1)
+    column = d3.gather(2, lane.view(n, 1, 1).expand(n, groups, 1)).view(n, groups)
+    return column.argmin(1).mul_(lanes).add_(lane)
 
 
 @torch.no_grad()
@@ -22,21 +58,26 @@ def nearest_code(z: torch.Tensor, codes: torch.Tensor, chunk_elements: int = DEF
     """Index (N,) of the nearest row of ``codes`` (K, D) for each row of ``z`` (N, D), Euclidean.
 
     Computed in row chunks so that at most ``chunk_elements`` distances exist at once (never the whole
-    N x K matrix for large inputs); the |z|^2 term is dropped since it does not change the argmin, and
-    |c|^2 - 2 z.c is one fused ``addmm``.
+    N x K matrix for large inputs; one buffer is reused for every chunk). The |z|^2 term is dropped since it
+    does not change the argmin, |c|^2 - 2 z.c is one fused ``addmm`` and the minimum is found by the two-stage
+    search of :func:`_argmin_rows`. Returns the same codes as a brute-force search, except that among codes at
+    exactly the same distance another one may be chosen.
     """
     if z.dtype != codes.dtype:
         z = z.to(codes.dtype)
     codes_t = codes.t()
     codes_sq = codes.pow(2).sum(1)
     n, k = z.shape[0], codes.shape[0]
+    lanes = lane_width(k)
     chunk = max(1, chunk_elements // k)
     if n <= chunk:
-        return torch.addmm(codes_sq, z, codes_t, alpha=-2.0).argmin(1)
+        return _argmin_rows(torch.addmm(codes_sq, z, codes_t, alpha=-2.0), lanes)
     out = torch.empty(n, dtype=torch.long, device=z.device)
+    buffer = torch.empty(chunk, k, dtype=codes.dtype, device=z.device)
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
-        out[start:stop] = torch.addmm(codes_sq, z[start:stop], codes_t, alpha=-2.0).argmin(1)
+        d = torch.addmm(codes_sq, z[start:stop], codes_t, alpha=-2.0, out=buffer[: stop - start])
+        out[start:stop] = _argmin_rows(d, lanes)
     return out
 
 
@@ -113,6 +154,7 @@ class Codebook(nn.Module):
         self.register_buffer("window_pos", torch.zeros((), dtype=torch.long))
         self.register_buffer("age", torch.zeros(num_codes, dtype=torch.long))
         self.register_buffer("reset_count", torch.zeros(num_codes, dtype=torch.long))
+        self.last_counts: torch.Tensor | None = None  # (K,) counts of the last update, summed over ranks
 
     @property
     def uses_ema(self) -> bool:
@@ -140,11 +182,15 @@ class Codebook(nn.Module):
             raise ValueError(f"nearest expects (N, {self.dim}) vectors, got {tuple(z.shape)}")
         return nearest_code(z, self.weight.detach(), self.chunk_elements)
 
-    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
-        """Code vectors (*indices.shape, D) for integer ``indices`` of any shape."""
+    def lookup(self, indices: torch.Tensor, check: bool = True) -> torch.Tensor:
+        """Code vectors (*indices.shape, D) for integer ``indices`` of any shape.
+
+        ``check=False`` skips the range check (two passes over the indices and, on a GPU, a synchronisation);
+        only for indices known to be valid, e.g. those returned by :meth:`nearest`.
+        """
         if indices.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"code indices must be an integer tensor, got {indices.dtype}")
-        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_codes):
+        if check and indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_codes):
             raise IndexError(
                 f"code index out of range: got values in [{int(indices.min())}, {int(indices.max())}], "
                 f"codebook has {self.num_codes} codes"
@@ -157,19 +203,22 @@ class Codebook(nn.Module):
         """Initialise the codes from encoder outputs ``z`` (N, D) (rows from all ranks are used).
 
         ``data``: K random rows (with replacement plus a little noise when N < K); ``kmeans``: then a few
-        Lloyd iterations. Decided on rank 0 and broadcast.
+        Lloyd iterations. Under ``torch.distributed`` the first rows of every rank are gathered, every rank runs
+        the same draws on them (so the ranks' random-number streams stay in step, which exact resume relies on)
+        and rank 0's result is broadcast: the decision is taken once, and every rank holds it bit for bit.
         """
         if self.init == "random":
             self.initialized.fill_(True)
             return
-        sample = qdist.gather_rows(z.detach().float(), max_rows=max(4 * self.num_codes, 1024))
-        w = torch.empty_like(self.weight)
-        counts = torch.ones(self.num_codes, device=w.device)
-        if qdist.rank() == 0:
-            if self.init == "kmeans" and sample.shape[0] > self.num_codes:
-                w, counts = self._kmeans(sample, self._kmeans_pp(sample, self.num_codes), self.kmeans_iters)
-            else:
-                w.copy_(self._sample_rows(sample, self.num_codes))
+        dtype = torch.promote_types(self.weight.dtype, torch.float32)
+        sample = qdist.gather_rows(z.detach().to(dtype), max_rows=max(4 * self.num_codes, 1024))
+        counts = torch.ones(self.num_codes, device=self.weight.device)
+        if self.init == "kmeans" and sample.shape[0] > self.num_codes:
+            w, counts = self._kmeans(sample, self._kmeans_pp(sample, self.num_codes), self.kmeans_iters)
+        else:
+            w = self._sample_rows(sample, self.num_codes)
+        w = w.to(self.weight.dtype).contiguous()
+        counts = counts.to(self.weight.device, torch.float32).contiguous()
         qdist.broadcast(w)
         qdist.broadcast(counts)
         self._set_codes(torch.ones(self.num_codes, dtype=torch.bool, device=w.device), w, counts)
@@ -234,23 +283,28 @@ class Codebook(nn.Module):
 
     # ------------------------------------------------------------------ training-time update
     @torch.no_grad()
-    def update(self, z: torch.Tensor, indices: torch.Tensor) -> int:
+    def update(self, z: torch.Tensor, indices: torch.Tensor, counts: torch.Tensor | None = None) -> int:
         """One training step of codebook maintenance; returns how many codes were re-seeded.
 
-        ``z`` (N, D) are the (detached) encoder outputs and ``indices`` (N,) their codes. Counts and sums are
-        accumulated with ``bincount``/``index_add_`` (no N x K one-hot), summed over ranks, then used for the
-        EMA update (with Laplace smoothing) and the dead-code window.
+        ``z`` (N, D) are the (detached) encoder outputs and ``indices`` (N,) their codes; ``counts`` (K,), if
+        given, is ``bincount(indices, minlength=K)`` already computed by the caller (it is not modified). Counts
+        and sums are accumulated with ``bincount``/``index_add_`` (no N x K one-hot), summed over ranks in one
+        collective, then used for the EMA update (with Laplace smoothing) and the dead-code window; the summed
+        counts stay available as :attr:`last_counts` (K,).
         """
         z = z.detach()
         if z.dtype != self.weight.dtype:
             z = z.to(self.weight.dtype)
-        counts = torch.bincount(indices, minlength=self.num_codes).to(self.weight.dtype)
+        if counts is None:
+            counts = torch.bincount(indices, minlength=self.num_codes)
+        counts = counts.to(self.weight.dtype, copy=True)
         if self.uses_ema:
             sums = torch.zeros_like(self.weight).index_add_(0, indices, z)
             qdist.all_reduce_sum(counts, sums)
             self._ema_update(counts, sums)
         else:
             qdist.all_reduce_sum(counts)
+        self.last_counts = counts
         return self._track_usage(counts, z)
 
     def _ema_update(self, counts: torch.Tensor, sums: torch.Tensor) -> None:
@@ -283,14 +337,23 @@ class Codebook(nn.Module):
 
     @torch.no_grad()
     def reset_dead(self, z: torch.Tensor) -> int:
-        """Re-seed dead codes from rows of ``z`` (N, D) (rank 0 picks, then broadcast); returns their number."""
+        """Re-seed dead codes from rows of ``z`` (N, D); returns their number.
+
+        Under ``torch.distributed`` the usage window is global (all-reduced counts), so every rank finds the
+        same dead codes; each rank contributes up to that many random rows of its ``z``, every rank draws the
+        new codes from the gathered rows (keeping the random-number streams in step) and rank 0's draw is
+        broadcast, so the re-seeded codes are identical everywhere.
+        """
         dead = self.dead_codes()
         n_dead = int(dead.sum())
         if n_dead == 0:
             return 0
-        new = torch.empty(n_dead, self.dim, device=self.weight.device, dtype=self.weight.dtype)
-        if qdist.rank() == 0:
-            new.copy_(self._sample_rows(z, n_dead))
+        pool = z.detach().to(self.weight.dtype)
+        if qdist.is_distributed():
+            if pool.shape[0] > n_dead:
+                pool = pool[torch.randperm(pool.shape[0])[:n_dead].to(pool.device)]
+            pool = qdist.gather_rows(pool, max_rows=n_dead)
+        new = self._sample_rows(pool, n_dead).contiguous()
         qdist.broadcast(new)
         self._set_codes(dead, new, torch.ones(n_dead, device=new.device))
         self.reset_count[dead] += 1

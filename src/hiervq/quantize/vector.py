@@ -25,7 +25,8 @@ class Quantized:
         loss: codebook term + beta * commitment term (scalar, differentiable).
         losses: the unweighted terms, detached: ``commitment`` and ``codebook`` (0 with EMA codes).
         stats: batch codebook statistics, detached: ``perplexity``, ``used_fraction``, ``counts`` (K,) and
-            ``resets`` (codes re-seeded this step).
+            ``resets`` (codes re-seeded this step). In training mode under ``torch.distributed`` they describe
+            the batches of all ranks together (the counts are the all-reduced ones the codebook update uses).
     """
 
     quantized: torch.Tensor
@@ -162,7 +163,7 @@ class VectorQuantizer(nn.Module):
             out = q + (q_fixed - q).detach()
         else:
             indices = book.nearest(e.detach())
-            q_fixed = book.lookup(indices)
+            q_fixed = book.lookup(indices, check=False)  # indices of nearest codes are valid by construction
             if not track_grad:
                 out = q_fixed
             elif self.estimator == "rotation":
@@ -179,14 +180,20 @@ class VectorQuantizer(nn.Module):
             loss = loss + codebook_loss
 
         with torch.no_grad():
-            counts = torch.bincount(indices.reshape(-1), minlength=book.num_codes)
+            flat = indices.reshape(-1)
+            counts = torch.bincount(flat, minlength=book.num_codes)
+            resets = 0
+            if self.training:
+                # one bincount serves the statistics and the EMA; under torch.distributed the update sums the
+                # counts over all ranks, so the training statistics below describe the global batch
+                resets = book.update(e.detach(), flat, counts=counts)
+                counts = book.last_counts.long()
             stats = {
                 "perplexity": perplexity(counts).float(),
                 "used_fraction": (counts > 0).float().mean(),
                 "counts": counts,
+                "resets": torch.tensor(resets),
             }
-        resets = book.update(e.detach(), indices.reshape(-1)) if self.training else 0
-        stats["resets"] = torch.tensor(resets)
 
         out = self.project_out(out)
         return Quantized(

@@ -6,11 +6,13 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 @dataclass
@@ -62,3 +64,19 @@ def cleanup(info: DistInfo) -> None:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+def wrap_ddp(model: nn.Module, info: DistInfo) -> nn.Module:
+    """``model`` wrapped in DistributedDataParallel when several processes train (``model`` itself otherwise).
+
+    Buffers are not re-broadcast from rank 0 before every forward: codebooks keep themselves identical on every
+    rank (all-reduced statistics, decisions taken once and broadcast), and broadcasting them would only cost time.
+    """
+    if not info.enabled:
+        return model
+    kwargs: dict = {"device_ids": [info.device.index] if info.device.type == "cuda" else None}
+    if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters:
+        kwargs["forward_sync_buffers"] = False  # newer torch: buffers are still synced once, at wrap time
+    else:
+        kwargs["broadcast_buffers"] = False
+    return nn.parallel.DistributedDataParallel(model, **kwargs)
