@@ -103,3 +103,72 @@ def plot_lorenz(counts: list[torch.Tensor], labels: list[str], path: str | Path,
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_paired_scatter(
+    x: torch.Tensor, y: torch.Tensor, path: str | Path, xlabel: str, ylabel: str, title: str = ""
+) -> None:
+    """Scatter of paired per-item values (N,) (e.g. per-image PSNR of two models), with the diagonal y = x."""
+    x = torch.as_tensor(x).double().cpu().numpy()
+    y = torch.as_tensor(y).double().cpu().numpy()
+    fig, ax = plt.subplots(figsize=(4.8, 4.6))
+    ax.scatter(x, y, s=3, alpha=0.35, lw=0)
+    lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+    ax.plot([lo, hi], [lo, hi], color="gray", lw=0.8, ls=":")
+    above = float((y > x).mean())
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or f"{above:.0%} of items above the diagonal", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_heatmap(
+    values: np.ndarray, rows: list, cols: list, path: str | Path, xlabel: str, ylabel: str, title: str, fmt: str = ".2f"
+) -> None:
+    """Heat map of ``values`` (len(rows), len(cols)) with each cell annotated (NaN cells left blank)."""
+    values = np.asarray(values, dtype=float)
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(cols), 1.0 + 0.6 * len(rows)))
+    im = ax.imshow(values, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(cols)), [str(c) for c in cols], fontsize=8)
+    ax.set_yticks(range(len(rows)), [str(r) for r in rows], fontsize=8)
+    finite = values[np.isfinite(values)]
+    mid = float(finite.mean()) if finite.size else 0.0
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            if np.isfinite(values[i, j]):
+                color = "black" if values[i, j] > mid else "white"
+                ax.text(j, i, format(values[i, j], fmt), ha="center", va="center", fontsize=8, color=color)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_embeddings(
+    points: list[np.ndarray], counts: list[np.ndarray], titles: list[str], path: str | Path, suptitle: str = ""
+) -> None:
+    """Panels of 2-D embeddings (K, 2) of code vectors, coloured by log10(1 + usage count) per code (K,);
+    unused codes are grey crosses."""
+    n = len(points)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
+    vmax = max(float(np.log10(1 + np.asarray(c)).max()) for c in counts) if counts else 1.0
+    sc = None
+    for ax, p, c, t in zip(axes[0], points, counts, titles):
+        c = np.asarray(c, dtype=float)
+        used = c > 0
+        ax.scatter(p[~used, 0], p[~used, 1], s=6, marker="x", color="lightgray", lw=0.6)
+        sc = ax.scatter(p[used, 0], p[used, 1], s=6, c=np.log10(1 + c[used]), cmap="plasma", vmin=0, vmax=vmax)
+        ax.set_title(f"{t}\n{int(used.sum())}/{len(c)} codes used", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if sc is not None:
+        fig.colorbar(sc, ax=list(axes[0]), shrink=0.8, label="log10(1 + uses)")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9, y=1.06)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)

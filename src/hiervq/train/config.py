@@ -14,6 +14,7 @@ from ..data import DataConfig
 from ..errors import ConfigError
 from ..pretrained import REGISTRY, build
 from ..schema import from_dict, to_dict
+from .experiment_config import CompareConfig, StudyConfig, SweepConfig
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("cosine", "exponential", "constant")
@@ -111,12 +112,16 @@ class PriorsConfig:
 
 @dataclass
 class RunConfig:
-    """A whole run: ``model`` (a ``name`` plus that model's own keys), ``data``, ``train``, ``seed``."""
+    """A whole run: ``model`` (a ``name`` plus that model's own keys), ``data``, ``train``, ``seed``, and the
+    optional experiment sections ``compare``, ``sweep``, ``study`` (see :mod:`hiervq.train.experiment_config`)."""
 
     model: dict[str, Any] = field(default_factory=lambda: {"name": "hvqvae"})
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
+    compare: CompareConfig | None = None  # hiervq compare / sweep: the capacity-matched single-level twin
+    sweep: SweepConfig | None = None  # hiervq sweep: grid and named variants
+    study: StudyConfig | None = None  # snapshots of training (reconstructions, t-SNE of code vectors)
     priors: PriorsConfig | None = None  # hiervq prior / sample: priors over this run's codes
     source: str = field(default="<defaults>", init=False, compare=False, repr=False)
 

@@ -53,7 +53,9 @@ class Trainer:
         run_dir: where ``metrics.jsonl`` and ``checkpoints/last.pt`` go (``None``: nothing is written).
         seed: seeds the data order (epoch ``e`` uses ``seed + e``), so a resumed run sees the same batches.
         dist: the process group (from :func:`hiervq.train.distributed.setup`); single process by default.
-        callbacks: called as ``callback(trainer, record)`` after each epoch's record is written.
+        callbacks: called as ``callback(trainer, record)`` after each epoch's record is written; a callback with
+            an ``on_fit_start(trainer)`` method also gets that call before the first step of a fresh (not resumed)
+            fit. ``trainer.model`` is the model being trained.
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class Trainer:
         self.history: list[dict] = []
         self.step = 0
         self.train_seconds = 0.0
+        self.model: DiscreteAutoencoder | None = None
 
     # ------------------------------------------------------------------ helpers
     def log(self, message: str) -> None:
@@ -116,10 +119,15 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(
-        self, model: DiscreteAutoencoder, dataset: ImageSet, limit: int | None = None, with_counts: bool = False
+        self,
+        model: DiscreteAutoencoder,
+        dataset: ImageSet,
+        limit: int | None = None,
+        with_counts: bool = False,
+        per_image: bool = False,
     ) -> dict[str, Any]:
         """MSE/PSNR (mean and std over images, on [0, 1]), mean loss terms and codebook health per level
-        (see :meth:`hiervq.metrics.EvalAccumulator.result`)."""
+        (see :meth:`hiervq.metrics.EvalAccumulator.result`); ``per_image`` adds ``mse_per_image`` (N,)."""
         model = _unwrap(model)
         was_training = model.training
         model.eval()
@@ -136,7 +144,10 @@ class Trainer:
             losses["total"] = out.loss.detach()
             acc.add(x, out.recon.float(), out.codes, losses)
         model.train(was_training)
-        return acc.result(with_counts=with_counts)
+        result = acc.result(with_counts=with_counts)
+        if per_image:
+            result["mse_per_image"] = acc.per_image_mse()
+        return result
 
     def _autocast(self):
         return torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=self.config.amp)
@@ -146,6 +157,7 @@ class Trainer:
         """Train through every phase; ``resume`` is a checkpoint dict to continue from. Returns the history."""
         device = self.dist.device
         model.to(device)
+        self.model = model
         phases = self.config.phase_list()
         known = model.phases()
         for phase in phases:
@@ -163,6 +175,10 @@ class Trainer:
                 torch.cuda.set_rng_state(resume["cuda_rng"], device)
             self._rewrite_metrics()
             self.log(f"resuming at phase {phases[min(start_phase, len(phases) - 1)].name}, epoch {start_epoch}")
+        else:
+            for callback in self.callbacks:
+                if hasattr(callback, "on_fit_start"):
+                    callback.on_fit_start(self)
 
         epochs_before = sum(p.epochs for p in phases[:start_phase])
         for pi in range(start_phase, len(phases)):

@@ -1,0 +1,79 @@
+"""CLI commands ``hiervq compare`` and ``hiervq sweep`` (registered through ``hiervq.cli.COMMAND_MODULES``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    return Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from ..train import load_config
+    from .capacity import match_capacity
+
+    config = load_config(args.config, args.set)
+    if args.dry_run:
+        from ..data import load_data
+
+        c, h, _ = load_data(config.data).train.shape
+        cmp = config.compare
+        match = match_capacity(
+            config.model, image_size=h, in_channels=c,
+            code_dim=cmp.single_code_dim if cmp else None, codebook_size=cmp.single_codebook_size if cmp else None,
+            where=f"{config.source}: model",
+        )
+        print(match.describe())
+        return 0
+    from .compare import run_compare
+
+    run_compare(config, _out_dir(args), overwrite=args.overwrite)
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from ..train import load_config
+    from .sweep import parse_grid, run_sweep
+
+    config = load_config(args.config, args.set)
+    run_sweep(config, _out_dir(args), grid=parse_grid(args.grid), workers=args.workers,
+              overwrite=args.overwrite, dry_run=args.dry_run)
+    return 0
+
+
+def add_commands(sub, add_common) -> None:
+    """Add ``compare`` and ``sweep`` to the ``hiervq`` subparsers."""
+    p = sub.add_parser(
+        "compare",
+        help="train a hierarchical model and its capacity-matched single-level twin identically",
+        description="Derive the single-level VQ-VAE with the same continuous (sum H*W*C) and discrete (sum K*D) "
+        "budget as the config's hierarchical model, train both the same way and write OUT/report.md. "
+        "Finished runs in OUT are reused, interrupted ones resumed.",
+    )
+    p.add_argument("config", help="YAML config with a hierarchical model (and optionally a compare: section)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--out", help="output folder (default runs/<config name>)")
+    p.add_argument("--overwrite", action="store_true", help="delete the output folder first")
+    p.add_argument("--dry-run", action="store_true", help="only print the matched model and both budgets")
+    add_common(p)
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser(
+        "sweep",
+        help="run a config over a grid of values / named variants and tabulate the results",
+        description="Every combination of the config's sweep.grid and --grid values, times its sweep.variants, "
+        "is one point (a run, or a comparison when the config has a compare: section). Finished points are "
+        "skipped on restart. Writes OUT/sweep.json, OUT/sweep.csv and heat maps.",
+    )
+    p.add_argument("config", help="YAML config (optionally with sweep:, compare:, study: sections)")
+    p.add_argument("--grid", action="append", metavar="KEY=V1,V2",
+                   help="an axis, e.g. model.levels.*.codebook_size=64,256 ('*': every list item)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--workers", type=int, help="worker processes (default sweep.workers, 1 = sequential)")
+    p.add_argument("--out", help="output folder (default runs/<config name>)")
+    p.add_argument("--overwrite", action="store_true", help="delete the output folder first")
+    p.add_argument("--dry-run", action="store_true", help="only list the points")
+    add_common(p)
+    p.set_defaults(func=_cmd_sweep)

@@ -1,0 +1,233 @@
+"""``hiervq compare``: a hierarchical VQ-VAE and its capacity-matched single-level twin, trained identically.
+
+Both runs use the same config except the ``model`` section (same objective, quantizer, schedule, seed and hence
+data order, same images loaded once). Output folder::
+
+    OUT/hier/, OUT/single/   ordinary run directories (resumable; a finished one is reused)
+    OUT/compare.json         both models' test metrics, budgets, codebook health, params, wall time
+    OUT/lorenz.png           Lorenz curves of code usage of every codebook of both models
+    OUT/psnr_scatter.png     per-image test PSNR, single-level vs hierarchical
+    OUT/report.md            the table and figures
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..data import DataSplits, load_data
+from ..errors import HierVQError
+from ..train.checkpoint import CHECKPOINT_DIR, LAST
+from ..train.config import RunConfig, config_from_dict, dump_config
+from ..train.report import write_json
+from ..train.run import CONFIG_FILE, train_run
+from .capacity import CapacityMatch, match_capacity
+
+ARCHS = ("hier", "single")
+
+
+def train_or_resume(config: RunConfig, run_dir: str | Path, data: DataSplits | None = None) -> dict[str, Any]:
+    """Train ``config`` into ``run_dir``, continue it from its checkpoint, or return its finished summary.
+
+    With a ``study:`` section, training snapshots are taken and their figures drawn. Refuses (HierVQError) to
+    reuse a run directory that was started with a different config.
+    """
+    run_dir = Path(run_dir)
+    summary_path = run_dir / "summary.json"
+    on_disk = run_dir / CONFIG_FILE
+    if on_disk.is_file() and on_disk.read_text() != dump_config(config):
+        raise HierVQError(
+            f"{run_dir} was started with a different config ({on_disk}); pass --overwrite or choose another --out"
+        )
+    data = data or load_data(config.data)
+    study_done = config.study is None or (run_dir / "study" / "reconstructions.png").is_file()
+    if summary_path.is_file() and study_done:
+        return json.loads(summary_path.read_text())
+    if not summary_path.is_file():
+        callbacks = []
+        if config.study is not None:
+            from .study import TrainingSnapshots
+
+            epochs = sum(p.epochs for p in config.train.phase_list())
+            callbacks.append(TrainingSnapshots(config.study, run_dir, data.test, epochs))
+        resume = (run_dir / CHECKPOINT_DIR / LAST).is_file()
+        train_run(config, run_dir, resume=resume, overwrite=not resume, callbacks=callbacks, data=data)
+    if config.study is not None:
+        from .study import finish_study
+
+        finish_study(config.study, run_dir, data.test, seed=config.seed)
+    return json.loads(summary_path.read_text())
+
+
+def evaluate_saved(config: RunConfig, run_dir: str | Path, data: DataSplits) -> dict[str, Any]:
+    """Test evaluation of a finished run's saved model with per-image MSE and code counts per level."""
+    from ..pretrained import load
+    from ..train.trainer import Trainer
+
+    trainer = Trainer(config.train, None, seed=config.seed)
+    model = load(Path(run_dir) / "model").to(trainer.dist.device)
+    return trainer.evaluate(model, data.test, with_counts=True, per_image=True)
+
+
+def model_entry(summary: dict[str, Any]) -> dict[str, Any]:
+    """One model's row from its ``summary.json``: K, D, C per level (scalars for one level), budgets, test
+    PSNR/MSE (mean and std over images), codebook health and cost.
+
+    For a hierarchy, ``perplexity`` and ``normalized_perplexity`` are means over its levels and
+    ``used_fraction`` is used codes / codes over all its codebooks.
+    """
+    levels = summary["levels"]
+    one = len(levels) == 1
+
+    def per_level(key: str):
+        values = [lv[key] for lv in levels]
+        return values[0] if one else values
+
+    total_codes = sum(lv["codebook_size"] for lv in levels)
+    used = sum(lv["codebook_size"] - lv["dead_codes"] for lv in levels)
+    return {
+        "K": per_level("codebook_size"),
+        "D": per_level("code_dim"),
+        "C": per_level("channels"),
+        "continuous_budget": int(summary["budget"]["continuous"]),
+        "discrete_budget": int(summary["budget"]["discrete"]),
+        "psnr": summary["psnr"],
+        "psnr_std": summary["psnr_std"],
+        "mse": summary["mse"],
+        "mse_std": summary["mse_std"],
+        "perplexity": sum(lv["perplexity"] for lv in levels) / len(levels),
+        "normalized_perplexity": sum(lv["normalized_perplexity"] for lv in levels) / len(levels),
+        "used_fraction": used / total_codes,
+        "used_codes": used,
+        "dead_codes": total_codes - used,
+        "gini": [lv["gini"] for lv in levels] if not one else levels[0]["gini"],
+        "bits_per_image": summary["bits_per_image"],
+        "params": int(summary["params"]),
+        "train_s": summary["train_s"],
+        "test_losses": summary.get("losses", {}),
+    }
+
+
+def arch_configs(config: RunConfig, match: CapacityMatch) -> dict[str, RunConfig]:
+    """The two run configs: ``config`` with the hierarchical and with the matched single-level model section."""
+    raw = config.to_dict()
+    raw.pop("compare", None)
+    raw.pop("sweep", None)
+    out = {}
+    for arch, model in (("hier", match.hier), ("single", match.single)):
+        raw["model"] = model
+        out[arch] = config_from_dict(dict(raw), f"{config.source} [{arch}]")
+    return out
+
+
+def run_compare(
+    config: RunConfig, out_dir: str | Path, data: DataSplits | None = None, overwrite: bool = False
+) -> dict[str, Any]:
+    """Match, train both models (or reuse/resume finished runs), evaluate, write the report; returns
+    ``compare.json``'s content: ``{"match": ..., "hier": entry, "single": entry}`` (see :func:`model_entry`)."""
+    import torch
+
+    from ..metrics import psnr
+    from ..metrics.plots import plot_lorenz, plot_paired_scatter
+
+    out_dir = Path(out_dir)
+    if overwrite and out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = data or load_data(config.data)
+    c, h, _ = data.train.shape
+    cmp = config.compare
+    match = match_capacity(
+        config.model, image_size=h, in_channels=c,
+        code_dim=cmp.single_code_dim if cmp else None,
+        codebook_size=cmp.single_codebook_size if cmp else None,
+        where=f"{config.source}: model",
+    )
+    print(match.describe(), flush=True)
+    configs = arch_configs(config, match)
+    entries, evals = {}, {}
+    for arch in ARCHS:
+        print(f"== {arch}: {out_dir / arch}", flush=True)
+        summary = train_or_resume(configs[arch], out_dir / arch, data)
+        entries[arch] = model_entry(summary)
+        evals[arch] = evaluate_saved(configs[arch], out_dir / arch, data)
+
+    counts, labels = [], []
+    for arch in ARCHS:
+        for i, lv in enumerate(evals[arch]["counts"]):
+            counts.append(lv)
+            name = "hierarchical level " + str(i) if arch == "hier" else "single-level"
+            labels.append(f"{name} K={len(lv)}")
+    plot_lorenz(counts, labels, out_dir / "lorenz.png", title="code usage on the test set")
+    p = {arch: psnr(evals[arch]["mse_per_image"]) for arch in ARCHS}
+    better = float((p["single"] > p["hier"]).double().mean())
+    plot_paired_scatter(p["hier"], p["single"], out_dir / "psnr_scatter.png",
+                        "hierarchical PSNR (dB)", "single-level PSNR (dB)",
+                        f"per test image: single-level better on {better:.0%}")
+    result = {
+        "match": {
+            "continuous_budget": match.hier_budget.continuous,
+            "discrete_budget": match.hier_budget.discrete,
+            "hier_model": match.hier,
+            "single_model": match.single,
+        },
+        "hier": entries["hier"],
+        "single": entries["single"],
+        "psnr_gap_db": entries["hier"]["psnr"] - entries["single"]["psnr"],
+        "single_better_fraction": better,
+        "paired_psnr_diff_std": float(torch.std(p["hier"] - p["single"])),
+    }
+    write_json(out_dir / "compare.json", result)
+    write_compare_report(out_dir, match, result)
+    print(
+        f"hierarchical {entries['hier']['psnr']:.2f} dB vs single-level {entries['single']['psnr']:.2f} dB "
+        f"(gap {result['psnr_gap_db']:+.2f} dB) -> {out_dir / 'report.md'}",
+        flush=True,
+    )
+    return result
+
+
+def _fmt_list(v) -> str:
+    return " + ".join(map(str, v)) if isinstance(v, list) else str(v)
+
+
+def compare_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
+    """Markdown table of :func:`model_entry` rows."""
+    head = (
+        "| model | K | D | C | PSNR (dB) | MSE | perplexity | normalised | used codes | params | train s |\n"
+        "|-------|---|---|---|-----------|-----|------------|------------|------------|--------|---------|\n"
+    )
+    body = "".join(
+        f"| {name} | {_fmt_list(e['K'])} | {_fmt_list(e['D'])} | {_fmt_list(e['C'])} | "
+        f"{e['psnr']:.2f} ± {e['psnr_std']:.2f} | {e['mse']:.2e} ± {e['mse_std']:.1e} | {e['perplexity']:.1f} | "
+        f"{e['normalized_perplexity']:.3f} | {e['used_codes']} ({e['used_fraction']:.0%}) | {e['params']:,} | "
+        f"{e['train_s']:.0f} |\n"
+        for name, e in rows
+    )
+    return head + body
+
+
+def write_compare_report(out_dir: Path, match: CapacityMatch, result: dict[str, Any]) -> None:
+    from ..pretrained import atomic_write_bytes
+
+    text = f"""# Capacity-matched comparison
+
+```
+{match.describe()}
+```
+
+Both models were trained with the same config apart from the model section (objective, quantizer, schedule,
+seed and data order). Test set metrics, PSNR and MSE as mean ± std over images; for the hierarchy perplexity
+and normalised perplexity are means over its levels.
+
+{compare_table([("hierarchical", result["hier"]), ("single-level", result["single"])])}
+Gap (hierarchical - single-level): {result['psnr_gap_db']:+.2f} dB; the single-level model reconstructs
+{result['single_better_fraction']:.0%} of the test images better.
+
+![Lorenz curves](lorenz.png) ![per-image PSNR](psnr_scatter.png)
+
+Run directories: `hier/`, `single/` (each with its own report.md).
+"""
+    atomic_write_bytes(out_dir / "report.md", text.encode())

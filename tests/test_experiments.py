@@ -1,0 +1,302 @@
+"""Experiments: capacity-matching arithmetic, compare/sweep runs (restart skips finished points), the collapse
+ablation switches, training snapshots."""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from hiervq.errors import ConfigError
+from hiervq.experiments import capacity
+from hiervq.experiments.capacity import match_capacity
+from hiervq.models.base import QuantizerConfig
+from hiervq.pretrained import build
+from hiervq.train import config_from_dict, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def hier(image_size, levels, **extra):
+    return {"name": "hvqvae", "image_size": image_size, "in_channels": 3, "channels": 16, **extra,
+            "levels": [dict(zip(("downsample", "codebook_size", "dim", "code_dim"), lv)) for lv in levels]}
+
+
+# ---------------------------------------------------------------------- capacity matching
+def test_published_case_64x64_plus_32x32_ch128_gives_cs160():
+    # ImageNet 256x256: 64x64 + 32x32 grids, Ch = 128, Dh = 8, Kh = 4096 -> Cs = 160, Ds = 8, Ks = 8192
+    m = match_capacity(hier(256, [(4, 4096, 128, 8), (2, 4096, 128, 8)]))
+    lv = m.single["levels"][0]
+    assert (lv["dim"], lv["code_dim"], lv["codebook_size"], lv["downsample"]) == (160, 8, 8192, 4)
+    assert [x.grid for x in m.single_levels] == [(64, 64)]
+    assert m.hier_budget.continuous == m.single_budget.continuous == 64 * 64 * 128 + 32 * 32 * 128 == 64 * 64 * 160
+    assert m.hier_budget.discrete == m.single_budget.discrete == 2 * 4096 * 8 == 8192 * 8
+    assert m.single["name"] == "vqvae" and m.single["channels"] == 16
+    text = m.describe()
+    assert "655,360" in text and "65,536" in text and "64x64x160" in text and "8192x8" in text
+
+
+@pytest.mark.parametrize(
+    "image, levels, kwargs, expected",
+    [
+        # CPU recipe: 8x8 + 4x4, Ch = 64 -> Cs = 80; Ds = 8 -> Ks = 2*Kh
+        (32, [(4, 256, 64, 8), (2, 256, 64, 8)], {}, (80, 8, 512)),
+        # no low-dimensional codes: Ds = Cs, Ks = 2*80*64 / 80
+        (32, [(4, 80, 64, None), (2, 80, 64, None)], {}, (80, None, 128)),
+        # explicit Ks: Ds derived
+        (32, [(4, 256, 64, 8), (2, 256, 64, 8)], {"codebook_size": 1024}, (80, 4, 1024)),
+        # explicit Ds
+        (32, [(4, 256, 64, 8), (2, 256, 64, 8)], {"code_dim": 16}, (80, 16, 256)),
+        # three levels 16x16 + 8x8 + 4x4 with 16 channels: Cs = 16 + 4 + 1
+        (32, [(2, 64, 16, 4), (2, 64, 16, 4), (2, 64, 16, 4)], {}, (21, 4, 192)),
+        # unequal levels: Cs = 32 + 64/4, sum K*D = 128*8 + 32*8
+        (32, [(4, 128, 32, 8), (2, 32, 64, 8)], {}, (48, 8, 160)),
+    ],
+)
+def test_matching_arithmetic(image, levels, kwargs, expected):
+    m = match_capacity(hier(image, levels), **kwargs)
+    lv = m.single["levels"][0]
+    assert (lv["dim"], lv["code_dim"], lv["codebook_size"]) == expected
+    # the budgets agree with the real models' own budget()
+    for model_dict, budget in ((m.hier, m.hier_budget), (m.single, m.single_budget)):
+        model = build(model_dict["name"], {k: v for k, v in model_dict.items() if k != "name"})
+        assert (model.budget().continuous, model.budget().discrete) == (budget.continuous, budget.discrete)
+    assert m.hier_budget.continuous == m.single_budget.continuous
+    assert m.hier_budget.discrete == m.single_budget.discrete
+
+
+def test_matching_errors_say_what_would_match():
+    with pytest.raises(ConfigError, match=r"Cs = 80.5.*level 1 dim a multiple of 4"):
+        match_capacity(hier(32, [(4, 64, 64, 8), (2, 64, 66, 8)]))
+    # 2*64*64 = 8192 is not a multiple of Ds = Cs = 80
+    with pytest.raises(ConfigError, match=r"Ks would be 102.4.*Ds in \[.*64.*\].*multiples of 5"):
+        match_capacity(hier(32, [(4, 64, 64, None), (2, 64, 64, None)]))
+    with pytest.raises(ConfigError, match=r"Ks = 300 does not divide.*Ks in \["):
+        match_capacity(hier(32, [(4, 256, 64, 8), (2, 256, 64, 8)]), codebook_size=300)
+    with pytest.raises(ConfigError, match="different code dimensions"):
+        match_capacity(hier(32, [(4, 256, 64, 8), (2, 256, 64, 4)]))
+    with pytest.raises(ConfigError, match="at least 2 levels"):
+        match_capacity({"name": "vqvae", "image_size": 32, "levels": [{"downsample": 4}]})
+
+
+# ---------------------------------------------------------------------- compare, with study snapshots
+TINY = {
+    "seed": 0,
+    "data": {"name": "digits", "image_size": 16, "train_limit": 32, "test_limit": 16},
+    "model": {
+        "name": "hvqvae", "channels": 8, "blocks": 0, "res_channels": 8,
+        "levels": [{"downsample": 2, "codebook_size": 16, "dim": 8, "code_dim": 4},
+                   {"downsample": 2, "codebook_size": 16, "dim": 8, "code_dim": 4}],
+        "quantizer": {"init": "data", "dead_threshold": 2, "dead_window": 2},
+    },
+    "train": {"epochs": 2, "batch_size": 16, "lr": 0.002, "progress": False, "eval_batch_size": 64},
+}
+
+
+def test_compare_trains_both_identically_and_reports(tmp_path):
+    from hiervq.experiments.compare import run_compare
+
+    raw = copy.deepcopy(TINY)
+    raw["compare"] = {}
+    raw["study"] = {"fractions": [0, 0.5, 1], "fixed_batch": 4, "usage_images": 16, "tsne_iterations": 250}
+    result = run_compare(config_from_dict(raw, "tiny"), tmp_path / "cmp")
+    out = tmp_path / "cmp"
+    for name in ("compare.json", "lorenz.png", "psnr_scatter.png", "report.md", "hier/summary.json",
+                 "single/summary.json", "hier/study/reconstructions.png", "single/study/tsne_level0.png",
+                 "hier/study/tsne_level1.png", "hier/study/epoch_0000.npz", "hier/study/epoch_0002.npz"):
+        assert (out / name).is_file(), name
+    assert sorted(p.name for p in (out / "hier" / "study").glob("epoch_*.npz")) == [
+        "epoch_0000.npz", "epoch_0001.npz", "epoch_0002.npz"]
+    h, s = result["hier"], result["single"]
+    assert h["K"] == [16, 16] and h["D"] == [4, 4] and h["C"] == [8, 8]
+    assert (s["K"], s["D"], s["C"]) == (32, 4, 10)
+    assert h["continuous_budget"] == s["continuous_budget"] == 8 * 8 * 10
+    assert h["discrete_budget"] == s["discrete_budget"] == 128
+    for e in (h, s):
+        assert set(e) >= {"psnr", "psnr_std", "mse", "perplexity", "used_fraction", "params", "train_s"}
+    # identical training: the run configs differ only in the model section
+    cfg_h = (out / "hier" / "config.yaml").read_text().split("\ndata:")[1]
+    cfg_s = (out / "single" / "config.yaml").read_text().split("\ndata:")[1]
+    assert cfg_h == cfg_s
+    # snapshots do not change training: the epoch-2 snapshot's codebook is the saved model's
+    snap = torch.from_numpy(__import__("numpy").load(out / "single" / "study" / "epoch_0002.npz")["codes0"])
+    import hiervq
+
+    assert torch.equal(snap, hiervq.load(out / "single").vq[0].codebook.weight)
+    # a second call reuses the finished runs
+    again = run_compare(config_from_dict(raw, "tiny"), out)
+    assert again["hier"]["psnr"] == h["psnr"]
+    # but refuses a changed config for the same folder
+    raw["train"]["lr"] = 0.001
+    with pytest.raises(Exception, match="different config"):
+        run_compare(config_from_dict(raw, "tiny"), out)
+
+
+def test_snapshot_epochs():
+    from hiervq.experiments.study import snapshot_epochs
+
+    assert snapshot_epochs([0, 0.25, 0.5, 0.75, 1], 8) == [0, 2, 4, 6, 8]
+    assert snapshot_epochs([0, 0.25, 0.5, 0.75, 1], 5) == [0, 1, 3, 4, 5]
+
+
+# ---------------------------------------------------------------------- sweep
+def test_sweep_expansion_and_grid_parsing():
+    from hiervq.experiments.sweep import expand_points, expand_wildcards, parse_grid
+
+    grid = parse_grid(["model.levels.*.codebook_size=8,16", "model.quantizer.beta=0.1"])
+    assert grid == {"model.levels.*.codebook_size": [8, 16], "model.quantizer.beta": [0.1]}
+    points = expand_points(grid, {"a": ["model.quantizer.init=random"], "b": []})
+    assert [p.name for p in points] == [
+        "a__levels.all.codebook_size=8__quantizer.beta=0.1", "a__levels.all.codebook_size=16__quantizer.beta=0.1",
+        "b__levels.all.codebook_size=8__quantizer.beta=0.1", "b__levels.all.codebook_size=16__quantizer.beta=0.1"]
+    assert points[0].values == {"variant": "a", "model.levels.*.codebook_size": 8, "model.quantizer.beta": 0.1}
+    raw = {"model": {"levels": [{"dim": 1}, {"dim": 2}, {"dim": 3}]}}
+    assert expand_wildcards(raw, ["model.levels.*.dim=4", "seed=1"]) == [
+        "model.levels.0.dim=4", "model.levels.1.dim=4", "model.levels.2.dim=4", "seed=1"]
+    with pytest.raises(ConfigError, match="--grid"):
+        parse_grid(["nonsense"])
+
+
+def test_sweep_restart_skips_finished_points(tmp_path, monkeypatch):
+    from hiervq.experiments import compare as compare_mod
+    from hiervq.experiments.sweep import run_sweep
+
+    raw = copy.deepcopy(TINY)
+    raw["train"]["epochs"] = 1
+    raw["sweep"] = {"grid": {"model.levels.*.codebook_size": [8, 16]}}
+    config = config_from_dict(raw, "tiny")
+    calls = []
+    real = compare_mod.train_run
+
+    def spy(cfg, run_dir, resume=False, **kwargs):
+        calls.append((Path(run_dir).name, resume))
+        return real(cfg, run_dir, resume=resume, **kwargs)
+
+    monkeypatch.setattr(compare_mod, "train_run", spy)
+    out = tmp_path / "sweep"
+    table = run_sweep(config, out, grid={"model.quantizer.beta": [0.5]})
+    names = ["levels.all.codebook_size=8__quantizer.beta=0.5", "levels.all.codebook_size=16__quantizer.beta=0.5"]
+    assert [c[0] for c in calls] == names and table["points"] == names
+    assert [r["K"] for r in table["rows"]] == [[8, 8], [16, 16]]
+    assert (out / "sweep.csv").read_text().count("\n") == 3
+    assert (out / "heatmap_psnr_hvqvae.png").is_file()  # two axes -> heat maps
+    # restart: nothing left to do
+    calls.clear()
+    run_sweep(config, out, grid={"model.quantizer.beta": [0.5]})
+    assert calls == []
+    # an interrupted point (checkpoint, no summary) is resumed; the finished one is skipped
+    second = out / "points" / names[1]
+    (second / "point.json").unlink()
+    (second / "summary.json").unlink()
+    table = run_sweep(config, out, grid={"model.quantizer.beta": [0.5]})
+    assert calls == [(names[1], True)]
+    assert len(table["rows"]) == 2
+    assert json.loads((out / "sweep.json").read_text())["points"] == names
+
+
+# ---------------------------------------------------------------------- collapse ablation switches
+def ablation_points():
+    from hiervq.experiments.sweep import expand_points, point_config
+
+    base = load_config(REPO / "configs" / "collapse-ablation-cifar10.yaml")
+    points = expand_points(base.sweep.grid, base.sweep.variants)
+    return {p.name: point_config(base, p) for p in points}
+
+
+def test_ablation_recipe_steps_switch_one_mitigation_each():
+    from hiervq.experiments.compare import arch_configs
+
+    steps = ablation_points()
+    assert list(steps) == ["none", "data_init", "dead_reset", "low_dim"]
+    q = {name: cfg.model["quantizer"] for name, cfg in steps.items()}
+    assert (q["none"]["init"], q["none"]["dead_threshold"]) == ("random", 0)
+    assert (q["data_init"]["init"], q["data_init"]["dead_threshold"]) == ("data", 0)
+    assert (q["dead_reset"]["init"], q["dead_reset"]["dead_threshold"]) == ("data", 2)
+    assert (q["low_dim"]["init"], q["low_dim"]["dead_threshold"]) == ("data", 2)
+    discrete = set()
+    for name, cfg in steps.items():
+        match = match_capacity(cfg.model, image_size=32, in_channels=3)
+        archs = arch_configs(cfg, match)
+        for arch, arch_cfg in archs.items():
+            model = capacity.describe_model(arch_cfg.model, 32, 3)
+            discrete.add(model.budget().discrete)
+            for vq in model.quantizers():
+                book = vq.codebook
+                assert book.init == ("random" if name == "none" else "data"), (name, arch)
+                assert book.dead_threshold == (2.0 if name in ("dead_reset", "low_dim") else 0.0), (name, arch)
+                low = name == "low_dim"
+                assert (vq.code_dim == 8) == low and (vq.code_dim == vq.dim) == (not low), (name, arch)
+    assert discrete == {10240}  # constant K*D over the steps and both architectures
+
+
+def skewed_batches(steps, dim, n=256, seed=0):
+    """Inputs far from the origin, in one tight cluster: most codes of a random codebook are never used."""
+    g = torch.Generator().manual_seed(seed)
+    return [50.0 + 0.1 * torch.randn(n, dim, generator=g) for _ in range(steps)]
+
+
+@pytest.mark.parametrize("init", ["random", "data"])
+@pytest.mark.parametrize("dead_threshold", [0, 2])
+def test_quantizer_switches_really_switch(init, dead_threshold):
+    torch.manual_seed(0)
+    vq = QuantizerConfig(init=init, dead_threshold=dead_threshold, dead_window=3).make(8, 32)
+    book = vq.codebook
+    assert bool(book.initialized) == (init == "random")  # random init never looks at data
+    vq.train()
+    resets = 0
+    for i, z in enumerate(skewed_batches(12, 8)):
+        out = vq(z)
+        resets += int(out.stats["resets"])
+        if i == 0:
+            norms = book.weight.norm(dim=1)
+            if init == "data":  # the codes were taken from the data (norm ~ 50 * sqrt(8))
+                assert norms.min() > 100
+            else:  # still the unit-Gaussian codes, one EMA step moved them by ~1 %
+                assert norms.median() < 10
+    if dead_threshold == 0:
+        assert resets == 0 and int(book.reset_count.sum()) == 0  # no code is ever re-seeded
+    elif init == "random":
+        assert resets > 0 and int(book.reset_count.sum()) == resets
+        # re-seeded codes come from the data
+        assert (book.weight[book.reset_count > 0].norm(dim=1) > 100).all()
+
+
+def test_low_dim_switch_projects_to_code_dim():
+    vq = QuantizerConfig().make(64, 640, code_dim=8)
+    assert vq.codebook.weight.shape == (640, 8)
+    assert isinstance(vq.project_in, torch.nn.Linear) and vq.project_in.out_features == 8
+    full = QuantizerConfig().make(64, 80)
+    assert full.codebook.weight.shape == (80, 64) and isinstance(full.project_in, torch.nn.Identity)
+
+
+# ---------------------------------------------------------------------- recipes and CLI
+@pytest.mark.parametrize("name", ["capacity-match-cifar10", "collapse-ablation-cifar10", "estimators-cifar10"])
+def test_recipes_validate(name):
+    from hiervq.experiments.sweep import expand_points, point_config
+
+    base = load_config(REPO / "configs" / f"{name}.yaml")
+    points = expand_points(base.sweep.grid, base.sweep.variants)
+    for p in points:
+        cfg = point_config(base, p)
+        if cfg.compare is not None:
+            match_capacity(cfg.model, image_size=32, in_channels=3)
+    assert len(points) >= 3
+
+
+def test_cli_compare_dry_run_and_errors(capsys, tmp_path):
+    from hiervq.cli import main
+
+    path = tmp_path / "c.yaml"
+    raw = copy.deepcopy(TINY)
+    path.write_text(json.dumps(raw))
+    assert main(["compare", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "hierarchical" in out and "single-level" in out and "8x8x10" in out and "32x4" in out
+    assert main(["compare", str(path), "--dry-run", "--set", "model.levels.1.dim=6"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "level 1 dim a multiple of 4" in err
+    assert main(["sweep", str(path), "--dry-run", "--grid", "model.quantizer.beta=0.1,1"]) == 0
+    assert "2 points" in capsys.readouterr().out
+    assert main(["sweep", str(path), "--dry-run", "--grid", "model.quantizer.nope=1"]) == 2
+    assert "nope" in capsys.readouterr().err
