@@ -23,7 +23,7 @@ from ..metrics import EvalAccumulator, mse_per_image, psnr
 from ..models.base import DiscreteAutoencoder
 from .checkpoint import CHECKPOINT_DIR, LAST, save_checkpoint
 from .config import PhaseConfig, TrainConfig
-from .distributed import DistInfo, barrier
+from .distributed import DistInfo, barrier, wrap_ddp
 
 Callback = Callable[["Trainer", dict], None]
 
@@ -216,13 +216,7 @@ class Trainer:
         if resume is not None and "optimizer" in resume:
             optimizer.load_state_dict(resume["optimizer"])
             scheduler.load_state_dict(resume["scheduler"])
-        net: nn.Module = model
-        if self.dist.enabled:
-            net = nn.parallel.DistributedDataParallel(
-                model,
-                device_ids=[self.dist.device.index] if self.dist.device.type == "cuda" else None,
-                broadcast_buffers=False,  # codebooks keep themselves in sync (all-reduced statistics)
-            )
+        net: nn.Module = wrap_ddp(model, self.dist)  # DDP under torchrun; codebooks sync themselves
         for epoch in range(first_epoch, phase.epochs):
             global_epoch = epochs_before + epoch
             t0 = time.perf_counter()
@@ -286,8 +280,14 @@ class Trainer:
             if hasattr(bar, "set_postfix"):
                 ppl = "/".join(f"{float(st['perplexity']):.0f}" for st in out.stats)
                 bar.set_postfix(loss=f"{values['loss']:.4f}", psnr=f"{batch_psnr:.2f}", ppl=ppl, refresh=False)
+        if self.dist.enabled and sums:
+            # every rank ran the same number of equal-sized batches: the mean of the ranks' sums is the global one
+            keys = sorted(sums)
+            total = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=self.dist.device)
+            torch.distributed.all_reduce(total)
+            sums = {k: float(v) / self.dist.world_size for k, v in zip(keys, total.tolist())}
         stats = {k: v / max(count, 1) for k, v in sums.items()}
-        stats["perplexity"] = [p / max(count, 1) for p in ppl_sums]
+        stats["perplexity"] = [p / max(count, 1) for p in ppl_sums]  # training statistics are global already
         stats["resets"] = resets
         return stats
 
