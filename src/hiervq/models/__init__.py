@@ -3,10 +3,13 @@
 from .base import Budget, DiscreteAutoencoder, LevelInfo, Output, QuantizerConfig, budget_of
 from .hierarchical import VQVAE, HierarchicalConfig, HierarchicalVQVAE, LevelConfig, VQVAEConfig
 from .pqvae import PQVAE, PQVAEConfig
+from .stacked import DualStackConfig, DualStackVQVAE, StackedConfig, StackedVQVAE, StageConfig
 
 __all__ = [
     "Budget",
     "DiscreteAutoencoder",
+    "DualStackConfig",
+    "DualStackVQVAE",
     "HierarchicalConfig",
     "HierarchicalVQVAE",
     "LevelConfig",
@@ -15,6 +18,9 @@ __all__ = [
     "PQVAE",
     "PQVAEConfig",
     "QuantizerConfig",
+    "StackedConfig",
+    "StackedVQVAE",
+    "StageConfig",
     "VQVAE",
     "VQVAEConfig",
     "budget_of",

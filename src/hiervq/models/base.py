@@ -111,6 +111,7 @@ class Output:
         losses: named terms, detached (``recon`` MSE, summed ``commitment`` and ``codebook``, ...).
         codes: code indices per level, bottom first, e.g. [(B, Hb, Wb), (B, Ht, Wt)].
         stats: per level, the quantizer's batch statistics (perplexity, used_fraction, counts, resets).
+        latent: the quantized latent the decoder saw (e.g. the joint latent), when the model exposes it.
     """
 
     recon: torch.Tensor
@@ -118,6 +119,7 @@ class Output:
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
     codes: list[torch.Tensor] = field(default_factory=list)
     stats: list[dict[str, torch.Tensor]] = field(default_factory=list)
+    latent: torch.Tensor | None = None
 
 
 def budget_of(levels: list[LevelInfo]) -> Budget:

@@ -51,10 +51,15 @@ def _default_levels() -> list[LevelConfig]:
 
 @dataclass
 class HierarchicalConfig:
-    """Configuration of :class:`HierarchicalVQVAE` (and of :class:`VQVAE`, with one level)."""
+    """Configuration of :class:`HierarchicalVQVAE` (and of :class:`VQVAE`, with one level).
+
+    ``raw_input``: the inputs are not images in [0, 1] but e.g. another model's latents (a stage of a stack):
+    they are encoded as they are (no [0, 1] -> [-1, 1] mapping) and reconstructed on their own scale.
+    """
 
     image_size: int | list[int] = 32
     in_channels: int = 3
+    raw_input: bool = False
     channels: int = 128
     blocks: int = 2
     res_channels: int = 32
@@ -140,7 +145,7 @@ class HierarchicalVQVAE(DiscreteAutoencoder):
     # ---------------------------------------------------------------- computation
     def _encode_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         self.check_images(x)
-        h = self.to_model_range(x)
+        h = x if self.config.raw_input else self.to_model_range(x)
         feats = []
         for enc in self.encoders:
             h = enc(h)
@@ -165,8 +170,11 @@ class HierarchicalVQVAE(DiscreteAutoencoder):
         parts = [quantized[0]] + [up(q) for up, q in zip(self.upsamplers, quantized[1:])]
         return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
 
-    def _decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.from_model_range(self.decoder(latent))
+    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """The decoder: a joint latent (B, sum of level dims, h_0, w_0) -> reconstruction (B, C, H, W) on the
+        input's scale ([0, 1] for images)."""
+        y = self.decoder(latent)
+        return y if self.config.raw_input else self.from_model_range(y)
 
     def forward(self, x: torch.Tensor) -> Output:
         feats = self._encode_features(x)
@@ -176,7 +184,8 @@ class HierarchicalVQVAE(DiscreteAutoencoder):
             return r.quantized, r
 
         quantized, results = self._quantize(feats, quantize)
-        recon = self._decode_latent(self.joint_latent(quantized))
+        joint = self.joint_latent(quantized)
+        recon = self.decode_latent(joint)
         recon_loss = F.mse_loss(recon, x)
         vq_loss = sum(r.loss for r in results)
         losses = {
@@ -190,6 +199,7 @@ class HierarchicalVQVAE(DiscreteAutoencoder):
             losses=losses,
             codes=[r.indices for r in results],
             stats=[r.stats for r in results],
+            latent=joint,
         )
 
     @torch.no_grad()
@@ -208,7 +218,7 @@ class HierarchicalVQVAE(DiscreteAutoencoder):
         if len(codes) != len(self.vq):
             raise ValueError(f"expected codes for {len(self.vq)} levels, got {len(codes)}")
         quantized = [vq.decode(idx) for vq, idx in zip(self.vq, codes)]
-        return self._decode_latent(self.joint_latent(quantized))
+        return self.decode_latent(self.joint_latent(quantized))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The joint latent (B, sum of level dims, h_0, w_0): the decoder's input, for downstream heads.
