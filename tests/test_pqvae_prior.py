@@ -48,7 +48,7 @@ def test_sampling_keeps_the_prefix_and_checks_labels():
 
 TINY_PQ = {
     "seed": 0,
-    "data": {"name": "digits", "image_size": 16, "train_limit": 128, "test_limit": 32},
+    "data": {"name": "digits", "image_size": 16, "train_limit": 64, "test_limit": 32},
     "model": {
         "name": "pqvae", "channels": 16, "blocks": 1, "res_channels": 8, "downsample": 2, "latent_channels": 8,
         "map_size": 8, "steps": 8, "codebook_size": 16, "spatial_dim": 8, "channel_dim": 2,

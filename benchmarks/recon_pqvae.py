@@ -1,0 +1,120 @@
+"""PQ-VAE next to a single-level VQ-VAE at the same 512 bits per image (64 codes, K = 256), MNIST and CIFAR-10.
+
+Both models of a dataset share the encoder/decoder sizes and the training settings (the ``train:`` section of the
+PQ-VAE recipe: epochs, batch, learning rate and schedule); the VQ-VAE quantizes an 8x8 grid with K = 256, the PQ-VAE
+a 1-D sequence of 64 codes from one codebook of K = 256. Writes
+
+* ``benchmarks/results/recon_pqvae.json``:
+  ``{"mnist": {"pqvae": {"mse", "psnr", "perplexity", "epochs", "train_s"}, "vqvae": {...}}, "cifar10": {...}}``
+  (full test split, MSE on [0, 1], perplexity of the codebook over the test codes);
+* ``benchmarks/results/pqvae_bayes_mnist.json``: ``{"prefix_lengths", "independent", "conditional"}`` (test
+  accuracy of the code-count Bayes classifiers of the MNIST PQ-VAE vs the number of leading codes).
+
+The run directories stay under ``--runs`` (default ``runs/bench-pqvae``) for ``hiervq info`` / ``hiervq prior``.
+Run it under the heavy-compute lock::
+
+    flock /tmp/hiervq-heavy.lock python benchmarks/recon_pqvae.py            # ~80 min on 2 CPU cores
+    python benchmarks/recon_pqvae.py --only mnist --set train.epochs=1       # a quicker look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from hiervq.data import load_data  # noqa: E402
+from hiervq.experiments.pqvae import bayes_curves, plot_bayes  # noqa: E402
+from hiervq.pretrained import atomic_write_bytes, load  # noqa: E402
+from hiervq.priors import extract_codes  # noqa: E402
+from hiervq.train import train_run  # noqa: E402
+from hiervq.train.config import apply_overrides, config_from_dict  # noqa: E402
+
+RECIPES = {"mnist": "configs/pqvae-mnist.yaml", "cifar10": "configs/pqvae-cifar10.yaml"}
+
+
+def vqvae_model(pq_model: dict) -> dict:
+    """The single-level VQ-VAE at the PQ-VAE's bits per image: an 8x8 grid (downsample 4) of K = 256 codes,
+    with the PQ-VAE's encoder/decoder sizes."""
+    return {
+        "name": "vqvae",
+        "channels": pq_model["channels"],
+        "blocks": pq_model["blocks"],
+        "res_channels": pq_model["res_channels"],
+        "levels": [{"downsample": 4, "codebook_size": pq_model["codebook_size"], "dim": 64, "code_dim": 16}],
+        "quantizer": {"estimator": "rotation", "beta": 0.25, "ema_decay": 0.99, "init": "kmeans",
+                      "dead_threshold": 2, "dead_window": 10},
+    }
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=sorted(RECIPES), action="append", help="run only these datasets")
+    parser.add_argument("--models", default="pqvae,vqvae", help="comma-separated subset of pqvae,vqvae")
+    parser.add_argument("--set", action="append", default=[], help="override a key of both runs, e.g. train.epochs=1")
+    parser.add_argument("--pq-set", action="append", default=[], help="override a key of the PQ-VAE runs only")
+    parser.add_argument("--runs", default="runs/bench-pqvae", help="where the run directories go")
+    parser.add_argument("--results", default="benchmarks/results", help="where the JSON files go")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    results_dir = REPO / args.results if not Path(args.results).is_absolute() else Path(args.results)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    out_path = results_dir / "recon_pqvae.json"
+    results = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    models = args.models.split(",")
+
+    for dataset in args.only or sorted(RECIPES, key=lambda d: d != "mnist"):
+        raw = yaml.safe_load((REPO / RECIPES[dataset]).read_text())
+        raw.pop("priors", None)
+        raw = apply_overrides(raw, args.set + ["train.progress=false"])
+        data = load_data(config_from_dict(raw, RECIPES[dataset]).data)
+        for name in models:
+            run_raw = apply_overrides(raw, args.pq_set)
+            if name == "vqvae":
+                run_raw["model"] = vqvae_model(raw["model"])
+            config = config_from_dict(run_raw, f"{RECIPES[dataset]} ({name})")
+            run_dir = Path(args.runs) / f"{dataset}-{name}"
+            t0 = time.time()
+            summary = train_run(config, run_dir, overwrite=True, data=data)
+            print(f"{dataset} {name}: test MSE {summary['mse']:.3e} ({time.time() - t0:.0f}s wall)", flush=True)
+            results.setdefault(dataset, {})[name] = {
+                "mse": summary["mse"],
+                "psnr": summary["psnr"],
+                "perplexity": summary["levels"][0]["perplexity"],
+                "epochs": summary["epochs"],
+                "train_s": summary["train_s"],
+                "bits_per_image": summary["bits_per_image"],
+                "params": summary["params"],
+                "used_fraction": summary["levels"][0]["used_fraction"],
+            }
+            write_json(out_path, results)
+            if dataset == "mnist" and name == "pqvae":
+                model = load(run_dir)
+                train = extract_codes(model, data.train)
+                test = extract_codes(model, data.test)
+                curves = bayes_curves(train.codes, train.labels, test.codes, test.labels,
+                                      model.levels[0].codebook_size, 10)
+                bayes = {k: curves[k] for k in ("prefix_lengths", "independent", "conditional")}
+                write_json(results_dir / "pqvae_bayes_mnist.json", bayes)
+                plot_bayes(curves, results_dir / "pqvae_bayes_mnist.png", "MNIST PQ-VAE codes: Bayes rule on counts")
+                print(f"mnist pqvae Bayes: best independent {max(bayes['independent']):.4f}, "
+                      f"best conditional {max(bayes['conditional']):.4f}", flush=True)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
