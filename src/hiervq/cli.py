@@ -235,7 +235,8 @@ EXTRA_COMMANDS: list[Callable] = []
 
 #: Modules that define more subcommands, each with ``add_commands(subparsers, add_common)``. They must import
 #: only argparse-level things at module import time (torch etc. inside the command functions).
-COMMAND_MODULES: list[str] = ["hiervq.cli_priors", "hiervq.cli_pqvae", "hiervq.experiments.commands"]
+COMMAND_MODULES: list[str] = ["hiervq.cli_priors", "hiervq.cli_pqvae", "hiervq.experiments.commands",
+                              "hiervq.experiments.label_fractions"]
 
 
 def _load_extra_commands() -> None:

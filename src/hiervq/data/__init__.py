@@ -7,6 +7,7 @@ from .datasets import (
     ImageSet,
     digits_splits,
     fit_images,
+    label_subset,
     load_data,
     stratified_split,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "Split",
     "digits_splits",
     "fit_images",
+    "label_subset",
     "load_data",
     "read_cifar10_batches",
     "read_idx",

@@ -172,6 +172,24 @@ def stratified_split(labels: np.ndarray | None, fraction: float, seed: int, n: i
     return keep, held_out
 
 
+def label_subset(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """Sorted indices of a labeled subset with ``fraction`` of each class (rounded, at least one per class).
+
+    Stratified and seeded: one permutation per class (from ``seed``) is drawn and its first
+    ``max(1, round(fraction * n_class))`` items are kept, so the same call gives the same subset for every model
+    (paired comparisons) and smaller fractions are nested in larger ones (1 % within 10 % within 50 %).
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"a label fraction must be in (0, 1], got {fraction}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        keep.append(idx[: max(1, int(round(fraction * len(idx))))])
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
+
+
 # ---------------------------------------------------------------------- the embedded default
 def digits_splits(size: int | None = 32) -> dict[str, Split]:
     """scikit-learn's 1,797 handwritten digits (8x8, 0-16) as uint8 images, with a fixed stratified split of

@@ -148,3 +148,19 @@ class EvalAccumulator:
 def bits_per_image(grids: list[tuple[int, ...]], codebook_sizes: list[int]) -> float:
     """Sum over levels of (number of codes) x log2 K: the size of one image's codes in bits."""
     return float(sum(math.prod(g) * math.log2(k) for g, k in zip(grids, codebook_sizes)))
+
+
+# ---------------------------------------------------------------------- classification
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(num_classes, num_classes) int64 counts; row = true class, column = predicted class."""
+    pred, target = pred.reshape(-1).long().cpu(), target.reshape(-1).long().cpu()
+    if pred.shape != target.shape:
+        raise ValueError(f"{pred.numel()} predictions but {target.numel()} targets")
+    flat = torch.bincount(target * num_classes + pred, minlength=num_classes * num_classes)
+    return flat.view(num_classes, num_classes)
+
+
+def per_class_accuracy(confusion: torch.Tensor) -> torch.Tensor:
+    """Recall of each class (C,) from a confusion matrix (rows = true classes); NaN for a class with no items."""
+    confusion = confusion.double()
+    return confusion.diagonal() / confusion.sum(1)

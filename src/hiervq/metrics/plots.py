@@ -172,3 +172,29 @@ def plot_embeddings(
         fig.suptitle(suptitle, fontsize=9, y=1.06)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def plot_confusions(matrices: list[np.ndarray], titles: list[str], class_names: list[str], path: str | Path,
+                    suptitle: str = "") -> None:
+    """Side-by-side confusion matrices (C, C) (rows = true class), normalised per row, with the counts annotated."""
+    n = len(matrices)
+    fig, axes = plt.subplots(1, n, figsize=(0.5 + 3.4 * n, 3.6), squeeze=False)
+    for ax, m, t in zip(axes[0], matrices, titles):
+        m = np.asarray(m, dtype=float)
+        rate = m / np.maximum(m.sum(1, keepdims=True), 1)
+        ax.imshow(rate, cmap="Blues", vmin=0, vmax=1)
+        for i in range(m.shape[0]):
+            for j in range(m.shape[1]):
+                ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=7,
+                        color="white" if rate[i, j] > 0.5 else "black")
+        ticks = range(len(class_names))
+        ax.set_xticks(ticks, class_names, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(ticks, class_names, fontsize=7)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_title(t, fontsize=8)
+    axes[0][0].set_ylabel("true", fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from ..classify.config import ClassifyConfig
 from ..data import DataConfig
 from ..errors import ConfigError
 from ..pretrained import REGISTRY, build
@@ -123,6 +124,7 @@ class RunConfig:
     sweep: SweepConfig | None = None  # hiervq sweep: grid and named variants
     study: StudyConfig | None = None  # snapshots of training (reconstructions, t-SNE of code vectors)
     priors: PriorsConfig | None = None  # hiervq prior / sample: priors over this run's codes
+    classify: ClassifyConfig | None = None  # hiervq classify: label-fraction classification on the features
     source: str = field(default="<defaults>", init=False, compare=False, repr=False)
 
     @property

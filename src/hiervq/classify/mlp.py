@@ -1,0 +1,265 @@
+"""An MLP classifier head on a pretrained model's features (or on raw pixels), and its training loop.
+
+The head is flatten -> (standardize) -> [Linear -> GELU -> Dropout] x len(hidden) -> Linear -> logits, trained with
+cross-entropy on the logits (no softmax before the loss) by AdamW without a schedule. The pretrained autoencoder is
+frozen by default (its features can then be computed once); with ``finetune`` its parameters train too, through the
+quantizers' straight-through gradients, while its codebooks stay fixed (the autoencoder is kept in eval mode).
+The epoch is selected on a validation split; test accuracy is reported at that epoch and at the last one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..metrics import confusion_matrix, per_class_accuracy
+from ..models.base import DiscreteAutoencoder
+
+
+@dataclass
+class ClassifierConfig:
+    """The classifier head and its optimisation (defaults: the published fine-tuning recipe).
+
+    Attributes:
+        hidden: widths of the hidden layers (GELU after each).
+        dropout: dropout after each hidden layer.
+        standardize: standardize every input feature with the mean/std of the (unlabeled) training inputs.
+        epochs: training epochs over the labeled subset; ``min_steps`` raises them for small subsets so that every
+            fraction gets at least that many optimiser steps.
+        batch_size, eval_batch_size: images per step / per evaluation batch.
+        lr, weight_decay, betas: AdamW, constant learning rate.
+        finetune: also train the pretrained model (its codebooks stay fixed); default: frozen.
+        grad_clip: clip the gradient norm (``null``: no clipping).
+    """
+
+    hidden: list[int] = field(default_factory=lambda: [512])
+    dropout: float = 0.0
+    standardize: bool = True
+    epochs: int = 100
+    min_steps: int = 0
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    lr: float = 1.5e-4
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    finetune: bool = False
+    grad_clip: float | None = None
+
+    def validate(self) -> None:
+        if any(h < 1 for h in self.hidden) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError("hidden widths must be >= 1 and dropout in [0, 1)")
+        if self.epochs < 1 or self.min_steps < 0 or self.batch_size < 1 or self.eval_batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs, batch_size and eval_batch_size must be >= 1, min_steps >= 0, lr > 0")
+        if len(self.betas) != 2:
+            raise ValueError(f"betas must be two numbers, got {self.betas}")
+
+
+class MLPHead(nn.Module):
+    """(B, ...) inputs -> flatten -> (standardize) -> MLP with GELU -> logits (B, num_classes)."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: list[int] | tuple = (512,), dropout: float = 0.0):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(in_features))
+        self.register_buffer("std", torch.ones(in_features))
+        layers: list[nn.Module] = []
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.GELU(), nn.Dropout(dropout)]
+            width = h
+        layers.append(nn.Linear(width, num_classes))
+        self.mlp = nn.Sequential(*layers)
+
+    @torch.no_grad()
+    def set_standardization(self, inputs: torch.Tensor, chunk: int = 1024) -> None:
+        """Standardize with the per-feature mean and std of ``inputs`` (N, ...) (features, or uint8 images taken
+        on [0, 1]) from now on; computed in chunks, in float64."""
+        n = len(inputs)
+        total = torch.zeros_like(self.mean, dtype=torch.float64)
+        squares = torch.zeros_like(total)
+        for i in range(0, n, chunk):
+            flat = as_inputs(inputs[i : i + chunk]).flatten(1).double()
+            total += flat.sum(0)
+            squares += flat.pow(2).sum(0)
+        mean = total / max(n, 1)
+        var = (squares - n * mean.pow(2)).clamp_min(0) / max(n - 1, 1)
+        self.mean.copy_(mean.float())
+        self.std.copy_(var.sqrt().float().clamp_min(1e-6) if n > 1 else torch.ones_like(self.std))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp((x.flatten(1) - self.mean) / self.std)
+
+
+class FeatureClassifier(nn.Module):
+    """A pretrained :class:`DiscreteAutoencoder` and a head on its ``features(x)``: images (B, C, H, W) in
+    [0, 1] -> logits (B, num_classes).
+
+    Frozen (default): no gradients reach the autoencoder. ``finetune``: its parameters train through the
+    straight-through gradients of the quantizers; it stays in eval mode, so codebooks do not move.
+    """
+
+    def __init__(self, encoder: DiscreteAutoencoder, head: nn.Module, finetune: bool = False) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        self.finetune = finetune
+        encoder.requires_grad_(finetune)
+        encoder.eval()
+
+    def train(self, mode: bool = True) -> FeatureClassifier:
+        super().train(mode)
+        self.encoder.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.finetune:
+            return self.head(self.encoder.features(x))
+        with torch.no_grad():
+            feats = self.encoder.features(x)
+        return self.head(feats)
+
+
+def as_inputs(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float on [0, 1]; anything else unchanged."""
+    return batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch
+
+
+@torch.no_grad()
+def extract_features(
+    encoder: DiscreteAutoencoder, images: torch.Tensor, batch_size: int = 256, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """``encoder.features`` of uint8 or float images (N, C, H, W), flattened: (N, F) float32 on the CPU."""
+    was_training = encoder.training
+    encoder.eval()
+    out = [
+        encoder.features(as_inputs(images[i : i + batch_size]).to(device)).flatten(1).float().cpu()
+        for i in range(0, len(images), batch_size)
+    ]
+    encoder.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+@dataclass
+class ClassifierResult:
+    """Outcome of :func:`fit_classifier` (accuracies on [0, 1]; confusion rows = true class).
+
+    ``test_acc``/``test_confusion``/``per_class`` are at ``best_epoch`` (highest validation accuracy, then lowest
+    validation loss, then earliest); ``final_*`` at the last epoch.
+    """
+
+    best_epoch: int
+    epochs: int
+    steps: int
+    val_acc: float
+    test_acc: float
+    final_val_acc: float
+    final_test_acc: float
+    per_class: list[float]
+    final_per_class: list[float]
+    test_confusion: list[list[int]]
+    final_test_confusion: list[list[int]]
+    train_images: int
+    params: int
+    train_s: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, inputs: torch.Tensor, batch_size: int, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Logits (N, num_classes) of ``model`` for ``inputs`` (N, ...), in eval mode, on the CPU."""
+    was_training = model.training
+    model.eval()
+    out = [model(as_inputs(inputs[i : i + batch_size]).to(device)).float().cpu() for i in range(0, len(inputs), batch_size)]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def fit_classifier(
+    model: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    config: ClassifierConfig,
+    num_classes: int,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    log: Callable[[str], None] | None = None,
+) -> ClassifierResult:
+    """Train ``model`` (inputs -> logits) with cross-entropy on ``train`` = (inputs (N, ...), labels (N,)).
+
+    Inputs are features (float) or images (uint8, converted to [0, 1] per batch). After every epoch the model is
+    evaluated on ``val`` and ``test``; the epoch is selected on ``val`` only. Batches are drawn from ``seed``.
+    """
+    x_train, y_train = train
+    n = len(x_train)
+    if n == 0:
+        raise ValueError("no training examples")
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    epochs = max(config.epochs, math.ceil(config.min_steps / steps_per_epoch))
+    gen = torch.Generator().manual_seed(seed)
+    history: list[dict[str, float]] = []
+    best_key, best = None, {}
+    steps, t0 = 0, time.perf_counter()
+
+    def evaluate(split: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float, torch.Tensor]:
+        logits = predict(model, split[0], config.eval_batch_size, device)
+        loss = float(F.cross_entropy(logits, split[1]))
+        pred = logits.argmax(1)
+        return float((pred == split[1]).double().mean()), loss, confusion_matrix(pred, split[1], num_classes)
+
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = torch.randperm(n, generator=gen)
+        total = 0.0
+        for start in range(0, n, config.batch_size):
+            idx = order[start : start + config.batch_size]
+            x = as_inputs(x_train[idx]).to(device)
+            loss = F.cross_entropy(model(x), y_train[idx].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            total += float(loss.detach()) * len(idx)
+            steps += 1
+        val_acc, val_loss, _ = evaluate(val)
+        test_acc, _, test_conf = evaluate(test)
+        record = {"epoch": epoch, "train_loss": total / n, "val_acc": val_acc, "val_loss": val_loss, "test_acc": test_acc}
+        history.append(record)
+        key = (val_acc, -val_loss)
+        if best_key is None or key > best_key:
+            best_key, best = key, {"epoch": epoch, "val_acc": val_acc, "test_acc": test_acc, "confusion": test_conf}
+        if log and (epoch == epochs or epoch % max(1, epochs // 5) == 0):
+            log(f"  epoch {epoch}/{epochs}: train loss {total / n:.4f}, val acc {val_acc:.4f}, test acc {test_acc:.4f}")
+    final = history[-1]
+    return ClassifierResult(
+        best_epoch=best["epoch"],
+        epochs=epochs,
+        steps=steps,
+        val_acc=best["val_acc"],
+        test_acc=best["test_acc"],
+        final_val_acc=final["val_acc"],
+        final_test_acc=final["test_acc"],
+        per_class=per_class_accuracy(best["confusion"]).tolist(),
+        final_per_class=per_class_accuracy(test_conf).tolist(),
+        test_confusion=best["confusion"].tolist(),
+        final_test_confusion=test_conf.tolist(),
+        train_images=n,
+        params=sum(p.numel() for p in model.parameters()),
+        train_s=round(time.perf_counter() - t0, 3),
+        history=history,
+    )

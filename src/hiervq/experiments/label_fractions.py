@@ -1,0 +1,387 @@
+"""``hiervq classify``: semi-supervised classification with scarce labels on a pretrained model's features.
+
+Pretrain (or reuse) a discrete autoencoder on the training images without their labels, then train one MLP head per
+label fraction and per feature source (rows of ``classify.models``, plus the same head on raw pixels), selecting
+the epoch on the validation split and reporting the test accuracy at that epoch and at the last one. The label
+subsets are stratified, seeded, nested and identical for every row, so the comparison is paired. Output::
+
+    OUT/pretrain/            the pretraining run (reused when finished, resumed when interrupted)
+    OUT/results.json         every number: accuracies, per-class accuracy, confusion matrices, params, times
+    OUT/confusion_<pct>.png  test confusion matrices of every row at that fraction (val-selected epoch)
+    OUT/report.md            the accuracy table, per-class accuracy, parameter counts, pretraining time
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+PIXELS = "pixels_mlp"
+
+
+def _pct(fraction: float) -> str:
+    return f"{100 * fraction:g}%"
+
+
+def phase_seconds(run_dir: Path) -> dict[str, float]:
+    """Training seconds per phase of a finished run, from its ``metrics.jsonl`` (cumulative ``train_s``)."""
+    out: dict[str, float] = {}
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return out
+    previous = 0.0
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        out[record["phase"]] = out.get(record["phase"], 0.0) + record["train_s"] - previous
+        previous = record["train_s"]
+    return {k: round(v, 2) for k, v in out.items()}
+
+
+def pretrain_seconds(phases: dict[str, float], path: str) -> float:
+    """Seconds of the phases that trained submodule ``path`` ("" = all phases; "all" counts for every path)."""
+    if not path:
+        return round(sum(phases.values()), 2)
+    return round(sum(s for name, s in phases.items() if name in (path, "all") or name.startswith(path + ".")), 2)
+
+
+def pretrain(config, out_dir: Path, pretrained: str | None, log) -> tuple[Path, float | None]:
+    """The finished pretraining run to use: ``pretrained``, or ``OUT/pretrain`` (trained, resumed or reused).
+    Returns the run directory and the wall time spent training here (None when nothing was trained)."""
+    from dataclasses import replace
+
+    from ..errors import HierVQError
+    from ..pretrained import resolve_model_dir
+
+    if pretrained:
+        resolve_model_dir(pretrained)  # a clear error when it is not a finished run
+        return Path(pretrained), None
+    from .compare import train_or_resume
+
+    run_dir = out_dir / "pretrain"
+    finished = (run_dir / "summary.json").is_file()
+    t0 = time.perf_counter()
+    try:
+        train_or_resume(replace(config, classify=None), run_dir)
+    except HierVQError as exc:
+        raise HierVQError(f"{exc} (delete {run_dir} to pretrain again)") from None
+    if finished:
+        log(f"reusing the pretrained model in {run_dir}")
+        return run_dir, None
+    return run_dir, round(time.perf_counter() - t0, 2)
+
+
+def _labeled_data(config, model):
+    from ..data import load_data
+    from ..errors import ConfigError, DataError
+
+    data_cfg = config.classify.data or config.data
+    data = load_data(data_cfg)
+    if data.val is None:
+        raise ConfigError(f"{config.source}: classification needs a validation split: set data.val_fraction (e.g. 0.1)")
+    for name, split in (("train", data.train), ("val", data.val), ("test", data.test)):
+        if split.labels is None:
+            raise DataError(f"the {name} split of {data_cfg.path or data_cfg.name} has no labels")
+        if tuple(split.shape) != tuple(model.image_shape):
+            raise DataError(
+                f"the labeled images are {tuple(split.shape)} but the pretrained model expects {tuple(model.image_shape)}; "
+                "set data.image_size / data.channels to match"
+            )
+    return data
+
+
+def run_label_fractions(
+    config,
+    out_dir: str | Path,
+    fractions: list[float] | None = None,
+    pretrained: str | None = None,
+    overwrite: bool = False,
+    log=print,
+) -> dict[str, Any]:
+    """Pretrain (or reuse) and classify with every label fraction; writes ``results.json`` and ``report.md``.
+
+    Args:
+        config: a :class:`~hiervq.train.RunConfig` (its ``classify`` section, or the defaults).
+        out_dir: output folder (``OUT/pretrain`` holds the pretraining run unless ``pretrained`` is given).
+        fractions: overrides ``classify.fractions``.
+        pretrained: a finished run (or saved model) directory to use instead of pretraining.
+        overwrite: redo the classification when ``OUT/results.json`` exists (the pretraining run is kept).
+    """
+    import torch
+
+    from ..classify import FeatureClassifier, MLPHead, extract_features, fit_classifier
+    from ..classify.config import ClassifyConfig
+    from ..data import label_subset
+    from ..errors import ConfigError, HierVQError
+    from ..models.base import DiscreteAutoencoder
+    from ..pretrained import load
+    from ..schema import to_dict
+    from ..train.report import write_json
+    from ..train.run import seed_everything
+
+    t_start = time.perf_counter()
+    if config.classify is None:
+        from dataclasses import replace
+
+        config = replace(config, classify=ClassifyConfig())
+        config.source = "<defaults>"
+    cc = config.classify
+    fractions = sorted({float(f) for f in (fractions or cc.fractions)}, reverse=True)
+    if any(not 0.0 < f <= 1.0 for f in fractions):
+        raise ConfigError(f"--fractions must be in (0, 1], got {fractions}")
+    out_dir = Path(out_dir)
+    if (out_dir / "results.json").is_file() and not overwrite:
+        raise HierVQError(f"{out_dir} already holds results.json; pass --overwrite to classify again "
+                          "(a finished pretraining run there is reused)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    run_dir, pretrain_wall = pretrain(config, out_dir, pretrained, log)
+    device = torch.device("cpu")
+    model = load(run_dir)
+    phases = phase_seconds(run_dir)
+    data = _labeled_data(config, model)
+    classes = data.train.class_names or [str(c) for c in range(data.train.num_classes)]
+    n_classes = len(classes)
+    y = {"train": data.train.labels, "val": data.val.labels, "test": data.test.labels}
+    subsets = {f: torch.as_tensor(label_subset(y["train"].numpy(), f, cc.subset_seed)) for f in fractions}
+    log(f"labeled data: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test images, "
+        f"{n_classes} classes; subsets {', '.join(f'{_pct(f)}: {len(s)}' for f, s in subsets.items())}")
+
+    rows: dict[str, dict[str, Any]] = {}
+    sources = list(cc.models.items()) + ([(PIXELS, None)] if cc.pixels_baseline else [])
+    for name, path in sources:
+        if path is None:
+            encoder, inputs, feature_shape = None, {k: getattr(data, k).images for k in y}, list(data.train.shape)
+            enc_params, row_pretrain = 0, 0.0
+        else:
+            try:
+                encoder = model.get_submodule(path) if path else model
+            except AttributeError:
+                raise ConfigError(f"{config.source}: classify.models.{name}: the pretrained {model.registry_name} "
+                                  f"has no submodule {path!r}") from None
+            if not isinstance(encoder, DiscreteAutoencoder):
+                raise ConfigError(f"{config.source}: classify.models.{name}: {path!r} is not a discrete autoencoder")
+            enc_params, row_pretrain = encoder.num_parameters(), pretrain_seconds(phases, path)
+            if cc.head.finetune:
+                inputs = {k: getattr(data, k).images for k in y}
+            else:
+                t0 = time.perf_counter()
+                inputs = {k: extract_features(encoder, getattr(data, k).images, cc.feature_batch_size, device) for k in y}
+                log(f"{name}: features {tuple(inputs['train'].shape[1:])} of {len(y)} splits in {time.perf_counter() - t0:.0f}s")
+            with torch.no_grad():
+                feature_shape = list(encoder.features(data.train.batch(slice(0, 1))[0]).shape[1:])
+        in_features = int(torch.tensor(feature_shape).prod())
+        results = []
+        for f in fractions:
+            idx = subsets[f]
+            seed_everything(cc.seed)
+            head = MLPHead(in_features, n_classes, cc.head.hidden, cc.head.dropout)
+            if cc.head.standardize:  # statistics of all training inputs: no labels needed
+                head.set_standardization(inputs["train"] if encoder is None or not cc.head.finetune
+                                         else extract_features(encoder, inputs["train"], cc.feature_batch_size))
+            net = head
+            if encoder is not None and cc.head.finetune:
+                import copy
+
+                net = FeatureClassifier(copy.deepcopy(encoder), head, finetune=True)
+            log(f"{name} with {_pct(f)} of the labels ({len(idx)} images)")
+            res = fit_classifier(
+                net, (inputs["train"][idx], y["train"][idx]), (inputs["val"], y["val"]), (inputs["test"], y["test"]),
+                cc.head, n_classes, seed=cc.seed, device=device, log=log,
+            )
+            log(f"{name} {_pct(f)}: test acc {res.test_acc:.4f} at epoch {res.best_epoch} (val {res.val_acc:.4f}); "
+                f"final epoch {res.final_test_acc:.4f}")
+            results.append(res)
+        head_params = sum(p.numel() for p in MLPHead(in_features, n_classes, cc.head.hidden).parameters())
+        rows[name] = {
+            "source": "pixels" if path is None else (path or "<model>"),
+            "feature_shape": feature_shape,
+            "test_acc": [r.test_acc for r in results],
+            "final_test_acc": [r.final_test_acc for r in results],
+            "val_acc": [r.val_acc for r in results],
+            "best_epoch": [r.best_epoch for r in results],
+            "epochs": [r.epochs for r in results],
+            "train_images": [r.train_images for r in results],
+            "per_class": [r.per_class for r in results],
+            "final_per_class": [r.final_per_class for r in results],
+            "confusion": [r.test_confusion for r in results],
+            "final_confusion": [r.final_test_confusion for r in results],
+            "classifier_s": [r.train_s for r in results],
+            "history": [r.history for r in results],
+            "params": enc_params + head_params,
+            "encoder_params": enc_params,
+            "head_params": head_params,
+            "pretrain_s": row_pretrain,
+            "finetune": bool(cc.head.finetune and path is not None),
+        }
+    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
+    result = {
+        "fractions": fractions,
+        "val_selected": True,
+        "class_names": classes,
+        "data": {"train": len(data.train), "val": len(data.val), "test": len(data.test),
+                 "image_shape": list(data.train.shape), "subset_sizes": [len(subsets[f]) for f in fractions]},
+        "pretrain": {"run": str(run_dir), "model": model.registry_name, "params": model.num_parameters(),
+                     "train_s": summary.get("train_s"), "wall_s": pretrain_wall, "phases": phases,
+                     "test_mse": summary.get("mse"), "test_psnr": summary.get("psnr")},
+        "classify": to_dict(cc),
+        "models": rows,
+        "wall_s": round(time.perf_counter() - t_start, 2),
+    }
+    write_json(out_dir / "results.json", result)
+    write_classify_report(out_dir, result)
+    log(format_table(result))
+    log(f"-> {out_dir}/results.json, {out_dir}/report.md ({result['wall_s']:.0f}s)")
+    return result
+
+
+def format_table(result: dict[str, Any], key: str = "test_acc") -> str:
+    """Markdown table of accuracies (%) per row and fraction."""
+    fr = result["fractions"]
+    lines = ["| model | " + " | ".join(_pct(f) for f in fr) + " |", "|---" * (len(fr) + 1) + "|"]
+    for name, row in result["models"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{100 * a:.1f}" for a in row[key]) + " |")
+    return "\n".join(lines)
+
+
+def write_classify_report(out_dir: Path, result: dict[str, Any]) -> None:
+    """``report.md`` and ``confusion_<pct>.png`` of a label-fraction experiment."""
+    import numpy as np
+
+    from ..metrics.plots import plot_confusions
+    from ..pretrained import atomic_write_bytes
+
+    classes = result["class_names"]
+    names = list(result["models"])
+    parts = [
+        "# Classification with scarce labels\n",
+        f"Labeled data: {result['data']['train']} train / {result['data']['val']} val / {result['data']['test']} test "
+        f"images {tuple(result['data']['image_shape'])}, {len(classes)} classes ({', '.join(classes)}). Label subsets "
+        "(stratified, at least one image per class, nested, the same for every row): "
+        + ", ".join(f"{_pct(f)} = {n}" for f, n in zip(result["fractions"], result["data"]["subset_sizes"])) + ".\n",
+        "## Test accuracy (%), epoch selected on the validation split\n",
+        format_table(result, "test_acc"),
+        "\n## Test accuracy (%) at the final epoch\n",
+        format_table(result, "final_test_acc"),
+        "\n## Validation accuracy (%) at the selected epoch\n",
+        format_table(result, "val_acc"),
+        "\n## Models\n",
+        "| model | features | parameters (encoder + head) | pretraining (s) | head |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in result["models"].items():
+        shape = "x".join(str(s) for s in row["feature_shape"])
+        mode = "fine-tuned with the encoder" if row["finetune"] else "on frozen features"
+        parts.append(f"| {name} | {row['source']}: {shape} | {row['params']:,} ({row['encoder_params']:,} + "
+                     f"{row['head_params']:,}) | {row['pretrain_s']:.0f} | {mode} |")
+    pre = result["pretrain"]
+    parts.append(f"\nPretrained model `{pre['model']}` ({pre['params']:,} parameters) from `{pre['run']}`: training "
+                 f"{pre['train_s']} s" + (f" (wall {pre['wall_s']:.0f} s here)" if pre["wall_s"] else " (reused)")
+                 + "; per phase: " + ", ".join(f"{k} {v:.0f} s" for k, v in pre["phases"].items())
+                 + (f"; test reconstruction PSNR {pre['test_psnr']:.2f} dB" if pre.get("test_psnr") else "") + ".\n")
+    for i, f in enumerate(result["fractions"]):
+        png = f"confusion_{f * 100:g}.png"
+        plot_confusions([np.array(result["models"][n]["confusion"][i]) for n in names],
+                        [f"{n}: {100 * result['models'][n]['test_acc'][i]:.1f}%" for n in names], classes,
+                        out_dir / png, suptitle=f"test confusion, {_pct(f)} of the labels (val-selected epoch)")
+        parts += [f"## {_pct(f)} of the labels\n", "Per-class test accuracy (%), val-selected epoch:\n",
+                  "| model | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
+        for n in names:
+            parts.append(f"| {n} | " + " | ".join(f"{100 * a:.1f}" for a in result["models"][n]["per_class"][i]) + " |")
+        parts.append(f"\n![confusion matrices]({png})\n")
+    parts.append(f"Whole experiment: {result['wall_s']:.0f} s wall.\n")
+    atomic_write_bytes(out_dir / "report.md", "\n".join(parts).encode())
+
+
+# ---------------------------------------------------------------------- commands
+def _cmd_classify(args: argparse.Namespace) -> int:
+    from ..errors import HierVQError
+    from ..train import load_config
+
+    config = load_config(args.config, args.set)
+    fractions = None
+    if args.fractions:
+        try:
+            fractions = [float(f) for f in args.fractions.split(",") if f.strip()]
+        except ValueError:
+            raise HierVQError(f"--fractions {args.fractions!r}: expected numbers like 1,0.5,0.1,0.01") from None
+    if args.finetune:
+        from dataclasses import replace
+
+        from ..classify.config import ClassifyConfig
+
+        cc = config.classify or ClassifyConfig()
+        config.classify = replace(cc, head=replace(cc.head, finetune=True))
+    out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}"
+    if args.overwrite and out.exists() and not args.pretrained:
+        for item in out.iterdir():  # keep the pretraining run: --overwrite redoes the classification
+            if item.name != "pretrain":
+                shutil.rmtree(item) if item.is_dir() else item.unlink()
+    run_label_fractions(config, out, fractions, args.pretrained, args.overwrite)
+    return 0
+
+
+def _cmd_tiles(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from ..data.readers import read_image
+    from ..data.tiles import TileFilter, tile_image
+    from ..errors import DataError
+
+    Image.MAX_IMAGE_PIXELS = None  # slides are large on purpose
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    filt = TileFilter(args.min_std, args.min_laplacian)
+    kept = total = 0
+    for item in args.images:
+        path = Path(item)
+        if not path.is_file():
+            raise DataError(f"{path}: no such file")
+        image = read_image(path, mode="RGB")
+        tiles, origins = tile_image(image, args.size, args.stride, filt)
+        total += len(range(0, image.shape[0] - args.size + 1, args.stride or args.size)) * len(
+            range(0, image.shape[1] - args.size + 1, args.stride or args.size))
+        for tile, (r, c) in zip(tiles, origins):
+            Image.fromarray(np.ascontiguousarray(tile)).save(out / f"{path.stem}_{r}_{c}.png")
+        kept += len(tiles)
+    print(f"kept {kept} of {total} tiles (std >= {filt.min_std}, Laplacian variance >= {filt.min_laplacian}) -> {out}/")
+    return 0
+
+
+def add_commands(sub, add_common) -> None:
+    """Add ``classify`` and ``tiles`` to the ``hiervq`` subparsers."""
+    p = sub.add_parser(
+        "classify",
+        help="pretrain on unlabeled images, then classify with fractions of the labels",
+        description="Pretrain the config's model (or reuse --pretrained RUN / a finished OUT/pretrain), train an MLP "
+        "head on its features for every label fraction and every classify.models row (plus raw pixels), select the "
+        "epoch on the validation split and write OUT/results.json and OUT/report.md.",
+    )
+    p.add_argument("config", help="YAML config with a classify: section (e.g. configs/svqvae-dual-pbc.yaml)")
+    p.add_argument("--fractions", help="comma-separated label fractions (default classify.fractions), e.g. 1,0.5,0.1,0.01")
+    p.add_argument("--pretrained", metavar="RUN", help="use this finished run instead of pretraining")
+    p.add_argument("--finetune", action="store_true", help="fine-tune the pretrained model with the head")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--out", help="output folder (default runs/<config name>)")
+    p.add_argument("--overwrite", action="store_true", help="redo the classification (a finished OUT/pretrain is kept)")
+    add_common(p)
+    p.set_defaults(func=_cmd_classify)
+
+    p = sub.add_parser(
+        "tiles",
+        help="cut slide images into tiles and keep those with tissue in focus",
+        description="Cut each image into SIZE x SIZE tiles and keep those whose pixel std >= --min-std and whose "
+        "Laplacian variance >= --min-laplacian; the kept tiles are written as PNGs (a flat folder for data.name: folder).",
+    )
+    p.add_argument("images", nargs="+", help="slide images (PNG/JPEG/TIFF)")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--size", type=int, default=512, help="tile side in pixels (default 512)")
+    p.add_argument("--stride", type=int, help="pixels between tiles (default: the size, no overlap)")
+    p.add_argument("--min-std", type=float, default=10.0, help="minimum pixel standard deviation, 0-255 (default 10)")
+    p.add_argument("--min-laplacian", type=float, default=20.0, help="minimum Laplacian variance (default 20)")
+    add_common(p)
+    p.set_defaults(func=_cmd_tiles)

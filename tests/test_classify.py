@@ -1,0 +1,194 @@
+"""Classification with scarce labels: label subsets, tile selection, the MLP head, the classify command end to end."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hiervq.classify import ClassifierConfig, FeatureClassifier, MLPHead, fit_classifier
+from hiervq.cli import main
+from hiervq.data import label_subset
+from hiervq.data.tiles import cut_tiles, laplacian_variance, pixel_std, select_tiles, tile_image
+from hiervq.metrics import confusion_matrix, per_class_accuracy
+from hiervq.models import DualStackConfig, DualStackVQVAE, LevelConfig, StageConfig
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread avoids OpenMP barrier waits on a loaded 2-core machine (10-70x faster here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------- label subsets
+def test_label_subsets_are_stratified_reproducible_and_nested():
+    labels = np.repeat(np.arange(5), [974, 2494, 971, 1136, 2663])  # the PBC white-cell train counts
+    np.random.default_rng(1).shuffle(labels)
+    subsets = {f: label_subset(labels, f, seed=3) for f in (1.0, 0.5, 0.1, 0.01, 0.0001)}
+    counts = np.bincount(labels)
+    for f, idx in subsets.items():
+        assert len(np.unique(idx)) == len(idx) and np.all(np.diff(idx) > 0)
+        per_class = np.bincount(labels[idx], minlength=5)
+        assert per_class.tolist() == [max(1, round(f * n)) for n in counts]  # stratified, >= 1 per class
+    assert len(subsets[1.0]) == len(labels)
+    assert np.array_equal(subsets[0.1], label_subset(labels, 0.1, seed=3))  # same subset for every model
+    assert not np.array_equal(subsets[0.1], label_subset(labels, 0.1, seed=4))
+    assert set(subsets[0.01]) <= set(subsets[0.1]) <= set(subsets[0.5])  # nested
+    with pytest.raises(ValueError, match="label fraction"):
+        label_subset(labels, 0.0)
+
+
+# ---------------------------------------------------------------------- tiles
+def test_tile_filter_keeps_and_drops_the_right_tiles():
+    rng = np.random.default_rng(0)
+    size = 32
+    flat = np.full((size, size, 3), 200, np.uint8)  # background: std 0
+    tissue = rng.integers(0, 256, (size, size, 3)).astype(np.uint8)  # contrast and detail
+    ramp = np.repeat(np.linspace(0, 255, size)[None, :, None], size, 0).repeat(3, 2).round().astype(np.uint8)
+    checker = (128 + 2 * (np.indices((size, size)).sum(0) % 2 * 2 - 1)).astype(np.uint8)  # +-2: sharp, no contrast
+    tiles = np.stack([flat, tissue, ramp, np.repeat(checker[..., None], 3, 2)])
+    std, lap = pixel_std(tiles), laplacian_variance(tiles)
+    assert std[0] == 0 and std[1] > 60 and std[2] > 60 and std[3] == pytest.approx(2.0)
+    assert lap[3] == pytest.approx(64 * 4.0)  # the Laplacian of a +-a checkerboard is -+8a everywhere
+    assert lap[2] < 20 < lap[1]  # a smooth ramp (blur) has almost no Laplacian energy
+    assert select_tiles(tiles).tolist() == [False, True, False, False]
+    assert select_tiles(tiles, min_std=1.0, min_laplacian=20).tolist() == [False, True, False, True]
+    assert select_tiles(tiles, min_std=10, min_laplacian=0).tolist() == [False, True, True, False]
+    # cutting a slide: a 2x3 grid of tiles, the tissue one kept with its corner
+    slide = np.concatenate([np.concatenate([flat, tissue, ramp], 1), np.concatenate([flat, flat, flat], 1)], 0)
+    cut, corners = cut_tiles(slide, size)
+    assert cut.shape == (6, size, size, 3) and corners.tolist()[:3] == [[0, 0], [0, 32], [0, 64]]
+    kept, where = tile_image(slide, size)
+    assert len(kept) == 1 and where.tolist() == [[0, 32]] and np.array_equal(kept[0], tissue)
+    assert cut_tiles(slide, size, stride=16)[0].shape[0] == 3 * 5
+
+
+# ---------------------------------------------------------------------- the head
+def test_confusion_and_per_class_accuracy():
+    pred = torch.tensor([0, 1, 1, 2, 2, 2])
+    target = torch.tensor([0, 1, 2, 2, 2, 0])
+    m = confusion_matrix(pred, target, 4)
+    assert m.tolist() == [[1, 0, 1, 0], [0, 1, 0, 0], [0, 1, 2, 0], [0, 0, 0, 0]]
+    acc = per_class_accuracy(m)
+    assert acc[:3].tolist() == [0.5, 1.0, 2 / 3] and torch.isnan(acc[3])
+
+
+def _blobs(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    centres = torch.tensor([[4.0, 0, 0, 0], [0, 4.0, 0, 0], [0, 0, 4.0, 0]])
+    return (centres[y] + torch.randn(n, 4, generator=g)).view(n, 2, 2) * 10 + 50, y
+
+
+def test_mlp_head_learns_and_selects_on_validation():
+    torch.manual_seed(0)
+    train, val, test = _blobs(60, 0), _blobs(60, 1), _blobs(90, 2)
+    head = MLPHead(4, 3, [16])
+    head.set_standardization(train[0])
+    assert torch.allclose(head.mean, train[0].flatten(1).mean(0), atol=1e-4)
+    cfg = ClassifierConfig(hidden=[16], epochs=3, min_steps=160, batch_size=8, lr=3e-3)
+    res = fit_classifier(head, train, val, test, cfg, num_classes=3, seed=0)
+    assert res.epochs == 20 and res.steps == 160  # min_steps raises the epochs of a small subset
+    assert res.test_acc > 0.9 and res.val_acc > 0.9
+    best = res.history[res.best_epoch - 1]
+    assert best["val_acc"] == max(r["val_acc"] for r in res.history) and best["test_acc"] == res.test_acc
+    assert res.final_test_acc == res.history[-1]["test_acc"]
+    assert np.array(res.test_confusion).sum() == 90 and len(res.per_class) == 3
+
+
+@pytest.mark.parametrize("finetune", [False, True])
+def test_feature_classifier_freezes_or_finetunes_the_encoder(finetune):
+    torch.manual_seed(0)
+    stage = StageConfig(channels=8, blocks=1, res_channels=4, levels=[LevelConfig(2, 16, 2), LevelConfig(2, 16, 2)])
+    encoder = DualStackVQVAE(DualStackConfig(image_size=16, stage=stage))
+    encoder.set_phase("all")
+    encoder.train()
+    encoder(torch.rand(16, 3, 16, 16))  # initialise the codebooks
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    head = MLPHead(8 * 2 * 2, 2, [8])
+    model = FeatureClassifier(encoder, head, finetune=finetune)
+    images = (torch.rand(12, 3, 16, 16) * 255).to(torch.uint8)
+    labels = torch.arange(12) % 2
+    cfg = ClassifierConfig(hidden=[8], epochs=2, batch_size=4, lr=1e-2, finetune=finetune)
+    fit_classifier(model, (images, labels), (images, labels), (images, labels), cfg, num_classes=2)
+    after = encoder.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert not any("codebook" in k for k in changed)  # codebooks never move
+    if finetune:
+        assert any("encoders" in k for k in changed)
+    else:
+        assert not changed
+
+
+# ---------------------------------------------------------------------- end to end
+TINY = """
+seed: 0
+data: {{name: {name}, path: {path}, image_size: {size}, val_fraction: 0.25, classes: [0, 1, 2]}}
+model:
+  name: svqvae-dual
+  stage:
+    channels: 8
+    blocks: 1
+    res_channels: 4
+    levels: [{{downsample: 2, codebook_size: 16, dim: 2}}, {{downsample: 2, codebook_size: 16, dim: 2}}]
+train:
+  batch_size: 16
+  optimizer: adamw
+  lr: 3.0e-3
+  progress: false
+  phases: [{{name: stack1.stage1, epochs: 1}}, {{name: stack1.stage2, epochs: 1}}, {{name: stack1.stage3, epochs: 1}},
+           {{name: stack2.stage1, epochs: 1}}, {{name: stack2.stage2, epochs: 1}}]
+classify:
+  models: {{svqvae: stack1, dual_stack: ""}}
+  head: {{hidden: [16], epochs: 2, min_steps: 4, batch_size: 16}}
+"""
+
+
+def _npz(path, size, n_train=60, n_test=24):
+    """A MedMNIST-layout .npz of ``size`` x ``size`` RGB images with 4 classes of different brightness."""
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        y = np.arange(n) % 4
+        x = rng.integers(0, 60, (n, size, size, 3)) + (y * 60)[:, None, None, None]
+        return x.astype(np.uint8), y.astype(np.int64)
+
+    (xtr, ytr), (xte, yte) = split(n_train), split(n_test)
+    np.savez(path, train_images=xtr, train_labels=ytr, test_images=xte, test_labels=yte,
+             class_names=np.array(["a", "b", "c", "d"]))
+    return path
+
+
+def test_classify_command_end_to_end(tmp_path, capsys):
+    """The recipe shape runs on a larger (64x64) .npz, only data.path/image_size changed; results and report."""
+    npz = _npz(tmp_path / "big_64.npz", 64)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY.format(name="npz", path=npz, size=32))
+    out = tmp_path / "out"
+    assert main(["classify", str(cfg), "--fractions", "1,0.1", "--out", str(out), "--set", "data.image_size=64"]) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["fractions"] == [1.0, 0.1] and result["val_selected"] is True
+    assert list(result["models"]) == ["svqvae", "dual_stack", "pixels_mlp"]
+    assert result["class_names"] == ["a", "b", "c"]
+    assert result["data"]["subset_sizes"][1] == 3  # 1 per class at 10 % of 11-12 per class
+    rows = result["models"]
+    assert rows["svqvae"]["feature_shape"] == [4, 8, 8] and rows["dual_stack"]["feature_shape"] == [8, 8, 8]
+    assert rows["pixels_mlp"]["feature_shape"] == [3, 64, 64] and rows["pixels_mlp"]["pretrain_s"] == 0.0
+    assert rows["dual_stack"]["pretrain_s"] > rows["svqvae"]["pretrain_s"] > 0
+    assert rows["dual_stack"]["encoder_params"] > rows["svqvae"]["encoder_params"] > 0
+    for row in rows.values():
+        assert len(row["test_acc"]) == 2 and all(0 <= a <= 1 for a in row["test_acc"] + row["final_test_acc"])
+        assert np.array(row["confusion"][0]).shape == (3, 3) and np.array(row["confusion"][0]).sum() == 18
+    for name in ("report.md", "confusion_100.png", "confusion_10.png", "pretrain/model/config.json"):
+        assert (out / name).is_file(), name
+    assert "val-selected" in (out / "report.md").read_text() or "validation" in (out / "report.md").read_text()
+    # results are not overwritten silently; --overwrite reuses the finished pretraining run
+    assert main(["classify", str(cfg), "--out", str(out), "--set", "data.image_size=64"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["classify", str(cfg), "--fractions", "0.5", "--out", str(out), "--overwrite",
+                 "--set", "data.image_size=64"]) == 0
+    assert "reusing the pretrained model" in capsys.readouterr().out
+    assert json.loads((out / "results.json").read_text())["fractions"] == [0.5]
