@@ -282,3 +282,67 @@ def test_bad_arguments_are_clear():
 def test_bits():
     assert VectorQuantizer(4, 256).bits == pytest.approx(8.0)
     assert Codebook(512, 2).bits == pytest.approx(math.log2(512))
+
+
+# ---------------------------------------------------------------------------------------------- fast path
+@pytest.mark.parametrize("k", [2, 7, 16, 24, 100, 512, 1000, 8192])
+def test_two_stage_minimum_equals_argmin(k):
+    from hiervq.quantize.codebook import _argmin_rows, lane_width
+
+    g = torch.Generator().manual_seed(k)
+    d = torch.randn(37, k, generator=g)
+    lanes = lane_width(k)
+    if k in (512, 1000, 8192):
+        assert lanes > 0 and k % lanes == 0 and lanes % 8 == 0, "large codebooks take the two-stage search"
+    assert torch.equal(_argmin_rows(d, lanes), d.argmin(1))
+    # exact ties: the chosen code is one of the tied minima
+    d[:, k // 2] = d[:, 0] = d.amin(1) - 1.0
+    chosen = _argmin_rows(d, lanes)
+    assert ((chosen == 0) | (chosen == k // 2)).all()
+
+
+@pytest.mark.parametrize("chunk", [1, 64 * 5, 64 * 64, 1 << 30])
+def test_nearest_code_chunks_reuse_one_buffer_exactly(chunk):
+    g = torch.Generator().manual_seed(3)
+    z, w = torch.randn(301, 6, generator=g), torch.randn(64, 6, generator=g)
+    expected = torch.addmm(w.pow(2).sum(1), z, w.t(), alpha=-2.0).argmin(1)
+    assert torch.equal(nearest_code(z, w, chunk_elements=chunk), expected)
+
+
+@pytest.mark.parametrize("estimator", ["ste", "rotation"])
+def test_training_forward_value_is_exactly_the_code_vectors(estimator):
+    torch.manual_seed(0)
+    vq = VectorQuantizer(5, 32, estimator=estimator, init="random", dead_threshold=0)
+    vq.train()
+    w0 = vq.codebook.weight.clone()
+    z = torch.randn(4, 5, 3, 3, requires_grad=True)
+    out = vq(z)
+    q = w0[out.indices].permute(0, 3, 1, 2)
+    assert torch.equal(out.quantized, q)
+    out.quantized.sum().backward()
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+
+def test_update_with_precomputed_counts_is_the_same_update():
+    torch.manual_seed(0)
+    a = Codebook(6, 3, init="random", dead_threshold=0)
+    b = Codebook(6, 3, init="random", dead_threshold=0)
+    b.load_state_dict(a.state_dict())
+    z, idx = torch.randn(40, 3), torch.randint(0, 6, (40,))
+    counts = torch.bincount(idx, minlength=6)
+    before = counts.clone()
+    a.update(z, idx)
+    b.update(z, idx, counts=counts)
+    assert torch.equal(counts, before), "the caller's counts are not modified"
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+    assert torch.equal(b.last_counts, before.float())
+
+
+def test_training_stats_use_the_update_counts():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(4, 8, init="random", dead_threshold=0)
+    vq.train()
+    out = vq(torch.randn(50, 4))
+    assert torch.equal(out.stats["counts"], torch.bincount(out.indices, minlength=8))
+    assert out.stats["counts"].dtype == torch.long
