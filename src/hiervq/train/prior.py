@@ -162,9 +162,10 @@ def fit_prior(
             optimizer.step()
             scheduler.step()
             step += 1
-            nats += float(loss.detach())
+            value = float(loss.detach())
+            nats += value
             if hasattr(bar, "set_postfix"):
-                bar.set_postfix(bits_per_code=f"{float(loss) / LN2:.3f}", refresh=False)
+                bar.set_postfix(bits_per_code=f"{value / LN2:.3f}", refresh=False)
         seconds += time.perf_counter() - t0
         record: dict[str, Any] = {
             "epoch": epoch + 1,
