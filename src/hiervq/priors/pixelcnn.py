@@ -268,10 +268,6 @@ class PixelCNN(nn.Module):
                 codes[:, i, j] = torch.multinomial(probs, 1, generator=generator)[:, 0]
         return codes
 
-    def receptive_rows(self) -> int:
-        """How many rows above the current one the vertical stack reaches."""
-        return self.config.layers * (self.config.kernel_size // 2) + 1
-
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
