@@ -186,3 +186,22 @@ def test_resume_in_the_middle_of_a_phase_is_exact(tmp_path):
     for key, value in full.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[key]), key
     assert [r["phase"] for r in history] == ["stage1", "stage2", "stage2", "stage2"]
+
+
+def test_stack1_of_the_dual_model_is_the_svqvae():
+    """Trained with the same seed and phases, the dual model's stack 1 equals an SVQVAE trained alone, bit for bit:
+    the SVQVAE row of a comparison can use stack 1 of the dual model (paired, and pretrained only once)."""
+    data = DataSplits(train=_images(32), test=_images(8, seed=1))
+    names = ["stage1", "stage2"]
+    trained = []
+    for prefix, build_model in (("", lambda: StackedVQVAE(StackedConfig(image_size=16, stages=2, stage=small_stage()))),
+                                ("stack1.", lambda: DualStackVQVAE(DualStackConfig(image_size=16, stack1=2, stack2=1,
+                                                                                   stage=small_stage())))):
+        torch.manual_seed(0)
+        model = build_model()
+        config = TrainConfig(phases=[PhaseConfig(prefix + n, 1) for n in names], batch_size=8, lr=1e-2, progress=False)
+        Trainer(config, seed=0).fit(model, data)
+        trained.append(model)
+    alone, dual = trained
+    for key, value in alone.state_dict().items():
+        assert torch.equal(value, dual.stack1.state_dict()[key]), key

@@ -334,7 +334,10 @@ class DualStackVQVAE(DiscreteAutoencoder):
         super().__init__(config)
         config.validate()
         self.stack1 = StackedVQVAE(config.first())
-        self.stack2 = StackedVQVAE(config.second())
+        # stack 2 draws its initial weights from a fork of the RNG: building the dual model leaves the global RNG
+        # where building stack 1 alone leaves it, so stack 1 trains exactly like an SVQVAE alone with that seed
+        with torch.random.fork_rng(devices=[]):
+            self.stack2 = StackedVQVAE(config.second())
 
     # ---------------------------------------------------------------- description
     @property
