@@ -118,7 +118,10 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     try:
         info = DistInfo(rank=rank, world_size=WORLD)
         x = data()
-        result = {name: train(q, [x[s, rank] for s in range(STEPS)], info) for name, q in SCENARIOS.items()}
+        result = {}
+        for name, q in SCENARIOS.items():
+            result[name] = train(q, [x[s, rank] for s in range(STEPS)], info)
+            result[f"{name}_rng"] = torch.get_rng_state()
         pairs = [codebook_data(s, rank) for s in range(3)]
         result["codebook"] = codebook_updates([p[0] for p in pairs], [p[1] for p in pairs])
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
@@ -151,6 +154,9 @@ def test_codebooks_are_bitwise_identical_on_every_rank(ranks):
     # the scenario did exercise what it claims: initialised codebooks, and dead codes re-seeded during training
     assert all(bool(a[f"vq.{i}.codebook.initialized"]) for i in range(2))
     assert sum(int(a[f"vq.{i}.codebook.reset_count"].sum()) for i in range(2)) > 0
+    # every rank made the same random draws (rank 0's were used): the streams stay in step, so resuming from
+    # rank 0's saved random state continues every rank exactly
+    assert torch.equal(ranks[0]["reset_on_rng"], ranks[1]["reset_on_rng"])
 
 
 def test_codebooks_equal_one_process_on_the_concatenated_batches(ranks):

@@ -16,7 +16,7 @@ INITS = ("data", "kmeans", "random")
 #: 2**18 float32 entries = 1 MiB: one chunk of distances stays in a core's L2 cache while it is written by the
 #: GEMM and read back by the search for its minimum, which is several times faster than streaming a larger
 #: block through memory (see docs/performance.md for the measurements behind this choice).
-DEFAULT_CHUNK_ELEMENTS = 1 << 18
+DEFAULT_CHUNK_ELEMENTS = 1 << 19
 
 
 def lane_width(num_codes: int) -> int:
@@ -313,10 +313,10 @@ class Codebook(nn.Module):
         self.ema_sum.mul_(d).add_(sums, alpha=1.0 - d)
         n = self.ema_count.sum()
         smoothed = (self.ema_count + self.eps) / (n + self.num_codes * self.eps) * n
-        w = self.ema_sum / smoothed[:, None]
         if self.cosine:
-            w = F.normalize(w, dim=-1)
-        self.weight.copy_(w)
+            self.weight.copy_(F.normalize(self.ema_sum / smoothed[:, None], dim=-1))
+        else:
+            torch.div(self.ema_sum, smoothed[:, None], out=self.weight)
 
     def _track_usage(self, counts: torch.Tensor, z: torch.Tensor) -> int:
         self.usage_window[int(self.window_pos) % self.dead_window] = counts
