@@ -8,7 +8,8 @@ a 1-D sequence of 64 codes from one codebook of K = 256. Writes
   ``{"mnist": {"pqvae": {"mse", "psnr", "perplexity", "epochs", "train_s"}, "vqvae": {...}}, "cifar10": {...}}``
   (full test split, MSE on [0, 1], perplexity of the codebook over the test codes);
 * ``benchmarks/results/pqvae_bayes_mnist.json``: ``{"prefix_lengths", "independent", "conditional"}`` (test
-  accuracy of the code-count Bayes classifiers of the MNIST PQ-VAE vs the number of leading codes).
+  accuracy of the code-count Bayes classifiers of the MNIST PQ-VAE vs the number of leading codes, Laplace
+  smoothing alpha = 1), its figure, and ``pqvae_bayes_mnist_smoothing.json`` (alpha = 0.01 ... 10).
 
 The run directories stay under ``--runs`` (default ``runs/bench-pqvae``) for ``hiervq info`` / ``hiervq prior``.
 Run it under the heavy-compute lock::
@@ -109,6 +110,14 @@ def main() -> int:
                                       model.levels[0].codebook_size, 10)
                 bayes = {k: curves[k] for k in ("prefix_lengths", "independent", "conditional")}
                 write_json(results_dir / "pqvae_bayes_mnist.json", bayes)
+                smoothing = {}
+                for alpha in (0.01, 0.1, 1.0, 10.0):
+                    c = bayes_curves(train.codes, train.labels, test.codes, test.labels,
+                                     model.levels[0].codebook_size, 10, alpha=alpha)
+                    smoothing[str(alpha)] = {m: {"all_codes": c[m][-1], "best": max(c[m]),
+                                                 "best_prefix": c["prefix_lengths"][c[m].index(max(c[m]))]}
+                                             for m in ("independent", "conditional")}
+                write_json(results_dir / "pqvae_bayes_mnist_smoothing.json", smoothing)
                 plot_bayes(curves, results_dir / "pqvae_bayes_mnist.png", "MNIST PQ-VAE codes: Bayes rule on counts")
                 print(f"mnist pqvae Bayes: best independent {max(bayes['independent']):.4f}, "
                       f"best conditional {max(bayes['conditional']):.4f}", flush=True)
