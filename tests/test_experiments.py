@@ -300,3 +300,51 @@ def test_cli_compare_dry_run_and_errors(capsys, tmp_path):
     assert "2 points" in capsys.readouterr().out
     assert main(["sweep", str(path), "--dry-run", "--grid", "model.quantizer.nope=1"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- committed study results
+def _check_entry(e: dict, per_level: bool) -> None:
+    keys = {"K", "D", "C", "continuous_budget", "discrete_budget", "psnr", "psnr_std", "mse", "perplexity",
+            "used_fraction", "params"}
+    assert set(e) == keys
+    for k in ("K", "D", "C"):
+        if per_level:
+            assert isinstance(e[k], list) and len(e[k]) >= 2 and all(isinstance(v, int) for v in e[k]), k
+        else:
+            assert isinstance(e[k], int), k
+    for k in ("continuous_budget", "discrete_budget", "params"):
+        assert isinstance(e[k], int), k
+    for k in ("psnr", "psnr_std", "mse", "perplexity", "used_fraction"):
+        assert isinstance(e[k], float), k
+    assert 0.0 < e["used_fraction"] <= 1.0 and e["perplexity"] >= 1.0
+    K = e["K"] if per_level else [e["K"]]
+    D = e["D"] if per_level else [e["D"]]
+    assert e["discrete_budget"] == sum(k * d for k, d in zip(K, D))
+
+
+def test_committed_capacity_results_have_the_issue_format():
+    data = json.loads((REPO / "benchmarks" / "results" / "capacity_match_cifar10.json").read_text())
+    assert set(data) == {"pairs", "ablation"} and len(data["pairs"]) >= 3
+    assert list(data["ablation"]) == ["none", "data_init", "dead_reset", "low_dim"]
+    for pair in data["pairs"] + list(data["ablation"].values()):
+        assert set(pair) == {"single", "hier"}
+        _check_entry(pair["single"], per_level=False)
+        _check_entry(pair["hier"], per_level=True)
+        # capacity matched: equal continuous and discrete budgets, single grid = bottom grid
+        for key in ("continuous_budget", "discrete_budget"):
+            assert pair["single"][key] == pair["hier"][key], key
+    assert len({p["hier"]["discrete_budget"] for p in data["pairs"]}) == len(data["pairs"])  # distinct budgets
+    assert len({s["hier"]["discrete_budget"] for s in data["ablation"].values()}) == 1  # constant K*D
+
+
+def test_committed_estimator_results_have_the_issue_format():
+    path = REPO / "benchmarks" / "results" / "estimators_cifar10.json"
+    if not path.is_file():
+        pytest.skip("estimators_cifar10.json not written yet")
+    data = json.loads(path.read_text())
+    assert set(data) == {"ste", "rotation", "beta"}
+    assert list(data["beta"]) == ["0.1", "0.25", "0.5", "1", "2"]
+    for e in [data["ste"], data["rotation"], *data["beta"].values()]:
+        assert set(e) == {"test_recon", "test_codebook", "perplexity"}
+        assert all(isinstance(v, float) and v > 0 for v in e.values())
+    assert data["beta"]["0.25"] == data["ste"]  # the ste run is beta = 0.25
