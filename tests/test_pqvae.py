@@ -210,3 +210,27 @@ def test_step_entropies_and_gumbel_sampling_at_low_temperature():
         ent = model.step_entropies(x)
     assert torch.equal(sampled, codes)
     assert ent.shape == codes.shape and (ent >= 0).all() and (ent <= math.log(16) + 1e-5).all()
+
+
+def test_gumbel_training_updates_the_codebook_with_nearest_codes():
+    """At a high temperature the drawn codes are nearly random; the EMA codebook update, the commitment term and
+    the reported codes must still use the nearest codes, otherwise every code is pulled toward the mean of e
+    (the codebook collapse that kept early PQ-VAE runs near the blurry-mean-digit MSE)."""
+    kw = dict(map_size=2, steps=1, codebook_size=8, spatial_dim=4, channel_dim=2, init="random", dead_threshold=0.0,
+              ema_decay=0.5)
+    z = 3.0 * torch.randn(64, 2, 2, 2, generator=torch.Generator().manual_seed(7))
+    runs = {}
+    for estimator, temperature in (("ste", 1.0), ("gumbel", 1e4)):
+        torch.manual_seed(8)
+        q = ProgressiveQuantizer(2, estimator=estimator, temperature=temperature, **kw).train()
+        first = q(z)
+        for _ in range(20):
+            last = q(z)
+        runs[estimator] = (first, last, q.codebook.weight.clone())
+    (f_ste, l_ste, w_ste), (f_gum, l_gum, w_gum) = runs["ste"], runs["gumbel"]
+    assert torch.equal(f_gum.indices, f_ste.indices) and torch.equal(l_gum.indices, l_ste.indices)
+    assert f_gum.losses["commitment"].item() == pytest.approx(f_ste.losses["commitment"].item(), rel=1e-5)
+    torch.testing.assert_close(w_gum, w_ste)
+    assert w_gum.std(0).mean().item() > 0.5  # random assignments would have collapsed the codes to ~ the mean
+    # the decoder path does get drawn codes: at this temperature they are not the nearest ones
+    assert not torch.equal(f_gum.quantized, f_ste.quantized)

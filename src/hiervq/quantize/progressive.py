@@ -68,7 +68,9 @@ class ProgressiveQuantizer(nn.Module):
         channel_dim: c, outputs of the channel map (C -> c); ``None`` keeps C. Code vectors have D = s * c.
         estimator: ``"gumbel"`` (training samples the code from softmax(-distance / temperature) with the
             Gumbel-max trick; gradients: straight-through to e plus the Gumbel-softmax relaxation) or ``"ste"``
-            (nearest code, straight-through). Evaluation always takes the nearest code.
+            (nearest code, straight-through). Evaluation always takes the nearest code. The drawn code only feeds
+            the decoder path (and the later steps' residuals); the commitment/codebook terms, the codebook update
+            and the returned indices always use the nearest code.
         temperature: softmax temperature over negative squared distances (sampling and entropy terms).
         beta: weight of the commitment term |e_l - sg(e_hat_l)|^2 (mean over steps).
         entropy_weight: lambda_h, weight of sum_l [H(q(z_l | x)) - H(q(z_l))].
@@ -254,8 +256,9 @@ class ProgressiveQuantizer(nn.Module):
 
         Works in the transformed domain: e_l = T_l(F_l) = T_l(F) - sum_{k<l} T_l T_k^+ (e_hat_k), with T_l(F) for all
         steps from one product and the cross operators in factored form, so that no step touches the full map.
-        Returns per step: the quantizer outputs e_hat_l (N, D) (straight-through/relaxed when ``track_grad``),
-        e_l (N, D), the code vectors (N, D), the codes (N,) and the logits (N, K) = -(distance - |e|^2) / temperature.
+        Returns per step: the quantizer outputs e_hat_l (N, D) (the drawn code when ``sample``, else the nearest;
+        straight-through/relaxed when ``track_grad``), e_l (N, D), the nearest code vectors (N, D), the nearest codes
+        (N,) and the logits (N, K) = -(distance - |e|^2) / temperature.
         """
         n = x.shape[0] * x.shape[1]
         steps, s, c, d = self.steps, self.spatial_dim, self.channel_dim, self.code_dim
@@ -281,19 +284,23 @@ class ProgressiveQuantizer(nn.Module):
             logits = torch.addmm(w_sq, e, weight.t(), beta=-1.0, alpha=2.0)
             if self.temperature != 1.0:
                 logits = logits / self.temperature
-            if sample:
-                noisy = logits + noise[step]
-                idx = noisy.detach().argmax(-1)
-            else:
-                idx = logits.detach().argmax(-1)
+            idx = logits.detach().argmax(-1)  # the nearest code
             q = F.embedding(idx, weight)
+            if sample:
+                # the decoder path gets a code drawn from softmax(logits); the nearest code q (idx) still serves
+                # the commitment/codebook terms and the codebook update: with a flat softmax a sampled code is
+                # nearly random, and averaging e over random assignments would pull every code to the mean of e
+                noisy = logits + noise[step]
+                drawn = F.embedding(noisy.detach().argmax(-1), weight)
+            else:
+                drawn = q
             if track_grad:
-                out = e + (q - e).detach()
+                out = e + (drawn - e).detach()
                 if sample:
                     relaxed = noisy.softmax(-1) @ weight
                     out = out + (relaxed - relaxed.detach())
             else:
-                out = q
+                out = drawn
             if step + 1 < steps:
                 outs.append(out.view(n, c, s).transpose(0, 1))
             flat.append(out)
@@ -308,7 +315,8 @@ class ProgressiveQuantizer(nn.Module):
     def forward(self, z: torch.Tensor) -> Quantized:
         """Quantize ``z`` (B, C, H, W).
 
-        Returns :class:`Quantized` with ``quantized`` (B, C, H, W) = F_hat, ``indices`` (B, L * G) (step-major),
+        Returns :class:`Quantized` with ``quantized`` (B, C, H, W) = F_hat (from the drawn codes when sampling),
+        ``indices`` (B, L * G) the nearest codes (step-major),
         ``loss`` = beta * commitment (+ codebook term without EMA) + entropy_weight * entropy,
         ``losses`` (``commitment``, ``codebook``, ``entropy`` = sum_l [H(q(z_l|x)) - H(q(z_l))], ``cond_entropy``
         and ``marg_entropy`` summed over steps, nats) and ``stats`` (``perplexity``, ``used_fraction``, ``counts``,
