@@ -10,9 +10,9 @@ beta = 0.25), then writes benchmarks/results/estimators_cifar10.json:
 ``test_recon`` is the test MSE on [0, 1] (full test split); ``perplexity`` is the test-set perplexity of the
 codebook. With EMA codebooks the codebook term |sg(e) - q|^2 gets no gradient (the EMA moves the codes), so
 ``test_codebook`` reports its value, which equals the commitment distance |e - sg(q)|^2 (unweighted by beta).
-Run from the repository root, alone on the machine (6 runs, about 3-6 minutes each on 2 cores):
+Run from the repository root in a one-thread lane (6 runs, about 5-8 minutes each on one thread):
 
-    flock /tmp/hiervq-heavy.lock python benchmarks/estimators_cifar10.py [--runs runs] [--set key=value ...]
+    OMP_NUM_THREADS=1 flock /tmp/hiervq-laneB.lock python benchmarks/estimators_cifar10.py [--runs runs] [--set key=value ...]
 """
 
 from __future__ import annotations
