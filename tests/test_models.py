@@ -9,11 +9,13 @@ import torch
 import hiervq
 from hiervq.errors import CheckpointError, ConfigError, DataError
 from hiervq.models import VQVAE, HierarchicalConfig, HierarchicalVQVAE, LevelConfig, QuantizerConfig, VQVAEConfig
+from hiervq.nn import make_blocks
 from hiervq.pretrained import build
 
 
-def tiny(levels, mode="conditioned", block="res", in_channels=1, size=16, estimator="ste", **q):
+def tiny(levels, mode="conditioned", block="res", in_channels=1, size=16, estimator="ste", up_blocks=0, **q):
     cfg = HierarchicalConfig(
+        up_blocks=up_blocks,
         image_size=size,
         in_channels=in_channels,
         channels=16,
@@ -56,6 +58,25 @@ def test_decode_of_encode_equals_eval_forward(levels, mode, block):
     assert torch.equal(recon, ev.recon)
     grids = [lv.grid for lv in model.levels]
     assert [tuple(c.shape[1:]) for c in codes] == grids
+
+
+@pytest.mark.parametrize("block", ["res", "convnext"])
+def test_up_blocks_add_capacity_at_the_intermediate_resolutions(block):
+    torch.manual_seed(0)
+    plain = tiny([(4, 32, 8)], block=block)
+    model = tiny([(4, 32, 8)], block=block, up_blocks=2)
+    # factor 4: one intermediate step (4x4 -> 8x8), where two blocks of channels // 2 = 8 channels are added
+    extra = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in plain.parameters())
+    per_block = sum(p.numel() for p in make_blocks(block, 8, 1, 8).parameters())
+    assert extra == 2 * per_block
+    x = torch.rand(2, 1, 16, 16)
+    model.eval()
+    with torch.no_grad():
+        ev = model(x)
+        assert ev.recon.shape == x.shape
+        assert torch.equal(model.decode(model.encode(x)), ev.recon)
+    with pytest.raises(ValueError, match="up_blocks"):
+        tiny([(4, 32, 8)], up_blocks=-1)
 
 
 @pytest.mark.parametrize("estimator", ["rotation", "gumbel"])

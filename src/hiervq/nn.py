@@ -98,7 +98,9 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """A 3x3 conv to ``channels``, ``blocks`` blocks, then upsampling by ``factor`` with transposed 4x4 convs.
 
-    (B, in_channels, h, w) -> (B, out_channels, h * factor, w * factor).
+    (B, in_channels, h, w) -> (B, out_channels, h * factor, w * factor). ``up_blocks`` > 0 adds that many blocks
+    after every intermediate upsampling step (at ``channels // 2`` channels): capacity at the higher resolutions,
+    where the VQ-VAE-2 decoder has only one transposed conv per step.
     """
 
     def __init__(
@@ -110,6 +112,7 @@ class Decoder(nn.Module):
         blocks: int = 2,
         res_channels: int = 32,
         block: str = "res",
+        up_blocks: int = 0,
     ) -> None:
         super().__init__()
         steps = log2_factor(factor)
@@ -124,6 +127,10 @@ class Decoder(nn.Module):
             layers.append(nn.ConvTranspose2d(c, out, 4, stride=2, padding=1))
             if not last:
                 layers.append(nn.ReLU(inplace=True))
+                if up_blocks:
+                    layers.append(make_blocks(block, out, up_blocks, res_channels))
+                    if block == "res":
+                        layers.append(nn.ReLU(inplace=True))
             c = out
         if steps == 0:
             layers.append(nn.Conv2d(channels, out_channels, 3, padding=1))

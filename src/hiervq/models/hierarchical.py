@@ -53,6 +53,7 @@ def _default_levels() -> list[LevelConfig]:
 class HierarchicalConfig:
     """Configuration of :class:`HierarchicalVQVAE` (and of :class:`VQVAE`, with one level).
 
+    ``up_blocks``: blocks after each intermediate upsampling step of the image decoder (0: VQ-VAE-2's decoder).
     ``raw_input``: the inputs are not images in [0, 1] but e.g. another model's latents (a stage of a stack):
     they are encoded as they are (no [0, 1] -> [-1, 1] mapping) and reconstructed on their own scale.
     """
@@ -64,6 +65,7 @@ class HierarchicalConfig:
     blocks: int = 2
     res_channels: int = 32
     block: str = "res"
+    up_blocks: int = 0
     mode: str = "conditioned"
     levels: list[LevelConfig] = field(default_factory=_default_levels)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
@@ -75,8 +77,8 @@ class HierarchicalConfig:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if not self.levels:
             raise ValueError("at least one level is needed")
-        if self.in_channels < 1 or self.channels < 1 or self.blocks < 0:
-            raise ValueError("in_channels and channels must be >= 1, blocks >= 0")
+        if self.in_channels < 1 or self.channels < 1 or self.blocks < 0 or self.up_blocks < 0:
+            raise ValueError("in_channels and channels must be >= 1, blocks and up_blocks >= 0")
         size = self.image_size
         sides = [size, size] if isinstance(size, int) else list(size)
         total = math.prod(lv.downsample for lv in self.levels)
@@ -122,7 +124,7 @@ class HierarchicalVQVAE(DiscreteAutoencoder):
                     )
         self.decoder = Decoder(
             sum(lv.dim for lv in c.levels), c.in_channels, c.channels, c.levels[0].downsample,
-            c.blocks, c.res_channels, c.block,
+            c.blocks, c.res_channels, c.block, c.up_blocks,
         )
 
     # ---------------------------------------------------------------- description
