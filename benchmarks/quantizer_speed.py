@@ -22,7 +22,7 @@ commitment weight 0.25, random codebook init, no dead-code reset, (1, N, D) chan
 
 Usage (the numbers in benchmarks/results/quantizer_speed.json were made with the first line):
 
-    flock /tmp/hiervq-heavy.lock python benchmarks/quantizer_speed.py
+    python benchmarks/quantizer_speed.py
     python benchmarks/quantizer_speed.py --rows 8192,64,512 --repeats 5   # a quick look
 """
 
