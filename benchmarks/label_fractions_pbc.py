@@ -10,9 +10,10 @@ included) into a fresh folder, measures the whole wall time, and writes benchmar
 ``test_acc`` is the test accuracy (on [0, 1]) at the epoch selected on the validation split; ``params`` counts the
 pretrained encoder (the SVQVAE row: stack 1 only) plus the MLP head; ``pretrain_s`` is the training time of the
 phases that trained the row's encoder (0 for pixels). The full results (final-epoch accuracy, per-class accuracy,
-confusion matrices, the report) stay in the output folder. Run from the repository root, alone on the machine:
+confusion matrices, the report) stay in the output folder. Run from the repository root, on one core (the committed
+numbers: one thread, the other core busy with another job):
 
-    flock /tmp/hiervq-heavy.lock python benchmarks/label_fractions_pbc.py [--out runs/label_fractions_pbc] [--set k=v ...]
+    OMP_NUM_THREADS=1 python benchmarks/label_fractions_pbc.py [--out runs/label_fractions_pbc] [--set k=v ...]
 """
 
 from __future__ import annotations
