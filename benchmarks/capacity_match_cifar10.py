@@ -14,7 +14,7 @@ PSNR/MSE are over the full CIFAR-10 test split (10,000 images; mean and std over
 ``perplexity`` is the mean of its levels' test-set perplexities and ``used_fraction`` is used codes / all codes.
 Run from the repository root, alone on the machine (14 runs, about 3-6 minutes each on 2 cores):
 
-    flock /tmp/hiervq-heavy.lock python benchmarks/capacity_match_cifar10.py [--runs runs] [--set key=value ...]
+    python benchmarks/capacity_match_cifar10.py [--runs runs] [--set key=value ...]
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ codebook. With EMA codebooks the codebook term |sg(e) - q|^2 gets no gradient (t
 ``test_codebook`` reports its value, which equals the commitment distance |e - sg(q)|^2 (unweighted by beta).
 Run from the repository root in a one-thread lane (6 runs, about 5-8 minutes each on one thread):
 
-    OMP_NUM_THREADS=1 flock /tmp/hiervq-laneB.lock python benchmarks/estimators_cifar10.py [--runs runs] [--set key=value ...]
+    OMP_NUM_THREADS=1 python benchmarks/estimators_cifar10.py [--runs runs] [--set key=value ...]
 """
 
 from __future__ import annotations

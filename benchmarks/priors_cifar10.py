@@ -1,6 +1,6 @@
 """The whole generation flow on CIFAR-10: 3-level ConvNeXt VQ-VAE, a class-conditional PixelCNN per level, sampling.
 
-    flock /tmp/hiervq-heavy.lock python benchmarks/priors_cifar10.py [--config ...] [--set ...] [--n 64]
+    python benchmarks/priors_cifar10.py [--config ...] [--set ...] [--n 64]
 
 Trains ``configs/hvqvae3-convnext-cifar10.yaml`` into ``runs/bench-priors-cifar10`` (replaced), fits every
 level's prior (top first), samples ``--n`` images (one row per class) and writes
