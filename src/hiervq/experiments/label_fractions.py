@@ -274,7 +274,8 @@ def write_classify_report(out_dir: Path, result: dict[str, Any]) -> None:
     ]
     for name, row in result["models"].items():
         shape = "x".join(str(s) for s in row["feature_shape"])
-        mode = "fine-tuned with the encoder" if row["finetune"] else "on frozen features"
+        mode = ("on raw pixels" if row["source"] == "pixels" else
+                "fine-tuned with the encoder" if row["finetune"] else "on frozen features")
         parts.append(f"| {name} | {row['source']}: {shape} | {row['params']:,} ({row['encoder_params']:,} + "
                      f"{row['head_params']:,}) | {row['pretrain_s']:.0f} | {mode} |")
     pre = result["pretrain"]
