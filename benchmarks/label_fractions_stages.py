@@ -7,9 +7,9 @@ Writes benchmarks/results/label_fractions_stages.json:
 
     {"run": str, "fractions": [...], "rows": {"stack1.stage1": {"feature_shape": [C, h, w], "test_acc": [...]}, ...}}
 
-Run after the label-fraction benchmark (it reuses its pretraining run), in a CPU lane:
+Run after the label-fraction benchmark (it reuses its pretraining run); about 2 minutes on one thread:
 
-    OMP_NUM_THREADS=1 flock /tmp/hiervq-laneB.lock python benchmarks/label_fractions_stages.py
+    OMP_NUM_THREADS=1 python benchmarks/label_fractions_stages.py
 """
 
 from __future__ import annotations
