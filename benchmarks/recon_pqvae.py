@@ -12,9 +12,10 @@ a 1-D sequence of 64 codes from one codebook of K = 256. Writes
   smoothing alpha = 1), its figure, and ``pqvae_bayes_mnist_smoothing.json`` (alpha = 0.01 ... 10).
 
 The run directories stay under ``--runs`` (default ``runs/bench-pqvae``) for ``hiervq info`` / ``hiervq prior``.
-Run it under the heavy-compute lock::
+The committed results come from 2 epochs per model on one thread (25.3 min in all, measured while another
+single-thread job used the second core; see docs/pqvae.md)::
 
-    flock /tmp/hiervq-heavy.lock python benchmarks/recon_pqvae.py            # ~80 min on 2 CPU cores
+    OMP_NUM_THREADS=1 python benchmarks/recon_pqvae.py --threads 1 --set train.epochs=2
     python benchmarks/recon_pqvae.py --only mnist --set train.epochs=1       # a quicker look
 """
 
