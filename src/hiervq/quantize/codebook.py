@@ -13,7 +13,7 @@ from . import distributed as qdist
 INITS = ("data", "kmeans", "random")
 
 #: Default bound on the number of distance entries (rows x codes) computed at once by ``nearest``.
-#: 2**18 float32 entries = 1 MiB: one chunk of distances stays in a core's L2 cache while it is written by the
+#: 2**19 float32 entries = 2 MiB: one chunk of distances stays in a core's L2 cache while it is written by the
 #: GEMM and read back by the search for its minimum, which is several times faster than streaming a larger
 #: block through memory (see docs/performance.md for the measurements behind this choice).
 DEFAULT_CHUNK_ELEMENTS = 1 << 19
