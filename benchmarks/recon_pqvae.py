@@ -113,8 +113,9 @@ def main() -> int:
                 write_json(results_dir / "pqvae_bayes_mnist.json", bayes)
                 smoothing = {}
                 for alpha in (0.01, 0.1, 1.0, 10.0):
-                    c = bayes_curves(train.codes, train.labels, test.codes, test.labels,
-                                     model.levels[0].codebook_size, 10, alpha=alpha)
+                    c = curves if alpha == curves["alpha"] else bayes_curves(
+                        train.codes, train.labels, test.codes, test.labels,
+                        model.levels[0].codebook_size, 10, alpha=alpha)
                     smoothing[str(alpha)] = {m: {"all_codes": c[m][-1], "best": max(c[m]),
                                                  "best_prefix": c["prefix_lengths"][c[m].index(max(c[m]))]}
                                              for m in ("independent", "conditional")}
