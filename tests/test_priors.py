@@ -323,3 +323,44 @@ def test_end_to_end_mnist_recipe_tiny(tmp_path):
     again = sample_run(run, n=4, class_label=3, seed=5)
     assert torch.equal(again.codes[0], a.codes[0])  # seeded
     assert np.isfinite(a.samples_per_s) and a.samples_per_s > 0
+
+
+def test_prior_resume_is_exact(tmp_path):
+    """A prior run interrupted after epoch 1 and resumed ends with the weights of an uninterrupted run."""
+    from hiervq.errors import CheckpointError
+    from hiervq.train import config_from_dict, train_run
+    from hiervq.train.prior import prior_run
+
+    raw = copy.deepcopy(TINY_RUN)
+    raw["train"]["epochs"] = 1
+    run = tmp_path / "ae"
+    train_run(config_from_dict(raw, "tiny"), run)
+    sets = ["model.channels=8", "model.layers=2", "model.dropout=0.2", "train.epochs=2", "train.batch_size=32",
+            "train.lr=0.01", "train.progress=false"]
+    quiet = lambda msg: None  # noqa: E731
+    prior_run(run, "top", overrides=sets, out=tmp_path / "full", log=quiet)
+
+    def interrupt_in_epoch_2(msg):
+        if "epoch 2:" in msg:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prior_run(run, "top", overrides=sets, out=tmp_path / "cut", log=interrupt_in_epoch_2)
+    assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 1
+    assert not (tmp_path / "cut" / "model").exists()
+    with pytest.raises(HierVQError, match="saved config"):
+        prior_run(run, "top", overrides=sets, out=tmp_path / "cut", resume=True, log=quiet)
+    with pytest.raises(HierVQError, match="belongs to"):
+        prior_run(run, "bottom", out=tmp_path / "cut", resume=True, log=quiet)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        prior_run(run, "top", out=tmp_path / "nothing", resume=True, log=quiet)
+    summary = prior_run(run, "top", out=tmp_path / "cut", resume=True, log=quiet)
+
+    full, cut = hiervq.load(tmp_path / "full").state_dict(), hiervq.load(tmp_path / "cut").state_dict()
+    assert all(torch.equal(full[k], cut[k]) for k in full)
+
+    def nll_per_epoch(d):
+        return [(r["epoch"], r["train"], r["test"]) for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())]
+
+    assert nll_per_epoch(tmp_path / "cut") == nll_per_epoch(tmp_path / "full")
+    assert summary["epochs"] == 2

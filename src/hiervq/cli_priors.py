@@ -16,19 +16,25 @@ def _cmd_prior(args: argparse.Namespace) -> int:
     from .errors import HierVQError
     from .pretrained import load
     from .priors import prior_kind_for
+    from .train.checkpoint import CHECKPOINT_DIR, LAST
     from .train.prior import PRIORS_DIR, prior_run
 
+    resume = {}  # level -> resume it (--level all --resume: levels without a checkpoint start afresh)
     if args.level == "all":
         model = load(args.run)
         levels = prior_kind_for(model).prior_levels(model)
         if args.out and len(levels) > 1:
             raise HierVQError("--level all writes RUN/priors/level<N> for every level; drop --out or name one level")
+        for level in levels:
+            resume[level] = args.resume and (Path(args.run) / PRIORS_DIR / f"level{level}" / CHECKPOINT_DIR / LAST).is_file()
     else:
         levels = [args.level]
+        resume[args.level] = args.resume
     summaries = []
     for level in levels:
         summaries.append(
-            prior_run(args.run, level, args.class_conditional, args.set, args.out, overwrite=args.overwrite)
+            prior_run(args.run, level, args.class_conditional, args.set, args.out, overwrite=args.overwrite,
+                      resume=resume[level])
         )
     rows = [
         {k: s[k] for k in ("level", "grid", "codebook_size", "bits_per_code", "bits_per_image", "uniform_bits_per_image")}
@@ -64,7 +70,8 @@ def add_commands(sub, add_common) -> None:
         description="Fit an autoregressive prior (a gated PixelCNN per level for hierarchical VQ-VAEs) over the "
         "codes of a finished run; the codes are extracted once and cached in RUN/codes.npz. Defaults come from "
         "the run config's priors: section. Writes RUN/priors/level<N>/ (or --out) with model/, metrics.jsonl, "
-        "summary.json (test NLL in bits per code and per image, next to uniform log2(K) x codes).",
+        "summary.json (test NLL in bits per code and per image, next to uniform log2(K) x codes) and a checkpoint "
+        "after every epoch (--resume continues it).",
     )
     p.add_argument("run", help="autoencoder run directory")
     p.add_argument("--level", help="top, bottom, a level index (0 = bottom), or all (default: the only level)")
@@ -74,6 +81,9 @@ def add_commands(sub, add_common) -> None:
                    help="override a prior config key, e.g. train.epochs=5 or model.layers=6")
     p.add_argument("--out", help="prior run directory (default RUN/priors/level<N>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing prior run directory")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted prior run from its checkpoint, with its saved config (with --level "
+                   "all: every level that has a checkpoint; the others start afresh)")
     add_common(p)
     p.set_defaults(func=_cmd_prior)
 

@@ -11,6 +11,7 @@ Prior run directory (default ``AE_RUN/priors/level<N>``)::
                          metadata names the autoencoder run (and a hash of its weights), the level, the grid, K,
                          whether it is class-conditional, and the class names
     PRIOR/metrics.jsonl  one line per epoch: train and test negative log-likelihood in bits per code
+    PRIOR/checkpoints/last.pt  written atomically after every epoch; ``hiervq prior RUN --resume`` continues it
     PRIOR/summary.json   test NLL in bits per code and per image, next to uniform log2(K) x codes
     PRIOR/codes.npz      the cached train/test codes (a hard link to ``AE_RUN/codes.npz`` where possible)
 
@@ -34,10 +35,11 @@ from typing import Any
 import torch
 import yaml
 
-from ..errors import HierVQError
-from ..pretrained import load, read_meta, resolve_model_dir
+from ..errors import ConfigError, HierVQError
+from ..pretrained import atomic_write_bytes, load, read_meta, resolve_model_dir
 from ..priors import CODES_FILE, CodeSet, PriorKind, cache_key, cached_codes, prior_kind_for, uniform_bits
 from ..schema import from_dict, to_dict
+from .checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint, save_checkpoint
 from .config import PriorsConfig, TrainConfig, apply_overrides
 from .distributed import resolve_device
 from .report import write_json
@@ -123,10 +125,15 @@ def fit_prior(
     run_dir: Path | None = None,
     seed: int = 0,
     log=None,
+    resume: dict | None = None,
+    checkpoint_extra: dict | None = None,
 ) -> tuple[list[dict], float]:
     """Train ``prior`` on ``train``'s codes with cross-entropy (mean nats per code); evaluate on ``test``.
 
-    Appends one record per evaluated epoch to ``run_dir/metrics.jsonl``. Returns (history, train seconds).
+    With a ``run_dir``, appends one record per epoch to ``run_dir/metrics.jsonl`` and writes
+    ``run_dir/checkpoints/last.pt`` atomically after every epoch; ``resume`` (such a checkpoint) continues from
+    it exactly: the same batches, dropout draws and weights as an uninterrupted fit. ``checkpoint_extra`` entries
+    are stored in the checkpoint too. Returns (history, train seconds).
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     device = resolve_device(config.device)
@@ -142,8 +149,16 @@ def fit_prior(
         lambda s: lr_factor(s, total, config.schedule, config.warmup_steps, config.min_lr_ratio, config.decay_steps),
     )
     history: list[dict] = []
-    step, seconds = 0, 0.0
-    for epoch in range(config.epochs):
+    step, seconds, first = 0, 0.0, 0
+    if resume is not None:
+        prior.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        history, step, seconds = list(resume["history"]), int(resume["step"]), float(resume["train_seconds"])
+        first = int(resume["epoch"])
+        torch.set_rng_state(resume["rng"])
+        log(f"prior level {level}: resuming after epoch {first} of {config.epochs}")
+    for epoch in range(first, config.epochs):
         prior.train()
         t0 = time.perf_counter()
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
@@ -185,10 +200,35 @@ def fit_prior(
         if run_dir is not None:
             with open(run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+            state = {
+                "model": prior.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch + 1,
+                "step": step,
+                "train_seconds": seconds,
+                "history": history,
+                "rng": torch.get_rng_state(),
+                **(checkpoint_extra or {}),
+            }
+            save_checkpoint(run_dir / CHECKPOINT_DIR / LAST, state)
     return history, seconds
 
 
 # ---------------------------------------------------------------------- runs
+def _read_prior_config(prior_dir: Path) -> PriorRunConfig:
+    path = prior_dir / PRIOR_CONFIG_FILE
+    if not path.is_file():
+        raise HierVQError(f"{prior_dir}: not a prior run directory (no {PRIOR_CONFIG_FILE})")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    config = from_dict(PriorRunConfig, raw or {}, str(path))
+    config.train.validate()
+    return config
+
+
 def _link_or_copy(src: Path, dst: Path) -> None:
     dst.unlink(missing_ok=True)
     try:
@@ -220,15 +260,33 @@ def prior_run(
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
     log=None,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Fit the prior of one level of a finished autoencoder run; write the prior run directory; return its summary."""
+    """Fit the prior of one level of a finished autoencoder run; write the prior run directory; return its summary.
+
+    ``resume`` continues an interrupted prior run in its directory (``out`` or the default) with the
+    configuration saved there; it cannot be combined with ``overrides``, ``class_conditional`` or ``overwrite``.
+    """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     ae_run = Path(ae_run)
     ae_config = read_run_config(ae_run)
     model = load(ae_run)
     kind = prior_kind_for(model)
     lv = kind.parse_level(model, level)
-    config = resolve_prior_config(ae_config.priors, str(ae_run), lv, ae_config.seed, class_conditional, overrides)
+    out_dir = Path(out) if out is not None else ae_run / PRIORS_DIR / f"level{lv}"
+    ae_key = cache_key(resolve_model_dir(ae_run), {})
+    state = None
+    if resume:
+        if overrides or class_conditional is not None or overwrite:
+            raise HierVQError("--resume continues with the prior run's saved config: drop --set, --class-conditional "
+                              "and --overwrite")
+        state = load_checkpoint(out_dir / CHECKPOINT_DIR / LAST)
+        config = _read_prior_config(out_dir)
+        if state.get("autoencoder_key") != ae_key or config.level != lv:
+            raise HierVQError(f"{out_dir}: this prior run belongs to {config.autoencoder} level {config.level}, "
+                              f"not to the weights of {ae_run} level {lv}")
+    else:
+        config = resolve_prior_config(ae_config.priors, str(ae_run), lv, ae_config.seed, class_conditional, overrides)
     info = kind.level_info(model, lv)
     codes = run_codes(ae_run, model, ae_config.data, config.code_batch_size, log)
     train, test = codes["train"], codes["test"]
@@ -240,14 +298,20 @@ def prior_run(
     seed_everything(config.seed)
     prior = kind.build_prior(model, lv, dict(config.model), num_classes, f"{ae_run}/config.yaml: priors.model")
 
-    out_dir = Path(out) if out is not None else ae_run / PRIORS_DIR / f"level{lv}"
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise HierVQError(f"prior run directory {out_dir} already exists; pass --overwrite to replace it or --out")
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / PRIOR_CONFIG_FILE).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-    _link_or_copy(ae_run / CODES_FILE, out_dir / CODES_FILE)
+    if state is not None:
+        # metrics.jsonl must agree with the checkpoint: drop lines of an epoch that did not finish saving
+        atomic_write_bytes(out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]).encode())
+    else:
+        if out_dir.exists() and any(out_dir.iterdir()):
+            if not overwrite:
+                raise HierVQError(
+                    f"prior run directory {out_dir} already exists; pass --resume to continue it, --overwrite to "
+                    "replace it, or --out to choose another"
+                )
+            shutil.rmtree(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out_dir / PRIOR_CONFIG_FILE, yaml.safe_dump(to_dict(config), sort_keys=False).encode())
+        _link_or_copy(ae_run / CODES_FILE, out_dir / CODES_FILE)
     n_codes = info["codes_per_image"]
     params = sum(p.numel() for p in prior.parameters())
     log(
@@ -258,7 +322,8 @@ def prior_run(
     if not config.class_conditional:
         train = CodeSet(train.codes, None, train.class_names)
         test = CodeSet(test.codes, None, test.class_names)
-    history, seconds = fit_prior(prior, kind, lv, train, test, config.train, n_codes, out_dir, config.seed, log)
+    history, seconds = fit_prior(prior, kind, lv, train, test, config.train, n_codes, out_dir, config.seed, log, state,
+                                 {"autoencoder_key": ae_key})
     device = resolve_device(config.train.device)
     per_image = evaluate_prior(prior, kind, lv, test, config.train.eval_batch_size, None, device) / LN2
     uniform = uniform_bits(info["codebook_size"], n_codes)
@@ -284,7 +349,7 @@ def prior_run(
     }
     extra = {
         "autoencoder": str(ae_run.resolve()),
-        "autoencoder_key": cache_key(resolve_model_dir(ae_run), {}),
+        "autoencoder_key": ae_key,
         "kind": kind.name,
         "level": lv,
         "grid": info["grid"],
