@@ -290,6 +290,11 @@ def test_prior_runs_and_sampling_on_digits(tmp_path, capsys):
     assert main(["sample", str(run), "--class", "12", "-n", "2", "-o", str(out)]) == 2
     assert main(["prior", str(run), "--level", "top"]) == 2  # exists already
     assert "--overwrite" in capsys.readouterr().err
+    before = json.loads((run / "priors" / "level0" / "summary.json").read_text())
+    assert main(["prior", str(run), "--level", "all", "--resume"]) == 0  # finished: nothing left to train
+    after = json.loads((run / "priors" / "level0" / "summary.json").read_text())
+    assert after["bits_per_image"] == before["bits_per_image"] and after["train_s"] == before["train_s"]
+    assert len((run / "priors" / "level0" / "metrics.jsonl").read_text().splitlines()) == 2
     rows = sample_run(run, n=20)
     assert rows.images.shape == (20, 1, 16, 16) and rows.nrow == 2
     assert torch.equal(rows.labels, torch.arange(10).repeat_interleave(2))
