@@ -9,7 +9,7 @@ benchmarks/results/recon_mnist_ablation.json:
      "variants": {"recipe": {"mse", "psnr", "perplexity", "used_fraction", "params", "train_s", "overrides"}, ...}}
 
 MSE is on [0, 1] over the full MNIST test split; ``perplexity`` is the test-set perplexity of the codebook.
-Run from the repository root, alone on the machine for honest times (about 40 minutes on 2 cores):
+Run from the repository root, alone on the machine for honest times (about 32 minutes on 2 cores):
 
     python benchmarks/recon_mnist_ablation.py [--runs runs/vqvae-mnist-ablation] [--set train.epochs=5 ...]
 """

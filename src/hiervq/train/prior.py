@@ -43,7 +43,7 @@ from .checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint, save_checkpoint
 from .config import PriorsConfig, TrainConfig, apply_overrides
 from .distributed import resolve_device
 from .report import write_json
-from .run import read_run_config, seed_everything
+from .run import prepare_run_dir, read_run_config, seed_everything
 from .trainer import _progress, lr_factor, make_optimizer
 
 LN2 = math.log(2.0)
@@ -302,14 +302,7 @@ def prior_run(
         # metrics.jsonl must agree with the checkpoint: drop lines of an epoch that did not finish saving
         atomic_write_bytes(out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]).encode())
     else:
-        if out_dir.exists() and any(out_dir.iterdir()):
-            if not overwrite:
-                raise HierVQError(
-                    f"prior run directory {out_dir} already exists; pass --resume to continue it, --overwrite to "
-                    "replace it, or --out to choose another"
-                )
-            shutil.rmtree(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        prepare_run_dir(out_dir, overwrite=overwrite, what="prior run directory")
         atomic_write_bytes(out_dir / PRIOR_CONFIG_FILE, yaml.safe_dump(to_dict(config), sort_keys=False).encode())
         _link_or_copy(ae_run / CODES_FILE, out_dir / CODES_FILE)
     n_codes = info["codes_per_image"]

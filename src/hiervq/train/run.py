@@ -39,8 +39,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_run_dir(run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> Path:
-    """Create ``run_dir``; refuse to reuse a non-empty one unless resuming or explicitly overwriting."""
+def prepare_run_dir(run_dir: str | Path, resume: bool = False, overwrite: bool = False, what: str = "run directory") -> Path:
+    """Create ``run_dir``; refuse to reuse a non-empty one unless resuming or explicitly overwriting.
+
+    ``what`` names the directory in the error messages (e.g. "prior run directory").
+    """
     run_dir = Path(run_dir)
     if resume:
         if not (run_dir / CHECKPOINT_DIR / LAST).is_file():
@@ -49,8 +52,8 @@ def prepare_run_dir(run_dir: str | Path, resume: bool = False, overwrite: bool =
     if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
             raise HierVQError(
-                f"run directory {run_dir} already exists; pass --resume {run_dir} to continue it, "
-                "--overwrite to replace it, or --out to choose another"
+                f"{what} {run_dir} already exists; pass --resume to continue it, --overwrite to replace it, "
+                "or --out to choose another"
             )
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
