@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from hiervq.train import load_config, train_run
+from hiervq.train.report import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"vqvae": ROOT / "configs" / "vqvae-mnist.yaml", "hvqvae": ROOT / "configs" / "hvqvae2-mnist.yaml"}
@@ -70,7 +71,7 @@ def main() -> None:
             "threads": torch.get_num_threads(),
             "curve": [
                 {"epoch": r["epoch"], "train_s": r["train_s"], "test_mse": r["test"]["mse"]}
-                for r in _history(Path(args.runs) / name)
+                for r in read_metrics(Path(args.runs) / name)
                 if "test" in r
             ],
         }
@@ -105,12 +106,6 @@ def plot_curves(results: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _history(run_dir: Path) -> list[dict]:
-    """The per-epoch records of a finished run (its metrics.jsonl)."""
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
 
 
 if __name__ == "__main__":

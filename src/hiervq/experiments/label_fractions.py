@@ -29,13 +29,11 @@ def _pct(fraction: float) -> str:
 
 def phase_seconds(run_dir: Path) -> dict[str, float]:
     """Training seconds per phase of a finished run, from its ``metrics.jsonl`` (cumulative ``train_s``)."""
+    from ..train.report import read_metrics
+
     out: dict[str, float] = {}
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return out
     previous = 0.0
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
+    for record in read_metrics(run_dir):
         out[record["phase"]] = out.get(record["phase"], 0.0) + record["train_s"] - previous
         previous = record["train_s"]
     return {k: round(v, 2) for k, v in out.items()}

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..train.config import RunConfig, apply_overrides, config_from_dict, parse_value
-from ..train.report import write_json
+from ..train.report import read_metrics, write_json
 
 POINT_FILE = "point.json"
 VARIANT_AXIS = "variant"
@@ -141,11 +141,8 @@ def run_point(config: RunConfig, point_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def _last_train_stats(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return {}
-    lines = path.read_text().splitlines()
-    return json.loads(lines[-1]).get("train", {}) if lines else {}
+    history = read_metrics(run_dir)
+    return history[-1].get("train", {}) if history else {}
 
 
 def _point_job(raw: dict[str, Any], source: str, point: dict[str, Any], point_dir: str, threads: int | None) -> dict:

@@ -22,7 +22,6 @@ the weights and the data config) and shared by the priors of all levels.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import shutil
@@ -42,7 +41,7 @@ from ..schema import from_dict, to_dict
 from .checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint, save_checkpoint
 from .config import PriorsConfig, TrainConfig, apply_overrides
 from .distributed import resolve_device
-from .report import write_json
+from .report import append_metrics, write_json, write_metrics
 from .run import prepare_run_dir, read_run_config, seed_everything
 from .trainer import _progress, lr_factor, make_optimizer
 
@@ -198,8 +197,7 @@ def fit_prior(
             msg += f", test {record['test']['bits_per_code']:.4f} bits/code ({record['test']['bits_per_image']:.1f} bits/image)"
         log(msg + f" ({seconds:.0f}s)")
         if run_dir is not None:
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_metrics(run_dir, record)
             state = {
                 "model": prior.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -299,8 +297,7 @@ def prior_run(
     prior = kind.build_prior(model, lv, dict(config.model), num_classes, f"{ae_run}/config.yaml: priors.model")
 
     if state is not None:
-        # metrics.jsonl must agree with the checkpoint: drop lines of an epoch that did not finish saving
-        atomic_write_bytes(out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state["history"]).encode())
+        write_metrics(out_dir, state["history"])  # drop lines of an epoch that did not finish saving
     else:
         prepare_run_dir(out_dir, overwrite=overwrite, what="prior run directory")
         atomic_write_bytes(out_dir / PRIOR_CONFIG_FILE, yaml.safe_dump(to_dict(config), sort_keys=False).encode())

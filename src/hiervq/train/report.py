@@ -38,8 +38,31 @@ def make_summary(model: DiscreteAutoencoder, final: dict[str, Any], history: lis
     }
 
 
+METRICS_FILE = "metrics.jsonl"
+
+
 def write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def append_metrics(run_dir: Path, record: dict) -> None:
+    """Append one epoch's record to ``run_dir/metrics.jsonl``."""
+    with open(Path(run_dir) / METRICS_FILE, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def write_metrics(run_dir: Path, history: list[dict]) -> None:
+    """Replace ``run_dir/metrics.jsonl`` by ``history`` atomically (on resume: drop lines written after the
+    checkpoint)."""
+    atomic_write_bytes(Path(run_dir) / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in history).encode())
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The per-epoch records of ``run_dir/metrics.jsonl`` ([] when there is none)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def write_report(

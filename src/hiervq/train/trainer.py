@@ -6,7 +6,6 @@ with ``loss``, named ``losses``, ``recon``, ``codes`` and per-level ``stats``.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -24,6 +23,7 @@ from ..models.base import DiscreteAutoencoder
 from .checkpoint import CHECKPOINT_DIR, LAST, save_checkpoint
 from .config import PhaseConfig, TrainConfig
 from .distributed import DistInfo, barrier, wrap_ddp
+from .report import append_metrics, write_metrics
 
 Callback = Callable[["Trainer", dict], None]
 
@@ -306,19 +306,13 @@ class Trainer:
         self.log(msg + f" ({record['train_s']:.0f}s)")
 
     def _append_metrics(self, record: dict) -> None:
-        if self.run_dir is None:
-            return
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.run_dir is not None:
+            append_metrics(self.run_dir, record)
 
     def _rewrite_metrics(self) -> None:
         """On resume, make metrics.jsonl agree with the checkpoint's history (drop lines written after it)."""
-        if self.run_dir is None or not self.dist.is_main:
-            return
-        path = self.run_dir / "metrics.jsonl"
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.history))
-        tmp.replace(path)
+        if self.run_dir is not None and self.dist.is_main:
+            write_metrics(self.run_dir, self.history)
 
     def _save(self, model, optimizer, scheduler, phase_index: int, phase_epoch: int) -> None:
         path = self.checkpoint_path
