@@ -213,6 +213,18 @@ def config_from_dict(raw: dict[str, Any] | None, where: str = "config") -> RunCo
     return config
 
 
+def read_yaml_mapping(path: Path, what: str = "a config must be a mapping of sections (model, data, train, seed)") -> dict:
+    """The mapping in the YAML file ``path`` (which must exist); invalid YAML or another kind of document is a
+    :class:`ConfigError` naming the file (``what`` says what the mapping should be)."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: {what}")
+    return raw
+
+
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML run config (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
     raw: dict[str, Any] = {}
@@ -222,12 +234,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
         where = str(path)
         if not path.is_file():
             raise ConfigError(f"{path}: no such config file")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: a config must be a mapping of sections (model, data, train, seed)")
+        raw = read_yaml_mapping(path)
     if overrides:
         raw = apply_overrides(raw, overrides)
         where += " (with --set overrides)"

@@ -34,12 +34,12 @@ from typing import Any
 import torch
 import yaml
 
-from ..errors import ConfigError, HierVQError
+from ..errors import HierVQError
 from ..pretrained import atomic_write_bytes, load, read_meta, resolve_model_dir
 from ..priors import CODES_FILE, CodeSet, PriorKind, cache_key, cached_codes, prior_kind_for, uniform_bits
 from ..schema import from_dict, to_dict
 from .checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint, save_checkpoint
-from .config import PriorsConfig, TrainConfig, apply_overrides
+from .config import PriorsConfig, TrainConfig, apply_overrides, read_yaml_mapping
 from .distributed import resolve_device
 from .report import append_metrics, write_json, write_metrics
 from .run import prepare_run_dir, read_run_config, seed_everything
@@ -218,11 +218,7 @@ def _read_prior_config(prior_dir: Path) -> PriorRunConfig:
     path = prior_dir / PRIOR_CONFIG_FILE
     if not path.is_file():
         raise HierVQError(f"{prior_dir}: not a prior run directory (no {PRIOR_CONFIG_FILE})")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
-    config = from_dict(PriorRunConfig, raw or {}, str(path))
+    config = from_dict(PriorRunConfig, read_yaml_mapping(path, "a prior run config must be a mapping"), str(path))
     config.train.validate()
     return config
 

@@ -25,7 +25,7 @@ from ..errors import DataError, HierVQError
 from ..models.base import DiscreteAutoencoder
 from ..pretrained import atomic_write_bytes
 from .checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint
-from .config import RunConfig, config_from_dict, dump_config
+from .config import RunConfig, config_from_dict, dump_config, read_yaml_mapping
 from .distributed import DistInfo, barrier, cleanup, setup
 from .report import make_summary, write_json, write_report
 from .trainer import Callback, Trainer
@@ -62,12 +62,10 @@ def prepare_run_dir(run_dir: str | Path, resume: bool = False, overwrite: bool =
 
 def read_run_config(run_dir: str | Path) -> RunConfig:
     """The resolved :class:`RunConfig` a run directory was trained with."""
-    import yaml
-
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise HierVQError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
-    return config_from_dict(yaml.safe_load(path.read_text()), str(path))
+    return config_from_dict(read_yaml_mapping(path), str(path))
 
 
 def build_for_data(config: RunConfig, data: DataSplits) -> DiscreteAutoencoder:
