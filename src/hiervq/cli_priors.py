@@ -16,8 +16,7 @@ def _cmd_prior(args: argparse.Namespace) -> int:
     from .errors import HierVQError
     from .pretrained import load
     from .priors import prior_kind_for
-    from .train.checkpoint import CHECKPOINT_DIR, LAST
-    from .train.prior import PRIORS_DIR, prior_run
+    from .train.prior import PRIORS_DIR, default_prior_dir, has_checkpoint, prior_run
 
     resume = {}  # level -> resume it (--level all --resume: levels without a checkpoint start afresh)
     if args.level == "all":
@@ -26,7 +25,7 @@ def _cmd_prior(args: argparse.Namespace) -> int:
         if args.out and len(levels) > 1:
             raise HierVQError("--level all writes RUN/priors/level<N> for every level; drop --out or name one level")
         for level in levels:
-            resume[level] = args.resume and (Path(args.run) / PRIORS_DIR / f"level{level}" / CHECKPOINT_DIR / LAST).is_file()
+            resume[level] = args.resume and has_checkpoint(default_prior_dir(args.run, level))
     else:
         levels = [args.level]
         resume[args.level] = args.resume

@@ -223,6 +223,16 @@ def _read_prior_config(prior_dir: Path) -> PriorRunConfig:
     return config
 
 
+def default_prior_dir(ae_run: str | os.PathLike, level: int) -> Path:
+    """Where ``hiervq prior`` puts the prior of ``level`` without ``--out``: ``AE_RUN/priors/level<N>``."""
+    return Path(ae_run) / PRIORS_DIR / f"level{level}"
+
+
+def has_checkpoint(prior_dir: str | os.PathLike) -> bool:
+    """Whether a prior run directory holds a checkpoint that ``--resume`` can continue."""
+    return (Path(prior_dir) / CHECKPOINT_DIR / LAST).is_file()
+
+
 def _link_or_copy(src: Path, dst: Path) -> None:
     dst.unlink(missing_ok=True)
     try:
@@ -267,7 +277,7 @@ def prior_run(
     model = load(ae_run)
     kind = prior_kind_for(model)
     lv = kind.parse_level(model, level)
-    out_dir = Path(out) if out is not None else ae_run / PRIORS_DIR / f"level{lv}"
+    out_dir = Path(out) if out is not None else default_prior_dir(ae_run, lv)
     ae_key = cache_key(resolve_model_dir(ae_run), {})
     state = None
     if resume:
@@ -457,9 +467,11 @@ def sample_run(
 __all__ = [
     "PriorRunConfig",
     "Samples",
+    "default_prior_dir",
     "evaluate_prior",
     "find_priors",
     "fit_prior",
+    "has_checkpoint",
     "load_priors",
     "prior_run",
     "resolve_prior_config",
