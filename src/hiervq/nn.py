@@ -158,3 +158,61 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+class Standardize(nn.Module):
+    """Per-channel standardisation with running statistics: (B, C, H, W) -> (x - mean) / std, and back.
+
+    The statistics are the exact mean and variance (over batch and positions) of every input this module has seen
+    while it was training with gradients enabled (a cumulative average, so the order of batches does not matter
+    once they are all seen); in eval mode, or under ``torch.no_grad()`` (frozen stages, evaluation), they stay
+    fixed. They are buffers, so they are saved and loaded with the model. Under torch.distributed the per-batch
+    sums are all-reduced, so every rank holds the same statistics. Before any update the module is the identity.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(channels, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(channels, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        """Fold the per-channel statistics of ``x`` (B, C, H, W) into the running ones (Chan's parallel update)."""
+        flat = x.detach().transpose(0, 1).reshape(x.shape[1], -1).double()
+        stats = torch.cat([torch.tensor([flat.shape[1]], dtype=torch.float64, device=x.device), flat.sum(1),
+                           flat.pow(2).sum(1)])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(stats)
+        n, total, squares = stats[0], stats[1 : 1 + x.shape[1]], stats[1 + x.shape[1] :]
+        mean_b = total / n
+        var_b = (squares / n - mean_b.pow(2)).clamp_min(0)
+        if self.count == 0:
+            self.mean.copy_(mean_b)
+            self.var.copy_(var_b)
+        else:
+            m = self.count
+            delta = mean_b - self.mean
+            self.mean.add_(delta * n / (m + n))
+            self.var.copy_((m * self.var + n * var_b + delta.pow(2) * m * n / (m + n)) / (m + n))
+        self.count.add_(n)
+
+    def _scale(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (1, -1, 1, 1)
+        return self.mean.to(x.dtype).view(shape), (self.var + self.eps).sqrt().to(x.dtype).view(shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and torch.is_grad_enabled():
+            self.update(x)
+        if self.count == 0:
+            return x
+        mean, std = self._scale(x)
+        return (x - mean) / std
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """Back to the input's scale: y * std + mean."""
+        if self.count == 0:
+            return y
+        mean, std = self._scale(y)
+        return y * std + mean

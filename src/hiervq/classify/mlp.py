@@ -2,9 +2,13 @@
 
 The head is flatten -> (standardize) -> [Linear -> GELU -> Dropout] x len(hidden) -> Linear -> logits, trained with
 cross-entropy on the logits (no softmax before the loss) by AdamW without a schedule. The pretrained autoencoder is
-frozen by default (its features can then be computed once); with ``finetune`` its parameters train too, through the
-quantizers' straight-through gradients, while its codebooks stay fixed (the autoencoder is kept in eval mode).
-The epoch is selected on a validation split; test accuracy is reported at that epoch and at the last one.
+frozen by default (its features can then be computed once). Fine-tuned, its encoders train end to end with the head
+(through the quantizers' straight-through gradients, at ``encoder_lr``), its codebooks and its stage-input statistics
+stay fixed unless ``train_codebooks``, and the head standardises with batch statistics that follow the moving
+features. Trained from scratch, the same network starts from a fresh initialisation and trains everything.
+Image inputs can be augmented with random flips and 90-degree rotations (the dihedral group of the square).
+The evaluation point is selected on a validation split; test accuracy is reported there, at the last point and
+at the best point on test (the optimistic protocol of the published tables, reported separately).
 """
 
 from __future__ import annotations
@@ -30,12 +34,21 @@ class ClassifierConfig:
     Attributes:
         hidden: widths of the hidden layers (GELU after each).
         dropout: dropout after each hidden layer.
-        standardize: standardize every input feature with the mean/std of the (unlabeled) training inputs.
+        standardize: standardize every input feature: with the mean/std of the (unlabeled) training inputs when
+            the features are fixed (frozen encoder, pixels); with batch statistics (running ones in evaluation) when
+            the encoder trains, so the standardisation follows the features.
         epochs: training epochs over the labeled subset; ``min_steps`` raises them for small subsets so that every
             fraction gets at least that many optimiser steps.
+        evals: how many times the model is evaluated (on val and test) over the training, evenly spaced in epochs
+            (the last epoch always); the selected point is one of these.
         batch_size, eval_batch_size: images per step / per evaluation batch.
-        lr, weight_decay, betas: AdamW, constant learning rate.
-        finetune: also train the pretrained model (its codebooks stay fixed); default: frozen.
+        lr, weight_decay, betas: AdamW, constant learning rate (the head's).
+        encoder_lr: learning rate of a trained encoder (fine-tuning; ``null``: ``lr``, as published).
+        finetune: the default mode of ``classify.models`` rows given as a bare path: fine-tune instead of frozen.
+        train_codebooks: when fine-tuning, codebooks (EMA, dead-code reset) and stage-input statistics keep
+            adapting; default: fixed at their pretrained values.
+        augment: random horizontal/vertical flips and 90-degree rotations of training images (pixels and
+            fine-tuned/from-scratch rows; frozen features are computed once, without augmentation).
         grad_clip: clip the gradient norm (``null``: no clipping).
     """
 
@@ -44,12 +57,16 @@ class ClassifierConfig:
     standardize: bool = True
     epochs: int = 100
     min_steps: int = 0
+    evals: int = 100
     batch_size: int = 64
     eval_batch_size: int = 512
     lr: float = 1.5e-4
     weight_decay: float = 0.05
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    encoder_lr: float | None = None
     finetune: bool = False
+    train_codebooks: bool = False
+    augment: bool = False
     grad_clip: float | None = None
 
     def validate(self) -> None:
@@ -57,17 +74,25 @@ class ClassifierConfig:
             raise ValueError("hidden widths must be >= 1 and dropout in [0, 1)")
         if self.epochs < 1 or self.min_steps < 0 or self.batch_size < 1 or self.eval_batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs, batch_size and eval_batch_size must be >= 1, min_steps >= 0, lr > 0")
+        if self.evals < 1 or (self.encoder_lr is not None and self.encoder_lr <= 0):
+            raise ValueError("evals must be >= 1 and encoder_lr > 0")
         if len(self.betas) != 2:
             raise ValueError(f"betas must be two numbers, got {self.betas}")
 
 
 class MLPHead(nn.Module):
-    """(B, ...) inputs -> flatten -> (standardize) -> MLP with GELU -> logits (B, num_classes)."""
+    """(B, ...) inputs -> flatten -> (standardize) -> MLP with GELU -> logits (B, num_classes).
 
-    def __init__(self, in_features: int, num_classes: int, hidden: list[int] | tuple = (512,), dropout: float = 0.0):
+    Standardisation: fixed statistics set by :meth:`set_standardization` (identity until then), or, with
+    ``batch_norm``, batch statistics in training and running ones in evaluation (for features that move).
+    """
+
+    def __init__(self, in_features: int, num_classes: int, hidden: list[int] | tuple = (512,), dropout: float = 0.0,
+                 batch_norm: bool = False):
         super().__init__()
         self.register_buffer("mean", torch.zeros(in_features))
         self.register_buffer("std", torch.ones(in_features))
+        self.norm = nn.BatchNorm1d(in_features, affine=False) if batch_norm else nn.Identity()
         layers: list[nn.Module] = []
         width = in_features
         for h in hidden:
@@ -93,28 +118,40 @@ class MLPHead(nn.Module):
         self.std.copy_(var.sqrt().float().clamp_min(1e-6) if n > 1 else torch.ones_like(self.std))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp((x.flatten(1) - self.mean) / self.std)
+        return self.mlp(self.norm((x.flatten(1) - self.mean) / self.std))
 
 
 class FeatureClassifier(nn.Module):
-    """A pretrained :class:`DiscreteAutoencoder` and a head on its ``features(x)``: images (B, C, H, W) in
-    [0, 1] -> logits (B, num_classes).
+    """A :class:`DiscreteAutoencoder` and a head on its ``features(x)``: images (B, C, H, W) in [0, 1] -> logits
+    (B, num_classes).
 
-    Frozen (default): no gradients reach the autoencoder. ``finetune``: its parameters train through the
-    straight-through gradients of the quantizers; it stays in eval mode, so codebooks do not move.
+    Frozen (default): no gradients reach the autoencoder, which stays in eval mode. ``finetune``: its parameters
+    train with the head, through the straight-through gradients of the quantizers; its layers are in training mode
+    except, unless ``train_codebooks``, the quantizers (no EMA update, no dead-code reset) and the stage-input
+    standardisation (statistics fixed), which keep their pretrained state.
     """
 
-    def __init__(self, encoder: DiscreteAutoencoder, head: nn.Module, finetune: bool = False) -> None:
+    def __init__(self, encoder: DiscreteAutoencoder, head: nn.Module, finetune: bool = False,
+                 train_codebooks: bool = False) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = head
         self.finetune = finetune
+        self.train_codebooks = train_codebooks and finetune
         encoder.requires_grad_(finetune)
-        encoder.eval()
+        self.train(self.training)
 
     def train(self, mode: bool = True) -> FeatureClassifier:
         super().train(mode)
-        self.encoder.eval()
+        if not (self.finetune and mode):
+            self.encoder.eval()
+        elif not self.train_codebooks:
+            from ..nn import Standardize
+
+            fixed = {id(q) for q in self.encoder.quantizers()}
+            for module in self.encoder.modules():
+                if isinstance(module, Standardize) or id(module) in fixed:
+                    module.eval()
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -128,6 +165,22 @@ class FeatureClassifier(nn.Module):
 def as_inputs(batch: torch.Tensor) -> torch.Tensor:
     """uint8 images -> float on [0, 1]; anything else unchanged."""
     return batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch
+
+
+def dihedral_augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image of ``images`` (B, C, H, W) (H == W) under an independent random element of the dihedral group of
+    the square (8 elements: 4 rotations by 90 degrees, each with or without a horizontal flip); for cells and
+    other images without an orientation. Draws from ``generator`` only, so the batches are reproducible."""
+    if images.dim() != 4 or images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"dihedral augmentation needs square images (B, C, H, W), got {tuple(images.shape)}")
+    element = torch.randint(0, 8, (len(images),), generator=generator)
+    out = images.clone()
+    for g in range(1, 8):
+        idx = (element == g).nonzero().flatten()
+        if len(idx):
+            part = torch.rot90(images[idx], g % 4, dims=(-2, -1))
+            out[idx] = part.flip(-1) if g >= 4 else part
+    return out
 
 
 @torch.no_grad()
@@ -150,7 +203,8 @@ class ClassifierResult:
     """Outcome of :func:`fit_classifier` (accuracies on [0, 1]; confusion rows = true class).
 
     ``test_acc``/``test_confusion``/``per_class`` are at ``best_epoch`` (highest validation accuracy, then lowest
-    validation loss, then earliest); ``final_*`` at the last epoch.
+    validation loss, then earliest, among the evaluated epochs); ``final_*`` at the last epoch; ``best_test_acc``
+    the highest test accuracy of any evaluated epoch (selection on test: optimistic, as in the published tables).
     """
 
     best_epoch: int
@@ -160,6 +214,7 @@ class ClassifierResult:
     test_acc: float
     final_val_acc: float
     final_test_acc: float
+    best_test_acc: float
     per_class: list[float]
     final_per_class: list[float]
     test_confusion: list[list[int]]
@@ -198,8 +253,11 @@ def fit_classifier(
 ) -> ClassifierResult:
     """Train ``model`` (inputs -> logits) with cross-entropy on ``train`` = (inputs (N, ...), labels (N,)).
 
-    Inputs are features (float) or images (uint8, converted to [0, 1] per batch). After every epoch the model is
-    evaluated on ``val`` and ``test``; the epoch is selected on ``val`` only. Batches are drawn from ``seed``.
+    Inputs are features (float) or images (uint8, converted to [0, 1] per batch; augmented when
+    ``config.augment``). The model is evaluated on ``val`` and ``test`` ``config.evals`` times, evenly spaced in
+    epochs; the point is selected on ``val`` only (``best_test_acc`` is the optimistic best point on test, reported
+    apart). Batches and augmentations are drawn from ``seed``. A :class:`FeatureClassifier` that fine-tunes gets
+    ``config.encoder_lr`` for its encoder.
     """
     x_train, y_train = train
     n = len(x_train)
@@ -207,9 +265,16 @@ def fit_classifier(
         raise ValueError("no training examples")
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+    encoder_params = ({id(p) for p in model.encoder.parameters() if p.requires_grad}
+                      if isinstance(model, FeatureClassifier) else set())
+    groups = [{"params": [p for p in params if id(p) not in encoder_params]}]
+    if encoder_params:
+        groups.append({"params": [p for p in params if id(p) in encoder_params], "lr": config.encoder_lr or config.lr})
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(n / config.batch_size)
     epochs = max(config.epochs, math.ceil(config.min_steps / steps_per_epoch))
+    eval_every = max(1, epochs // config.evals)
+    augment = config.augment and x_train.dim() == 4
     gen = torch.Generator().manual_seed(seed)
     history: list[dict[str, float]] = []
     best_key, best = None, {}
@@ -227,7 +292,10 @@ def fit_classifier(
         total = 0.0
         for start in range(0, n, config.batch_size):
             idx = order[start : start + config.batch_size]
-            x = as_inputs(x_train[idx]).to(device)
+            if len(idx) < 2 < n:  # a trailing batch of one image: batch statistics need two
+                continue
+            x = as_inputs(x_train[idx])
+            x = (dihedral_augment(x, gen) if augment else x).to(device)
             loss = F.cross_entropy(model(x), y_train[idx].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -236,6 +304,8 @@ def fit_classifier(
             optimizer.step()
             total += float(loss.detach()) * len(idx)
             steps += 1
+        if epoch % eval_every and epoch != epochs:
+            continue
         val_acc, val_loss, _ = evaluate(val)
         test_acc, _, test_conf = evaluate(test)
         record = {"epoch": epoch, "train_loss": total / n, "val_acc": val_acc, "val_loss": val_loss, "test_acc": test_acc}
@@ -243,7 +313,7 @@ def fit_classifier(
         key = (val_acc, -val_loss)
         if best_key is None or key > best_key:
             best_key, best = key, {"epoch": epoch, "val_acc": val_acc, "test_acc": test_acc, "confusion": test_conf}
-        if log and (epoch == epochs or epoch % max(1, epochs // 5) == 0):
+        if log and (epoch == epochs or epoch % max(eval_every, epochs // 5) == 0):
             log(f"  epoch {epoch}/{epochs}: train loss {total / n:.4f}, val acc {val_acc:.4f}, test acc {test_acc:.4f}")
     final = history[-1]
     return ClassifierResult(
@@ -254,6 +324,7 @@ def fit_classifier(
         test_acc=best["test_acc"],
         final_val_acc=final["val_acc"],
         final_test_acc=final["test_acc"],
+        best_test_acc=max(r["test_acc"] for r in history),
         per_class=per_class_accuracy(best["confusion"]).tolist(),
         final_per_class=per_class_accuracy(test_conf).tolist(),
         test_confusion=best["confusion"].tolist(),

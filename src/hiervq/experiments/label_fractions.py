@@ -72,6 +72,88 @@ def pretrain(config, out_dir: Path, pretrained: str | None, log) -> tuple[Path, 
     return run_dir, round(time.perf_counter() - t0, 2)
 
 
+def _row_encoder(model, row, name: str, source: str):
+    """The submodule of ``model`` a row's head sits on (a :class:`DiscreteAutoencoder`)."""
+    from ..errors import ConfigError
+    from ..models.base import DiscreteAutoencoder
+
+    try:
+        encoder = model.get_submodule(row.source) if row.source else model
+    except AttributeError:
+        raise ConfigError(f"{source}: classify.models.{name}: the pretrained {model.registry_name} "
+                          f"has no submodule {row.source!r}") from None
+    if not isinstance(encoder, DiscreteAutoencoder):
+        raise ConfigError(f"{source}: classify.models.{name}: {row.source!r} is not a discrete autoencoder")
+    return encoder
+
+
+def _make_head(cc, in_features: int, n_classes: int, trains_encoder: bool, train_inputs=None, seed: int = 0):
+    """A freshly initialised head (from ``seed``), standardised with the statistics of ``train_inputs`` (the
+    training split's features or pixels at the start, no labels needed); when the encoder trains, batch
+    statistics follow the features as they move."""
+    from ..classify import MLPHead
+    from ..train.run import seed_everything
+
+    seed_everything(seed)
+    head = MLPHead(in_features, n_classes, cc.head.hidden, cc.head.dropout,
+                   batch_norm=cc.head.standardize and trains_encoder)
+    if cc.head.standardize and train_inputs is not None:
+        head.set_standardization(train_inputs)
+    return head
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    import statistics
+
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _row_result(row, mode: str, feature_shape: list[int], per_fraction: list[list], enc_params: int,
+                head_params: int, row_pretrain: float) -> dict[str, Any]:
+    """A table row: mean and std over seeds at each fraction, the per-seed runs, and the confusion matrices summed
+    over seeds (per-class accuracy from them)."""
+    import numpy as np
+    import torch
+
+    from ..metrics import per_class_accuracy
+
+    def mean(key: str) -> list[float]:
+        return [_mean_std([getattr(r, key) for r in runs])[0] for runs in per_fraction]
+
+    def summed(key: str) -> list[list[list[int]]]:
+        return [np.sum([getattr(r, key) for r in runs], axis=0).tolist() for runs in per_fraction]
+
+    confusion, final_confusion = summed("test_confusion"), summed("final_test_confusion")
+    return {
+        "source": "pixels" if row is None else (row.source or "<model>"),
+        "mode": mode,
+        "finetune": mode == "finetune",
+        "feature_shape": feature_shape,
+        "test_acc": mean("test_acc"),
+        "test_acc_std": [_mean_std([r.test_acc for r in runs])[1] for runs in per_fraction],
+        "seeds": [len(runs) for runs in per_fraction],
+        "best_on_test": mean("best_test_acc"),
+        "final_test_acc": mean("final_test_acc"),
+        "val_acc": mean("val_acc"),
+        "best_epoch": [[r.best_epoch for r in runs] for runs in per_fraction],
+        "epochs": [runs[0].epochs for runs in per_fraction],
+        "steps": [runs[0].steps for runs in per_fraction],
+        "train_images": [runs[0].train_images for runs in per_fraction],
+        "per_class": [per_class_accuracy(torch.as_tensor(c)).tolist() for c in confusion],
+        "final_per_class": [per_class_accuracy(torch.as_tensor(c)).tolist() for c in final_confusion],
+        "confusion": confusion,
+        "final_confusion": final_confusion,
+        "classifier_s": [sum(r.train_s for r in runs) for runs in per_fraction],
+        "runs": [[{k: v for k, v in r.as_dict().items() if k not in ("history",)} for r in runs]
+                 for runs in per_fraction],
+        "history": [[r.history for r in runs] for runs in per_fraction],
+        "params": enc_params + head_params,
+        "encoder_params": enc_params,
+        "head_params": head_params,
+        "pretrain_s": row_pretrain,
+    }
+
+
 def _labeled_data(config, model):
     from ..data import load_data
     from ..errors import ConfigError, DataError
@@ -108,13 +190,14 @@ def run_label_fractions(
         pretrained: a finished run (or saved model) directory to use instead of pretraining.
         overwrite: redo the classification when ``OUT/results.json`` exists (the pretraining run is kept).
     """
+    import copy
+
     import torch
 
-    from ..classify import FeatureClassifier, MLPHead, extract_features, fit_classifier
+    from ..classify import FeatureClassifier, extract_features, fit_classifier
     from ..classify.config import ClassifyConfig
     from ..data import label_subset
     from ..errors import ConfigError, HierVQError
-    from ..models.base import DiscreteAutoencoder
     from ..pretrained import load
     from ..schema import to_dict
     from ..train.report import write_json
@@ -144,84 +227,69 @@ def run_label_fractions(
     classes = data.train.class_names or [str(c) for c in range(data.train.num_classes)]
     n_classes = len(classes)
     y = {"train": data.train.labels, "val": data.val.labels, "test": data.test.labels}
-    subsets = {f: torch.as_tensor(label_subset(y["train"].numpy(), f, cc.subset_seed)) for f in fractions}
+    repeats = {f: cc.repetitions(f) for f in fractions}
+    subsets = {(f, r): torch.as_tensor(label_subset(y["train"].numpy(), f, cc.subset_seed + r))
+               for f in fractions for r in range(repeats[f])}
     log(f"labeled data: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test images, "
-        f"{n_classes} classes; subsets {', '.join(f'{_pct(f)}: {len(s)}' for f, s in subsets.items())}")
+        f"{n_classes} classes; subsets {', '.join(f'{_pct(f)}: {len(subsets[f, 0])} x {repeats[f]}' for f in fractions)}")
 
     rows: dict[str, dict[str, Any]] = {}
-    sources = list(cc.models.items()) + ([(PIXELS, None)] if cc.pixels_baseline else [])
-    for name, path in sources:
-        if path is None:
-            encoder, inputs, feature_shape = None, {k: getattr(data, k).images for k in y}, list(data.train.shape)
-            enc_params, row_pretrain = 0, 0.0
+    images = {k: getattr(data, k).images for k in y}
+    sources = list(cc.rows().items()) + ([(PIXELS, None)] if cc.pixels_baseline else [])
+    for name, row in sources:
+        mode = "pixels" if row is None else row.mode
+        if row is None:
+            encoder, inputs, feature_shape, enc_params, row_pretrain = None, images, list(data.train.shape), 0, 0.0
         else:
-            try:
-                encoder = model.get_submodule(path) if path else model
-            except AttributeError:
-                raise ConfigError(f"{config.source}: classify.models.{name}: the pretrained {model.registry_name} "
-                                  f"has no submodule {path!r}") from None
-            if not isinstance(encoder, DiscreteAutoencoder):
-                raise ConfigError(f"{config.source}: classify.models.{name}: {path!r} is not a discrete autoencoder")
-            enc_params, row_pretrain = encoder.num_parameters(), pretrain_seconds(phases, path)
-            if cc.head.finetune:
-                inputs = {k: getattr(data, k).images for k in y}
-            else:
+            encoder = _row_encoder(model, row, name, config.source)
+            enc_params = encoder.num_parameters()
+            row_pretrain = 0.0 if mode == "scratch" else pretrain_seconds(phases, row.source)
+            if mode == "frozen":
                 t0 = time.perf_counter()
-                inputs = {k: extract_features(encoder, getattr(data, k).images, cc.feature_batch_size, device) for k in y}
+                inputs = {k: extract_features(encoder, v, cc.feature_batch_size, device) for k, v in images.items()}
                 log(f"{name}: features {tuple(inputs['train'].shape[1:])} of {len(y)} splits in {time.perf_counter() - t0:.0f}s")
+            else:
+                inputs = images
             with torch.no_grad():
-                feature_shape = list(encoder.features(data.train.batch(slice(0, 1))[0]).shape[1:])
+                feature_shape = list(encoder.eval().features(data.train.batch(slice(0, 1))[0]).shape[1:])
         in_features = int(torch.tensor(feature_shape).prod())
-        results = []
+        trains_encoder = mode in ("finetune", "scratch")
+        per_fraction = []
         for f in fractions:
-            idx = subsets[f]
-            seed_everything(cc.seed)
-            head = MLPHead(in_features, n_classes, cc.head.hidden, cc.head.dropout)
-            if cc.head.standardize:  # statistics of all training inputs: no labels needed
-                head.set_standardization(inputs["train"] if encoder is None or not cc.head.finetune
-                                         else extract_features(encoder, inputs["train"], cc.feature_batch_size))
-            net = head
-            if encoder is not None and cc.head.finetune:
-                import copy
-
-                net = FeatureClassifier(copy.deepcopy(encoder), head, finetune=True)
-            log(f"{name} with {_pct(f)} of the labels ({len(idx)} images)")
-            res = fit_classifier(
-                net, (inputs["train"][idx], y["train"][idx]), (inputs["val"], y["val"]), (inputs["test"], y["test"]),
-                cc.head, n_classes, seed=cc.seed, device=device, log=log,
-            )
-            log(f"{name} {_pct(f)}: test acc {res.test_acc:.4f} at epoch {res.best_epoch} (val {res.val_acc:.4f}); "
-                f"final epoch {res.final_test_acc:.4f}")
-            results.append(res)
-        head_params = sum(p.numel() for p in MLPHead(in_features, n_classes, cc.head.hidden).parameters())
-        rows[name] = {
-            "source": "pixels" if path is None else (path or "<model>"),
-            "feature_shape": feature_shape,
-            "test_acc": [r.test_acc for r in results],
-            "final_test_acc": [r.final_test_acc for r in results],
-            "val_acc": [r.val_acc for r in results],
-            "best_epoch": [r.best_epoch for r in results],
-            "epochs": [r.epochs for r in results],
-            "train_images": [r.train_images for r in results],
-            "per_class": [r.per_class for r in results],
-            "final_per_class": [r.final_per_class for r in results],
-            "confusion": [r.test_confusion for r in results],
-            "final_confusion": [r.final_test_confusion for r in results],
-            "classifier_s": [r.train_s for r in results],
-            "history": [r.history for r in results],
-            "params": enc_params + head_params,
-            "encoder_params": enc_params,
-            "head_params": head_params,
-            "pretrain_s": row_pretrain,
-            "finetune": bool(cc.head.finetune and path is not None),
-        }
+            runs = []
+            for r in range(repeats[f]):
+                idx = subsets[f, r]
+                net_encoder = None
+                if mode == "scratch":  # the same architecture, freshly initialised: no pretrained weight
+                    seed_everything(cc.seed + r + 1_000_003)
+                    fresh = type(model)(copy.deepcopy(model.config))
+                    net_encoder = fresh.get_submodule(row.source) if row.source else fresh
+                elif mode == "finetune":
+                    net_encoder = copy.deepcopy(encoder)
+                start = (extract_features(net_encoder, inputs["train"], cc.feature_batch_size, device)
+                         if net_encoder is not None and cc.head.standardize else inputs["train"])
+                net = head = _make_head(cc, in_features, n_classes, trains_encoder, start, seed=cc.seed + r)
+                if net_encoder is not None:
+                    net = FeatureClassifier(net_encoder, head, finetune=True,
+                                            train_codebooks=mode == "scratch" or cc.head.train_codebooks)
+                log(f"{name} with {_pct(f)} of the labels ({len(idx)} images, seed {r + 1}/{repeats[f]})")
+                res = fit_classifier(
+                    net, (inputs["train"][idx], y["train"][idx]), (inputs["val"], y["val"]),
+                    (inputs["test"], y["test"]), cc.head, n_classes, seed=cc.seed + r, device=device, log=log,
+                )
+                log(f"{name} {_pct(f)} seed {r + 1}: test acc {res.test_acc:.4f} at epoch {res.best_epoch} "
+                    f"(val {res.val_acc:.4f}); final {res.final_test_acc:.4f}; best on test {res.best_test_acc:.4f}")
+                runs.append(res)
+            per_fraction.append(runs)
+        head_params = sum(p.numel() for p in _make_head(cc, in_features, n_classes, trains_encoder).parameters())
+        rows[name] = _row_result(row, mode, feature_shape, per_fraction, enc_params, head_params, row_pretrain)
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
     result = {
         "fractions": fractions,
         "val_selected": True,
         "class_names": classes,
         "data": {"train": len(data.train), "val": len(data.val), "test": len(data.test),
-                 "image_shape": list(data.train.shape), "subset_sizes": [len(subsets[f]) for f in fractions]},
+                 "image_shape": list(data.train.shape), "subset_sizes": [len(subsets[f, 0]) for f in fractions]},
         "pretrain": {"run": str(run_dir), "model": model.registry_name, "params": model.num_parameters(),
                      "train_s": summary.get("train_s"), "wall_s": pretrain_wall, "phases": phases,
                      "test_mse": summary.get("mse"), "test_psnr": summary.get("psnr")},
@@ -237,11 +305,16 @@ def run_label_fractions(
 
 
 def format_table(result: dict[str, Any], key: str = "test_acc") -> str:
-    """Markdown table of accuracies (%) per row and fraction."""
+    """Markdown table of accuracies (%) per row and fraction (mean ± std over seeds where there are several)."""
     fr = result["fractions"]
     lines = ["| model | " + " | ".join(_pct(f) for f in fr) + " |", "|---" * (len(fr) + 1) + "|"]
     for name, row in result["models"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{100 * a:.1f}" for a in row[key]) + " |")
+        cells = []
+        for i, a in enumerate(row[key]):
+            seeds = row.get("seeds", [1] * len(fr))[i]
+            std = row.get(f"{key}_std", [0.0] * len(fr))[i] if key == "test_acc" else None
+            cells.append(f"{100 * a:.1f}" + (f" ± {100 * std:.1f} ({seeds})" if seeds > 1 and std is not None else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -261,7 +334,10 @@ def write_classify_report(out_dir: Path, result: dict[str, Any]) -> None:
         "(stratified, at least one image per class, nested, the same for every row): "
         + ", ".join(f"{_pct(f)} = {n}" for f, n in zip(result["fractions"], result["data"]["subset_sizes"])) + ".\n",
         "## Test accuracy (%), epoch selected on the validation split\n",
+        "Mean ± std over seeds (their number in brackets) where a fraction has several.\n",
         format_table(result, "test_acc"),
+        "\n## Test accuracy (%), best epoch on the test split (the published protocol: optimistic)\n",
+        format_table(result, "best_on_test"),
         "\n## Test accuracy (%) at the final epoch\n",
         format_table(result, "final_test_acc"),
         "\n## Validation accuracy (%) at the selected epoch\n",
@@ -272,8 +348,8 @@ def write_classify_report(out_dir: Path, result: dict[str, Any]) -> None:
     ]
     for name, row in result["models"].items():
         shape = "x".join(str(s) for s in row["feature_shape"])
-        mode = ("on raw pixels" if row["source"] == "pixels" else
-                "fine-tuned with the encoder" if row["finetune"] else "on frozen features")
+        mode = {"pixels": "on raw pixels", "finetune": "fine-tuned with the pretrained encoder",
+                "scratch": "with the same encoder trained from scratch", "frozen": "on frozen features"}[row["mode"]]
         parts.append(f"| {name} | {row['source']}: {shape} | {row['params']:,} ({row['encoder_params']:,} + "
                      f"{row['head_params']:,}) | {row['pretrain_s']:.0f} | {mode} |")
     pre = result["pretrain"]
@@ -307,13 +383,14 @@ def _cmd_classify(args: argparse.Namespace) -> int:
             fractions = [float(f) for f in args.fractions.split(",") if f.strip()]
         except ValueError:
             raise HierVQError(f"--fractions {args.fractions!r}: expected numbers like 1,0.5,0.1,0.01") from None
-    if args.finetune:
+    if args.finetune or args.augment:
         from dataclasses import replace
 
         from ..classify.config import ClassifyConfig
 
         cc = config.classify or ClassifyConfig()
-        config.classify = replace(cc, head=replace(cc.head, finetune=True))
+        head = replace(cc.head, finetune=cc.head.finetune or args.finetune, augment=cc.head.augment or args.augment)
+        config.classify = replace(cc, head=head)
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}"
     if args.overwrite and out.exists() and not args.pretrained:
         for item in out.iterdir():  # keep the pretraining run: --overwrite redoes the classification
@@ -363,7 +440,10 @@ def add_commands(sub, add_common) -> None:
     p.add_argument("config", help="YAML config with a classify: section (e.g. configs/svqvae-dual-pbc.yaml)")
     p.add_argument("--fractions", help="comma-separated label fractions (default classify.fractions), e.g. 1,0.5,0.1,0.01")
     p.add_argument("--pretrained", metavar="RUN", help="use this finished run instead of pretraining")
-    p.add_argument("--finetune", action="store_true", help="fine-tune the pretrained model with the head")
+    p.add_argument("--finetune", action="store_true",
+                   help="fine-tune the pretrained model with the head (rows given as a bare path; default: frozen)")
+    p.add_argument("--augment", action="store_true",
+                   help="random flips and 90-degree rotations of the training images (classify.head.augment)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--out", help="output folder (default runs/<config name>)")
     p.add_argument("--overwrite", action="store_true", help="redo the classification (a finished OUT/pretrain is kept)")

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import BLOCKS, Decoder, Encoder, Upsample, log2_factor
+from ..nn import BLOCKS, Decoder, Encoder, Standardize, Upsample, log2_factor
 from ..pretrained import register
 from ..quantize import Quantized
 from .base import DiscreteAutoencoder, LevelInfo, Output, QuantizerConfig
@@ -56,6 +56,9 @@ class HierarchicalConfig:
     ``up_blocks``: blocks after each intermediate upsampling step of the image decoder (0: VQ-VAE-2's decoder).
     ``raw_input``: the inputs are not images in [0, 1] but e.g. another model's latents (a stage of a stack):
     they are encoded as they are (no [0, 1] -> [-1, 1] mapping) and reconstructed on their own scale.
+    ``input_norm`` (with ``raw_input``): standardise every input channel with running statistics of the training
+    inputs (:class:`~hiervq.nn.Standardize`, saved with the model) and reconstruct the standardised input, so that
+    channels of small scale weigh as much in the loss as large ones; ``decode`` returns the input's own scale.
     """
 
     image_size: int | list[int] = 32
@@ -69,8 +72,11 @@ class HierarchicalConfig:
     mode: str = "conditioned"
     levels: list[LevelConfig] = field(default_factory=_default_levels)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    input_norm: bool = False
 
     def validate(self) -> None:
+        if self.input_norm and not self.raw_input:
+            raise ValueError("input_norm standardises latent inputs: it needs raw_input (images are mapped to [-1, 1])")
         if self.block not in BLOCKS:
             raise ValueError(f"block must be one of {', '.join(BLOCKS)}, got {self.block!r}")
         if self.mode not in MODES:
@@ -126,6 +132,7 @@ class HierarchicalVQVAE(DiscreteAutoencoder):
             sum(lv.dim for lv in c.levels), c.in_channels, c.channels, c.levels[0].downsample,
             c.blocks, c.res_channels, c.block, c.up_blocks,
         )
+        self.input_norm = Standardize(c.in_channels) if c.input_norm else None
 
     # ---------------------------------------------------------------- description
     @property
@@ -145,9 +152,17 @@ class HierarchicalVQVAE(DiscreteAutoencoder):
         return list(self.vq)
 
     # ---------------------------------------------------------------- computation
-    def _encode_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def model_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the encoder reads and, for latent inputs, what the decoder reconstructs: images mapped to
+        [-1, 1], latents as they are or standardised (``input_norm``)."""
         self.check_images(x)
-        h = x if self.config.raw_input else self.to_model_range(x)
+        if not self.config.raw_input:
+            return self.to_model_range(x)
+        return x if self.input_norm is None else self.input_norm(x)
+
+    def _encode_features(self, x: torch.Tensor, h: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Encoder outputs per level for ``x`` (or for its :meth:`model_input` ``h`` when already computed)."""
+        h = self.model_input(x) if h is None else h
         feats = []
         for enc in self.encoders:
             h = enc(h)
@@ -176,10 +191,13 @@ class HierarchicalVQVAE(DiscreteAutoencoder):
         """The decoder: a joint latent (B, sum of level dims, h_0, w_0) -> reconstruction (B, C, H, W) on the
         input's scale ([0, 1] for images)."""
         y = self.decoder(latent)
-        return y if self.config.raw_input else self.from_model_range(y)
+        if not self.config.raw_input:
+            return self.from_model_range(y)
+        return y if self.input_norm is None else self.input_norm.inverse(y)
 
     def forward(self, x: torch.Tensor) -> Output:
-        feats = self._encode_features(x)
+        h = self.model_input(x)
+        feats = self._encode_features(x, h)
 
         def quantize(i, z):
             r: Quantized = self.vq[i](z)
@@ -187,8 +205,13 @@ class HierarchicalVQVAE(DiscreteAutoencoder):
 
         quantized, results = self._quantize(feats, quantize)
         joint = self.joint_latent(quantized)
-        recon = self.decode_latent(joint)
-        recon_loss = F.mse_loss(recon, x)
+        if self.input_norm is None:
+            recon = self.decode_latent(joint)
+            recon_loss = F.mse_loss(recon, x)
+        else:  # the loss on the standardised scale: every channel of the input counts
+            y = self.decoder(joint)
+            recon_loss = F.mse_loss(y, h)
+            recon = self.input_norm.inverse(y)
         vq_loss = sum(r.loss for r in results)
         losses = {
             "recon": recon_loss.detach(),

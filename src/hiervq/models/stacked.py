@@ -40,7 +40,9 @@ class StageConfig:
 
     The defaults are the published stage: bottom level at 1/4 of the stage input, top at 1/8, EMA codebooks of
     K = 512 codes of dimension k = 2 (``dim``), 128 hidden channels, residual blocks; its joint latent has 2k
-    channels at 1/4 of the input resolution.
+    channels at 1/4 of the input resolution. ``input_norm``: stages that read a latent standardise it per channel
+    (running statistics of the training inputs, stored with the model) and reconstruct the standardised latent, so
+    the small-scale channels (e.g. the upsampled top level) are not dropped by an unweighted MSE.
     """
 
     channels: int = 128
@@ -50,6 +52,7 @@ class StageConfig:
     mode: str = "conditioned"
     levels: list[LevelConfig] = field(default_factory=_default_stage_levels)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    input_norm: bool = False
 
     def hierarchical(self, image_size: list[int], in_channels: int, raw_input: bool) -> HierarchicalConfig:
         """The :class:`HierarchicalConfig` of this stage for an input of ``in_channels`` x ``image_size``."""
@@ -57,6 +60,7 @@ class StageConfig:
             image_size=list(image_size), in_channels=in_channels, raw_input=raw_input, channels=self.channels,
             blocks=self.blocks, res_channels=self.res_channels, block=self.block, mode=self.mode,
             levels=[LevelConfig(**vars(lv)) for lv in self.levels], quantizer=QuantizerConfig(**vars(self.quantizer)),
+            input_norm=self.input_norm and raw_input,
         )
 
     def validate(self) -> None:
