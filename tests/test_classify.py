@@ -192,3 +192,130 @@ def test_classify_command_end_to_end(tmp_path, capsys):
                  "--set", "data.image_size=64"]) == 0
     assert "reusing the pretrained model" in capsys.readouterr().out
     assert json.loads((out / "results.json").read_text())["fractions"] == [0.5]
+
+
+# ---------------------------------------------------------------------- fine-tuning, from scratch, augmentation
+def _tiny_dual(seed=0):
+    torch.manual_seed(seed)
+    stage = StageConfig(channels=8, blocks=1, res_channels=4, levels=[LevelConfig(2, 16, 2), LevelConfig(2, 16, 2)],
+                        input_norm=True)
+    model = DualStackVQVAE(DualStackConfig(image_size=16, stage=stage))
+    model.set_phase("all")
+    model.train()
+    model(torch.rand(16, 3, 16, 16))  # initialise the codebooks and the stage statistics
+    return model
+
+
+def test_finetune_on_continuous_latents_trains_encoders_and_keeps_codebooks_and_statistics():
+    encoder = _tiny_dual()
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    head = MLPHead(8 * 2 * 2, 2, [8], batch_norm=True)
+    model = FeatureClassifier(encoder, head, finetune=True, quantize=False)
+    assert all(vq.bypass for vq in encoder.quantizers())
+    x = torch.rand(4, 3, 16, 16, requires_grad=True)
+    model.train()
+    feats = encoder.features(x)
+    assert not torch.equal(feats, _frozen_features(encoder, x))  # continuous, not the code vectors
+    images = (torch.rand(12, 3, 16, 16) * 255).to(torch.uint8)
+    labels = torch.arange(12) % 2
+    cfg = ClassifierConfig(hidden=[8], epochs=2, batch_size=4, lr=1e-2, augment=True, quantize=False)
+    fit_classifier(model, (images, labels), (images, labels), (images, labels), cfg, num_classes=2)
+    after = encoder.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any("encoders" in k for k in changed)
+    assert not any("codebook" in k or "input_norm" in k for k in changed), changed  # frozen codebooks and stats
+
+
+def _frozen_features(encoder, x):
+    bypass = [vq.bypass for vq in encoder.quantizers()]
+    for vq in encoder.quantizers():
+        vq.bypass = False
+    with torch.no_grad():
+        was = encoder.training
+        out = encoder.eval().features(x)
+        encoder.train(was)
+    for vq, b in zip(encoder.quantizers(), bypass):
+        vq.bypass = b
+    return out
+
+
+def test_finetune_with_trained_codebooks_moves_them():
+    encoder = _tiny_dual()
+    book = encoder.stack1.stages[0].vq[0].codebook.weight.clone()
+    model = FeatureClassifier(encoder, MLPHead(32, 2, [8]), finetune=True, train_codebooks=True)
+    images = (torch.rand(12, 3, 16, 16) * 255).to(torch.uint8)
+    cfg = ClassifierConfig(hidden=[8], epochs=1, batch_size=4, lr=1e-2)
+    fit_classifier(model, (images, torch.arange(12) % 2), (images, torch.arange(12) % 2),
+                   (images, torch.arange(12) % 2), cfg, num_classes=2)
+    assert not torch.equal(book, encoder.stack1.stages[0].vq[0].codebook.weight)
+
+
+def test_dihedral_augment_applies_one_of_eight_symmetries_per_image():
+    from hiervq.classify.mlp import dihedral_augment
+
+    x = torch.arange(64 * 2 * 5 * 5, dtype=torch.float32).view(64, 2, 5, 5)
+    out = dihedral_augment(x, torch.Generator().manual_seed(0))
+    images = []
+    for img, aug in zip(x, out):
+        candidates = [torch.rot90(img, k, (-2, -1)) for k in range(4)]
+        candidates += [c.flip(-1) for c in candidates]
+        matches = [i for i, c in enumerate(candidates) if torch.equal(c, aug)]
+        assert len(matches) == 1
+        images.append(matches[0])
+    assert len(set(images)) == 8  # all eight elements drawn over 64 images
+    again = dihedral_augment(x, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)  # reproducible from the generator
+    with pytest.raises(ValueError, match="square"):
+        dihedral_augment(torch.zeros(1, 1, 4, 5), torch.Generator())
+
+
+ROWS = """
+classify:
+  models:
+    dual_finetune: {{source: "", mode: finetune}}
+    svqvae_frozen: {{source: stack1, mode: frozen}}
+    scratch: {{source: "", mode: scratch}}
+  pixels_baseline: false
+  seeds: 2
+  scarce_fraction: 0.5
+  head: {{hidden: [16], epochs: 2, min_steps: 4, batch_size: 16, augment: true, quantize: false, evals: 1}}
+"""
+
+
+def test_classify_rows_seeds_and_scratch_never_sees_pretrained_weights(tmp_path, monkeypatch):
+    npz = _npz(tmp_path / "d.npz", 16)
+    cfg = tmp_path / "rows.yaml"
+    cfg.write_text(TINY.format(name="npz", path=npz, size=16).split("classify:")[0] + ROWS.format())
+    import hiervq.classify as classify_pkg
+
+    seen = []
+
+    real = classify_pkg.FeatureClassifier
+
+    def spy(encoder, head, **kwargs):
+        seen.append({k: v.clone() for k, v in encoder.state_dict().items()})
+        return real(encoder, head, **kwargs)
+
+    monkeypatch.setattr(classify_pkg, "FeatureClassifier", spy)
+    out = tmp_path / "out"
+    assert main(["classify", str(cfg), "--fractions", "1,0.5", "--out", str(out)]) == 0
+    result = json.loads((out / "results.json").read_text())
+    rows = result["models"]
+    assert list(rows) == ["dual_finetune", "svqvae_frozen", "scratch"]
+    for row in rows.values():
+        assert row["seeds"] == [1, 2] and len(row["test_acc_std"]) == 2 and row["test_acc_std"][0] == 0.0
+        assert len(row["best_on_test"]) == 2 and all(b >= 0 for b in row["best_on_test"])
+        assert all(best >= sel - 1e-12 for best, sel in zip(row["best_on_test"], row["test_acc"]))
+    assert rows["dual_finetune"]["finetune"] is True and rows["scratch"]["finetune"] is False
+    assert rows["scratch"]["mode"] == "scratch" and rows["scratch"]["pretrain_s"] == 0.0
+    from hiervq import load
+
+    pretrained = load(out / "pretrain").state_dict()
+    assert len(seen) == 6  # (1 + 2 seeds) x the two rows that train an encoder
+    finetune_starts, scratch_starts = seen[:3], seen[3:]
+    for start in finetune_starts:
+        assert all(torch.equal(start[k], pretrained[k]) for k in pretrained)
+    for start in scratch_starts:  # no weight of the scratch network equals its pretrained counterpart
+        weights = [k for k in pretrained if k.endswith("weight") and "codebook" not in k and pretrained[k].numel() > 1]
+        assert weights and not any(torch.equal(start[k], pretrained[k]) for k in weights)
+    assert "best epoch on the test split" in (out / "report.md").read_text()

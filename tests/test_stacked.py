@@ -205,3 +205,47 @@ def test_stack1_of_the_dual_model_is_the_svqvae():
     alone, dual = trained
     for key, value in alone.state_dict().items():
         assert torch.equal(value, dual.stack1.state_dict()[key]), key
+
+
+def test_stage_input_standardisation_uses_training_inputs_only_and_is_saved(tmp_path):
+    """Stages 2.. standardise their input latent with statistics of the training batches of their own phase:
+    exact running mean/var, untouched by evaluation or by frozen use, saved and loaded with the model."""
+    from hiervq import load
+    from hiervq.nn import Standardize
+
+    torch.manual_seed(0)
+    stage = StageConfig(channels=8, blocks=1, res_channels=4, levels=[LevelConfig(2, 16, 2), LevelConfig(2, 16, 2)],
+                        input_norm=True)
+    model = StackedVQVAE(StackedConfig(image_size=16, stages=2, stage=stage))
+    assert model.stages[0].input_norm is None and isinstance(model.stages[1].input_norm, Standardize)
+    model.set_phase("stage1")
+    model.train()
+    model(torch.rand(8, 3, 16, 16))
+    norm = model.stages[1].input_norm
+    assert norm.count == 0  # stage 2 does not run while stage 1 trains
+    model.set_phase("stage2")
+    a, b = torch.rand(8, 3, 16, 16), torch.rand(6, 3, 16, 16)
+    model.eval()
+    for stage_ in model.stages[1:]:
+        stage_.train()
+    model(a)
+    model(b)
+    latents = torch.cat([model.encode_latents(a)[1][0], model.encode_latents(b)[1][0]])
+    flat = latents.double().transpose(0, 1).reshape(latents.shape[1], -1)
+    assert torch.allclose(norm.mean, flat.mean(1), atol=1e-9)
+    assert torch.allclose(norm.var, flat.var(1, unbiased=False), atol=1e-9)
+    snapshot = (norm.count.clone(), norm.mean.clone(), norm.var.clone())
+    model.eval()
+    model(torch.rand(5, 3, 16, 16) * 3)  # evaluation (e.g. on test images) does not move the statistics
+    model.features(torch.rand(5, 3, 16, 16))
+    assert torch.equal(norm.count, snapshot[0]) and torch.equal(norm.mean, snapshot[1])
+    # the stage reconstructs the standardised latent; decode returns the latent's own scale
+    h = model.encode_latents(a)[1][0]
+    out = model.stages[1](h)
+    assert torch.allclose(norm.inverse(norm(h)), h, atol=1e-5)
+    assert out.recon.shape == h.shape
+    model.save_pretrained(tmp_path / "m")
+    loaded = load(tmp_path / "m")
+    assert torch.equal(loaded.stages[1].input_norm.mean, norm.mean) and torch.equal(loaded.stages[1].input_norm.var, norm.var)
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.equal(loaded.decode(loaded.encode(x)), model.decode(model.encode(x)))

@@ -47,6 +47,9 @@ class ClassifierConfig:
         finetune: the default mode of ``classify.models`` rows given as a bare path: fine-tune instead of frozen.
         train_codebooks: when fine-tuning, codebooks (EMA, dead-code reset) and stage-input statistics keep
             adapting; default: fixed at their pretrained values.
+        quantize: when fine-tuning, the features go through the quantizers (straight-through gradients); false:
+            every quantizer passes its continuous input through (the encoders fine-tune as a continuous network
+            initialised from pretraining; codes are not used).
         augment: random horizontal/vertical flips and 90-degree rotations of training images (pixels and
             fine-tuned/from-scratch rows; frozen features are computed once, without augmentation).
         grad_clip: clip the gradient norm (``null``: no clipping).
@@ -66,6 +69,7 @@ class ClassifierConfig:
     encoder_lr: float | None = None
     finetune: bool = False
     train_codebooks: bool = False
+    quantize: bool = True
     augment: bool = False
     grad_clip: float | None = None
 
@@ -128,17 +132,20 @@ class FeatureClassifier(nn.Module):
     Frozen (default): no gradients reach the autoencoder, which stays in eval mode. ``finetune``: its parameters
     train with the head, through the straight-through gradients of the quantizers; its layers are in training mode
     except, unless ``train_codebooks``, the quantizers (no EMA update, no dead-code reset) and the stage-input
-    standardisation (statistics fixed), which keep their pretrained state.
+    standardisation (statistics fixed), which keep their pretrained state. ``quantize=False`` (fine-tuning only):
+    the quantizers pass their continuous inputs through (see ``VectorQuantizer.bypass``).
     """
 
     def __init__(self, encoder: DiscreteAutoencoder, head: nn.Module, finetune: bool = False,
-                 train_codebooks: bool = False) -> None:
+                 train_codebooks: bool = False, quantize: bool = True) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = head
         self.finetune = finetune
         self.train_codebooks = train_codebooks and finetune
         encoder.requires_grad_(finetune)
+        for vq in encoder.quantizers():
+            vq.bypass = finetune and not quantize
         self.train(self.training)
 
     def train(self, mode: bool = True) -> FeatureClassifier:

@@ -266,12 +266,13 @@ def run_label_fractions(
                     net_encoder = fresh.get_submodule(row.source) if row.source else fresh
                 elif mode == "finetune":
                     net_encoder = copy.deepcopy(encoder)
-                start = (extract_features(net_encoder, inputs["train"], cc.feature_batch_size, device)
-                         if net_encoder is not None and cc.head.standardize else inputs["train"])
-                net = head = _make_head(cc, in_features, n_classes, trains_encoder, start, seed=cc.seed + r)
+                net = head = _make_head(cc, in_features, n_classes, trains_encoder,
+                                        None if net_encoder is not None else inputs["train"], seed=cc.seed + r)
                 if net_encoder is not None:
-                    net = FeatureClassifier(net_encoder, head, finetune=True,
+                    net = FeatureClassifier(net_encoder, head, finetune=True, quantize=cc.head.quantize,
                                             train_codebooks=mode == "scratch" or cc.head.train_codebooks)
+                    if cc.head.standardize:  # the features the head starts from (then batch statistics follow)
+                        head.set_standardization(extract_features(net_encoder, inputs["train"], cc.feature_batch_size))
                 log(f"{name} with {_pct(f)} of the labels ({len(idx)} images, seed {r + 1}/{repeats[f]})")
                 res = fit_classifier(
                     net, (inputs["train"][idx], y["train"][idx]), (inputs["val"], y["val"]),

@@ -57,6 +57,10 @@ class VectorQuantizer(nn.Module):
     initialisation, EMA updates and dead-code resets happen in training mode only. Gradients cross the
     quantizer whenever autograd is recording; otherwise (e.g. eval under ``no_grad``) the output is exactly the
     code vectors, so ``decode(indices)`` reproduces the eval forward bit for bit.
+
+    ``bypass`` (an attribute, off by default, not saved): the forward returns the continuous features instead of
+    the code vectors (codes, losses and statistics are still computed); used to fine-tune a pretrained encoder on
+    its continuous latents.
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class VectorQuantizer(nn.Module):
         self.code_dim = code_dim or dim
         self.codebook_size = codebook_size
         self.estimator = estimator
+        self.bypass = False  # see the class docstring
         self.beta = beta
         self.cosine = cosine
         self.temperature = temperature
@@ -195,7 +200,7 @@ class VectorQuantizer(nn.Module):
                 "resets": torch.tensor(resets),
             }
 
-        out = self.project_out(out)
+        out = self.project_out(e if self.bypass else out)
         return Quantized(
             quantized=self._from_rows(out, index_shape, maps),
             indices=indices.view(index_shape),
