@@ -101,6 +101,16 @@ def test_prior_overwrite_keeps_a_folder_hiervq_did_not_write(finished_run, tmp_p
     assert os.listdir(d) == ["notes.txt"]
 
 
+@pytest.mark.parametrize("command", ["compare", "sweep", "classify"])
+def test_experiment_overwrite_keeps_a_folder_hiervq_did_not_write(command, tmp_path, capsys):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "notes.txt").write_text("mine")
+    code, _, err = run_cli([command, tiny_config(tmp_path), "--out", d, "--overwrite"], capsys)
+    assert_one_line_error(code, err, d, "not a hiervq")
+    assert os.listdir(d) == ["notes.txt"]
+
+
 def test_replaceable_rule(tmp_path, monkeypatch):
     legacy = tmp_path / "legacy"  # a run from before the marker
     (legacy / "model").mkdir(parents=True)
