@@ -284,6 +284,8 @@ def prior_run(
     if resume and (overrides or class_conditional is not None or overwrite):
         raise HierVQError("--resume continues with the prior run's saved config: drop --set, --class-conditional "
                           "and --overwrite")
+    if not resume:
+        check_run_dir(out_dir, overwrite=overwrite, what="prior run directory")  # before creating even the lock file
     with RunLock(out_dir):  # one writer per prior run directory, for the whole run
         ae_key = cache_key(resolve_model_dir(ae_run), {})
         state = None
@@ -297,7 +299,7 @@ def prior_run(
             remove_stale_tmp(out_dir)
         else:
             config = resolve_prior_config(ae_config.priors, str(ae_run), lv, ae_config.seed, class_conditional, overrides)
-            check_run_dir(out_dir, overwrite=overwrite, what="prior run directory")  # before the codes are extracted
+            check_run_dir(out_dir, overwrite=overwrite, what="prior run directory")  # again, holding the lock
         info = kind.level_info(model, lv)
         codes = run_codes(ae_run, model, ae_config.data, config.code_batch_size, log)
         train, test = codes["train"], codes["test"]

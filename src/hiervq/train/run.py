@@ -102,15 +102,15 @@ def train_run(
     lock = None
     try:
         run_dir = Path(run_dir)
-        if dist.is_main:  # one writer per run directory, for the whole run (under torchrun: rank 0)
-            lock = RunLock(run_dir).acquire()
+        if dist.is_main:
+            check = (lambda: check_resumable(run_dir)) if resume else (lambda: check_run_dir(run_dir, overwrite=overwrite))
+            check()  # refuse before creating anything, even the lock file
+            lock = RunLock(run_dir).acquire()  # one writer per run, for the whole run (under torchrun: rank 0)
             remove_leftovers(run_dir)  # of a swap that a kill interrupted
+            check()  # again: another process may have written it before we held the lock
             if resume:
-                check_resumable(run_dir)
                 remove_stale_tmp(run_dir)  # of atomic writes that a kill interrupted
                 mark_output_dir(run_dir)  # runs from before the marker: recognisable from now on
-            else:
-                check_run_dir(run_dir, overwrite=overwrite)
         seed_everything(config.seed)
         data = data or load_data(config.data)
         model = build_for_data(config, data)
