@@ -36,6 +36,7 @@ import torch  # noqa: E402
 
 from hiervq.experiments.label_fractions import run_label_fractions  # noqa: E402
 from hiervq.train import load_config  # noqa: E402
+from hiervq.train.rundir import check_replaceable  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "svqvae-dual-pbc.yaml"
@@ -52,6 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     if out.exists():
+        check_replaceable(out, "classify output folder")  # --out is the user's: replace only hiervq output
         shutil.rmtree(out)
     t0 = time.perf_counter()
     config = load_config(CONFIG, args.set)

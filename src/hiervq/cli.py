@@ -134,6 +134,29 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _decode_targets(codes: Path, out: Path, names: list[str] | None, n: int, overwrite: bool) -> list[Path]:
+    """The PNG each decoded image goes to (``grid.png`` is also written); refuses existing files without
+    ``overwrite`` (decoding into the folder the codes came from would replace the originals) and name clashes."""
+    from .errors import DataError
+
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder")
+    if names is not None and len(names) != n:
+        raise DataError(f"{codes}: names has {len(names)} entries for {n} images")
+    targets = [out / f"{Path(names[i]).stem if names else f'{i:05d}'}.png" for i in range(n)]
+    seen: set[Path] = set()
+    for target in targets:
+        if target in seen or target.name == "grid.png":
+            clash = "the grid" if target.name == "grid.png" else "another image"
+            raise DataError(f"{codes}: an image would be written to {target} over {clash}; rename it in names")
+        seen.add(target)
+    if not overwrite:
+        existing = next((t for t in [*targets, out / "grid.png"] if t.exists() or t.is_symlink()), None)
+        if existing is not None:
+            raise DataError(f"{existing} already exists; pass --overwrite to replace it, or -o another folder")
+    return targets
+
+
 def _cmd_decode(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -155,19 +178,19 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         raise DataError(f"{path}: corrupt codes file ({exc})") from None
     if not levels:
         raise DataError(f"{path}: no level0.. arrays (write it with `hiervq encode`)")
+    out = Path(args.output)
+    targets = _decode_targets(path, out, names, len(levels[0]), args.overwrite)  # all checked before writing any
     with torch.no_grad():
         try:
             images = model.decode(model.codes_from_list(levels))
         except (IndexError, ValueError, RuntimeError) as exc:
             raise DataError(f"{path}: codes do not fit this model ({str(exc).splitlines()[0]})") from None
-    out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     from PIL import Image
 
     arr = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    for i, a in enumerate(arr):
-        name = Path(names[i]).stem if names else f"{i:05d}"
-        Image.fromarray(a[..., 0] if a.shape[2] == 1 else a).save(out / f"{name}.png")
+    for a, target in zip(arr, targets):
+        Image.fromarray(a[..., 0] if a.shape[2] == 1 else a).save(target)
     save_image_grid(images, out / "grid.png", nrow=min(8, len(images)))
     print(f"decoded {len(arr)} images -> {out}/")
     return 0
@@ -221,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory or saved model directory")
     p.add_argument("codes", help=".npz written by `hiervq encode`")
     p.add_argument("-o", "--output", default="decoded", help="output folder (one PNG per image, plus grid.png)")
+    p.add_argument("--overwrite", action="store_true", help="replace PNGs that already exist in the output folder")
     _add_common(p)
     p.set_defaults(func=_cmd_decode)
 

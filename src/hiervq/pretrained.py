@@ -6,6 +6,7 @@ registered with :func:`register` can be written with :func:`save_pretrained` and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -51,12 +52,36 @@ def build(name: str, config: dict[str, Any] | Any, where: str = "model") -> nn.M
     return cls(config)
 
 
+def umask() -> int:
+    """The process umask, read without changing it where possible (``os.umask`` sets it, racing other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename.
+
+    The file gets the mode ``open(path, "w")`` would give it: the replaced file's, else 0o666 less the umask
+    (mkstemp alone would make it 0600). A kill before the rename leaves ``.NAME.XXXXXXXX.tmp`` beside ``path``
+    (:func:`hiervq.train.rundir.remove_stale_tmp` removes those of a run when it starts again).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except OSError:
+        mode = 0o666 & ~umask()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        with contextlib.suppress(OSError):  # e.g. a file system without modes
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -23,6 +23,7 @@ from ..train.checkpoint import CHECKPOINT_DIR, LAST
 from ..train.config import RunConfig, config_from_dict, dump_config
 from ..train.report import write_json
 from ..train.run import CONFIG_FILE, train_run
+from ..train.rundir import check_replaceable, mark_output_dir
 from .capacity import CapacityMatch, match_capacity
 
 ARCHS = ("hier", "single")
@@ -133,10 +134,12 @@ def run_compare(
     from ..metrics.plots import plot_lorenz, plot_paired_scatter
 
     out_dir = Path(out_dir)
+    if overwrite:
+        check_replaceable(out_dir, "compare output folder")
+    data = data or load_data(config.data)  # before deleting anything: a typo in data.path keeps the old results
     if overwrite and out_dir.exists():
         shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    data = data or load_data(config.data)
+    mark_output_dir(out_dir)
     c, h, _ = data.train.shape
     cmp = config.compare
     match = match_capacity(

@@ -202,6 +202,7 @@ def run_label_fractions(
     from ..schema import to_dict
     from ..train.report import write_json
     from ..train.run import seed_everything
+    from ..train.rundir import mark_output_dir
 
     t_start = time.perf_counter()
     if config.classify is None:
@@ -217,7 +218,7 @@ def run_label_fractions(
     if (out_dir / "results.json").is_file() and not overwrite:
         raise HierVQError(f"{out_dir} already holds results.json; pass --overwrite to classify again "
                           "(a finished pretraining run there is reused)")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    mark_output_dir(out_dir)
 
     run_dir, pretrain_wall = pretrain(config, out_dir, pretrained, log)
     device = torch.device("cpu")
@@ -394,8 +395,11 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         config.classify = replace(cc, head=head)
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.config).stem}"
     if args.overwrite and out.exists() and not args.pretrained:
-        for item in out.iterdir():  # keep the pretraining run: --overwrite redoes the classification
-            if item.name != "pretrain":
+        from ..train.rundir import RUN_MARKER, check_replaceable
+
+        check_replaceable(out, "classify output folder")
+        for item in out.iterdir():  # keep the pretraining run (and its lock): --overwrite redoes the classification
+            if item.name not in ("pretrain", RUN_MARKER) and not item.name.startswith(".pretrain."):
                 shutil.rmtree(item) if item.is_dir() else item.unlink()
     run_label_fractions(config, out, fractions, args.pretrained, args.overwrite)
     return 0

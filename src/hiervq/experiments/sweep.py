@@ -28,6 +28,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..train.config import RunConfig, apply_overrides, config_from_dict, parse_value
 from ..train.report import read_metrics, write_json
+from ..train.rundir import check_replaceable, mark_output_dir
 
 POINT_FILE = "point.json"
 VARIANT_AXIS = "variant"
@@ -190,8 +191,9 @@ def run_sweep(
             print(f"  {p.name}: {' '.join(p.overrides) or '(base config)'}")
         return {"axes": _axes(full_grid, variants), "points": [], "rows": []}
     if overwrite and out_dir.exists():
+        check_replaceable(out_dir, "sweep output folder")
         shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    mark_output_dir(out_dir)
 
     records: dict[str, dict] = {}
     todo = []

@@ -14,6 +14,8 @@ Prior run directory (default ``AE_RUN/priors/level<N>``)::
     PRIOR/checkpoints/last.pt  written atomically after every epoch; ``hiervq prior RUN --resume`` continues it
     PRIOR/summary.json   test NLL in bits per code and per image, next to uniform log2(K) x codes
     PRIOR/codes.npz      the cached train/test codes (a hard link to ``AE_RUN/codes.npz`` where possible)
+    PRIOR/.hiervq-run    marks it as hiervq's (``--overwrite`` replaces nothing else); the process writing it
+                         holds the lock ``.level<N>.lock`` beside it (:mod:`hiervq.train.rundir`)
 
 The codes are extracted once per autoencoder run and data config into ``AE_RUN/codes.npz`` (keyed by a hash of
 the weights and the data config) and shared by the priors of all levels.
@@ -35,14 +37,15 @@ import torch
 import yaml
 
 from ..errors import HierVQError
-from ..pretrained import atomic_write_bytes, load, read_meta, resolve_model_dir
+from ..pretrained import load, read_meta, resolve_model_dir
 from ..priors import CODES_FILE, CodeSet, PriorKind, cache_key, cached_codes, prior_kind_for, uniform_bits
 from ..schema import from_dict, to_dict
 from .checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint, save_checkpoint
 from .config import PriorsConfig, TrainConfig, apply_overrides, read_yaml_mapping
 from .distributed import resolve_device
 from .report import append_metrics, write_json, write_metrics
-from .run import prepare_run_dir, read_run_config, seed_everything
+from .run import read_run_config, seed_everything
+from .rundir import RunLock, check_run_dir, remove_leftovers, remove_stale_tmp, start_run_dir
 from .trainer import _progress, lr_factor, make_optimizer
 
 LN2 = math.log(2.0)
@@ -278,89 +281,95 @@ def prior_run(
     kind = prior_kind_for(model)
     lv = kind.parse_level(model, level)
     out_dir = Path(out) if out is not None else default_prior_dir(ae_run, lv)
-    ae_key = cache_key(resolve_model_dir(ae_run), {})
-    state = None
-    if resume:
-        if overrides or class_conditional is not None or overwrite:
-            raise HierVQError("--resume continues with the prior run's saved config: drop --set, --class-conditional "
-                              "and --overwrite")
-        state = load_checkpoint(out_dir / CHECKPOINT_DIR / LAST)
-        config = _read_prior_config(out_dir)
-        if state.get("autoencoder_key") != ae_key or config.level != lv:
-            raise HierVQError(f"{out_dir}: this prior run belongs to {config.autoencoder} level {config.level}, "
-                              f"not to the weights of {ae_run} level {lv}")
-    else:
-        config = resolve_prior_config(ae_config.priors, str(ae_run), lv, ae_config.seed, class_conditional, overrides)
-    info = kind.level_info(model, lv)
-    codes = run_codes(ae_run, model, ae_config.data, config.code_batch_size, log)
-    train, test = codes["train"], codes["test"]
-    num_classes = None
-    if config.class_conditional:
-        if train.labels is None:
-            raise HierVQError(f"{ae_run}: the data has no labels, so the prior cannot be class-conditional")
-        num_classes = max(train.num_classes or 0, test.num_classes or 0)
-    seed_everything(config.seed)
-    prior = kind.build_prior(model, lv, dict(config.model), num_classes, f"{ae_run}/config.yaml: priors.model")
+    if resume and (overrides or class_conditional is not None or overwrite):
+        raise HierVQError("--resume continues with the prior run's saved config: drop --set, --class-conditional "
+                          "and --overwrite")
+    if not resume:
+        check_run_dir(out_dir, overwrite=overwrite, what="prior run directory")  # before creating even the lock file
+    with RunLock(out_dir):  # one writer per prior run directory, for the whole run
+        ae_key = cache_key(resolve_model_dir(ae_run), {})
+        state = None
+        remove_leftovers(out_dir)  # of a swap that a kill interrupted
+        if resume:
+            state = load_checkpoint(out_dir / CHECKPOINT_DIR / LAST)
+            config = _read_prior_config(out_dir)
+            if state.get("autoencoder_key") != ae_key or config.level != lv:
+                raise HierVQError(f"{out_dir}: this prior run belongs to {config.autoencoder} level {config.level}, "
+                                  f"not to the weights of {ae_run} level {lv}")
+            remove_stale_tmp(out_dir)
+        else:
+            config = resolve_prior_config(ae_config.priors, str(ae_run), lv, ae_config.seed, class_conditional, overrides)
+            check_run_dir(out_dir, overwrite=overwrite, what="prior run directory")  # again, holding the lock
+        info = kind.level_info(model, lv)
+        codes = run_codes(ae_run, model, ae_config.data, config.code_batch_size, log)
+        train, test = codes["train"], codes["test"]
+        num_classes = None
+        if config.class_conditional:
+            if train.labels is None:
+                raise HierVQError(f"{ae_run}: the data has no labels, so the prior cannot be class-conditional")
+            num_classes = max(train.num_classes or 0, test.num_classes or 0)
+        seed_everything(config.seed)
+        prior = kind.build_prior(model, lv, dict(config.model), num_classes, f"{ae_run}/config.yaml: priors.model")
 
-    if state is not None:
-        write_metrics(out_dir, state["history"])  # drop lines of an epoch that did not finish saving
-    else:
-        prepare_run_dir(out_dir, overwrite=overwrite, what="prior run directory")
-        atomic_write_bytes(out_dir / PRIOR_CONFIG_FILE, yaml.safe_dump(to_dict(config), sort_keys=False).encode())
-        _link_or_copy(ae_run / CODES_FILE, out_dir / CODES_FILE)
-    n_codes = info["codes_per_image"]
-    params = sum(p.numel() for p in prior.parameters())
-    log(
-        f"prior level {lv}: {type(prior).__name__} {params:,} parameters over a {'x'.join(map(str, info['grid']))} "
-        f"grid of K={info['codebook_size']} codes{' (class-conditional)' if num_classes else ''}; "
-        f"{len(train)} train / {len(test)} test images"
-    )
-    if not config.class_conditional:
-        train = CodeSet(train.codes, None, train.class_names)
-        test = CodeSet(test.codes, None, test.class_names)
-    history, seconds = fit_prior(prior, kind, lv, train, test, config.train, n_codes, out_dir, config.seed, log, state,
-                                 {"autoencoder_key": ae_key})
-    device = resolve_device(config.train.device)
-    per_image = evaluate_prior(prior, kind, lv, test, config.train.eval_batch_size, None, device) / LN2
-    uniform = uniform_bits(info["codebook_size"], n_codes)
-    summary = {
-        "autoencoder": str(ae_run),
-        "level": lv,
-        "grid": info["grid"],
-        "codebook_size": info["codebook_size"],
-        "codes_per_image": n_codes,
-        "class_conditional": bool(num_classes),
-        "bits_per_code": per_image / n_codes,
-        "bits_per_image": per_image,
-        "uniform_bits_per_code": math.log2(info["codebook_size"]),
-        "uniform_bits_per_image": uniform,
-        "saved_bits_per_image": uniform - per_image,
-        "saved_fraction": 1.0 - per_image / uniform,
-        "train_bits_per_code": history[-1]["train"]["bits_per_code"] if history else None,
-        "test_images": len(test),
-        "train_images": len(train),
-        "params": params,
-        "epochs": config.train.epochs,
-        "train_s": round(seconds, 2),
-    }
-    extra = {
-        "autoencoder": str(ae_run.resolve()),
-        "autoencoder_key": ae_key,
-        "kind": kind.name,
-        "level": lv,
-        "grid": info["grid"],
-        "codebook_size": info["codebook_size"],
-        "class_conditional": bool(num_classes),
-        "num_classes": num_classes,
-        "class_names": train.class_names,
-    }
-    prior.cpu().save_pretrained(out_dir / "model", extra=extra)
-    write_json(out_dir / "summary.json", summary)
-    log(
-        f"prior level {lv}: test {summary['bits_per_code']:.4f} bits/code, {per_image:.1f} bits/image "
-        f"(uniform {uniform:.1f}; {summary['saved_fraction']:.1%} fewer) -> {out_dir}"
-    )
-    return summary
+        if state is not None:
+            write_metrics(out_dir, state["history"])  # drop lines of an epoch that did not finish saving
+        else:
+            # validated and the prior built: only now replace an old prior run
+            start_run_dir(out_dir, {PRIOR_CONFIG_FILE: yaml.safe_dump(to_dict(config), sort_keys=False).encode()})
+            _link_or_copy(ae_run / CODES_FILE, out_dir / CODES_FILE)
+        n_codes = info["codes_per_image"]
+        params = sum(p.numel() for p in prior.parameters())
+        log(
+            f"prior level {lv}: {type(prior).__name__} {params:,} parameters over a {'x'.join(map(str, info['grid']))} "
+            f"grid of K={info['codebook_size']} codes{' (class-conditional)' if num_classes else ''}; "
+            f"{len(train)} train / {len(test)} test images"
+        )
+        if not config.class_conditional:
+            train = CodeSet(train.codes, None, train.class_names)
+            test = CodeSet(test.codes, None, test.class_names)
+        history, seconds = fit_prior(prior, kind, lv, train, test, config.train, n_codes, out_dir, config.seed, log, state,
+                                     {"autoencoder_key": ae_key})
+        device = resolve_device(config.train.device)
+        per_image = evaluate_prior(prior, kind, lv, test, config.train.eval_batch_size, None, device) / LN2
+        uniform = uniform_bits(info["codebook_size"], n_codes)
+        summary = {
+            "autoencoder": str(ae_run),
+            "level": lv,
+            "grid": info["grid"],
+            "codebook_size": info["codebook_size"],
+            "codes_per_image": n_codes,
+            "class_conditional": bool(num_classes),
+            "bits_per_code": per_image / n_codes,
+            "bits_per_image": per_image,
+            "uniform_bits_per_code": math.log2(info["codebook_size"]),
+            "uniform_bits_per_image": uniform,
+            "saved_bits_per_image": uniform - per_image,
+            "saved_fraction": 1.0 - per_image / uniform,
+            "train_bits_per_code": history[-1]["train"]["bits_per_code"] if history else None,
+            "test_images": len(test),
+            "train_images": len(train),
+            "params": params,
+            "epochs": config.train.epochs,
+            "train_s": round(seconds, 2),
+        }
+        extra = {
+            "autoencoder": str(ae_run.resolve()),
+            "autoencoder_key": ae_key,
+            "kind": kind.name,
+            "level": lv,
+            "grid": info["grid"],
+            "codebook_size": info["codebook_size"],
+            "class_conditional": bool(num_classes),
+            "num_classes": num_classes,
+            "class_names": train.class_names,
+        }
+        prior.cpu().save_pretrained(out_dir / "model", extra=extra)
+        write_json(out_dir / "summary.json", summary)
+        log(
+            f"prior level {lv}: test {summary['bits_per_code']:.4f} bits/code, {per_image:.1f} bits/image "
+            f"(uniform {uniform:.1f}; {summary['saved_fraction']:.1%} fewer) -> {out_dir}"
+        )
+        return summary
 
 
 # ---------------------------------------------------------------------- sampling
@@ -380,7 +389,10 @@ class Samples:
 def find_priors(ae_run: str | os.PathLike) -> list[Path]:
     """The prior run directories under ``AE_RUN/priors/`` (what ``hiervq sample`` uses without ``--priors``)."""
     root = Path(ae_run) / PRIORS_DIR
-    return sorted(p for p in root.iterdir() if (p / "model" / "config.json").is_file()) if root.is_dir() else []
+    if not root.is_dir():
+        return []
+    # dot names are locks and the halves of a swap in progress (rundir.start_run_dir), not priors
+    return sorted(p for p in root.iterdir() if not p.name.startswith(".") and (p / "model" / "config.json").is_file())
 
 
 def load_priors(ae_run: str | os.PathLike, prior_dirs: list[str | os.PathLike], model) -> tuple[dict[int, Any], dict]:

@@ -7,13 +7,14 @@ Run directory layout::
     RUN/checkpoints/last.pt  written atomically after every epoch; ``--resume RUN`` continues from it
     RUN/model/               config.json + model.safetensors (``hiervq.load(RUN)``)
     RUN/summary.json         final test metrics; RUN/report.md with reconstructions/curves/usage PNGs
+    RUN/.hiervq-run          marks the directory as a run: ``--overwrite`` replaces nothing else
+    .RUN.lock                beside the run: held by the process writing it (see :mod:`hiervq.train.rundir`)
 """
 
 from __future__ import annotations
 
 import os
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,11 @@ import torch
 from ..data import DataSplits, load_data
 from ..errors import DataError, HierVQError
 from ..models.base import DiscreteAutoencoder
-from ..pretrained import atomic_write_bytes
 from .checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint
 from .config import RunConfig, config_from_dict, dump_config, read_yaml_mapping
 from .distributed import DistInfo, barrier, cleanup, setup
 from .report import make_summary, write_json, write_report
+from .rundir import RunLock, check_run_dir, mark_output_dir, remove_leftovers, remove_stale_tmp, start_run_dir
 from .trainer import Callback, Trainer
 
 CONFIG_FILE = "config.yaml"
@@ -42,22 +43,23 @@ def seed_everything(seed: int) -> None:
 def prepare_run_dir(run_dir: str | Path, resume: bool = False, overwrite: bool = False, what: str = "run directory") -> Path:
     """Create ``run_dir``; refuse to reuse a non-empty one unless resuming or explicitly overwriting.
 
-    ``what`` names the directory in the error messages (e.g. "prior run directory").
+    ``what`` names the directory in the error messages (e.g. "prior run directory"). Overwriting replaces only a
+    directory hiervq wrote (:func:`~hiervq.train.rundir.check_replaceable`). Runs that load data and build a model
+    first call :func:`~hiervq.train.rundir.check_run_dir` and :func:`~hiervq.train.rundir.start_run_dir` instead,
+    so that a failed start leaves an old run intact.
     """
     run_dir = Path(run_dir)
     if resume:
-        if not (run_dir / CHECKPOINT_DIR / LAST).is_file():
-            raise HierVQError(f"{run_dir}: nothing to resume (no {CHECKPOINT_DIR}/{LAST})")
+        check_resumable(run_dir)
         return run_dir
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise HierVQError(
-                f"{what} {run_dir} already exists; pass --resume to continue it, --overwrite to replace it, "
-                "or --out to choose another"
-            )
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    check_run_dir(run_dir, overwrite=overwrite, what=what)
+    return start_run_dir(run_dir)
+
+
+def check_resumable(run_dir: str | Path) -> None:
+    """Raise HierVQError unless ``run_dir`` has a checkpoint to resume from."""
+    if not (Path(run_dir) / CHECKPOINT_DIR / LAST).is_file():
+        raise HierVQError(f"{run_dir}: nothing to resume (no {CHECKPOINT_DIR}/{LAST})")
 
 
 def read_run_config(run_dir: str | Path) -> RunConfig:
@@ -93,18 +95,28 @@ def train_run(
     """Train ``config`` into ``run_dir`` (or continue it) and write the summary, model and report.
 
     Under torchrun every rank calls this; only rank 0 writes files. Returns the summary (on every rank).
+    With ``overwrite``, an existing run is replaced only once the config, data and model are validated
+    (:func:`~hiervq.train.rundir.start_run_dir`).
     """
     dist: DistInfo = setup(config.train.device)
+    lock = None
     try:
         run_dir = Path(run_dir)
         if dist.is_main:
-            prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
-            if not resume:
-                atomic_write_bytes(run_dir / CONFIG_FILE, dump_config(config).encode())
-        barrier(dist)
+            check = (lambda: check_resumable(run_dir)) if resume else (lambda: check_run_dir(run_dir, overwrite=overwrite))
+            check()  # refuse before creating anything, even the lock file
+            lock = RunLock(run_dir).acquire()  # one writer per run, for the whole run (under torchrun: rank 0)
+            remove_leftovers(run_dir)  # of a swap that a kill interrupted
+            check()  # again: another process may have written it before we held the lock
+            if resume:
+                remove_stale_tmp(run_dir)  # of atomic writes that a kill interrupted
+                mark_output_dir(run_dir)  # runs from before the marker: recognisable from now on
         seed_everything(config.seed)
         data = data or load_data(config.data)
         model = build_for_data(config, data)
+        if dist.is_main and not resume:  # validated: only now replace an old run (a typo must not destroy it)
+            start_run_dir(run_dir, {CONFIG_FILE: dump_config(config).encode()})
+        barrier(dist)
         if dist.is_main:
             print(f"model {config.model_name}: {model.num_parameters():,} parameters; {model.budget()}", flush=True)
             print(f"data {config.data.name}: {len(data.train)} train / {len(data.test)} test images {data.train.shape}", flush=True)
@@ -122,6 +134,8 @@ def train_run(
         barrier(dist)
         return summary
     finally:
+        if lock is not None:
+            lock.release()
         cleanup(dist)
 
 
