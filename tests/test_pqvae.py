@@ -301,3 +301,39 @@ def test_gumbel_forward_gradient_follows_the_relaxation_through_the_residual_cha
     (ref * g).sum().backward()
     torch.testing.assert_close(z.grad, z_ref.grad, rtol=1e-7, atol=1e-9)
 
+
+# ---------------------------------------------------------------------------------------------- loss scale, output
+def test_recon_reduction_sum_is_mean_times_pixels_and_channels():
+    torch.manual_seed(12)
+    mean = small_model(in_channels=2)
+    summed = small_model(in_channels=2, recon_reduction="sum")
+    summed.load_state_dict(mean.state_dict())
+    x = torch.rand(4, 2, 16, 16)
+    mean.eval()
+    summed.eval()
+    a, b = mean(x), summed(x)  # the same forward: eval mode, nearest codes, no update
+    chw = 2 * 16 * 16
+    assert torch.equal(a.recon, b.recon) and torch.equal(a.losses["recon"], b.losses["recon"])
+    # loss = recon term + beta * commitment + lambda_h * entropy; only the recon term is rescaled
+    other = a.loss - a.losses["recon"]
+    torch.testing.assert_close(b.loss - other, a.losses["recon"] * chw, rtol=1e-5, atol=1e-6)
+    ref = ((b.recon - x) ** 2).sum() / 4
+    torch.testing.assert_close(b.loss - other, ref, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="recon_reduction"):
+        small_model(recon_reduction="max")
+
+
+def test_pqvae_tanh_output_stays_in_range():
+    torch.manual_seed(13)
+    model = small_model(output="tanh")
+    with torch.no_grad():
+        model.decoder.net[-1].weight.mul_(100.0)  # drive the decoder far outside [-1, 1]
+    x = torch.rand(2, 1, 16, 16)
+    model.eval()
+    with torch.no_grad():
+        recon = model(x).recon
+        assert recon.min() >= 0.0 and recon.max() <= 1.0
+        assert torch.equal(model.decode(model.encode(x)), recon)
+    assert small_model().config.output == "linear"
+    with pytest.raises(ValueError, match="output"):
+        small_model(output="sigmoid")
