@@ -1,6 +1,7 @@
 """Codebooks under torch.distributed, for real: 2 CPU processes with the gloo backend.
 
-* with data (k-means++) initialisation and dead-code reset on, every rank ends with bit-identical codebooks;
+* with data (k-means++) initialisation and dead-code reset on, every rank ends with bit-identical codebooks (also
+  with a warm-up before the data init and averaged re-seeding);
 * with dead-code reset off, the codebooks equal those of one process trained on the concatenated batches
   (the all-reduced counts and sums are that batch's counts and sums);
 * ``torchrun --nproc-per-node 2 -m hiervq train`` end to end: rank-0-only logging and files, complete run
@@ -43,6 +44,8 @@ SCENARIOS = {
     "reset_on": dict(init="kmeans", kmeans_iters=3, dead_threshold=12.0, dead_window=2, estimator="rotation"),
     # reset off: equality with one process on the concatenated batches
     "reset_off": dict(init="data", dead_threshold=0.0, estimator="ste"),
+    # warm-up (2 pass-through steps, then data init) with learned codes, averaged re-seeding: bitwise identity
+    "warmup_mean": dict(init="data", init_after=2, ema_decay=None, dead_threshold=12.0, dead_window=1, reseed="mean"),
 }
 
 
@@ -146,8 +149,9 @@ def ranks(tmp_path_factory) -> list[dict]:
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
-def test_codebooks_are_bitwise_identical_on_every_rank(ranks):
-    a, b = ranks[0]["reset_on"], ranks[1]["reset_on"]
+@pytest.mark.parametrize("scenario", ["reset_on", "warmup_mean"])
+def test_codebooks_are_bitwise_identical_on_every_rank(ranks, scenario):
+    a, b = ranks[0][scenario], ranks[1][scenario]
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), f"{key} differs between ranks"
@@ -156,7 +160,9 @@ def test_codebooks_are_bitwise_identical_on_every_rank(ranks):
     assert sum(int(a[f"vq.{i}.codebook.reset_count"].sum()) for i in range(2)) > 0
     # every rank made the same random draws (rank 0's were used): the streams stay in step, so resuming from
     # rank 0's saved random state continues every rank exactly
-    assert torch.equal(ranks[0]["reset_on_rng"], ranks[1]["reset_on_rng"])
+    assert torch.equal(ranks[0][f"{scenario}_rng"], ranks[1][f"{scenario}_rng"])
+    if scenario == "warmup_mean":
+        assert all(int(a[f"vq.{i}.codebook.warmup_seen"]) == 2 for i in range(2))
 
 
 def test_codebooks_equal_one_process_on_the_concatenated_batches(ranks):

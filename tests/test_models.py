@@ -189,3 +189,29 @@ def test_bits_per_image_matches_metrics_helper():
     )
     assert model.budget().bits_per_image == pytest.approx(64 * 5 + 16 * 4)
     assert math.isclose(model.budget().bits_per_image, 384)
+
+
+def test_tanh_output_stays_in_range_and_linear_is_the_default():
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 16, 16)
+    linear = tiny([(2, 32, 8), (2, 16, 8)])
+    assert linear.config.output == "linear"
+    tanh_cfg = HierarchicalConfig(**{**vars(linear.config), "output": "tanh"})
+    bounded = HierarchicalVQVAE(tanh_cfg)
+    bounded.load_state_dict(linear.state_dict())
+    for m in (linear, bounded):
+        with torch.no_grad():
+            m.decoder.net[-1].weight.mul_(100.0)  # drive the decoder far outside [-1, 1]
+        m.eval()
+    with torch.no_grad():
+        a, b = linear(x), bounded(x)
+        assert a.recon.min() < 0.0 or a.recon.max() > 1.0
+        assert b.recon.min() >= 0.0 and b.recon.max() <= 1.0
+        y = linear.decoder(a.latent)
+        assert torch.equal(a.recon, linear.from_model_range(y)), "linear: the decoder output as before"
+        assert torch.equal(b.recon, bounded.from_model_range(torch.tanh(y)))
+        assert torch.equal(bounded.decode(bounded.encode(x)), b.recon)
+    with pytest.raises(ValueError, match="output"):
+        HierarchicalConfig(output="sigmoid").validate()
+    with pytest.raises(ValueError, match="raw_input"):
+        HierarchicalConfig(output="tanh", raw_input=True).validate()

@@ -235,3 +235,105 @@ def test_gumbel_training_updates_the_codebook_with_nearest_codes():
     assert w_gum.std(0).mean().item() > 0.5  # random assignments would have collapsed the codes to ~ the mean
     # the decoder path does get drawn codes: at this temperature they are not the nearest ones
     assert not torch.equal(f_gum.quantized, f_ste.quantized)
+
+
+# ---------------------------------------------------------------------------------------------- Gumbel gradient route
+def gumbel_noise(shape, dtype=torch.float64) -> torch.Tensor:
+    u = torch.rand(*shape, dtype=dtype).clamp_(1e-10, 1.0 - 1e-7)
+    return -(-u.log()).log()
+
+
+@pytest.mark.parametrize("ema_decay", [0.99, None])
+def test_gumbel_step_gradient_is_the_relaxation_gradient_only(ema_decay):
+    torch.manual_seed(9)
+    temperature = 0.7
+    q = ProgressiveQuantizer(2, map_size=2, steps=1, codebook_size=8, spatial_dim=4, channel_dim=2, init="random",
+                             temperature=temperature, ema_decay=ema_decay).double()
+    w = q.codebook.weight if ema_decay is None else q.codebook.weight.clone()
+    e = torch.randn(16, 8, dtype=torch.float64, requires_grad=True)
+    noise = gumbel_noise((16, 8))
+    g = torch.randn(16, 8, dtype=torch.float64)
+    out, _, _, _ = q.quantize_step(e, w, w.pow(2).sum(1), noise, track_grad=True)
+    # reference: the Gumbel-softmax relaxation written by hand on -|e - w|^2 / temperature with the same noise
+    e_ref = e.detach().clone().requires_grad_()
+    w_ref = w.detach().clone().requires_grad_()
+    logits = -(e_ref[:, None, :] - w_ref[None]).pow(2).sum(-1) / temperature
+    relaxed = (logits + noise).softmax(-1) @ w_ref
+    # forward: exactly the drawn code
+    assert torch.equal(out, w.detach()[(logits + noise).argmax(-1)])
+    (out * g).sum().backward()
+    (relaxed * g).sum().backward()
+    torch.testing.assert_close(e.grad, e_ref.grad, rtol=1e-9, atol=1e-12)
+    assert not torch.allclose(e.grad, e_ref.grad + g), "no straight-through identity on top of the relaxation"
+    if ema_decay is None:  # learned codes get the relaxation's gradient too
+        torch.testing.assert_close(q.codebook.weight.grad, w_ref.grad, rtol=1e-9, atol=1e-12)
+
+
+def test_gumbel_forward_gradient_follows_the_relaxation_through_the_residual_chain():
+    """The whole training forward (2 steps, so step 2's input depends on step 1's output) against a residual loop
+    written with the hand-made relaxation and the same Gumbel noise."""
+    torch.manual_seed(10)
+    q = ProgressiveQuantizer(2, map_size=2, steps=2, codebook_size=8, spatial_dim=4, channel_dim=2, init="random",
+                             dead_threshold=0.0).double().train()
+    z = torch.randn(3, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(3, 2, 4, 4, dtype=torch.float64)
+    w = q.codebook.weight.clone()  # before this forward's EMA update
+    torch.manual_seed(11)
+    out = q(z)
+    (out.quantized * g).sum().backward()
+    torch.manual_seed(11)
+    n = 3 * 4  # B * G rows
+    noise = gumbel_noise((2, n, 8))
+    z_ref = z.detach().clone().requires_grad_()
+    x = q.partition(z_ref)
+    pinvs = q.pseudo_inverses()
+    residual, total = x, 0.0
+    for step in range(2):
+        e = q.transform(residual, step).reshape(n, -1)
+        logits = -(e[:, None, :] - w[None]).pow(2).sum(-1) + noise[step]
+        relaxed = logits.softmax(-1) @ w
+        hard = w[logits.detach().argmax(-1)]
+        e_hat = (hard + relaxed - relaxed.detach()).view(3, 4, -1)
+        part = q.inverse(e_hat, step, pinvs)
+        residual, total = residual - part, total + part
+    ref = q.merge(total, 4, 4)
+    torch.testing.assert_close(out.quantized, ref, rtol=1e-9, atol=1e-10)
+    (ref * g).sum().backward()
+    torch.testing.assert_close(z.grad, z_ref.grad, rtol=1e-7, atol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------- loss scale, output
+def test_recon_reduction_sum_is_mean_times_pixels_and_channels():
+    torch.manual_seed(12)
+    mean = small_model(in_channels=2)
+    summed = small_model(in_channels=2, recon_reduction="sum")
+    summed.load_state_dict(mean.state_dict())
+    x = torch.rand(4, 2, 16, 16)
+    mean.eval()
+    summed.eval()
+    a, b = mean(x), summed(x)  # the same forward: eval mode, nearest codes, no update
+    chw = 2 * 16 * 16
+    assert torch.equal(a.recon, b.recon) and torch.equal(a.losses["recon"], b.losses["recon"])
+    # loss = recon term + beta * commitment + lambda_h * entropy; only the recon term is rescaled
+    other = a.loss - a.losses["recon"]
+    torch.testing.assert_close(b.loss - other, a.losses["recon"] * chw, rtol=1e-5, atol=1e-6)
+    ref = ((b.recon - x) ** 2).sum() / 4
+    torch.testing.assert_close(b.loss - other, ref, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="recon_reduction"):
+        small_model(recon_reduction="max")
+
+
+def test_pqvae_tanh_output_stays_in_range():
+    torch.manual_seed(13)
+    model = small_model(output="tanh")
+    with torch.no_grad():
+        model.decoder.net[-1].weight.mul_(100.0)  # drive the decoder far outside [-1, 1]
+    x = torch.rand(2, 1, 16, 16)
+    model.eval()
+    with torch.no_grad():
+        recon = model(x).recon
+        assert recon.min() >= 0.0 and recon.max() <= 1.0
+        assert torch.equal(model.decode(model.encode(x)), recon)
+    assert small_model().config.output == "linear"
+    with pytest.raises(ValueError, match="output"):
+        small_model(output="sigmoid")

@@ -346,3 +346,134 @@ def test_training_stats_use_the_update_counts():
     out = vq(torch.randn(50, 4))
     assert torch.equal(out.stats["counts"], torch.bincount(out.indices, minlength=8))
     assert out.stats["counts"].dtype == torch.long
+
+
+# ---------------------------------------------------------------------------------------------- warm-up init
+@pytest.mark.parametrize("ema_decay", [0.99, None])
+def test_warmup_init_happens_at_the_configured_step_and_not_before(ema_decay):
+    torch.manual_seed(0)
+    n = 3
+    vq = VectorQuantizer(4, 8, init="data", init_after=n, ema_decay=ema_decay, dead_threshold=0)
+    book = vq.codebook
+    seen = []
+    real_initialize = book.initialize
+    book.initialize = lambda z: (seen.append(z.clone()), real_initialize(z))[1]
+    batches = [torch.randn(20, 4) + 10.0 * i for i in range(n + 2)]  # each batch far from the others
+    start = {k: v.clone() for k, v in book.state_dict().items()}
+    vq.eval()
+    vq(batches[0])  # eval forwards are not warm-up steps
+    assert int(book.warmup_seen) == 0
+    vq.train()
+    for i in range(n):
+        z = batches[i].clone().requires_grad_()
+        out = vq(z)
+        assert not bool(book.initialized) and not seen, f"no initialisation during warm-up step {i + 1}"
+        assert int(book.warmup_seen) == i + 1
+        assert torch.equal(out.quantized, z), "warm-up passes the features through"
+        assert out.loss.item() == 0.0 and out.losses["commitment"] == 0 and out.losses["codebook"] == 0
+        if out.loss.requires_grad:  # learned codes: a zero term that touches them
+            out.loss.backward()
+        out.quantized.sum().backward()
+        assert torch.equal(z.grad, torch.ones_like(z)), "identity gradient, and none from the (zero) loss"
+        for key, value in book.state_dict().items():
+            if key != "warmup_seen":
+                assert torch.equal(value, start[key]), f"{key} changed during warm-up"
+        assert out.indices.shape == (20,) and out.stats["counts"].sum() == 20
+    out = vq(batches[n])  # training forward n + 1 initialises from its own features
+    assert bool(book.initialized) and len(seen) == 1
+    assert torch.equal(seen[0], batches[n])
+    if ema_decay is None:  # learned codes are not moved by the update: they are rows of batch n + 1
+        for row in book.weight:
+            assert (batches[n] == row).all(1).any()
+    assert out.losses["commitment"] > 0
+    vq(batches[n + 1])
+    assert len(seen) == 1, "initialised once"
+
+
+def test_warmup_counter_is_saved_and_resumes():
+    torch.manual_seed(0)
+    a = VectorQuantizer(3, 4, init="kmeans", init_after=3)
+    assert "codebook.warmup_seen" in a.state_dict()
+    assert "codebook.warmup_seen" not in VectorQuantizer(3, 4).state_dict(), "no new key without warm-up"
+    a.train()
+    a(torch.randn(10, 3))
+    a(torch.randn(10, 3))
+    b = VectorQuantizer(3, 4, init="kmeans", init_after=3)
+    b.load_state_dict(a.state_dict())
+    b.train()
+    b(torch.randn(10, 3))
+    assert not bool(b.codebook.initialized)
+    b(torch.randn(10, 3))
+    assert bool(b.codebook.initialized)
+
+
+def test_warmup_through_the_model_config():
+    from hiervq.models.base import QuantizerConfig
+    from hiervq.models.hierarchical import HierarchicalConfig, HierarchicalVQVAE, LevelConfig
+
+    torch.manual_seed(0)
+    config = HierarchicalConfig(
+        image_size=16, in_channels=1, channels=8, blocks=1, res_channels=4,
+        levels=[LevelConfig(downsample=2, codebook_size=8, dim=4, code_dim=2), LevelConfig(downsample=2, codebook_size=8, dim=4)],
+        quantizer=QuantizerConfig(init="data", init_after=2, ema_decay=None),
+    )
+    model = HierarchicalVQVAE(config)
+    model.train()
+    x = torch.rand(2, 1, 16, 16)
+    for _ in range(2):
+        out = model(x)
+        out.loss.backward()
+        assert not any(bool(vq.codebook.initialized) for vq in model.vq)
+        assert out.losses["commitment"] == 0
+    model(x)
+    assert all(bool(vq.codebook.initialized) for vq in model.vq)
+    with pytest.raises(ValueError, match="init_after"):
+        QuantizerConfig(init="random", init_after=5).validate()
+    with pytest.raises(ValueError, match="init_after"):
+        QuantizerConfig(init_after=-1).validate()
+    with pytest.raises(ValueError, match="reseed"):
+        QuantizerConfig(reseed="median").validate()
+
+
+# ---------------------------------------------------------------------------------------------- averaged re-seeding
+def test_mean_reseed_writes_the_mean_of_an_output_and_its_nearest_neighbours():
+    from hiervq.quantize.codebook import MEAN_RESEED_ROWS
+
+    assert MEAN_RESEED_ROWS == 4
+    torch.manual_seed(0)
+    k = 6
+    book = Codebook(k, 2, ema_decay=0.99, init="random", dead_threshold=2, dead_window=1, reseed="mean")
+    # 5 tight, well separated clusters of 4 outputs each (dyadic values: every mean is exact in float32)
+    offsets = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    centers = torch.tensor([[100.0 * c, -50.0 * c] for c in range(1, 6)])
+    z = (centers[:, None, :] + offsets[None]).reshape(-1, 2)
+    z = z[torch.randperm(z.shape[0])]
+    means = centers + 0.5
+    # all outputs go to code 0: codes 1-5 are dead after one full window, 5 dead x 4 rows = the whole batch
+    resets = book.update(z, torch.zeros(20, dtype=torch.long))
+    assert resets == 5
+    dead = torch.arange(k) > 0
+    for row in book.weight[dead]:
+        assert (means == row).all(1).any(), f"{row} is the exact mean of one cluster (an output and its 3 nearest)"
+        assert not (z == row).all(1).any(), "not a single output"
+    assert torch.equal(book.ema_count[dead], torch.ones(5))
+    assert torch.equal(book.ema_sum[dead], book.weight[dead])
+    assert torch.equal(book.age[dead], torch.zeros(5, dtype=torch.long))
+
+
+def test_mean_reseed_groups_by_hand_and_small_batches():
+    torch.manual_seed(0)
+    book = Codebook(4, 3, init="random", dead_threshold=1, dead_window=1, reseed="mean")
+    pool = torch.randn(9, 3).double()
+    torch.manual_seed(1)
+    rows = book._mean_rows(pool, 2, 4)
+    torch.manual_seed(1)
+    anchors = torch.randperm(9)[:2]
+    for r, a in zip(rows, anchors):
+        order = torch.cdist(pool[a][None], pool)[0].argsort()
+        assert order[0] == a
+        assert torch.allclose(r, pool[order[:4]].mean(0), atol=1e-12)
+    # fewer outputs than dead codes or than m: every code still gets a finite vector near the outputs
+    few = torch.randn(2, 3)
+    book.update(few, torch.zeros(2, dtype=torch.long))
+    assert int(book.reset_count.sum()) == 3 and torch.isfinite(book.weight).all()

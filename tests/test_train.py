@@ -1,6 +1,7 @@
 """Training runs: outputs of a run, exact resume, phases, the trainer's schedule."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -78,3 +79,17 @@ def test_unknown_phase_is_rejected(tmp_path, tiny_run_config):
     cfg = config_from_dict(tiny_run_config, "tiny")
     with pytest.raises(ValueError, match="not a phase of this model"):
         train_run(cfg, tmp_path / "run")
+
+
+def test_exponential_schedule_decays_every_step_with_its_time_constant(tmp_path, tiny_run_config):
+    """The PQ-VAE schedule, lr * exp(-step / 25000), is the ``exponential`` schedule with ``decay_steps``."""
+    tiny_run_config["train"].update(epochs=2, schedule="exponential", decay_steps=25000, warmup_steps=0, lr=1e-3)
+    cfg = config_from_dict(tiny_run_config, "tiny")
+    train_run(cfg, tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and 0 < records[0]["step"] < records[1]["step"]
+    for record in records:  # the lr the next step would use: decayed once per step taken
+        assert record["lr"] == pytest.approx(1e-3 * math.exp(-record["step"] / 25000), rel=1e-9)
+    tiny_run_config["train"]["decay_steps"] = 0
+    with pytest.raises(hiervq.HierVQError, match="decay_steps"):
+        config_from_dict(tiny_run_config, "tiny")

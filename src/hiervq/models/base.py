@@ -20,8 +20,11 @@ from ..quantize import VectorQuantizer
 class QuantizerConfig:
     """Quantizer settings shared by a model's levels (see :class:`~hiervq.quantize.VectorQuantizer`).
 
-    The collapse mitigations are switches here: ``init`` ("data"/"kmeans" vs "random"), ``dead_threshold``
-    (0 turns dead-code reset off) and the per-level ``code_dim`` (low-dimensional codes).
+    The collapse mitigations are switches here: ``init`` ("data"/"kmeans" vs "random"), ``init_after`` (warm-up:
+    the first N training forwards pass the features through unquantized and the data/kmeans init uses forward
+    N + 1; 0 = the first forward), ``dead_threshold`` (0 turns dead-code reset off), ``reseed`` ("sample": a dead
+    code becomes one recent encoder output; "mean": the mean of a random recent output and its 3 nearest
+    neighbours among them) and the per-level ``code_dim`` (low-dimensional codes).
     """
 
     estimator: str = "ste"
@@ -33,10 +36,12 @@ class QuantizerConfig:
     dead_window: int = 10
     cosine: bool = False
     temperature: float = 1.0
+    init_after: int = 0
+    reseed: str = "sample"
 
     def validate(self) -> None:
         from ..quantize import ESTIMATORS
-        from ..quantize.codebook import INITS
+        from ..quantize.codebook import INITS, RESEEDS, check_init_after
 
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
@@ -46,6 +51,9 @@ class QuantizerConfig:
             raise ValueError(f"ema_decay must be in [0, 1) or null, got {self.ema_decay}")
         if self.beta < 0 or self.dead_threshold < 0 or self.dead_window < 1 or self.temperature <= 0:
             raise ValueError("beta and dead_threshold must be >= 0, dead_window >= 1, temperature > 0")
+        if self.reseed not in RESEEDS:
+            raise ValueError(f"reseed must be one of {', '.join(RESEEDS)}, got {self.reseed!r}")
+        check_init_after(self.init, self.init_after)
 
     def make(self, dim: int, codebook_size: int, code_dim: int | None = None) -> VectorQuantizer:
         """A :class:`VectorQuantizer` for ``dim`` input channels with these settings."""
@@ -62,6 +70,8 @@ class QuantizerConfig:
             dead_window=self.dead_window,
             cosine=self.cosine,
             temperature=self.temperature,
+            init_after=self.init_after,
+            reseed=self.reseed,
         )
 
 

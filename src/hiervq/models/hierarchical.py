@@ -27,6 +27,7 @@ from ..quantize import Quantized
 from .base import DiscreteAutoencoder, LevelInfo, Output, QuantizerConfig
 
 MODES = ("conditioned", "unconditioned")
+OUTPUTS = ("linear", "tanh")
 
 
 @dataclass
@@ -59,6 +60,8 @@ class HierarchicalConfig:
     ``input_norm`` (with ``raw_input``): standardise every input channel with running statistics of the training
     inputs (:class:`~hiervq.nn.Standardize`, saved with the model) and reconstruct the standardised input, so that
     channels of small scale weigh as much in the loss as large ones; ``decode`` returns the input's own scale.
+    ``output``: ``"linear"`` (the decoder's last convolution as it is) or ``"tanh"`` (a Tanh on it, so the [-1, 1]
+    output, and the reconstruction on [0, 1], cannot leave the image range; images only, not ``raw_input``).
     """
 
     image_size: int | list[int] = 32
@@ -73,8 +76,13 @@ class HierarchicalConfig:
     levels: list[LevelConfig] = field(default_factory=_default_levels)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     input_norm: bool = False
+    output: str = "linear"
 
     def validate(self) -> None:
+        if self.output not in OUTPUTS:
+            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
+        if self.output == "tanh" and self.raw_input:
+            raise ValueError("output tanh bounds an image on [-1, 1]; raw_input reconstructs latents on their own scale")
         if self.input_norm and not self.raw_input:
             raise ValueError("input_norm standardises latent inputs: it needs raw_input (images are mapped to [-1, 1])")
         if self.block not in BLOCKS:
@@ -192,7 +200,7 @@ class HierarchicalVQVAE(DiscreteAutoencoder):
         input's scale ([0, 1] for images)."""
         y = self.decoder(latent)
         if not self.config.raw_input:
-            return self.from_model_range(y)
+            return self.from_model_range(torch.tanh(y) if self.config.output == "tanh" else y)
         return y if self.input_norm is None else self.input_norm.inverse(y)
 
     def forward(self, x: torch.Tensor) -> Output:

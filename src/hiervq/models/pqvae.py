@@ -18,6 +18,9 @@ from ..pretrained import register
 from ..quantize.codebook import INITS
 from ..quantize.progressive import PQ_ESTIMATORS, ProgressiveQuantizer
 from .base import Budget, DiscreteAutoencoder, LevelInfo, Output
+from .hierarchical import OUTPUTS
+
+RECON_REDUCTIONS = ("mean", "sum")
 
 
 @dataclass
@@ -28,6 +31,13 @@ class PQVAEConfig:
     the progressive quantizer splits the (C, H/ds, W/ds) map into small ``map_size`` x ``map_size`` maps,
     quantized in ``steps`` steps each with a shared codebook of ``codebook_size`` codes of dimension
     ``spatial_dim * channel_dim``. Codes per image: ``steps`` x number of small maps.
+
+    ``output``: ``"linear"`` or ``"tanh"`` (a Tanh on the decoder output, before the [-1, 1] -> [0, 1] mapping).
+    ``recon_reduction``: the reconstruction term of the loss, ``"mean"`` (MSE averaged over every element, the
+    default) or ``"sum"`` (squared error summed over channels and pixels, averaged over the batch: C*H*W times the
+    mean, e.g. 1024 for 32x32 MNIST, 3072 for CIFAR-10). The other terms (beta * commitment, entropy_weight * the
+    entropy sum over steps in nats) are not rescaled, so with ``sum`` they weigh C*H*W times less against the
+    reconstruction. ``losses["recon"]`` stays the per-element MSE either way.
     """
 
     image_size: int | list[int] = 32
@@ -52,8 +62,14 @@ class PQVAEConfig:
     kmeans_iters: int = 10
     dead_threshold: float = 2.0
     dead_window: int = 10
+    output: str = "linear"
+    recon_reduction: str = "mean"
 
     def validate(self) -> None:
+        if self.output not in OUTPUTS:
+            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
+        if self.recon_reduction not in RECON_REDUCTIONS:
+            raise ValueError(f"recon_reduction must be one of {', '.join(RECON_REDUCTIONS)}, got {self.recon_reduction!r}")
         if self.block not in BLOCKS:
             raise ValueError(f"block must be one of {', '.join(BLOCKS)}, got {self.block!r}")
         if self.estimator not in PQ_ESTIMATORS:
@@ -153,14 +169,19 @@ class PQVAE(DiscreteAutoencoder):
         return self.pre_quant(self.encoder(self.to_model_range(x)))
 
     def _decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.from_model_range(self.decoder(latent))
+        y = self.decoder(latent)
+        return self.from_model_range(torch.tanh(y) if self.config.output == "tanh" else y)
 
     def forward(self, x: torch.Tensor) -> Output:
         r = self.quantizer(self._features(x))
         recon = self._decode_latent(r.quantized)
         recon_loss = F.mse_loss(recon, x)
+        if self.config.recon_reduction == "sum":  # summed over channels and pixels, averaged over the batch
+            recon_term = F.mse_loss(recon, x, reduction="sum") / x.shape[0]
+        else:
+            recon_term = recon_loss
         losses = {"recon": recon_loss.detach(), **r.losses}
-        return Output(recon=recon, loss=recon_loss + r.loss, losses=losses, codes=[r.indices], stats=[r.stats])
+        return Output(recon=recon, loss=recon_term + r.loss, losses=losses, codes=[r.indices], stats=[r.stats])
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:

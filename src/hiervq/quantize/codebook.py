@@ -11,12 +11,25 @@ from torch import nn
 from . import distributed as qdist
 
 INITS = ("data", "kmeans", "random")
+RESEEDS = ("sample", "mean")
+
+#: m, the encoder outputs averaged into one code by ``reseed="mean"``: a random recent output and its m - 1
+#: nearest neighbours among the recent outputs.
+MEAN_RESEED_ROWS = 4
 
 #: Default bound on the number of distance entries (rows x codes) computed at once by ``nearest``.
 #: 2**19 float32 entries = 2 MiB: one chunk of distances stays in a core's L2 cache while it is written by the
 #: GEMM and read back by the search for its minimum, which is several times faster than streaming a larger
 #: block through memory (see docs/performance.md for the measurements behind this choice).
 DEFAULT_CHUNK_ELEMENTS = 1 << 19
+
+
+def check_init_after(init: str, init_after: int) -> None:
+    """Raise ``ValueError`` unless ``init_after`` (warm-up forwards before the codebook init) fits ``init``."""
+    if isinstance(init_after, bool) or not isinstance(init_after, int) or init_after < 0:
+        raise ValueError(f"init_after must be an integer >= 0, got {init_after!r}")
+    if init_after and init == "random":
+        raise ValueError("init_after delays a data/kmeans initialisation; init 'random' needs no data (use 0)")
 
 
 def lane_width(num_codes: int) -> int:
@@ -92,16 +105,24 @@ class Codebook(nn.Module):
         init: ``"data"`` (random encoder outputs of the first training batch), ``"kmeans"`` (a few
             Lloyd iterations started from those) or ``"random"`` (unit Gaussian, no data needed).
         kmeans_iters: Lloyd iterations for ``init="kmeans"``.
+        init_after: warm-up before a data/k-means initialisation: the first ``init_after`` training forwards do
+            not quantize (the owning layer passes its input through, see :meth:`warming_up`) and the codebook is
+            initialised from the encoder outputs of training forward ``init_after + 1`` (``0``: the first one).
         dead_threshold: a code whose assignments summed over the last ``dead_window`` training batches
             stay below this is re-seeded from recent encoder outputs (``0`` or ``None`` disables it).
         dead_window: the number of recent batches over which usage is summed.
+        reseed: how a dead code is re-seeded from the encoder outputs of the current batch: ``"sample"`` (one
+            random output) or ``"mean"`` (the mean of :data:`MEAN_RESEED_ROWS` outputs: a random one and its
+            nearest neighbours among them, see :meth:`reset_dead`).
         cosine: keep code vectors on the unit sphere (inputs must be l2-normalised by the caller).
         eps: Laplace smoothing of the EMA cluster sizes.
         chunk_elements: at most this many distances (rows x K) are held at once by :meth:`nearest`.
 
     Buffers (all in ``state_dict``, so training resumes exactly): ``weight`` (K, D) (a parameter when
     ``ema_decay is None``), ``ema_count`` (K,), ``ema_sum`` (K, D), ``initialized``, ``usage_window``
-    (dead_window, K), ``age`` (K,) batches since a code was last (re)seeded, ``reset_count`` (K,).
+    (dead_window, K), ``age`` (K,) batches since a code was last (re)seeded, ``reset_count`` (K,), and with
+    ``init_after > 0`` ``warmup_seen``, the warm-up forwards counted so far (absent otherwise, so checkpoints of
+    models without warm-up keep their keys).
 
     Under ``torch.distributed`` the statistics are summed over all ranks and every decision that needs
     randomness (data init, re-seeding) is taken on rank 0 and broadcast, so every rank holds the same codebook.
@@ -119,6 +140,8 @@ class Codebook(nn.Module):
         cosine: bool = False,
         eps: float = 1e-5,
         chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+        init_after: int = 0,
+        reseed: str = "sample",
     ) -> None:
         super().__init__()
         if num_codes < 1 or dim < 1:
@@ -129,6 +152,9 @@ class Codebook(nn.Module):
             raise ValueError(f"ema_decay must be in [0, 1) or None, got {ema_decay}")
         if dead_window < 1:
             raise ValueError(f"dead_window must be >= 1, got {dead_window}")
+        check_init_after(init, init_after)
+        if reseed not in RESEEDS:
+            raise ValueError(f"unknown reseed {reseed!r}; choose one of {', '.join(RESEEDS)}")
         self.num_codes = num_codes
         self.dim = dim
         self.ema_decay = ema_decay
@@ -139,6 +165,8 @@ class Codebook(nn.Module):
         self.cosine = cosine
         self.eps = eps
         self.chunk_elements = chunk_elements
+        self.init_after = init_after
+        self.reseed = reseed
 
         weight = torch.randn(num_codes, dim)
         if cosine:
@@ -154,6 +182,8 @@ class Codebook(nn.Module):
         self.register_buffer("window_pos", torch.zeros((), dtype=torch.long))
         self.register_buffer("age", torch.zeros(num_codes, dtype=torch.long))
         self.register_buffer("reset_count", torch.zeros(num_codes, dtype=torch.long))
+        if init_after > 0:
+            self.register_buffer("warmup_seen", torch.zeros((), dtype=torch.long))
         self.last_counts: torch.Tensor | None = None  # (K,) counts of the last update, summed over ranks
 
     @property
@@ -164,6 +194,8 @@ class Codebook(nn.Module):
         return (
             f"K={self.num_codes}, D={self.dim}, ema_decay={self.ema_decay}, init={self.init!r}, "
             f"dead_threshold={self.dead_threshold}, dead_window={self.dead_window}, cosine={self.cosine}"
+            + (f", init_after={self.init_after}" if self.init_after else "")
+            + (f", reseed={self.reseed!r}" if self.reseed != "sample" else "")
         )
 
     # ------------------------------------------------------------------ search
@@ -198,6 +230,24 @@ class Codebook(nn.Module):
         return F.embedding(indices, self.weight)
 
     # ------------------------------------------------------------------ init
+    @torch.no_grad()
+    def warming_up(self) -> bool:
+        """Call once per training forward while the codebook is not initialised: True if this forward is a
+        warm-up step (one of the first ``init_after``; it is counted), False if it is the one that initialises.
+
+        During warm-up the owning layer passes its input through unquantized with zero commitment/codebook loss
+        and no codebook update (no EMA, no usage window). Under ``torch.distributed`` rank 0's answer is
+        broadcast, so all ranks initialise in the same forward (and run its collectives together).
+        """
+        if self.init_after <= 0 or bool(self.initialized):
+            return False
+        flag = (self.warmup_seen < self.init_after).to(torch.long).reshape(1)
+        qdist.broadcast(flag)
+        if bool(flag):
+            self.warmup_seen += 1
+            return True
+        return False
+
     @torch.no_grad()
     def initialize(self, z: torch.Tensor) -> None:
         """Initialise the codes from encoder outputs ``z`` (N, D) (rows from all ranks are used).
@@ -337,27 +387,66 @@ class Codebook(nn.Module):
 
     @torch.no_grad()
     def reset_dead(self, z: torch.Tensor) -> int:
-        """Re-seed dead codes from rows of ``z`` (N, D); returns their number.
+        """Re-seed dead codes from rows of ``z`` (N, D) (this batch's encoder outputs); returns their number.
+
+        ``reseed="sample"``: each dead code becomes one random row (without replacement when N allows).
+        ``reseed="mean"``: each dead code becomes the mean of m = :data:`MEAN_RESEED_ROWS` rows: an anchor row
+        drawn at random (without replacement when N allows) and its m - 1 nearest other rows (Euclidean) among
+        the candidate rows, so the new code sits inside a dense part of the batch, not on a lone output. The
+        candidate rows are up to ``m * n_dead`` random rows of ``z`` (all of them when N is smaller), so a
+        neighbourhood covers a share of the batch comparable to a code's.
+        Either way the code's EMA state is reset with the new vector (count 1, sum = the vector).
 
         Under ``torch.distributed`` the usage window is global (all-reduced counts), so every rank finds the
-        same dead codes; each rank contributes up to that many random rows of its ``z``, every rank draws the
-        new codes from the gathered rows (keeping the random-number streams in step) and rank 0's draw is
-        broadcast, so the re-seeded codes are identical everywhere.
+        same dead codes; each rank contributes its random candidate rows, every rank draws the new codes from the
+        gathered rows (keeping the random-number streams in step) and rank 0's draw is broadcast, so the
+        re-seeded codes are identical everywhere.
         """
         dead = self.dead_codes()
         n_dead = int(dead.sum())
         if n_dead == 0:
             return 0
         pool = z.detach().to(self.weight.dtype)
-        if qdist.is_distributed():
-            if pool.shape[0] > n_dead:
-                pool = pool[torch.randperm(pool.shape[0])[:n_dead].to(pool.device)]
-            pool = qdist.gather_rows(pool, max_rows=n_dead)
-        new = self._sample_rows(pool, n_dead).contiguous()
+        per_rank = n_dead * (MEAN_RESEED_ROWS if self.reseed == "mean" else 1)
+        if self.reseed == "mean" or qdist.is_distributed():
+            if pool.shape[0] > per_rank:
+                pool = pool[torch.randperm(pool.shape[0])[:per_rank].to(pool.device)]
+            pool = qdist.gather_rows(pool, max_rows=per_rank)
+        if self.reseed == "mean":
+            new = self._mean_rows(pool, n_dead, MEAN_RESEED_ROWS).contiguous()
+        else:
+            new = self._sample_rows(pool, n_dead).contiguous()
         qdist.broadcast(new)
         self._set_codes(dead, new, torch.ones(n_dead, device=new.device))
         self.reset_count[dead] += 1
         return n_dead
+
+    def _mean_rows(self, pool: torch.Tensor, n: int, m: int) -> torch.Tensor:
+        """``n`` vectors, each the mean of an anchor row of ``pool`` (P, D) and its ``m - 1`` nearest other rows.
+
+        Anchors are drawn without replacement when P >= n (otherwise with replacement, and the repeats get the
+        small jitter of :meth:`_sample_rows`). The anchor is its own nearest row (distance 0) and is always in
+        its group; with P < m every group is the whole pool.
+        """
+        p = pool.shape[0]
+        m = min(m, p)
+        if p >= n:
+            anchors = torch.randperm(p)[:n].to(pool.device)
+        else:
+            anchors = torch.cat([torch.arange(p), torch.randint(p, (n - p,))]).to(pool.device)
+        pool_sq = pool.pow(2).sum(1)
+        groups = torch.empty(n, m, dtype=torch.long, device=pool.device)
+        chunk = max(1, self.chunk_elements // max(p, 1))
+        for start in range(0, n, chunk):
+            a = pool[anchors[start : start + chunk]]
+            d = torch.addmm(pool_sq, a, pool.t(), alpha=-2.0)  # |a - x|^2 - |a|^2
+            d.scatter_(1, anchors[start : start + chunk, None], float("-inf"))  # the anchor itself comes first
+            groups[start : start + chunk] = d.topk(m, dim=1, largest=False).indices
+        rows = pool[groups].mean(1)
+        if p < n:
+            noise = 0.01 * (pool.std() if pool.numel() > 1 else torch.tensor(1.0, device=pool.device))
+            rows[p:] += noise * torch.randn_like(rows[p:])
+        return rows
 
     @property
     def bits(self) -> float:

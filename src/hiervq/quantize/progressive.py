@@ -67,7 +67,7 @@ class ProgressiveQuantizer(nn.Module):
         spatial_dim: s, outputs of the spatial map (h*w -> s); ``None`` keeps h*w.
         channel_dim: c, outputs of the channel map (C -> c); ``None`` keeps C. Code vectors have D = s * c.
         estimator: ``"gumbel"`` (training samples the code from softmax(-distance / temperature) with the
-            Gumbel-max trick; gradients: straight-through to e plus the Gumbel-softmax relaxation) or ``"ste"``
+            Gumbel-max trick; gradients: those of the Gumbel-softmax relaxation only, see :meth:`quantize_step`) or ``"ste"``
             (nearest code, straight-through). Evaluation always takes the nearest code. The drawn code only feeds
             the decoder path (and the later steps' residuals); the commitment/codebook terms, the codebook update
             and the returned indices always use the nearest code.
@@ -248,6 +248,36 @@ class ProgressiveQuantizer(nn.Module):
         self.codebook.initialize(torch.cat(rows))
 
     # ------------------------------------------------------------------ the progressive loop
+    def quantize_step(
+        self, e: torch.Tensor, weight: torch.Tensor, w_sq: torch.Tensor, noise: torch.Tensor | None, track_grad: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One quantization step of the N rows ``e`` (N, D) against the codes ``weight`` (K, D) (``w_sq`` (K,) their
+        squared norms); ``noise`` (N, K) Gumbel noise when sampling, else ``None``.
+
+        Returns (out, q, idx, logits): the quantizer output (N, D), the nearest code vectors (N, D), the nearest
+        codes (N,) and the logits (N, K) = -(distance - |e|^2) / temperature. Without sampling ``out`` is the nearest
+        code with a straight-through gradient to ``e``. With sampling ``out`` is the drawn code
+        ``argmax(logits + noise)`` in the forward pass and its gradient is that of the Gumbel-softmax relaxation
+        ``softmax(logits + noise) @ weight`` alone (to ``e`` through the logits, and to learned codes): there is
+        no straight-through identity to ``e``.
+        """
+        logits = torch.addmm(w_sq, e, weight.t(), beta=-1.0, alpha=2.0)
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        idx = logits.detach().argmax(-1)  # the nearest code
+        q = F.embedding(idx, weight)
+        if noise is None:
+            return (e + (q - e).detach() if track_grad else q), q, idx, logits
+        # the decoder path gets a code drawn from softmax(logits); the nearest code q (idx) still serves the
+        # commitment/codebook terms and the codebook update: with a flat softmax a sampled code is nearly random,
+        # and averaging e over random assignments would pull every code to the mean of e
+        noisy = logits + noise
+        drawn = F.embedding(noisy.detach().argmax(-1), weight)
+        if not track_grad:
+            return drawn, q, idx, logits
+        relaxed = noisy.softmax(-1) @ weight
+        return drawn.detach() + (relaxed - relaxed.detach()), q, idx, logits
+
     def _chain(
         self, x: torch.Tensor, pinvs: tuple[torch.Tensor, torch.Tensor], weight: torch.Tensor, sample: bool,
         track_grad: bool, want_logits: bool = True,
@@ -281,26 +311,7 @@ class ProgressiveQuantizer(nn.Module):
                 corr = m[step][:, :step].reshape(c, step * c) @ y.view(step * c, n * s)  # sum_k W_c,l W_c,k^+ (...)
                 e = e - corr.view(c, n, s)
             e = e.transpose(0, 1).reshape(n, d)
-            logits = torch.addmm(w_sq, e, weight.t(), beta=-1.0, alpha=2.0)
-            if self.temperature != 1.0:
-                logits = logits / self.temperature
-            idx = logits.detach().argmax(-1)  # the nearest code
-            q = F.embedding(idx, weight)
-            if sample:
-                # the decoder path gets a code drawn from softmax(logits); the nearest code q (idx) still serves
-                # the commitment/codebook terms and the codebook update: with a flat softmax a sampled code is
-                # nearly random, and averaging e over random assignments would pull every code to the mean of e
-                noisy = logits + noise[step]
-                drawn = F.embedding(noisy.detach().argmax(-1), weight)
-            else:
-                drawn = q
-            if track_grad:
-                out = e + (drawn - e).detach()
-                if sample:
-                    relaxed = noisy.softmax(-1) @ weight
-                    out = out + (relaxed - relaxed.detach())
-            else:
-                out = drawn
+            out, q, idx, logits = self.quantize_step(e, weight, w_sq, noise[step] if sample else None, track_grad)
             if step + 1 < steps:
                 outs.append(out.view(n, c, s).transpose(0, 1))
             flat.append(out)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..metrics import perplexity
+from . import distributed as qdist
 from .codebook import DEFAULT_CHUNK_ELEMENTS, Codebook
 from .estimators import ESTIMATORS, rotation_trick, straight_through
 
@@ -48,13 +49,20 @@ class VectorQuantizer(nn.Module):
             (hard Gumbel-softmax over negative squared distances / ``temperature``).
         beta: weight of the commitment term |e - sg(q)|^2.
         ema_decay: EMA decay of the codes; ``None`` learns them with the codebook term |sg(e) - q|^2.
-        init, kmeans_iters, dead_threshold, dead_window: see :class:`Codebook` (``kmeans`` seeds with k-means++).
+        init, kmeans_iters, dead_threshold, dead_window, init_after, reseed: see :class:`Codebook` (``kmeans``
+            seeds with k-means++).
         cosine: l2-normalise features and codes (cosine-similarity codes).
         temperature: Gumbel-softmax temperature.
         chunk_elements: memory bound of the nearest-code search (distances held at once).
 
     Input: (B, C, H, W) maps (channel axis 1) or channel-last (N, C) / (B, T, C) tensors. Codebook
-    initialisation, EMA updates and dead-code resets happen in training mode only. Gradients cross the
+    initialisation, EMA updates and dead-code resets happen in training mode only.
+
+    Warm-up (``init_after`` = N > 0): the first N training forwards return the continuous features (projected in
+    and out, so the encoder and projections train as a plain autoencoder), with zero commitment and codebook
+    loss and no codebook update; their ``indices``/``stats`` are the nearest codes of the un-initialised book,
+    for shape only. Training forward N + 1 initialises the codebook from its features and quantizes. Eval-mode
+    forwards before that quantize against the un-initialised book, as they do before the first training step. Gradients cross the
     quantizer whenever autograd is recording; otherwise (e.g. eval under ``no_grad``) the output is exactly the
     code vectors, so ``decode(indices)`` reproduces the eval forward bit for bit.
 
@@ -78,6 +86,8 @@ class VectorQuantizer(nn.Module):
         cosine: bool = False,
         temperature: float = 1.0,
         chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+        init_after: int = 0,
+        reseed: str = "sample",
     ) -> None:
         super().__init__()
         if estimator not in ESTIMATORS:
@@ -107,6 +117,8 @@ class VectorQuantizer(nn.Module):
             dead_window=dead_window,
             cosine=cosine,
             chunk_elements=chunk_elements,
+            init_after=init_after,
+            reseed=reseed,
         )
 
     def extra_repr(self) -> str:
@@ -148,6 +160,8 @@ class VectorQuantizer(nn.Module):
             e = F.normalize(e, dim=-1)
         book = self.codebook
         if self.training and not bool(book.initialized):
+            if book.warming_up():
+                return self._warmup_forward(e, index_shape, maps)
             book.initialize(e.detach())
         track_grad = torch.is_grad_enabled() and e.requires_grad
 
@@ -206,6 +220,30 @@ class VectorQuantizer(nn.Module):
             indices=indices.view(index_shape),
             loss=loss,
             losses={"commitment": commitment.detach(), "codebook": codebook_loss.detach()},
+            stats=stats,
+        )
+
+    def _warmup_forward(self, e: torch.Tensor, index_shape: tuple[int, ...], maps: bool) -> Quantized:
+        """A warm-up training forward (see the class docstring): ``e`` (N, code_dim) passes through unquantized."""
+        book = self.codebook
+        indices = book.nearest(e.detach())
+        zero = e.new_zeros(())
+        # learned codes: a zero-valued term that touches them, so that DDP sees a (zero) gradient for every parameter
+        loss = zero if book.uses_ema else (book.weight * 0.0).sum()
+        with torch.no_grad():
+            counts = torch.bincount(indices, minlength=book.num_codes)
+            qdist.all_reduce_sum(counts)
+            stats = {
+                "perplexity": perplexity(counts).float(),
+                "used_fraction": (counts > 0).float().mean(),
+                "counts": counts,
+                "resets": torch.tensor(0),
+            }
+        return Quantized(
+            quantized=self._from_rows(self.project_out(e), index_shape, maps),
+            indices=indices.view(index_shape),
+            loss=loss,
+            losses={"commitment": zero, "codebook": zero},
             stats=stats,
         )
 

@@ -38,7 +38,8 @@ class TrainConfig:
 
     ``epochs`` is used when ``phases`` is not given (one phase, ``all``). Schedules: ``cosine`` (from ``lr``
     to ``lr * min_lr_ratio`` over the phase, after ``warmup_steps`` of linear warm-up), ``exponential``
-    (``lr * exp(-step / decay_steps)``) or ``constant``.
+    (``lr * exp(-step / decay_steps)``, decayed every optimiser step of the phase: PQ-VAE's exp(-step / 25000) is
+    ``schedule: exponential`` with ``decay_steps: 25000``) or ``constant``.
     """
 
     epochs: int = 10
@@ -71,6 +72,8 @@ class TrainConfig:
             raise ValueError("epochs must be >= 0, batch_size >= 1, lr > 0, eval_every >= 1")
         if len(self.betas) != 2:
             raise ValueError(f"betas must be two numbers, got {self.betas}")
+        if self.decay_steps <= 0 or self.warmup_steps < 0:
+            raise ValueError(f"decay_steps must be > 0 and warmup_steps >= 0, got {self.decay_steps}, {self.warmup_steps}")
 
     def phase_list(self) -> list[PhaseConfig]:
         return list(self.phases) if self.phases else [PhaseConfig("all", self.epochs)]
