@@ -1,16 +1,20 @@
-"""Study 2 on CIFAR-10 at CPU scale: straight-through vs rotation trick, and the commitment weight beta.
+"""Study 2 on CIFAR-10: straight-through vs rotation trick, and the commitment weight beta (rotation model).
 
 Runs (or continues: finished points are skipped) the sweep of configs/estimators-cifar10.yaml (single-level
-VQ-VAE, K = 1024, EMA codebooks with decay 0.99; ste, rotation, and ste with beta 0.1/0.5/1/2 -- the ste run is
-beta = 0.25), then writes benchmarks/results/estimators_cifar10.json:
+VQ-VAE, K = 1024 codes of dimension 256, EMA decay 0.99, Adam lr 2e-4, Tanh output, all 50k training images;
+ste, rotation, rotation with beta 0.1/0.5/1/2 -- the rotation run is beta = 0.25 -- and rotation with 32-d codes),
+then writes benchmarks/results/estimators_cifar10.json:
 
-    {"ste": {"test_recon", "test_codebook", "perplexity"}, "rotation": {...},
-     "beta": {"0.1": {...}, "0.25": {...}, "0.5": {...}, "1": {...}, "2": {...}}}
+    {"ste": {"test_recon", "test_codebook", "perplexity", "train_perplexity", "used_codes"}, "rotation": {...},
+     "rotation_lowdim": {...}, "beta": {"0.1": {...}, "0.25": {...}, "0.5": {...}, "1": {...}, "2": {...}},
+     "settings": {"beta_sweep_estimator": "rotation", "dead_threshold", "lr", "codebook_size", "code_dim",
+                  "epochs", "init_after", ...}, "threads": int}
 
-``test_recon`` is the test MSE on [0, 1] (full test split); ``perplexity`` is the test-set perplexity of the
-codebook. With EMA codebooks the codebook term |sg(e) - q|^2 gets no gradient (the EMA moves the codes), so
-``test_codebook`` reports its value, which equals the commitment distance |e - sg(q)|^2 (unweighted by beta).
-Run from the repository root in a one-thread lane (6 runs, about 5-8 minutes each on one thread):
+``test_recon`` is the test MSE on [0, 1] (full test split); ``perplexity`` the test-set perplexity of the codebook;
+``train_perplexity`` the mean per-batch training perplexity of the last epoch (what the paper reports);
+``used_codes`` the codes used on the test split. With EMA codebooks the codebook term |sg(e) - q|^2 gets no
+gradient, so ``test_codebook`` reports the commitment distance |e - sg(q)|^2 (unweighted by beta).
+Run from the repository root (7 runs, ~5-6 minutes each on one thread):
 
     OMP_NUM_THREADS=1 python benchmarks/estimators_cifar10.py [--runs runs] [--set key=value ...]
 """
@@ -21,19 +25,27 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
+
 from hiervq.experiments.sweep import run_sweep
 from hiervq.train import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "estimators-cifar10.yaml"
 RESULT = ROOT / "benchmarks" / "results" / "estimators_cifar10.json"
-BETAS = {"0.1": "beta_0.1", "0.25": "ste", "0.5": "beta_0.5", "1": "beta_1", "2": "beta_2"}
+BETAS = {"0.1": "beta_0.1", "0.25": "rotation", "0.5": "beta_0.5", "1": "beta_1", "2": "beta_2"}
+
+
+def _first(value):
+    return value[0] if isinstance(value, list) else value
 
 
 def entry(row: dict) -> dict:
     losses = row["test_losses"]
     codebook = losses["codebook"] if losses.get("codebook", 0.0) > 0 else losses["commitment"]
-    return {"test_recon": losses["recon"], "test_codebook": codebook, "perplexity": row["perplexity"]}
+    return {"test_recon": losses["recon"], "test_codebook": codebook, "perplexity": _first(row["perplexity"]),
+            "train_perplexity": _first(row["train_final"]["perplexity"]), "used_codes": _first(row["used_codes"]),
+            "train_s": row.get("train_s")}
 
 
 def main() -> None:
@@ -44,12 +56,23 @@ def main() -> None:
     parser.add_argument("--output", default=str(RESULT))
     args = parser.parse_args()
 
-    table = run_sweep(load_config(CONFIG, args.set), Path(args.runs) / CONFIG.stem, workers=args.workers)
+    config = load_config(CONFIG, args.set)
+    table = run_sweep(config, Path(args.runs) / CONFIG.stem, workers=args.workers)
     rows = {r["point"]: r for r in table["rows"]}
+    q = config.model.get("quantizer", {}) if isinstance(config.model, dict) else {}
+    level = config.model["levels"][0] if isinstance(config.model, dict) else {}
     result = {
         "ste": entry(rows["ste"]),
         "rotation": entry(rows["rotation"]),
+        "rotation_lowdim": entry(rows["rotation_lowdim"]),
         "beta": {beta: entry(rows[point]) for beta, point in BETAS.items()},
+        "settings": {"beta_sweep_estimator": "rotation", "dead_threshold": float(q.get("dead_threshold", 2.0)),
+                     "dead_window": q.get("dead_window"), "init_after": q.get("init_after", 0),
+                     "lr": config.train.lr, "optimizer": config.train.optimizer, "schedule": config.train.schedule,
+                     "codebook_size": level.get("codebook_size"), "code_dim": level.get("code_dim") or level.get("dim"),
+                     "lowdim_code_dim": 32, "epochs": config.train.epochs, "batch_size": config.train.batch_size,
+                     "train_images": 50000, "output": config.model.get("output", "linear")},
+        "threads": torch.get_num_threads(),
     }
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
