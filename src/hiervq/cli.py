@@ -23,14 +23,14 @@ EXIT_INTERRUPTED = 130
 # ---------------------------------------------------------------------- train
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import load_config, read_run_config, train_run
-    from .train.config import apply_overrides, config_from_dict
+    from .train.config import with_overrides
 
     if args.resume:
         if args.config:
             raise HierVQError("give either a CONFIG to start a run or --resume RUN_DIR, not both")
         config = read_run_config(args.resume)
         if args.set:
-            config = config_from_dict(apply_overrides(config.to_dict(), args.set), f"{args.resume}/config.yaml (with --set)")
+            config = with_overrides(config.to_dict(), args.set, config.source)
         run_dir = Path(args.resume)
     else:
         config = load_config(args.config, args.set)
@@ -59,13 +59,13 @@ def _data_path_overrides(path: str | None) -> list[str]:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .train import read_run_config
-    from .train.config import apply_overrides, config_from_dict
+    from .train.config import with_overrides
     from .train.run import evaluate_run
 
     config = read_run_config(args.run)
     overrides = _data_path_overrides(args.data) + list(args.set or [])
     if overrides:
-        config = config_from_dict(apply_overrides(config.to_dict(), overrides), f"{args.run}/config.yaml (with overrides)")
+        config = with_overrides(config.to_dict(), overrides, config.source)
     result = evaluate_run(args.run, config, split=args.split)
     text = json.dumps(result, indent=2)
     if args.output:

@@ -57,6 +57,13 @@ class DataConfig:
             raise ValueError(f"channels must be 1, 3 or null, got {self.channels}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        for key in ("image_size", "train_limit", "test_limit"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"{key} must be >= 1 or null, got {value}")
+        if self.classes is not None:
+            if not self.classes or min(self.classes) < 0 or len(set(self.classes)) != len(self.classes):
+                raise ValueError(f"classes must be a non-empty list of distinct labels >= 0, got {self.classes}")
 
 
 class ImageSet(torch.utils.data.Dataset):
