@@ -166,6 +166,8 @@ def stratified_split(labels: np.ndarray | None, fraction: float, seed: int, n: i
     if labels is None:
         perm = rng.permutation(n)
         k = int(round(fraction * n))
+        if fraction > 0 and n > 1:  # as for each class below: at least one held out, at least one kept
+            k = min(max(k, 1), n - 1)
         return np.sort(perm[k:]), np.sort(perm[:k])
     held = []
     for c in np.unique(labels):
@@ -254,6 +256,8 @@ def load_data(config: DataConfig) -> DataSplits:
         for key in list(raw):
             raw[key] = _select_classes(raw[key], config.classes, f"the {key} split")
         if names is not None:
+            if max(config.classes) >= len(names):
+                raise DataError(f"data.classes {config.classes}: {config.path or config.name} has {len(names)} classes")
             names = [names[c] for c in config.classes]
     if "test" not in raw:
         keep, test = stratified_split(raw["train"].labels, 0.1, config.seed, n=len(raw["train"]))
@@ -271,6 +275,11 @@ def load_data(config: DataConfig) -> DataSplits:
         s.images = fit_images(s.images, config.image_size, config.fit, config.channels)
         return s
 
+    source = config.path or config.name
+    for key, split in raw.items():  # before any training step: an empty test split used to fail after an epoch
+        if len(split) == 0:
+            why = f" after data.classes {config.classes}" if config.classes is not None else ""
+            raise DataError(f"{source}: the {key} split has no images{why}")
     train = make(raw["train"], config.train_limit, config.seed)
     test = make(raw["test"], config.test_limit, config.seed + 1)
     val = make(raw["val"]) if "val" in raw else None
