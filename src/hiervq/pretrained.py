@@ -92,6 +92,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def nonfinite_tensors(state: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors in ``state`` (a state dict, possibly nested) holding NaN or inf."""
+    bad = []
+    for key, value in state.items():
+        if isinstance(value, dict):
+            bad += [f"{key}.{k}" for k in nonfinite_tensors(value)]
+        elif isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad.append(str(key))
+    return bad
+
+
+def _describe(names: list[str]) -> str:
+    return f"{', '.join(names[:3])}{f' and {len(names) - 3} more' if len(names) > 3 else ''}"
+
+
 def save_pretrained(module: nn.Module, directory: str | os.PathLike, extra: dict | None = None) -> Path:
     """Write ``config.json`` and ``model.safetensors`` for a registered module; returns the directory.
 
@@ -105,6 +120,9 @@ def save_pretrained(module: nn.Module, directory: str | os.PathLike, extra: dict
         raise TypeError(f"{type(module).__name__} is not registered with hiervq.pretrained.register")
     directory = Path(directory)
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise CheckpointError(f"{directory}: refusing to save non-finite (NaN/inf) weights in {_describe(bad)}")
     atomic_write_bytes(directory / WEIGHTS_FILE, save(state))
     meta = {"format": FORMAT_VERSION, "model": name, "config": to_dict(module.config)}
     if extra:
@@ -179,5 +197,9 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modu
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights}: corrupt weights file ({exc})") from None
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise CheckpointError(f"{weights}: non-finite (NaN/inf) weights in {_describe(bad)}; the training diverged, "
+                              "retrain it (e.g. with a lower train.lr)")
     load_state(module, state, str(weights))
     return module.to(device).eval()
