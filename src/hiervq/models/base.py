@@ -15,7 +15,6 @@ from ..errors import DataError
 from ..pretrained import save_pretrained
 from ..quantize import VectorQuantizer
 
-
 #: how far outside [0, 1] image values may stray (rounding in resizing) before :meth:`check_images` refuses them
 IMAGE_RANGE_SLACK = 1e-3
 
