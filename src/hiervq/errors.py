@@ -19,3 +19,7 @@ class CheckpointError(HierVQError):
 
 class DivergedError(HierVQError):
     """Training produced a non-finite loss or weights; the message names the step and what was kept."""
+
+
+class WriteError(HierVQError, OSError):
+    """A file hiervq could not write (disk full, file too large, permissions): the message names the path."""

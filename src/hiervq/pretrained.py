@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, WriteError
 from .schema import from_dict, to_dict
 
 CONFIG_FILE = "config.json"
@@ -73,12 +73,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     (:func:`hiervq.train.rundir.remove_stale_tmp` removes those of a run when it starts again).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        mode = os.stat(path).st_mode & 0o7777
-    except OSError:
-        mode = 0o666 & ~umask()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            mode = os.stat(path).st_mode & 0o7777
+        except OSError:
+            mode = 0o666 & ~umask()
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with contextlib.suppress(OSError):  # e.g. a file system without modes
             os.fchmod(fd, mode)
@@ -87,8 +90,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, WriteError):  # disk full, file too large, ...
+            raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..data import ImageSet
-from ..errors import HierVQError
+from ..errors import HierVQError, WriteError
 from ..models.base import DiscreteAutoencoder
 from ..pretrained import atomic_write_bytes
 
@@ -64,8 +64,12 @@ def _nonfinite_keys(obj: Any, prefix: str = "") -> str:
 
 def append_metrics(run_dir: Path, record: dict) -> None:
     """Append one epoch's record to ``run_dir/metrics.jsonl``."""
-    with open(Path(run_dir) / METRICS_FILE, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    path = Path(run_dir) / METRICS_FILE
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as exc:
+        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def write_metrics(run_dir: Path, history: list[dict]) -> None:
