@@ -36,6 +36,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = load_config(args.config, args.set)
         stem = Path(args.config).stem if args.config else "default"
         run_dir = Path(args.out) if args.out else Path("runs") / stem
+    args.run_dir = run_dir  # for the message of an interrupt
     train_run(config, run_dir, resume=bool(args.resume), overwrite=args.overwrite)
     return 0
 
@@ -314,8 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         hint = ""
-        if getattr(args, "command", None) == "train":
-            hint = " (checkpoints are written after every epoch: continue with `hiervq train --resume RUN_DIR`)"
+        if getattr(args, "command", None) == "train" and getattr(args, "run_dir", None) is not None:
+            hint = f" (checkpoints are written after every epoch: continue with `hiervq train --resume {args.run_dir}`)"
         print(f"hiervq: interrupted{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the one place that turns crashes into a message

@@ -21,7 +21,7 @@ from ..data import DataSplits, ImageSet
 from ..errors import DivergedError
 from ..metrics import EvalAccumulator, mse_per_image, psnr
 from ..models.base import DiscreteAutoencoder
-from ..pretrained import nonfinite_tensors
+from ..pretrained import load_state, nonfinite_tensors
 from .checkpoint import CHECKPOINT_DIR, LAST, save_checkpoint
 from .config import PhaseConfig, TrainConfig
 from .distributed import DistInfo, barrier, wrap_ddp
@@ -167,7 +167,7 @@ class Trainer:
                 raise ValueError(f"train.phases: {phase.name!r} is not a phase of this model (known: {', '.join(known)})")
         start_phase, start_epoch = 0, 0
         if resume is not None:
-            model.load_state_dict(resume["model"])
+            load_state(model, resume["model"], "the checkpoint")
             self.history = list(resume["history"])
             self.step = int(resume["step"])
             self.train_seconds = float(resume.get("train_seconds", 0.0))
@@ -320,7 +320,8 @@ class Trainer:
             kept = f"the last finite checkpoint {path} (step {self.history[-1]['step'] if self.history else 0}) is kept"
         else:
             kept = "no checkpoint was written before it"
-        return f"training diverged {what}; {kept}; try a lower train.lr (or train.grad_clip) and start again with --overwrite"
+        retry = f": hiervq train --resume {self.run_dir} --set train.lr=..." if self.run_dir is not None else ""
+        return f"training diverged {what}; {kept}; continue with a lower learning rate{retry}"
 
     # ------------------------------------------------------------------ bookkeeping
     def _log_epoch(self, record: dict) -> None:
