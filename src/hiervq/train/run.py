@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..data import DataSplits, load_data
-from ..errors import DataError, HierVQError
+from ..errors import ConfigError, DataError, HierVQError
 from ..models.base import DiscreteAutoencoder
 from ..pretrained import atomic_write_bytes, load_state
 from .checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint
@@ -89,6 +89,10 @@ def build_for_data(config: RunConfig, data: DataSplits) -> DiscreteAutoencoder:
     if h != w:
         raise DataError(f"images are {h}x{w}; set data.image_size to make them square")
     model = config.build_model(in_channels=c, image_size=h)
+    unknown = [p.name for p in config.train.phase_list() if p.name not in model.phases()]
+    if unknown:
+        raise ConfigError(f"{config.source}: train.phases: {unknown[0]!r} is not a phase of {config.model_name} "
+                          f"(known: {', '.join(model.phases())})")
     if model.config.in_channels != c:
         raise DataError(
             f"the data has {c}-channel images but model.in_channels is {model.config.in_channels}; "
@@ -184,9 +188,10 @@ def evaluate_run(run_dir: str | Path, config: RunConfig | None = None, split: st
     data = load_data(config.data)
     dataset = {"test": data.test, "train": data.train, "val": data.val}.get(split)
     if dataset is None:
-        raise HierVQError(f"the data has no {split} split")
+        raise HierVQError(f"{config.data.path or config.data.name}: no {split} split (choose another --split)")
     if dataset.shape[0] != model.config.in_channels:
-        raise DataError(f"the data has {dataset.shape[0]}-channel images, the model expects {model.config.in_channels}")
+        raise DataError(f"{config.data.path or config.data.name}: {dataset.shape[0]}-channel images, the model "
+                        f"expects {model.config.in_channels} (set data.channels: {model.config.in_channels} to convert)")
     trainer = Trainer(config.train, None, seed=config.seed)
     result = trainer.evaluate(model, dataset)
     result["split"] = split
