@@ -71,7 +71,7 @@ def test_eval_encode_decode(trained_run, tmp_path, capsys):
         (lambda t, r: ["encode", r, t / "nothing.png"], "no such file"),
         (lambda t, r: ["encode", r, t / "broken.png"], "corrupt or unreadable image"),
         (lambda t, r: ["encode", r, t / "rgb.png"], "3 channels, the model expects 1"),
-        (lambda t, r: ["decode", r, t / "broken.png"], "corrupt codes file"),
+        (lambda t, r: ["decode", r, t / "broken.png"], "not a codes file"),
         (lambda t, r: ["train", "--resume", t / "norun"], "not a run directory"),
     ],
 )

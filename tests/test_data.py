@@ -109,7 +109,7 @@ def test_npz_medmnist_layout(tmp_path):
 def test_npz_errors(tmp_path):
     path = tmp_path / "bad.npz"
     path.write_bytes(b"not a zip")
-    with pytest.raises(DataError, match="corrupt .npz"):
+    with pytest.raises(DataError, match="not a .npz archive"):
         read_npz(path)
     np.savez(tmp_path / "empty.npz", something=np.zeros(3))
     with pytest.raises(DataError, match="no train_images"):

@@ -180,7 +180,7 @@ def test_codes_are_extracted_once_and_cached(tmp_path):
     assert model.calls == 4 + 1
     assert load_codes(path)[0] == "k2"
     path.write_bytes(b"garbage")
-    with pytest.raises(hiervq.DataError, match="corrupt"):
+    with pytest.raises(hiervq.DataError, match="not a codes cache .*delete it to recompute"):
         load_codes(path)
 
 

@@ -77,8 +77,9 @@ def test_lr_schedules():
 def test_unknown_phase_is_rejected(tmp_path, tiny_run_config):
     tiny_run_config["train"]["phases"] = [{"name": "stage9", "epochs": 1}]
     cfg = config_from_dict(tiny_run_config, "tiny")
-    with pytest.raises(ValueError, match="not a phase of this model"):
+    with pytest.raises(ValueError, match="train.phases: 'stage9' is not a phase of hvqvae"):
         train_run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before anything is written
 
 
 def test_exponential_schedule_decays_every_step_with_its_time_constant(tmp_path, tiny_run_config):

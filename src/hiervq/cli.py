@@ -23,19 +23,20 @@ EXIT_INTERRUPTED = 130
 # ---------------------------------------------------------------------- train
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import load_config, read_run_config, train_run
-    from .train.config import apply_overrides, config_from_dict
+    from .train.config import with_overrides
 
     if args.resume:
         if args.config:
             raise HierVQError("give either a CONFIG to start a run or --resume RUN_DIR, not both")
         config = read_run_config(args.resume)
         if args.set:
-            config = config_from_dict(apply_overrides(config.to_dict(), args.set), f"{args.resume}/config.yaml (with --set)")
+            config = with_overrides(config.to_dict(), args.set, config.source)
         run_dir = Path(args.resume)
     else:
         config = load_config(args.config, args.set)
         stem = Path(args.config).stem if args.config else "default"
         run_dir = Path(args.out) if args.out else Path("runs") / stem
+    args.run_dir = run_dir  # for the message of an interrupt
     train_run(config, run_dir, resume=bool(args.resume), overwrite=args.overwrite)
     return 0
 
@@ -58,18 +59,22 @@ def _data_path_overrides(path: str | None) -> list[str]:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from .pretrained import atomic_write_bytes
     from .train import read_run_config
-    from .train.config import apply_overrides, config_from_dict
+    from .train.config import with_overrides
     from .train.run import evaluate_run
+    from .train.rundir import check_output_path
 
+    if args.output:
+        check_output_path(args.output, folder=False, what="-o")
     config = read_run_config(args.run)
     overrides = _data_path_overrides(args.data) + list(args.set or [])
     if overrides:
-        config = config_from_dict(apply_overrides(config.to_dict(), overrides), f"{args.run}/config.yaml (with overrides)")
+        config = with_overrides(config.to_dict(), overrides, config.source)
     result = evaluate_run(args.run, config, split=args.split)
-    text = json.dumps(result, indent=2)
+    text = json.dumps(result, indent=2, allow_nan=False)
     if args.output:
-        Path(args.output).write_text(text + "\n")
+        atomic_write_bytes(args.output, (text + "\n").encode())
     print(text)
     return 0
 
@@ -100,7 +105,11 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     from .data import fit_images, read_image
     from .errors import DataError
     from .pretrained import atomic_write_bytes, load
+    from .train.rundir import check_output_path
 
+    if args.batch_size < 1:
+        raise HierVQError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_output_path(args.output, folder=False, what="-o")
     model = load(args.run)
     c, h, w = model.image_shape
     files = _collect_images(args.images)
@@ -138,9 +147,9 @@ def _decode_targets(codes: Path, out: Path, names: list[str] | None, n: int, ove
     """The PNG each decoded image goes to (``grid.png`` is also written); refuses existing files without
     ``overwrite`` (decoding into the folder the codes came from would replace the originals) and name clashes."""
     from .errors import DataError
+    from .train.rundir import check_output_path
 
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: exists and is not a folder")
+    check_output_path(out, folder=True, what="-o")
     if names is not None and len(names) != n:
         raise DataError(f"{codes}: names has {len(names)} entries for {n} images")
     targets = [out / f"{Path(names[i]).stem if names else f'{i:05d}'}.png" for i in range(n)]
@@ -157,8 +166,38 @@ def _decode_targets(codes: Path, out: Path, names: list[str] | None, n: int, ove
     return targets
 
 
-def _cmd_decode(args: argparse.Namespace) -> int:
+def _read_codes(path: Path):
+    """The code arrays (level0, level1, ...) as int64 tensors and the names (or None) of a codes file written by
+    ``hiervq encode``; everything is checked before anything is decoded or written."""
     import numpy as np
+    import torch
+
+    from .data.readers import npz_array, open_npz
+    from .errors import DataError
+
+    archive = open_npz(path, "codes file")
+    keys = [k for k in archive.files if k.startswith("level")]
+    if not keys or not all(k[5:].isdigit() for k in keys):
+        raise DataError(f"{path}: no level0, level1, ... arrays (write it with `hiervq encode`)")
+    keys.sort(key=lambda k: int(k[5:]))
+    levels = []
+    for k in keys:
+        arr = npz_array(archive, k, path)
+        if arr.dtype.kind not in "iu":
+            raise DataError(f"{path}: {k} holds {arr.dtype} values; codes must be integers (as `hiervq encode` writes)")
+        if arr.ndim < 2 or len(arr) != len(npz_array(archive, keys[0], path)):
+            raise DataError(f"{path}: {k} has shape {arr.shape}; every level needs one code array per image")
+        levels.append(torch.from_numpy(arr.astype(np.int64)))
+    names = None
+    if "names" in archive.files:
+        raw = npz_array(archive, "names", path)
+        if raw.ndim != 1:
+            raise DataError(f"{path}: names has shape {raw.shape}; expected one name per image")
+        names = [str(n) for n in raw]
+    return levels, names
+
+
+def _cmd_decode(args: argparse.Namespace) -> int:
     import torch
 
     from .errors import DataError
@@ -167,17 +206,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
     model = load(args.run)
     path = Path(args.codes)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    try:
-        archive = np.load(path, allow_pickle=False)
-        keys = sorted((k for k in archive.files if k.startswith("level")), key=lambda k: int(k[5:]))
-        levels = [torch.from_numpy(archive[k].astype(np.int64)) for k in keys]
-        names = [str(n) for n in archive["names"]] if "names" in archive.files else None
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{path}: corrupt codes file ({exc})") from None
-    if not levels:
-        raise DataError(f"{path}: no level0.. arrays (write it with `hiervq encode`)")
+    levels, names = _read_codes(path)
     out = Path(args.output)
     targets = _decode_targets(path, out, names, len(levels[0]), args.overwrite)  # all checked before writing any
     with torch.no_grad():
@@ -286,8 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         hint = ""
-        if getattr(args, "command", None) == "train":
-            hint = " (checkpoints are written after every epoch: continue with `hiervq train --resume RUN_DIR`)"
+        if getattr(args, "command", None) == "train" and getattr(args, "run_dir", None) is not None:
+            hint = f" (checkpoints are written after every epoch: continue with `hiervq train --resume {args.run_dir}`)"
         print(f"hiervq: interrupted{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the one place that turns crashes into a message

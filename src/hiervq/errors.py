@@ -15,3 +15,11 @@ class DataError(HierVQError, ValueError):
 
 class CheckpointError(HierVQError):
     """A checkpoint or saved model that is missing, corrupt or does not match the configuration."""
+
+
+class DivergedError(HierVQError):
+    """Training produced a non-finite loss or weights; the message names the step and what was kept."""
+
+
+class WriteError(HierVQError, OSError):
+    """A file hiervq could not write (disk full, file too large, permissions): the message names the path."""

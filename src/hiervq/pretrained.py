@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, WriteError
 from .schema import from_dict, to_dict
 
 CONFIG_FILE = "config.json"
@@ -73,12 +73,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     (:func:`hiervq.train.rundir.remove_stale_tmp` removes those of a run when it starts again).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        mode = os.stat(path).st_mode & 0o7777
-    except OSError:
-        mode = 0o666 & ~umask()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            mode = os.stat(path).st_mode & 0o7777
+        except OSError:
+            mode = 0o666 & ~umask()
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with contextlib.suppress(OSError):  # e.g. a file system without modes
             os.fchmod(fd, mode)
@@ -87,9 +90,26 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, WriteError):  # disk full, file too large, ...
+            raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
+
+
+def nonfinite_tensors(state: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors in ``state`` (a state dict, possibly nested) holding NaN or inf."""
+    bad = []
+    for key, value in state.items():
+        if isinstance(value, dict):
+            bad += [f"{key}.{k}" for k in nonfinite_tensors(value)]
+        elif isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad.append(str(key))
+    return bad
+
+
+def _describe(names: list[str]) -> str:
+    return f"{', '.join(names[:3])}{f' and {len(names) - 3} more' if len(names) > 3 else ''}"
 
 
 def save_pretrained(module: nn.Module, directory: str | os.PathLike, extra: dict | None = None) -> Path:
@@ -105,6 +125,9 @@ def save_pretrained(module: nn.Module, directory: str | os.PathLike, extra: dict
         raise TypeError(f"{type(module).__name__} is not registered with hiervq.pretrained.register")
     directory = Path(directory)
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise CheckpointError(f"{directory}: refusing to save non-finite (NaN/inf) weights in {_describe(bad)}")
     atomic_write_bytes(directory / WEIGHTS_FILE, save(state))
     meta = {"format": FORMAT_VERSION, "model": name, "config": to_dict(module.config)}
     if extra:
@@ -179,5 +202,9 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modu
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights}: corrupt weights file ({exc})") from None
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise CheckpointError(f"{weights}: non-finite (NaN/inf) weights in {_describe(bad)}; the training diverged, "
+                              "retrain it (e.g. with a lower train.lr)")
     load_state(module, state, str(weights))
     return module.to(device).eval()

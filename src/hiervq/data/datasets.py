@@ -57,6 +57,13 @@ class DataConfig:
             raise ValueError(f"channels must be 1, 3 or null, got {self.channels}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        for key in ("image_size", "train_limit", "test_limit"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"{key} must be >= 1 or null, got {value}")
+        if self.classes is not None:
+            if not self.classes or min(self.classes) < 0 or len(set(self.classes)) != len(self.classes):
+                raise ValueError(f"classes must be a non-empty list of distinct labels >= 0, got {self.classes}")
 
 
 class ImageSet(torch.utils.data.Dataset):
@@ -159,6 +166,8 @@ def stratified_split(labels: np.ndarray | None, fraction: float, seed: int, n: i
     if labels is None:
         perm = rng.permutation(n)
         k = int(round(fraction * n))
+        if fraction > 0 and n > 1:  # as for each class below: at least one held out, at least one kept
+            k = min(max(k, 1), n - 1)
         return np.sort(perm[k:]), np.sort(perm[:k])
     held = []
     for c in np.unique(labels):
@@ -247,6 +256,8 @@ def load_data(config: DataConfig) -> DataSplits:
         for key in list(raw):
             raw[key] = _select_classes(raw[key], config.classes, f"the {key} split")
         if names is not None:
+            if max(config.classes) >= len(names):
+                raise DataError(f"data.classes {config.classes}: {config.path or config.name} has {len(names)} classes")
             names = [names[c] for c in config.classes]
     if "test" not in raw:
         keep, test = stratified_split(raw["train"].labels, 0.1, config.seed, n=len(raw["train"]))
@@ -264,6 +275,11 @@ def load_data(config: DataConfig) -> DataSplits:
         s.images = fit_images(s.images, config.image_size, config.fit, config.channels)
         return s
 
+    source = config.path or config.name
+    for key, split in raw.items():  # before any training step: an empty test split used to fail after an epoch
+        if len(split) == 0:
+            why = f" after data.classes {config.classes}" if config.classes is not None else ""
+            raise DataError(f"{source}: the {key} split has no images{why}")
     train = make(raw["train"], config.train_limit, config.seed)
     test = make(raw["test"], config.test_limit, config.seed + 1)
     val = make(raw["val"]) if "val" in raw else None

@@ -10,6 +10,9 @@ import gzip
 import io
 import os
 import pickle
+import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +23,44 @@ from ..errors import DataError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
+class SplitError(DataError):
+    """A :class:`Split` that is not valid; ``part`` is "images" or "labels" (readers name the key or file)."""
+
+    def __init__(self, part: str, message: str):
+        super().__init__(message)
+        self.part = part
+
+
+#: channel counts the models, conversions (``data.channels``) and reports handle
+CHANNELS = (1, 3)
+
+
+def check_labels(labels: np.ndarray, n: int) -> np.ndarray:
+    """``labels`` as int64 (N,) after checking they are class indices: integer-valued, finite, >= 0, one per
+    image (an (N, 1) column is accepted). Raises :class:`SplitError` ("labels") saying what is wrong."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iuf" and labels.dtype != np.bool_:
+        raise SplitError("labels", f"labels must be integer class indices, got {labels.dtype} values")
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise SplitError("labels", f"labels must be one class index per image (N,), got shape {labels.shape}")
+    if len(labels) != n:
+        raise SplitError("labels", f"{n} images but {len(labels)} labels")
+    if labels.dtype.kind == "f":
+        if not np.isfinite(labels).all():
+            raise SplitError("labels", f"labels hold {int((~np.isfinite(labels)).sum())} NaN/infinite values")
+        if (labels != np.round(labels)).any():
+            bad = labels[labels != np.round(labels)][0]
+            raise SplitError("labels", f"labels must be integer class indices, got {bad!r}")
+    if len(labels) and labels.min() < 0:
+        raise SplitError("labels", f"labels must be >= 0, got {labels.min()!r}")
+    return labels.astype(np.int64)
+
+
 @dataclass
 class Split:
-    """Images (N, H, W, C) uint8 and labels (N,) int64 (``None`` for unlabeled data)."""
+    """Images (N, H, W, C) uint8 with C = 1 or 3, and labels (N,) int64 (``None`` for unlabeled data)."""
 
     images: np.ndarray
     labels: np.ndarray | None = None
@@ -31,13 +69,16 @@ class Split:
         if self.images.ndim == 3:
             self.images = self.images[..., None]
         if self.images.ndim != 4:
-            raise DataError(f"images must be (N, H, W) or (N, H, W, C), got shape {self.images.shape}")
+            raise SplitError("images", f"images must be (N, H, W) or (N, H, W, C), got shape {self.images.shape}")
         if self.images.dtype != np.uint8:
-            raise DataError(f"images must be uint8 (0-255), got {self.images.dtype}")
+            raise SplitError("images", f"images must be uint8 (0-255), got {self.images.dtype}")
+        if self.images.shape[3] not in CHANNELS:
+            raise SplitError(
+                "images", f"images have {self.images.shape[3]} channels (shape {self.images.shape}); hiervq handles "
+                "1 (grayscale) or 3 (RGB), as the last axis"
+            )
         if self.labels is not None:
-            self.labels = np.asarray(self.labels).astype(np.int64).reshape(-1)
-            if len(self.labels) != len(self.images):
-                raise DataError(f"{len(self.images)} images but {len(self.labels)} labels")
+            self.labels = check_labels(self.labels, len(self.images))
 
     def __len__(self) -> int:
         return len(self.images)
@@ -53,8 +94,12 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
             buf = f.read()
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from None
+    except EOFError:
+        raise DataError(f"{path}: truncated gzip file (it ends before the compressed data does)") from None
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise DataError(f"{path}: corrupt gzip file ({exc})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if len(buf) < 4:
         raise DataError(f"{path}: corrupt IDX file (too short)")
     zero, dtype_code, ndim = buf[0] << 8 | buf[1], buf[2], buf[3]
@@ -84,7 +129,10 @@ def read_mnist(root: str | os.PathLike) -> dict[str, Split]:
     for split, prefix in (("train", "train"), ("test", "t10k")):
         images = read_idx(_find(root, f"{prefix}-images-idx3-ubyte"))
         labels = read_idx(_find(root, f"{prefix}-labels-idx1-ubyte"))
-        out[split] = Split(images, labels)
+        try:
+            out[split] = Split(images, labels)
+        except DataError as exc:
+            raise DataError(f"{root}: {split}: {exc}") from None
     return out
 
 
@@ -110,9 +158,14 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 def _read_batch(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            return _NumpyOnlyUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, OSError, ValueError) as exc:
-        raise DataError(f"{path}: corrupt CIFAR-10 batch ({exc})") from None
+            batch = _NumpyOnlyUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except Exception as exc:  # noqa: BLE001 - a garbled pickle fails in many ways; none of them is ours
+        raise DataError(f"{path}: corrupt CIFAR-10 batch ({type(exc).__name__}: {exc})") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{path}: not a CIFAR-10 batch (a {type(batch).__name__}, not a dict)")
+    return batch
 
 
 def read_cifar10_batches(root: str | os.PathLike) -> dict[str, Split]:
@@ -133,9 +186,16 @@ def read_cifar10_batches(root: str | os.PathLike) -> dict[str, Split]:
             data = np.asarray(batch.get(b"data"))
             if data.ndim != 2 or data.shape[1] != 3072:
                 raise DataError(f"{root / name}: expected (N, 3072) pixel rows, got {data.shape}")
+            if data.dtype != np.uint8:
+                raise DataError(f"{root / name}: pixels must be uint8, got {data.dtype}")
+            labels = np.asarray(batch.get(b"labels"))
+            try:
+                labels = check_labels(labels, len(data))
+            except DataError as exc:
+                raise DataError(f"{root / name}: {exc}") from None
             xs.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-            ys.append(np.asarray(batch.get(b"labels")))
-        out[split] = Split(np.ascontiguousarray(np.concatenate(xs)).astype(np.uint8), np.concatenate(ys))
+            ys.append(labels)
+        out[split] = Split(np.ascontiguousarray(np.concatenate(xs)), np.concatenate(ys))
     meta = root / "batches.meta"
     if meta.is_file():
         names_ = _read_batch(meta).get(b"label_names")
@@ -145,57 +205,108 @@ def read_cifar10_batches(root: str | os.PathLike) -> dict[str, Split]:
 
 
 # ---------------------------------------------------------------------- MedMNIST-layout npz
+def open_npz(path: str | os.PathLike, what: str = ".npz archive") -> np.lib.npyio.NpzFile:
+    """Open the .npz archive ``path`` (no pickle); one that is missing, not a zip or corrupt is a
+    :class:`DataError` naming the file. Read its arrays with :func:`npz_array`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file" if not path.exists() else f"{path}: is a folder, not a {what}")
+    try:
+        if not zipfile.is_zipfile(path):
+            raise DataError(f"{path}: not a {what} (an .npz is a zip of .npy arrays, as numpy.savez writes it)")
+        return np.load(path, allow_pickle=False)
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: corrupt {what} ({exc})") from None
+
+
+def npz_array(archive: np.lib.npyio.NpzFile, key: str, path: str | os.PathLike) -> np.ndarray:
+    """The array ``key`` of an archive from :func:`open_npz`; a truncated, CRC-broken or pickled (object) member
+    is a :class:`DataError` naming the file and the key."""
+    try:
+        return archive[key]
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise DataError(f"{path}: {key} holds Python objects, which hiervq does not load (save plain arrays)") from None
+        raise DataError(f"{path}: {key} is corrupt ({exc})") from None
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
+        raise DataError(f"{path}: {key} is corrupt ({type(exc).__name__}: {exc})") from None
+
+
 def read_npz(path: str | os.PathLike) -> dict[str, Split]:
     """An .npz archive with ``train_images``/``train_labels``, optional ``val_*``, ``test_*``, ``class_names``.
 
     Images are uint8 (N, H, W) or (N, H, W, C). Returns splits by name, plus ``class_names`` when present.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    try:
-        archive = np.load(path, allow_pickle=False)
-        keys = set(archive.files)
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{path}: corrupt .npz archive ({exc})") from None
+    archive = open_npz(path)
+    keys = set(archive.files)
     out: dict = {}
     for split in ("train", "val", "test"):
         if f"{split}_images" not in keys:
+            if f"{split}_labels" in keys:
+                raise DataError(f"{path}: {split}_labels without {split}_images")
             continue
-        try:
-            images = archive[f"{split}_images"]
-            labels = archive[f"{split}_labels"] if f"{split}_labels" in keys else None
-        except (OSError, ValueError, EOFError) as exc:
-            raise DataError(f"{path}: corrupt array {split}_images ({exc})") from None
+        images = npz_array(archive, f"{split}_images", path)
+        labels = npz_array(archive, f"{split}_labels", path) if f"{split}_labels" in keys else None
         try:
             out[split] = Split(images, labels)
-        except DataError as exc:
-            raise DataError(f"{path}: {split}: {exc}") from None
+        except SplitError as exc:
+            raise DataError(f"{path}: {split}_{exc.part}: {exc}") from None
     if "train" not in out:
         raise DataError(f"{path}: no train_images array (found: {', '.join(sorted(keys)) or 'nothing'})")
     if "class_names" in keys:
-        out["class_names"] = [str(c) for c in archive["class_names"]]
+        out["class_names"] = [str(c) for c in npz_array(archive, "class_names", path).reshape(-1)]
     return out
 
 
 # ---------------------------------------------------------------------- image folders
+#: Pillow modes of one-band images with more than 8 bits (16-bit PNG/TIFF): scaled to 0-255, not clipped
+WIDE_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+#: modes read as one channel (grayscale); every other mode is read as RGB
+GRAY_MODES = ("1", "L", "LA", "La", *WIDE_GRAY_MODES)
+
+
+def _to_8bit(img):
+    """A 16-bit grayscale image as 8-bit "L", scaled (65535 -> 255) rather than clipped as Pillow's convert does."""
+    from PIL import Image
+
+    arr = np.asarray(img)
+    if arr.size and (arr.min() < 0 or arr.max() > 65535):
+        raise ValueError(f"{img.mode} pixel values outside 0-65535 ({arr.min()}..{arr.max()})")
+    return Image.fromarray(np.round(arr.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8), "L")
+
+
 def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None, mode: str | None = None) -> np.ndarray:
-    """One image file as uint8 (H, W, C); ``mode`` "L" or "RGB" converts, ``size`` (h, w) resizes (bicubic)."""
+    """One image file as uint8 (H, W, C) with C = 1 (grayscale files) or 3 (all others); ``mode`` "L" or "RGB"
+    converts, ``size`` (h, w) resizes (bicubic). 16-bit grayscale is scaled to 8 bits; float images and
+    images over Pillow's decompression-bomb limit are refused."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such file")
+        raise DataError(f"{path}: no such file" if not path.exists() else f"{path}: is a folder, not an image")
     try:
-        with Image.open(path) as img:
-            img.load()
-            if mode is not None:
-                img = img.convert(mode)
-            elif img.mode not in ("L", "RGB"):
-                img = img.convert("RGB")
-            if size is not None and img.size != (size[1], size[0]):
-                img = img.resize((size[1], size[0]), Image.BICUBIC)
-            arr = np.array(img, dtype=np.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.mode == "F":
+                    raise DataError(f"{path}: 32-bit float images are not supported; save it as 8- or 16-bit")
+                img.load()
+                if img.mode in WIDE_GRAY_MODES:
+                    img = _to_8bit(img)
+                if mode is None:
+                    mode = "L" if img.mode in GRAY_MODES else "RGB"
+                if img.mode != mode:
+                    img = img.convert(mode)
+                if size is not None and img.size != (size[1], size[0]):
+                    img = img.resize((size[1], size[0]), Image.BICUBIC)
+                arr = np.array(img, dtype=np.uint8)
+    except DataError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{path}: image too large to read safely ({str(exc).split(' could be')[0]})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: corrupt or unreadable image ({exc})") from None
     return arr[..., None] if arr.ndim == 2 else arr

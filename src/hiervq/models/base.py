@@ -15,6 +15,9 @@ from ..errors import DataError
 from ..pretrained import save_pretrained
 from ..quantize import VectorQuantizer
 
+#: how far outside [0, 1] image values may stray (rounding in resizing) before :meth:`check_images` refuses them
+IMAGE_RANGE_SLACK = 1e-3
+
 
 @dataclass
 class QuantizerConfig:
@@ -167,7 +170,8 @@ class DiscreteAutoencoder(nn.Module):
         raise NotImplementedError
 
     def encode(self, x: torch.Tensor) -> Any:  # pragma: no cover - abstract
-        """Codes of images ``x`` (B, C, H, W) in [0, 1]; no gradients, no codebook update."""
+        """Codes of images ``x`` (B, C, H, W), floating point on [0, 1]; no gradients, no codebook update.
+        Implementations start with :meth:`check_values` (uint8, NaN or 0-255 input is a :class:`DataError`)."""
         raise NotImplementedError
 
     def decode(self, codes: Any) -> torch.Tensor:  # pragma: no cover - abstract
@@ -203,8 +207,14 @@ class DiscreteAutoencoder(nn.Module):
         return 1
 
     def check_images(self, x: torch.Tensor) -> None:
-        """Raise :class:`DataError` naming the problem if ``x`` is not a (B, C, H, W) batch this model accepts."""
+        """Raise :class:`DataError` naming the problem if ``x`` is not a floating-point (B, C, H, W) batch this model
+        accepts (no sync: cheap enough for every forward). uint8 images are refused rather than guessed at:
+        convert them with ``x.float() / 255``. See also :meth:`check_values`."""
         c = self.config.in_channels
+        if not isinstance(x, torch.Tensor):
+            raise DataError(f"expected a tensor of images (B, {c}, H, W), got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise DataError(f"images must be floating point on [0, 1], got {x.dtype}; use x.float() / 255 for 0-255 images")
         if x.ndim != 4:
             raise DataError(f"expected images of shape (B, {c}, H, W), got {tuple(x.shape)}")
         if x.shape[1] != c:
@@ -215,6 +225,19 @@ class DiscreteAutoencoder(nn.Module):
                 f"image size {x.shape[2]}x{x.shape[3]} is not a multiple of {f}, the model's total downsampling; "
                 "resize or pad the images (data.image_size)"
             )
+
+    def check_values(self, x: torch.Tensor) -> None:
+        """:meth:`check_images`, and the values: finite, and on [0, 1] unless the model reads latents
+        (``raw_input``). The public :meth:`encode` calls it (one reduction and one sync per call); the training
+        forward does not (a non-finite batch shows as a non-finite loss, which stops training)."""
+        self.check_images(x)
+        if x.numel():
+            lo, hi = (float(v) for v in torch.aminmax(x.detach()))  # one pass; NaN propagates
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise DataError(f"images hold non-finite values (NaN/inf) in a batch of {tuple(x.shape)}")
+            if not getattr(self.config, "raw_input", False) and (lo < -IMAGE_RANGE_SLACK or hi > 1 + IMAGE_RANGE_SLACK):
+                raise DataError(f"images must be on [0, 1], got values in [{lo:.4g}, {hi:.4g}]"
+                                f"{'; divide 0-255 images by 255' if hi > 2 else ''}")
 
     def codes_to_list(self, codes: Any) -> list[torch.Tensor]:
         """Codes as returned by :meth:`encode` -> a list of index tensors (what ``codes.npz`` stores)."""

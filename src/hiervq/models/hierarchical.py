@@ -238,6 +238,12 @@ class HierarchicalVQVAE(DiscreteAutoencoder):
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Codes per level, bottom first: [(B, h_0, w_0), ...]. No gradients and no codebook update."""
+        self.check_values(x)
+        return self.codes_of(x)
+
+    @torch.no_grad()
+    def codes_of(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """:meth:`encode` without its value check (a stack's frozen stages, inside a forward)."""
         feats = self._encode_features(x)
 
         def quantize(i, z):

@@ -186,6 +186,7 @@ class PQVAE(DiscreteAutoencoder):
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Code sequence (B, L), coarse to fine. No gradients and no codebook update."""
+        self.check_values(x)
         return self.quantizer.encode(self._features(x))
 
     def _as_sequence(self, codes) -> torch.Tensor:

@@ -211,7 +211,7 @@ class StackedVQVAE(DiscreteAutoencoder):
     def _frozen(stage: HierarchicalVQVAE, h: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Codes and joint latent of a frozen stage: no gradients, no codebook update, whatever the mode."""
         with torch.no_grad():
-            codes = stage.encode(h)
+            codes = stage.codes_of(h)
             latent = stage.joint_latent([vq.decode(c) for vq, c in zip(stage.vq, codes)])
         return codes, latent
 
@@ -259,6 +259,7 @@ class StackedVQVAE(DiscreteAutoencoder):
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Codes per level of every stage: [stage 1 bottom, stage 1 top, stage 2 bottom, ...]."""
+        self.check_values(x)
         return self.encode_latents(x)[0]
 
     def decode(self, codes: list[torch.Tensor]) -> torch.Tensor:
@@ -417,6 +418,7 @@ class DualStackVQVAE(DiscreteAutoencoder):
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Codes of stack 1's levels then stack 2's (stage by stage, bottom first)."""
+        self.stack1.check_values(x)
         codes1, latents = self.stack1.encode_latents(x)
         return codes1 + self.stack2.encode(self.second_input(latents[0], latents[-1]))
 

@@ -14,6 +14,8 @@ import json
 import os
 import sys
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,8 +104,10 @@ def save_codes(path: str | os.PathLike, splits: dict[str, CodeSet], key: str) ->
 
 def load_codes(path: str | os.PathLike) -> tuple[str, dict[str, CodeSet]]:
     """Read a file written by :func:`save_codes`: (key, code sets by split name)."""
+    from ..data.readers import open_npz
+
     try:
-        archive = np.load(path, allow_pickle=False)
+        archive = open_npz(path, "codes cache")
         files = set(archive.files)
         key = str(archive["key"])
         splits: dict[str, CodeSet] = {}
@@ -113,7 +117,9 @@ def load_codes(path: str | os.PathLike) -> tuple[str, dict[str, CodeSet]]:
             labels = torch.from_numpy(archive[f"{name}_labels"]) if f"{name}_labels" in files else None
             names = [str(s) for s in archive[f"{name}_class_names"]] if f"{name}_class_names" in files else None
             splits[name] = CodeSet(codes, labels, names)
-    except (OSError, ValueError, KeyError, EOFError) as exc:
+    except DataError as exc:
+        raise DataError(f"{exc}; delete it to recompute") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(f"{path}: corrupt codes cache ({exc}); delete it to recompute") from None
     return key, splits
 

@@ -68,8 +68,25 @@ class TrainConfig:
         for s in schedules:
             if s not in SCHEDULES:
                 raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {s!r}")
-        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0 or self.eval_every < 1:
-            raise ValueError("epochs must be >= 0, batch_size >= 1, lr > 0, eval_every >= 1")
+        checks = [
+            ("epochs", self.epochs, self.epochs >= 0, ">= 0"),
+            ("batch_size", self.batch_size, self.batch_size >= 1, ">= 1"),
+            ("eval_batch_size", self.eval_batch_size, self.eval_batch_size >= 1, ">= 1"),
+            ("lr", self.lr, self.lr > 0, "> 0"),
+            ("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0"),
+            ("warmup_steps", self.warmup_steps, self.warmup_steps >= 0, ">= 0"),
+            ("min_lr_ratio", self.min_lr_ratio, 0 <= self.min_lr_ratio <= 1, "in [0, 1]"),
+            ("decay_steps", self.decay_steps, self.decay_steps > 0, "> 0"),
+            ("grad_clip", self.grad_clip, self.grad_clip is None or self.grad_clip >= 0, ">= 0 or null (0: off)"),
+            ("eval_every", self.eval_every, self.eval_every >= 1, ">= 1"),
+            ("eval_limit", self.eval_limit, self.eval_limit is None or self.eval_limit >= 1, ">= 1 or null"),
+        ]
+        for i, p in enumerate(self.phases or []):
+            checks.append((f"phases.{i}.epochs", p.epochs, p.epochs >= 0, ">= 0"))
+            checks.append((f"phases.{i}.lr", p.lr, p.lr is None or p.lr > 0, "> 0 or null"))
+        for key, value, ok, rule in checks:
+            if not ok:
+                raise ValueError(f"{key} must be {rule}, got {value}")
         if len(self.betas) != 2:
             raise ValueError(f"betas must be two numbers, got {self.betas}")
         if self.decay_steps <= 0 or self.warmup_steps < 0:
@@ -220,7 +237,14 @@ def read_yaml_mapping(path: Path, what: str = "a config must be a mapping of sec
     """The mapping in the YAML file ``path`` (which must exist); invalid YAML or another kind of document is a
     :class:`ConfigError` naming the file (``what`` says what the mapping should be)."""
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                          "save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(raw, dict):
@@ -235,13 +259,21 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
     if path is not None:
         path = Path(path)
         where = str(path)
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a folder, not a config file")
         if not path.is_file():
             raise ConfigError(f"{path}: no such config file")
         raw = read_yaml_mapping(path)
-    if overrides:
-        raw = apply_overrides(raw, overrides)
-        where += " (with --set overrides)"
-    return config_from_dict(raw, where)
+    return with_overrides(raw, overrides, where)
+
+
+def with_overrides(raw: dict[str, Any], overrides: list[str] | None, where: str) -> RunConfig:
+    """The config ``raw`` (read from ``where``) with ``--set`` overrides applied, validated. An error the file
+    already has names the file; one that only the overrides bring in names the overrides."""
+    config = config_from_dict(raw, where)
+    if not overrides:
+        return config
+    return config_from_dict(apply_overrides(raw, overrides), f"--set {' '.join(overrides)} (over {where})")
 
 
 def dump_config(config: RunConfig) -> str:

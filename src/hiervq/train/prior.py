@@ -87,13 +87,21 @@ def resolve_prior_config(
     per_level = section.pop("levels", None) or []
     raw = _merge(section, per_level[level]) if level < len(per_level) else section
     raw.update(autoencoder=str(autoencoder), level=level, seed=seed)
-    raw = apply_overrides(raw, overrides)
     if class_conditional is not None:
         raw["class_conditional"] = class_conditional
-    where = f"{autoencoder}/config.yaml: priors (level {level}{', with --set' if overrides else ''})"
-    config = from_dict(PriorRunConfig, raw, where)
+    config = from_dict(PriorRunConfig, raw, prior_config_where(autoencoder, level))  # the file's own errors
+    if overrides:  # errors only the overrides bring in blame them, not the run's config.yaml
+        config = from_dict(PriorRunConfig, apply_overrides(raw, overrides), prior_config_where(autoencoder, level, overrides))
     config.train.validate()
     return config
+
+
+def prior_config_where(autoencoder: str | os.PathLike, level: int, overrides: list[str] | None = None) -> str:
+    """What an error in a prior's config names: the autoencoder run's ``config.yaml`` (its ``priors:`` section),
+    or the ``--set`` overrides when they are what made it invalid."""
+    if overrides:
+        return f"--set {' '.join(overrides)} (prior of level {level})"
+    return f"{autoencoder}/config.yaml: priors (level {level})"
 
 
 # ---------------------------------------------------------------------- training loop
@@ -286,6 +294,13 @@ def prior_run(
                           "and --overwrite")
     if not resume:
         check_run_dir(out_dir, overwrite=overwrite, what="prior run directory")  # before creating even the lock file
+        config = resolve_prior_config(ae_config.priors, str(ae_run), lv, ae_config.seed, class_conditional, overrides)
+        # the architecture keys too, before anything is written or extracted; errors blame the file or --set
+        for where_overrides in ([None, overrides] if overrides else [None]):
+            trial = resolve_prior_config(ae_config.priors, str(ae_run), lv, ae_config.seed, class_conditional,
+                                         where_overrides)
+            kind.build_prior(model, lv, dict(trial.model), 2 if trial.class_conditional else None,
+                             f"{prior_config_where(ae_run, lv, where_overrides)}: model")
     with RunLock(out_dir):  # one writer per prior run directory, for the whole run
         ae_key = cache_key(resolve_model_dir(ae_run), {})
         state = None
@@ -298,7 +313,6 @@ def prior_run(
                                   f"not to the weights of {ae_run} level {lv}")
             remove_stale_tmp(out_dir)
         else:
-            config = resolve_prior_config(ae_config.priors, str(ae_run), lv, ae_config.seed, class_conditional, overrides)
             check_run_dir(out_dir, overwrite=overwrite, what="prior run directory")  # again, holding the lock
         info = kind.level_info(model, lv)
         codes = run_codes(ae_run, model, ae_config.data, config.code_batch_size, log)
@@ -309,7 +323,8 @@ def prior_run(
                 raise HierVQError(f"{ae_run}: the data has no labels, so the prior cannot be class-conditional")
             num_classes = max(train.num_classes or 0, test.num_classes or 0)
         seed_everything(config.seed)
-        prior = kind.build_prior(model, lv, dict(config.model), num_classes, f"{ae_run}/config.yaml: priors.model")
+        model_where = f"{out_dir / PRIOR_CONFIG_FILE if resume else prior_config_where(ae_run, lv, overrides)}: model"
+        prior = kind.build_prior(model, lv, dict(config.model), num_classes, model_where)
 
         if state is not None:
             write_metrics(out_dir, state["history"])  # drop lines of an epoch that did not finish saving

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..data import ImageSet
+from ..errors import HierVQError, WriteError
 from ..models.base import DiscreteAutoencoder
 from ..pretrained import atomic_write_bytes
 
@@ -42,13 +44,32 @@ METRICS_FILE = "metrics.jsonl"
 
 
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+    """Strict JSON (no NaN/Infinity, which JSON parsers reject), written atomically."""
+    try:
+        text = json.dumps(obj, indent=2, allow_nan=False)
+    except ValueError:
+        raise HierVQError(f"{path}: refusing to write non-finite numbers (NaN/inf): {_nonfinite_keys(obj)}") from None
+    atomic_write_bytes(path, (text + "\n").encode())
+
+
+def _nonfinite_keys(obj: Any, prefix: str = "") -> str:
+    if isinstance(obj, dict):
+        found = [_nonfinite_keys(v, f"{prefix}{k}.") for k, v in obj.items()]
+    elif isinstance(obj, (list, tuple)):
+        found = [_nonfinite_keys(v, f"{prefix}{i}.") for i, v in enumerate(obj)]
+    else:
+        return prefix.rstrip(".") if isinstance(obj, float) and not math.isfinite(obj) else ""
+    return ", ".join(f for f in found if f)
 
 
 def append_metrics(run_dir: Path, record: dict) -> None:
     """Append one epoch's record to ``run_dir/metrics.jsonl``."""
-    with open(Path(run_dir) / METRICS_FILE, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    path = Path(run_dir) / METRICS_FILE
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as exc:
+        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def write_metrics(run_dir: Path, history: list[dict]) -> None:

@@ -22,13 +22,22 @@ import numpy as np
 import torch
 
 from ..data import DataSplits, load_data
-from ..errors import DataError, HierVQError
+from ..errors import ConfigError, DataError, HierVQError
 from ..models.base import DiscreteAutoencoder
+from ..pretrained import atomic_write_bytes, load_state
 from .checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint
 from .config import RunConfig, config_from_dict, dump_config, read_yaml_mapping
 from .distributed import DistInfo, barrier, cleanup, setup
-from .report import make_summary, write_json, write_report
-from .rundir import RunLock, check_run_dir, mark_output_dir, remove_leftovers, remove_stale_tmp, start_run_dir
+from .report import make_summary, write_json, write_metrics, write_report
+from .rundir import (
+    RUN_MARKER,
+    RunLock,
+    check_run_dir,
+    mark_output_dir,
+    remove_leftovers,
+    remove_stale_tmp,
+    start_run_dir,
+)
 from .trainer import Callback, Trainer
 
 CONFIG_FILE = "config.yaml"
@@ -57,9 +66,13 @@ def prepare_run_dir(run_dir: str | Path, resume: bool = False, overwrite: bool =
 
 
 def check_resumable(run_dir: str | Path) -> None:
-    """Raise HierVQError unless ``run_dir`` has a checkpoint to resume from."""
-    if not (Path(run_dir) / CHECKPOINT_DIR / LAST).is_file():
-        raise HierVQError(f"{run_dir}: nothing to resume (no {CHECKPOINT_DIR}/{LAST})")
+    """Raise HierVQError unless ``run_dir`` can be resumed: it has a checkpoint, or it is a run hiervq started
+    (marker and config.yaml) that stopped before its first checkpoint, which ``--resume`` starts from scratch."""
+    run_dir = Path(run_dir)
+    if (run_dir / CHECKPOINT_DIR / LAST).is_file():
+        return
+    if not ((run_dir / RUN_MARKER).is_file() and (run_dir / CONFIG_FILE).is_file()):
+        raise HierVQError(f"{run_dir}: nothing to resume (no {CHECKPOINT_DIR}/{LAST}, and not a run hiervq started)")
 
 
 def read_run_config(run_dir: str | Path) -> RunConfig:
@@ -76,6 +89,10 @@ def build_for_data(config: RunConfig, data: DataSplits) -> DiscreteAutoencoder:
     if h != w:
         raise DataError(f"images are {h}x{w}; set data.image_size to make them square")
     model = config.build_model(in_channels=c, image_size=h)
+    unknown = [p.name for p in config.train.phase_list() if p.name not in model.phases()]
+    if unknown:
+        raise ConfigError(f"{config.source}: train.phases: {unknown[0]!r} is not a phase of {config.model_name} "
+                          f"(known: {', '.join(model.phases())})")
     if model.config.in_channels != c:
         raise DataError(
             f"the data has {c}-channel images but model.in_channels is {model.config.in_channels}; "
@@ -102,32 +119,40 @@ def train_run(
     lock = None
     try:
         run_dir = Path(run_dir)
+        checkpoint = run_dir / CHECKPOINT_DIR / LAST
+        check = (lambda: check_resumable(run_dir)) if resume else (lambda: check_run_dir(run_dir, overwrite=overwrite))
         if dist.is_main:
-            check = (lambda: check_resumable(run_dir)) if resume else (lambda: check_run_dir(run_dir, overwrite=overwrite))
-            check()  # refuse before creating anything, even the lock file
+            check()  # refuse before reading the data
+        seed_everything(config.seed)
+        data = data or load_data(config.data)
+        model = build_for_data(config, data)  # validated before anything is written, even the lock file
+        if dist.is_main:
             lock = RunLock(run_dir).acquire()  # one writer per run, for the whole run (under torchrun: rank 0)
             remove_leftovers(run_dir)  # of a swap that a kill interrupted
             check()  # again: another process may have written it before we held the lock
             if resume:
                 remove_stale_tmp(run_dir)  # of atomic writes that a kill interrupted
                 mark_output_dir(run_dir)  # runs from before the marker: recognisable from now on
-        seed_everything(config.seed)
-        data = data or load_data(config.data)
-        model = build_for_data(config, data)
-        if dist.is_main and not resume:  # validated: only now replace an old run (a typo must not destroy it)
-            start_run_dir(run_dir, {CONFIG_FILE: dump_config(config).encode()})
+        state = load_checkpoint(checkpoint) if resume and checkpoint.is_file() else None
+        if state is not None:
+            load_state(model, state["model"], str(checkpoint))  # a mismatch names the parameters and shapes
+        if dist.is_main:
+            if not resume:  # validated: only now replace an old run (a typo must not destroy it)
+                start_run_dir(run_dir, {CONFIG_FILE: dump_config(config).encode()})
+            else:
+                # config.yaml is always the config that runs (e.g. after --resume --set train.epochs=3)
+                text = dump_config(config).encode()
+                if not (run_dir / CONFIG_FILE).is_file() or (run_dir / CONFIG_FILE).read_bytes() != text:
+                    atomic_write_bytes(run_dir / CONFIG_FILE, text)
+                if state is None:  # stopped before its first checkpoint: start it again
+                    write_metrics(run_dir, [])
+                    print(f"{run_dir}: no checkpoint yet; starting the run from the beginning", flush=True)
         barrier(dist)
         if dist.is_main:
             print(f"model {config.model_name}: {model.num_parameters():,} parameters; {model.budget()}", flush=True)
             print(f"data {config.data.name}: {len(data.train)} train / {len(data.test)} test images {data.train.shape}", flush=True)
-        state = load_checkpoint(run_dir / CHECKPOINT_DIR / LAST) if resume else None
         trainer = Trainer(config.train, run_dir, seed=config.seed, dist=dist, callbacks=callbacks)
-        try:
-            history = trainer.fit(model, data, resume=state)
-        except RuntimeError as exc:
-            if state is not None and "state_dict" in str(exc):
-                raise HierVQError(f"{run_dir}: checkpoint does not match the model config ({str(exc).splitlines()[0]})") from None
-            raise
+        history = trainer.fit(model, data, resume=state)
         summary: dict[str, Any] = {}
         if dist.is_main:
             summary = finish_run(run_dir, model, data, trainer, history)
@@ -163,9 +188,10 @@ def evaluate_run(run_dir: str | Path, config: RunConfig | None = None, split: st
     data = load_data(config.data)
     dataset = {"test": data.test, "train": data.train, "val": data.val}.get(split)
     if dataset is None:
-        raise HierVQError(f"the data has no {split} split")
+        raise HierVQError(f"{config.data.path or config.data.name}: no {split} split (choose another --split)")
     if dataset.shape[0] != model.config.in_channels:
-        raise DataError(f"the data has {dataset.shape[0]}-channel images, the model expects {model.config.in_channels}")
+        raise DataError(f"{config.data.path or config.data.name}: {dataset.shape[0]}-channel images, the model "
+                        f"expects {model.config.in_channels} (set data.channels: {model.config.in_channels} to convert)")
     trainer = Trainer(config.train, None, seed=config.seed)
     result = trainer.evaluate(model, dataset)
     result["split"] = split

@@ -106,12 +106,34 @@ def check_replaceable(path: str | os.PathLike, what: str = "run directory") -> N
         )
 
 
+def check_output_path(path: str | os.PathLike, folder: bool, what: str) -> Path:
+    """Before any work: raise HierVQError unless ``path`` can be written as a file (``folder=False``) or folder,
+    creating missing parents: a file where a folder is expected (or the reverse), a parent that is a file, or a
+    parent folder this process may not write to. ``what`` names it in the message (e.g. "-o", "--out")."""
+    path = Path(path)
+    if path.is_dir() and not folder:
+        raise HierVQError(f"{what} {path}: is a folder; give a file name")
+    if path.exists() and not path.is_dir() and folder:
+        raise HierVQError(f"{what} {path}: is a file, not a folder")
+    if path.is_dir():
+        return path
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise HierVQError(f"{what} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise HierVQError(f"{what} {path}: cannot write in {parent} (permission denied)")
+    return path
+
+
 def check_run_dir(run_dir: str | os.PathLike, overwrite: bool = False, what: str = "run directory") -> None:
     """Before anything is written: refuse a non-empty ``run_dir`` unless ``overwrite`` (and then only a replaceable
-    one, :func:`check_replaceable`)."""
+    one, :func:`check_replaceable`), and one that cannot be created (:func:`check_output_path`)."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise HierVQError(f"{what} {run_dir} is a file; choose another --out")
+    check_output_path(run_dir, folder=True, what=what)
     if run_dir.is_dir() and any(run_dir.iterdir()):
         if not overwrite:
             raise HierVQError(
@@ -275,6 +297,7 @@ __all__ = [
     "KNOWN_ENTRIES",
     "RUN_MARKER",
     "RunLock",
+    "check_output_path",
     "check_replaceable",
     "check_run_dir",
     "is_hiervq_output",

@@ -18,8 +18,10 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from ..data import DataSplits, ImageSet
+from ..errors import DivergedError
 from ..metrics import EvalAccumulator, mse_per_image, psnr
 from ..models.base import DiscreteAutoencoder
+from ..pretrained import load_state, nonfinite_tensors
 from .checkpoint import CHECKPOINT_DIR, LAST, save_checkpoint
 from .config import PhaseConfig, TrainConfig
 from .distributed import DistInfo, barrier, wrap_ddp
@@ -165,7 +167,7 @@ class Trainer:
                 raise ValueError(f"train.phases: {phase.name!r} is not a phase of this model (known: {', '.join(known)})")
         start_phase, start_epoch = 0, 0
         if resume is not None:
-            model.load_state_dict(resume["model"])
+            load_state(model, resume["model"], "the checkpoint")
             self.history = list(resume["history"])
             self.step = int(resume["step"])
             self.train_seconds = float(resume.get("train_seconds", 0.0))
@@ -216,6 +218,13 @@ class Trainer:
         if resume is not None and "optimizer" in resume:
             optimizer.load_state_dict(resume["optimizer"])
             scheduler.load_state_dict(resume["scheduler"])
+            # the checkpoint restores the hyperparameters it was saved with; a resumed run trains with its config
+            # (what config.yaml says, e.g. after --resume --set train.lr=...); unchanged, this changes nothing
+            scheduler.base_lrs = [lr for _ in optimizer.param_groups]
+            for group, factor in zip(optimizer.param_groups, scheduler.lr_lambdas):
+                group["lr"] = lr * factor(scheduler.last_epoch)
+                group["betas"] = tuple(cfg.betas)
+                group["weight_decay"] = cfg.weight_decay
         net: nn.Module = wrap_ddp(model, self.dist)  # DDP under torchrun; codebooks sync themselves
         for epoch in range(first_epoch, phase.epochs):
             global_epoch = epochs_before + epoch
@@ -262,8 +271,13 @@ class Trainer:
                 out = net(x)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            loss = out.loss.detach().float()
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip else loss
+            if not self._finite(torch.stack([loss, norm.detach().float().to(loss.device)])):
+                # stop before the step: the weights (and the last checkpoint) stay finite
+                what = f"loss {float(loss)}" if not torch.isfinite(loss) else f"gradient norm {float(norm)}"
+                raise DivergedError(self._diverged(f"at step {self.step + 1} (epoch {epoch + 1}, phase {phase.name}): "
+                                                   f"the training {what} is not finite"))
             optimizer.step()
             scheduler.step()
             self.step += 1
@@ -290,6 +304,24 @@ class Trainer:
         stats["perplexity"] = [p / max(count, 1) for p in ppl_sums]  # training statistics are global already
         stats["resets"] = resets
         return stats
+
+    # ------------------------------------------------------------------ divergence
+    def _finite(self, values: torch.Tensor) -> bool:
+        """Whether ``values`` are finite on every process (all stop together under DDP)."""
+        ok = torch.isfinite(values).all().to(torch.float32)
+        if self.dist.enabled:
+            torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+        return bool(ok)
+
+    def _diverged(self, what: str) -> str:
+        """The one-line message of a divergence (``what``: when, and what went non-finite) and what was kept."""
+        path = self.checkpoint_path
+        if path is not None and path.is_file():
+            kept = f"the last finite checkpoint {path} (step {self.history[-1]['step'] if self.history else 0}) is kept"
+        else:
+            kept = "no checkpoint was written before it"
+        retry = f": hiervq train --resume {self.run_dir} --set train.lr=..." if self.run_dir is not None else ""
+        return f"training diverged {what}; {kept}; continue with a lower learning rate{retry}"
 
     # ------------------------------------------------------------------ bookkeeping
     def _log_epoch(self, record: dict) -> None:
@@ -318,6 +350,9 @@ class Trainer:
         path = self.checkpoint_path
         if path is None:
             return
+        bad = nonfinite_tensors(model.state_dict())
+        if bad:  # e.g. a codebook's running averages: never saved, the last checkpoint stays the last finite one
+            raise DivergedError(self._diverged(f"by step {self.step}: {', '.join(bad[:3])} became non-finite"))
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
