@@ -9,7 +9,7 @@
   decode.
 
 Each returns plain dicts/tensors; ``plot_*`` draw the figures. ``hiervq bayes`` / ``hiervq info`` /
-``hiervq progressive`` (:mod:`hiervq.cli_pqvae`) run them on a run directory.
+``hiervq progressive`` (:mod:`hiervq.cli.pqvae`) run them on a run directory.
 """
 
 from __future__ import annotations

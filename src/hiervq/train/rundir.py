@@ -46,6 +46,16 @@ STALE_TMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 STALE_TMP_DIRS = ("", "checkpoints", "model", "study")
 
 
+#: where a command that is given no ``--out`` writes: ``runs/<config name>``
+RUNS_ROOT = "runs"
+
+
+def default_run_dir(config: str | os.PathLike | None) -> Path:
+    """The run directory of a config without ``--out``: ``runs/<config file name without suffix>`` (``runs/default``
+    without a config file)."""
+    return Path(RUNS_ROOT) / (Path(config).stem if config else "default")
+
+
 def _is_known(name: str) -> bool:
     return name in KNOWN_ENTRIES or any(fnmatch.fnmatchcase(name, p) for p in KNOWN_PATTERNS)
 

@@ -1,6 +1,6 @@
 """``hiervq prior`` and ``hiervq sample``: fit priors over a run's codes, and generate images with them.
 
-A CLI-layer module (listed in ``hiervq.cli.COMMAND_MODULES``); the work is done by :mod:`hiervq.train.prior`,
+The work is done by :mod:`hiervq.train.prior`,
 which dispatches on the autoencoder family through :func:`hiervq.priors.prior_kind_for`, so new families need no
 change here.
 """
@@ -11,12 +11,14 @@ import argparse
 import json
 from pathlib import Path
 
+from .common import add_debug, add_out, add_overwrite, add_set
+
 
 def _cmd_prior(args: argparse.Namespace) -> int:
-    from .errors import HierVQError
-    from .pretrained import load
-    from .priors import prior_kind_for
-    from .train.prior import PRIORS_DIR, default_prior_dir, has_checkpoint, prior_run
+    from ..errors import HierVQError
+    from ..pretrained import load
+    from ..priors import prior_kind_for
+    from ..train.prior import PRIORS_DIR, default_prior_dir, has_checkpoint, prior_run
 
     resume = {}  # level -> resume it (--level all --resume: levels without a checkpoint start afresh)
     if args.level == "all":
@@ -46,8 +48,8 @@ def _cmd_prior(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from .metrics.plots import save_image_grid
-    from .train.prior import sample_run
+    from ..metrics.plots import save_image_grid
+    from ..train.prior import sample_run
 
     result = sample_run(args.run, args.priors, args.n, args.class_label, args.temperature, args.seed)
     out = Path(args.output)
@@ -61,7 +63,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub, add_common) -> None:
+def add_commands(sub) -> None:
     """Add ``prior`` and ``sample`` to the ``hiervq`` subparsers."""
     p = sub.add_parser(
         "prior",
@@ -76,14 +78,13 @@ def add_commands(sub, add_common) -> None:
     p.add_argument("--level", help="top, bottom, a level index (0 = bottom), or all (default: the only level)")
     p.add_argument("--class-conditional", action=argparse.BooleanOptionalAction, default=None,
                    help="condition the prior on the class label (default: priors.class_conditional)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a prior config key, e.g. train.epochs=5 or model.layers=6")
-    p.add_argument("--out", help="prior run directory (default RUN/priors/level<N>)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing prior run directory")
+    add_set(p, "override a prior config key, e.g. train.epochs=5 or model.layers=6")
+    add_out(p, "prior run directory (default RUN/priors/level<N>)")
+    add_overwrite(p, "replace an existing prior run directory")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted prior run from its checkpoint, with its saved config (with --level "
                    "all: every level that has a checkpoint; the others start afresh)")
-    add_common(p)
+    add_debug(p)
     p.set_defaults(func=_cmd_prior)
 
     p = sub.add_parser(
@@ -100,5 +101,5 @@ def add_commands(sub, add_common) -> None:
     p.add_argument("--temperature", type=float, default=1.0, help="divide the logits by this (lower: safer samples)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", default="samples.png", help="output PNG grid")
-    add_common(p)
+    add_debug(p)
     p.set_defaults(func=_cmd_sample)

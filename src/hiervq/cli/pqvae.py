@@ -1,6 +1,6 @@
 """``hiervq bayes``, ``hiervq info`` and ``hiervq progressive``: analyses of a trained run's code sequences.
 
-A CLI-layer module (listed in ``hiervq.cli.COMMAND_MODULES``); the work is in :mod:`hiervq.experiments.pqvae`.
+The work is in :mod:`hiervq.experiments.pqvae`.
 """
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from .common import add_debug, add_out
 
 ANALYSIS_DIR = "analysis"
 
@@ -19,20 +21,20 @@ def _out_dir(args) -> Path:
 
 
 def _write_json(path: Path, obj) -> None:
-    from .pretrained import atomic_write_bytes
+    from ..pretrained import atomic_write_bytes
 
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def _cmd_bayes(args: argparse.Namespace) -> int:
-    from .experiments.pqvae import bayes_curves, plot_bayes
-    from .pretrained import load
-    from .train import read_run_config
-    from .train.prior import run_codes
+    from ..experiments.pqvae import bayes_curves, plot_bayes
+    from ..pretrained import load
+    from ..train import read_run_config
+    from ..train.prior import run_codes
 
     model = load(args.run)
     if len({lv.codebook_size for lv in model.levels}) > 1:
-        from .errors import HierVQError
+        from ..errors import HierVQError
 
         raise HierVQError("the Bayes classifier needs one codebook size across levels")
     config = read_run_config(args.run)
@@ -50,10 +52,10 @@ def _cmd_bayes(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .data import load_data
-    from .experiments.pqvae import conditional_entropy, earlier_matters_more, plot_information, removal_mse
-    from .pretrained import load
-    from .train import read_run_config
+    from ..data import load_data
+    from ..experiments.pqvae import conditional_entropy, earlier_matters_more, plot_information, removal_mse
+    from ..pretrained import load
+    from ..train import read_run_config
 
     model = load(args.run)
     config = read_run_config(args.run)
@@ -82,17 +84,17 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_progressive(args: argparse.Namespace) -> int:
     import torch
 
-    from .data import load_data
-    from .experiments.pqvae import plot_progressive, progressive_reconstructions
-    from .pretrained import load
-    from .priors import prior_kind_for
-    from .train import read_run_config
-    from .train.prior import find_priors, load_priors
+    from ..data import load_data
+    from ..experiments.pqvae import plot_progressive, progressive_reconstructions
+    from ..pretrained import load
+    from ..priors import prior_kind_for
+    from ..train import read_run_config
+    from ..train.prior import find_priors, load_priors
 
     model = load(args.run)
     kind = prior_kind_for(model)
     if not hasattr(kind, "complete"):
-        from .errors import HierVQError
+        from ..errors import HierVQError
 
         raise HierVQError("progressive reconstructions need a sequence model (pqvae) and its transformer prior")
     priors, _ = load_priors(args.run, args.priors or find_priors(args.run), model)
@@ -109,7 +111,7 @@ def _cmd_progressive(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub, add_common) -> None:
+def add_commands(sub) -> None:
     """Add ``bayes``, ``info`` and ``progressive`` to the ``hiervq`` subparsers."""
     p = sub.add_parser(
         "bayes",
@@ -121,8 +123,8 @@ def add_commands(sub, add_common) -> None:
     p.add_argument("run", help="autoencoder run directory (labeled data)")
     p.add_argument("--alpha", type=float, default=1.0, help="Laplace smoothing added to every count")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--out", help="output folder (default RUN/analysis)")
-    add_common(p)
+    add_out(p, "output folder (default RUN/analysis)")
+    add_debug(p)
     p.set_defaults(func=_cmd_bayes)
 
     p = sub.add_parser(
@@ -133,8 +135,8 @@ def add_commands(sub, add_common) -> None:
     )
     p.add_argument("run", help="PQ-VAE run directory")
     p.add_argument("--limit", type=int, default=1000, help="use the first N test images (0: all)")
-    p.add_argument("--out", help="output folder (default RUN/analysis)")
-    add_common(p)
+    add_out(p, "output folder (default RUN/analysis)")
+    add_debug(p)
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser(
@@ -150,5 +152,5 @@ def add_commands(sub, add_common) -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", default="progressive.png", help="output PNG")
-    add_common(p)
+    add_debug(p)
     p.set_defaults(func=_cmd_progressive)

@@ -1,29 +1,20 @@
-"""The ``hiervq`` command line: train, eval, encode, decode (and the commands later layers add).
-
-Every command ends with a one-line ``hiervq: error: ...`` and a non-zero exit code on bad input; ``--debug``
-shows the traceback instead.
-"""
+"""``hiervq train``, ``eval``, ``encode`` and ``decode``: train an autoencoder, measure it, turn images into codes
+and back."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
-from . import __version__
-from .errors import HierVQError
-
-EXIT_USER_ERROR = 2
-EXIT_INTERNAL_ERROR = 1
-EXIT_INTERRUPTED = 130
+from ..errors import HierVQError
+from .common import add_debug, add_out, add_overwrite, add_set, out_dir
 
 
 # ---------------------------------------------------------------------- train
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import load_config, read_run_config, train_run
-    from .train.config import with_overrides
+    from ..train import load_config, read_run_config, train_run
+    from ..train.config import with_overrides
 
     if args.resume:
         if args.config:
@@ -34,8 +25,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
     else:
         config = load_config(args.config, args.set)
-        stem = Path(args.config).stem if args.config else "default"
-        run_dir = Path(args.out) if args.out else Path("runs") / stem
+        run_dir = out_dir(args)
     args.run_dir = run_dir  # for the message of an interrupt
     train_run(config, run_dir, resume=bool(args.resume), overwrite=args.overwrite)
     return 0
@@ -59,11 +49,11 @@ def _data_path_overrides(path: str | None) -> list[str]:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .pretrained import atomic_write_bytes
-    from .train import read_run_config
-    from .train.config import with_overrides
-    from .train.run import evaluate_run
-    from .train.rundir import check_output_path
+    from ..pretrained import atomic_write_bytes
+    from ..train import read_run_config
+    from ..train.config import with_overrides
+    from ..train.run import evaluate_run
+    from ..train.rundir import check_output_path
 
     if args.output:
         check_output_path(args.output, folder=False, what="-o")
@@ -81,7 +71,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- encode / decode
 def _collect_images(paths: list[str]) -> list[Path]:
-    from .data.readers import IMAGE_SUFFIXES, list_images
+    from ..data.readers import IMAGE_SUFFIXES, list_images
 
     files: list[Path] = []
     for item in paths:
@@ -102,10 +92,10 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from .data import fit_images, read_image
-    from .errors import DataError
-    from .pretrained import atomic_write_bytes, load
-    from .train.rundir import check_output_path
+    from ..data import fit_images, read_image
+    from ..errors import DataError
+    from ..pretrained import atomic_write_bytes, load
+    from ..train.rundir import check_output_path
 
     if args.batch_size < 1:
         raise HierVQError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -146,8 +136,8 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 def _decode_targets(codes: Path, out: Path, names: list[str] | None, n: int, overwrite: bool) -> list[Path]:
     """The PNG each decoded image goes to (``grid.png`` is also written); refuses existing files without
     ``overwrite`` (decoding into the folder the codes came from would replace the originals) and name clashes."""
-    from .errors import DataError
-    from .train.rundir import check_output_path
+    from ..errors import DataError
+    from ..train.rundir import check_output_path
 
     check_output_path(out, folder=True, what="-o")
     if names is not None and len(names) != n:
@@ -172,8 +162,8 @@ def _read_codes(path: Path):
     import numpy as np
     import torch
 
-    from .data.readers import npz_array, open_npz
-    from .errors import DataError
+    from ..data.readers import npz_array, open_npz
+    from ..errors import DataError
 
     archive = open_npz(path, "codes file")
     keys = [k for k in archive.files if k.startswith("level")]
@@ -200,9 +190,9 @@ def _read_codes(path: Path):
 def _cmd_decode(args: argparse.Namespace) -> int:
     import torch
 
-    from .errors import DataError
-    from .metrics.plots import save_image_grid
-    from .pretrained import load
+    from ..errors import DataError
+    from ..metrics.plots import save_image_grid
+    from ..pretrained import load
 
     model = load(args.run)
     path = Path(args.codes)
@@ -225,38 +215,25 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------- parser
-def _add_common(p: argparse.ArgumentParser) -> None:
-    # SUPPRESS: a subcommand's default must not overwrite `hiervq --debug COMMAND`
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback on errors")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="hiervq",
-        description="Hierarchical discrete representations of images with vector-quantized autoencoders.",
-    )
-    parser.add_argument("--version", action="version", version=f"hiervq {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
+def add_commands(sub) -> None:
+    """Add ``train``, ``eval``, ``encode`` and ``decode`` to the ``hiervq`` subparsers."""
     p = sub.add_parser("train", help="train a model from a YAML config (or resume a run)",
                        description="Train a model from a YAML config; under torchrun, train on every process with DDP.")
     p.add_argument("config", nargs="?", help="YAML config (see configs/); omitted: the defaults")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.epochs=5")
-    p.add_argument("--out", help="run directory (default runs/<config name>)")
+    add_set(p, "override a config key, e.g. train.epochs=5")
+    add_out(p, "run directory (default runs/<config name>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    _add_common(p)
+    add_overwrite(p, "replace an existing run directory")
+    add_debug(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a trained run on its test split (or other data)")
     p.add_argument("run", help="run directory")
     p.add_argument("--data", help="evaluate on this dataset instead (.npz, MNIST folder, CIFAR batches, image folder)")
     p.add_argument("--split", default="test", choices=["test", "val", "train"])
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a data key, e.g. data.test_limit=100")
+    add_set(p, "override a data key, e.g. data.test_limit=100")
     p.add_argument("-o", "--output", help="also write the result JSON here")
-    _add_common(p)
+    add_debug(p)
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("encode", help="turn images into codes (codes.npz)")
@@ -266,69 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--convert", action="store_true", help="convert images to the model's channel count")
     p.add_argument("--keep-size", action="store_true", help="do not resize images to the model's image size")
     p.add_argument("--batch-size", type=int, default=256)
-    _add_common(p)
+    add_debug(p)
     p.set_defaults(func=_cmd_encode)
 
     p = sub.add_parser("decode", help="turn codes (codes.npz) back into images")
     p.add_argument("run", help="run directory or saved model directory")
     p.add_argument("codes", help=".npz written by `hiervq encode`")
     p.add_argument("-o", "--output", default="decoded", help="output folder (one PNG per image, plus grid.png)")
-    p.add_argument("--overwrite", action="store_true", help="replace PNGs that already exist in the output folder")
-    _add_common(p)
+    add_overwrite(p, "replace PNGs that already exist in the output folder")
+    add_debug(p)
     p.set_defaults(func=_cmd_decode)
 
-    for add in EXTRA_COMMANDS:
-        add(sub, _add_common)
-    return parser
-
-
-#: ``add(subparsers, add_common)`` functions of commands defined in higher layers (filled by
-#: :func:`_load_extra_commands` from :data:`COMMAND_MODULES`).
-EXTRA_COMMANDS: list[Callable] = []
-
-#: Modules that define more subcommands, each with ``add_commands(subparsers, add_common)``. They must import
-#: only argparse-level things at module import time (torch etc. inside the command functions).
-COMMAND_MODULES: list[str] = ["hiervq.cli_priors", "hiervq.cli_pqvae", "hiervq.experiments.commands",
-                              "hiervq.experiments.label_fractions"]
-
-
-def _load_extra_commands() -> None:
-    import importlib
-
-    EXTRA_COMMANDS.clear()
-    for name in COMMAND_MODULES:
-        EXTRA_COMMANDS.append(importlib.import_module(name).add_commands)
-
-
-def main(argv: list[str] | None = None) -> int:
-    _load_extra_commands()
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except HierVQError as exc:
-        if args.debug:
-            raise
-        print(f"hiervq: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        if args.debug:
-            raise
-        hint = ""
-        if getattr(args, "command", None) == "train" and getattr(args, "run_dir", None) is not None:
-            hint = f" (checkpoints are written after every epoch: continue with `hiervq train --resume {args.run_dir}`)"
-        print(f"hiervq: interrupted{hint}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception as exc:  # noqa: BLE001 - the one place that turns crashes into a message
-        if args.debug:
-            raise
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        print(
-            f"hiervq: error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
-            file=sys.stderr,
-        )
-        return EXIT_INTERNAL_ERROR
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,18 +1,16 @@
-"""CLI commands ``hiervq compare`` and ``hiervq sweep`` (registered through ``hiervq.cli.COMMAND_MODULES``)."""
+"""``hiervq compare`` and ``hiervq sweep``: capacity-matched comparisons and sweeps (the work is in
+:mod:`hiervq.experiments.compare` and :mod:`hiervq.experiments.sweep`)."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-
-def _out_dir(args: argparse.Namespace) -> Path:
-    return Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+from .common import add_debug, add_out, add_overwrite, add_set, out_dir
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    from ..experiments.capacity import match_capacity
     from ..train import load_config
-    from .capacity import match_capacity
 
     config = load_config(args.config, args.set)
     if args.dry_run:
@@ -27,23 +25,23 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         )
         print(match.describe())
         return 0
-    from .compare import run_compare
+    from ..experiments.compare import run_compare
 
-    run_compare(config, _out_dir(args), overwrite=args.overwrite)
+    run_compare(config, out_dir(args), overwrite=args.overwrite)
     return 0
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from ..experiments.sweep import parse_grid, run_sweep
     from ..train import load_config
-    from .sweep import parse_grid, run_sweep
 
     config = load_config(args.config, args.set)
-    run_sweep(config, _out_dir(args), grid=parse_grid(args.grid), workers=args.workers,
+    run_sweep(config, out_dir(args), grid=parse_grid(args.grid), workers=args.workers,
               overwrite=args.overwrite, dry_run=args.dry_run)
     return 0
 
 
-def add_commands(sub, add_common) -> None:
+def add_commands(sub) -> None:
     """Add ``compare`` and ``sweep`` to the ``hiervq`` subparsers."""
     p = sub.add_parser(
         "compare",
@@ -53,11 +51,11 @@ def add_commands(sub, add_common) -> None:
         "Finished runs in OUT are reused, interrupted ones resumed.",
     )
     p.add_argument("config", help="YAML config with a hierarchical model (and optionally a compare: section)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
-    p.add_argument("--out", help="output folder (default runs/<config name>)")
-    p.add_argument("--overwrite", action="store_true", help="delete the output folder first")
+    add_set(p)
+    add_out(p)
+    add_overwrite(p, "delete the output folder first")
     p.add_argument("--dry-run", action="store_true", help="only print the matched model and both budgets")
-    add_common(p)
+    add_debug(p)
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser(
@@ -70,10 +68,10 @@ def add_commands(sub, add_common) -> None:
     p.add_argument("config", help="YAML config (optionally with sweep:, compare:, study: sections)")
     p.add_argument("--grid", action="append", metavar="KEY=V1,V2",
                    help="an axis, e.g. model.levels.*.codebook_size=64,256 ('*': every list item)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    add_set(p)
     p.add_argument("--workers", type=int, help="worker processes (default sweep.workers, 1 = sequential)")
-    p.add_argument("--out", help="output folder (default runs/<config name>)")
-    p.add_argument("--overwrite", action="store_true", help="delete the output folder first")
+    add_out(p)
+    add_overwrite(p, "delete the output folder first")
     p.add_argument("--dry-run", action="store_true", help="only list the points")
-    add_common(p)
+    add_debug(p)
     p.set_defaults(func=_cmd_sweep)
