@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..quantize.stats import code_bits, perplexity  # perplexity: the quantizers report it too
+
 
 # ---------------------------------------------------------------------- reconstruction
 def mse_per_image(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -27,12 +29,6 @@ def psnr(mse: torch.Tensor | float, peak: float = 1.0) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- codebook health
-def perplexity(counts: torch.Tensor) -> torch.Tensor:
-    """exp of the entropy (nats) of the code-assignment distribution ``counts`` (K,); 1..K."""
-    p = counts.double() / counts.sum().clamp_min(1)
-    return torch.exp(-(p * torch.log(p.clamp_min(1e-300))).sum())
-
-
 def lorenz_curve(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Lorenz curve of code usage: (fraction of codes, fraction of assignments), both (K + 1,).
 
@@ -147,7 +143,7 @@ class EvalAccumulator:
 
 def bits_per_image(grids: list[tuple[int, ...]], codebook_sizes: list[int]) -> float:
     """Sum over levels of (number of codes) x log2 K: the size of one image's codes in bits."""
-    return float(sum(math.prod(g) * math.log2(k) for g, k in zip(grids, codebook_sizes)))
+    return float(sum(code_bits(k, math.prod(g)) for g, k in zip(grids, codebook_sizes)))
 
 
 # ---------------------------------------------------------------------- classification

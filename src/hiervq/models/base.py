@@ -14,6 +14,7 @@ from torch import nn
 from ..errors import DataError
 from ..pretrained import save_pretrained
 from ..quantize import VectorQuantizer
+from ..quantize.stats import code_bits
 
 #: how far outside [0, 1] image values may stray (rounding in resizing) before :meth:`check_images` refuses them
 IMAGE_RANGE_SLACK = 1e-3
@@ -135,12 +136,17 @@ class Output:
     latent: torch.Tensor | None = None
 
 
+def image_sides(size: int | list[int] | tuple[int, ...]) -> list[int]:
+    """A config's ``image_size`` (one side for square images, or [H, W]) as a list of sides [H, W]."""
+    return [size, size] if isinstance(size, int) else list(size)
+
+
 def budget_of(levels: list[LevelInfo]) -> Budget:
     """The :class:`Budget` of a list of levels."""
     return Budget(
         continuous=sum(lv.num_codes * lv.channels for lv in levels),
         discrete=sum(lv.codebook_size * lv.code_dim for lv in levels),
-        bits_per_image=float(sum(lv.num_codes * math.log2(lv.codebook_size) for lv in levels)),
+        bits_per_image=float(sum(code_bits(lv.codebook_size, lv.num_codes) for lv in levels)),
     )
 
 
@@ -197,8 +203,7 @@ class DiscreteAutoencoder(nn.Module):
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        size = self.config.image_size
-        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        h, w = image_sides(self.config.image_size)
         return (self.config.in_channels, h, w)
 
     @property

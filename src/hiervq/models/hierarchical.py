@@ -24,7 +24,7 @@ from torch import nn
 from ..nn import BLOCKS, Decoder, Encoder, Standardize, Upsample, log2_factor
 from ..pretrained import register
 from ..quantize import Quantized
-from .base import DiscreteAutoencoder, LevelInfo, Output, QuantizerConfig
+from .base import DiscreteAutoencoder, LevelInfo, Output, QuantizerConfig, image_sides
 
 MODES = ("conditioned", "unconditioned")
 OUTPUTS = ("linear", "tanh")
@@ -94,7 +94,7 @@ class HierarchicalConfig:
         if self.in_channels < 1 or self.channels < 1 or self.blocks < 0 or self.up_blocks < 0:
             raise ValueError("in_channels and channels must be >= 1, blocks and up_blocks >= 0")
         size = self.image_size
-        sides = [size, size] if isinstance(size, int) else list(size)
+        sides = image_sides(size)
         total = math.prod(lv.downsample for lv in self.levels)
         if len(sides) != 2 or any(s % total for s in sides):
             raise ValueError(f"image_size {size} must be two sides divisible by the total downsampling {total}")

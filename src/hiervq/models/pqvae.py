@@ -6,7 +6,6 @@ of the sequence decodes to an image (missing steps contribute nothing), so the f
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +16,8 @@ from ..nn import BLOCKS, Decoder, Encoder, log2_factor
 from ..pretrained import register
 from ..quantize.codebook import INITS
 from ..quantize.progressive import PQ_ESTIMATORS, ProgressiveQuantizer
-from .base import Budget, DiscreteAutoencoder, LevelInfo, Output
+from ..quantize.stats import code_bits
+from .base import Budget, DiscreteAutoencoder, LevelInfo, Output, image_sides
 from .hierarchical import OUTPUTS
 
 RECON_REDUCTIONS = ("mean", "sum")
@@ -87,7 +87,7 @@ class PQVAEConfig:
                 f"({self.channel_dim}) <= latent_channels ({self.latent_channels})"
             )
         size = self.image_size
-        sides = [size, size] if isinstance(size, int) else list(size)
+        sides = image_sides(size)
         f = self.downsample * self.map_size
         if len(sides) != 2 or any(s % f for s in sides):
             raise ValueError(f"image_size {size} must be two sides divisible by downsample * map_size = {f}")
@@ -157,7 +157,7 @@ class PQVAE(DiscreteAutoencoder):
         return Budget(
             continuous=h * w * self.config.latent_channels,
             discrete=self.config.codebook_size * self.quantizer.code_dim,
-            bits_per_image=self.sequence_length * math.log2(self.config.codebook_size),
+            bits_per_image=code_bits(self.config.codebook_size, self.sequence_length),
         )
 
     def quantizers(self) -> list[ProgressiveQuantizer]:

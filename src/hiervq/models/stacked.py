@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..metrics import perplexity
 from ..pretrained import register
-from .base import DiscreteAutoencoder, LevelInfo, Output, QuantizerConfig
+from ..quantize.stats import batch_stats
+from .base import DiscreteAutoencoder, LevelInfo, Output, QuantizerConfig, image_sides
 from .hierarchical import HierarchicalConfig, HierarchicalVQVAE, LevelConfig
 
 
@@ -78,17 +78,13 @@ class StageConfig:
         return sum(lv.dim for lv in self.levels)
 
 
-def _sides(size: int | list[int]) -> list[int]:
-    return [size, size] if isinstance(size, int) else list(size)
-
-
 def stage_inputs(image_size: int | list[int], in_channels: int, stage: StageConfig, count: int) -> list[tuple[list[int], int]]:
     """(input sides, input channels) of each of ``count`` stages; raises ValueError naming a stage that does not fit."""
     if count < 1:
         raise ValueError(f"a stack needs at least one stage, got {count}")
     if not stage.levels:
         raise ValueError("a stage needs at least one level")
-    sides, channels = _sides(image_size), in_channels
+    sides, channels = image_sides(image_size), in_channels
     if len(sides) != 2:
         raise ValueError(f"image_size must be one side or two sides, got {image_size}")
     total = math.prod(lv.downsample for lv in stage.levels)
@@ -128,13 +124,7 @@ class StackedConfig:
 
 def _stats_of(codes: torch.Tensor, codebook_size: int) -> dict[str, torch.Tensor]:
     """Batch statistics of a frozen level's codes (what a quantizer's forward reports, without resets)."""
-    counts = torch.bincount(codes.reshape(-1), minlength=codebook_size)
-    return {
-        "perplexity": perplexity(counts).float(),
-        "used_fraction": (counts > 0).float().mean(),
-        "counts": counts,
-        "resets": torch.tensor(0),
-    }
+    return batch_stats(torch.bincount(codes.reshape(-1), minlength=codebook_size))
 
 
 @register("svqvae")
@@ -305,15 +295,15 @@ class DualStackConfig:
         return StackedConfig(self.image_size, self.in_channels, False, self.stack1, self.stage, self.channels_last)
 
     def second(self) -> StackedConfig:
-        sides = [s // self.stage.levels[0].downsample for s in _sides(self.image_size)]
+        sides = [s // self.stage.levels[0].downsample for s in image_sides(self.image_size)]
         return StackedConfig(sides, 2 * self.stage.out_channels, True, self.stack2, self.stage, self.channels_last)
 
     def validate(self) -> None:
         self.first().validate()
         self.second().validate()
         f = self.stage.levels[0].downsample
-        end1 = [s // f**self.stack1 for s in _sides(self.image_size)]
-        end2 = [s // f ** (self.stack2 + 1) for s in _sides(self.image_size)]
+        end1 = [s // f**self.stack1 for s in image_sides(self.image_size)]
+        end2 = [s // f ** (self.stack2 + 1) for s in image_sides(self.image_size)]
         if end1 != end2:
             raise ValueError(
                 f"stack 1 ends on a {end1[0]}x{end1[1]} grid but stack 2 on {end2[0]}x{end2[1]}; "

@@ -22,7 +22,6 @@ The masking is done by shifting and one-sided padding rather than by weight mask
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +30,7 @@ from torch import nn
 
 from ..nn import ResBlock
 from ..pretrained import register, save_pretrained
+from ..quantize.stats import code_bits as uniform_bits  # noqa: F401 - hiervq.priors exports it
 
 
 @dataclass
@@ -275,7 +275,3 @@ class PixelCNN(nn.Module):
         """Write ``config.json`` + ``model.safetensors``; ``hiervq.load(directory)`` rebuilds the prior."""
         return save_pretrained(self, directory, extra)
 
-
-def uniform_bits(num_codes: int, count: int) -> float:
-    """Bits to code ``count`` codes of a K = ``num_codes`` codebook uniformly: count * log2(K)."""
-    return count * math.log2(num_codes)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed as qdist
+from .stats import code_bits
 
 INITS = ("data", "kmeans", "random")
 RESEEDS = ("sample", "mean")
@@ -451,4 +452,4 @@ class Codebook(nn.Module):
     @property
     def bits(self) -> float:
         """Bits to store one code index, log2 K."""
-        return math.log2(self.num_codes)
+        return code_bits(self.num_codes)

@@ -21,14 +21,12 @@ G = (H * W) / (h * w) small maps are quantized in parallel. The code sequence is
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..metrics import perplexity
 from .codebook import DEFAULT_CHUNK_ELEMENTS, Codebook
+from .stats import batch_stats, code_bits
 from .vector import Quantized
 
 PQ_ESTIMATORS = ("gumbel", "ste")
@@ -149,7 +147,7 @@ class ProgressiveQuantizer(nn.Module):
     @property
     def bits(self) -> float:
         """Bits per code index, log2 K."""
-        return math.log2(self.codebook_size)
+        return code_bits(self.codebook_size)
 
     # ------------------------------------------------------------------ layout
     def groups(self, height: int, width: int) -> int:
@@ -363,12 +361,8 @@ class ProgressiveQuantizer(nn.Module):
 
         with torch.no_grad():
             counts = torch.bincount(codes.reshape(-1), minlength=book.num_codes)
-            stats = {
-                "perplexity": perplexity(counts).float(),
-                "used_fraction": (counts > 0).float().mean(),
-                "counts": counts,
-                "step_entropy": h_cond.detach(),
-            }
+            stats = batch_stats(counts)
+            stats["step_entropy"] = h_cond.detach()
         resets = 0
         if self.training:
             resets = book.update(e_all.detach().reshape(-1, self.code_dim), codes.reshape(-1))

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..metrics import perplexity
 from . import distributed as qdist
 from .codebook import DEFAULT_CHUNK_ELEMENTS, Codebook
 from .estimators import ESTIMATORS, rotation_trick, straight_through
+from .stats import batch_stats, code_bits
 
 
 @dataclass
@@ -127,7 +126,7 @@ class VectorQuantizer(nn.Module):
     @property
     def bits(self) -> float:
         """Bits per code index, log2 K."""
-        return math.log2(self.codebook_size)
+        return code_bits(self.codebook_size)
 
     # ------------------------------------------------------------------ layout
     def _to_rows(self, z: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
@@ -207,12 +206,7 @@ class VectorQuantizer(nn.Module):
                 # counts over all ranks, so the training statistics below describe the global batch
                 resets = book.update(e.detach(), flat, counts=counts)
                 counts = book.last_counts.long()
-            stats = {
-                "perplexity": perplexity(counts).float(),
-                "used_fraction": (counts > 0).float().mean(),
-                "counts": counts,
-                "resets": torch.tensor(resets),
-            }
+            stats = batch_stats(counts, resets)
 
         out = self.project_out(e if self.bypass else out)
         return Quantized(
@@ -233,12 +227,7 @@ class VectorQuantizer(nn.Module):
         with torch.no_grad():
             counts = torch.bincount(indices, minlength=book.num_codes)
             qdist.all_reduce_sum(counts)
-            stats = {
-                "perplexity": perplexity(counts).float(),
-                "used_fraction": (counts > 0).float().mean(),
-                "counts": counts,
-                "resets": torch.tensor(0),
-            }
+            stats = batch_stats(counts)
         return Quantized(
             quantized=self._from_rows(self.project_out(e), index_shape, maps),
             indices=indices.view(index_shape),
