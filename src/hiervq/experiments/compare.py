@@ -19,7 +19,7 @@ from typing import Any
 
 from ..data import DataSplits, load_data
 from ..errors import HierVQError
-from ..train.checkpoint import CHECKPOINT_DIR, LAST
+from ..train.checkpoint import has_checkpoint
 from ..train.config import RunConfig, config_from_dict, dump_config
 from ..train.report import write_json
 from ..train.run import CONFIG_FILE, train_run
@@ -53,7 +53,7 @@ def train_or_resume(config: RunConfig, run_dir: str | Path, data: DataSplits | N
 
             epochs = sum(p.epochs for p in config.train.phase_list())
             callbacks.append(TrainingSnapshots(config.study, run_dir, data.test, epochs))
-        resume = (run_dir / CHECKPOINT_DIR / LAST).is_file()
+        resume = has_checkpoint(run_dir)
         train_run(config, run_dir, resume=resume, overwrite=not resume, callbacks=callbacks, data=data)
     if config.study is not None:
         from .study import finish_study

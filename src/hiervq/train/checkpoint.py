@@ -17,6 +17,16 @@ CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
 
 
+def checkpoint_path(run_dir: str | os.PathLike) -> Path:
+    """Where a run (autoencoder or prior) keeps the checkpoint that ``--resume`` continues: ``RUN/checkpoints/last.pt``."""
+    return Path(run_dir) / CHECKPOINT_DIR / LAST
+
+
+def has_checkpoint(run_dir: str | os.PathLike) -> bool:
+    """Whether ``run_dir`` holds a checkpoint that ``--resume`` can continue."""
+    return checkpoint_path(run_dir).is_file()
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Serialise ``state`` (tensors, numbers, strings, lists, dicts) to ``path`` atomically."""
     buffer = io.BytesIO()

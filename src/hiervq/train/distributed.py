@@ -32,6 +32,16 @@ class DistInfo:
         return self.world_size > 1
 
 
+#: the environment variable that names the device of the commands without a config of their own (eval, code
+#: extraction, sampling); ``cpu`` when unset
+DEVICE_ENV = "HIERVQ_DEVICE"
+
+
+def env_device() -> str:
+    """The device named by ``$HIERVQ_DEVICE`` (default ``cpu``)."""
+    return os.environ.get(DEVICE_ENV, "cpu")
+
+
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """``auto`` -> ``cuda:<local_rank>`` when a GPU is visible, else ``cpu``; anything else as given."""
     if name == "auto":

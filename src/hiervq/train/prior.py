@@ -40,9 +40,9 @@ from ..errors import HierVQError
 from ..pretrained import load, read_meta, resolve_model_dir
 from ..priors import CODES_FILE, CodeSet, PriorKind, cache_key, cached_codes, prior_kind_for, uniform_bits
 from ..schema import from_dict, to_dict
-from .checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint, save_checkpoint
+from .checkpoint import checkpoint_path, has_checkpoint, load_checkpoint, save_checkpoint
 from .config import PriorsConfig, TrainConfig, apply_overrides, read_yaml_mapping
-from .distributed import resolve_device
+from .distributed import env_device, resolve_device
 from .report import append_metrics, write_json, write_metrics
 from .run import read_run_config, seed_everything
 from .rundir import RunLock, check_run_dir, remove_leftovers, remove_stale_tmp, start_run_dir
@@ -220,7 +220,7 @@ def fit_prior(
                 "rng": torch.get_rng_state(),
                 **(checkpoint_extra or {}),
             }
-            save_checkpoint(run_dir / CHECKPOINT_DIR / LAST, state)
+            save_checkpoint(checkpoint_path(run_dir), state)
     return history, seconds
 
 
@@ -237,11 +237,6 @@ def _read_prior_config(prior_dir: Path) -> PriorRunConfig:
 def default_prior_dir(ae_run: str | os.PathLike, level: int) -> Path:
     """Where ``hiervq prior`` puts the prior of ``level`` without ``--out``: ``AE_RUN/priors/level<N>``."""
     return Path(ae_run) / PRIORS_DIR / f"level{level}"
-
-
-def has_checkpoint(prior_dir: str | os.PathLike) -> bool:
-    """Whether a prior run directory holds a checkpoint that ``--resume`` can continue."""
-    return (Path(prior_dir) / CHECKPOINT_DIR / LAST).is_file()
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -263,7 +258,7 @@ def run_codes(ae_run: str | os.PathLike, model, data_config, batch_size: int = 2
         data = load_data(data_config)
         return {"train": data.train, "test": data.test}
 
-    device = os.environ.get("HIERVQ_DEVICE", "cpu")
+    device = env_device()
     return cached_codes(ae_run / CODES_FILE, key, model, load_images=images, batch_size=batch_size, device=device, log=log)
 
 
@@ -306,7 +301,7 @@ def prior_run(
         state = None
         remove_leftovers(out_dir)  # of a swap that a kill interrupted
         if resume:
-            state = load_checkpoint(out_dir / CHECKPOINT_DIR / LAST)
+            state = load_checkpoint(checkpoint_path(out_dir))
             config = _read_prior_config(out_dir)
             if state.get("autoencoder_key") != ae_key or config.level != lv:
                 raise HierVQError(f"{out_dir}: this prior run belongs to {config.autoencoder} level {config.level}, "
@@ -356,7 +351,7 @@ def prior_run(
             "class_conditional": bool(num_classes),
             "bits_per_code": per_image / n_codes,
             "bits_per_image": per_image,
-            "uniform_bits_per_code": math.log2(info["codebook_size"]),
+            "uniform_bits_per_code": uniform_bits(info["codebook_size"], 1),
             "uniform_bits_per_image": uniform,
             "saved_bits_per_image": uniform - per_image,
             "saved_fraction": 1.0 - per_image / uniform,
@@ -462,7 +457,7 @@ def sample_run(
         raise HierVQError(f"-n must be >= 1, got {n}")
     if temperature <= 0:
         raise HierVQError(f"--temperature must be > 0, got {temperature}")
-    device = torch.device(device or os.environ.get("HIERVQ_DEVICE", "cpu"))
+    device = torch.device(device or env_device())
     model = load(ae_run, device=device)
     kind = prior_kind_for(model)
     dirs = list(prior_dirs or find_priors(ae_run))

@@ -13,7 +13,6 @@ Run directory layout::
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,9 @@ from ..data import DataSplits, load_data
 from ..errors import ConfigError, DataError, HierVQError
 from ..models.base import DiscreteAutoencoder
 from ..pretrained import atomic_write_bytes, load_state
-from .checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint
+from .checkpoint import CHECKPOINT_DIR, LAST, checkpoint_path, has_checkpoint, load_checkpoint
 from .config import RunConfig, config_from_dict, dump_config, read_yaml_mapping
-from .distributed import DistInfo, barrier, cleanup, setup
+from .distributed import DistInfo, barrier, cleanup, env_device, setup
 from .report import make_summary, write_json, write_metrics, write_report
 from .rundir import (
     RUN_MARKER,
@@ -69,7 +68,7 @@ def check_resumable(run_dir: str | Path) -> None:
     """Raise HierVQError unless ``run_dir`` can be resumed: it has a checkpoint, or it is a run hiervq started
     (marker and config.yaml) that stopped before its first checkpoint, which ``--resume`` starts from scratch."""
     run_dir = Path(run_dir)
-    if (run_dir / CHECKPOINT_DIR / LAST).is_file():
+    if has_checkpoint(run_dir):
         return
     if not ((run_dir / RUN_MARKER).is_file() and (run_dir / CONFIG_FILE).is_file()):
         raise HierVQError(f"{run_dir}: nothing to resume (no {CHECKPOINT_DIR}/{LAST}, and not a run hiervq started)")
@@ -119,7 +118,7 @@ def train_run(
     lock = None
     try:
         run_dir = Path(run_dir)
-        checkpoint = run_dir / CHECKPOINT_DIR / LAST
+        checkpoint = checkpoint_path(run_dir)
         check = (lambda: check_resumable(run_dir)) if resume else (lambda: check_run_dir(run_dir, overwrite=overwrite))
         if dist.is_main:
             check()  # refuse before reading the data
@@ -133,7 +132,7 @@ def train_run(
             if resume:
                 remove_stale_tmp(run_dir)  # of atomic writes that a kill interrupted
                 mark_output_dir(run_dir)  # runs from before the marker: recognisable from now on
-        state = load_checkpoint(checkpoint) if resume and checkpoint.is_file() else None
+        state = load_checkpoint(checkpoint) if resume and has_checkpoint(run_dir) else None
         if state is not None:
             load_state(model, state["model"], str(checkpoint))  # a mismatch names the parameters and shapes
         if dist.is_main:
@@ -184,7 +183,7 @@ def evaluate_run(run_dir: str | Path, config: RunConfig | None = None, split: st
     from ..pretrained import load
 
     config = config or read_run_config(run_dir)
-    model = load(run_dir, device=os.environ.get("HIERVQ_DEVICE", "cpu"))
+    model = load(run_dir, device=env_device())
     data = load_data(config.data)
     dataset = {"test": data.test, "train": data.train, "val": data.val}.get(split)
     if dataset is None:

@@ -22,7 +22,7 @@ from ..errors import DivergedError
 from ..metrics import EvalAccumulator, mse_per_image, psnr
 from ..models.base import DiscreteAutoencoder
 from ..pretrained import load_state, nonfinite_tensors
-from .checkpoint import CHECKPOINT_DIR, LAST, save_checkpoint
+from .checkpoint import checkpoint_path, save_checkpoint
 from .config import PhaseConfig, TrainConfig
 from .distributed import DistInfo, barrier, wrap_ddp
 from .report import append_metrics, write_metrics
@@ -85,7 +85,7 @@ class Trainer:
 
     @property
     def checkpoint_path(self) -> Path | None:
-        return None if self.run_dir is None else self.run_dir / CHECKPOINT_DIR / LAST
+        return None if self.run_dir is None else checkpoint_path(self.run_dir)
 
     def _set_trainable(self, model: DiscreteAutoencoder) -> list[nn.Parameter]:
         """Freeze everything but the current phase's modules; returns the trainable parameters."""
