@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,11 +113,6 @@ class ImageSet(torch.utils.data.Dataset):
     def subset(self, index: torch.Tensor | np.ndarray | list[int]) -> ImageSet:
         index = torch.as_tensor(np.asarray(index), dtype=torch.long)
         return ImageSet(self.images[index], None if self.labels is None else self.labels[index], self.class_names)
-
-    def iter_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        """Sequential batches (no shuffling), e.g. for evaluation."""
-        for start in range(0, len(self), batch_size):
-            yield self.batch(slice(start, start + batch_size))
 
 
 @dataclass

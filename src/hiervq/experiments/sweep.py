@@ -274,7 +274,7 @@ def plot_table(out_dir: Path, axes: dict[str, list], rows: list[dict]) -> None:
     any further axes), or line plots over a single axis."""
     import numpy as np
 
-    from ..metrics.plots import plot_heatmap, plt
+    from ..metrics.plots import plot_heatmap, plot_series
 
     names = list(axes)
     archs = list(dict.fromkeys(r["arch"] for r in rows))
@@ -284,17 +284,9 @@ def plot_table(out_dir: Path, axes: dict[str, list], rows: list[dict]) -> None:
         axis = names[0]
         labels = [_value_text(v) for v in axes[axis]]
         for metric in PLOT_METRICS:
-            fig, ax = plt.subplots(figsize=(5.2, 3.6))
-            for arch in archs:
-                ys = [next((r[metric] for r in rows if r["arch"] == arch and r[axis] == v), np.nan) for v in axes[axis]]
-                ax.plot(range(len(labels)), ys, "o-", label=arch)
-            ax.set_xticks(range(len(labels)), labels, fontsize=8, rotation=20)
-            ax.set_xlabel(_key_label(axis))
-            ax.set_ylabel(metric)
-            ax.legend(fontsize=8)
-            fig.tight_layout()
-            fig.savefig(out_dir / f"{metric}.png", dpi=110)
-            plt.close(fig)
+            series = {arch: [next((r[metric] for r in rows if r["arch"] == arch and r[axis] == v), np.nan)
+                             for v in axes[axis]] for arch in archs}
+            plot_series(labels, series, out_dir / f"{metric}.png", _key_label(axis), metric)
         return
     ya, xa, rest = names[0], names[1], names[2:]
     for arch in archs:

@@ -198,3 +198,76 @@ def plot_confusions(matrices: list[np.ndarray], titles: list[str], class_names: 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------- code sequences (PQ-VAE analyses)
+def plot_bayes(result: dict, path: str | Path, title: str = "Bayes classifier from code counts",
+               methods: tuple[str, ...] = ("independent", "conditional")) -> None:
+    """Test accuracy vs number of leading codes, one line per method (a result of
+    ``hiervq.experiments.pqvae.bayes_curves``)."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    for method in methods:
+        ax.plot(result["prefix_lengths"], [100 * a for a in result[method]], label=method)
+    ax.set_xlabel("number of leading codes used")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_information(removal: dict, entropy: dict, path: str | Path) -> None:
+    """Two panels: test MSE with position l removed, and H(z_l | x, z_<l) per position."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    axes[0].plot(removal["positions"], removal["removed_mse"], ".-", label="code l removed")
+    axes[0].axhline(removal["full_mse"], color="gray", ls=":", label="all codes")
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("position l")
+    axes[0].set_ylabel("test MSE")
+    axes[0].set_title("reconstruction error without code l")
+    axes[0].legend(fontsize=8)
+    axes[1].plot(entropy["positions"], entropy["conditional_entropy_bits"], ".-", label="H(z_l | x, z_<l) (softmax)")
+    axes[1].plot(entropy["positions"], entropy["marginal_entropy_bits"], ".-", label="H(z_l) (code histogram)")
+    axes[1].set_xlabel("position l")
+    axes[1].set_ylabel("bits")
+    axes[1].set_title("entropy per position")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_progressive(images: torch.Tensor, lengths: list[int], path: str | Path) -> None:
+    """A grid from ``hiervq.experiments.pqvae.progressive_reconstructions`` with the prefix lengths as column titles."""
+    cols = 1 + len(lengths)
+    rows = images.shape[0] // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(1.1 * cols, 1.1 * rows + 0.3), squeeze=False)
+    for r in range(rows):
+        for col in range(cols):
+            img = images[r * cols + col].permute(1, 2, 0).numpy()
+            ax = axes[r][col]
+            ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray" if img.shape[2] == 1 else None,
+                      vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title("original" if col == 0 else f"l={lengths[col - 1]}", fontsize=8)
+    fig.tight_layout(pad=0.2)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_series(labels: list[str], series: dict[str, list[float]], path: str | Path, xlabel: str, ylabel: str) -> None:
+    """One line per entry of ``series`` (name -> a value per label, NaN where missing) over categorical ``labels``."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for name, ys in series.items():
+        ax.plot(range(len(labels)), ys, "o-", label=name)
+    ax.set_xticks(range(len(labels)), labels, fontsize=8, rotation=20)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
