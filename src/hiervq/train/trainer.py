@@ -6,7 +6,6 @@ with ``loss``, named ``losses``, ``recon``, ``codes`` and per-level ``stats``.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -25,30 +24,117 @@ from ..pretrained import load_state, nonfinite_tensors
 from .checkpoint import checkpoint_path, save_checkpoint
 from .config import PhaseConfig, TrainConfig
 from .distributed import DistInfo, barrier, wrap_ddp
+from .engine import Task, lr_factor, make_optimizer, make_scheduler  # noqa: F401 - lr_factor re-exported
 from .report import append_metrics, write_metrics
 
 Callback = Callable[["Trainer", dict], None]
 
 
-def make_optimizer(config: TrainConfig, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """Adam or AdamW over ``params`` with the config's betas and weight decay."""
-    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+class AutoencoderTask(Task):
+    """A :class:`DiscreteAutoencoder` on images: its phases, the reconstruction + quantizer loss, PSNR and
+    perplexity per level while training, MSE/PSNR/codebook health on the test (and val) split."""
 
+    resume_command = "hiervq train --resume {run_dir} --set train.lr=..."
 
-def lr_factor(step: int, total: int, schedule: str, warmup: int, min_ratio: float, decay_steps: float) -> float:
-    """Multiplier of the base learning rate at ``step`` (0-based) of a phase of ``total`` steps."""
-    warm = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
-    if schedule == "cosine":
-        t = min(step / max(total, 1), 1.0)
-        return warm * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t)))
-    if schedule == "exponential":
-        return warm * math.exp(-step / decay_steps)
-    return warm
+    def __init__(self, trainer: Trainer, model: DiscreteAutoencoder, data: DataSplits) -> None:
+        self.trainer = trainer
+        self.model = model
+        self.data = data
+        self.config = trainer.config
+        self.eval_every = trainer.config.eval_every
+        self.net: nn.Module = model
+        self._last_stats: list = []
+        known = model.phases()
+        for phase in self.phases():
+            if phase.name not in known:
+                raise ValueError(f"train.phases: {phase.name!r} is not a phase of this model (known: {', '.join(known)})")
+
+    def phases(self) -> list[PhaseConfig]:
+        return self.config.phase_list()
+
+    def module(self) -> DiscreteAutoencoder:
+        return self.model
+
+    def parameters(self, phase: PhaseConfig) -> list[nn.Parameter]:
+        """Freeze everything but the phase's modules; the trainable parameters."""
+        model = self.model
+        model.set_phase(phase.name)
+        model.requires_grad_(False)
+        for module in model.trainable_modules():
+            module.requires_grad_(True)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"phase {phase.name!r} has no trainable parameters")
+        self.net = wrap_ddp(model, self.trainer.dist)  # DDP under torchrun; codebooks sync themselves
+        return params
+
+    def end_phase(self) -> None:
+        self.model.requires_grad_(True)
+
+    def train_mode(self) -> None:
+        """Train mode for the current phase's modules only: frozen codebooks must not move."""
+        self.model.eval()
+        for module in self.model.trainable_modules():
+            module.train()
+        levels = len(self.model.levels)
+        self._ppl_sums, self._resets = [0.0] * levels, [0] * levels
+
+    def batches(self, epoch: int) -> list[torch.Tensor]:
+        return self.trainer._batches(self.data.train, epoch)
+
+    def loss(self, index: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        trainer = self.trainer
+        x, _ = self.data.train.batch(index)
+        x = x.to(trainer.dist.device, non_blocking=True)
+        with trainer._autocast():
+            out = self.net(x)
+        with torch.no_grad():
+            batch_psnr = float(psnr(mse_per_image(x, out.recon.float().clamp(0, 1))).mean())
+        values = {"loss": float(out.loss.detach()), "psnr": batch_psnr}
+        values.update({k: float(v) for k, v in out.losses.items()})
+        for i, st in enumerate(out.stats[: len(self._ppl_sums)]):
+            self._ppl_sums[i] += float(st["perplexity"])
+            self._resets[i] += int(st.get("resets", 0))
+        self._last_stats = out.stats
+        return out.loss, values
+
+    def postfix(self, values: dict[str, float]) -> dict[str, str]:
+        ppl = "/".join(f"{float(st['perplexity']):.0f}" for st in self._last_stats)
+        return {"loss": f"{values['loss']:.4f}", "psnr": f"{values['psnr']:.2f}", "ppl": ppl}
+
+    def train_stats(self, sums: dict[str, float], count: int) -> dict[str, Any]:
+        stats = {k: v / max(count, 1) for k, v in sums.items()}
+        stats["perplexity"] = [p / max(count, 1) for p in self._ppl_sums]  # training statistics are global already
+        stats["resets"] = self._resets
+        return stats
+
+    def evaluate(self) -> dict[str, Any]:
+        cfg, data = self.config, self.data
+        result = {"test": self.trainer.evaluate(self.model, data.test, cfg.eval_limit)}
+        if data.val is not None:
+            result["val"] = self.trainer.evaluate(self.model, data.val, cfg.eval_limit)
+        return result
+
+    def log_epoch(self, record: dict) -> None:
+        tr = record["train"]
+        msg = (
+            f"epoch {record['epoch']} [{record['phase']}] loss {tr['loss']:.5f} train psnr {tr['psnr']:.2f} "
+            f"ppl {'/'.join(f'{p:.0f}' for p in tr['perplexity'])}"
+        )
+        if "test" in record:
+            te = record["test"]
+            msg += f" | test mse {te['mse']:.3e} psnr {te['psnr']:.2f} used " + "/".join(
+                f"{lv['used_fraction']:.2f}" for lv in te["levels"]
+            )
+        self.trainer.log(msg + f" ({record['train_s']:.0f}s)")
+
+    def log(self, message: str) -> None:
+        self.trainer.log(message)
 
 
 class Trainer:
-    """Trains a :class:`DiscreteAutoencoder` phase by phase.
+    """The training engine: fits a :class:`~hiervq.train.engine.Task` phase by phase (:meth:`fit_task`);
+    :meth:`fit` fits a :class:`DiscreteAutoencoder` on images.
 
     Args:
         config: optimisation settings.
@@ -76,7 +162,8 @@ class Trainer:
         self.history: list[dict] = []
         self.step = 0
         self.train_seconds = 0.0
-        self.model: DiscreteAutoencoder | None = None
+        self.model: nn.Module | None = None
+        self.task: Task | None = None
 
     # ------------------------------------------------------------------ helpers
     def log(self, message: str) -> None:
@@ -86,20 +173,6 @@ class Trainer:
     @property
     def checkpoint_path(self) -> Path | None:
         return None if self.run_dir is None else checkpoint_path(self.run_dir)
-
-    def _set_trainable(self, model: DiscreteAutoencoder) -> list[nn.Parameter]:
-        """Freeze everything but the current phase's modules; returns the trainable parameters."""
-        model.requires_grad_(False)
-        for module in model.trainable_modules():
-            module.requires_grad_(True)
-        return [p for p in model.parameters() if p.requires_grad]
-
-    @staticmethod
-    def _train_mode(model: DiscreteAutoencoder) -> None:
-        """Train mode for the current phase's modules only: frozen codebooks must not move."""
-        model.eval()
-        for module in model.trainable_modules():
-            module.train()
 
     def _batches(self, dataset: ImageSet, epoch: int) -> list[torch.Tensor]:
         bs = self.config.batch_size
@@ -156,27 +229,32 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def fit(self, model: DiscreteAutoencoder, data: DataSplits, resume: dict | None = None) -> list[dict]:
-        """Train through every phase; ``resume`` is a checkpoint dict to continue from. Returns the history."""
-        device = self.dist.device
-        model.to(device)
-        self.model = model
-        phases = self.config.phase_list()
-        known = model.phases()
-        for phase in phases:
-            if phase.name not in known:
-                raise ValueError(f"train.phases: {phase.name!r} is not a phase of this model (known: {', '.join(known)})")
+        """Train an autoencoder through every phase; ``resume`` is a checkpoint dict to continue from. Returns the
+        history."""
+        return self.fit_task(AutoencoderTask(self, model, data), resume)
+
+    def fit_task(self, task: Task, resume: dict | None = None) -> list[dict]:
+        """Fit ``task`` through its phases; ``resume`` is a checkpoint dict (written by this method) to continue
+        from exactly: the same batches, random draws and weights as an uninterrupted fit. Returns the history."""
+        model = task.module()
+        model.to(self.dist.device)
+        self.model, self.task = model, task
+        phases = task.phases()
         start_phase, start_epoch = 0, 0
         if resume is not None:
             load_state(model, resume["model"], "the checkpoint")
             self.history = list(resume["history"])
             self.step = int(resume["step"])
             self.train_seconds = float(resume.get("train_seconds", 0.0))
-            start_phase, start_epoch = int(resume["phase_index"]), int(resume["phase_epoch"])
+            # prior checkpoints written before the one engine hold "epoch" instead of the phase position
+            start_phase = int(resume.get("phase_index", 0))
+            start_epoch = int(resume["phase_epoch"] if "phase_epoch" in resume else resume["epoch"])
             torch.set_rng_state(resume["rng"])
             if torch.cuda.is_available() and resume.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(resume["cuda_rng"], device)
+                torch.cuda.set_rng_state(resume["cuda_rng"], self.dist.device)
             self._rewrite_metrics()
-            self.log(f"resuming at phase {phases[min(start_phase, len(phases) - 1)].name}, epoch {start_epoch}")
+            if self.dist.is_main:
+                task.log(task.describe_resume(phases[min(start_phase, len(phases) - 1)], start_epoch))
         else:
             for callback in self.callbacks:
                 if hasattr(callback, "on_fit_start"):
@@ -187,49 +265,36 @@ class Trainer:
             phase = phases[pi]
             first = start_epoch if pi == start_phase else 0
             if first < phase.epochs:
-                self._run_phase(model, data, pi, phase, first, epochs_before, resume if pi == start_phase else None)
+                self._run_phase(task, pi, phase, first, epochs_before, resume if pi == start_phase else None)
             epochs_before += phase.epochs
         return self.history
 
     def _run_phase(
-        self,
-        model: DiscreteAutoencoder,
-        data: DataSplits,
-        pi: int,
-        phase: PhaseConfig,
-        first_epoch: int,
-        epochs_before: int,
-        resume: dict | None,
+        self, task: Task, pi: int, phase: PhaseConfig, first_epoch: int, epochs_before: int, resume: dict | None
     ) -> None:
         cfg = self.config
-        model.set_phase(phase.name)
-        params = self._set_trainable(model)
-        if not params:
-            raise ValueError(f"phase {phase.name!r} has no trainable parameters")
+        params = task.parameters(phase)
         lr = phase.lr or cfg.lr
         optimizer = make_optimizer(cfg, params, lr)
-        steps_per_epoch = len(self._batches(data.train, 0))
-        total = steps_per_epoch * phase.epochs
-        schedule = phase.schedule or cfg.schedule
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            lambda s: lr_factor(s, total, schedule, cfg.warmup_steps, cfg.min_lr_ratio, cfg.decay_steps),
-        )
+        base_lrs = [group["lr"] for group in optimizer.param_groups]
+        total = task.steps_per_epoch() * phase.epochs
+        scheduler = make_scheduler(optimizer, cfg, total, phase.schedule or cfg.schedule)
         if resume is not None and "optimizer" in resume:
             optimizer.load_state_dict(resume["optimizer"])
             scheduler.load_state_dict(resume["scheduler"])
             # the checkpoint restores the hyperparameters it was saved with; a resumed run trains with its config
             # (what config.yaml says, e.g. after --resume --set train.lr=...); unchanged, this changes nothing
-            scheduler.base_lrs = [lr for _ in optimizer.param_groups]
-            for group, factor in zip(optimizer.param_groups, scheduler.lr_lambdas):
-                group["lr"] = lr * factor(scheduler.last_epoch)
+            scheduler.base_lrs = list(base_lrs)
+            for group, base, factor in zip(optimizer.param_groups, base_lrs, scheduler.lr_lambdas):
+                group["lr"] = base * factor(scheduler.last_epoch)
                 group["betas"] = tuple(cfg.betas)
                 group["weight_decay"] = cfg.weight_decay
-        net: nn.Module = wrap_ddp(model, self.dist)  # DDP under torchrun; codebooks sync themselves
+        # what the gradient is clipped over, in module order (the order the norm is summed in)
+        flat = [p for p in task.module().parameters() if p.requires_grad]
         for epoch in range(first_epoch, phase.epochs):
             global_epoch = epochs_before + epoch
             t0 = time.perf_counter()
-            train_stats = self._train_epoch(net, model, data.train, optimizer, scheduler, params, global_epoch, phase)
+            train_stats = self._train_epoch(task, optimizer, scheduler, flat, global_epoch, phase)
             self.train_seconds += time.perf_counter() - t0
             record: dict[str, Any] = {
                 "epoch": global_epoch + 1,
@@ -241,37 +306,35 @@ class Trainer:
                 "train": train_stats,
             }
             last = epoch + 1 == phase.epochs
-            if self.dist.is_main and ((epoch + 1) % cfg.eval_every == 0 or last):
-                record["test"] = self.evaluate(model, data.test, cfg.eval_limit)
-                if data.val is not None:
-                    record["val"] = self.evaluate(model, data.val, cfg.eval_limit)
+            evaluated = self.dist.is_main and ((epoch + 1) % task.eval_every == 0 or last)
+            if evaluated:
+                record.update(task.evaluate())
             barrier(self.dist)
-            self.history.append(record)
-            self._log_epoch(record)
+            record = task.record(record, evaluated)
+            if record is not None:
+                self.history.append(record)
+                task.log_epoch(record)
+                if self.dist.is_main:
+                    self._append_metrics(record)
             if self.dist.is_main:
-                self._append_metrics(record)
-                self._save(model, optimizer, scheduler, pi, epoch + 1)
-            for callback in self.callbacks:
-                callback(self, record)
-        model.requires_grad_(True)
+                self._save(task, optimizer, scheduler, pi, epoch + 1)
+            if record is not None:
+                for callback in self.callbacks:
+                    callback(self, record)
+        task.end_phase()
 
-    def _train_epoch(self, net, model, dataset, optimizer, scheduler, params, epoch: int, phase: PhaseConfig) -> dict:
+    def _train_epoch(self, task: Task, optimizer, scheduler, params, epoch: int, phase: PhaseConfig) -> dict:
         cfg = self.config
-        self._train_mode(model)
-        batches = self._batches(dataset, epoch)
+        task.train_mode()
+        batches = task.batches(epoch)
         sums: dict[str, float] = {}
-        ppl_sums = [0.0] * len(model.levels)
-        resets = [0] * len(model.levels)
         count = 0
-        bar = _progress(batches, f"{phase.name} epoch {epoch + 1}", cfg.progress and self.dist.is_main)
-        for index in bar:
-            x, _ = dataset.batch(index)
-            x = x.to(self.dist.device, non_blocking=True)
-            with self._autocast():
-                out = net(x)
+        bar = _progress(batches, f"{task.progress_label(phase)} epoch {epoch + 1}", cfg.progress and self.dist.is_main)
+        for batch in bar:
+            loss, values = task.loss(batch)
             optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            loss = out.loss.detach().float()
+            loss.backward()
+            loss = loss.detach().float()
             norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip else loss
             if not self._finite(torch.stack([loss, norm.detach().float().to(loss.device)])):
                 # stop before the step: the weights (and the last checkpoint) stay finite
@@ -281,29 +344,20 @@ class Trainer:
             optimizer.step()
             scheduler.step()
             self.step += 1
-            with torch.no_grad():
-                batch_psnr = float(psnr(mse_per_image(x, out.recon.float().clamp(0, 1))).mean())
-            values = {"loss": float(out.loss.detach()), "psnr": batch_psnr}
-            values.update({k: float(v) for k, v in out.losses.items()})
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
-            for i, st in enumerate(out.stats[: len(ppl_sums)]):
-                ppl_sums[i] += float(st["perplexity"])
-                resets[i] += int(st.get("resets", 0))
             count += 1
             if hasattr(bar, "set_postfix"):
-                ppl = "/".join(f"{float(st['perplexity']):.0f}" for st in out.stats)
-                bar.set_postfix(loss=f"{values['loss']:.4f}", psnr=f"{batch_psnr:.2f}", ppl=ppl, refresh=False)
+                postfix = task.postfix(values)
+                if postfix:
+                    bar.set_postfix(**postfix, refresh=False)
         if self.dist.enabled and sums:
             # every rank ran the same number of equal-sized batches: the mean of the ranks' sums is the global one
             keys = sorted(sums)
             total = torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=self.dist.device)
             torch.distributed.all_reduce(total)
             sums = {k: float(v) / self.dist.world_size for k, v in zip(keys, total.tolist())}
-        stats = {k: v / max(count, 1) for k, v in sums.items()}
-        stats["perplexity"] = [p / max(count, 1) for p in ppl_sums]  # training statistics are global already
-        stats["resets"] = resets
-        return stats
+        return task.train_stats(sums, count)
 
     # ------------------------------------------------------------------ divergence
     def _finite(self, values: torch.Tensor) -> bool:
@@ -320,23 +374,11 @@ class Trainer:
             kept = f"the last finite checkpoint {path} (step {self.history[-1]['step'] if self.history else 0}) is kept"
         else:
             kept = "no checkpoint was written before it"
-        retry = f": hiervq train --resume {self.run_dir} --set train.lr=..." if self.run_dir is not None else ""
+        command = self.task.resume_command if self.task is not None else None
+        retry = f": {command.format(run_dir=self.run_dir)}" if command and self.run_dir is not None else ""
         return f"training diverged {what}; {kept}; continue with a lower learning rate{retry}"
 
     # ------------------------------------------------------------------ bookkeeping
-    def _log_epoch(self, record: dict) -> None:
-        tr = record["train"]
-        msg = (
-            f"epoch {record['epoch']} [{record['phase']}] loss {tr['loss']:.5f} train psnr {tr['psnr']:.2f} "
-            f"ppl {'/'.join(f'{p:.0f}' for p in tr['perplexity'])}"
-        )
-        if "test" in record:
-            te = record["test"]
-            msg += f" | test mse {te['mse']:.3e} psnr {te['psnr']:.2f} used " + "/".join(
-                f"{lv['used_fraction']:.2f}" for lv in te["levels"]
-            )
-        self.log(msg + f" ({record['train_s']:.0f}s)")
-
     def _append_metrics(self, record: dict) -> None:
         if self.run_dir is not None:
             append_metrics(self.run_dir, record)
@@ -346,10 +388,11 @@ class Trainer:
         if self.run_dir is not None and self.dist.is_main:
             write_metrics(self.run_dir, self.history)
 
-    def _save(self, model, optimizer, scheduler, phase_index: int, phase_epoch: int) -> None:
+    def _save(self, task: Task, optimizer, scheduler, phase_index: int, phase_epoch: int) -> None:
         path = self.checkpoint_path
         if path is None:
             return
+        model = task.module()
         bad = nonfinite_tensors(model.state_dict())
         if bad:  # e.g. a codebook's running averages: never saved, the last checkpoint stays the last finite one
             raise DivergedError(self._diverged(f"by step {self.step}: {', '.join(bad[:3])} became non-finite"))
@@ -364,6 +407,7 @@ class Trainer:
             "history": self.history,
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.dist.device) if self.dist.device.type == "cuda" else None,
+            **task.checkpoint_extra,
         }
         save_checkpoint(path, state)
 
