@@ -2,7 +2,8 @@
 
 This is the training layer's part of the priors; the networks, code extraction and the per-family logic
 (:class:`~hiervq.priors.PriorKind`) live in :mod:`hiervq.priors`. The loop here is over code tensors, not
-images, and reuses the run's ``TrainConfig`` keys, :func:`make_optimizer` and :func:`lr_factor`.
+images, fitted by the one engine (:class:`PriorTask` for :meth:`hiervq.train.Trainer.fit_task`) with the run's
+``TrainConfig`` keys.
 
 Prior run directory (default ``AE_RUN/priors/level<N>``)::
 
@@ -40,13 +41,14 @@ from ..errors import HierVQError
 from ..pretrained import load, read_meta, resolve_model_dir
 from ..priors import CODES_FILE, CodeSet, PriorKind, cache_key, cached_codes, prior_kind_for, uniform_bits
 from ..schema import from_dict, to_dict
-from .checkpoint import checkpoint_path, has_checkpoint, load_checkpoint, save_checkpoint
-from .config import PriorsConfig, TrainConfig, apply_overrides, read_yaml_mapping
-from .distributed import env_device, resolve_device
-from .report import append_metrics, write_json, write_metrics
+from .checkpoint import checkpoint_path, has_checkpoint, load_checkpoint
+from .config import PhaseConfig, PriorsConfig, TrainConfig, apply_overrides, read_yaml_mapping
+from .distributed import DistInfo, env_device, resolve_device
+from .engine import Task
+from .report import write_json
 from .run import read_run_config, seed_everything
 from .rundir import RunLock, check_run_dir, remove_leftovers, remove_stale_tmp, start_run_dir
-from .trainer import _progress, lr_factor, make_optimizer
+from .trainer import Trainer
 
 LN2 = math.log(2.0)
 PRIORS_DIR = "priors"
@@ -124,6 +126,75 @@ def evaluate_prior(
     return total / max(n, 1)
 
 
+class PriorTask(Task):
+    """A prior over one level's codes: cross-entropy in nats per code on ``train``'s codes (batches of
+    ``min(batch_size, N)``, seeded ``seed + epoch``, the last incomplete one dropped); bits per code and per image
+    on ``test``."""
+
+    def __init__(self, prior, kind: PriorKind, level: int, train: CodeSet, test: CodeSet, config: TrainConfig,
+                 codes_per_image: int, seed: int = 0, log=None, checkpoint_extra: dict | None = None) -> None:
+        self.prior, self.kind, self.level = prior, kind, level
+        self.train, self.test, self.config = train, test, config
+        self.codes_per_image = codes_per_image
+        self.seed = seed
+        self.eval_every = config.eval_every
+        self.checkpoint_extra = dict(checkpoint_extra or {})
+        self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.device = resolve_device(config.device)
+        self.batch_size = min(config.batch_size, len(train))
+
+    def phases(self) -> list[PhaseConfig]:
+        return [PhaseConfig("all", self.config.epochs)]
+
+    def module(self):
+        return self.prior
+
+    def steps_per_epoch(self) -> int:
+        return len(self.train) // self.batch_size
+
+    def batches(self, epoch: int) -> list[torch.Tensor]:
+        bs = self.batch_size
+        order = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(self.seed + epoch))
+        return list(order[: self.steps_per_epoch() * bs].split(bs))
+
+    def loss(self, index: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        codes, labels = self.train.batch(index)
+        codes = [c.to(self.device) for c in codes]
+        labels = None if labels is None else labels.to(self.device)
+        loss = self.kind.nll(self.prior, codes, labels, self.level).mean() / self.codes_per_image
+        return loss, {"nats": float(loss.detach())}
+
+    def postfix(self, values: dict[str, float]) -> dict[str, str]:
+        return {"bits_per_code": f"{values['nats'] / LN2:.3f}"}
+
+    def train_stats(self, sums: dict[str, float], count: int) -> dict[str, float]:
+        return {"bits_per_code": sums.get("nats", 0.0) / max(count, 1) / LN2}
+
+    def evaluate(self) -> dict:
+        cfg = self.config
+        per_image = evaluate_prior(self.prior, self.kind, self.level, self.test, cfg.eval_batch_size, cfg.eval_limit,
+                                   self.device)
+        return {"test": {"bits_per_code": per_image / self.codes_per_image / LN2, "bits_per_image": per_image / LN2}}
+
+    def record(self, record: dict, evaluated: bool) -> dict:
+        return {k: v for k, v in record.items() if k not in ("phase", "phase_epoch")}
+
+    def log_epoch(self, record: dict) -> None:
+        msg = f"prior level {self.level} epoch {record['epoch']}: train {record['train']['bits_per_code']:.4f} bits/code"
+        if "test" in record:
+            msg += f", test {record['test']['bits_per_code']:.4f} bits/code ({record['test']['bits_per_image']:.1f} bits/image)"
+        self._log(msg + f" ({record['train_s']:.0f}s)")
+
+    def describe_resume(self, phase, epoch: int) -> str:
+        return f"prior level {self.level}: resuming after epoch {epoch} of {self.config.epochs}"
+
+    def log(self, message: str) -> None:
+        self._log(message)
+
+    def progress_label(self, phase) -> str:
+        return f"prior level {self.level}"
+
+
 def fit_prior(
     prior,
     kind: PriorKind,
@@ -140,88 +211,16 @@ def fit_prior(
 ) -> tuple[list[dict], float]:
     """Train ``prior`` on ``train``'s codes with cross-entropy (mean nats per code); evaluate on ``test``.
 
-    With a ``run_dir``, appends one record per epoch to ``run_dir/metrics.jsonl`` and writes
-    ``run_dir/checkpoints/last.pt`` atomically after every epoch; ``resume`` (such a checkpoint) continues from
-    it exactly: the same batches, dropout draws and weights as an uninterrupted fit. ``checkpoint_extra`` entries
-    are stored in the checkpoint too. Returns (history, train seconds).
+    A :class:`PriorTask` fitted by the :class:`~hiervq.train.Trainer`: with a ``run_dir``, one record per epoch
+    goes to ``run_dir/metrics.jsonl`` and ``run_dir/checkpoints/last.pt`` is written atomically after every epoch;
+    ``resume`` (such a checkpoint) continues from it exactly: the same batches, dropout draws and weights as an
+    uninterrupted fit. ``checkpoint_extra`` entries are stored in the checkpoint too. Returns (history, train
+    seconds).
     """
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    device = resolve_device(config.device)
-    prior.to(device)
-    params = [p for p in prior.parameters() if p.requires_grad]
-    optimizer = make_optimizer(config, params, config.lr)
-    n = len(train)
-    bs = min(config.batch_size, n)
-    steps_per_epoch = n // bs
-    total = steps_per_epoch * config.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: lr_factor(s, total, config.schedule, config.warmup_steps, config.min_lr_ratio, config.decay_steps),
-    )
-    history: list[dict] = []
-    step, seconds, first = 0, 0.0, 0
-    if resume is not None:
-        prior.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        history, step, seconds = list(resume["history"]), int(resume["step"]), float(resume["train_seconds"])
-        first = int(resume["epoch"])
-        torch.set_rng_state(resume["rng"])
-        log(f"prior level {level}: resuming after epoch {first} of {config.epochs}")
-    for epoch in range(first, config.epochs):
-        prior.train()
-        t0 = time.perf_counter()
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
-        batches = list(order[: steps_per_epoch * bs].split(bs))
-        nats = 0.0
-        bar = _progress(batches, f"prior level {level} epoch {epoch + 1}", config.progress)
-        for index in bar:
-            codes, labels = train.batch(index)
-            codes = [c.to(device) for c in codes]
-            labels = None if labels is None else labels.to(device)
-            loss = kind.nll(prior, codes, labels, level).mean() / codes_per_image
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            value = float(loss.detach())
-            nats += value
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(bits_per_code=f"{value / LN2:.3f}", refresh=False)
-        seconds += time.perf_counter() - t0
-        record: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "step": step,
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_s": round(seconds, 3),
-            "train": {"bits_per_code": nats / max(len(batches), 1) / LN2},
-        }
-        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-            per_image = evaluate_prior(prior, kind, level, test, config.eval_batch_size, config.eval_limit, device)
-            record["test"] = {"bits_per_code": per_image / codes_per_image / LN2, "bits_per_image": per_image / LN2}
-        history.append(record)
-        msg = f"prior level {level} epoch {epoch + 1}: train {record['train']['bits_per_code']:.4f} bits/code"
-        if "test" in record:
-            msg += f", test {record['test']['bits_per_code']:.4f} bits/code ({record['test']['bits_per_image']:.1f} bits/image)"
-        log(msg + f" ({seconds:.0f}s)")
-        if run_dir is not None:
-            append_metrics(run_dir, record)
-            state = {
-                "model": prior.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch + 1,
-                "step": step,
-                "train_seconds": seconds,
-                "history": history,
-                "rng": torch.get_rng_state(),
-                **(checkpoint_extra or {}),
-            }
-            save_checkpoint(checkpoint_path(run_dir), state)
-    return history, seconds
+    task = PriorTask(prior, kind, level, train, test, config, codes_per_image, seed, log, checkpoint_extra)
+    trainer = Trainer(config, run_dir, seed=seed, dist=DistInfo(device=task.device))
+    history = trainer.fit_task(task, resume)
+    return history, trainer.train_seconds
 
 
 # ---------------------------------------------------------------------- runs
@@ -321,9 +320,7 @@ def prior_run(
         model_where = f"{out_dir / PRIOR_CONFIG_FILE if resume else prior_config_where(ae_run, lv, overrides)}: model"
         prior = kind.build_prior(model, lv, dict(config.model), num_classes, model_where)
 
-        if state is not None:
-            write_metrics(out_dir, state["history"])  # drop lines of an epoch that did not finish saving
-        else:
+        if state is None:
             # validated and the prior built: only now replace an old prior run
             start_run_dir(out_dir, {PRIOR_CONFIG_FILE: yaml.safe_dump(to_dict(config), sort_keys=False).encode()})
             _link_or_copy(ae_run / CODES_FILE, out_dir / CODES_FILE)
@@ -488,6 +485,7 @@ def sample_run(
 
 __all__ = [
     "PriorRunConfig",
+    "PriorTask",
     "Samples",
     "default_prior_dir",
     "evaluate_prior",
