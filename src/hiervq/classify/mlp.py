@@ -13,17 +13,15 @@ at the best point on test (the optimistic protocol of the published tables, repo
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..metrics import confusion_matrix, per_class_accuracy
+from ..metrics import per_class_accuracy
 from ..models.base import DiscreteAutoencoder
 
 
@@ -264,69 +262,23 @@ def fit_classifier(
     ``config.augment``). The model is evaluated on ``val`` and ``test`` ``config.evals`` times, evenly spaced in
     epochs; the point is selected on ``val`` only (``best_test_acc`` is the optimistic best point on test, reported
     apart). Batches and augmentations are drawn from ``seed``. A :class:`FeatureClassifier` that fine-tunes gets
-    ``config.encoder_lr`` for its encoder.
+    ``config.encoder_lr`` for its encoder. The loop is the one engine's (:class:`hiervq.classify.task.ClassifierTask`
+    for :meth:`hiervq.train.Trainer.fit_task`).
     """
-    x_train, y_train = train
-    n = len(x_train)
-    if n == 0:
-        raise ValueError("no training examples")
-    model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    encoder_params = ({id(p) for p in model.encoder.parameters() if p.requires_grad}
-                      if isinstance(model, FeatureClassifier) else set())
-    groups = [{"params": [p for p in params if id(p) not in encoder_params]}]
-    if encoder_params:
-        groups.append({"params": [p for p in params if id(p) in encoder_params], "lr": config.encoder_lr or config.lr})
-    optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    epochs = max(config.epochs, math.ceil(config.min_steps / steps_per_epoch))
-    eval_every = max(1, epochs // config.evals)
-    augment = config.augment and x_train.dim() == 4
-    gen = torch.Generator().manual_seed(seed)
-    history: list[dict[str, float]] = []
-    best_key, best = None, {}
-    steps, t0 = 0, time.perf_counter()
 
-    def evaluate(split: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float, torch.Tensor]:
-        logits = predict(model, split[0], config.eval_batch_size, device)
-        loss = float(F.cross_entropy(logits, split[1]))
-        pred = logits.argmax(1)
-        return float((pred == split[1]).double().mean()), loss, confusion_matrix(pred, split[1], num_classes)
+    from ..train.distributed import DistInfo
+    from ..train.trainer import Trainer
+    from .task import ClassifierTask
 
-    for epoch in range(1, epochs + 1):
-        model.train()
-        order = torch.randperm(n, generator=gen)
-        total = 0.0
-        for start in range(0, n, config.batch_size):
-            idx = order[start : start + config.batch_size]
-            if len(idx) < 2 < n:  # a trailing batch of one image: batch statistics need two
-                continue
-            x = as_inputs(x_train[idx])
-            x = (dihedral_augment(x, gen) if augment else x).to(device)
-            loss = F.cross_entropy(model(x), y_train[idx].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
-            total += float(loss.detach()) * len(idx)
-            steps += 1
-        if epoch % eval_every and epoch != epochs:
-            continue
-        val_acc, val_loss, _ = evaluate(val)
-        test_acc, _, test_conf = evaluate(test)
-        record = {"epoch": epoch, "train_loss": total / n, "val_acc": val_acc, "val_loss": val_loss, "test_acc": test_acc}
-        history.append(record)
-        key = (val_acc, -val_loss)
-        if best_key is None or key > best_key:
-            best_key, best = key, {"epoch": epoch, "val_acc": val_acc, "test_acc": test_acc, "confusion": test_conf}
-        if log and (epoch == epochs or epoch % max(eval_every, epochs // 5) == 0):
-            log(f"  epoch {epoch}/{epochs}: train loss {total / n:.4f}, val acc {val_acc:.4f}, test acc {test_acc:.4f}")
-    final = history[-1]
+    task = ClassifierTask(model, train, val, test, config, num_classes, seed, device, log)
+    t0 = time.perf_counter()
+    trainer = Trainer(task.train_config(), dist=DistInfo(device=task.device))
+    history = trainer.fit_task(task)
+    best, test_conf, final = task.best, task.last_confusion, history[-1]
     return ClassifierResult(
         best_epoch=best["epoch"],
-        epochs=epochs,
-        steps=steps,
+        epochs=task.epochs,
+        steps=trainer.step,
         val_acc=best["val_acc"],
         test_acc=best["test_acc"],
         final_val_acc=final["val_acc"],
@@ -336,7 +288,7 @@ def fit_classifier(
         final_per_class=per_class_accuracy(test_conf).tolist(),
         test_confusion=best["confusion"].tolist(),
         final_test_confusion=test_conf.tolist(),
-        train_images=n,
+        train_images=task.n,
         params=sum(p.numel() for p in model.parameters()),
         train_s=round(time.perf_counter() - t0, 3),
         history=history,
