@@ -12,7 +12,8 @@ module             commands
 =================  ==============================================================
 
 A new command goes into the module of its group (or a new module listed in :data:`COMMAND_GROUPS`) as a
-``_cmd_NAME(args) -> int`` function and a few lines in that module's ``add_commands(sub)``. Command modules import
+``_cmd_NAME(args) -> int`` function and a few lines in that module's ``add_commands(sub)``; every command gets
+``--debug`` from :func:`build_parser`. Command modules import
 only argparse-level things at import time (torch and the library inside the command functions), so ``hiervq
 --help`` stays fast.
 
@@ -28,6 +29,7 @@ import sys
 from .. import __version__
 from ..errors import HierVQError
 from . import autoencoder, classify, experiments, pqvae, priors
+from .common import add_debug
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -47,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for group in COMMAND_GROUPS:
         group.add_commands(sub)
+    for command in sub.choices.values():  # every command takes --debug (last, after its own flags)
+        add_debug(command)
     return parser
 
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from ..errors import HierVQError
-from .common import add_debug, add_out, add_overwrite, add_set, out_dir
+from .common import add_out, add_overwrite, add_set, out_dir
 
 
 # ---------------------------------------------------------------------- train
@@ -224,7 +224,6 @@ def add_commands(sub) -> None:
     add_out(p, "run directory (default runs/<config name>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     add_overwrite(p, "replace an existing run directory")
-    add_debug(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a trained run on its test split (or other data)")
@@ -233,7 +232,6 @@ def add_commands(sub) -> None:
     p.add_argument("--split", default="test", choices=["test", "val", "train"])
     add_set(p, "override a data key, e.g. data.test_limit=100")
     p.add_argument("-o", "--output", help="also write the result JSON here")
-    add_debug(p)
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("encode", help="turn images into codes (codes.npz)")
@@ -243,7 +241,6 @@ def add_commands(sub) -> None:
     p.add_argument("--convert", action="store_true", help="convert images to the model's channel count")
     p.add_argument("--keep-size", action="store_true", help="do not resize images to the model's image size")
     p.add_argument("--batch-size", type=int, default=256)
-    add_debug(p)
     p.set_defaults(func=_cmd_encode)
 
     p = sub.add_parser("decode", help="turn codes (codes.npz) back into images")
@@ -251,6 +248,5 @@ def add_commands(sub) -> None:
     p.add_argument("codes", help=".npz written by `hiervq encode`")
     p.add_argument("-o", "--output", default="decoded", help="output folder (one PNG per image, plus grid.png)")
     add_overwrite(p, "replace PNGs that already exist in the output folder")
-    add_debug(p)
     p.set_defaults(func=_cmd_decode)
 

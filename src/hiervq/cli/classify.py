@@ -7,7 +7,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from .common import add_debug, add_out, add_overwrite, add_set, out_dir
+from .common import add_out, add_overwrite, add_set, out_dir
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
@@ -90,7 +90,6 @@ def add_commands(sub) -> None:
     add_set(p)
     add_out(p)
     add_overwrite(p, "redo the classification (a finished OUT/pretrain is kept)")
-    add_debug(p)
     p.set_defaults(func=_cmd_classify)
 
     p = sub.add_parser(
@@ -105,5 +104,4 @@ def add_commands(sub) -> None:
     p.add_argument("--stride", type=int, help="pixels between tiles (default: the size, no overlap)")
     p.add_argument("--min-std", type=float, default=10.0, help="minimum pixel standard deviation, 0-255 (default 10)")
     p.add_argument("--min-laplacian", type=float, default=20.0, help="minimum Laplacian variance (default 20)")
-    add_debug(p)
     p.set_defaults(func=_cmd_tiles)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_debug, add_out, add_overwrite, add_set, out_dir
+from .common import add_out, add_overwrite, add_set, out_dir
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -55,7 +55,6 @@ def add_commands(sub) -> None:
     add_out(p)
     add_overwrite(p, "delete the output folder first")
     p.add_argument("--dry-run", action="store_true", help="only print the matched model and both budgets")
-    add_debug(p)
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser(
@@ -73,5 +72,4 @@ def add_commands(sub) -> None:
     add_out(p)
     add_overwrite(p, "delete the output folder first")
     p.add_argument("--dry-run", action="store_true", help="only list the points")
-    add_debug(p)
     p.set_defaults(func=_cmd_sweep)

@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import add_debug, add_out
+from .common import add_out
 
 ANALYSIS_DIR = "analysis"
 
@@ -124,7 +124,6 @@ def add_commands(sub) -> None:
     p.add_argument("--alpha", type=float, default=1.0, help="Laplace smoothing added to every count")
     p.add_argument("--batch-size", type=int, default=256)
     add_out(p, "output folder (default RUN/analysis)")
-    add_debug(p)
     p.set_defaults(func=_cmd_bayes)
 
     p = sub.add_parser(
@@ -136,7 +135,6 @@ def add_commands(sub) -> None:
     p.add_argument("run", help="PQ-VAE run directory")
     p.add_argument("--limit", type=int, default=1000, help="use the first N test images (0: all)")
     add_out(p, "output folder (default RUN/analysis)")
-    add_debug(p)
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser(
@@ -152,5 +150,4 @@ def add_commands(sub) -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", default="progressive.png", help="output PNG")
-    add_debug(p)
     p.set_defaults(func=_cmd_progressive)

@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import add_debug, add_out, add_overwrite, add_set
+from .common import add_out, add_overwrite, add_set
 
 
 def _cmd_prior(args: argparse.Namespace) -> int:
@@ -84,7 +84,6 @@ def add_commands(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted prior run from its checkpoint, with its saved config (with --level "
                    "all: every level that has a checkpoint; the others start afresh)")
-    add_debug(p)
     p.set_defaults(func=_cmd_prior)
 
     p = sub.add_parser(
@@ -101,5 +100,4 @@ def add_commands(sub) -> None:
     p.add_argument("--temperature", type=float, default=1.0, help="divide the logits by this (lower: safer samples)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", default="samples.png", help="output PNG grid")
-    add_debug(p)
     p.set_defaults(func=_cmd_sample)

@@ -21,7 +21,7 @@ from ..errors import DivergedError
 from ..metrics import EvalAccumulator, mse_per_image, psnr
 from ..models.base import DiscreteAutoencoder
 from ..pretrained import load_state, nonfinite_tensors
-from .checkpoint import checkpoint_path, save_checkpoint
+from .checkpoint import checkpoint_path, has_checkpoint, save_checkpoint
 from .config import PhaseConfig, TrainConfig
 from .distributed import DistInfo, barrier, wrap_ddp
 from .engine import Task, lr_factor, make_optimizer, make_scheduler  # noqa: F401 - lr_factor re-exported
@@ -370,7 +370,7 @@ class Trainer:
     def _diverged(self, what: str) -> str:
         """The one-line message of a divergence (``what``: when, and what went non-finite) and what was kept."""
         path = self.checkpoint_path
-        if path is not None and path.is_file():
+        if self.run_dir is not None and has_checkpoint(self.run_dir):
             kept = f"the last finite checkpoint {path} (step {self.history[-1]['step'] if self.history else 0}) is kept"
         else:
             kept = "no checkpoint was written before it"
