@@ -1,0 +1,141 @@
+"""The quantizer family beyond plain VQ: FSQ, LFQ, ResidualVQ and the SimVQ codebook.
+
+Every kind: indices identical to a brute-force nearest-code search over its (explicit or implicit) codebook,
+``decode(encode(z))`` equal to the eval forward exactly, the shared statistics. Tiny tensors only.
+"""
+
+import pytest
+import torch
+
+from hiervq.quantize import FSQ, LFQ
+
+
+def brute_force(rows: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    return torch.cdist(rows.double(), codebook.double()).argmin(1)
+
+
+def maps(seed=0, c=6, scale=2.0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(3, c, 4, 5, generator=g) * scale
+
+
+# ---------------------------------------------------------------------------------------------- FSQ
+@pytest.mark.parametrize("levels", [[8, 5, 5, 5], [3, 4], [2, 2, 2, 7, 6]])
+def test_fsq_codes_and_indices_are_bijective(levels):
+    fsq = FSQ(len(levels), levels)
+    k = fsq.codebook_size
+    assert k == torch.tensor(levels).prod()
+    book = fsq.implicit_codebook()
+    assert book.shape == (k, len(levels))
+    assert torch.equal(fsq.codes_to_indices(book), torch.arange(k))
+    assert torch.unique(book, dim=0).shape[0] == k, "K distinct code vectors"
+    assert float(book.min()) >= -1 and float(book.max()) <= 1
+    # every channel takes exactly L values
+    for i, lv in enumerate(levels):
+        assert torch.unique(book[:, i]).numel() == lv
+
+
+@pytest.mark.parametrize("dim", [4, 6])
+def test_fsq_indices_equal_brute_force_and_decode_equals_eval_forward(dim):
+    torch.manual_seed(0)
+    fsq = FSQ(dim, [8, 5, 5, 5]).eval()
+    z = maps(c=dim)
+    with torch.no_grad():
+        out = fsq(z)
+        e = fsq.project_in(z.permute(0, 2, 3, 1).reshape(-1, dim))
+        bounded = fsq.bound(e) / fsq._half_width
+    assert out.indices.shape == (3, 4, 5) and out.quantized.shape == z.shape
+    assert torch.equal(out.indices.reshape(-1), brute_force(bounded, fsq.implicit_codebook()))
+    assert torch.equal(fsq.encode(z), out.indices)
+    assert torch.equal(fsq.decode(out.indices), out.quantized)
+    # all levels reachable, including the outermost ones, by a large enough input
+    plain = FSQ(4, [8, 5, 5, 5]).eval()
+    codes = plain.indices_to_codes(plain.encode(torch.randn(4000, 4) * 10))
+    for i, lv in enumerate([8, 5, 5, 5]):
+        assert codes[:, i].unique().numel() == lv, "every value of every channel is reached"
+
+
+def test_fsq_training_forward_gradient_and_stats():
+    fsq = FSQ(6, [8, 5, 5, 5]).train()
+    z = maps().requires_grad_(True)
+    out = fsq(z)
+    (out.quantized.square().sum() + out.loss).backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+    assert set(out.losses) >= {"commitment", "codebook"} and float(out.loss) == 0.0
+    st = out.stats
+    assert st["counts"].shape == (1000,) and int(st["counts"].sum()) == 60
+    assert 0 < float(st["used_fraction"]) <= 60 / 1000 and 1 <= float(st["perplexity"]) <= 60
+
+
+# ---------------------------------------------------------------------------------------------- LFQ
+@pytest.mark.parametrize("bits", [1, 4, 10])
+def test_lfq_codes_and_indices_are_bijective(bits):
+    lfq = LFQ(bits, bits)
+    book = lfq.implicit_codebook()
+    assert book.shape == (2**bits, bits)
+    assert torch.equal(lfq.codes_to_indices(book), torch.arange(2**bits))
+    assert torch.unique(book, dim=0).shape[0] == 2**bits
+    assert set(book.unique().tolist()) == {-1.0, 1.0}
+
+
+@pytest.mark.parametrize("dim", [5, 6])
+def test_lfq_indices_equal_brute_force_and_decode_equals_eval_forward(dim):
+    torch.manual_seed(0)
+    lfq = LFQ(dim, 5).eval()
+    z = maps(c=dim)
+    with torch.no_grad():
+        out = lfq(z)
+        e = lfq.project_in(z.permute(0, 2, 3, 1).reshape(-1, dim))
+    assert torch.equal(out.indices.reshape(-1), brute_force(e, lfq.implicit_codebook()))
+    assert torch.equal(lfq.encode(z), out.indices)
+    assert torch.equal(lfq.decode(out.indices), out.quantized)
+
+
+def test_lfq_entropy_terms_equal_the_full_softmax_and_have_its_gradient():
+    """The factorised per-sample entropy and the chunked codebook entropy equal MAGVIT-2's N x K softmax."""
+    torch.manual_seed(0)
+    lfq = LFQ(4, 4, inv_temperature=0.7, entropy_weight=1.0, diversity=0.5, beta=0.0, chunk_elements=16 * 3).double()
+    lfq.train()
+    e = torch.randn(11, 4, dtype=torch.float64, requires_grad=True)
+    out = lfq(e)
+    out.loss.backward()
+    e2 = e.detach().clone().requires_grad_(True)
+    p = torch.softmax(2 * 0.7 * e2 @ lfq.implicit_codebook().double().t(), -1)
+    sample_h = -(p * p.log()).sum(-1).mean()
+    avg = p.mean(0)
+    codebook_h = -(avg * avg.log()).sum()
+    ref = sample_h - 0.5 * codebook_h
+    ref.backward()
+    torch.testing.assert_close(out.losses["sample_entropy"], sample_h.detach())
+    torch.testing.assert_close(out.losses["codebook_entropy"], codebook_h.detach())
+    torch.testing.assert_close(out.loss.detach(), ref.detach())
+    torch.testing.assert_close(e.grad, e2.grad)
+
+
+def test_lfq_eval_skips_entropy_and_stats_cover_the_implicit_codebook():
+    lfq = LFQ(6, 3).eval()
+    with torch.no_grad():
+        out = lfq(maps())
+    assert float(out.losses["entropy"]) == 0.0
+    assert out.stats["counts"].shape == (8,) and int(out.stats["counts"].sum()) == 60
+
+
+# ---------------------------------------------------------------------------------------------- precision
+@pytest.mark.parametrize("make", [lambda: FSQ(16, [8, 5, 5, 5]), lambda: LFQ(16, 10)], ids=["fsq", "lfq"])
+def test_bf16_autocast_gives_the_same_codes_as_fp32(make):
+    torch.manual_seed(0)
+    q = make().eval()
+    z = torch.randn(512, 16) * 3
+    with torch.no_grad():
+        ref = q(z)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = q(z)
+            low_enc = q.encode(z)
+        # and what a bf16 computation would have done: at least some codes differ (the test has teeth)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            e_bf16 = q.project_in(z)
+    assert torch.equal(low.indices, ref.indices) and torch.equal(low_enc, ref.indices)
+    assert low.quantized.dtype == torch.float32 and torch.equal(low.quantized, ref.quantized)
+    assert e_bf16.dtype == torch.bfloat16
+    assert not torch.equal(q.codes_to_indices(q.bound(e_bf16.float()) / q._half_width if isinstance(q, FSQ)
+                                              else e_bf16.float()), ref.indices)
