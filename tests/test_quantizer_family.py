@@ -7,7 +7,7 @@ Every kind: indices identical to a brute-force nearest-code search over its (exp
 import pytest
 import torch
 
-from hiervq.quantize import FSQ, LFQ
+from hiervq.quantize import FSQ, LFQ, ResidualVQ
 
 
 def brute_force(rows: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -139,3 +139,86 @@ def test_bf16_autocast_gives_the_same_codes_as_fp32(make):
     assert e_bf16.dtype == torch.bfloat16
     assert not torch.equal(q.codes_to_indices(q.bound(e_bf16.float()) / q._half_width if isinstance(q, FSQ)
                                               else e_bf16.float()), ref.indices)
+
+
+# ---------------------------------------------------------------------------------------------- ResidualVQ
+def residual_reference(rq, rows):
+    """Greedy brute-force chain: stage l's code is the cdist argmin of the residual left by stages < l."""
+    residual = rq.project_in(rows).double()
+    codes = []
+    for stage in range(rq.stages):
+        w = rq.book(stage).weight.double()
+        idx = brute_force(residual, w)
+        codes.append(idx)
+        residual = residual - w[idx]
+    return torch.stack(codes, -1)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("code_dim", [None, 3])
+def test_residual_indices_equal_brute_force_and_prefix_decode_is_the_sum_of_stages(shared, code_dim):
+    torch.manual_seed(0)
+    rq = ResidualVQ(6, 16, stages=4, code_dim=code_dim, shared=shared, init="random").eval()
+    z = maps()
+    rows = z.permute(0, 2, 3, 1).reshape(-1, 6)
+    with torch.no_grad():
+        out = rq(z)
+        ref = residual_reference(rq, rows)
+    assert out.indices.shape == (3, 4, 5, 4)
+    assert torch.equal(out.indices.reshape(-1, 4), ref)
+    codes = rq.encode(z)
+    assert torch.equal(codes, out.indices)
+    assert torch.equal(rq.decode(codes), out.quantized), "full decode = eval forward, exactly"
+    for n in range(1, 5):
+        q = sum(rq.book(s).weight[codes[..., s]] for s in range(n))  # (3, 4, 5, D), stage order
+        expect = rq.project_out(q).permute(0, 3, 1, 2)
+        torch.testing.assert_close(rq.decode(codes[..., :n]), expect, rtol=0, atol=1e-6)
+    # later stages refine: the error of each prefix does not grow
+    with torch.no_grad():
+        errs = [float((rq.decode(codes[..., :n]) - z).square().mean()) for n in range(1, 5)]
+    if code_dim is None:
+        assert all(b <= a + 1e-6 for a, b in zip(errs, errs[1:])), errs
+
+
+def test_residual_dropout_only_shortens_the_chain():
+    torch.manual_seed(0)
+    rq = ResidualVQ(6, 8, stages=4, dropout=1.0, init="random", ema_decay=0.9, dead_threshold=0)
+    z = maps()
+    seen = set()
+    for _ in range(12):
+        with torch.no_grad():
+            full = rq.eval().encode(z)
+            decoded = [rq.decode(full[..., :n]) for n in range(1, 5)]
+        out = rq.train()(z)
+        used = int((out.indices[0, 0, 0] >= 0).sum())
+        seen.add(used)
+        assert torch.equal(out.indices[..., :used], full[..., :used]), "the first stages are the full chain's"
+        assert bool((out.indices[..., used:] == -1).all())
+        torch.testing.assert_close(out.quantized, decoded[used - 1], rtol=0, atol=0)
+        assert int(out.stats["counts"].sum()) == 60 * used
+    assert len(seen) >= 3, f"dropout drew several chain lengths, got {seen}"
+    rq.dropout = 0.0
+    assert int((rq.train()(z).indices >= 0).all()) == 1
+
+
+def test_residual_learned_codes_train_and_dropped_books_get_zero_gradients():
+    torch.manual_seed(0)
+    rq = ResidualVQ(6, 8, stages=3, ema_decay=None, init="random", dead_threshold=0, dropout=1.0, dropout_min=1)
+    rq.train()
+    torch.manual_seed(3)
+    out = rq(maps().requires_grad_(True))
+    out.loss.backward()
+    used = int((out.indices[0, 0, 0] >= 0).sum())
+    assert all(rq.books[s].weight.grad is not None for s in range(3)), "every book in the graph (DDP)"
+    assert float(rq.books[0].weight.grad.abs().sum()) > 0
+    for s in range(used, 3):
+        assert float(rq.books[s].weight.grad.abs().sum()) == 0
+
+
+def test_residual_ema_and_data_init_stats():
+    torch.manual_seed(0)
+    rq = ResidualVQ(6, 8, stages=2, init="kmeans", kmeans_iters=2).train()
+    out = rq(maps())
+    assert all(bool(b.initialized) for b in rq.books)
+    assert out.stats["stage_perplexity"].shape == (2,) and out.stats["counts"].shape == (8,)
+    assert rq.bits == 2 * 3

@@ -13,6 +13,7 @@ from .estimators import ESTIMATORS, rotation_trick, straight_through
 from .fsq import FSQ
 from .lfq import LFQ
 from .progressive import ProgressiveQuantizer
+from .residual import ResidualVQ
 from .vector import Quantized, VectorQuantizer
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "LFQ",
     "ProgressiveQuantizer",
     "Quantized",
+    "ResidualVQ",
     "VectorQuantizer",
     "nearest_code",
     "rotation_trick",
