@@ -7,7 +7,7 @@ Every kind: indices identical to a brute-force nearest-code search over its (exp
 import pytest
 import torch
 
-from hiervq.quantize import FSQ, LFQ, ResidualVQ
+from hiervq.quantize import FSQ, LFQ, ResidualVQ, VectorQuantizer
 
 
 def brute_force(rows: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -222,3 +222,36 @@ def test_residual_ema_and_data_init_stats():
     assert all(bool(b.initialized) for b in rq.books)
     assert out.stats["stage_perplexity"].shape == (2,) and out.stats["counts"].shape == (8,)
     assert rq.bits == 2 * 3
+
+
+# ---------------------------------------------------------------------------------------------- SimVQ
+def test_simvq_codes_are_a_frozen_basis_times_a_learned_map_and_only_the_map_trains():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(6, 16, code_dim=4, simvq=True, ema_decay=None).train()
+    book = vq.codebook
+    assert [n for n, p in book.named_parameters()] == ["map.weight"]
+    assert "basis" in dict(book.named_buffers()) and "codebook.basis" in vq.state_dict()
+    basis0, map0 = book.basis.clone(), book.map.weight.detach().clone()
+    opt = torch.optim.SGD(vq.parameters(), lr=0.5)
+    z = maps()
+    for _ in range(3):
+        out = vq(z)
+        opt.zero_grad()
+        (out.quantized.square().mean() + out.loss).backward()
+        assert book.map.weight.grad is not None and float(book.map.weight.grad.abs().sum()) > 0
+        opt.step()
+    assert torch.equal(book.basis, basis0), "the basis is frozen"
+    assert not torch.equal(book.map.weight, map0), "the map learns"
+    torch.testing.assert_close(book.weight, book.basis @ book.map.weight.t())
+    vq.eval()
+    with torch.no_grad():
+        out = vq(z)
+        e = vq.project_in(z.permute(0, 2, 3, 1).reshape(-1, 6))
+    assert torch.equal(out.indices.reshape(-1), brute_force(e, book.weight.detach()))
+    assert torch.equal(vq.decode(out.indices), out.quantized)
+    assert torch.equal(vq.encode(z), out.indices)
+
+
+def test_simvq_refuses_ema():
+    with pytest.raises(ValueError, match="ema_decay"):
+        VectorQuantizer(6, 16, simvq=True, ema_decay=0.99)

@@ -115,7 +115,7 @@ class FSQ(RowLayout):
         return math.log2(self.codebook_size)
 
     depth = 1  # codes per input vector
-    books = 1  # codebooks (the implicit grid counts as one of K x d)
+    num_books = 1  # codebooks (the implicit grid counts as one of K x d)
 
     # ------------------------------------------------------------------ the maps
     def _dtype(self, x: torch.Tensor | None = None) -> torch.dtype:

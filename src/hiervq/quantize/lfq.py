@@ -140,8 +140,8 @@ class LFQ(RowLayout):
         """Bits per code index, log2 K."""
         return float(self.bits_per_code)
 
-    depth = 1
-    books = 1
+    depth = 1  # codes per input vector
+    num_books = 1  # codebooks (the implicit one of K x bits)
 
     def _dtype(self, x: torch.Tensor | None = None) -> torch.dtype:
         dt = torch.promote_types(self._one.dtype, torch.float32)

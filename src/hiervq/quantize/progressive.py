@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..metrics import perplexity
 from .codebook import DEFAULT_CHUNK_ELEMENTS, Codebook
+from .common import perplexity
 from .vector import Quantized
 
 PQ_ESTIMATORS = ("gumbel", "ste")

@@ -124,7 +124,8 @@ class ResidualVQ(RowLayout):
         return self.stages
 
     @property
-    def books_count(self) -> int:
+    def num_books(self) -> int:
+        """Codebooks of K x code_dim: 1 when shared, L otherwise."""
         return len(self.books)
 
     @property
