@@ -255,3 +255,80 @@ def test_simvq_codes_are_a_frozen_basis_times_a_learned_map_and_only_the_map_tra
 def test_simvq_refuses_ema():
     with pytest.raises(ValueError, match="ema_decay"):
         VectorQuantizer(6, 16, simvq=True, ema_decay=0.99)
+
+
+# ---------------------------------------------------------------------------------------------- the per-level switch
+def family_model(**level_quantizers):
+    from hiervq.models.hierarchical import HierarchicalConfig, HierarchicalVQVAE, LevelConfig
+    from hiervq.schema import from_dict
+
+    levels = [{"downsample": 2, "codebook_size": 16, "dim": 6}, {"downsample": 2, "codebook_size": 8, "dim": 6}]
+    for i, q in level_quantizers.items():
+        levels[int(i[1:])]["quantizer"] = q
+    config = from_dict(HierarchicalConfig, {"image_size": 8, "in_channels": 1, "channels": 8, "blocks": 1,
+                                            "res_channels": 4, "levels": levels}, "model")
+    assert all(isinstance(lv, LevelConfig) for lv in config.levels)
+    return HierarchicalVQVAE(config)
+
+
+KINDS = {
+    "fsq": ({"kind": "fsq", "levels": [8, 5, 5, 5]}, 1000, 1, 4),
+    "lfq": ({"kind": "lfq", "bits": 5}, 32, 1, 5),
+    "residual": ({"kind": "residual", "stages": 3, "dropout": 0.5, "init": "random"}, 16, 3, 6),
+    "simvq": ({"kind": "vq", "simvq": True, "ema_decay": None}, 16, 1, 6),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_kind_through_the_level_switch(kind, tmp_path):
+    import math
+
+    import hiervq
+
+    q, k, depth, code_dim = KINDS[kind]
+    torch.manual_seed(0)
+    model = family_model(l0=q)
+    info = model.levels[0]
+    assert (info.codebook_size, info.depth, info.code_dim) == (k, depth, code_dim)
+    assert model.budget().bits_per_image == 16 * depth * math.log2(k) + 4 * math.log2(8)
+    x = torch.rand(2, 1, 8, 8)
+    model.train()
+    out = model(x)
+    out.loss.backward()
+    assert out.codes[0].shape == ((2, 4, 4, depth) if kind == "residual" else (2, 4, 4))
+    assert set(out.stats[0]) >= {"perplexity", "used_fraction", "counts", "resets"}
+    model.eval()
+    codes = model.encode(x)
+    with torch.no_grad():
+        assert torch.equal(model.decode(codes), model(x).recon)
+    model.save_pretrained(tmp_path / "m")
+    loaded = hiervq.load(tmp_path / "m")
+    assert torch.equal(loaded.decode(codes), model.decode(codes))
+    assert loaded.config.levels[0].quantizer.kind == q["kind"]
+
+
+@pytest.mark.parametrize("level,match", [
+    ({"kind": "vq", "levels": [8, 5]}, "levels is an option of kind fsq"),
+    ({"kind": "fsq"}, "kind fsq needs levels"),
+    ({"kind": "fsq", "levels": [8, 1]}, "integers >= 2"),
+    ({"kind": "lfq", "bits": 0}, "bits in"),
+    ({"kind": "residual"}, "stages"),
+    ({"kind": "residual", "stages": 2, "estimator": "gumbel"}, "estimator"),
+    ({"kind": "residual", "stages": 2, "dropout_min": 3}, "dropout_min"),
+    ({"kind": "vq", "simvq": True}, "ema_decay null"),
+    ({"kind": "pq"}, "kind must be one of"),
+])
+def test_the_level_switch_refuses_bad_settings(level, match):
+    from hiervq.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        family_model(l1=level)
+
+
+def test_fsq_code_dim_must_match_its_levels():
+    from hiervq.models.base import QuantizerConfig
+    from hiervq.models.hierarchical import HierarchicalConfig, LevelConfig
+
+    config = HierarchicalConfig(levels=[LevelConfig(code_dim=3, quantizer=QuantizerConfig(kind="fsq", levels=[8, 5, 5, 5]))])
+    with pytest.raises(ValueError, match="levels.0.quantizer: kind fsq"):
+        config.validate()

@@ -248,7 +248,7 @@ class StackedVQVAE(DiscreteAutoencoder):
             else:
                 c, h = self._frozen(stage, h)
                 codes += c
-                stats += [_stats_of(ci, lv.codebook_size) for ci, lv in zip(c, stage.config.levels)]
+                stats += [_stats_of(ci, lv.codebook_size) for ci, lv in zip(c, stage.levels)]
         recon = outs[-1].recon
         if last > 0:
             with torch.no_grad():
