@@ -319,3 +319,26 @@ def test_classify_rows_seeds_and_scratch_never_sees_pretrained_weights(tmp_path,
         weights = [k for k in pretrained if k.endswith("weight") and "codebook" not in k and pretrained[k].numel() > 1]
         assert weights and not any(torch.equal(start[k], pretrained[k]) for k in weights)
     assert "best epoch on the test split" in (out / "report.md").read_text()
+
+
+def test_cosine_schedule_decays_every_group_to_zero(monkeypatch):
+    """``schedule: cosine`` anneals the head's and the encoder's learning rates to 0 over the run's steps."""
+    seen = []
+    real_step = torch.optim.AdamW.step
+
+    def step(self, *args, **kwargs):
+        seen.append([g["lr"] for g in self.param_groups])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    encoder = _tiny_dual()
+    model = FeatureClassifier(encoder, MLPHead(32, 2, [8]), finetune=True, quantize=False)
+    images = (torch.rand(16, 3, 16, 16) * 255).to(torch.uint8)
+    labels = torch.arange(16) % 2
+    cfg = ClassifierConfig(hidden=[8], epochs=4, batch_size=4, lr=1e-2, encoder_lr=1e-3, schedule="cosine")
+    fit_classifier(model, (images, labels), (images, labels), (images, labels), cfg, num_classes=2)
+    assert len(seen) == 16 and seen[0] == [1e-2, 1e-3]
+    assert seen[-1][0] < 0.02 * seen[0][0] and seen[-1][1] < 0.02 * seen[0][1]  # near 0 at the last step
+    assert all(a[0] >= b[0] for a, b in zip(seen, seen[1:]))  # monotone
+    with pytest.raises(ValueError, match="schedule"):
+        ClassifierConfig(schedule="step").validate()

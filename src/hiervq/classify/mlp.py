@@ -42,7 +42,9 @@ class ClassifierConfig:
         evals: how many times the model is evaluated (on val and test) over the training, evenly spaced in epochs
             (the last epoch always); the selected point is one of these.
         batch_size, eval_batch_size: images per step / per evaluation batch.
-        lr, weight_decay, betas: AdamW, constant learning rate (the head's).
+        lr, weight_decay, betas: AdamW (the head's learning rate).
+        schedule: ``constant`` (as published) or ``cosine`` (every group's learning rate decays to 0 over the
+            run's steps, per step: torch's CosineAnnealingLR).
         encoder_lr: learning rate of a trained encoder (fine-tuning; ``null``: ``lr``, as published).
         finetune: the default mode of ``classify.models`` rows given as a bare path: fine-tune instead of frozen.
         train_codebooks: when fine-tuning, codebooks (EMA, dead-code reset) and stage-input statistics keep
@@ -64,6 +66,7 @@ class ClassifierConfig:
     batch_size: int = 64
     eval_batch_size: int = 512
     lr: float = 1.5e-4
+    schedule: str = "constant"
     weight_decay: float = 0.05
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     encoder_lr: float | None = None
@@ -80,6 +83,8 @@ class ClassifierConfig:
             raise ValueError("epochs, batch_size and eval_batch_size must be >= 1, min_steps >= 0, lr > 0")
         if self.evals < 1 or (self.encoder_lr is not None and self.encoder_lr <= 0):
             raise ValueError("evals must be >= 1 and encoder_lr > 0")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be constant or cosine, got {self.schedule!r}")
         if len(self.betas) != 2:
             raise ValueError(f"betas must be two numbers, got {self.betas}")
 
@@ -280,6 +285,8 @@ def fit_classifier(
     optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(n / config.batch_size)
     epochs = max(config.epochs, math.ceil(config.min_steps / steps_per_epoch))
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
+                 if config.schedule == "cosine" else None)
     eval_every = max(1, epochs // config.evals)
     augment = config.augment and x_train.dim() == 4
     gen = torch.Generator().manual_seed(seed)
@@ -309,6 +316,8 @@ def fit_classifier(
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             total += float(loss.detach()) * len(idx)
             steps += 1
         if epoch % eval_every and epoch != epochs:
