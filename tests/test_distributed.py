@@ -4,6 +4,9 @@
   with a warm-up before the data init and averaged re-seeding);
 * with dead-code reset off, the codebooks equal those of one process trained on the concatenated batches
   (the all-reduced counts and sums are that batch's counts and sums);
+* the quantizer family (ResidualVQ with EMA, resets and quantizer dropout, shared or learned books; FSQ; LFQ with
+  its batch entropy; SimVQ): bitwise identical on every rank, and equal to one process on the concatenated
+  batches (parameters and codebooks);
 * ``torchrun --nproc-per-node 2 -m hiervq train`` end to end: rank-0-only logging and files, complete run
   directory, resume.
 
@@ -46,7 +49,21 @@ SCENARIOS = {
     "reset_off": dict(init="data", dead_threshold=0.0, estimator="ste"),
     # warm-up (2 pass-through steps, then data init) with learned codes, averaged re-seeding: bitwise identity
     "warmup_mean": dict(init="data", init_after=2, ema_decay=None, dead_threshold=12.0, dead_window=1, reseed="mean"),
+    # the quantizer family (issue 17), on both levels (level 0 has code_dim 4)
+    # residual, EMA, k-means init, dead-code reset and quantizer dropout: bitwise identity across ranks
+    "residual_reset": dict(kind="residual", stages=3, dropout=0.5, init="kmeans", kmeans_iters=2, dead_threshold=12.0,
+                           dead_window=2),
+    # residual with a shared EMA book and dropout, no reset: equals one process on the concatenated batches
+    "residual_off": dict(kind="residual", stages=2, shared=True, dropout=0.5, init="data", dead_threshold=0.0),
+    # residual with learned codes and dropout: dropped books still take part in the gradient all-reduce
+    "residual_learned": dict(kind="residual", stages=3, dropout=1.0, ema_decay=None, init="data", dead_threshold=0.0),
+    "fsq": dict(kind="fsq", levels=[5, 4, 3, 2]),
+    # LFQ's codebook entropy is that of the global batch: equal to one process on the concatenated batches
+    "lfq": dict(kind="lfq", bits=4, inv_temperature=1.0, entropy_weight=0.5),
+    "simvq": dict(simvq=True, ema_decay=None),
 }
+FAMILY = ["residual_reset", "residual_off", "residual_learned", "fsq", "lfq", "simvq"]
+SINGLE_EQUAL = ["residual_off", "residual_learned", "fsq", "lfq", "simvq"]
 
 
 def free_port() -> int:
@@ -230,6 +247,34 @@ def test_torchrun_train_and_resume(tmp_path, tiny_run_config):
     assert load_step(run) == 2 * steps_per_epoch
     summary = json.loads((run / "summary.json").read_text())
     assert summary["bits_per_image"] == hiervq.load(run).budget().bits_per_image
+
+
+@pytest.mark.parametrize("scenario", FAMILY)
+def test_quantizer_family_is_bitwise_identical_on_every_rank(ranks, scenario):
+    a, b = ranks[0][scenario], ranks[1][scenario]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs between ranks"
+    assert torch.equal(ranks[0][f"{scenario}_rng"], ranks[1][f"{scenario}_rng"])
+    if scenario == "residual_reset":
+        assert sum(int(v.sum()) for k, v in a.items() if k.endswith("reset_count")) > 0, "resets were exercised"
+
+
+@pytest.mark.parametrize("scenario", SINGLE_EQUAL)
+def test_quantizer_family_equals_one_process_on_the_concatenated_batches(ranks, scenario):
+    """Parameters and codebooks after DDP equal one process on the concatenated batches: gradients, EMA
+    statistics, dropout draws and LFQ's batch entropy are all those of the global batch."""
+    x = data()
+    quantizer = SCENARIOS[scenario]
+    single = train(quantizer, [torch.cat([x[s, r] for r in range(WORLD)]) for s in range(STEPS)])
+    for rank in ranks:
+        state = rank[scenario]
+        assert state.keys() == single.keys()
+        for key in state:
+            if state[key].is_floating_point():
+                torch.testing.assert_close(state[key], single[key], rtol=1e-7, atol=1e-9, msg=key)
+            else:
+                assert torch.equal(state[key], single[key]), key
 
 
 def load_step(run: Path) -> int:

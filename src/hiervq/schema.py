@@ -26,6 +26,9 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        real = [a for a in args if a is not type(None)]
+        if len(real) == 1 and dataclasses.is_dataclass(real[0]) and isinstance(value, dict):
+            return _convert(value, real[0], where)  # an optional block: its own error names the bad key
         errors = []
         for arg in args:
             if arg is type(None):

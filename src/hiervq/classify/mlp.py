@@ -1,11 +1,11 @@
 """An MLP classifier head on a pretrained model's features (or on raw pixels), and its training loop.
 
 The head is flatten -> (standardize) -> [Linear -> GELU -> Dropout] x len(hidden) -> Linear -> logits, trained with
-cross-entropy on the logits (no softmax before the loss) by AdamW without a schedule. The pretrained autoencoder is
-frozen by default (its features can then be computed once). Fine-tuned, its encoders train end to end with the head
-(through the quantizers' straight-through gradients, at ``encoder_lr``), its codebooks and its stage-input statistics
-stay fixed unless ``train_codebooks``, and the head standardises with batch statistics that follow the moving
-features. Trained from scratch, the same network starts from a fresh initialisation and trains everything.
+cross-entropy on the logits (no softmax before the loss) by AdamW (a constant learning rate as published, or
+``schedule: cosine``). The pretrained autoencoder is frozen by default (its features can then be computed once).
+Fine-tuned, its encoders train end to end with the head (through the quantizers' straight-through gradients, at
+``encoder_lr``), its codebooks and its stage-input statistics stay fixed unless ``train_codebooks``, and the head
+standardises with batch statistics that follow the moving features. Trained from scratch, the same network starts from a fresh initialisation and trains everything.
 Image inputs can be augmented with random flips and 90-degree rotations (the dihedral group of the square).
 The evaluation point is selected on a validation split; test accuracy is reported there, at the last point and
 at the best point on test (the optimistic protocol of the published tables, reported separately).
@@ -40,7 +40,9 @@ class ClassifierConfig:
         evals: how many times the model is evaluated (on val and test) over the training, evenly spaced in epochs
             (the last epoch always); the selected point is one of these.
         batch_size, eval_batch_size: images per step / per evaluation batch.
-        lr, weight_decay, betas: AdamW, constant learning rate (the head's).
+        lr, weight_decay, betas: AdamW (the head's learning rate).
+        schedule: ``constant`` (as published) or ``cosine`` (every group's learning rate decays to 0 over the
+            run's steps, per step: torch's CosineAnnealingLR).
         encoder_lr: learning rate of a trained encoder (fine-tuning; ``null``: ``lr``, as published).
         finetune: the default mode of ``classify.models`` rows given as a bare path: fine-tune instead of frozen.
         train_codebooks: when fine-tuning, codebooks (EMA, dead-code reset) and stage-input statistics keep
@@ -62,6 +64,7 @@ class ClassifierConfig:
     batch_size: int = 64
     eval_batch_size: int = 512
     lr: float = 1.5e-4
+    schedule: str = "constant"
     weight_decay: float = 0.05
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     encoder_lr: float | None = None
@@ -78,6 +81,8 @@ class ClassifierConfig:
             raise ValueError("epochs, batch_size and eval_batch_size must be >= 1, min_steps >= 0, lr > 0")
         if self.evals < 1 or (self.encoder_lr is not None and self.encoder_lr <= 0):
             raise ValueError("evals must be >= 1 and encoder_lr > 0")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be constant or cosine, got {self.schedule!r}")
         if len(self.betas) != 2:
             raise ValueError(f"betas must be two numbers, got {self.betas}")
 

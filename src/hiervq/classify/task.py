@@ -24,8 +24,10 @@ class ClassifierTask(Task):
 
     One phase of ``max(epochs, ceil(min_steps / ceil(N / batch_size)))`` epochs; batches in the order of one
     generator seeded with ``seed`` (which also draws the dihedral augmentations of image inputs), the trailing
-    batch kept unless it holds a single image (batch statistics need two); AdamW at a constant learning rate, a
-    fine-tuned encoder's parameters in their own group at ``encoder_lr``. Evaluated on ``val`` and ``test``
+    batch kept unless it holds a single image (batch statistics need two); AdamW, a fine-tuned encoder's parameters
+    in their own group at ``encoder_lr``, at a constant learning rate or (``schedule: cosine``) every group annealed
+    to 0 by torch's ``CosineAnnealingLR`` over ``epochs * ceil(N / batch_size)`` steps, stepped after every
+    optimiser step. Evaluated on ``val`` and ``test``
     ``evals`` times, evenly spaced in epochs (the last always); the best point is selected on ``val``.
     """
 
@@ -49,11 +51,13 @@ class ClassifierTask(Task):
         self.last_confusion: torch.Tensor | None = None
 
     def train_config(self) -> TrainConfig:
-        """The engine's settings: AdamW with the head's betas and weight decay, a constant learning rate."""
+        """The engine's settings: AdamW with the head's betas and weight decay; a constant learning rate, or torch's
+        CosineAnnealingLR over the run (``schedule: cosine``)."""
         cfg = self.config
+        schedule = "cosine_annealing" if cfg.schedule == "cosine" else "constant"
         return TrainConfig(epochs=self.epochs, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
                            optimizer="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay, betas=list(cfg.betas),
-                           schedule="constant", warmup_steps=0, grad_clip=cfg.grad_clip, eval_every=self.eval_every,
+                           schedule=schedule, warmup_steps=0, grad_clip=cfg.grad_clip, eval_every=self.eval_every,
                            device=str(self.device), progress=False)
 
     def phases(self) -> list[PhaseConfig]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..quantize.stats import code_bits, perplexity  # perplexity: the quantizers report it too
+from ..quantize.common import code_bits, perplexity  # perplexity: the quantizers report it too
 
 
 # ---------------------------------------------------------------------- reconstruction

@@ -14,23 +14,47 @@ from torch import nn
 from ..errors import DataError
 from ..pretrained import save_pretrained
 from ..quantize import VectorQuantizer
-from ..quantize.stats import code_bits
+from ..quantize.common import code_bits
 
 #: how far outside [0, 1] image values may stray (rounding in resizing) before :meth:`check_images` refuses them
 IMAGE_RANGE_SLACK = 1e-3
 
 
+#: the quantizer kinds a level can use (``QuantizerConfig.kind``); SimVQ is ``kind: vq`` with ``simvq: true``
+QUANTIZER_KINDS = ("vq", "residual", "fsq", "lfq")
+
+#: options that belong to one kind only: giving them to another kind is an error, not silently ignored
+_KIND_OPTIONS = {
+    "residual": ("stages", "shared", "dropout", "dropout_min"),
+    "fsq": ("levels",),
+    "lfq": ("bits", "entropy_weight", "diversity", "inv_temperature"),
+    "vq": ("simvq",),
+}
+
+
 @dataclass
 class QuantizerConfig:
-    """Quantizer settings shared by a model's levels (see :class:`~hiervq.quantize.VectorQuantizer`).
+    """Quantizer settings: the model's ``quantizer`` block, shared by its levels, or a level's own block
+    (``model.levels.N.quantizer``), which replaces the model's for that level (keys it omits take their defaults).
 
-    The collapse mitigations are switches here: ``init`` ("data"/"kmeans" vs "random"), ``init_after`` (warm-up:
-    the first N training forwards pass the features through unquantized and the data/kmeans init uses forward
-    N + 1; 0 = the first forward), ``dead_threshold`` (0 turns dead-code reset off), ``reseed`` ("sample": a dead
-    code becomes one recent encoder output; "mean": the mean of a random recent output and its 3 nearest
-    neighbours among them) and the per-level ``code_dim`` (low-dimensional codes).
+    ``kind`` picks the layer (see docs/quantizers.md): ``vq`` (:class:`~hiervq.quantize.VectorQuantizer`,
+    ``simvq: true`` for the SimVQ codebook), ``residual`` (:class:`~hiervq.quantize.ResidualVQ`: ``stages``,
+    ``shared``, ``dropout``, ``dropout_min``), ``fsq`` (:class:`~hiervq.quantize.FSQ`: ``levels``) or ``lfq``
+    (:class:`~hiervq.quantize.LFQ`: ``bits``, ``entropy_weight``, ``diversity``, ``inv_temperature``; ``beta`` is
+    its commitment weight). The level's ``codebook_size`` is K for vq and residual (per stage); fsq and lfq
+    define their own code space (K = prod(levels), K = 2^bits) and take no ``codebook_size`` or ``code_dim``
+    other than theirs: the level's ``codebook_size`` is not used, and ``code_dim`` must be unset or equal
+    ``len(levels)`` / ``bits``. Bits per image, the budget and the level description follow from the built
+    quantizer's code space (see :meth:`level_info`).
+
+    The collapse mitigations of vq/residual are switches here: ``init`` ("data"/"kmeans" vs "random"),
+    ``init_after`` (vq only; warm-up: the first N training forwards pass the features through unquantized and
+    the data/kmeans init uses forward N + 1; 0 = the first forward), ``dead_threshold`` (0 turns dead-code reset
+    off), ``reseed`` ("sample": a dead code becomes one recent encoder output; "mean": the mean of a random recent
+    output and its 3 nearest neighbours among them) and the per-level ``code_dim`` (low-dimensional codes).
     """
 
+    kind: str = "vq"
     estimator: str = "ste"
     beta: float = 0.25
     ema_decay: float | None = 0.99
@@ -42,11 +66,30 @@ class QuantizerConfig:
     temperature: float = 1.0
     init_after: int = 0
     reseed: str = "sample"
+    simvq: bool = False
+    stages: int | None = None
+    shared: bool = False
+    dropout: float = 0.0
+    dropout_min: int = 1
+    levels: list[int] | None = None
+    bits: int | None = None
+    entropy_weight: float = 0.1
+    diversity: float = 1.0
+    inv_temperature: float = 100.0
 
     def validate(self) -> None:
         from ..quantize import ESTIMATORS
         from ..quantize.codebook import INITS, RESEEDS, check_init_after
+        from ..quantize.fsq import check_levels
+        from ..quantize.residual import RESIDUAL_ESTIMATORS
 
+        if self.kind not in QUANTIZER_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(QUANTIZER_KINDS)}, got {self.kind!r}")
+        defaults = QuantizerConfig()
+        for kind, names in _KIND_OPTIONS.items():
+            for name in names:
+                if kind != self.kind and getattr(self, name) != getattr(defaults, name):
+                    raise ValueError(f"{name} is an option of kind {kind}, not of kind {self.kind}")
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
         if self.init not in INITS:
@@ -58,12 +101,47 @@ class QuantizerConfig:
         if self.reseed not in RESEEDS:
             raise ValueError(f"reseed must be one of {', '.join(RESEEDS)}, got {self.reseed!r}")
         check_init_after(self.init, self.init_after)
+        if self.simvq and self.ema_decay is not None:
+            raise ValueError("simvq learns its codes through a linear map and the codebook loss: set ema_decay null")
+        if self.kind == "residual":
+            if self.stages is None or self.stages < 1:
+                raise ValueError(f"kind residual needs stages >= 1, got {self.stages}")
+            if self.estimator not in RESIDUAL_ESTIMATORS:
+                raise ValueError(f"kind residual supports estimator {' or '.join(RESIDUAL_ESTIMATORS)}, "
+                                 f"got {self.estimator!r}")
+            if not 0 <= self.dropout <= 1 or not 1 <= self.dropout_min <= self.stages:
+                raise ValueError(f"dropout must be in [0, 1] and dropout_min in [1, stages={self.stages}]")
+            if self.init_after or self.cosine:
+                raise ValueError("kind residual does not support init_after or cosine")
+        if self.kind == "fsq":
+            if self.levels is None:
+                raise ValueError("kind fsq needs levels, e.g. [8, 5, 5, 5] (K = their product)")
+            check_levels(self.levels)
+        if self.kind == "lfq":
+            if self.bits is None or not 1 <= self.bits <= 20:
+                raise ValueError(f"kind lfq needs bits in [1, 20] (K = 2^bits), got {self.bits}")
+            if self.entropy_weight < 0 or self.diversity < 0 or self.inv_temperature <= 0:
+                raise ValueError("entropy_weight and diversity must be >= 0, inv_temperature > 0")
 
-    def make(self, dim: int, codebook_size: int, code_dim: int | None = None) -> VectorQuantizer:
-        """A :class:`VectorQuantizer` for ``dim`` input channels with these settings."""
-        return VectorQuantizer(
-            dim,
-            codebook_size,
+    def check_level(self, codebook_size: int, dim: int, code_dim: int | None) -> None:
+        """:meth:`validate`, and this level's ``codebook_size``/``dim``/``code_dim`` against the kind."""
+        self.validate()
+        if self.kind == "fsq" and code_dim is not None and code_dim != len(self.levels):
+            raise ValueError(f"kind fsq quantizes len(levels) = {len(self.levels)} channels; code_dim {code_dim} "
+                             "must be unset or equal")
+        if self.kind == "lfq" and code_dim is not None and code_dim != self.bits:
+            raise ValueError(f"kind lfq quantizes bits = {self.bits} channels; code_dim {code_dim} must be unset or equal")
+
+    def make(self, dim: int, codebook_size: int, code_dim: int | None = None):
+        """The quantizer of this kind for ``dim`` input channels (``codebook_size``: K of vq/residual)."""
+        from ..quantize import FSQ, LFQ, ResidualVQ
+
+        if self.kind == "fsq":
+            return FSQ(dim, list(self.levels))
+        if self.kind == "lfq":
+            return LFQ(dim, self.bits, beta=self.beta, entropy_weight=self.entropy_weight, diversity=self.diversity,
+                       inv_temperature=self.inv_temperature)
+        common = dict(
             code_dim=code_dim,
             estimator=self.estimator,
             beta=self.beta,
@@ -72,22 +150,53 @@ class QuantizerConfig:
             kmeans_iters=self.kmeans_iters,
             dead_threshold=self.dead_threshold,
             dead_window=self.dead_window,
+            reseed=self.reseed,
+        )
+        if self.kind == "residual":
+            return ResidualVQ(dim, codebook_size, self.stages, shared=self.shared, dropout=self.dropout,
+                              dropout_min=self.dropout_min, **common)
+        return VectorQuantizer(
+            dim,
+            codebook_size,
             cosine=self.cosine,
             temperature=self.temperature,
             init_after=self.init_after,
-            reseed=self.reseed,
+            simvq=self.simvq,
+            **common,
         )
+
+
+def level_info(grid: tuple[int, ...], quantizer: nn.Module, channels: int) -> LevelInfo:
+    """The :class:`LevelInfo` of a level quantized by ``quantizer`` (any kind): its code space decides K, the
+    code dimension, the codes per position (``depth``: L for residual) and the codebooks (``books``)."""
+    return LevelInfo(
+        grid,
+        int(quantizer.codebook_size),
+        int(quantizer.code_dim),
+        channels,
+        depth=int(getattr(quantizer, "depth", 1)),
+        books=int(getattr(quantizer, "num_books", 1)),
+    )
 
 
 @dataclass
 class LevelInfo:
-    """One level of codes: its grid (h, w) for a model-size image, K, the code dimension D, and the channels C
-    at the quantizer input (what the continuous budget counts)."""
+    """One level of codes: its grid (h, w) for a model-size image, K, the code dimension D, the channels C
+    at the quantizer input (what the continuous budget counts), ``depth`` codes per grid position (each one of
+    K; L for a residual quantizer, whose codes are (B, h, w, L)) and ``books`` codebooks of K x D (L for a
+    residual quantizer with separate codebooks; an implicit FSQ/LFQ codebook counts as one of K x D)."""
 
     grid: tuple[int, ...]
     codebook_size: int
     code_dim: int
     channels: int
+    depth: int = 1
+    books: int = 1
+
+    @property
+    def bits_per_position(self) -> float:
+        """depth x log2 K: the bits of the codes at one grid position."""
+        return code_bits(self.codebook_size, depth=self.depth)
 
     @property
     def num_codes(self) -> int:
@@ -101,7 +210,8 @@ class Budget:
     Attributes:
         continuous: sum over levels of H * W * C at the quantizer inputs.
         discrete: sum over codebooks of K * D.
-        bits_per_image: sum over levels of H * W * log2 K.
+        bits_per_image: sum over levels of H * W * depth * log2 K (log2 of the level's code space per position:
+            K^L for a residual quantizer of L stages, prod(levels) for FSQ, 2^bits for LFQ).
     """
 
     continuous: int
@@ -145,8 +255,8 @@ def budget_of(levels: list[LevelInfo]) -> Budget:
     """The :class:`Budget` of a list of levels."""
     return Budget(
         continuous=sum(lv.num_codes * lv.channels for lv in levels),
-        discrete=sum(lv.codebook_size * lv.code_dim for lv in levels),
-        bits_per_image=float(sum(code_bits(lv.codebook_size, lv.num_codes) for lv in levels)),
+        discrete=sum(lv.books * lv.codebook_size * lv.code_dim for lv in levels),
+        bits_per_image=float(sum(code_bits(lv.codebook_size, lv.num_codes, lv.depth) for lv in levels)),
     )
 
 

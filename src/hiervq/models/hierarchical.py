@@ -24,7 +24,7 @@ from torch import nn
 from ..nn import BLOCKS, Decoder, Encoder, Standardize, Upsample, log2_factor
 from ..pretrained import register
 from ..quantize import Quantized
-from .base import DiscreteAutoencoder, LevelInfo, Output, QuantizerConfig, image_sides
+from .base import DiscreteAutoencoder, LevelInfo, Output, QuantizerConfig, image_sides, level_info
 
 MODES = ("conditioned", "unconditioned")
 OUTPUTS = ("linear", "tanh")
@@ -33,12 +33,15 @@ OUTPUTS = ("linear", "tanh")
 @dataclass
 class LevelConfig:
     """One level: its downsampling factor relative to the level below (the image for level 0), its codebook
-    size K, the channels ``dim`` at its quantizer input, and an optional lower code dimension."""
+    size K, the channels ``dim`` at its quantizer input, an optional lower code dimension and an optional
+    ``quantizer`` block of its own (e.g. ``{kind: fsq, levels: [8, 5, 5, 5]}``), which replaces the model's
+    ``quantizer`` for this level (see :class:`~hiervq.models.QuantizerConfig`)."""
 
     downsample: int = 2
     codebook_size: int = 512
     dim: int = 64
     code_dim: int | None = None
+    quantizer: QuantizerConfig | None = None
 
     def validate(self) -> None:
         log2_factor(self.downsample)
@@ -98,11 +101,22 @@ class HierarchicalConfig:
         total = math.prod(lv.downsample for lv in self.levels)
         if len(sides) != 2 or any(s % total for s in sides):
             raise ValueError(f"image_size {size} must be two sides divisible by the total downsampling {total}")
+        for i, lv in enumerate(self.levels):
+            try:
+                self.quantizer_of(i).check_level(lv.codebook_size, lv.dim, lv.code_dim)
+            except ValueError as exc:
+                where = f"levels.{i}.quantizer" if lv.quantizer is not None else "quantizer"
+                raise ValueError(f"{where}: {exc}") from None
+
+    def quantizer_of(self, level: int) -> QuantizerConfig:
+        """The quantizer settings of ``level``: its own block, or the model's."""
+        return self.levels[level].quantizer or self.quantizer
 
 
 @register("hvqvae")
 class HierarchicalVQVAE(DiscreteAutoencoder):
-    """N-level hierarchical VQ-VAE. Input (B, C, H, W) in [0, 1]; codes: list of (B, h_l, w_l), bottom first.
+    """N-level hierarchical VQ-VAE. Input (B, C, H, W) in [0, 1]; codes: list of (B, h_l, w_l), bottom first
+    ((B, h_l, w_l, L) for a level quantized by ``kind: residual``).
 
     >>> model = HierarchicalVQVAE(HierarchicalConfig(in_channels=1, channels=32))
     >>> [lv.grid for lv in model.levels]
@@ -128,7 +142,7 @@ class HierarchicalVQVAE(DiscreteAutoencoder):
             self.encoders.append(Encoder(in_ch, c.channels, lv.downsample, c.blocks, c.res_channels, c.block))
             has_cond = self.conditioned and i < n - 1
             self.pre_quant.append(nn.Conv2d(c.channels * (2 if has_cond else 1), lv.dim, 1))
-            self.vq.append(c.quantizer.make(lv.dim, lv.codebook_size, lv.code_dim))
+            self.vq.append(c.quantizer_of(i).make(lv.dim, lv.codebook_size, lv.code_dim))
             if i > 0:
                 to_bottom *= lv.downsample
                 self.upsamplers.append(Upsample(lv.dim, to_bottom))
@@ -153,7 +167,7 @@ class HierarchicalVQVAE(DiscreteAutoencoder):
         out, f = [], 1
         for lv, vq in zip(self.config.levels, self.vq):
             f *= lv.downsample
-            out.append(LevelInfo((h // f, w // f), lv.codebook_size, vq.code_dim, lv.dim))
+            out.append(level_info((h // f, w // f), vq, lv.dim))
         return out
 
     def quantizers(self) -> list:

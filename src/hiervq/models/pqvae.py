@@ -15,8 +15,8 @@ from torch import nn
 from ..nn import BLOCKS, Decoder, Encoder, log2_factor
 from ..pretrained import register
 from ..quantize.codebook import INITS
+from ..quantize.common import code_bits
 from ..quantize.progressive import PQ_ESTIMATORS, ProgressiveQuantizer
-from ..quantize.stats import code_bits
 from .base import Budget, DiscreteAutoencoder, LevelInfo, Output, image_sides
 from .hierarchical import OUTPUTS
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..pretrained import register
-from ..quantize.stats import batch_stats
+from ..quantize.common import batch_stats
 from .base import DiscreteAutoencoder, LevelInfo, Output, QuantizerConfig, image_sides
 from .hierarchical import HierarchicalConfig, HierarchicalVQVAE, LevelConfig
 
@@ -238,7 +238,7 @@ class StackedVQVAE(DiscreteAutoencoder):
             else:
                 c, h = self._frozen(stage, h)
                 codes += c
-                stats += [_stats_of(ci, lv.codebook_size) for ci, lv in zip(c, stage.config.levels)]
+                stats += [_stats_of(ci, lv.codebook_size) for ci, lv in zip(c, stage.levels)]
         recon = outs[-1].recon
         if last > 0:
             with torch.no_grad():

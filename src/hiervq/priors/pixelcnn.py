@@ -30,7 +30,7 @@ from torch import nn
 
 from ..nn import ResBlock
 from ..pretrained import register, save_pretrained
-from ..quantize.stats import code_bits as uniform_bits  # noqa: F401 - hiervq.priors exports it
+from ..quantize.common import code_bits as uniform_bits  # noqa: F401 - hiervq.priors exports it
 
 
 @dataclass

@@ -10,14 +10,20 @@
 
 from .codebook import Codebook, nearest_code
 from .estimators import ESTIMATORS, rotation_trick, straight_through
+from .fsq import FSQ
+from .lfq import LFQ
 from .progressive import ProgressiveQuantizer
+from .residual import ResidualVQ
 from .vector import Quantized, VectorQuantizer
 
 __all__ = [
     "ESTIMATORS",
     "Codebook",
+    "FSQ",
+    "LFQ",
     "ProgressiveQuantizer",
     "Quantized",
+    "ResidualVQ",
     "VectorQuantizer",
     "nearest_code",
     "rotation_trick",

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed as qdist
-from .stats import code_bits
+from .common import code_bits
 
 INITS = ("data", "kmeans", "random")
 RESEEDS = ("sample", "mean")

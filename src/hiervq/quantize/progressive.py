@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .codebook import DEFAULT_CHUNK_ELEMENTS, Codebook
-from .stats import batch_stats, code_bits
+from .common import batch_stats, code_bits
 from .vector import Quantized
 
 PQ_ESTIMATORS = ("gumbel", "ste")

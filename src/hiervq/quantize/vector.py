@@ -10,8 +10,9 @@ from torch import nn
 
 from . import distributed as qdist
 from .codebook import DEFAULT_CHUNK_ELEMENTS, Codebook
+from .common import batch_stats, code_bits
 from .estimators import ESTIMATORS, rotation_trick, straight_through
-from .stats import batch_stats, code_bits
+from .simvq import SimCodebook
 
 
 @dataclass
@@ -53,6 +54,9 @@ class VectorQuantizer(nn.Module):
         cosine: l2-normalise features and codes (cosine-similarity codes).
         temperature: Gumbel-softmax temperature.
         chunk_elements: memory bound of the nearest-code search (distances held at once).
+        simvq: SimVQ codebook (:class:`~hiervq.quantize.simvq.SimCodebook`): the codes are a frozen random basis
+            times one learned linear map, trained by the codebook term; needs ``ema_decay=None``, and ``init``,
+            ``init_after``, ``dead_threshold`` and ``reseed`` do not apply (no data init, no reset).
 
     Input: (B, C, H, W) maps (channel axis 1) or channel-last (N, C) / (B, T, C) tensors. Codebook
     initialisation, EMA updates and dead-code resets happen in training mode only.
@@ -87,8 +91,11 @@ class VectorQuantizer(nn.Module):
         chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
         init_after: int = 0,
         reseed: str = "sample",
+        simvq: bool = False,
     ) -> None:
         super().__init__()
+        if simvq and ema_decay is not None:
+            raise ValueError("simvq learns its codes through the linear map and the codebook loss: set ema_decay None")
         if estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
         if beta < 0:
@@ -106,22 +113,29 @@ class VectorQuantizer(nn.Module):
         projected = self.code_dim != dim
         self.project_in = nn.Linear(dim, self.code_dim) if projected else nn.Identity()
         self.project_out = nn.Linear(self.code_dim, dim) if projected else nn.Identity()
-        self.codebook = Codebook(
-            codebook_size,
-            self.code_dim,
-            ema_decay=ema_decay,
-            init=init,
-            kmeans_iters=kmeans_iters,
-            dead_threshold=dead_threshold,
-            dead_window=dead_window,
-            cosine=cosine,
-            chunk_elements=chunk_elements,
-            init_after=init_after,
-            reseed=reseed,
-        )
+        self.simvq = simvq
+        if simvq:
+            self.codebook = SimCodebook(codebook_size, self.code_dim, cosine=cosine, chunk_elements=chunk_elements)
+        else:
+            self.codebook = Codebook(
+                codebook_size,
+                self.code_dim,
+                ema_decay=ema_decay,
+                init=init,
+                kmeans_iters=kmeans_iters,
+                dead_threshold=dead_threshold,
+                dead_window=dead_window,
+                cosine=cosine,
+                chunk_elements=chunk_elements,
+                init_after=init_after,
+                reseed=reseed,
+            )
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, code_dim={self.code_dim}, estimator={self.estimator!r}, beta={self.beta}"
+
+    depth = 1  # codes per input vector
+    num_books = 1  # codebooks of K x code_dim
 
     @property
     def bits(self) -> float:

@@ -39,9 +39,14 @@ def lr_factor(step: int, total: int, schedule: str, warmup: int, min_ratio: floa
     return warm
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, config, total: int, schedule: str) -> torch.optim.lr_scheduler.LambdaLR:
+def make_scheduler(optimizer: torch.optim.Optimizer, config, total: int,
+                   schedule: str) -> torch.optim.lr_scheduler.LRScheduler:
     """The per-step schedule of a phase of ``total`` optimiser steps: ``cosine`` (with warm-up, down to
-    ``min_lr_ratio``), ``exponential`` (lr * exp(-step / decay_steps)) or ``constant``."""
+    ``min_lr_ratio``), ``exponential`` (lr * exp(-step / decay_steps)) or ``constant`` (a ``LambdaLR`` of
+    :func:`lr_factor`); or ``cosine_annealing``: torch's own ``CosineAnnealingLR`` with ``T_max = total``, every
+    group's learning rate to 0 over the phase, no warm-up (the classifier's ``schedule: cosine``)."""
+    if schedule == "cosine_annealing":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: lr_factor(s, total, schedule, config.warmup_steps, config.min_lr_ratio, config.decay_steps),

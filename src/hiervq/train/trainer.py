@@ -284,9 +284,12 @@ class Trainer:
             scheduler.load_state_dict(resume["scheduler"])
             # the checkpoint restores the hyperparameters it was saved with; a resumed run trains with its config
             # (what config.yaml says, e.g. after --resume --set train.lr=...); unchanged, this changes nothing
-            scheduler.base_lrs = list(base_lrs)
-            for group, base, factor in zip(optimizer.param_groups, base_lrs, scheduler.lr_lambdas):
-                group["lr"] = base * factor(scheduler.last_epoch)
+            if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                scheduler.base_lrs = list(base_lrs)
+                for group, base, factor in zip(optimizer.param_groups, base_lrs, scheduler.lr_lambdas):
+                    group["lr"] = base * factor(scheduler.last_epoch)
+            # (torch's recursive schedules, e.g. CosineAnnealingLR, continue from the checkpoint's learning rates)
+            for group in optimizer.param_groups:
                 group["betas"] = tuple(cfg.betas)
                 group["weight_decay"] = cfg.weight_decay
         # what the gradient is clipped over, in module order (the order the norm is summed in)
