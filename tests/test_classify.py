@@ -382,3 +382,18 @@ def test_cosine_schedule_through_the_engine_matches_adamw_with_torch_cosine_anne
             scheduler.step()
     for (name, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_committed_label_fraction_results_have_the_issue_format():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "label_fractions_pbc.json"
+    data = json.loads(path.read_text())
+    assert data["fractions"] == [1.0, 0.5, 0.1, 0.01]
+    names = {"svqvae_finetune", "dual_finetune", "svqvae_frozen", "dual_frozen", "scratch", "pixels_mlp"}
+    assert names <= set(data["models"])
+    for name, row in data["models"].items():
+        for key in ("test_acc", "test_acc_std", "best_on_test"):
+            assert len(row[key]) == 4 and all(isinstance(v, float) and 0 <= v <= 1 for v in row[key]), (name, key)
+        assert row["seeds"] == [1, 1, 3, 3] and row["val_selected"] is True and isinstance(row["finetune"], bool)
+    assert data["models"]["dual_finetune"]["finetune"] and not data["models"]["dual_frozen"]["finetune"]

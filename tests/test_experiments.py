@@ -342,9 +342,15 @@ def test_committed_estimator_results_have_the_issue_format():
     if not path.is_file():
         pytest.skip("estimators_cifar10.json not written yet")
     data = json.loads(path.read_text())
-    assert set(data) == {"ste", "rotation", "beta"}
+    assert {"ste", "rotation", "beta", "settings"} <= set(data)
     assert list(data["beta"]) == ["0.1", "0.25", "0.5", "1", "2"]
     for e in [data["ste"], data["rotation"], *data["beta"].values()]:
-        assert set(e) == {"test_recon", "test_codebook", "perplexity"}
-        assert all(isinstance(v, float) and v > 0 for v in e.values())
-    assert data["beta"]["0.25"] == data["ste"]  # the ste run is beta = 0.25
+        assert {"test_recon", "test_codebook", "perplexity", "train_perplexity", "used_codes"} <= set(e)
+        assert all(isinstance(e[k], float) and e[k] > 0 for k in ("test_recon", "test_codebook", "perplexity",
+                                                                   "train_perplexity"))
+        assert isinstance(e["used_codes"], int) and e["used_codes"] > 0
+    assert data["beta"]["0.25"] == data["rotation"]  # the beta sweep uses the rotation model; its 0.25 point
+    settings = data["settings"]
+    assert settings["beta_sweep_estimator"] == "rotation" and isinstance(settings["dead_threshold"], float)
+    assert isinstance(settings["lr"], float) and all(
+        isinstance(settings[k], int) for k in ("codebook_size", "code_dim", "epochs"))
