@@ -354,3 +354,13 @@ def test_committed_estimator_results_have_the_issue_format():
     assert settings["beta_sweep_estimator"] == "rotation" and isinstance(settings["dead_threshold"], float)
     assert isinstance(settings["lr"], float) and all(
         isinstance(settings[k], int) for k in ("codebook_size", "code_dim", "epochs"))
+
+
+def test_committed_pqvae_results_have_the_issue_format():
+    data = json.loads((REPO / "benchmarks" / "results" / "recon_pqvae.json").read_text())
+    mnist = data["mnist"]
+    assert {"pqvae", "vqvae_plain", "vqvae"} <= set(mnist)
+    steps = {e["steps"] for e in mnist.values()}
+    assert len(steps) == 1 and steps.pop() > 0  # equal steps for every model
+    for entry in [*mnist.values(), *data["cifar10"].values()]:
+        assert isinstance(entry["steps"], int) and 0 < entry["mse"] < 1 and entry["bits_per_image"] == 512.0
