@@ -10,7 +10,7 @@ from torch import nn
 
 from . import distributed as qdist
 from .codebook import DEFAULT_CHUNK_ELEMENTS, Codebook
-from .common import batch_stats, code_bits
+from .common import RowLayout, batch_stats, code_bits
 from .estimators import ESTIMATORS, rotation_trick, straight_through
 from .simvq import SimCodebook
 
@@ -37,7 +37,7 @@ class Quantized:
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-class VectorQuantizer(nn.Module):
+class VectorQuantizer(RowLayout):
     """Nearest-neighbour vector quantization with a choice of codebook update and gradient estimator.
 
     Args:
@@ -141,27 +141,6 @@ class VectorQuantizer(nn.Module):
     def bits(self) -> float:
         """Bits per code index, log2 K."""
         return code_bits(self.codebook_size)
-
-    # ------------------------------------------------------------------ layout
-    def _to_rows(self, z: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
-        """(N, C) rows and the index shape for an input of any supported layout."""
-        if z.ndim == 4:
-            if z.shape[1] != self.dim:
-                raise ValueError(f"quantizer expects (B, {self.dim}, H, W) maps, got {tuple(z.shape)}")
-            b, c, h, w = z.shape
-            return z.permute(0, 2, 3, 1).reshape(-1, c), (b, h, w)
-        if z.ndim < 2 or z.shape[-1] != self.dim:
-            raise ValueError(
-                f"quantizer expects (B, {self.dim}, H, W) maps or (..., {self.dim}) vectors, got {tuple(z.shape)}"
-            )
-        return z.reshape(-1, self.dim), tuple(z.shape[:-1])
-
-    @staticmethod
-    def _from_rows(rows: torch.Tensor, index_shape: tuple[int, ...], maps: bool) -> torch.Tensor:
-        if maps:
-            b, h, w = index_shape
-            return rows.view(b, h, w, -1).permute(0, 3, 1, 2).contiguous()
-        return rows.view(*index_shape, -1)
 
     # ------------------------------------------------------------------ forward / decode
     def forward(self, z: torch.Tensor) -> Quantized:
