@@ -1,5 +1,6 @@
 """The command line: train/eval/encode/decode, and one-line errors with non-zero exit codes on bad input."""
 
+import json
 import subprocess
 import sys
 
@@ -106,3 +107,21 @@ def test_module_entry_point_and_debug_flag(tmp_path):
         text=True,
     )
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_eval_evaluates_a_whole_image_folder_unless_a_split_is_given(trained_run, tmp_path, capsys):
+    """A flat folder has no test split of its own: ``eval --data FOLDER`` evaluates all of it (it used to take the
+    auto-made 10 % test split: 1 of 7 images) and says how many; ``--split`` still chooses."""
+    folder = tmp_path / "seven"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(7):
+        Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8), "L").save(folder / f"im{i}.png")
+    code, out, err = run_cli(["eval", trained_run, "--data", folder], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["images"] == 7 and result["split"] == "all"
+    assert "evaluated 7 images" in err
+    code, out, err = run_cli(["eval", trained_run, "--data", folder, "--split", "test"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["images"] == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ..errors import HierVQError
@@ -61,7 +62,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     overrides = _data_path_overrides(args.data) + list(args.set or [])
     if overrides:
         config = with_overrides(config.to_dict(), overrides, config.source)
-    result = evaluate_run(args.run, config, split=args.split)
+    split = args.split or ("all" if args.data and _data_path_overrides(args.data)[0] == "data.name=folder" else "test")
+    result = evaluate_run(args.run, config, split=split)
+    print(f"evaluated {result['images']} images ({split})", file=sys.stderr)
     text = json.dumps(result, indent=2, allow_nan=False)
     if args.output:
         atomic_write_bytes(args.output, (text + "\n").encode())
@@ -229,7 +232,9 @@ def add_commands(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a trained run on its test split (or other data)")
     p.add_argument("run", help="run directory")
     p.add_argument("--data", help="evaluate on this dataset instead (.npz, MNIST folder, CIFAR batches, image folder)")
-    p.add_argument("--split", default="test", choices=["test", "val", "train"])
+    p.add_argument("--split", choices=["test", "val", "train", "all"],
+                   help="which images (default: test; all of them for an image folder given with --data, which has no "
+                        "test split of its own)")
     add_set(p, "override a data key, e.g. data.test_limit=100")
     p.add_argument("-o", "--output", help="also write the result JSON here")
     p.set_defaults(func=_cmd_eval)

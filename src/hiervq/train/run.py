@@ -179,13 +179,21 @@ def finish_run(run_dir: Path, model: DiscreteAutoencoder, data: DataSplits, trai
 
 
 def evaluate_run(run_dir: str | Path, config: RunConfig | None = None, split: str = "test") -> dict[str, Any]:
-    """Evaluate a finished run's saved model on a split of its data (or of ``config.data``)."""
+    """Evaluate a finished run's saved model on a split of its data (or of ``config.data``); ``split="all"``
+    evaluates every image the data holds (train, val and test together)."""
+    import torch
+
+    from ..data import ImageSet
     from ..pretrained import load
 
     config = config or read_run_config(run_dir)
     model = load(run_dir, device=env_device())
     data = load_data(config.data)
-    dataset = {"test": data.test, "train": data.train, "val": data.val}.get(split)
+    if split == "all":
+        parts = [s for s in (data.train, data.val, data.test) if s is not None]
+        dataset = ImageSet(torch.cat([s.images for s in parts]))
+    else:
+        dataset = {"test": data.test, "train": data.train, "val": data.val}.get(split)
     if dataset is None:
         raise HierVQError(f"{config.data.path or config.data.name}: no {split} split (choose another --split)")
     if dataset.shape[0] != model.config.in_channels:
