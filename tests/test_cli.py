@@ -125,3 +125,30 @@ def test_eval_evaluates_a_whole_image_folder_unless_a_split_is_given(trained_run
     code, out, err = run_cli(["eval", trained_run, "--data", folder, "--split", "test"], capsys)
     assert code == 0, err
     assert json.loads(out)["images"] == 1
+
+
+def test_encode_honours_the_run_fit_and_warns_when_the_aspect_ratio_changes(trained_run, tmp_path, capsys):
+    import shutil
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 256, (12, 20), dtype=np.uint8), "L").save(images / "wide.png")
+    Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8), "L").save(images / "square.png")
+    code, out, err = run_cli(["encode", trained_run, images, "-o", tmp_path / "c.npz"], capsys)
+    assert code == 0, err
+    assert "warning: 1 of 2 images changed their aspect ratio" in err
+    # a run trained with fit: pad pads (a 12x12 image into the 16x16 frame) and refuses what it cannot pad
+    padded = tmp_path / "padrun"
+    shutil.copytree(trained_run, padded, ignore=shutil.ignore_patterns(".*lock*"))
+    config = yaml.safe_load((padded / "config.yaml").read_text())
+    config["data"]["fit"] = "pad"
+    (padded / "config.yaml").write_text(yaml.safe_dump(config))
+    small = tmp_path / "small"
+    small.mkdir()
+    Image.fromarray(rng.integers(0, 256, (12, 12), dtype=np.uint8), "L").save(small / "s.png")
+    code, out, err = run_cli(["encode", padded, small, "-o", tmp_path / "p.npz"], capsys)
+    assert code == 0, err
+    assert "warning" not in err
+    code, out, err = run_cli(["encode", padded, images, "-o", tmp_path / "q.npz"], capsys)
+    assert code == 2 and "cannot pad" in err and "data.fit: pad" in err

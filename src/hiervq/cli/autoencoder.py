@@ -91,6 +91,17 @@ def _collect_images(paths: list[str]) -> list[Path]:
     return files
 
 
+def _run_fit(run: str) -> str:
+    """How the run brought its training images to size (``data.fit``: resize or pad); resize for a bare saved
+    model without its run's config.yaml."""
+    from ..train import read_run_config
+
+    try:
+        return read_run_config(run).data.fit
+    except HierVQError:
+        return "resize"
+
+
 def _cmd_encode(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -105,16 +116,24 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     check_output_path(args.output, folder=False, what="-o")
     model = load(args.run)
     c, h, w = model.image_shape
+    fit = _run_fit(args.run)
     files = _collect_images(args.images)
-    arrays = []
+    arrays, reshaped = [], 0
     for f in files:
         arr = read_image(f, mode=("L" if c == 1 else "RGB") if args.convert else None)
         if arr.shape[2] != c:
             raise DataError(f"{f}: image has {arr.shape[2]} channels, the model expects {c} (pass --convert to convert)")
         x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None]
         if not args.keep_size:
-            x = fit_images(x, h)
+            reshaped += fit == "resize" and x.shape[-1] * h != x.shape[-2] * w
+            try:
+                x = fit_images(x, h, fit)
+            except DataError as exc:
+                raise DataError(f"{f}: {exc} (the run was trained with data.fit: {fit})") from None
         arrays.append(x)
+    if reshaped:
+        print(f"warning: {reshaped} of {len(files)} images changed their aspect ratio when resized to {h}x{w} "
+              "(the run's data.fit: resize; --keep-size keeps their size)", file=sys.stderr)
     shapes = {tuple(a.shape) for a in arrays}
     if len(shapes) > 1:
         raise DataError(f"images have different sizes {sorted(shapes)[:3]}; drop --keep-size to resize them")
