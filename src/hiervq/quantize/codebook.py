@@ -95,7 +95,47 @@ def nearest_code(z: torch.Tensor, codes: torch.Tensor, chunk_elements: int = DEF
     return out
 
 
-class Codebook(nn.Module):
+class CodeSearch(nn.Module):
+    """What every codebook of K codes of dimension D offers for search, given ``weight`` (K, D), ``dim``,
+    ``num_codes`` and ``chunk_elements``: distances, the chunked nearest-code search and lookup."""
+
+    weight: torch.Tensor
+    dim: int
+    num_codes: int
+    chunk_elements: int
+
+    def distances(self, z: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Squared Euclidean distances (N, K) from rows of ``z`` (N, D) to every code (differentiable).
+
+        ``weight`` (K, D) replaces the codes, e.g. a copy that later in-place updates will not touch.
+        """
+        w = self.weight if weight is None else weight
+        return (z.pow(2).sum(1, keepdim=True) - 2.0 * z @ w.t() + w.pow(2).sum(1)).clamp_min(0.0)
+
+    @torch.no_grad()
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
+        """Index (N,) of the nearest code for each row of ``z`` (N, D); see :func:`nearest_code`."""
+        if z.ndim != 2 or z.shape[1] != self.dim:
+            raise ValueError(f"nearest expects (N, {self.dim}) vectors, got {tuple(z.shape)}")
+        return nearest_code(z, self.weight.detach(), self.chunk_elements)
+
+    def lookup(self, indices: torch.Tensor, check: bool = True) -> torch.Tensor:
+        """Code vectors (*indices.shape, D) for integer ``indices`` of any shape.
+
+        ``check=False`` skips the range check (two passes over the indices and, on a GPU, a synchronisation);
+        only for indices known to be valid, e.g. those returned by :meth:`nearest`.
+        """
+        if indices.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"code indices must be an integer tensor, got {indices.dtype}")
+        if check and indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_codes):
+            raise IndexError(
+                f"code index out of range: got values in [{int(indices.min())}, {int(indices.max())}], "
+                f"codebook has {self.num_codes} codes"
+            )
+        return F.embedding(indices, self.weight)
+
+
+class Codebook(CodeSearch):
     """K code vectors of dimension D with nearest-neighbour search, EMA updates and dead-code reset.
 
     Args:
@@ -198,37 +238,6 @@ class Codebook(nn.Module):
             + (f", init_after={self.init_after}" if self.init_after else "")
             + (f", reseed={self.reseed!r}" if self.reseed != "sample" else "")
         )
-
-    # ------------------------------------------------------------------ search
-    def distances(self, z: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        """Squared Euclidean distances (N, K) from rows of ``z`` (N, D) to every code (differentiable).
-
-        ``weight`` (K, D) replaces the codes, e.g. a copy that later in-place updates will not touch.
-        """
-        w = self.weight if weight is None else weight
-        return (z.pow(2).sum(1, keepdim=True) - 2.0 * z @ w.t() + w.pow(2).sum(1)).clamp_min(0.0)
-
-    @torch.no_grad()
-    def nearest(self, z: torch.Tensor) -> torch.Tensor:
-        """Index (N,) of the nearest code for each row of ``z`` (N, D); see :func:`nearest_code`."""
-        if z.ndim != 2 or z.shape[1] != self.dim:
-            raise ValueError(f"nearest expects (N, {self.dim}) vectors, got {tuple(z.shape)}")
-        return nearest_code(z, self.weight.detach(), self.chunk_elements)
-
-    def lookup(self, indices: torch.Tensor, check: bool = True) -> torch.Tensor:
-        """Code vectors (*indices.shape, D) for integer ``indices`` of any shape.
-
-        ``check=False`` skips the range check (two passes over the indices and, on a GPU, a synchronisation);
-        only for indices known to be valid, e.g. those returned by :meth:`nearest`.
-        """
-        if indices.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"code indices must be an integer tensor, got {indices.dtype}")
-        if check and indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_codes):
-            raise IndexError(
-                f"code index out of range: got values in [{int(indices.min())}, {int(indices.max())}], "
-                f"codebook has {self.num_codes} codes"
-            )
-        return F.embedding(indices, self.weight)
 
     # ------------------------------------------------------------------ init
     @torch.no_grad()

@@ -13,17 +13,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed as qdist
-from .codebook import DEFAULT_CHUNK_ELEMENTS, nearest_code
+from .codebook import DEFAULT_CHUNK_ELEMENTS, CodeSearch
 from .common import code_bits
 
 
-class SimCodebook(nn.Module):
+class SimCodebook(CodeSearch):
     """K codes of dimension D as ``map(basis)``: ``basis`` (K, D) a frozen buffer drawn from N(0, 1/D), ``map``
     an ``nn.Linear(D, D, bias=False)`` (identity at the start), the only trainable part.
 
     It offers what :class:`~hiervq.quantize.VectorQuantizer` uses of :class:`~hiervq.quantize.Codebook`:
-    ``weight`` (the effective codes, recomputed from the map: K x D x D, cheap), ``nearest`` (the same chunked
-    search), ``lookup``, ``distances`` and ``update`` (which only sums the counts over ranks for the statistics:
+    ``weight`` (the effective codes, recomputed from the map: K x D x D, cheap), the search of
+    :class:`~hiervq.quantize.codebook.CodeSearch` (``nearest``, ``lookup``, ``distances``) and ``update`` (which only sums the counts over ranks for the statistics:
     there is no EMA, initialisation or dead-code reset; the codes are learned through the codebook loss).
     ``cosine``: the effective codes are l2-normalised.
     """
@@ -60,26 +60,6 @@ class SimCodebook(nn.Module):
 
     def initialize(self, z: torch.Tensor) -> None:  # the basis is random by construction
         return None
-
-    def distances(self, z: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        w = self.weight if weight is None else weight
-        return (z.pow(2).sum(1, keepdim=True) - 2.0 * z @ w.t() + w.pow(2).sum(1)).clamp_min(0.0)
-
-    @torch.no_grad()
-    def nearest(self, z: torch.Tensor) -> torch.Tensor:
-        if z.ndim != 2 or z.shape[1] != self.dim:
-            raise ValueError(f"nearest expects (N, {self.dim}) vectors, got {tuple(z.shape)}")
-        return nearest_code(z, self.weight.detach(), self.chunk_elements)
-
-    def lookup(self, indices: torch.Tensor, check: bool = True) -> torch.Tensor:
-        if indices.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"code indices must be an integer tensor, got {indices.dtype}")
-        if check and indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_codes):
-            raise IndexError(
-                f"code index out of range: got values in [{int(indices.min())}, {int(indices.max())}], "
-                f"codebook has {self.num_codes} codes"
-            )
-        return F.embedding(indices, self.weight)
 
     @torch.no_grad()
     def update(self, z: torch.Tensor, indices: torch.Tensor, counts: torch.Tensor | None = None) -> int:
