@@ -185,9 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rec), flush=True)
     out = Path(args.out) if args.out else (QUICK_RESULTS if args.quick else RESULTS)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(records, indent=1) + "\n")
-    tmp.replace(out)
+    from hiervq.pretrained import atomic_write_bytes
+
+    atomic_write_bytes(out, (json.dumps(records, indent=1) + "\n").encode())
     print(f"wrote {out}", file=sys.stderr)
     return 0
 
