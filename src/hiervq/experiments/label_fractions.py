@@ -85,19 +85,15 @@ def _row_encoder(model, row, name: str, source: str):
     return encoder
 
 
-def _make_head(cc, in_features: int, n_classes: int, trains_encoder: bool, train_inputs=None, seed: int = 0):
-    """A freshly initialised head (from ``seed``), standardised with the statistics of ``train_inputs`` (the
-    training split's features or pixels at the start, no labels needed); when the encoder trains, batch
-    statistics follow the features as they move."""
+def _make_head(cc, in_features: int, n_classes: int, trains_encoder: bool, seed: int = 0):
+    """A freshly initialised head (from ``seed``); when the encoder trains (and ``standardize``), batch statistics
+    follow the features as they move."""
     from ..classify import MLPHead
     from ..train.run import seed_everything
 
     seed_everything(seed)
-    head = MLPHead(in_features, n_classes, cc.head.hidden, cc.head.dropout,
+    return MLPHead(in_features, n_classes, cc.head.hidden, cc.head.dropout,
                    batch_norm=cc.head.standardize and trains_encoder)
-    if cc.head.standardize and train_inputs is not None:
-        head.set_standardization(train_inputs)
-    return head
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -265,13 +261,13 @@ def run_label_fractions(
                     net_encoder = fresh.get_submodule(row.source) if row.source else fresh
                 elif mode == "finetune":
                     net_encoder = copy.deepcopy(encoder)
-                net = head = _make_head(cc, in_features, n_classes, trains_encoder,
-                                        None if net_encoder is not None else inputs["train"], seed=cc.seed + r)
+                net = head = _make_head(cc, in_features, n_classes, trains_encoder, seed=cc.seed + r)
                 if net_encoder is not None:
                     net = FeatureClassifier(net_encoder, head, finetune=True, quantize=cc.head.quantize,
                                             train_codebooks=mode == "scratch" or cc.head.train_codebooks)
-                    if cc.head.standardize:  # the features the head starts from (then batch statistics follow)
-                        head.set_standardization(extract_features(net_encoder, inputs["train"], cc.feature_batch_size))
+                if cc.head.standardize:  # statistics of the training split's inputs as the head starts (no labels)
+                    head.set_standardization(inputs["train"] if net_encoder is None else
+                                             extract_features(net_encoder, inputs["train"], cc.feature_batch_size))
                 log(f"{name} with {_pct(f)} of the labels ({len(idx)} images, seed {r + 1}/{repeats[f]})")
                 res = fit_classifier(
                     net, (inputs["train"][idx], y["train"][idx]), (inputs["val"], y["val"]),
@@ -281,7 +277,7 @@ def run_label_fractions(
                     f"(val {res.val_acc:.4f}); final {res.final_test_acc:.4f}; best on test {res.best_test_acc:.4f}")
                 runs.append(res)
             per_fraction.append(runs)
-        head_params = sum(p.numel() for p in _make_head(cc, in_features, n_classes, trains_encoder).parameters())
+        head_params = sum(p.numel() for p in head.parameters())
         rows[name] = _row_result(row, mode, feature_shape, per_fraction, enc_params, head_params, row_pretrain)
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
     result = {
