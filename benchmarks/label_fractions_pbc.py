@@ -1,8 +1,8 @@
 """Classification with scarce labels on PBC: fine-tuned and frozen SVQVAE / dual stack, from scratch, pixels.
 
 Runs ``hiervq classify configs/svqvae-dual-pbc.yaml`` (pretraining included unless ``--pretrained RUN``) into a
-fresh folder, measures the wall time, and writes benchmarks/results/label_fractions_pbc.json as results arrive
-(the rows written so far are in ``OUT/results.json`` only at the end, so the benchmark JSON is written once):
+fresh folder, measures the wall time, and writes benchmarks/results/label_fractions_pbc.json once the whole table
+is done (every run's log line is printed as it finishes):
 
     {"fractions": [1.0, 0.5, 0.1, 0.01],
      "models": {NAME: {"test_acc": [mean over seeds per fraction], "test_acc_std": [...], "seeds": [...],
