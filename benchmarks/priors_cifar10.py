@@ -6,9 +6,11 @@ Trains ``configs/hvqvae3-convnext-cifar10.yaml`` into ``runs/bench-priors-cifar1
 level's prior (top first), samples ``--n`` images (one row per class) and writes
 
 * ``benchmarks/results/priors_cifar10.json``: ``{"recon_psnr": float, "levels": [{"grid": [h, w],
-  "codebook_size": int, "bits_per_image": float, "uniform_bits_per_image": float}, ...], "samples_per_s": float}``
+  "codebook_size": int, "bits_per_image": float, "uniform_bits_per_image": float, "dead_fraction": float,
+  "perplexity": float}, ...], "samples_per_s": float}``
   (test split; levels bottom first; bits per image = test negative log-likelihood of the level's codes under its
-  prior; samples per second over all levels and the decoder);
+  prior; dead_fraction = share of the level's codes that no test image uses; perplexity = the autoencoder's
+  test-set code perplexity; samples per second over all levels and the decoder);
 * ``docs/priors_cifar10_samples.png``: the sample grid;
 * ``benchmarks/results/priors_cifar10_log.json``: timings and per-level details behind the numbers.
 """
@@ -71,12 +73,15 @@ def main() -> None:
     save_image_grid(samples.images, args.grid, nrow=samples.nrow)
     timings["total_s"] = time.perf_counter() - t_start
 
+    ae_levels = ae_summary["levels"]  # bottom first, test split
     levels = [
         {
             "grid": summaries[lv]["grid"],
             "codebook_size": summaries[lv]["codebook_size"],
             "bits_per_image": summaries[lv]["bits_per_image"],
             "uniform_bits_per_image": summaries[lv]["uniform_bits_per_image"],
+            "dead_fraction": ae_levels[lv]["dead_codes"] / ae_levels[lv]["codebook_size"],
+            "perplexity": ae_levels[lv]["perplexity"],
         }
         for lv in sorted(summaries)  # bottom first
     ]
