@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from hiervq.train import load_config, train_run
-from hiervq.train.report import read_metrics
+from hiervq.train.report import read_metrics, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"vqvae": ROOT / "configs" / "vqvae-mnist.yaml", "hvqvae": ROOT / "configs" / "hvqvae2-mnist.yaml"}
@@ -35,6 +36,42 @@ RESULT = ROOT / "benchmarks" / "results" / "recon_mnist.json"
 FIGURE = ROOT / "docs" / "recon_mnist_curve.png"
 BAR_MSE = 1.0e-3  # the target of issue 2: VQ-VAE test MSE within 30 minutes on 2 CPU cores
 PUBLISHED_VQVAE_MSE = 0.78e-3
+LABELS = {"vqvae": "VQ-VAE (8x8, K=256)", "hvqvae": "2-level (8x8 K=64 + 4x4 K=256)"}
+
+
+def run_models(models: dict[str, Path], args: argparse.Namespace, output: Path,
+               extra: Callable[[dict, Path], dict] | None = None) -> dict:
+    """Train each of ``models`` ({name: config path}) into ``args.runs``/name, writing ``output`` after each model
+    (entries of models trained before are kept); ``extra(summary, run_dir)`` adds keys to a model's entry."""
+    results = json.loads(output.read_text()) if output.is_file() else {}
+    for name in args.only or list(models):
+        config = load_config(models[name], args.set)
+        run_dir = Path(args.runs) / name
+        summary = train_run(config, run_dir, overwrite=True)
+        results[name] = {
+            "mse": summary["mse"],
+            "psnr": summary["psnr"],
+            **(extra(summary, run_dir) if extra else {}),
+            "perplexity": summary["levels"][0]["perplexity"],
+            "epochs": summary["epochs"],
+            "train_s": summary["train_s"],
+            "perplexity_levels": [lv["perplexity"] for lv in summary["levels"]],
+            "used_fraction_levels": [lv["used_fraction"] for lv in summary["levels"]],
+            "bits_per_image": summary["bits_per_image"],
+            "params": summary["params"],
+            "test_images": summary["test_images"],
+            "config": str(models[name].relative_to(ROOT)),
+            "overrides": args.set,
+            "threads": torch.get_num_threads(),
+            "curve": [
+                {"epoch": r["epoch"], "train_s": r["train_s"], "test_mse": r["test"]["mse"]}
+                for r in read_metrics(run_dir)
+                if "test" in r
+            ],
+        }
+        write_json(output, results)
+        print(f"{name}: test MSE {summary['mse']:.3e}, PSNR {summary['psnr']:.2f} dB, {summary['train_s']:.0f} s")
+    return results
 
 
 def main() -> None:
@@ -48,59 +85,35 @@ def main() -> None:
     args = parser.parse_args()
 
     output = Path(args.output)
-    results = json.loads(output.read_text()) if output.is_file() else {}
     if args.plot_only:
-        plot_curves(results, Path(args.figure))
-        return
-    for name in args.only or list(MODELS):
-        config = load_config(MODELS[name], args.set)
-        summary = train_run(config, Path(args.runs) / name, overwrite=True)
-        results[name] = {
-            "mse": summary["mse"],
-            "psnr": summary["psnr"],
-            "perplexity": summary["levels"][0]["perplexity"],
-            "epochs": summary["epochs"],
-            "train_s": summary["train_s"],
-            "perplexity_levels": [lv["perplexity"] for lv in summary["levels"]],
-            "used_fraction_levels": [lv["used_fraction"] for lv in summary["levels"]],
-            "bits_per_image": summary["bits_per_image"],
-            "params": summary["params"],
-            "test_images": summary["test_images"],
-            "config": str(MODELS[name].relative_to(ROOT)),
-            "overrides": args.set,
-            "threads": torch.get_num_threads(),
-            "curve": [
-                {"epoch": r["epoch"], "train_s": r["train_s"], "test_mse": r["test"]["mse"]}
-                for r in read_metrics(Path(args.runs) / name)
-                if "test" in r
-            ],
-        }
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"{name}: test MSE {summary['mse']:.3e}, PSNR {summary['psnr']:.2f} dB, {summary['train_s']:.0f} s")
-    plot_curves(results, Path(args.figure))
+        results = json.loads(output.read_text()) if output.is_file() else {}
+    else:
+        results = run_models(MODELS, args, output)
+    plot_curves(results, Path(args.figure), LABELS, [(BAR_MSE, "bar: 1.0e-3 within 30 min", "--"),
+                (PUBLISHED_VQVAE_MSE, "published VQ-VAE 0.78e-3", ":")], "MNIST 32x32, 512 bits per image")
 
 
-def plot_curves(results: dict, path: Path) -> None:
-    """Test MSE after each epoch against training minutes, with the bar and the published VQ-VAE number."""
+def plot_curves(results: dict, path: Path, labels: dict[str, str], lines: list[tuple[float, str, str]],
+                title: str) -> None:
+    """Test MSE after each epoch against training minutes per model, with horizontal reference ``lines``
+    (value, label, line style)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = {"vqvae": "VQ-VAE (8x8, K=256)", "hvqvae": "2-level (8x8 K=64 + 4x4 K=256)"}
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for name, entry in results.items():
         curve = entry.get("curve") or []
         if curve:
             ax.plot([c["train_s"] / 60 for c in curve], [c["test_mse"] for c in curve], marker=".",
                     label=f"{labels.get(name, name)}: {entry['mse']:.2e} final")
-    ax.axhline(BAR_MSE, color="k", ls="--", lw=1, label="bar: 1.0e-3 within 30 min")
-    ax.axhline(PUBLISHED_VQVAE_MSE, color="grey", ls=":", lw=1, label="published VQ-VAE 0.78e-3")
+    for value, label, style in lines:
+        ax.axhline(value, color="k" if style == "--" else "grey", ls=style, lw=1, label=label)
     ax.set_yscale("log")
     ax.set_xlabel(f"training time (min, {next(iter(results.values()), {}).get('threads', '?')} CPU threads)")
     ax.set_ylabel("test MSE (pixels on [0, 1])")
-    ax.set_title("MNIST 32x32, 512 bits per image")
+    ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
