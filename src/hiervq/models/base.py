@@ -21,13 +21,14 @@ IMAGE_RANGE_SLACK = 1e-3
 
 
 #: the quantizer kinds a level can use (``QuantizerConfig.kind``); SimVQ is ``kind: vq`` with ``simvq: true``
-QUANTIZER_KINDS = ("vq", "residual", "fsq", "lfq")
+QUANTIZER_KINDS = ("vq", "residual", "fsq", "lfq", "multiscale")
 
 #: options that belong to one kind only: giving them to another kind is an error, not silently ignored
 _KIND_OPTIONS = {
     "residual": ("stages", "shared", "dropout", "dropout_min"),
     "fsq": ("levels",),
     "lfq": ("bits", "entropy_weight", "diversity", "inv_temperature"),
+    "multiscale": ("scales", "convs", "conv_mix"),
     "vq": ("simvq",),
 }
 
@@ -41,7 +42,9 @@ class QuantizerConfig:
     ``simvq: true`` for the SimVQ codebook), ``residual`` (:class:`~hiervq.quantize.ResidualVQ`: ``stages``,
     ``shared``, ``dropout``, ``dropout_min``), ``fsq`` (:class:`~hiervq.quantize.FSQ`: ``levels``) or ``lfq``
     (:class:`~hiervq.quantize.LFQ`: ``bits``, ``entropy_weight``, ``diversity``, ``inv_temperature``; ``beta`` is
-    its commitment weight). The level's ``codebook_size`` is K for vq and residual (per stage); fsq and lfq
+    its commitment weight) or ``multiscale`` (:class:`~hiervq.quantize.MultiScaleVQ`: ``scales``, the growing
+    resolution schedule whose last scale is the level's grid, ``convs``, ``conv_mix``; one shared codebook of K =
+    ``codebook_size``). The level's ``codebook_size`` is K for vq, residual (per stage) and multiscale; fsq and lfq
     define their own code space (K = prod(levels), K = 2^bits) and take no ``codebook_size`` or ``code_dim``
     other than theirs: the level's ``codebook_size`` is not used, and ``code_dim`` must be unset or equal
     ``len(levels)`` / ``bits``. Bits per image, the budget and the level description follow from the built
@@ -76,11 +79,15 @@ class QuantizerConfig:
     entropy_weight: float = 0.1
     diversity: float = 1.0
     inv_temperature: float = 100.0
+    scales: list[int | list[int]] | None = None
+    convs: int = 4
+    conv_mix: float = 0.5
 
     def validate(self) -> None:
         from ..quantize import ESTIMATORS
         from ..quantize.codebook import INITS, RESEEDS, check_init_after
         from ..quantize.fsq import check_levels
+        from ..quantize.multiscale import MULTISCALE_ESTIMATORS, check_scales
         from ..quantize.residual import RESIDUAL_ESTIMATORS
 
         if self.kind not in QUANTIZER_KINDS:
@@ -122,6 +129,17 @@ class QuantizerConfig:
                 raise ValueError(f"kind lfq needs bits in [1, 20] (K = 2^bits), got {self.bits}")
             if self.entropy_weight < 0 or self.diversity < 0 or self.inv_temperature <= 0:
                 raise ValueError("entropy_weight and diversity must be >= 0, inv_temperature > 0")
+        if self.kind == "multiscale":
+            if self.scales is None:
+                raise ValueError("kind multiscale needs scales, e.g. [1, 2, 3, 4, 6, 8] for an 8x8 grid")
+            check_scales(self.scales)
+            if self.estimator not in MULTISCALE_ESTIMATORS:
+                raise ValueError(f"kind multiscale supports estimator {' or '.join(MULTISCALE_ESTIMATORS)}, "
+                                 f"got {self.estimator!r}")
+            if self.convs < 0 or not 0 <= self.conv_mix <= 1:
+                raise ValueError("convs must be >= 0 and conv_mix in [0, 1]")
+            if self.init_after or self.cosine:
+                raise ValueError("kind multiscale does not support init_after or cosine")
 
     def check_level(self, codebook_size: int, dim: int, code_dim: int | None) -> None:
         """:meth:`validate`, and this level's ``codebook_size``/``dim``/``code_dim`` against the kind."""
@@ -132,9 +150,20 @@ class QuantizerConfig:
         if self.kind == "lfq" and code_dim is not None and code_dim != self.bits:
             raise ValueError(f"kind lfq quantizes bits = {self.bits} channels; code_dim {code_dim} must be unset or equal")
 
+    def check_grid(self, grid: tuple[int, ...]) -> None:
+        """``ValueError`` unless this kind takes a level of grid (h, w): a multi-scale level's last scale must be
+        its grid (checked when the model is built, once the image size is known)."""
+        if self.kind == "multiscale":
+            from ..quantize.multiscale import check_scales
+
+            last = check_scales(self.scales)[-1]
+            if tuple(grid) != last:
+                raise ValueError(f"kind multiscale: the last scale {list(last)} must be the level's grid "
+                                 f"{list(grid)} (scales {list(self.scales)})")
+
     def make(self, dim: int, codebook_size: int, code_dim: int | None = None):
         """The quantizer of this kind for ``dim`` input channels (``codebook_size``: K of vq/residual)."""
-        from ..quantize import FSQ, LFQ, ResidualVQ
+        from ..quantize import FSQ, LFQ, MultiScaleVQ, ResidualVQ
 
         if self.kind == "fsq":
             return FSQ(dim, list(self.levels))
@@ -155,6 +184,9 @@ class QuantizerConfig:
         if self.kind == "residual":
             return ResidualVQ(dim, codebook_size, self.stages, shared=self.shared, dropout=self.dropout,
                               dropout_min=self.dropout_min, **common)
+        if self.kind == "multiscale":
+            return MultiScaleVQ(dim, codebook_size, list(self.scales), convs=self.convs, conv_mix=self.conv_mix,
+                                **common)
         return VectorQuantizer(
             dim,
             codebook_size,
@@ -168,7 +200,9 @@ class QuantizerConfig:
 
 def level_info(grid: tuple[int, ...], quantizer: nn.Module, channels: int) -> LevelInfo:
     """The :class:`LevelInfo` of a level quantized by ``quantizer`` (any kind): its code space decides K, the
-    code dimension, the codes per position (``depth``: L for residual) and the codebooks (``books``)."""
+    code dimension, the codes per position (``depth``: L for residual), the codebooks (``books``) and, for a
+    multi-scale quantizer, the codes per image (``tokens``: the sum over its scales of h * w)."""
+    tokens = getattr(quantizer, "num_tokens", None)
     return LevelInfo(
         grid,
         int(quantizer.codebook_size),
@@ -176,6 +210,7 @@ def level_info(grid: tuple[int, ...], quantizer: nn.Module, channels: int) -> Le
         channels,
         depth=int(getattr(quantizer, "depth", 1)),
         books=int(getattr(quantizer, "num_books", 1)),
+        tokens=None if tokens is None else int(tokens),
     )
 
 
@@ -184,7 +219,9 @@ class LevelInfo:
     """One level of codes: its grid (h, w) for a model-size image, K, the code dimension D, the channels C
     at the quantizer input (what the continuous budget counts), ``depth`` codes per grid position (each one of
     K; L for a residual quantizer, whose codes are (B, h, w, L)) and ``books`` codebooks of K x D (L for a
-    residual quantizer with separate codebooks; an implicit FSQ/LFQ codebook counts as one of K x D)."""
+    residual quantizer with separate codebooks; an implicit FSQ/LFQ codebook counts as one of K x D).
+    ``tokens``: the codes of one image when they are not one per grid position (a multi-scale level: the sum
+    over its scales of h * w, e.g. 130 for the scales 1, 2, 3, 4, 6, 8 of an 8 x 8 grid); ``None`` otherwise."""
 
     grid: tuple[int, ...]
     codebook_size: int
@@ -192,11 +229,19 @@ class LevelInfo:
     channels: int
     depth: int = 1
     books: int = 1
+    tokens: int | None = None
 
     @property
     def bits_per_position(self) -> float:
-        """depth x log2 K: the bits of the codes at one grid position."""
+        """depth x log2 K: the bits of the codes at one grid position (for ``tokens``: their bits / positions)."""
+        if self.tokens is not None:
+            return code_bits(self.codebook_size, self.tokens / self.num_codes)
         return code_bits(self.codebook_size, depth=self.depth)
+
+    @property
+    def codes_per_image(self) -> int:
+        """The codes of one image: ``tokens``, or grid positions x depth."""
+        return self.num_codes * self.depth if self.tokens is None else self.tokens
 
     @property
     def num_codes(self) -> int:
@@ -211,7 +256,8 @@ class Budget:
         continuous: sum over levels of H * W * C at the quantizer inputs.
         discrete: sum over codebooks of K * D.
         bits_per_image: sum over levels of H * W * depth * log2 K (log2 of the level's code space per position:
-            K^L for a residual quantizer of L stages, prod(levels) for FSQ, 2^bits for LFQ).
+            K^L for a residual quantizer of L stages, prod(levels) for FSQ, 2^bits for LFQ); for a multi-scale
+            level, its T = sum over scales of h * w codes times log2 K.
     """
 
     continuous: int
@@ -256,7 +302,8 @@ def budget_of(levels: list[LevelInfo]) -> Budget:
     return Budget(
         continuous=sum(lv.num_codes * lv.channels for lv in levels),
         discrete=sum(lv.books * lv.codebook_size * lv.code_dim for lv in levels),
-        bits_per_image=float(sum(code_bits(lv.codebook_size, lv.num_codes, lv.depth) for lv in levels)),
+        bits_per_image=float(sum(code_bits(lv.codebook_size, lv.num_codes, lv.depth) if lv.tokens is None
+                                 else code_bits(lv.codebook_size, lv.tokens) for lv in levels)),
     )
 
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from ..nn import BLOCKS, Decoder, Encoder, Standardize, Upsample, log2_factor
 from ..pretrained import register
 from ..quantize import Quantized
@@ -116,7 +117,8 @@ class HierarchicalConfig:
 @register("hvqvae")
 class HierarchicalVQVAE(DiscreteAutoencoder):
     """N-level hierarchical VQ-VAE. Input (B, C, H, W) in [0, 1]; codes: list of (B, h_l, w_l), bottom first
-    ((B, h_l, w_l, L) for a level quantized by ``kind: residual``).
+    ((B, h_l, w_l, L) for a level quantized by ``kind: residual``, (B, T) tokens of all scales for
+    ``kind: multiscale``).
 
     >>> model = HierarchicalVQVAE(HierarchicalConfig(in_channels=1, channels=32))
     >>> [lv.grid for lv in model.levels]
@@ -155,6 +157,12 @@ class HierarchicalVQVAE(DiscreteAutoencoder):
             c.blocks, c.res_channels, c.block, c.up_blocks,
         )
         self.input_norm = Standardize(c.in_channels) if c.input_norm else None
+        for i, info in enumerate(self.levels):  # the grids are known now (a config may leave image_size to the data)
+            try:
+                c.quantizer_of(i).check_grid(info.grid)
+            except ValueError as exc:
+                where = f"levels.{i}.quantizer" if c.levels[i].quantizer is not None else "quantizer"
+                raise ConfigError(f"{where}: {exc}") from None
 
     # ---------------------------------------------------------------- description
     @property
@@ -262,6 +270,8 @@ class HierarchicalVQVAE(DiscreteAutoencoder):
 
         def quantize(i, z):
             idx = self.vq[i].encode(z)
+            if isinstance(idx, list):  # a multi-scale level's maps per scale: its (B, T) tokens, as in forward
+                idx = self.vq[i].flatten_codes(idx)
             return self.vq[i].decode(idx), idx
 
         return self._quantize(feats, quantize)[1]

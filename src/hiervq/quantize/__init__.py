@@ -12,6 +12,7 @@ from .codebook import Codebook, nearest_code
 from .estimators import ESTIMATORS, rotation_trick, straight_through
 from .fsq import FSQ
 from .lfq import LFQ
+from .multiscale import MultiScaleVQ
 from .progressive import ProgressiveQuantizer
 from .residual import ResidualVQ
 from .vector import Quantized, VectorQuantizer
@@ -21,6 +22,7 @@ __all__ = [
     "Codebook",
     "FSQ",
     "LFQ",
+    "MultiScaleVQ",
     "ProgressiveQuantizer",
     "Quantized",
     "ResidualVQ",
