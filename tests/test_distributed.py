@@ -4,9 +4,10 @@
   with a warm-up before the data init and averaged re-seeding);
 * with dead-code reset off, the codebooks equal those of one process trained on the concatenated batches
   (the all-reduced counts and sums are that batch's counts and sums);
-* the quantizer family (ResidualVQ with EMA, resets and quantizer dropout, shared or learned books; FSQ; LFQ with
-  its batch entropy; SimVQ): bitwise identical on every rank, and equal to one process on the concatenated
-  batches (parameters and codebooks);
+* the quantizer family, every kind a level can use (ResidualVQ with EMA, resets and quantizer dropout, shared or
+  learned books; FSQ; LFQ with its batch entropy; SimVQ; MultiScaleVQ with its shared book, resets, convolutions
+  and learned codes): bitwise identical on every rank, and equal to one process on the concatenated batches
+  (parameters and codebooks);
 * ``torchrun --nproc-per-node 2 -m hiervq train`` end to end: rank-0-only logging and files, complete run
   directory, resume.
 
@@ -61,9 +62,23 @@ SCENARIOS = {
     # LFQ's codebook entropy is that of the global batch: equal to one process on the concatenated batches
     "lfq": dict(kind="lfq", bits=4, inv_temperature=1.0, entropy_weight=0.5),
     "simvq": dict(simvq=True, ema_decay=None),
+    # multi-scale, per level (its last scale is the level's grid: 8x8 bottom, 4x4 top): one shared EMA book with
+    # k-means init and dead-code reset fed by every scale's rows: bitwise identity across ranks
+    "multiscale_reset": dict(per_level=[
+        dict(kind="multiscale", scales=[1, 2, 4, 8], init="kmeans", kmeans_iters=2, dead_threshold=12.0, dead_window=2),
+        dict(kind="multiscale", scales=[1, 2, 3, 4], convs=2, estimator="rotation", init="kmeans", kmeans_iters=2,
+             dead_threshold=12.0, dead_window=2),
+    ]),
+    # multi-scale, no reset: EMA book (bottom) and learned codes (top), both with their convs trained through the
+    # codebook term: equal to one process on the concatenated batches
+    "multiscale_off": dict(per_level=[
+        dict(kind="multiscale", scales=[1, 2, 4, 8], init="data", dead_threshold=0.0),
+        dict(kind="multiscale", scales=[2, 4], ema_decay=None, init="data", dead_threshold=0.0),
+    ]),
 }
-FAMILY = ["residual_reset", "residual_off", "residual_learned", "fsq", "lfq", "simvq"]
-SINGLE_EQUAL = ["residual_off", "residual_learned", "fsq", "lfq", "simvq"]
+FAMILY = ["residual_reset", "residual_off", "residual_learned", "fsq", "lfq", "simvq", "multiscale_reset",
+          "multiscale_off"]
+SINGLE_EQUAL = ["residual_off", "residual_learned", "fsq", "lfq", "simvq", "multiscale_off"]
 
 
 def free_port() -> int:
@@ -73,13 +88,18 @@ def free_port() -> int:
 
 
 def tiny_model(quantizer: dict) -> HierarchicalVQVAE:
+    """The 2-level model; ``quantizer`` is the model's block, or ``{"per_level": [bottom, top]}`` blocks."""
+    quantizer = dict(quantizer)
+    per_level = quantizer.pop("per_level", None) or [None, None]
+    own = [None if q is None else QuantizerConfig(**q) for q in per_level]
     config = HierarchicalConfig(
         image_size=16,
         in_channels=1,
         channels=16,
         blocks=1,
         res_channels=8,
-        levels=[LevelConfig(downsample=2, codebook_size=32, dim=8, code_dim=4), LevelConfig(downsample=2, codebook_size=16, dim=8)],
+        levels=[LevelConfig(downsample=2, codebook_size=32, dim=8, code_dim=4, quantizer=own[0]),
+                LevelConfig(downsample=2, codebook_size=16, dim=8, quantizer=own[1])],
         quantizer=QuantizerConfig(**quantizer),
     )
     return HierarchicalVQVAE(config)
@@ -249,6 +269,22 @@ def test_torchrun_train_and_resume(tmp_path, tiny_run_config):
     assert summary["bits_per_image"] == hiervq.load(run).budget().bits_per_image
 
 
+def scenario_kinds(name: str) -> set[str]:
+    q = SCENARIOS[name]
+    return {p.get("kind", "vq") for p in q.get("per_level") or [q]}
+
+
+def test_the_scenarios_cover_every_quantizer_kind():
+    """Every kind a level can use runs under DDP here, in a scenario checked for identity across ranks and in
+    one checked against a single process."""
+    from hiervq.models.base import QUANTIZER_KINDS
+
+    identical = {"reset_on", "warmup_mean", *FAMILY}
+    single = {"reset_off", *SINGLE_EQUAL}
+    assert set().union(*(scenario_kinds(n) for n in identical)) == set(QUANTIZER_KINDS)
+    assert set().union(*(scenario_kinds(n) for n in single)) == set(QUANTIZER_KINDS)
+
+
 @pytest.mark.parametrize("scenario", FAMILY)
 def test_quantizer_family_is_bitwise_identical_on_every_rank(ranks, scenario):
     a, b = ranks[0][scenario], ranks[1][scenario]
@@ -256,7 +292,7 @@ def test_quantizer_family_is_bitwise_identical_on_every_rank(ranks, scenario):
     for key in a:
         assert torch.equal(a[key], b[key]), f"{key} differs between ranks"
     assert torch.equal(ranks[0][f"{scenario}_rng"], ranks[1][f"{scenario}_rng"])
-    if scenario == "residual_reset":
+    if scenario in ("residual_reset", "multiscale_reset"):
         assert sum(int(v.sum()) for k, v in a.items() if k.endswith("reset_count")) > 0, "resets were exercised"
 
 
