@@ -55,6 +55,23 @@ def test_fsq_indices_equal_brute_force_and_decode_equals_eval_forward(dim):
         assert codes[:, i].unique().numel() == lv, "every value of every channel is reached"
 
 
+@pytest.mark.parametrize("levels", [[2] * 24, [8] * 9], ids=["K=2^24 (float index)", "K=2^27 (int64 index)"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fsq_index_paths_are_exact_for_large_codebooks(levels, dtype):
+    """Up to 2^24 codes the index is one float matrix-vector product, beyond it int64 digits: both exact. (encode
+    and decode only: a forward's statistics would count all K codes.)"""
+    torch.manual_seed(0)
+    fsq = FSQ(5, levels).to(dtype).eval()
+    z = torch.randn(400, 5, dtype=dtype) * 3
+    with torch.no_grad():
+        rounded = torch.round(fsq.bound(fsq.project_in(z)))
+        idx = fsq.encode(z)
+        digits = (rounded + fsq._half_width.to(dtype)).long()
+        assert torch.equal(idx, (digits * fsq._basis).sum(-1))
+        assert torch.equal(fsq.codes_to_indices(fsq.indices_to_codes(idx)), idx)
+        assert torch.equal(fsq.decode(idx), fsq._out(torch.round(fsq._bounded(z))))
+
+
 def test_fsq_training_forward_gradient_and_stats():
     fsq = FSQ(6, [8, 5, 5, 5]).train()
     z = maps().requires_grad_(True)

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import RowLayout, code_bits, usage_stats
+from . import distributed as qdist
+from .common import RowLayout, batch_stats, code_bits
 from .estimators import straight_through
 from .vector import Quantized
 
@@ -76,6 +77,11 @@ class FSQ(RowLayout):
     computed in bf16 would merge codes. The input projection runs in float32 too, so bf16 autocast gives the same
     codes as float32. The output is float32 (the next layer's autocast casts it as it likes).
 
+    Cost: a forward makes three passes over the (N, d) projected values besides rounding (the shift is folded into
+    the input projection's bias, the scale and offset are one ``addcmul``, the division by L // 2 is folded into
+    the output projection's weight) and computes the index as one float matrix-vector product of the rounded
+    values (exact integers below 2^24 codes; int64 digits beyond); see benchmarks/quantizer_family.py.
+
     ``decode(indices)`` equals the eval-mode forward output (under ``no_grad``) exactly. ``bypass`` (attribute,
     off by default): the forward returns the bounded continuous values instead of the codes.
     """
@@ -105,6 +111,10 @@ class FSQ(RowLayout):
         self.register_buffer("_levels", torch.tensor(levels, dtype=torch.long), persistent=False)
         basis = torch.cumprod(torch.tensor([1] + levels[:-1], dtype=torch.long), 0)
         self.register_buffer("_basis", basis, persistent=False)
+        # the index as one matrix-vector product of the rounded values (used up to 2^24 codes: exact in float32)
+        self.register_buffer("_neg_offset", -offset.float(), persistent=False)
+        self.register_buffer("_basis_f", basis.float(), persistent=False)
+        self.register_buffer("_index_offset", (basis * (lv // 2).long()).sum().float(), persistent=False)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, levels={self.levels}, K={self.codebook_size}"
@@ -125,7 +135,41 @@ class FSQ(RowLayout):
     def bound(self, e: torch.Tensor) -> torch.Tensor:
         """The bounded values (N, d) of projected features ``e`` (N, d), before rounding."""
         dt = e.dtype
-        return torch.tanh(e + self._shift.to(dt)) * self._half_l.to(dt) - self._offset.to(dt)
+        return torch.addcmul(self._neg_offset.to(dt), torch.tanh(e + self._shift.to(dt)), self._half_l.to(dt))
+
+    def _bounded(self, rows: torch.Tensor) -> torch.Tensor:
+        """:meth:`bound` of the projected ``rows`` (N, C) in the compute dtype, in three passes over (N, d): the
+        tanh's shift is folded into the projection's bias (one ``addmm``), then ``tanh`` and one ``addcmul`` for
+        the scale and offset."""
+        x = rows.to(self._dtype(rows))
+        dt = x.dtype
+        shift = self._shift.to(dt)
+        if isinstance(self.project_in, nn.Linear):
+            bias = self.project_in.bias
+            bias = shift if bias is None else bias.to(dt) + shift
+            pre = torch.addmm(bias, x, self.project_in.weight.to(dt).t())
+        else:
+            pre = x + shift
+        return torch.addcmul(self._neg_offset.to(dt), torch.tanh(pre), self._half_l.to(dt))
+
+    def _indices(self, rounded: torch.Tensor) -> torch.Tensor:
+        """Indices (N,) of rounded values (N, d): sum_i (rounded_i + L_i // 2) * basis_i, as one ``addmv``
+        (exact: the integers stay at most K <= 2^24, representable in float32), or in int64 for larger codebooks."""
+        if rounded.dtype in (torch.float32, torch.float64) and self.codebook_size <= 2**24:
+            dt = rounded.dtype
+            return torch.addmv(self._index_offset.to(dt), rounded, self._basis_f.to(dt)).long()
+        digits = (rounded + self._half_width.to(rounded.dtype)).long()
+        return (digits * self._basis).sum(-1)
+
+    def _out(self, v: torch.Tensor) -> torch.Tensor:
+        """project_out(v / (L // 2)) for (rounded or bounded) values ``v`` (N, d): with a projection the division
+        is folded into its weight (d columns), so no pass over (N, d) is spent on it."""
+        dt = v.dtype
+        if isinstance(self.project_out, nn.Linear):
+            w = self.project_out.weight.to(dt) / self._half_width.to(dt)
+            b = self.project_out.bias
+            return F.linear(v, w, None if b is None else b.to(dt))
+        return v / self._half_width.to(dt)
 
     def codes_to_indices(self, codes: torch.Tensor) -> torch.Tensor:
         """Integer indices (...) of code vectors (..., d) on the grid (values rounded / (L // 2))."""
@@ -150,22 +194,23 @@ class FSQ(RowLayout):
         maps = z.ndim == 4
         rows, index_shape = self._to_rows(z)
         with torch.autocast(device_type=rows.device.type, enabled=False):
-            e = linear_in(self.project_in, rows.to(self._dtype(rows)))
-            bounded = self.bound(e)
+            bounded = self._bounded(rows)
             rounded = torch.round(bounded.detach())
-            digits = (rounded + self._half_width.to(e.dtype)).long()
-            indices = (digits * self._basis).sum(-1)
+            indices = self._indices(rounded)
             track_grad = torch.is_grad_enabled() and bounded.requires_grad
             q = straight_through(bounded, rounded) if track_grad else rounded
-            hw = self._half_width.to(e.dtype)
-            out = linear_in(self.project_out, (bounded if self.bypass else q) / hw)
-        zero = e.new_zeros(())
+            out = self._out(bounded if self.bypass else q)
+        zero = bounded.new_zeros(())
+        with torch.no_grad():  # indices are in [0, K) by construction: no check for dropped (negative) codes
+            counts = torch.bincount(indices, minlength=self.codebook_size)
+            if self.training:
+                qdist.all_reduce_sum(counts)
         return Quantized(
             quantized=self._from_rows(out, index_shape, maps),
             indices=indices.view(index_shape),
             loss=zero,
             losses={"commitment": zero, "codebook": zero},
-            stats=usage_stats(indices, self.codebook_size, self.training),
+            stats=batch_stats(counts),
         )
 
     @torch.no_grad()
@@ -173,9 +218,7 @@ class FSQ(RowLayout):
         """Codes of ``z`` (no gradients): (B, H, W) for maps, (...) for vectors."""
         rows, index_shape = self._to_rows(z)
         with torch.autocast(device_type=rows.device.type, enabled=False):
-            e = linear_in(self.project_in, rows.to(self._dtype(rows)))
-            digits = (torch.round(self.bound(e)) + self._half_width.to(e.dtype)).long()
-            return (digits * self._basis).sum(-1).view(index_shape)
+            return self._indices(torch.round(self._bounded(rows))).view(index_shape)
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         """Quantized features for ``indices``: (B, C, H, W) for (B, H, W) codes, (..., C) otherwise.
@@ -184,8 +227,8 @@ class FSQ(RowLayout):
         """
         check_indices(indices, self.codebook_size)
         with torch.autocast(device_type=indices.device.type, enabled=False):
-            codes = self.indices_to_codes(indices.reshape(-1))
-            out = linear_in(self.project_out, codes)
+            digits = torch.div(indices.reshape(-1, 1).long(), self._basis, rounding_mode="floor") % self._levels
+            out = self._out((digits - self._half_width.long()).to(self._dtype()))  # the rounded values
         if indices.ndim == 3:
             return self._from_rows(out, tuple(indices.shape), maps=True)
         return out.view(*indices.shape, -1)
