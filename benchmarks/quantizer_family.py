@@ -24,7 +24,7 @@ Output: ``benchmarks/results/quantizer_family.json``, a list of
 
 Usage:
 
-    python benchmarks/quantizer_family.py                 # the committed numbers (minutes; needs idle cores)
+    OMP_NUM_THREADS=1 python benchmarks/quantizer_family.py --threads 1   # the committed numbers (~7 min)
     python benchmarks/quantizer_family.py --quick         # tiny sizes, a smoke test; writes to /tmp by default
 """
 
