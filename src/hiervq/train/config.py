@@ -253,16 +253,15 @@ def read_yaml_mapping(path: Path, what: str = "a config must be a mapping of sec
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML run config (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
+    """Read a YAML run config (or the defaults when ``path`` is None) and apply ``--set`` overrides. ``path`` is a
+    file or the name of a shipped recipe (:func:`hiervq.recipes.resolve_config`)."""
+    from ..recipes import resolve_config
+
     raw: dict[str, Any] = {}
     where = "<defaults>"
     if path is not None:
-        path = Path(path)
+        path = resolve_config(path)
         where = str(path)
-        if path.is_dir():
-            raise ConfigError(f"{path}: is a folder, not a config file")
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such config file")
         raw = read_yaml_mapping(path)
     return with_overrides(raw, overrides, where)
 
