@@ -25,10 +25,10 @@ the weights and the data config) and shared by the priors of all levels.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +49,8 @@ from .report import write_json
 from .run import read_run_config, seed_everything
 from .rundir import RunLock, check_run_dir, remove_leftovers, remove_stale_tmp, start_run_dir
 from .trainer import Trainer
+
+logger = logging.getLogger(__name__)
 
 LN2 = math.log(2.0)
 PRIORS_DIR = "priors"
@@ -139,7 +141,7 @@ class PriorTask(Task):
         self.seed = seed
         self.eval_every = config.eval_every
         self.checkpoint_extra = dict(checkpoint_extra or {})
-        self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self._log = log or logger.info
         self.device = resolve_device(config.device)
         self.batch_size = min(config.batch_size, len(train))
 
@@ -276,7 +278,7 @@ def prior_run(
     ``resume`` continues an interrupted prior run in its directory (``out`` or the default) with the
     configuration saved there; it cannot be combined with ``overrides``, ``class_conditional`` or ``overwrite``.
     """
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = log or logger.info
     ae_run = Path(ae_run)
     ae_config = read_run_config(ae_run)
     model = load(ae_run)

@@ -6,7 +6,7 @@ with ``loss``, named ``losses``, ``recon``, ``codes`` and per-level ``stats``.
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +18,7 @@ from torch.utils.data import DistributedSampler
 
 from ..data import DataSplits, ImageSet
 from ..errors import DivergedError
+from ..log import progress
 from ..metrics import EvalAccumulator, mse_per_image, psnr
 from ..models.base import DiscreteAutoencoder
 from ..pretrained import load_state, nonfinite_tensors
@@ -26,6 +27,8 @@ from .config import PhaseConfig, TrainConfig
 from .distributed import DistInfo, barrier, wrap_ddp
 from .engine import Task, lr_factor, make_optimizer, make_scheduler  # noqa: F401 - lr_factor re-exported
 from .report import append_metrics, write_metrics
+
+logger = logging.getLogger(__name__)
 
 Callback = Callable[["Trainer", dict], None]
 
@@ -168,7 +171,7 @@ class Trainer:
     # ------------------------------------------------------------------ helpers
     def log(self, message: str) -> None:
         if self.dist.is_main:
-            print(message, file=sys.stderr, flush=True)
+            logger.info(message)
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -426,8 +429,5 @@ def _auto_device(name: str) -> torch.device:
 
 
 def _progress(items: list, desc: str, enabled: bool):
-    if not enabled:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0, disable=None)  # off without a TTY
+    """A tqdm bar on a terminal, a progress line every ``HIERVQ_PROGRESS_INTERVAL`` s otherwise (:mod:`hiervq.log`)."""
+    return progress(items, desc, enabled)
