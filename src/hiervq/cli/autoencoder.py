@@ -94,12 +94,17 @@ def _collect_images(paths: list[str]) -> list[Path]:
 
 
 def _run_fit(run: str) -> str:
-    """How the run brought its training images to size (``data.fit``: resize or pad); resize for a bare saved
-    model without its run's config.yaml."""
+    """How the run brought its training images to size (``data.fit``: resize or pad): from the run's config.yaml,
+    else from the saved model's config.json (``data.fit``, recorded since hiervq 0.1.0), else resize."""
+    from ..pretrained import read_meta
     from ..train import read_run_config
 
     try:
         return read_run_config(run).data.fit
+    except HierVQError:
+        pass
+    try:
+        return str((read_meta(run).get("data") or {}).get("fit") or "resize")
     except HierVQError:
         return "resize"
 

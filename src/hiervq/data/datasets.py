@@ -45,6 +45,22 @@ class DataConfig:
     test_limit: int | None = None
     seed: int = 0
 
+    def describe(self, shape: tuple[int, int, int] | None = None) -> dict:
+        """What a saved model records about its data (``config.json``'s ``data``): the dataset ``name``, ``path``
+        as given and ``absolute_path`` (resolved against the working directory), ``fit``, ``classes``, and the
+        ``image_size`` and ``channels`` of the images the model saw (from ``shape`` (C, H, W) when given, else the
+        config's)."""
+        path = os.path.abspath(os.path.expanduser(self.path)) if self.path else None
+        return {
+            "name": self.name,
+            "path": self.path,
+            "absolute_path": path,
+            "image_size": shape[1] if shape else self.image_size,
+            "fit": self.fit,
+            "channels": shape[0] if shape else self.channels,
+            "classes": self.classes,
+        }
+
     def validate(self) -> None:
         if self.name not in DATASETS:
             raise ValueError(f"name must be one of {', '.join(DATASETS)}, got {self.name!r}")

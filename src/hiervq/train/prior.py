@@ -38,7 +38,7 @@ import torch
 import yaml
 
 from ..errors import HierVQError
-from ..pretrained import load, read_meta, resolve_model_dir
+from ..pretrained import load, read_meta, resolve_model_dir, save_pretrained
 from ..priors import CODES_FILE, CodeSet, PriorKind, cache_key, cached_codes, prior_kind_for, uniform_bits
 from ..schema import from_dict, to_dict
 from .checkpoint import checkpoint_path, has_checkpoint, load_checkpoint
@@ -372,7 +372,8 @@ def prior_run(
             "num_classes": num_classes,
             "class_names": train.class_names,
         }
-        prior.cpu().save_pretrained(out_dir / "model", extra=extra)
+        save_pretrained(prior.cpu(), out_dir / "model", extra=extra,
+                        data=ae_config.data.describe(tuple(model.image_shape)))
         write_json(out_dir / "summary.json", summary)
         log(
             f"prior level {lv}: test {summary['bits_per_code']:.4f} bits/code, {per_image:.1f} bits/image "
