@@ -65,8 +65,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if overrides:
         config = with_overrides(config.to_dict(), overrides, config.source)
     split = args.split or ("all" if args.data and _data_path_overrides(args.data)[0] == "data.name=folder" else "test")
-    result = evaluate_run(args.run, config, split=split)
-    print(f"evaluated {result['images']} images ({split})", file=sys.stderr)
+    metrics = []
+    if args.metric:
+        from ..metrics.perceptual import load_metric
+
+        metrics = [load_metric(spec) for spec in args.metric]
+    result = evaluate_run(args.run, config, split=split, metrics=metrics)
+    logger.info(f"evaluated {result['images']} images ({split})")
     text = json.dumps(result, indent=2, allow_nan=False)
     if args.output:
         atomic_write_bytes(args.output, (text + "\n").encode())

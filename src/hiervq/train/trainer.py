@@ -203,14 +203,16 @@ class Trainer:
         limit: int | None = None,
         with_counts: bool = False,
         per_image: bool = False,
+        metrics: tuple | list = (),
     ) -> dict[str, Any]:
-        """MSE/PSNR (mean and std over images, on [0, 1]), mean loss terms and codebook health per level
-        (see :meth:`hiervq.metrics.EvalAccumulator.result`); ``per_image`` adds ``mse_per_image`` (N,)."""
+        """MSE/PSNR/SSIM/MS-SSIM (mean and std over images, on [0, 1]), mean loss terms and codebook health per
+        level (see :meth:`hiervq.metrics.EvalAccumulator.result`); ``per_image`` adds ``mse_per_image`` (N,);
+        ``metrics`` are perceptual metrics (:class:`hiervq.metrics.perceptual.PerceptualMetric`) to add."""
         model = _unwrap(model)
         was_training = model.training
         model.eval()
         device = self.dist.device
-        acc = EvalAccumulator([lv.codebook_size for lv in model.levels])
+        acc = EvalAccumulator([lv.codebook_size for lv in model.levels], metrics)
         n = len(dataset) if limit is None else min(limit, len(dataset))
         bs = self.config.eval_batch_size
         for start in range(0, n, bs):
