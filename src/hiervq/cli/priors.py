@@ -55,7 +55,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     result = sample_run(args.run, args.priors, args.n, args.class_label, args.temperature, args.seed)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_image_grid(result.images, out, nrow=result.nrow)
+    save_image_grid(result.images, out, nrow=result.nrow, row_labels=result.row_labels)
     rows = "one row per class, " if result.labels is not None and args.class_label is None else ""
     print(
         f"sampled {len(result.images)} images in {result.seconds:.2f}s ({result.samples_per_s:.1f} samples/s, "

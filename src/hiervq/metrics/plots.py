@@ -63,30 +63,67 @@ def image_grid(images: torch.Tensor, nrow: int) -> np.ndarray:
     return arr
 
 
-def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, scale: int = 2) -> None:
-    """Write a grid of images (B, C, H, W) in [0, 1] as a PNG, nearest-upscaled by ``scale``."""
+def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, scale: int = 2,
+                    row_labels: list[str] | None = None) -> None:
+    """Write a grid of images (B, C, H, W) in [0, 1] as a PNG, nearest-upscaled by ``scale``; ``row_labels``
+    (one per row of the grid) are written in a white margin on the left (Pillow's default font)."""
     from PIL import Image
 
+    h = images.shape[-2]
     arr = image_grid(images, nrow)
     if arr.shape[2] == 1:
         arr = arr[..., 0]
     img = Image.fromarray(arr)
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    if row_labels:
+        img = _label_rows(img, list(row_labels), top=scale, row_height=(h + 1) * scale, image_height=h * scale)
     img.save(path)
 
 
+def _label_rows(img, labels: list[str], top: int, row_height: int, image_height: int):
+    """``img`` with a left margin holding ``labels[r]`` centred on grid row r."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(img)
+    boxes = [measure.textbbox((0, 0), text, font=font) for text in labels]
+    pad = 4
+    margin = max(box[2] for box in boxes) + 2 * pad
+    white, black = (255, 0) if img.mode == "L" else ((255, 255, 255), (0, 0, 0))
+    canvas = Image.new(img.mode, (img.width + margin, img.height), white)
+    canvas.paste(img, (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    for r, (text, box) in enumerate(zip(labels, boxes)):
+        centre = top + r * row_height + image_height / 2
+        draw.text((pad, centre - (box[1] + box[3]) / 2), text, fill=black, font=font)
+    return canvas
+
+
+#: the row labels of :func:`plot_reconstructions`
+RECONSTRUCTION_ROWS = ("original", "reconstruction")
+
+
 def plot_reconstructions(originals: torch.Tensor, recons: torch.Tensor, path: str | Path, nrow: int = 8) -> None:
-    """Originals above reconstructions: rows alternate originals and their reconstructions."""
+    """Originals above reconstructions: rows alternate originals and their reconstructions, labelled on the left."""
+    nrow = max(1, min(nrow, len(originals)))
     n = min(len(originals), nrow * 2)
     rows = []
     for start in range(0, n, nrow):
         rows += [originals[start : start + nrow], recons[start : start + nrow].clamp(0, 1)]
-    save_image_grid(torch.cat(rows), path, nrow=nrow, scale=3 if originals.shape[-1] <= 32 else 1)
+    if n % nrow:  # a short last pair of rows: pad the originals' row so each row starts on a new grid row
+        pad = nrow - n % nrow
+        rows[-2] = torch.cat([rows[-2], torch.ones_like(rows[-2][:1]).expand(pad, -1, -1, -1)])
+    labels = list(RECONSTRUCTION_ROWS) * (len(rows) // 2)
+    save_image_grid(torch.cat(rows), path, nrow=nrow, scale=3 if originals.shape[-1] <= 32 else 1, row_labels=labels)
 
 
-def plot_curves(history: list[dict], path: str | Path) -> None:
-    """Loss and PSNR per epoch (train and test), and perplexity per level per epoch."""
+@_chart
+def plot_curves(history: list[dict], path: str | Path, codebook_sizes: list[int] | None = None) -> None:
+    """Loss and PSNR per epoch (train and test), and perplexity per level per epoch with each level's codebook
+    size K as a dashed reference line (the perplexity of uniform use; from ``codebook_sizes`` or the test
+    records)."""
+    plt = _pyplot()
     epochs = [r["epoch"] for r in history]
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     axes[0].plot(epochs, [r["train"]["loss"] for r in history], label="train loss")

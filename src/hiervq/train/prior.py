@@ -394,6 +394,7 @@ class Samples:
     seconds: float
     samples_per_s: float
     codes: list[torch.Tensor]
+    row_labels: list[str] | None = None  # class-conditional: the class name of every row of the grid
 
 
 def find_priors(ae_run: str | os.PathLike) -> list[Path]:
@@ -483,7 +484,13 @@ def sample_run(
         codes = kind.sample(model, priors, n, labels, temperature, generator)
         images = model.decode(model.codes_from_list(codes)).clamp(0, 1).cpu()
     seconds = time.perf_counter() - t0
-    return Samples(images, None if labels is None else labels.cpu(), nrow, seconds, n / seconds, [c.cpu() for c in codes])
+    row_labels = None
+    if labels is not None:
+        names = list(meta.get("class_names") or [])
+        per_row = labels.cpu()[::nrow].tolist()
+        row_labels = [names[c] if c < len(names) else f"class {c}" for c in per_row]
+    return Samples(images, None if labels is None else labels.cpu(), nrow, seconds, n / seconds, [c.cpu() for c in codes],
+                   row_labels)
 
 
 __all__ = [
