@@ -40,6 +40,8 @@ class TrainConfig:
     to ``lr * min_lr_ratio`` over the phase, after ``warmup_steps`` of linear warm-up), ``exponential``
     (``lr * exp(-step / decay_steps)``, decayed every optimiser step of the phase: PQ-VAE's exp(-step / 25000) is
     ``schedule: exponential`` with ``decay_steps: 25000``) or ``constant``.
+    ``tensorboard``: also log the scalars of ``metrics.jsonl`` and the test reconstruction grid to
+    ``RUN/tensorboard/`` (autoencoder runs; needs the ``tensorboard`` extra; :mod:`hiervq.train.tensorboard`).
     """
 
     epochs: int = 10
@@ -60,6 +62,7 @@ class TrainConfig:
     amp: bool = False
     device: str = "auto"
     progress: bool = True
+    tensorboard: bool = False
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
