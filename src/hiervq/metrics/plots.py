@@ -166,7 +166,8 @@ def plot_curves(history: list[dict], path: str | Path, codebook_sizes: list[int]
         drawn.add(k)
         same = [i for i, other in enumerate(codebook_sizes) if other == k]
         which = "every level" if len(same) == len(codebook_sizes) > 1 else "level " + "/".join(map(str, same))
-        axes[2].axhline(k, color=colors[lv % len(colors)], ls=":", lw=1.2, label=f"K = {k} ({which})")
+        color = "gray" if len(same) == len(codebook_sizes) else colors[lv % len(colors)]
+        axes[2].axhline(k, color=color, ls=":", lw=1.2, label=f"K = {k} ({which})")
     axes[2].set_xlabel("epoch")
     axes[2].set_ylabel("perplexity (codes in use)")
     axes[2].set_title("codebook perplexity")
