@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from . import log  # noqa: F401 - the "hiervq" logger writes to stderr by default (hiervq.log)
 from .errors import CheckpointError, ConfigError, DataError, HierVQError
 from .models import VQVAE, DiscreteAutoencoder, HierarchicalVQVAE
 from .pretrained import load

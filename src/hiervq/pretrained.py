@@ -112,8 +112,21 @@ def _describe(names: list[str]) -> str:
     return f"{', '.join(names[:3])}{f' and {len(names) - 3} more' if len(names) > 3 else ''}"
 
 
-def save_pretrained(module: nn.Module, directory: str | os.PathLike, extra: dict | None = None) -> Path:
+def versions() -> dict[str, str]:
+    """The versions recorded in every saved model's ``config.json``: ``hiervq_version``, ``torch_version``."""
+    from . import __version__
+
+    return {"hiervq_version": __version__, "torch_version": torch.__version__}
+
+
+def save_pretrained(module: nn.Module, directory: str | os.PathLike, extra: dict | None = None,
+                    data: dict | None = None) -> Path:
     """Write ``config.json`` and ``model.safetensors`` for a registered module; returns the directory.
+
+    ``config.json`` holds ``format``, ``model`` (the registry name), ``config``, the versions of hiervq and torch
+    that wrote it (:func:`versions`), ``data`` when given (what the model was trained on and how the images were
+    brought to size: :meth:`hiervq.data.DataConfig.describe`) and ``extra`` (free metadata, e.g. a prior's level).
+    Directories written before the versions and ``data`` were recorded load all the same.
 
     Each file is written atomically, weights first, so an interrupted save never leaves a config that points
     at half-written weights.
@@ -129,7 +142,9 @@ def save_pretrained(module: nn.Module, directory: str | os.PathLike, extra: dict
     if bad:
         raise CheckpointError(f"{directory}: refusing to save non-finite (NaN/inf) weights in {_describe(bad)}")
     atomic_write_bytes(directory / WEIGHTS_FILE, save(state))
-    meta = {"format": FORMAT_VERSION, "model": name, "config": to_dict(module.config)}
+    meta = {"format": FORMAT_VERSION, "model": name, "config": to_dict(module.config), **versions()}
+    if data is not None:
+        meta["data"] = data
     if extra:
         meta["extra"] = extra
     atomic_write_bytes(directory / CONFIG_FILE, (json.dumps(meta, indent=2) + "\n").encode())

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import logging
 from pathlib import Path
 
 from ..errors import HierVQError
 from .common import add_out, add_overwrite, add_set, out_dir
+
+logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------- train
@@ -63,8 +65,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if overrides:
         config = with_overrides(config.to_dict(), overrides, config.source)
     split = args.split or ("all" if args.data and _data_path_overrides(args.data)[0] == "data.name=folder" else "test")
-    result = evaluate_run(args.run, config, split=split)
-    print(f"evaluated {result['images']} images ({split})", file=sys.stderr)
+    metrics = []
+    if args.metric:
+        from ..metrics.perceptual import load_metric
+
+        metrics = [load_metric(spec) for spec in args.metric]
+    result = evaluate_run(args.run, config, split=split, metrics=metrics)
+    logger.info(f"evaluated {result['images']} images ({split})")
     text = json.dumps(result, indent=2, allow_nan=False)
     if args.output:
         atomic_write_bytes(args.output, (text + "\n").encode())
@@ -92,12 +99,17 @@ def _collect_images(paths: list[str]) -> list[Path]:
 
 
 def _run_fit(run: str) -> str:
-    """How the run brought its training images to size (``data.fit``: resize or pad); resize for a bare saved
-    model without its run's config.yaml."""
+    """How the run brought its training images to size (``data.fit``: resize or pad): from the run's config.yaml,
+    else from the saved model's config.json (``data.fit``, recorded since hiervq 0.1.0), else resize."""
+    from ..pretrained import read_meta
     from ..train import read_run_config
 
     try:
         return read_run_config(run).data.fit
+    except HierVQError:
+        pass
+    try:
+        return str((read_meta(run).get("data") or {}).get("fit") or "resize")
     except HierVQError:
         return "resize"
 
@@ -132,8 +144,8 @@ def _cmd_encode(args: argparse.Namespace) -> int:
                 raise DataError(f"{f}: {exc} (the run was trained with data.fit: {fit})") from None
         arrays.append(x)
     if reshaped:
-        print(f"warning: {reshaped} of {len(files)} images changed their aspect ratio when resized to {h}x{w} "
-              "(the run's data.fit: resize; --keep-size keeps their size)", file=sys.stderr)
+        logger.warning(f"{reshaped} of {len(files)} images changed their aspect ratio when resized to {h}x{w} "
+                       "(the run's data.fit: resize; --keep-size keeps their size)")
     shapes = {tuple(a.shape) for a in arrays}
     if len(shapes) > 1:
         raise DataError(f"images have different sizes {sorted(shapes)[:3]}; drop --keep-size to resize them")
@@ -241,20 +253,27 @@ def add_commands(sub) -> None:
     """Add ``train``, ``eval``, ``encode`` and ``decode`` to the ``hiervq`` subparsers."""
     p = sub.add_parser("train", help="train a model from a YAML config (or resume a run)",
                        description="Train a model from a YAML config; under torchrun, train on every process with DDP.")
-    p.add_argument("config", nargs="?", help="YAML config (see configs/); omitted: the defaults")
+    p.add_argument("config", nargs="?",
+                   help="YAML config file, or the name of a shipped recipe (`hiervq configs` lists them: demo, "
+                        "vqvae-mnist, ...); omitted: the defaults")
     add_set(p, "override a config key, e.g. train.epochs=5")
     add_out(p, "run directory (default runs/<config name>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     add_overwrite(p, "replace an existing run directory")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a trained run on its test split (or other data)")
+    p = sub.add_parser("eval", help="evaluate a trained run on its test split (or other data)",
+                       description="Evaluate a trained run: MSE, PSNR, SSIM, MS-SSIM (means and stds over images), "
+                       "loss terms and codebook health, as JSON on stdout.")
     p.add_argument("run", help="run directory")
     p.add_argument("--data", help="evaluate on this dataset instead (.npz, MNIST folder, CIFAR batches, image folder)")
     p.add_argument("--split", choices=["test", "val", "train", "all"],
                    help="which images (default: test; all of them for an image folder given with --data, which has no "
                         "test split of its own)")
     add_set(p, "override a data key, e.g. data.test_limit=100")
+    p.add_argument("--metric", action="append", metavar="MODULE:FACTORY",
+                   help="add a perceptual metric built by FACTORY() from a module or a .py file (repeatable; LPIPS- or "
+                        "FID-like networks whose weights you have locally: see hiervq.metrics.perceptual)")
     p.add_argument("-o", "--output", help="also write the result JSON here")
     p.set_defaults(func=_cmd_eval)
 
@@ -264,7 +283,7 @@ def add_commands(sub) -> None:
     p.add_argument("-o", "--output", default="codes.npz", help="output .npz (level0, level1, ..., names)")
     p.add_argument("--convert", action="store_true", help="convert images to the model's channel count")
     p.add_argument("--keep-size", action="store_true", help="do not resize images to the model's image size")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256, help="images encoded at once")
     p.set_defaults(func=_cmd_encode)
 
     p = sub.add_parser("decode", help="turn codes (codes.npz) back into images")

@@ -122,7 +122,7 @@ def add_commands(sub) -> None:
     )
     p.add_argument("run", help="autoencoder run directory (labeled data)")
     p.add_argument("--alpha", type=float, default=1.0, help="Laplace smoothing added to every count")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256, help="images encoded at once")
     add_out(p, "output folder (default RUN/analysis)")
     p.set_defaults(func=_cmd_bayes)
 
@@ -147,7 +147,7 @@ def add_commands(sub) -> None:
     p.add_argument("--priors", "--prior", nargs="+", metavar="DIR", help="prior run directory (default RUN/priors/)")
     p.add_argument("--lengths", default="1,2,4,8,16,32,48", help="comma-separated prefix lengths")
     p.add_argument("-n", type=int, default=8, help="number of test images (rows)")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=1.0, help="divide the prior's logits by this")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled codes")
     p.add_argument("-o", "--output", default="progressive.png", help="output PNG")
     p.set_defaults(func=_cmd_progressive)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from .common import add_out, add_overwrite, add_set
@@ -43,7 +44,7 @@ def _cmd_prior(args: argparse.Namespace) -> int:
     ]
     print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
     if args.level == "all":
-        print(f"priors in {Path(args.run) / PRIORS_DIR}/; sample with `hiervq sample {args.run}`")
+        logging.getLogger(__name__).info(f"priors in {Path(args.run) / PRIORS_DIR}/; sample with `hiervq sample {args.run}`")
     return 0
 
 
@@ -54,7 +55,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     result = sample_run(args.run, args.priors, args.n, args.class_label, args.temperature, args.seed)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_image_grid(result.images, out, nrow=result.nrow)
+    save_image_grid(result.images, out, nrow=result.nrow, row_labels=result.row_labels)
     rows = "one row per class, " if result.labels is not None and args.class_label is None else ""
     print(
         f"sampled {len(result.images)} images in {result.seconds:.2f}s ({result.samples_per_s:.1f} samples/s, "
@@ -98,6 +99,6 @@ def add_commands(sub) -> None:
     p.add_argument("-n", type=int, default=64, help="number of images (class-conditional: spread over the classes)")
     p.add_argument("--class", dest="class_label", metavar="CLASS", help="sample this class (index or name)")
     p.add_argument("--temperature", type=float, default=1.0, help="divide the logits by this (lower: safer samples)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled codes")
     p.add_argument("-o", "--output", default="samples.png", help="output PNG grid")
     p.set_defaults(func=_cmd_sample)

@@ -13,6 +13,7 @@ data order, same images loaded once). Output folder::
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from ..train.report import write_json
 from ..train.run import CONFIG_FILE, train_run
 from ..train.rundir import check_replaceable, mark_output_dir
 from .capacity import CapacityMatch, match_capacity
+
+logger = logging.getLogger(__name__)
 
 ARCHS = ("hier", "single")
 
@@ -148,11 +151,11 @@ def run_compare(
         codebook_size=cmp.single_codebook_size if cmp else None,
         where=f"{config.source}: model",
     )
-    print(match.describe(), flush=True)
+    logger.info(match.describe())
     configs = arch_configs(config, match)
     entries, evals = {}, {}
     for arch in ARCHS:
-        print(f"== {arch}: {out_dir / arch}", flush=True)
+        logger.info(f"== {arch}: {out_dir / arch}")
         summary = train_or_resume(configs[arch], out_dir / arch, data)
         entries[arch] = model_entry(summary)
         evals[arch] = evaluate_saved(configs[arch], out_dir / arch, data)

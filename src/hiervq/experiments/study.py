@@ -75,7 +75,9 @@ class TrainingSnapshots:
 
 def _tsne(vectors: np.ndarray, study: StudyConfig, seed: int) -> np.ndarray:
     """2-D t-SNE (K, 2) of code vectors (K, D) with the study's perplexity, learning rate and iterations."""
-    from sklearn.manifold import TSNE
+    from ..extras import require
+
+    TSNE = require("sklearn.manifold", "t-SNE of code vectors").TSNE
 
     k = vectors.shape[0]
     kwargs = {
@@ -118,7 +120,11 @@ def finish_study(study: StudyConfig, run_dir: str | Path, test: ImageSet, seed: 
     (folder / "reconstructions.txt").write_text(
         "rows: originals, then reconstructions after epochs " + ", ".join(map(str, epochs)) + "\n"
     )
-    if study.tsne:
+    from ..extras import available, warn_missing
+
+    if study.tsne and not available("sklearn"):
+        warn_missing("sklearn", "the t-SNE maps of the study")
+    elif study.tsne:
         levels = sum(1 for k in loaded[0] if k.startswith("codes"))
         for lv in range(levels):
             points = [_tsne(s[f"codes{lv}"], study, seed) for s in loaded]

@@ -9,7 +9,7 @@ runs). Output folder::
     OUT/heatmap_*.png         PSNR and normalised perplexity over two axes (a line plot for a single axis)
 
 A restarted sweep skips finished points (those with point.json) and resumes interrupted runs from their
-checkpoints. Points can run in a few worker processes (``workers``), each with its share of the CPU threads.
+checkpoints. Points can run in a few worker processes (``workers``), each with its share of torch's threads (``--threads N``, else torch's default).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import csv
 import io
 import itertools
 import json
-import os
+import logging
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -29,6 +29,8 @@ from ..errors import ConfigError
 from ..train.config import RunConfig, apply_overrides, config_from_dict, parse_value
 from ..train.report import read_metrics, write_json
 from ..train.rundir import check_replaceable, mark_output_dir
+
+logger = logging.getLogger(__name__)
 
 POINT_FILE = "point.json"
 VARIANT_AXIS = "variant"
@@ -185,8 +187,9 @@ def run_sweep(
     for p in points:  # validate every point before training any
         point_config(config, p)
     out_dir = Path(out_dir)
-    print(f"sweep: {len(points)} points -> {out_dir}", flush=True)
-    if dry_run:
+    header = f"sweep: {len(points)} points -> {out_dir}"
+    if dry_run:  # the list of points is the result of a dry run
+        print(header)
         for p in points:
             print(f"  {p.name}: {' '.join(p.overrides) or '(base config)'}")
         return {"axes": _axes(full_grid, variants), "points": [], "rows": []}
@@ -194,6 +197,7 @@ def run_sweep(
         check_replaceable(out_dir, "sweep output folder")
         shutil.rmtree(out_dir)
     mark_output_dir(out_dir)
+    logger.info(header)
 
     records: dict[str, dict] = {}
     todo = []
@@ -201,7 +205,7 @@ def run_sweep(
         done = out_dir / "points" / p.name / POINT_FILE
         if done.is_file():
             records[p.name] = json.loads(done.read_text())
-            print(f"  {p.name}: finished, skipped", flush=True)
+            logger.info(f"  {p.name}: finished, skipped")
         else:
             todo.append(p)
     raw, source = config.to_dict(), config.source
@@ -210,7 +214,7 @@ def run_sweep(
     def finished(record: dict) -> None:
         records[record["name"]] = record
         write_table(out_dir, axes, [records[p.name] for p in points if p.name in records])
-        print(f"  {record['name']}: done", flush=True)
+        logger.info(f"  {record['name']}: done")
 
     jobs = [(raw, source, p.__dict__, str(out_dir / "points" / p.name)) for p in todo]
     if workers <= 1 or len(jobs) <= 1:
@@ -220,7 +224,9 @@ def run_sweep(
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        import torch
+
+        threads = max(1, torch.get_num_threads() // workers)  # --threads N (or torch's default) shared out
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             futures = [pool.submit(_point_job, *job, threads) for job in jobs]

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
-import sys
 import time
 import zipfile
 import zlib
@@ -25,6 +25,8 @@ import torch
 from ..data import ImageSet
 from ..errors import DataError
 from ..pretrained import atomic_write_bytes
+
+logger = logging.getLogger(__name__)
 
 CODES_FILE = "codes.npz"
 
@@ -139,7 +141,7 @@ def cached_codes(
     ``images`` maps split names to :class:`ImageSet` s; or pass ``load_images()`` returning that mapping, so the
     data is only read when the cache is missing or stale.
     """
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = log or logger.info
     path = Path(path)
     if path.is_file():
         found, splits = load_codes(path)

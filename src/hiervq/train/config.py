@@ -40,6 +40,8 @@ class TrainConfig:
     to ``lr * min_lr_ratio`` over the phase, after ``warmup_steps`` of linear warm-up), ``exponential``
     (``lr * exp(-step / decay_steps)``, decayed every optimiser step of the phase: PQ-VAE's exp(-step / 25000) is
     ``schedule: exponential`` with ``decay_steps: 25000``) or ``constant``.
+    ``tensorboard``: also log the scalars of ``metrics.jsonl`` and the test reconstruction grid to
+    ``RUN/tensorboard/`` (autoencoder runs; needs the ``tensorboard`` extra; :mod:`hiervq.train.tensorboard`).
     """
 
     epochs: int = 10
@@ -60,6 +62,7 @@ class TrainConfig:
     amp: bool = False
     device: str = "auto"
     progress: bool = True
+    tensorboard: bool = False
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -253,16 +256,15 @@ def read_yaml_mapping(path: Path, what: str = "a config must be a mapping of sec
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML run config (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
+    """Read a YAML run config (or the defaults when ``path`` is None) and apply ``--set`` overrides. ``path`` is a
+    file or the name of a shipped recipe (:func:`hiervq.recipes.resolve_config`)."""
+    from ..recipes import resolve_config
+
     raw: dict[str, Any] = {}
     where = "<defaults>"
     if path is not None:
-        path = Path(path)
+        path = resolve_config(path)
         where = str(path)
-        if path.is_dir():
-            raise ConfigError(f"{path}: is a folder, not a config file")
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such config file")
         raw = read_yaml_mapping(path)
     return with_overrides(raw, overrides, where)
 

@@ -25,10 +25,10 @@ the weights and the data config) and shared by the priors of all levels.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +38,7 @@ import torch
 import yaml
 
 from ..errors import HierVQError
-from ..pretrained import load, read_meta, resolve_model_dir
+from ..pretrained import load, read_meta, resolve_model_dir, save_pretrained
 from ..priors import CODES_FILE, CodeSet, PriorKind, cache_key, cached_codes, prior_kind_for, uniform_bits
 from ..schema import from_dict, to_dict
 from .checkpoint import checkpoint_path, has_checkpoint, load_checkpoint
@@ -49,6 +49,8 @@ from .report import write_json
 from .run import read_run_config, seed_everything
 from .rundir import RunLock, check_run_dir, remove_leftovers, remove_stale_tmp, start_run_dir
 from .trainer import Trainer
+
+logger = logging.getLogger(__name__)
 
 LN2 = math.log(2.0)
 PRIORS_DIR = "priors"
@@ -139,7 +141,7 @@ class PriorTask(Task):
         self.seed = seed
         self.eval_every = config.eval_every
         self.checkpoint_extra = dict(checkpoint_extra or {})
-        self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self._log = log or logger.info
         self.device = resolve_device(config.device)
         self.batch_size = min(config.batch_size, len(train))
 
@@ -276,7 +278,7 @@ def prior_run(
     ``resume`` continues an interrupted prior run in its directory (``out`` or the default) with the
     configuration saved there; it cannot be combined with ``overrides``, ``class_conditional`` or ``overwrite``.
     """
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = log or logger.info
     ae_run = Path(ae_run)
     ae_config = read_run_config(ae_run)
     model = load(ae_run)
@@ -370,7 +372,8 @@ def prior_run(
             "num_classes": num_classes,
             "class_names": train.class_names,
         }
-        prior.cpu().save_pretrained(out_dir / "model", extra=extra)
+        save_pretrained(prior.cpu(), out_dir / "model", extra=extra,
+                        data=ae_config.data.describe(tuple(model.image_shape)))
         write_json(out_dir / "summary.json", summary)
         log(
             f"prior level {lv}: test {summary['bits_per_code']:.4f} bits/code, {per_image:.1f} bits/image "
@@ -391,6 +394,7 @@ class Samples:
     seconds: float
     samples_per_s: float
     codes: list[torch.Tensor]
+    row_labels: list[str] | None = None  # class-conditional: the class name of every row of the grid
 
 
 def find_priors(ae_run: str | os.PathLike) -> list[Path]:
@@ -480,7 +484,13 @@ def sample_run(
         codes = kind.sample(model, priors, n, labels, temperature, generator)
         images = model.decode(model.codes_from_list(codes)).clamp(0, 1).cpu()
     seconds = time.perf_counter() - t0
-    return Samples(images, None if labels is None else labels.cpu(), nrow, seconds, n / seconds, [c.cpu() for c in codes])
+    row_labels = None
+    if labels is not None:
+        names = list(meta.get("class_names") or [])
+        per_row = labels.cpu()[::nrow].tolist()
+        row_labels = [names[c] if c < len(names) else f"class {c}" for c in per_row]
+    return Samples(images, None if labels is None else labels.cpu(), nrow, seconds, n / seconds, [c.cpu() for c in codes],
+                   row_labels)
 
 
 __all__ = [

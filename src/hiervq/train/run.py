@@ -13,6 +13,7 @@ Run directory layout::
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import DataSplits, load_data
+from ..data import DataConfig, DataSplits, load_data
 from ..errors import ConfigError, DataError, HierVQError
 from ..models.base import DiscreteAutoencoder
-from ..pretrained import atomic_write_bytes, load_state
+from ..pretrained import atomic_write_bytes, load_state, save_pretrained
 from .checkpoint import CHECKPOINT_DIR, LAST, checkpoint_path, has_checkpoint, load_checkpoint
 from .config import RunConfig, config_from_dict, dump_config, read_yaml_mapping
 from .distributed import DistInfo, barrier, cleanup, env_device, setup
@@ -38,6 +39,8 @@ from .rundir import (
     start_run_dir,
 )
 from .trainer import Callback, Trainer
+
+logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 
@@ -115,11 +118,15 @@ def train_run(
     (:func:`~hiervq.train.rundir.start_run_dir`).
     """
     dist: DistInfo = setup(config.train.device)
-    lock = None
+    lock = board = None
     try:
         run_dir = Path(run_dir)
         checkpoint = checkpoint_path(run_dir)
         check = (lambda: check_resumable(run_dir)) if resume else (lambda: check_run_dir(run_dir, overwrite=overwrite))
+        if config.train.tensorboard and dist.is_main:
+            from ..extras import require
+
+            require("tensorboard", "train.tensorboard: true")  # before anything is written
         if dist.is_main:
             check()  # refuse before reading the data
         seed_everything(config.seed)
@@ -145,30 +152,41 @@ def train_run(
                     atomic_write_bytes(run_dir / CONFIG_FILE, text)
                 if state is None:  # stopped before its first checkpoint: start it again
                     write_metrics(run_dir, [])
-                    print(f"{run_dir}: no checkpoint yet; starting the run from the beginning", flush=True)
+                    logger.info("%s: no checkpoint yet; starting the run from the beginning", run_dir)
         barrier(dist)
         if dist.is_main:
-            print(f"model {config.model_name}: {model.num_parameters():,} parameters; {model.budget()}", flush=True)
-            print(f"data {config.data.name}: {len(data.train)} train / {len(data.test)} test images {data.train.shape}", flush=True)
+            logger.info(f"model {config.model_name}: {model.num_parameters():,} parameters; {model.budget()}")
+            logger.info(f"data {config.data.name}: {len(data.train)} train / {len(data.test)} test images {data.train.shape}")
+        callbacks = list(callbacks)
+        if config.train.tensorboard and dist.is_main:
+            from .tensorboard import TensorBoardLogger
+
+            board = TensorBoardLogger(run_dir, data.test.batch(slice(0, 16))[0],
+                                      resume_step=int(state["step"]) if state is not None else None)
+            callbacks.append(board)
         trainer = Trainer(config.train, run_dir, seed=config.seed, dist=dist, callbacks=callbacks)
         history = trainer.fit(model, data, resume=state)
         summary: dict[str, Any] = {}
         if dist.is_main:
-            summary = finish_run(run_dir, model, data, trainer, history)
+            summary = finish_run(run_dir, model, data, trainer, history, config.data)
         barrier(dist)
         return summary
     finally:
+        if board is not None:
+            board.close()
         if lock is not None:
             lock.release()
         cleanup(dist)
 
 
-def finish_run(run_dir: Path, model: DiscreteAutoencoder, data: DataSplits, trainer: Trainer, history: list[dict]) -> dict:
-    """Final full test evaluation, ``summary.json``, the saved model and the report."""
+def finish_run(run_dir: Path, model: DiscreteAutoencoder, data: DataSplits, trainer: Trainer, history: list[dict],
+               data_config: DataConfig | None = None) -> dict:
+    """Final full test evaluation, ``summary.json``, the saved model (with ``data_config`` described in its
+    config.json) and the report."""
     final = trainer.evaluate(model, data.test, with_counts=True)
     counts = final.pop("counts")
     summary = make_summary(model, final, history, trainer.train_seconds)
-    model.save_pretrained(run_dir / "model")
+    save_pretrained(model, run_dir / "model", data=data_config.describe(data.train.shape) if data_config else None)
     write_json(run_dir / "summary.json", summary)
     write_report(run_dir, model, data.test, summary, history, counts, title=f"hiervq run {run_dir.name}")
     trainer.log(
@@ -178,9 +196,11 @@ def finish_run(run_dir: Path, model: DiscreteAutoencoder, data: DataSplits, trai
     return summary
 
 
-def evaluate_run(run_dir: str | Path, config: RunConfig | None = None, split: str = "test") -> dict[str, Any]:
+def evaluate_run(run_dir: str | Path, config: RunConfig | None = None, split: str = "test",
+                 metrics: tuple | list = ()) -> dict[str, Any]:
     """Evaluate a finished run's saved model on a split of its data (or of ``config.data``); ``split="all"``
-    evaluates every image the data holds (train, val and test together)."""
+    evaluates every image the data holds (train, val and test together). ``metrics``: perceptual metrics to add
+    (:mod:`hiervq.metrics.perceptual`)."""
     import torch
 
     from ..data import ImageSet
@@ -200,7 +220,7 @@ def evaluate_run(run_dir: str | Path, config: RunConfig | None = None, split: st
         raise DataError(f"{config.data.path or config.data.name}: {dataset.shape[0]}-channel images, the model "
                         f"expects {model.config.in_channels} (set data.channels: {model.config.in_channels} to convert)")
     trainer = Trainer(config.train, None, seed=config.seed)
-    result = trainer.evaluate(model, dataset)
+    result = trainer.evaluate(model, dataset, metrics=metrics)
     result["split"] = split
     result["bits_per_image"] = model.budget().bits_per_image
     return result

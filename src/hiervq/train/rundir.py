@@ -33,7 +33,7 @@ RUN_MARKER = ".hiervq-run"
 #: what hiervq writes at the top of a run, prior run, compare, sweep or classify output directory
 KNOWN_ENTRIES = frozenset({
     RUN_MARKER, "config.yaml", "checkpoints", "model", "metrics.jsonl", "summary.json", "report.md", "codes.npz",
-    "priors", "analysis", "study",  # runs and prior runs
+    "priors", "analysis", "study", "tensorboard",  # runs and prior runs
     "hier", "single", "compare.json",  # compare
     "points", "point.json", "sweep.json", "sweep.csv",  # sweep
     "pretrain", "results.json",  # classify

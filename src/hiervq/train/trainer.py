@@ -6,7 +6,7 @@ with ``loss``, named ``losses``, ``recon``, ``codes`` and per-level ``stats``.
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +18,7 @@ from torch.utils.data import DistributedSampler
 
 from ..data import DataSplits, ImageSet
 from ..errors import DivergedError
+from ..log import progress
 from ..metrics import EvalAccumulator, mse_per_image, psnr
 from ..models.base import DiscreteAutoencoder
 from ..pretrained import load_state, nonfinite_tensors
@@ -26,6 +27,8 @@ from .config import PhaseConfig, TrainConfig
 from .distributed import DistInfo, barrier, wrap_ddp
 from .engine import Task, lr_factor, make_optimizer, make_scheduler  # noqa: F401 - lr_factor re-exported
 from .report import append_metrics, write_metrics
+
+logger = logging.getLogger(__name__)
 
 Callback = Callable[["Trainer", dict], None]
 
@@ -168,7 +171,7 @@ class Trainer:
     # ------------------------------------------------------------------ helpers
     def log(self, message: str) -> None:
         if self.dist.is_main:
-            print(message, file=sys.stderr, flush=True)
+            logger.info(message)
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -200,14 +203,16 @@ class Trainer:
         limit: int | None = None,
         with_counts: bool = False,
         per_image: bool = False,
+        metrics: tuple | list = (),
     ) -> dict[str, Any]:
-        """MSE/PSNR (mean and std over images, on [0, 1]), mean loss terms and codebook health per level
-        (see :meth:`hiervq.metrics.EvalAccumulator.result`); ``per_image`` adds ``mse_per_image`` (N,)."""
+        """MSE/PSNR/SSIM/MS-SSIM (mean and std over images, on [0, 1]), mean loss terms and codebook health per
+        level (see :meth:`hiervq.metrics.EvalAccumulator.result`); ``per_image`` adds ``mse_per_image`` (N,);
+        ``metrics`` are perceptual metrics (:class:`hiervq.metrics.perceptual.PerceptualMetric`) to add."""
         model = _unwrap(model)
         was_training = model.training
         model.eval()
         device = self.dist.device
-        acc = EvalAccumulator([lv.codebook_size for lv in model.levels])
+        acc = EvalAccumulator([lv.codebook_size for lv in model.levels], metrics)
         n = len(dataset) if limit is None else min(limit, len(dataset))
         bs = self.config.eval_batch_size
         for start in range(0, n, bs):
@@ -426,8 +431,5 @@ def _auto_device(name: str) -> torch.device:
 
 
 def _progress(items: list, desc: str, enabled: bool):
-    if not enabled:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0, disable=None)  # off without a TTY
+    """A tqdm bar on a terminal, a progress line every ``HIERVQ_PROGRESS_INTERVAL`` s otherwise (:mod:`hiervq.log`)."""
+    return progress(items, desc, enabled)
