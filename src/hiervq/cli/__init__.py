@@ -5,6 +5,7 @@ module             commands
 =================  ==============================================================
 ``autoencoder``    ``train``, ``eval``, ``encode``, ``decode``
 ``priors``         ``prior``, ``sample``
+``compress``       ``compress``, ``decompress`` (entropy-coded files with the priors)
 ``pqvae``          ``bayes``, ``info``, ``progressive`` (analyses of code sequences)
 ``experiments``    ``compare``, ``sweep``
 ``classify``       ``classify``, ``tiles``
@@ -28,7 +29,7 @@ import sys
 
 from .. import __version__
 from ..errors import HierVQError
-from . import autoencoder, classify, experiments, pqvae, priors
+from . import autoencoder, classify, compress, experiments, pqvae, priors
 from .common import add_debug
 
 EXIT_USER_ERROR = 2
@@ -36,7 +37,7 @@ EXIT_INTERNAL_ERROR = 1
 EXIT_INTERRUPTED = 130
 
 #: the command groups, in the order ``hiervq --help`` lists their commands
-COMMAND_GROUPS = (autoencoder, priors, pqvae, experiments, classify)
+COMMAND_GROUPS = (autoencoder, priors, compress, pqvae, experiments, classify)
 
 
 def build_parser() -> argparse.ArgumentParser:

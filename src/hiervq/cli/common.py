@@ -123,10 +123,11 @@ def png_targets(source: Path, out: Path, names: list[str] | None, n: int, overwr
         raise DataError(f"{source}: names has {len(names)} entries for {n} images")
     targets = [out / f"{Path(names[i]).stem if names else f'{i:05d}'}.png" for i in range(n)]
     seen: set[Path] = set()
-    for target in targets:
+    for i, target in enumerate(targets):
         if target in seen or (grid and target.name == "grid.png"):
             clash = "the grid" if grid and target.name == "grid.png" else "another image"
-            raise DataError(f"{source}: an image would be written to {target} over {clash}; rename it{hint}")
+            raise DataError(f"{source}: image {names[i] if names else i} would be written to {target} over {clash}; "
+                            f"rename it{hint}")
         seen.add(target)
     if not overwrite:
         existing = next((t for t in [*targets, *([out / "grid.png"] if grid else [])] if t.exists() or t.is_symlink()), None)

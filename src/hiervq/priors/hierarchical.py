@@ -24,6 +24,7 @@ class HierarchicalPriorKind(PriorKind):
     """One :class:`PixelCNN` per level of a ``HierarchicalVQVAE``; level 0 = bottom, sampled last."""
 
     name = "pixelcnn"
+    any_grid = True
 
     def prior_levels(self, model) -> list[int]:
         return list(reversed(range(len(model.levels))))

@@ -37,6 +37,8 @@ class PriorKind:
     """
 
     name = "base"
+    #: whether the priors model the codes of any image size (convolutional), not only of the model's own
+    any_grid = False
 
     def prior_levels(self, model) -> list[int]:
         """Levels that need a prior, in sampling order (the one sampled first comes first)."""
