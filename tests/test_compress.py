@@ -14,7 +14,7 @@ import torch
 
 import hiervq
 from hiervq.cli import main
-from hiervq.codec import Codec, Header, header_size, pack, tables, unpack
+from hiervq.codec import Codec, Header, header_bytes, header_size, pack, tables, unpack
 from hiervq.errors import DataError, HierVQError
 from hiervq.priors import prior_kind_for
 
@@ -131,7 +131,7 @@ def test_round_trip_is_exact_and_the_size_matches_the_estimate(runs, name):
     assert (result.labels is not None) == (name == "hier")
 
     # file size = header + the priors' estimate, within 2 % (over the 16 images)
-    headers = [header_size(*(lambda h, p: (h, len(p)))(*unpack(f))) for f in result.files]
+    headers = [header_bytes(f) for f in result.files]
     estimate = float(result.bits.sum()) + 8 * sum(headers)
     actual = 8 * sum(len(f) for f in result.files)
     assert abs(actual / estimate - 1) < 0.02, (actual, estimate)
@@ -190,8 +190,8 @@ def test_deterministic_across_batch_sizes_threads_and_processes(runs, tmp_path):
         assert codec.compress(x, batch_size=5) == files  # byte for byte
         expected = codec.compress_batch(x).codes
         assert all(torch.equal(a, b) for a, b in zip(codes_2threads, expected))
-        singles = [codec.decompress_codes([f])[0] for f in files]
-        assert all(torch.equal(torch.cat([s[i] for s in singles]), e) for i, e in enumerate(expected))
+        singles = [codec.decompress_codes([f])[0] for f in files[:4]]  # one file at a time
+        assert all(torch.equal(torch.cat([s[i] for s in singles]), e[:4]) for i, e in enumerate(expected))
         saved[name] = {"run": str(run), "files": files, "images": x, "codes": expected}
 
     # a fresh process decodes the files (in another order and batch) and writes the same files

@@ -23,7 +23,7 @@ def _check_batch_size(n: int) -> None:
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
-    from ..codec import SUFFIX, Codec, header_size, unpack
+    from ..codec import SUFFIX, Codec, header_bytes
     from ..errors import DataError
     from ..pretrained import atomic_write_bytes
     from ..train.rundir import check_output_path
@@ -57,9 +57,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         estimate += float(result.bits.sum())
     seconds = time.perf_counter() - t0
     n, pixels = len(images), images.shape[-2] * images.shape[-1]
-    header, payload = unpack(result.files[0])
     print(f"compressed {n} images -> {out} ({total / n:.1f} bytes/image, {total * 8 / n / pixels:.4f} bits/pixel with "
-          f"the {header_size(header, len(payload))}-byte header; the priors estimate {estimate / n:.1f} bits/image; "
+          f"the {header_bytes(result.files[0])}-byte header; the priors estimate {estimate / n:.1f} bits/image; "
           f"{n / seconds:.1f} images/s)")
     return 0
 
@@ -83,7 +82,7 @@ def _collect_files(items: list[str]) -> list[Path]:
 
 
 def _cmd_decompress(args: argparse.Namespace) -> int:
-    from ..codec import Codec
+    from ..codec import Codec, unpack
 
     _check_batch_size(args.batch_size)
     paths = _collect_files(args.files)
@@ -95,6 +94,7 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
             data.append(p.read_bytes())
         except OSError as exc:
             raise HierVQError(f"{p}: cannot read ({exc.strerror or exc})") from None
+        unpack(data[-1], str(p))  # damaged files are refused before the model is even loaded
     codec = Codec.from_run(args.run, args.priors)
     groups: dict[tuple[int, int], list[int]] = {}  # image size -> files (all checked before any is decoded)
     for i, (d, p) in enumerate(zip(data, paths)):

@@ -8,7 +8,7 @@ Needs the ``constriction`` package (``pip install 'hiervq[compress]'``). See doc
 """
 
 from .coder import Codec, Compressed, compress, decompress, model_id
-from .format import MAGIC, SUFFIX, VERSION, Header, header_size, pack, unpack
+from .format import MAGIC, SUFFIX, VERSION, Header, header_bytes, header_size, pack, unpack
 
 __all__ = [
     "MAGIC",
@@ -19,6 +19,7 @@ __all__ = [
     "Header",
     "compress",
     "decompress",
+    "header_bytes",
     "header_size",
     "model_id",
     "pack",

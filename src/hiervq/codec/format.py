@@ -142,3 +142,8 @@ def unpack(data: bytes, name: str = "data") -> tuple[Header, bytes]:
 def header_size(header: Header, payload_bytes: int) -> int:
     """Bytes before the payload for ``header`` and a payload of ``payload_bytes``."""
     return len(pack(header, bytes(payload_bytes))) - payload_bytes
+
+
+def header_bytes(data: bytes) -> int:
+    """Bytes before the payload in a file (checked with :func:`unpack`)."""
+    return len(data) - len(unpack(data)[1])
