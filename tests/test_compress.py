@@ -149,6 +149,22 @@ def test_round_trip_is_exact_and_the_size_matches_the_estimate(runs, name):
     assert torch.equal(hiervq.decompress(result.files[:2], run), decoded(slice(0, 2)))
 
 
+def test_other_image_sizes(runs):
+    """PixelCNN priors code any grid (the header carries it); the PQ-VAE's prior only its own sequence length."""
+    hier, pq = Codec.from_run(runs["hier"]), Codec.from_run(runs["pq"])
+    x = torch.nn.functional.interpolate(_images(runs["hier"], 3), size=(24, 20), mode="bilinear").clamp(0, 1)
+    result = hier.compress_batch(x)
+    assert unpack(result.files[0])[0].grids == ((6, 5), (12, 10))
+    codes, size = hier.decompress_codes(result.files)
+    assert size == (24, 20) and all(torch.equal(a, b) for a, b in zip(codes, result.codes))
+    with pytest.raises(DataError, match="image size 24x20 is not a multiple of 16"):
+        pq.compress(x)
+    with pytest.raises(DataError, match="16x16 images only, not 32x32"):
+        pq.compress(torch.nn.functional.interpolate(x, size=(32, 32)))
+    with pytest.raises(DataError, match="different sizes"):
+        hier.decompress(result.files[:1] + hier.compress(_images(runs["hier"], 1)))
+
+
 def test_wrong_model_and_damaged_files_are_refused(runs):
     hier, pq = Codec.from_run(runs["hier"]), Codec.from_run(runs["pq"])
     data = hier.compress(_images(runs["hier"], 2))[0]

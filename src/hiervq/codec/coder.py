@@ -29,6 +29,8 @@ from ..schema import to_dict
 from . import tables
 from .format import Header, pack, unpack
 
+MAX_PIXELS = 1 << 26  # larger images in a header are refused (a damaged or hostile file)
+
 
 def _constriction():
     try:
@@ -127,6 +129,8 @@ class Codec:
     # ------------------------------------------------------------------ shapes
     def grids(self, height: int, width: int) -> list[tuple[int, ...]]:
         """The code grid of each coded level (coding order) for an H x W image."""
+        if (height, width) == tuple(self.model.image_shape[1:]):
+            return [tuple(self.model.levels[lv].grid) for lv in self.levels]
         if (height, width) not in self._grids:
             c = self.model.image_shape[0]
             try:
@@ -237,6 +241,9 @@ class Codec:
                               f"priors are {self.id.hex()}; decompress it with the run that compressed it")
         if header.labelled != (self.num_classes is not None):
             raise DataError(f"{name}: corrupt header (class label flag)")
+        if header.image_size[0] * header.image_size[1] > MAX_PIXELS:
+            raise DataError(f"{name}: an image of {header.image_size[0]}x{header.image_size[1]} pixels is larger than "
+                            "hiervq decodes")
         try:
             grids = self.grids(*header.image_size)
         except DataError as exc:
@@ -282,6 +289,8 @@ class Codec:
         """Images (B, C, H, W) on [0, 1] (``model.decode`` clamped) from files that hold images of one size;
         ``names`` (for messages) default to "file i"; decoded in batches of ``batch_size`` files."""
         names = names or [f"file {i}" for i in range(len(files))]
+        if not files:
+            return torch.zeros(0, *self.model.image_shape)
         if len({unpack(f, n)[0].image_size for f, n in zip(files, names)}) > 1:
             raise DataError("the files hold images of different sizes; decompress each size separately")
         out = []
