@@ -770,6 +770,66 @@ def _(t, run):
 
 
 # ---------------------------------------------------------------------- encode
+@case("compress-without-priors")
+def _(t, run):
+    return ["compress", run, gray_png(t / "a.png"), "-o", t / "out"], "--level all` first"
+
+
+@case("compress-two-images-to-one-file")
+def _(t, run):
+    return ["compress", run, gray_png(t / "a.png"), gray_png(t / "b.png"), "-o", t / "x.hvq"], "holds one image"
+
+
+@case("compress-over-an-existing-file")
+def _(t, run):
+    (t / "out").mkdir()
+    (t / "out" / "a.hvq").write_bytes(b"mine")
+    return ["compress", run, gray_png(t / "a.png"), "-o", t / "out"], "a.hvq already exists"
+
+
+@case("compress-batch-size-zero")
+def _(t, run):
+    return ["compress", run, gray_png(t / "a.png"), "--batch-size", "0"], "--batch-size"
+
+
+def hvq_file(path: Path, cut: int = 0, flip: int | None = None) -> Path:
+    """A well-formed .hvq file (of no model in particular), cut short by ``cut`` bytes or with bit ``flip`` flipped."""
+    from hiervq.codec import Header, pack
+
+    data = bytearray(pack(Header(b"abcd", (16, 16), ((4, 4), (8, 8))), bytes(range(40))))
+    if flip is not None:
+        data[flip // 8] ^= 1 << (flip % 8)
+    path.write_bytes(bytes(data[: len(data) - cut]))
+    return path
+
+
+@case("decompress-a-png")
+def _(t, run):
+    (t / "a.hvq").write_bytes(gray_png(t / "a.png").read_bytes())
+    return ["decompress", run, t / "a.hvq", "-o", t / "dec"], "a.hvq: not a hiervq compressed file"
+
+
+@case("decompress-truncated")
+def _(t, run):
+    return ["decompress", run, hvq_file(t / "a.hvq", cut=3), "-o", t / "dec"], "a.hvq: truncated"
+
+
+@case("decompress-bit-flip")
+def _(t, run):
+    return ["decompress", run, hvq_file(t / "a.hvq", flip=8 * 30 + 2), "-o", t / "dec"], "a.hvq: corrupt"
+
+
+@case("decompress-folder-without-files")
+def _(t, run):
+    (t / "empty").mkdir()
+    return ["decompress", run, t / "empty", "-o", t / "dec"], "no .hvq files"
+
+
+@case("decompress-without-priors")
+def _(t, run):
+    return ["decompress", run, hvq_file(t / "a.hvq"), "-o", t / "dec"], "--level all` first"
+
+
 @case("encode-missing-image")
 def _(t, run):
     return ["encode", run, t / "nothing.png", "-o", t / "c.npz"], "nothing.png: no such file"

@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from . import log  # noqa: F401 - the "hiervq" logger writes to stderr by default (hiervq.log)
+from .codec import Codec, compress, decompress
 from .errors import CheckpointError, ConfigError, DataError, HierVQError
 from .models import VQVAE, DiscreteAutoencoder, HierarchicalVQVAE
 from .pretrained import load
@@ -12,6 +13,7 @@ from .quantize import Codebook, VectorQuantizer
 __all__ = [
     "CheckpointError",
     "Codebook",
+    "Codec",
     "ConfigError",
     "DataError",
     "DiscreteAutoencoder",
@@ -21,5 +23,7 @@ __all__ = [
     "VQVAE",
     "VectorQuantizer",
     "__version__",
+    "compress",
+    "decompress",
     "load",
 ]

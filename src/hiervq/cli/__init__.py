@@ -5,6 +5,7 @@ module             commands
 =================  ==============================================================
 ``autoencoder``    ``train``, ``eval``, ``encode``, ``decode``
 ``priors``         ``prior``, ``sample``
+``compress``       ``compress``, ``decompress`` (entropy-coded files with the priors)
 ``pqvae``          ``bayes``, ``info``, ``progressive`` (analyses of code sequences)
 ``experiments``    ``compare``, ``sweep``
 ``classify``       ``classify``, ``tiles``
@@ -32,7 +33,7 @@ import sys
 
 from .. import __version__
 from ..errors import HierVQError
-from . import autoencoder, classify, experiments, pqvae, priors, recipes
+from . import autoencoder, classify, compress, experiments, pqvae, priors, recipes
 from .common import DefaultsFormatter, add_debug, add_threads, add_verbosity, apply_threads
 
 EXIT_USER_ERROR = 2
@@ -40,7 +41,7 @@ EXIT_INTERNAL_ERROR = 1
 EXIT_INTERRUPTED = 130
 
 #: the command groups, in the order ``hiervq --help`` lists their commands
-COMMAND_GROUPS = (autoencoder, priors, pqvae, experiments, classify, recipes)
+COMMAND_GROUPS = (autoencoder, priors, compress, pqvae, experiments, classify, recipes)
 #: commands that compute nothing, so take no ``--threads``
 NO_THREADS = ("configs",)
 

@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 from ..errors import HierVQError
-from .common import add_out, add_overwrite, add_set, out_dir
+from .common import add_out, add_overwrite, add_set, collect_images, out_dir, png_targets, read_model_images, save_pngs
 
 logger = logging.getLogger(__name__)
 
@@ -80,46 +80,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- encode / decode
-def _collect_images(paths: list[str]) -> list[Path]:
-    from ..data.readers import IMAGE_SUFFIXES, list_images
-
-    files: list[Path] = []
-    for item in paths:
-        p = Path(item)
-        if p.is_dir():
-            found = list_images(p)
-            if not found:
-                raise HierVQError(f"{p}: no images found ({', '.join(IMAGE_SUFFIXES)})")
-            files += found
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise HierVQError(f"{p}: no such file or directory")
-    return files
-
-
-def _run_fit(run: str) -> str:
-    """How the run brought its training images to size (``data.fit``: resize or pad): from the run's config.yaml,
-    else from the saved model's config.json (``data.fit``, recorded since hiervq 0.1.0), else resize."""
-    from ..pretrained import read_meta
-    from ..train import read_run_config
-
-    try:
-        return read_run_config(run).data.fit
-    except HierVQError:
-        pass
-    try:
-        return str((read_meta(run).get("data") or {}).get("fit") or "resize")
-    except HierVQError:
-        return "resize"
-
-
 def _cmd_encode(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from ..data import fit_images, read_image
-    from ..errors import DataError
     from ..pretrained import atomic_write_bytes, load
     from ..train.rundir import check_output_path
 
@@ -127,29 +91,8 @@ def _cmd_encode(args: argparse.Namespace) -> int:
         raise HierVQError(f"--batch-size must be >= 1, got {args.batch_size}")
     check_output_path(args.output, folder=False, what="-o")
     model = load(args.run)
-    c, h, w = model.image_shape
-    fit = _run_fit(args.run)
-    files = _collect_images(args.images)
-    arrays, reshaped = [], 0
-    for f in files:
-        arr = read_image(f, mode=("L" if c == 1 else "RGB") if args.convert else None)
-        if arr.shape[2] != c:
-            raise DataError(f"{f}: image has {arr.shape[2]} channels, the model expects {c} (pass --convert to convert)")
-        x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None]
-        if not args.keep_size:
-            reshaped += fit == "resize" and x.shape[-1] * h != x.shape[-2] * w
-            try:
-                x = fit_images(x, h, fit)
-            except DataError as exc:
-                raise DataError(f"{f}: {exc} (the run was trained with data.fit: {fit})") from None
-        arrays.append(x)
-    if reshaped:
-        logger.warning(f"{reshaped} of {len(files)} images changed their aspect ratio when resized to {h}x{w} "
-                       "(the run's data.fit: resize; --keep-size keeps their size)")
-    shapes = {tuple(a.shape) for a in arrays}
-    if len(shapes) > 1:
-        raise DataError(f"images have different sizes {sorted(shapes)[:3]}; drop --keep-size to resize them")
-    images = torch.cat(arrays).float() / 255.0
+    files = collect_images(args.images)
+    images = read_model_images(files, args.run, model, args.convert, args.keep_size)
     codes = []
     with torch.no_grad():
         for start in range(0, len(images), args.batch_size):
@@ -165,29 +108,6 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     shapes_txt = ", ".join(f"{k} {v.shape}" for k, v in out.items() if k.startswith("level"))
     print(f"encoded {len(files)} images -> {args.output} ({shapes_txt}; {model.budget().bits_per_image:.0f} bits/image)")
     return 0
-
-
-def _decode_targets(codes: Path, out: Path, names: list[str] | None, n: int, overwrite: bool) -> list[Path]:
-    """The PNG each decoded image goes to (``grid.png`` is also written); refuses existing files without
-    ``overwrite`` (decoding into the folder the codes came from would replace the originals) and name clashes."""
-    from ..errors import DataError
-    from ..train.rundir import check_output_path
-
-    check_output_path(out, folder=True, what="-o")
-    if names is not None and len(names) != n:
-        raise DataError(f"{codes}: names has {len(names)} entries for {n} images")
-    targets = [out / f"{Path(names[i]).stem if names else f'{i:05d}'}.png" for i in range(n)]
-    seen: set[Path] = set()
-    for target in targets:
-        if target in seen or target.name == "grid.png":
-            clash = "the grid" if target.name == "grid.png" else "another image"
-            raise DataError(f"{codes}: an image would be written to {target} over {clash}; rename it in names")
-        seen.add(target)
-    if not overwrite:
-        existing = next((t for t in [*targets, out / "grid.png"] if t.exists() or t.is_symlink()), None)
-        if existing is not None:
-            raise DataError(f"{existing} already exists; pass --overwrite to replace it, or -o another folder")
-    return targets
 
 
 def _read_codes(path: Path):
@@ -232,20 +152,16 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     path = Path(args.codes)
     levels, names = _read_codes(path)
     out = Path(args.output)
-    targets = _decode_targets(path, out, names, len(levels[0]), args.overwrite)  # all checked before writing any
+    targets = png_targets(path, out, names, len(levels[0]), args.overwrite, hint=" in names")  # all checked before writing any
     with torch.no_grad():
         try:
             images = model.decode(model.codes_from_list(levels))
         except (IndexError, ValueError, RuntimeError) as exc:
             raise DataError(f"{path}: codes do not fit this model ({str(exc).splitlines()[0]})") from None
     out.mkdir(parents=True, exist_ok=True)
-    from PIL import Image
-
-    arr = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    for a, target in zip(arr, targets):
-        Image.fromarray(a[..., 0] if a.shape[2] == 1 else a).save(target)
+    save_pngs(images, targets)
     save_image_grid(images, out / "grid.png", nrow=min(8, len(images)))
-    print(f"decoded {len(arr)} images -> {out}/")
+    print(f"decoded {len(images)} images -> {out}/")
     return 0
 
 

@@ -378,3 +378,25 @@ def plot_series(labels: list[str], series: dict[str, list[float]], path: str | P
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_rate_distortion(curves: dict[str, list[dict]], points: dict[str, dict], path: str | Path,
+                         metrics: tuple[tuple[str, str], ...] = (("psnr", "PSNR (dB)"), ("ms_ssim", "MS-SSIM"))) -> None:
+    """Rate-distortion panels, one per ``(key, label)`` of ``metrics`` against bits per pixel: ``curves`` (name ->
+    rows with ``bpp`` and the metric keys, e.g. a classical codec over its qualities) as lines, ``points`` (name ->
+    one such row, e.g. a trained model) as labelled markers."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.8), squeeze=False)
+    for ax, (key, label) in zip(axes[0], metrics):
+        for name, rows in curves.items():
+            rows = sorted(rows, key=lambda r: r["bpp"])
+            ax.plot([r["bpp"] for r in rows], [r[key] for r in rows], ".-", label=name)
+        for name, row in points.items():
+            ax.plot(row["bpp"], row[key], "*", markersize=12, label=name)
+        ax.set_xlabel("bits per pixel (file size, headers included)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

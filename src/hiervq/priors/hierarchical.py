@@ -24,6 +24,7 @@ class HierarchicalPriorKind(PriorKind):
     """One :class:`PixelCNN` per level of a ``HierarchicalVQVAE``; level 0 = bottom, sampled last."""
 
     name = "pixelcnn"
+    any_grid = True
 
     def prior_levels(self, model) -> list[int]:
         return list(reversed(range(len(model.levels))))
@@ -63,8 +64,12 @@ class HierarchicalPriorKind(PriorKind):
     def nll(self, prior, codes, labels, level):
         return prior.nll(codes[level], self._cond(codes, level), labels if takes_labels(prior) else None)
 
+    def logits(self, prior, codes, labels, level):
+        logits = prior(codes[level], self._cond(codes, level), labels if takes_labels(prior) else None)
+        return logits.flatten(2).transpose(1, 2)  # (B, K, H, W) -> (B, H*W, K): raster order
+
     @torch.no_grad()
-    def sample(self, model, priors, n, labels, temperature=1.0, generator=None):
+    def walk(self, model, priors, n, labels, choose, grids=None):
         levels = model.levels
         missing = [lv for lv in range(len(levels)) if lv not in priors]
         if missing:
@@ -75,7 +80,8 @@ class HierarchicalPriorKind(PriorKind):
             cond = codes[level + 1] if level + 1 < len(levels) else None
             if (cond is None) != (getattr(prior, "cond_net", None) is None):
                 raise HierVQError(f"the level-{level} prior does not match this model's hierarchy")
-            codes[level] = prior.sample(
-                n, tuple(levels[level].grid), cond, labels if takes_labels(prior) else None, temperature, generator
+            grid = tuple(grids[level] if grids else levels[level].grid)
+            codes[level] = prior.walk(
+                n, grid, cond, labels if takes_labels(prior) else None, lambda logits, lv=level: choose(lv, logits)
             )
         return codes

@@ -22,6 +22,7 @@ The masking is done by shifting and one-sided padding rather than by weight mask
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,7 @@ from torch import nn
 from ..nn import ResBlock
 from ..pretrained import register, save_pretrained
 from ..quantize.common import code_bits as uniform_bits  # noqa: F401 - hiervq.priors exports it
+from .kinds import draw
 
 
 @dataclass
@@ -237,22 +239,21 @@ class PixelCNN(nn.Module):
         return F.cross_entropy(logits, codes, reduction="none").flatten(1).sum(1)
 
     @torch.no_grad()
-    def sample(
+    def walk(
         self,
         n: int,
         size: tuple[int, int],
-        cond: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
+        cond: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        choose: Callable[[torch.Tensor], torch.Tensor],
     ) -> torch.Tensor:
-        """Sample ``n`` code maps (n, H, W) in raster order, one position at a time for the whole batch.
+        """Fill ``n`` code maps (n, H, W) in raster order, one position at a time for the whole batch:
+        ``choose(logits (n, K))`` -> codes (n,) picks each position's codes (a draw when sampling, the entropy
+        decoder when decompressing).
 
         Cache-free: each step recomputes the network, but only over rows 0..i (rows below cannot influence
-        position (i, j)). The conditioning features are computed once. ``temperature`` divides the logits.
+        position (i, j)). The conditioning features are computed once.
         """
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
         device = self.embed.weight.device
         H, W = size
         self._check_labels(labels, n)
@@ -263,10 +264,23 @@ class PixelCNN(nn.Module):
         for i in range(H):
             f_rows = None if features is None else features[:, :, : i + 1]
             for j in range(W):
-                logits = self._logits(codes[:, : i + 1], f_rows, labels)[:, :, i, j]
-                probs = torch.softmax(logits.float() / temperature, dim=1)
-                codes[:, i, j] = torch.multinomial(probs, 1, generator=generator)[:, 0]
+                codes[:, i, j] = choose(self._logits(codes[:, : i + 1], f_rows, labels)[:, :, i, j])
         return codes
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        size: tuple[int, int],
+        cond: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample ``n`` code maps (n, H, W) in raster order (:meth:`walk`); ``temperature`` divides the logits."""
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        return self.walk(n, size, cond, labels, lambda logits: draw(logits, temperature, generator))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -9,6 +9,7 @@ of a progressive sequence mean different things, though they share one codebook)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +19,7 @@ from torch import nn
 from ..errors import HierVQError
 from ..pretrained import register, save_pretrained
 from ..schema import from_dict
-from .kinds import PriorKind, register_prior_kind, takes_labels
+from .kinds import PriorKind, draw, register_prior_kind, takes_labels
 
 
 @dataclass
@@ -112,15 +113,15 @@ class TransformerPrior(nn.Module):
         return F.cross_entropy(logits.transpose(1, 2), codes, reduction="none")
 
     @torch.no_grad()
-    def sample(
+    def walk(
         self,
         n: int,
-        labels: torch.Tensor | None = None,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None,
+        choose: Callable[[torch.Tensor], torch.Tensor],
         prefix: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Sample ``n`` sequences (n, L); a ``prefix`` (n, m) of given leading codes is kept and completed."""
+        """Fill ``n`` sequences (n, L) position by position: ``choose(logits (n, K))`` -> codes (n,) picks each
+        (a draw when sampling, the entropy decoder when decompressing); a ``prefix`` (n, m) is kept."""
         device = self.position.device
         length = self.config.length
         codes = torch.zeros(n, length, dtype=torch.long, device=device)
@@ -133,11 +134,21 @@ class TransformerPrior(nn.Module):
         was_training = self.training
         self.eval()
         for pos in range(start, length):
-            logits = self.logits(codes[:, : pos + 1], labels)[:, pos] / temperature
-            probs = logits.softmax(-1)
-            codes[:, pos] = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            codes[:, pos] = choose(self.logits(codes[:, : pos + 1], labels)[:, pos])
         self.train(was_training)
         return codes
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        labels: torch.Tensor | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        prefix: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Sample ``n`` sequences (n, L); a ``prefix`` (n, m) of given leading codes is kept and completed."""
+        return self.walk(n, labels, lambda logits: draw(logits, temperature, generator), prefix)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -182,10 +193,15 @@ class SequencePriorKind(PriorKind):
             raise HierVQError("the prior does not match this model's code sequence (length or K)")
         return prior
 
+    def logits(self, prior, codes, labels, level):
+        return prior.logits(codes[0], labels if takes_labels(prior) else None)
+
     @torch.no_grad()
-    def sample(self, model, priors, n, labels, temperature=1.0, generator=None):
+    def walk(self, model, priors, n, labels, choose, grids=None):
         prior = self._prior(model, priors)
-        return [prior.sample(n, labels if takes_labels(prior) else None, temperature, generator)]
+        if grids and tuple(grids[0]) != (prior.config.length,):
+            raise HierVQError(f"the prior models sequences of {prior.config.length} codes, not {tuple(grids[0])}")
+        return [prior.walk(n, labels if takes_labels(prior) else None, lambda logits: choose(0, logits))]
 
     @torch.no_grad()
     def complete(self, model, priors, prefix: torch.Tensor, labels=None, temperature=1.0, generator=None) -> torch.Tensor:
