@@ -50,7 +50,7 @@ def _data_path_overrides(path: str | None) -> list[str]:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ..pretrained import atomic_write_bytes
+    from ..io import atomic_write_bytes
     from ..train import read_run_config
     from ..train.config import with_overrides
     from ..train.run import evaluate_run
@@ -108,7 +108,8 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 
     from ..data import fit_images, read_image
     from ..errors import DataError
-    from ..pretrained import atomic_write_bytes, load
+    from ..io import atomic_write_bytes
+    from ..pretrained import load
     from ..train.rundir import check_output_path
 
     if args.batch_size < 1:

@@ -19,9 +19,9 @@ from typing import Any
 
 from ..data import DataSplits, load_data
 from ..errors import HierVQError
+from ..io import write_json
 from ..train.checkpoint import has_checkpoint
 from ..train.config import RunConfig, config_from_dict, dump_config
-from ..train.report import write_json
 from ..train.run import CONFIG_FILE, train_run
 from ..train.rundir import check_replaceable, mark_output_dir
 from .capacity import CapacityMatch, match_capacity
@@ -213,7 +213,7 @@ def compare_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
 
 
 def write_compare_report(out_dir: Path, match: CapacityMatch, result: dict[str, Any]) -> None:
-    from ..pretrained import atomic_write_bytes
+    from ..io import atomic_write_bytes
 
     text = f"""# Capacity-matched comparison
 

@@ -192,9 +192,9 @@ def run_label_fractions(
     from ..classify.config import ClassifyConfig
     from ..data import label_subset
     from ..errors import ConfigError, HierVQError
+    from ..io import write_json
     from ..pretrained import load
     from ..schema import to_dict
-    from ..train.report import write_json
     from ..train.run import seed_everything
     from ..train.rundir import mark_output_dir
 
@@ -318,8 +318,8 @@ def write_classify_report(out_dir: Path, result: dict[str, Any]) -> None:
     """``report.md`` and ``confusion_<pct>.png`` of a label-fraction experiment."""
     import numpy as np
 
+    from ..io import atomic_write_bytes
     from ..metrics.plots import plot_confusions
-    from ..pretrained import atomic_write_bytes
 
     classes = result["class_names"]
     names = list(result["models"])

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..data import ImageSet
-from ..pretrained import atomic_write_bytes
+from ..io import atomic_write_bytes
 from ..train.experiment_config import StudyConfig
 
 STUDY_DIR = "study"

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..io import write_json
 from ..train.config import RunConfig, apply_overrides, config_from_dict, parse_value
-from ..train.report import read_metrics, write_json
+from ..train.report import read_metrics
 from ..train.rundir import check_replaceable, mark_output_dir
 
 POINT_FILE = "point.json"
@@ -246,7 +247,7 @@ CSV_COLUMNS = (
 
 def write_table(out_dir: Path, axes: dict[str, list], records: list[dict]) -> dict[str, Any]:
     """Write ``sweep.json``, ``sweep.csv`` and the plots for the finished point records; returns the table."""
-    from ..pretrained import atomic_write_bytes
+    from ..io import atomic_write_bytes
 
     rows = []
     for rec in records:

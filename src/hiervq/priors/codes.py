@@ -24,7 +24,7 @@ import torch
 
 from ..data import ImageSet
 from ..errors import DataError
-from ..pretrained import atomic_write_bytes
+from ..io import atomic_write_bytes
 
 CODES_FILE = "codes.npz"
 

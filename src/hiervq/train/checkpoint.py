@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from ..pretrained import atomic_write_bytes
+from ..io import atomic_write_bytes
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"

@@ -38,6 +38,7 @@ import torch
 import yaml
 
 from ..errors import HierVQError
+from ..io import write_json
 from ..pretrained import load, read_meta, resolve_model_dir
 from ..priors import CODES_FILE, CodeSet, PriorKind, cache_key, cached_codes, prior_kind_for, uniform_bits
 from ..schema import from_dict, to_dict
@@ -45,7 +46,6 @@ from .checkpoint import checkpoint_path, has_checkpoint, load_checkpoint
 from .config import PhaseConfig, PriorsConfig, TrainConfig, apply_overrides, read_yaml_mapping
 from .distributed import DistInfo, env_device, resolve_device
 from .engine import Task
-from .report import write_json
 from .run import read_run_config, seed_everything
 from .rundir import RunLock, check_run_dir, remove_leftovers, remove_stale_tmp, start_run_dir
 from .trainer import Trainer

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..data import ImageSet
-from ..errors import HierVQError, WriteError
+from ..io import (
+    append_jsonl,
+    atomic_write_bytes,
+    read_jsonl,
+    write_json,  # noqa: F401 - re-exported: hiervq.train.report.write_json
+    write_jsonl,
+)
 from ..models.base import DiscreteAutoencoder
-from ..pretrained import atomic_write_bytes
 
 
 def make_summary(model: DiscreteAutoencoder, final: dict[str, Any], history: list[dict], train_s: float) -> dict:
@@ -43,47 +46,20 @@ def make_summary(model: DiscreteAutoencoder, final: dict[str, Any], history: lis
 METRICS_FILE = "metrics.jsonl"
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Strict JSON (no NaN/Infinity, which JSON parsers reject), written atomically."""
-    try:
-        text = json.dumps(obj, indent=2, allow_nan=False)
-    except ValueError:
-        raise HierVQError(f"{path}: refusing to write non-finite numbers (NaN/inf): {_nonfinite_keys(obj)}") from None
-    atomic_write_bytes(path, (text + "\n").encode())
-
-
-def _nonfinite_keys(obj: Any, prefix: str = "") -> str:
-    if isinstance(obj, dict):
-        found = [_nonfinite_keys(v, f"{prefix}{k}.") for k, v in obj.items()]
-    elif isinstance(obj, (list, tuple)):
-        found = [_nonfinite_keys(v, f"{prefix}{i}.") for i, v in enumerate(obj)]
-    else:
-        return prefix.rstrip(".") if isinstance(obj, float) and not math.isfinite(obj) else ""
-    return ", ".join(f for f in found if f)
-
-
 def append_metrics(run_dir: Path, record: dict) -> None:
     """Append one epoch's record to ``run_dir/metrics.jsonl``."""
-    path = Path(run_dir) / METRICS_FILE
-    try:
-        with open(path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-    except OSError as exc:
-        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from None
+    append_jsonl(Path(run_dir) / METRICS_FILE, record)
 
 
 def write_metrics(run_dir: Path, history: list[dict]) -> None:
     """Replace ``run_dir/metrics.jsonl`` by ``history`` atomically (on resume: drop lines written after the
     checkpoint)."""
-    atomic_write_bytes(Path(run_dir) / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in history).encode())
+    write_jsonl(Path(run_dir) / METRICS_FILE, history)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
     """The per-epoch records of ``run_dir/metrics.jsonl`` ([] when there is none)."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(Path(run_dir) / METRICS_FILE)
 
 
 def write_report(

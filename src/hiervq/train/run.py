@@ -22,12 +22,13 @@ import torch
 
 from ..data import DataSplits, load_data
 from ..errors import ConfigError, DataError, HierVQError
+from ..io import atomic_write_bytes, write_json
 from ..models.base import DiscreteAutoencoder
-from ..pretrained import atomic_write_bytes, load_state
+from ..pretrained import load_state
 from .checkpoint import CHECKPOINT_DIR, LAST, checkpoint_path, has_checkpoint, load_checkpoint
 from .config import RunConfig, config_from_dict, dump_config, read_yaml_mapping
 from .distributed import DistInfo, barrier, cleanup, env_device, setup
-from .report import make_summary, write_json, write_metrics, write_report
+from .report import make_summary, write_metrics, write_report
 from .rundir import (
     RUN_MARKER,
     RunLock,

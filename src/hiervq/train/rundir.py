@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import HierVQError
-from ..pretrained import atomic_write_bytes, umask
+from ..io import atomic_write_bytes, umask
 
 RUN_MARKER = ".hiervq-run"
 #: what hiervq writes at the top of a run, prior run, compare, sweep or classify output directory
