@@ -17,10 +17,11 @@ from torch import nn
 
 from .errors import CheckpointError, ConfigError
 from .io import atomic_write_bytes, umask  # noqa: F401 - re-exported: hiervq.pretrained.atomic_write_bytes
+from .layout import MODEL_CONFIG, MODEL_WEIGHTS, RunDir
 from .schema import from_dict, to_dict
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = MODEL_CONFIG
+WEIGHTS_FILE = MODEL_WEIGHTS
 FORMAT_VERSION = 1
 
 REGISTRY: dict[str, type[nn.Module]] = {}
@@ -93,13 +94,13 @@ def save_pretrained(module: nn.Module, directory: str | os.PathLike, extra: dict
 def resolve_model_dir(path: str | os.PathLike) -> Path:
     """The directory holding ``config.json`` + weights: ``path`` itself, or ``path/model`` for a run directory."""
     path = Path(path)
-    for candidate in (path, path / "model"):
+    for candidate in (path, RunDir(path).model):
         if (candidate / CONFIG_FILE).is_file():
             return candidate
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory")
     raise CheckpointError(
-        f"{path}: not a saved model (no {CONFIG_FILE} here or in {path / 'model'}); "
+        f"{path}: not a saved model (no {CONFIG_FILE} here or in {RunDir(path).model}); "
         "is the run finished? an unfinished run can be resumed with `hiervq train --resume`"
     )
 

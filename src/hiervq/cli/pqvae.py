@@ -10,13 +10,12 @@ import json
 from pathlib import Path
 
 from ..io import write_json
+from ..layout import RunDir
 from .common import add_out
-
-ANALYSIS_DIR = "analysis"
 
 
 def _out_dir(args) -> Path:
-    out = Path(args.out) if args.out else Path(args.run) / ANALYSIS_DIR
+    out = Path(args.out) if args.out else RunDir(args.run).analysis
     out.mkdir(parents=True, exist_ok=True)
     return out
 

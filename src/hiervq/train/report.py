@@ -9,12 +9,10 @@ import torch
 
 from ..data import ImageSet
 from ..io import (
-    append_jsonl,
     atomic_write_bytes,
-    read_jsonl,
     write_json,  # noqa: F401 - re-exported: hiervq.train.report.write_json
-    write_jsonl,
 )
+from ..layout import RunDir
 from ..models.base import DiscreteAutoencoder
 
 
@@ -43,23 +41,10 @@ def make_summary(model: DiscreteAutoencoder, final: dict[str, Any], history: lis
     }
 
 
-METRICS_FILE = "metrics.jsonl"
-
-
-def append_metrics(run_dir: Path, record: dict) -> None:
-    """Append one epoch's record to ``run_dir/metrics.jsonl``."""
-    append_jsonl(Path(run_dir) / METRICS_FILE, record)
-
-
-def write_metrics(run_dir: Path, history: list[dict]) -> None:
-    """Replace ``run_dir/metrics.jsonl`` by ``history`` atomically (on resume: drop lines written after the
-    checkpoint)."""
-    write_jsonl(Path(run_dir) / METRICS_FILE, history)
-
-
 def read_metrics(run_dir: Path) -> list[dict]:
-    """The per-epoch records of ``run_dir/metrics.jsonl`` ([] when there is none)."""
-    return read_jsonl(Path(run_dir) / METRICS_FILE)
+    """The per-epoch records of ``run_dir/metrics.jsonl`` ([] when there is none); :meth:`RunDir.read_metrics
+    <hiervq.layout.RunDir.read_metrics>`, kept for compatibility."""
+    return RunDir(run_dir).read_metrics()
 
 
 def write_report(
@@ -122,4 +107,4 @@ Originals (odd rows) above their reconstructions (even rows).
 Per-epoch numbers are in `metrics.jsonl`; the resolved configuration is `config.yaml`; the model is in
 `model/` (load it with `hiervq.load("{run_dir}")`).
 """
-    atomic_write_bytes(run_dir / "report.md", text.encode())
+    atomic_write_bytes(RunDir(run_dir).report, text.encode())
