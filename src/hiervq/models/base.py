@@ -14,7 +14,7 @@ from torch import nn
 from ..errors import DataError
 from ..pretrained import save_pretrained
 from ..quantize import VectorQuantizer
-from ..quantize.common import code_bits
+from ..quantize.common import code_bits, deprecated_alias
 
 #: how far outside [0, 1] image values may stray (rounding in resizing) before :meth:`check_images` refuses them
 IMAGE_RANGE_SLACK = 1e-3
@@ -199,8 +199,11 @@ class LevelInfo:
         return code_bits(self.codebook_size, depth=self.depth)
 
     @property
-    def num_codes(self) -> int:
+    def positions(self) -> int:
+        """Grid positions per image, prod(grid) (each holds ``depth`` codes)."""
         return math.prod(self.grid)
+
+    num_codes = deprecated_alias("num_codes", "positions")  # its old name (it is not K: that is codebook_size)
 
 
 @dataclass
@@ -254,9 +257,9 @@ def image_sides(size: int | list[int] | tuple[int, ...]) -> list[int]:
 def budget_of(levels: list[LevelInfo]) -> Budget:
     """The :class:`Budget` of a list of levels."""
     return Budget(
-        continuous=sum(lv.num_codes * lv.channels for lv in levels),
+        continuous=sum(lv.positions * lv.channels for lv in levels),
         discrete=sum(lv.books * lv.codebook_size * lv.code_dim for lv in levels),
-        bits_per_image=float(sum(code_bits(lv.codebook_size, lv.num_codes, lv.depth) for lv in levels)),
+        bits_per_image=float(sum(code_bits(lv.codebook_size, lv.positions, lv.depth) for lv in levels)),
     )
 
 

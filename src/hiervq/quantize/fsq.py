@@ -191,12 +191,12 @@ class FSQ(RowLayout):
         return out.view(*indices.shape, -1)
 
 
-def check_indices(indices: torch.Tensor, num_codes: int) -> None:
-    """``TypeError``/``IndexError`` unless ``indices`` are integers in [0, num_codes)."""
+def check_indices(indices: torch.Tensor, codebook_size: int) -> None:
+    """``TypeError``/``IndexError`` unless ``indices`` are integers in [0, codebook_size)."""
     if indices.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise TypeError(f"code indices must be an integer tensor, got {indices.dtype}")
-    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= num_codes):
+    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= codebook_size):
         raise IndexError(
             f"code index out of range: got values in [{int(indices.min())}, {int(indices.max())}], "
-            f"the codebook has {num_codes} codes"
+            f"the codebook has {codebook_size} codes"
         )

@@ -166,7 +166,7 @@ class VectorQuantizer(RowLayout):
                 indices = soft.argmax(-1)
             else:
                 indices = logits.argmax(-1)
-                soft = F.one_hot(indices, book.num_codes).to(logits.dtype)
+                soft = F.one_hot(indices, book.codebook_size).to(logits.dtype)
                 probs = (logits / self.temperature).softmax(-1)
                 soft = soft + probs - probs.detach()
             q = soft @ weight
@@ -192,7 +192,7 @@ class VectorQuantizer(RowLayout):
 
         with torch.no_grad():
             flat = indices.reshape(-1)
-            counts = torch.bincount(flat, minlength=book.num_codes)
+            counts = torch.bincount(flat, minlength=book.codebook_size)
             resets = 0
             if self.training:
                 # one bincount serves the statistics and the EMA; under torch.distributed the update sums the
@@ -218,7 +218,7 @@ class VectorQuantizer(RowLayout):
         # learned codes: a zero-valued term that touches them, so that DDP sees a (zero) gradient for every parameter
         loss = zero if book.uses_ema else (book.weight * 0.0).sum()
         with torch.no_grad():
-            counts = torch.bincount(indices, minlength=book.num_codes)
+            counts = torch.bincount(indices, minlength=book.codebook_size)
             qdist.all_reduce_sum(counts)
             stats = batch_stats(counts)
         return Quantized(
