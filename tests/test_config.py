@@ -88,3 +88,19 @@ def test_resolved_config_round_trips(tiny_run_config):
     cfg = config_from_dict(tiny_run_config)
     again = config_from_dict(y.safe_load(dump_config(cfg)))
     assert again.to_dict() == cfg.to_dict()
+
+
+@pytest.mark.parametrize("key,value,layer", [
+    ("ema_decay", 1.5, lambda: __import__("hiervq").Codebook(8, 2, ema_decay=1.5)),
+    ("reseed", "zero", lambda: __import__("hiervq").Codebook(8, 2, reseed="zero")),
+    ("estimator", "magic", lambda: __import__("hiervq").VectorQuantizer(4, 8, estimator="magic")),
+    ("dead_threshold", -1.0, lambda: __import__("hiervq").Codebook(8, 2, dead_threshold=-1.0)),
+])
+def test_a_quantizer_setting_is_checked_by_one_rule(tmp_path, tiny_run_config, key, value, layer):
+    """The config and the standalone layer refuse a bad setting with the same message (written once)."""
+    with pytest.raises(ValueError) as standalone:
+        layer()
+    tiny_run_config["model"]["quantizer"][key] = value
+    with pytest.raises(ConfigError) as configured:
+        load_config(write(tmp_path, tiny_run_config))
+    assert str(configured.value).endswith(f"model.quantizer: {standalone.value}"), (configured.value, standalone.value)

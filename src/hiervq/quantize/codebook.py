@@ -25,6 +25,29 @@ MEAN_RESEED_ROWS = 4
 DEFAULT_CHUNK_ELEMENTS = 1 << 19
 
 
+def check_codebook_options(
+    init: str = "data",
+    ema_decay: float | None = 0.99,
+    dead_threshold: float | None = 2.0,
+    dead_window: int = 10,
+    reseed: str = "sample",
+    init_after: int = 0,
+) -> None:
+    """Raise ``ValueError`` naming the first setting of a :class:`Codebook` that is out of range (the one place
+    these rules are written: the codebook checks its arguments with it, ``models.QuantizerConfig`` a config's)."""
+    if init not in INITS:
+        raise ValueError(f"unknown codebook init {init!r}; choose one of {', '.join(INITS)}")
+    if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1) or None (null), got {ema_decay}")
+    if dead_threshold is not None and dead_threshold < 0:
+        raise ValueError(f"dead_threshold must be >= 0 (0 or None: no dead-code reset), got {dead_threshold}")
+    if dead_window < 1:
+        raise ValueError(f"dead_window must be >= 1, got {dead_window}")
+    check_init_after(init, init_after)
+    if reseed not in RESEEDS:
+        raise ValueError(f"unknown reseed {reseed!r}; choose one of {', '.join(RESEEDS)}")
+
+
 def check_init_after(init: str, init_after: int) -> None:
     """Raise ``ValueError`` unless ``init_after`` (warm-up forwards before the codebook init) fits ``init``."""
     if isinstance(init_after, bool) or not isinstance(init_after, int) or init_after < 0:
@@ -188,15 +211,7 @@ class Codebook(CodeSearch):
         super().__init__()
         if codebook_size < 1 or dim < 1:
             raise ValueError(f"Codebook needs codebook_size >= 1 and dim >= 1, got K={codebook_size}, D={dim}")
-        if init not in INITS:
-            raise ValueError(f"unknown codebook init {init!r}; choose one of {', '.join(INITS)}")
-        if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1) or None, got {ema_decay}")
-        if dead_window < 1:
-            raise ValueError(f"dead_window must be >= 1, got {dead_window}")
-        check_init_after(init, init_after)
-        if reseed not in RESEEDS:
-            raise ValueError(f"unknown reseed {reseed!r}; choose one of {', '.join(RESEEDS)}")
+        check_codebook_options(init, ema_decay, dead_threshold, dead_window, reseed, init_after)
         self.codebook_size = codebook_size
         self.dim = dim
         self.ema_decay = ema_decay

@@ -37,6 +37,20 @@ class Quantized:
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def check_vq_options(estimator: str = "ste", beta: float = 0.25, temperature: float = 1.0, simvq: bool = False,
+                     ema_decay: float | None = 0.99) -> None:
+    """Raise ``ValueError`` naming the first setting of a :class:`VectorQuantizer` (besides its codebook's, see
+    :func:`~hiervq.quantize.codebook.check_codebook_options`) that is out of range."""
+    if simvq and ema_decay is not None:
+        raise ValueError("simvq learns its codes through a linear map and the codebook loss: set ema_decay null (None)")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
 class VectorQuantizer(RowLayout):
     """Nearest-neighbour vector quantization with a choice of codebook update and gradient estimator.
 
@@ -94,14 +108,7 @@ class VectorQuantizer(RowLayout):
         simvq: bool = False,
     ) -> None:
         super().__init__()
-        if simvq and ema_decay is not None:
-            raise ValueError("simvq learns its codes through the linear map and the codebook loss: set ema_decay None")
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_vq_options(estimator, beta, temperature, simvq, ema_decay)
         self.dim = dim
         self.code_dim = code_dim or dim
         self.codebook_size = codebook_size
