@@ -42,13 +42,23 @@ def register(name: str) -> Callable[[M], M]:
     return wrap
 
 
-def build(name: str, config: dict[str, Any] | Any, where: str = "model") -> nn.Module:
-    """Instantiate the registered module ``name`` from a config dict (validated) or a config dataclass."""
+def _registered(name: str, where: str) -> type[nn.Module]:
     if name not in REGISTRY:
         raise ConfigError(f"{where}: unknown model name {name!r} (known: {', '.join(sorted(REGISTRY))})")
-    cls = REGISTRY[name]
+    return REGISTRY[name]
+
+
+def parse_config(name: str, params: dict[str, Any], where: str = "model") -> Any:
+    """The registered module ``name``'s dataclass ``Config`` from a plain dict, validated; errors name ``where``."""
+    return from_dict(_registered(name, where).Config, params, where)
+
+
+def build(name: str, config: dict[str, Any] | Any, where: str = "model") -> nn.Module:
+    """Instantiate the registered module ``name`` from a config dict (parsed and validated by :func:`parse_config`)
+    or a config dataclass (used as it is)."""
+    cls = _registered(name, where)
     if isinstance(config, dict):
-        config = from_dict(cls.Config, config, where)
+        config = parse_config(name, config, where)
     return cls(config)
 
 

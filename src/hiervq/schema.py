@@ -121,12 +121,18 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
         obj = cls(**kwargs)
     except TypeError as exc:  # a required field is missing
         raise ConfigError(f"{where}: {exc}") from None
+    return validated(obj, where)
+
+
+def validated(obj: T, where: str = "config") -> T:
+    """``obj`` after its ``validate()`` (if it has one); a ``ValueError`` becomes a :class:`ConfigError` naming
+    ``where``. For a dataclass built or changed in code (e.g. with :func:`dataclasses.replace`)."""
     check = getattr(obj, "validate", None)
     if callable(check):
         try:
             check()
         except ValueError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+            raise ConfigError(f"{where.rstrip(':')}: {exc}") from None
     return obj
 
 
