@@ -22,6 +22,8 @@ def test_run_dir_paths_and_defaults(tmp_path):
     assert RunDir.default(None).path == Path("runs/default")
     assert os.fspath(run) == str(tmp_path / "r") and Path(run) == tmp_path / "r" and RunDir(run) == run
     assert not (tmp_path / "r").exists()  # RunDir creates nothing
+    with pytest.raises(AttributeError):
+        run.config = tmp_path / "elsewhere.yaml"  # the layout is fixed
 
 
 def test_run_dir_questions(tmp_path):

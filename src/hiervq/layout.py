@@ -50,6 +50,20 @@ PRETRAIN_DIR = "pretrain"
 CLASSIFY_RESULT = "results.json"
 
 
+class _Entry:
+    """A path inside a run directory as a read-only attribute: ``run.config`` is ``run.path / "config.yaml"``."""
+
+    def __init__(self, *parts: str, doc: str = "") -> None:
+        self.parts = parts
+        self.__doc__ = doc
+
+    def __get__(self, run: RunDir | None, owner: type | None = None) -> Any:
+        return self if run is None else run.path.joinpath(*self.parts)
+
+    def __set__(self, run: RunDir, value: Any) -> None:
+        raise AttributeError("the layout of a run directory is fixed")
+
+
 class RunDir(os.PathLike):
     """A run directory (autoencoder run or prior run): the paths of its files and the few questions asked of them.
 
@@ -104,53 +118,17 @@ class RunDir(os.PathLike):
         return self.path.name
 
     # ------------------------------------------------------------------ where things are
-    @property
-    def config(self) -> Path:
-        """``config.yaml``: the resolved configuration the run trains with."""
-        return self.path / self.CONFIG
-
-    @property
-    def metrics(self) -> Path:
-        return self.path / self.METRICS
-
-    @property
-    def checkpoint(self) -> Path:
-        """``checkpoints/last.pt``: what ``--resume`` continues from."""
-        return self.path / self.CHECKPOINTS / self.LAST
-
-    @property
-    def model(self) -> Path:
-        """``model/``: the saved model (``config.json`` + ``model.safetensors``)."""
-        return self.path / self.MODEL
-
-    @property
-    def summary(self) -> Path:
-        return self.path / self.SUMMARY
-
-    @property
-    def report(self) -> Path:
-        return self.path / self.REPORT
-
-    @property
-    def codes(self) -> Path:
-        """``codes.npz``: the cached codes of the run's data (shared by its priors and code analyses)."""
-        return self.path / self.CODES
-
-    @property
-    def priors(self) -> Path:
-        return self.path / self.PRIORS
-
-    @property
-    def analysis(self) -> Path:
-        return self.path / self.ANALYSIS
-
-    @property
-    def study(self) -> Path:
-        return self.path / self.STUDY
-
-    @property
-    def marker(self) -> Path:
-        return self.path / self.MARKER
+    config = _Entry(CONFIG, doc="``config.yaml``: the resolved configuration the run trains with.")
+    metrics = _Entry(METRICS, doc="``metrics.jsonl``: one record per epoch.")
+    checkpoint = _Entry(CHECKPOINTS, LAST, doc="``checkpoints/last.pt``: what ``--resume`` continues from.")
+    model = _Entry(MODEL, doc="``model/``: the saved model (``config.json`` + ``model.safetensors``).")
+    summary = _Entry(SUMMARY, doc="``summary.json``: the final test metrics.")
+    report = _Entry(REPORT, doc="``report.md``: the run's report (its figures beside it).")
+    codes = _Entry(CODES, doc="``codes.npz``: the cached codes of the run's data (for its priors and analyses).")
+    priors = _Entry(PRIORS, doc="``priors/``: the prior runs, one folder per level.")
+    analysis = _Entry(ANALYSIS, doc="``analysis/``: code analyses (``hiervq bayes``, ``hiervq info``).")
+    study = _Entry(STUDY, doc="``study/``: training snapshots (a ``study:`` section).")
+    marker = _Entry(MARKER, doc="``.hiervq-run``: marks the directory as hiervq's.")
 
     def prior(self, level: int) -> RunDir:
         """The prior run of ``level`` (the default of ``hiervq prior``): ``priors/level<N>``."""
