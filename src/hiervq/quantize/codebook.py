@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed as qdist
-from .common import code_bits, renamed
+from .common import check_indices, code_bits, renamed
 
 INITS = ("data", "kmeans", "random")
 RESEEDS = ("sample", "mean")
@@ -148,13 +148,7 @@ class CodeSearch(nn.Module):
         ``check=False`` skips the range check (two passes over the indices and, on a GPU, a synchronisation);
         only for indices known to be valid, e.g. those returned by :meth:`nearest`.
         """
-        if indices.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"code indices must be an integer tensor, got {indices.dtype}")
-        if check and indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.codebook_size):
-            raise IndexError(
-                f"code index out of range: got values in [{int(indices.min())}, {int(indices.max())}], "
-                f"codebook has {self.codebook_size} codes"
-            )
+        check_indices(indices, self.codebook_size, (torch.int64, torch.int32), values=check)  # what F.embedding takes
         return F.embedding(indices, self.weight)
 
 

@@ -53,6 +53,22 @@ def usage_stats(indices: torch.Tensor, codebook_size: int, training: bool, reset
     return batch_stats(counts, resets)
 
 
+INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.uint8)
+
+
+def check_indices(indices: torch.Tensor, codebook_size: int, dtypes: tuple[torch.dtype, ...] = INDEX_DTYPES,
+                  values: bool = True) -> None:
+    """``TypeError`` unless ``indices`` are integers of ``dtypes``; ``IndexError`` unless they lie in
+    [0, codebook_size) (``values=False`` skips that check: two passes and, on a GPU, a synchronisation)."""
+    if indices.dtype not in dtypes:
+        raise TypeError(f"code indices must be an integer tensor, got {indices.dtype}")
+    if values and indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= codebook_size):
+        raise IndexError(
+            f"code index out of range: got values in [{int(indices.min())}, {int(indices.max())}], "
+            f"the codebook has {codebook_size} codes"
+        )
+
+
 def code_bits(codebook_size: int, count: int | float = 1, depth: int = 1) -> float:
     """Bits to store ``count`` grid positions of codes without a prior, each position holding ``depth`` codes of
     a K = ``codebook_size`` code space (L for a residual quantizer of L stages): count * depth * log2 K, i.e.

@@ -14,9 +14,9 @@ from torch import nn
 
 from . import distributed as qdist
 from .codebook import DEFAULT_CHUNK_ELEMENTS
-from .common import RowLayout, usage_stats
+from .common import RowLayout, check_indices, usage_stats
 from .estimators import straight_through
-from .fsq import check_indices, linear_in
+from .fsq import linear_in
 from .vector import Quantized
 
 
