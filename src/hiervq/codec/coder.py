@@ -114,14 +114,15 @@ class Codec:
                  device: str | torch.device | None = None) -> Codec:
         """The codec of an autoencoder run and its priors (``prior_dirs``, default every prior under
         ``RUN/priors/``); ``device`` defaults to ``$HIERVQ_DEVICE`` (cpu)."""
+        from ..layout import RunDir
         from ..pretrained import load
         from ..train.distributed import env_device
-        from ..train.prior import PRIORS_DIR, find_priors, load_priors
+        from ..train.prior import load_priors
 
         model = load(run)
-        dirs = list(prior_dirs or find_priors(run))
+        dirs = list(prior_dirs or [prior.path for prior in RunDir(run).find_priors()])
         if not dirs:
-            raise HierVQError(f"{run}: no trained priors under {os.path.join(run, PRIORS_DIR)}; run `hiervq prior "
+            raise HierVQError(f"{run}: no trained priors under {RunDir(run).priors}; run `hiervq prior "
                               f"{run} --level all` first")
         priors, _ = load_priors(run, dirs, model)
         return cls(model, priors, device or env_device(), run)
