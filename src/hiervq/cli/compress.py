@@ -25,7 +25,7 @@ def _check_batch_size(n: int) -> None:
 def _cmd_compress(args: argparse.Namespace) -> int:
     from ..codec import SUFFIX, Codec, header_bytes
     from ..errors import DataError
-    from ..pretrained import atomic_write_bytes
+    from ..io import atomic_write_bytes
     from ..train.rundir import check_output_path
 
     _check_batch_size(args.batch_size)

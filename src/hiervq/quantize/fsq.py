@@ -189,4 +189,3 @@ class FSQ(RowLayout):
         if indices.ndim == 3:
             return self._from_rows(out, tuple(indices.shape), maps=True)
         return out.view(*indices.shape, -1)
-
