@@ -40,12 +40,20 @@ def _constriction():
     return constriction
 
 
+def _id_config(config) -> dict:
+    """A config as :func:`model_id` hashes it: keys renamed since format version 1 (``RENAMED_KEYS``, e.g. the
+    priors' ``codebook_size``, then ``num_codes``) under their old names, so that a rename changes no model's id and
+    files compressed before it still decompress."""
+    old_names = {new: old for old, new in getattr(type(config), "RENAMED_KEYS", {}).items()}
+    return {old_names.get(key, key): value for key, value in to_dict(config).items()}
+
+
 def model_id(model: nn.Module, priors: list[nn.Module]) -> bytes:
     """4 bytes naming an autoencoder and its priors (in coding order): SHA-256 of their registry names, configs
-    and weights."""
+    (keys as named in format version 1) and weights."""
     h = hashlib.sha256(b"hiervq-codec")
     for module in [model, *priors]:
-        meta = {"model": getattr(module, "registry_name", type(module).__name__), "config": to_dict(module.config)}
+        meta = {"model": getattr(module, "registry_name", type(module).__name__), "config": _id_config(module.config)}
         h.update(json.dumps(meta, sort_keys=True).encode())
         for key, value in module.state_dict().items():
             t = value.detach().cpu().contiguous()
