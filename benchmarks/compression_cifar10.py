@@ -149,8 +149,8 @@ def bpp_for(rows: list[dict], target_psnr: float) -> float | None:
 
 def main() -> None:
     from hiervq.data.readers import npz_array, open_npz
+    from hiervq.io import write_json
     from hiervq.metrics.plots import plot_rate_distortion
-    from hiervq.train.report import write_json
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", help="trained 32x32 RGB runs with priors for every level")

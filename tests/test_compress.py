@@ -165,6 +165,23 @@ def test_other_image_sizes(runs):
         hier.decompress(result.files[:1] + hier.compress(_images(runs["hier"], 1)))
 
 
+def test_model_id_is_unchanged_by_the_codebook_size_rename():
+    """The id of a model and its priors is what files compressed before the rename of the priors' num_codes to
+    codebook_size carry (a1008364: these modules' id computed by hiervq at d10861c), so they still decompress."""
+    from hiervq.codec.coder import model_id
+    from hiervq.priors import PixelCNN, TransformerPrior, TransformerPriorConfig
+
+    def fixed(module):  # weights without randomness: the id depends only on names, configs and these values
+        with torch.no_grad():
+            for t in module.state_dict().values():
+                t.copy_((torch.arange(t.numel()) % 7 - 3).view_as(t).to(t.dtype))
+        return module
+
+    pixelcnn = fixed(PixelCNN(16, cond_codebook_size=4, channels=8, layers=2))
+    transformer = fixed(TransformerPrior(TransformerPriorConfig(codebook_size=16, length=8, dim=16, layers=1, heads=2)))
+    assert model_id(pixelcnn, [transformer]).hex() == "a1008364"
+
+
 def test_wrong_model_and_damaged_files_are_refused(runs):
     hier, pq = Codec.from_run(runs["hier"]), Codec.from_run(runs["pq"])
     data = hier.compress(_images(runs["hier"], 2))[0]

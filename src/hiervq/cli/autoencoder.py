@@ -52,7 +52,7 @@ def _data_path_overrides(path: str | None) -> list[str]:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ..pretrained import atomic_write_bytes
+    from ..io import atomic_write_bytes
     from ..train import read_run_config
     from ..train.config import with_overrides
     from ..train.run import evaluate_run
@@ -84,7 +84,8 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from ..pretrained import atomic_write_bytes, load
+    from ..io import atomic_write_bytes
+    from ..pretrained import load
     from ..train.rundir import check_output_path
 
     if args.batch_size < 1:

@@ -78,9 +78,9 @@ def add_overwrite(p: argparse.ArgumentParser, help: str) -> None:
 
 def out_dir(args: argparse.Namespace) -> Path:
     """``--out``, or the default run directory of the command's CONFIG (``runs/<config name>``)."""
-    from ..train.rundir import default_run_dir
+    from ..layout import RunDir
 
-    return Path(args.out) if args.out else default_run_dir(args.config)
+    return Path(args.out) if args.out else RunDir.default(args.config).path
 
 
 # ---------------------------------------------------------------------- images in

@@ -25,7 +25,7 @@ def _check_batch_size(n: int) -> None:
 def _cmd_compress(args: argparse.Namespace) -> int:
     from ..codec import SUFFIX, Codec, header_bytes
     from ..errors import DataError
-    from ..pretrained import atomic_write_bytes
+    from ..io import atomic_write_bytes
     from ..train.rundir import check_output_path
 
     _check_batch_size(args.batch_size)
@@ -127,7 +127,7 @@ def add_commands(sub) -> None:
     p.add_argument("--convert", action="store_true", help="convert images to the model's channel count")
     p.add_argument("--keep-size", action="store_true",
                    help="do not resize images to the model's image size (hierarchical models only)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="images encoded and range-coded together")
     add_overwrite(p, "replace .hvq files that already exist")
     p.set_defaults(func=_cmd_compress)
 

@@ -17,9 +17,10 @@ from .common import add_out, add_overwrite, add_set
 
 def _cmd_prior(args: argparse.Namespace) -> int:
     from ..errors import HierVQError
+    from ..layout import RunDir
     from ..pretrained import load
     from ..priors import prior_kind_for
-    from ..train.prior import PRIORS_DIR, default_prior_dir, has_checkpoint, prior_run
+    from ..train.prior import prior_run
 
     resume = {}  # level -> resume it (--level all --resume: levels without a checkpoint start afresh)
     if args.level == "all":
@@ -28,7 +29,7 @@ def _cmd_prior(args: argparse.Namespace) -> int:
         if args.out and len(levels) > 1:
             raise HierVQError("--level all writes RUN/priors/level<N> for every level; drop --out or name one level")
         for level in levels:
-            resume[level] = args.resume and has_checkpoint(default_prior_dir(args.run, level))
+            resume[level] = args.resume and RunDir(args.run).prior(level).has_checkpoint()
     else:
         levels = [args.level]
         resume[args.level] = args.resume
@@ -44,7 +45,7 @@ def _cmd_prior(args: argparse.Namespace) -> int:
     ]
     print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
     if args.level == "all":
-        logging.getLogger(__name__).info(f"priors in {Path(args.run) / PRIORS_DIR}/; sample with `hiervq sample {args.run}`")
+        logging.getLogger(__name__).info(f"priors in {RunDir(args.run).priors}/; sample with `hiervq sample {args.run}`")
     return 0
 
 

@@ -40,12 +40,20 @@ def _constriction():
     return constriction
 
 
+def _id_config(config) -> dict:
+    """A config as :func:`model_id` hashes it: keys renamed since format version 1 (``RENAMED_KEYS``, e.g. the
+    priors' ``codebook_size``, then ``num_codes``) under their old names, so that a rename changes no model's id and
+    files compressed before it still decompress."""
+    old_names = {new: old for old, new in getattr(type(config), "RENAMED_KEYS", {}).items()}
+    return {old_names.get(key, key): value for key, value in to_dict(config).items()}
+
+
 def model_id(model: nn.Module, priors: list[nn.Module]) -> bytes:
     """4 bytes naming an autoencoder and its priors (in coding order): SHA-256 of their registry names, configs
-    and weights."""
+    (keys as named in format version 1) and weights."""
     h = hashlib.sha256(b"hiervq-codec")
     for module in [model, *priors]:
-        meta = {"model": getattr(module, "registry_name", type(module).__name__), "config": to_dict(module.config)}
+        meta = {"model": getattr(module, "registry_name", type(module).__name__), "config": _id_config(module.config)}
         h.update(json.dumps(meta, sort_keys=True).encode())
         for key, value in module.state_dict().items():
             t = value.detach().cpu().contiguous()
@@ -114,14 +122,15 @@ class Codec:
                  device: str | torch.device | None = None) -> Codec:
         """The codec of an autoencoder run and its priors (``prior_dirs``, default every prior under
         ``RUN/priors/``); ``device`` defaults to ``$HIERVQ_DEVICE`` (cpu)."""
+        from ..layout import RunDir
         from ..pretrained import load
         from ..train.distributed import env_device
-        from ..train.prior import PRIORS_DIR, find_priors, load_priors
+        from ..train.prior import load_priors
 
         model = load(run)
-        dirs = list(prior_dirs or find_priors(run))
+        dirs = list(prior_dirs or [prior.path for prior in RunDir(run).find_priors()])
         if not dirs:
-            raise HierVQError(f"{run}: no trained priors under {os.path.join(run, PRIORS_DIR)}; run `hiervq prior "
+            raise HierVQError(f"{run}: no trained priors under {RunDir(run).priors}; run `hiervq prior "
                               f"{run} --level all` first")
         priors, _ = load_priors(run, dirs, model)
         return cls(model, priors, device or env_device(), run)

@@ -24,11 +24,12 @@ import torch
 
 from ..data import ImageSet
 from ..errors import DataError
-from ..pretrained import atomic_write_bytes
+from ..io import atomic_write_bytes
+from ..layout import MODEL_WEIGHTS, RunDir
 
 logger = logging.getLogger(__name__)
 
-CODES_FILE = "codes.npz"
+CODES_FILE = RunDir.CODES  # a run's cache (kept for compatibility; the layout is RunDir's)
 
 
 @dataclass
@@ -75,7 +76,7 @@ def extract_codes(
 def cache_key(model_dir: str | os.PathLike, data: dict) -> str:
     """A hash of the saved model weights and the data config: what the cached codes depend on."""
     h = hashlib.sha256()
-    weights = Path(model_dir) / "model.safetensors"
+    weights = Path(model_dir) / MODEL_WEIGHTS
     with open(weights, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)

@@ -11,12 +11,8 @@ import torch
 from torch import nn
 
 from ..errors import HierVQError
-from ..schema import from_dict
-from .kinds import PriorKind, register_prior_kind, takes_labels
+from .kinds import PriorKind, config_with_derived, register_prior_kind, takes_labels
 from .pixelcnn import PixelCNN, PixelCNNConfig
-
-#: PixelCNN keys that follow from the autoencoder and the data rather than from the user.
-DERIVED_KEYS = ("num_codes", "cond_num_codes", "num_classes")
 
 
 @register_prior_kind("hvqvae", "vqvae")
@@ -42,20 +38,16 @@ class HierarchicalPriorKind(PriorKind):
 
     def level_info(self, model, level: int) -> dict:
         info = model.levels[level]
-        return {"grid": list(info.grid), "codebook_size": info.codebook_size, "codes_per_image": info.num_codes}
+        return {"grid": list(info.grid), "codebook_size": info.codebook_size, "codes_per_image": info.positions}
 
     def build_prior(self, model, level: int, params: dict, num_classes: int | None, where: str) -> nn.Module:
-        fixed = sorted(set(params) & set(DERIVED_KEYS))
-        if fixed:
-            raise HierVQError(f"{where}: {', '.join(fixed)} follow from the autoencoder and data; remove them")
         levels = model.levels
         derived = {
-            "num_codes": levels[level].codebook_size,
-            "cond_num_codes": levels[level + 1].codebook_size if level + 1 < len(levels) else None,
+            "codebook_size": levels[level].codebook_size,
+            "cond_codebook_size": levels[level + 1].codebook_size if level + 1 < len(levels) else None,
             "num_classes": num_classes,
         }
-        config = from_dict(PixelCNNConfig, {**params, **derived}, where)
-        return PixelCNN(config)
+        return PixelCNN(config_with_derived(PixelCNNConfig, params, derived, where))
 
     @staticmethod
     def _cond(codes: list[torch.Tensor], level: int) -> torch.Tensor | None:

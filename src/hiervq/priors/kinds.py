@@ -24,8 +24,19 @@ import torch
 from torch import nn
 
 from ..errors import HierVQError
+from ..schema import from_dict
 
 PRIOR_KINDS: dict[str, PriorKind] = {}
+
+
+def config_with_derived(config_cls: type, params: dict, derived: dict, where: str):
+    """``config_cls`` from the user's ``params`` and the keys ``derived`` from the autoencoder and the data (K,
+    the level above, the classes ...); a derived key among ``params`` (or its old name) is an error naming it."""
+    old_names = {old: new for old, new in getattr(config_cls, "RENAMED_KEYS", {}).items() if new in derived}
+    fixed = sorted(k for k in params if k in derived or k in old_names)
+    if fixed:
+        raise HierVQError(f"{where}: {', '.join(fixed)} follow from the autoencoder and data; remove them")
+    return from_dict(config_cls, {**params, **derived}, where)
 
 
 class PriorKind:

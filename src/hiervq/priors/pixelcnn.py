@@ -32,19 +32,21 @@ from torch import nn
 from ..nn import ResBlock
 from ..pretrained import register, save_pretrained
 from ..quantize.common import code_bits as uniform_bits  # noqa: F401 - hiervq.priors exports it
+from ..quantize.common import renamed
 from .kinds import draw
 
 
+@renamed(num_codes="codebook_size", cond_num_codes="cond_codebook_size")
 @dataclass
 class PixelCNNConfig:
     """Configuration of :class:`PixelCNN`.
 
     Attributes:
-        num_codes: K, the codebook size of the modelled level (logits over K per position).
+        codebook_size: K, the codebook size of the modelled level (logits over K per position).
         channels: C, channels of both stacks.
         layers: number of gated blocks (the first is type A).
         kernel_size: odd k; the vertical kernel is (k // 2 + 1) x k, the horizontal one 1 x (k // 2 + 1).
-        cond_num_codes: codebook size of the level above (``None``: no code-map conditioning).
+        cond_codebook_size: codebook size of the level above (``None``: no code-map conditioning).
         cond_channels: channels of the conditioning network (default ``channels``).
         cond_blocks: residual blocks applied to the embedded code map above, at its own grid.
         num_classes: number of class labels (``None``: not class-conditional).
@@ -52,11 +54,11 @@ class PixelCNNConfig:
         dropout: dropout on the gated outputs of the horizontal stack (training only).
     """
 
-    num_codes: int = 512
+    codebook_size: int = 512
     channels: int = 64
     layers: int = 8
     kernel_size: int = 3
-    cond_num_codes: int | None = None
+    cond_codebook_size: int | None = None
     cond_channels: int | None = None
     cond_blocks: int = 2
     num_classes: int | None = None
@@ -64,12 +66,12 @@ class PixelCNNConfig:
     dropout: float = 0.0
 
     def validate(self) -> None:
-        if self.num_codes < 2 or self.channels < 1 or self.layers < 1:
-            raise ValueError("num_codes must be >= 2, channels and layers >= 1")
+        if self.codebook_size < 2 or self.channels < 1 or self.layers < 1:
+            raise ValueError("codebook_size must be >= 2, channels and layers >= 1")
         if self.kernel_size < 3 or self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and >= 3, got {self.kernel_size}")
-        if self.cond_num_codes is not None and self.cond_num_codes < 1:
-            raise ValueError("cond_num_codes must be >= 1 or null")
+        if self.cond_codebook_size is not None and self.cond_codebook_size < 1:
+            raise ValueError("cond_codebook_size must be >= 1 or null")
         if self.num_classes is not None and self.num_classes < 1:
             raise ValueError("num_classes must be >= 1 or null")
         if self.cond_blocks < 0 or not 0.0 <= self.dropout < 1.0:
@@ -132,14 +134,14 @@ class GatedBlock(nn.Module):
 class PixelCNN(nn.Module):
     """Gated PixelCNN prior over a code map; see the module docstring for the architecture.
 
-    Build it as ``PixelCNN(num_codes, channels=64, layers=8, cond_num_codes=None, num_classes=None, ...)`` or
+    Build it as ``PixelCNN(codebook_size, channels=64, layers=8, cond_codebook_size=None, num_classes=None, ...)`` or
     from a config, ``PixelCNN(PixelCNNConfig(...))`` (what ``hiervq.load`` does).
 
     ``forward(codes (B, H, W) long, cond (B, h, w) long | None, labels (B,) long | None)`` returns logits
     (B, K, H, W); the logits at (i, j) depend only on codes at earlier raster positions, on all of ``cond``
     and on ``labels``. ``cond``'s grid must divide this level's grid (it is upsampled by H / h, W / w).
 
-    >>> prior = PixelCNN(16, channels=8, layers=2, cond_num_codes=4, num_classes=3)
+    >>> prior = PixelCNN(16, channels=8, layers=2, cond_codebook_size=4, num_classes=3)
     >>> prior(torch.zeros(2, 4, 4, dtype=torch.long), torch.zeros(2, 2, 2, dtype=torch.long), torch.tensor([0, 2])).shape
     torch.Size([2, 16, 4, 4])
     """
@@ -147,26 +149,26 @@ class PixelCNN(nn.Module):
     Config = PixelCNNConfig
     registry_name = "pixelcnn"
 
-    def __init__(self, num_codes: int | PixelCNNConfig = 512, **kwargs) -> None:
+    def __init__(self, codebook_size: int | PixelCNNConfig | None = None, **kwargs) -> None:
         super().__init__()
-        if isinstance(num_codes, PixelCNNConfig):
+        if isinstance(codebook_size, PixelCNNConfig):
             if kwargs:
                 raise TypeError("pass either a PixelCNNConfig or keyword arguments, not both")
-            config = num_codes
-        else:
-            config = PixelCNNConfig(num_codes=num_codes, **kwargs)
+            config = codebook_size
+        else:  # PixelCNNConfig takes the keywords' old names (num_codes, cond_num_codes) with a warning
+            config = PixelCNNConfig(**({} if codebook_size is None else {"codebook_size": codebook_size}), **kwargs)
         config.validate()
         self.config = c = config
         ch = c.channels
-        self.embed = nn.Embedding(c.num_codes, ch)
+        self.embed = nn.Embedding(c.codebook_size, ch)
         self.blocks = nn.ModuleList(
             GatedBlock(ch, c.kernel_size, "A" if i == 0 else "B", c.dropout) for i in range(c.layers)
         )
         self.cond_net: nn.Module | None = None
         self.cond_proj = None
-        if c.cond_num_codes is not None:
+        if c.cond_codebook_size is not None:
             cc = c.cond_channels or ch
-            self.cond_embed = nn.Embedding(c.cond_num_codes, cc)
+            self.cond_embed = nn.Embedding(c.cond_codebook_size, cc)
             self.cond_net = nn.Sequential(*[ResBlock(cc, cc) for _ in range(c.cond_blocks)])
             self.cond_up = nn.Conv2d(cc, cc, 3, padding=1)
             self.cond_proj = nn.ModuleList(nn.Conv2d(cc, 4 * ch, 1) for _ in range(c.layers))
@@ -174,14 +176,14 @@ class PixelCNN(nn.Module):
         if c.num_classes is not None:
             self.class_embed = nn.ModuleList(nn.Embedding(c.num_classes, 4 * ch) for _ in range(c.layers))
         hc = c.head_channels or 2 * ch
-        self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(ch, hc, 1), nn.ReLU(), nn.Conv2d(hc, c.num_codes, 1))
+        self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(ch, hc, 1), nn.ReLU(), nn.Conv2d(hc, c.codebook_size, 1))
 
     # ------------------------------------------------------------------ conditioning
     def condition_features(self, cond: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor | None:
         """The code map above (B, h, w) -> conditioning features (B, C', H, W) at this level's grid ``size``."""
         if self.cond_net is None:
             if cond is not None:
-                raise ValueError("this prior was built without cond_num_codes; it takes no code map above")
+                raise ValueError("this prior was built without cond_codebook_size; it takes no code map above")
             return None
         if cond is None:
             raise ValueError("this prior is conditioned on the level above: pass cond (B, h, w)")

@@ -18,19 +18,20 @@ from torch import nn
 
 from ..errors import HierVQError
 from ..pretrained import register, save_pretrained
-from ..schema import from_dict
-from .kinds import PriorKind, draw, register_prior_kind, takes_labels
+from ..quantize.common import renamed
+from .kinds import PriorKind, config_with_derived, draw, register_prior_kind, takes_labels
 
 
+@renamed(num_codes="codebook_size")
 @dataclass
 class TransformerPriorConfig:
     """Configuration of :class:`TransformerPrior`.
 
-    ``num_codes`` (K), ``length`` (L) and ``num_classes`` follow from the autoencoder and the data; ``dim``,
+    ``codebook_size`` (K), ``length`` (L) and ``num_classes`` follow from the autoencoder and the data; ``dim``,
     ``layers``, ``heads``, ``ff_mult`` and ``dropout`` shape the network.
     """
 
-    num_codes: int = 256
+    codebook_size: int = 256
     length: int = 64
     dim: int = 128
     layers: int = 4
@@ -40,8 +41,8 @@ class TransformerPriorConfig:
     num_classes: int | None = None
 
     def validate(self) -> None:
-        if self.num_codes < 2 or self.length < 1 or self.layers < 1 or self.heads < 1 or self.ff_mult < 1:
-            raise ValueError("num_codes must be >= 2, length, layers, heads and ff_mult >= 1")
+        if self.codebook_size < 2 or self.length < 1 or self.layers < 1 or self.heads < 1 or self.ff_mult < 1:
+            raise ValueError("codebook_size must be >= 2, length, layers, heads and ff_mult >= 1")
         if self.dim < 1 or self.dim % self.heads:
             raise ValueError(f"dim ({self.dim}) must be a positive multiple of heads ({self.heads})")
         if not 0.0 <= self.dropout < 1.0:
@@ -62,7 +63,7 @@ class TransformerPrior(nn.Module):
         config.validate()
         self.config = config
         c = config
-        self.code_embedding = nn.Embedding(c.num_codes, c.dim)
+        self.code_embedding = nn.Embedding(c.codebook_size, c.dim)
         self.start = nn.Parameter(torch.zeros(c.dim))
         self.class_embedding = nn.Embedding(c.num_classes, c.dim) if c.num_classes else None
         self.position = nn.Parameter(torch.randn(c.length, c.dim) * 0.02)  # position-specific input embedding
@@ -72,8 +73,8 @@ class TransformerPrior(nn.Module):
         self.blocks = nn.TransformerEncoder(layer, c.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(c.dim)
         # position-specific linear output transform: logits_l = h_l W_l + b_l
-        self.out_weight = nn.Parameter(torch.randn(c.length, c.dim, c.num_codes) / math.sqrt(c.dim))
-        self.out_bias = nn.Parameter(torch.zeros(c.length, c.num_codes))
+        self.out_weight = nn.Parameter(torch.randn(c.length, c.dim, c.codebook_size) / math.sqrt(c.dim))
+        self.out_bias = nn.Parameter(torch.zeros(c.length, c.codebook_size))
         self.register_buffer("mask", torch.triu(torch.full((c.length, c.length), float("-inf")), 1), persistent=False)
 
     def _check_labels(self, labels: torch.Tensor | None, batch: int) -> None:
@@ -157,10 +158,6 @@ class TransformerPrior(nn.Module):
         return save_pretrained(self, directory, extra)
 
 
-#: Transformer keys that follow from the autoencoder and the data rather than from the user.
-DERIVED_KEYS = ("num_codes", "length", "num_classes")
-
-
 @register_prior_kind("pqvae")
 class SequencePriorKind(PriorKind):
     """One :class:`TransformerPrior` over the (B, L) code sequence of a PQ-VAE (level 0)."""
@@ -172,15 +169,12 @@ class SequencePriorKind(PriorKind):
 
     def level_info(self, model, level: int) -> dict:
         info = model.levels[0]
-        return {"grid": list(info.grid), "codebook_size": info.codebook_size, "codes_per_image": info.num_codes}
+        return {"grid": list(info.grid), "codebook_size": info.codebook_size, "codes_per_image": info.positions}
 
     def build_prior(self, model, level: int, params: dict, num_classes: int | None, where: str) -> nn.Module:
-        fixed = sorted(set(params) & set(DERIVED_KEYS))
-        if fixed:
-            raise HierVQError(f"{where}: {', '.join(fixed)} follow from the autoencoder and data; remove them")
         info = model.levels[0]
-        derived = {"num_codes": info.codebook_size, "length": info.num_codes, "num_classes": num_classes}
-        return TransformerPrior(from_dict(TransformerPriorConfig, {**params, **derived}, where))
+        derived = {"codebook_size": info.codebook_size, "length": info.positions, "num_classes": num_classes}
+        return TransformerPrior(config_with_derived(TransformerPriorConfig, params, derived, where))
 
     def nll(self, prior, codes, labels, level):
         return prior.nll(codes[0], labels if takes_labels(prior) else None)
@@ -189,7 +183,8 @@ class SequencePriorKind(PriorKind):
         if 0 not in priors:
             raise HierVQError("no prior for the code sequence; train it with `hiervq prior RUN`")
         prior = priors[0]
-        if prior.config.length != model.levels[0].num_codes or prior.config.num_codes != model.levels[0].codebook_size:
+        info = model.levels[0]
+        if prior.config.length != info.positions or prior.config.codebook_size != info.codebook_size:
             raise HierVQError("the prior does not match this model's code sequence (length or K)")
         return prior
 

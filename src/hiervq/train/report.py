@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..data import ImageSet
-from ..errors import HierVQError, WriteError
+from ..io import (
+    atomic_write_bytes,
+    write_json,  # noqa: F401 - re-exported: hiervq.train.report.write_json
+)
+from ..layout import RunDir
 from ..metrics import ssim_setting
 from ..models.base import DiscreteAutoencoder
-from ..pretrained import atomic_write_bytes
 
 
 def make_summary(model: DiscreteAutoencoder, final: dict[str, Any], history: list[dict], train_s: float) -> dict:
@@ -46,50 +47,10 @@ def make_summary(model: DiscreteAutoencoder, final: dict[str, Any], history: lis
     }
 
 
-METRICS_FILE = "metrics.jsonl"
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Strict JSON (no NaN/Infinity, which JSON parsers reject), written atomically."""
-    try:
-        text = json.dumps(obj, indent=2, allow_nan=False)
-    except ValueError:
-        raise HierVQError(f"{path}: refusing to write non-finite numbers (NaN/inf): {_nonfinite_keys(obj)}") from None
-    atomic_write_bytes(path, (text + "\n").encode())
-
-
-def _nonfinite_keys(obj: Any, prefix: str = "") -> str:
-    if isinstance(obj, dict):
-        found = [_nonfinite_keys(v, f"{prefix}{k}.") for k, v in obj.items()]
-    elif isinstance(obj, (list, tuple)):
-        found = [_nonfinite_keys(v, f"{prefix}{i}.") for i, v in enumerate(obj)]
-    else:
-        return prefix.rstrip(".") if isinstance(obj, float) and not math.isfinite(obj) else ""
-    return ", ".join(f for f in found if f)
-
-
-def append_metrics(run_dir: Path, record: dict) -> None:
-    """Append one epoch's record to ``run_dir/metrics.jsonl``."""
-    path = Path(run_dir) / METRICS_FILE
-    try:
-        with open(path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-    except OSError as exc:
-        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def write_metrics(run_dir: Path, history: list[dict]) -> None:
-    """Replace ``run_dir/metrics.jsonl`` by ``history`` atomically (on resume: drop lines written after the
-    checkpoint)."""
-    atomic_write_bytes(Path(run_dir) / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in history).encode())
-
-
 def read_metrics(run_dir: Path) -> list[dict]:
-    """The per-epoch records of ``run_dir/metrics.jsonl`` ([] when there is none)."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The per-epoch records of ``run_dir/metrics.jsonl`` ([] when there is none); :meth:`RunDir.read_metrics
+    <hiervq.layout.RunDir.read_metrics>`, kept for compatibility."""
+    return RunDir(run_dir).read_metrics()
 
 
 def write_report(
@@ -161,4 +122,4 @@ Rows alternate originals and their reconstructions (labelled on the left).
 Per-epoch numbers are in `metrics.jsonl`; the resolved configuration is `config.yaml`; the model is in
 `model/` (load it with `hiervq.load("{run_dir}")`).
 """
-    atomic_write_bytes(run_dir / "report.md", text.encode())
+    atomic_write_bytes(RunDir(run_dir).report, text.encode())

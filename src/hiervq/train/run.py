@@ -1,14 +1,8 @@
 """A training run end to end: run directory, data, model, Trainer, final evaluation, saved model and report.
 
-Run directory layout::
-
-    RUN/config.yaml          resolved configuration
-    RUN/metrics.jsonl        one line per epoch (train averages, test evaluation)
-    RUN/checkpoints/last.pt  written atomically after every epoch; ``--resume RUN`` continues from it
-    RUN/model/               config.json + model.safetensors (``hiervq.load(RUN)``)
-    RUN/summary.json         final test metrics; RUN/report.md with reconstructions/curves/usage PNGs
-    RUN/.hiervq-run          marks the directory as a run: ``--overwrite`` replaces nothing else
-    .RUN.lock                beside the run: held by the process writing it (see :mod:`hiervq.train.rundir`)
+The run directory's layout is :class:`hiervq.layout.RunDir` (config.yaml, metrics.jsonl, checkpoints/last.pt,
+model/, summary.json, report.md and its PNGs, tensorboard/ when asked for, the marker ``.hiervq-run``); the process
+writing it holds the lock ``.RUN.lock`` beside it (see :mod:`hiervq.train.rundir`).
 """
 
 from __future__ import annotations
@@ -23,14 +17,15 @@ import torch
 
 from ..data import DataConfig, DataSplits, load_data
 from ..errors import ConfigError, DataError, HierVQError
+from ..io import atomic_write_bytes
+from ..layout import RunDir
 from ..models.base import DiscreteAutoencoder
-from ..pretrained import atomic_write_bytes, load_state, save_pretrained
-from .checkpoint import CHECKPOINT_DIR, LAST, checkpoint_path, has_checkpoint, load_checkpoint
+from ..pretrained import load_state, save_pretrained
+from .checkpoint import load_checkpoint
 from .config import RunConfig, config_from_dict, dump_config, read_yaml_mapping
 from .distributed import DistInfo, barrier, cleanup, env_device, setup
-from .report import make_summary, write_json, write_metrics, write_report
+from .report import make_summary, write_report
 from .rundir import (
-    RUN_MARKER,
     RunLock,
     check_run_dir,
     mark_output_dir,
@@ -41,8 +36,6 @@ from .rundir import (
 from .trainer import Callback, Trainer
 
 logger = logging.getLogger(__name__)
-
-CONFIG_FILE = "config.yaml"
 
 
 def seed_everything(seed: int) -> None:
@@ -70,18 +63,19 @@ def prepare_run_dir(run_dir: str | Path, resume: bool = False, overwrite: bool =
 def check_resumable(run_dir: str | Path) -> None:
     """Raise HierVQError unless ``run_dir`` can be resumed: it has a checkpoint, or it is a run hiervq started
     (marker and config.yaml) that stopped before its first checkpoint, which ``--resume`` starts from scratch."""
-    run_dir = Path(run_dir)
-    if has_checkpoint(run_dir):
+    run = RunDir(run_dir)
+    if run.has_checkpoint():
         return
-    if not ((run_dir / RUN_MARKER).is_file() and (run_dir / CONFIG_FILE).is_file()):
-        raise HierVQError(f"{run_dir}: nothing to resume (no {CHECKPOINT_DIR}/{LAST}, and not a run hiervq started)")
+    if not (run.marker.is_file() and run.config.is_file()):
+        raise HierVQError(f"{run}: nothing to resume (no {RunDir.CHECKPOINTS}/{RunDir.LAST}, and not a run hiervq "
+                          "started)")
 
 
 def read_run_config(run_dir: str | Path) -> RunConfig:
     """The resolved :class:`RunConfig` a run directory was trained with."""
-    path = Path(run_dir) / CONFIG_FILE
+    path = RunDir(run_dir).config
     if not path.is_file():
-        raise HierVQError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
+        raise HierVQError(f"{run_dir}: not a run directory (no {RunDir.CONFIG})")
     return config_from_dict(read_yaml_mapping(path), str(path))
 
 
@@ -121,7 +115,7 @@ def train_run(
     lock = board = None
     try:
         run_dir = Path(run_dir)
-        checkpoint = checkpoint_path(run_dir)
+        run = RunDir(run_dir)
         check = (lambda: check_resumable(run_dir)) if resume else (lambda: check_run_dir(run_dir, overwrite=overwrite))
         if config.train.tensorboard and dist.is_main:
             from ..extras import require
@@ -139,19 +133,19 @@ def train_run(
             if resume:
                 remove_stale_tmp(run_dir)  # of atomic writes that a kill interrupted
                 mark_output_dir(run_dir)  # runs from before the marker: recognisable from now on
-        state = load_checkpoint(checkpoint) if resume and has_checkpoint(run_dir) else None
+        state = load_checkpoint(run.checkpoint) if resume and run.has_checkpoint() else None
         if state is not None:
-            load_state(model, state["model"], str(checkpoint))  # a mismatch names the parameters and shapes
+            load_state(model, state["model"], str(run.checkpoint))  # a mismatch names the parameters and shapes
         if dist.is_main:
             if not resume:  # validated: only now replace an old run (a typo must not destroy it)
-                start_run_dir(run_dir, {CONFIG_FILE: dump_config(config).encode()})
+                start_run_dir(run_dir, {RunDir.CONFIG: dump_config(config).encode()})
             else:
                 # config.yaml is always the config that runs (e.g. after --resume --set train.epochs=3)
                 text = dump_config(config).encode()
-                if not (run_dir / CONFIG_FILE).is_file() or (run_dir / CONFIG_FILE).read_bytes() != text:
-                    atomic_write_bytes(run_dir / CONFIG_FILE, text)
+                if not run.config.is_file() or run.config.read_bytes() != text:
+                    atomic_write_bytes(run.config, text)
                 if state is None:  # stopped before its first checkpoint: start it again
-                    write_metrics(run_dir, [])
+                    run.write_metrics([])
                     logger.info("%s: no checkpoint yet; starting the run from the beginning", run_dir)
         barrier(dist)
         if dist.is_main:
@@ -186,8 +180,9 @@ def finish_run(run_dir: Path, model: DiscreteAutoencoder, data: DataSplits, trai
     final = trainer.evaluate(model, data.test, with_counts=True)
     counts = final.pop("counts")
     summary = make_summary(model, final, history, trainer.train_seconds)
-    save_pretrained(model, run_dir / "model", data=data_config.describe(data.train.shape) if data_config else None)
-    write_json(run_dir / "summary.json", summary)
+    run = RunDir(run_dir)
+    save_pretrained(model, run.model, data=data_config.describe(data.train.shape) if data_config else None)
+    run.write_summary(summary)
     write_report(run_dir, model, data.test, summary, history, counts, title=f"hiervq run {run_dir.name}")
     trainer.log(
         f"done: test MSE {summary['mse']:.3e}, PSNR {summary['psnr']:.2f} dB, "

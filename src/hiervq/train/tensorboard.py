@@ -17,8 +17,7 @@ from typing import Any
 import torch
 
 from ..extras import require
-
-TENSORBOARD_DIR = "tensorboard"
+from ..layout import RunDir
 
 
 def scalars(record: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, float]]:
@@ -35,13 +34,14 @@ def scalars(record: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, flo
 
 
 class TensorBoardLogger:
-    """Trainer callback writing a run's scalars and reconstruction grids to ``run_dir/tensorboard``."""
+    """Trainer callback writing a run's scalars and reconstruction grids to ``run_dir/tensorboard``
+    (:attr:`RunDir.tensorboard <hiervq.layout.RunDir.tensorboard>`)."""
 
     def __init__(self, run_dir: str | Path, images: torch.Tensor, resume_step: int | None = None) -> None:
         require("tensorboard", "train.tensorboard: true")
         from torch.utils.tensorboard import SummaryWriter
 
-        self.dir = Path(run_dir) / TENSORBOARD_DIR
+        self.dir = RunDir(run_dir).tensorboard
         purge = None if resume_step is None else resume_step + 1  # events after the checkpoint's epoch
         self.writer = SummaryWriter(log_dir=str(self.dir), purge_step=purge)
         self.images = images[:16]

@@ -18,15 +18,15 @@ from torch.utils.data import DistributedSampler
 
 from ..data import DataSplits, ImageSet
 from ..errors import DivergedError
+from ..layout import RunDir
 from ..log import progress
 from ..metrics import EvalAccumulator, mse_per_image, psnr
 from ..models.base import DiscreteAutoencoder
 from ..pretrained import load_state, nonfinite_tensors
-from .checkpoint import checkpoint_path, has_checkpoint, save_checkpoint
+from .checkpoint import save_checkpoint
 from .config import PhaseConfig, TrainConfig
 from .distributed import DistInfo, barrier, wrap_ddp
 from .engine import Task, lr_factor, make_optimizer, make_scheduler  # noqa: F401 - lr_factor re-exported
-from .report import append_metrics, write_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +159,7 @@ class Trainer:
     ) -> None:
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.run = RunDir(run_dir) if run_dir is not None else None  # its layout
         self.seed = seed
         self.dist = dist or DistInfo(device=_auto_device(config.device))
         self.callbacks = list(callbacks)
@@ -175,7 +176,7 @@ class Trainer:
 
     @property
     def checkpoint_path(self) -> Path | None:
-        return None if self.run_dir is None else checkpoint_path(self.run_dir)
+        return None if self.run is None else self.run.checkpoint
 
     def _batches(self, dataset: ImageSet, epoch: int) -> list[torch.Tensor]:
         bs = self.config.batch_size
@@ -378,7 +379,7 @@ class Trainer:
     def _diverged(self, what: str) -> str:
         """The one-line message of a divergence (``what``: when, and what went non-finite) and what was kept."""
         path = self.checkpoint_path
-        if self.run_dir is not None and has_checkpoint(self.run_dir):
+        if self.run is not None and self.run.has_checkpoint():
             kept = f"the last finite checkpoint {path} (step {self.history[-1]['step'] if self.history else 0}) is kept"
         else:
             kept = "no checkpoint was written before it"
@@ -388,13 +389,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ bookkeeping
     def _append_metrics(self, record: dict) -> None:
-        if self.run_dir is not None:
-            append_metrics(self.run_dir, record)
+        if self.run is not None:
+            self.run.append_metrics(record)
 
     def _rewrite_metrics(self) -> None:
         """On resume, make metrics.jsonl agree with the checkpoint's history (drop lines written after it)."""
-        if self.run_dir is not None and self.dist.is_main:
-            write_metrics(self.run_dir, self.history)
+        if self.run is not None and self.dist.is_main:
+            self.run.write_metrics(self.history)
 
     def _save(self, task: Task, optimizer, scheduler, phase_index: int, phase_epoch: int) -> None:
         path = self.checkpoint_path
