@@ -1,6 +1,6 @@
 """Real compression on CIFAR-10: trained hiervq models with their priors against JPEG and WebP.
 
-    python benchmarks/compression_cifar10.py RUN [RUN ...] [--images 2000] [--batch-size 100]
+    python benchmarks/compression_cifar10.py [NAME=]RUN [[NAME=]RUN ...] [--images 2000] [--batch-size 100]
 
 Each RUN is a trained autoencoder run on 32x32 RGB images with a prior for every level (``hiervq prior RUN
 --level all``). On the first ``--images`` images of the CIFAR-10 test split (``test_images`` of
@@ -153,7 +153,9 @@ def main() -> None:
     from hiervq.metrics.plots import plot_rate_distortion
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", nargs="+", help="trained 32x32 RGB runs with priors for every level")
+    ap.add_argument("runs", nargs="+", metavar="[NAME=]RUN",
+                    help="trained 32x32 RGB runs with priors for every level, each optionally named (default: the "
+                         "run folder's name)")
     ap.add_argument("--images", type=int, default=2000, help="the first N test images (default 2000)")
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "cifar10" / "cifar10.npz"))
     ap.add_argument("--qualities", default="1,5,10,20,30,40,50,60,70,80,90,95", help="JPEG and WebP qualities")
@@ -168,8 +170,10 @@ def main() -> None:
     qualities = [int(q) for q in args.qualities.split(",")]
 
     models, logs = [], []
-    for run in args.runs:
+    for spec in args.runs:
+        name, _, run = spec.rpartition("=") if "=" in spec and not Path(spec).exists() else ("", "", spec)
         row, log = measure_model(run, originals, args.batch_size)
+        row["name"] = name or row["name"]
         models.append(row)
         logs.append(log)
         print(f"{row['name']}: {row['bpp_file']:.4f} bpp ({row['bpp_prior']:.4f} estimated), PSNR {row['psnr']:.2f} dB, "
