@@ -30,9 +30,9 @@ from pathlib import Path
 import torch
 
 from hiervq.experiments.sweep import run_sweep
+from hiervq.io import write_json
 from hiervq.train import load_config
 from hiervq.train.config import config_from_dict
-from hiervq.train.report import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPACITY = ROOT / "configs" / "capacity-match-cifar10.yaml"

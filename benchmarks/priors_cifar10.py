@@ -33,12 +33,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
+    from hiervq.io import write_json
+    from hiervq.layout import RunDir
     from hiervq.metrics.plots import save_image_grid
     from hiervq.pretrained import load
     from hiervq.priors import prior_kind_for
     from hiervq.train import load_config, train_run
     from hiervq.train.prior import prior_run, sample_run
-    from hiervq.train.report import write_json
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(REPO / "configs" / "hvqvae3-convnext-cifar10.yaml"))
@@ -58,7 +59,7 @@ def main() -> None:
         t0 = time.perf_counter()
         train_run(config, run, overwrite=True)
         timings["autoencoder_s"] = time.perf_counter() - t0
-    ae_summary = json.loads((run / "summary.json").read_text())
+    ae_summary = RunDir(run).read_summary()
     model = load(run)
     kind = prior_kind_for(model)
     summaries = {}

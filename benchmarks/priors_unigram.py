@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 
@@ -32,9 +31,10 @@ def main() -> None:
     ap.add_argument("run", help="autoencoder run directory with codes.npz")
     args = ap.parse_args()
     import hiervq
+    from hiervq.layout import RunDir
 
     model = hiervq.load(args.run)
-    archive = np.load(Path(args.run) / "codes.npz")
+    archive = np.load(RunDir(args.run).codes)
     rows = []
     for level, info in enumerate(model.levels):
         tr = archive[f"train_codes{level}"].astype(np.int64)

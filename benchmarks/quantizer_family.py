@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rec), flush=True)
     out = Path(args.out) if args.out else (QUICK_RESULTS if args.quick else RESULTS)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from hiervq.pretrained import atomic_write_bytes
+    from hiervq.io import atomic_write_bytes
 
     atomic_write_bytes(out, (json.dumps(records, indent=1) + "\n").encode())
     print(f"wrote {out}", file=sys.stderr)

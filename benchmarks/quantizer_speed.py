@@ -298,11 +298,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             records.append(rec)
             print(json.dumps(rec), flush=True)
+    from hiervq.io import atomic_write_bytes
+
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(records, indent=1) + "\n")
-    tmp.replace(out)
+    atomic_write_bytes(out, (json.dumps(records, indent=1) + "\n").encode())
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import torch
 
+from hiervq.io import write_json
+from hiervq.layout import RunDir
 from hiervq.train import load_config, train_run
-from hiervq.train.report import read_metrics, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"vqvae": ROOT / "configs" / "vqvae-mnist.yaml", "hvqvae": ROOT / "configs" / "hvqvae2-mnist.yaml"}
@@ -65,7 +66,7 @@ def run_models(models: dict[str, Path], args: argparse.Namespace, output: Path,
             "threads": torch.get_num_threads(),
             "curve": [
                 {"epoch": r["epoch"], "train_s": r["train_s"], "test_mse": r["test"]["mse"]}
-                for r in read_metrics(run_dir)
+                for r in RunDir(run_dir).read_metrics()
                 if "test" in r
             ],
         }

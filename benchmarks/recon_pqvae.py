@@ -36,7 +36,8 @@ sys.path.insert(0, str(REPO / "src"))
 
 from hiervq.data import load_data  # noqa: E402
 from hiervq.experiments.pqvae import bayes_curves, plot_bayes  # noqa: E402
-from hiervq.pretrained import atomic_write_bytes, load  # noqa: E402
+from hiervq.io import atomic_write_bytes  # noqa: E402
+from hiervq.pretrained import load  # noqa: E402
 from hiervq.priors import extract_codes  # noqa: E402
 from hiervq.train import train_run  # noqa: E402
 from hiervq.train.config import apply_overrides, config_from_dict  # noqa: E402

@@ -770,6 +770,66 @@ def _(t, run):
 
 
 # ---------------------------------------------------------------------- encode
+@case("compress-without-priors")
+def _(t, run):
+    return ["compress", run, gray_png(t / "a.png"), "-o", t / "out"], "--level all` first"
+
+
+@case("compress-two-images-to-one-file")
+def _(t, run):
+    return ["compress", run, gray_png(t / "a.png"), gray_png(t / "b.png"), "-o", t / "x.hvq"], "holds one image"
+
+
+@case("compress-over-an-existing-file")
+def _(t, run):
+    (t / "out").mkdir()
+    (t / "out" / "a.hvq").write_bytes(b"mine")
+    return ["compress", run, gray_png(t / "a.png"), "-o", t / "out"], "a.hvq already exists"
+
+
+@case("compress-batch-size-zero")
+def _(t, run):
+    return ["compress", run, gray_png(t / "a.png"), "--batch-size", "0"], "--batch-size"
+
+
+def hvq_file(path: Path, cut: int = 0, flip: int | None = None) -> Path:
+    """A well-formed .hvq file (of no model in particular), cut short by ``cut`` bytes or with bit ``flip`` flipped."""
+    from hiervq.codec import Header, pack
+
+    data = bytearray(pack(Header(b"abcd", (16, 16), ((4, 4), (8, 8))), bytes(range(40))))
+    if flip is not None:
+        data[flip // 8] ^= 1 << (flip % 8)
+    path.write_bytes(bytes(data[: len(data) - cut]))
+    return path
+
+
+@case("decompress-a-png")
+def _(t, run):
+    (t / "a.hvq").write_bytes(gray_png(t / "a.png").read_bytes())
+    return ["decompress", run, t / "a.hvq", "-o", t / "dec"], "a.hvq: not a hiervq compressed file"
+
+
+@case("decompress-truncated")
+def _(t, run):
+    return ["decompress", run, hvq_file(t / "a.hvq", cut=3), "-o", t / "dec"], "a.hvq: truncated"
+
+
+@case("decompress-bit-flip")
+def _(t, run):
+    return ["decompress", run, hvq_file(t / "a.hvq", flip=8 * 30 + 2), "-o", t / "dec"], "a.hvq: corrupt"
+
+
+@case("decompress-folder-without-files")
+def _(t, run):
+    (t / "empty").mkdir()
+    return ["decompress", run, t / "empty", "-o", t / "dec"], "no .hvq files"
+
+
+@case("decompress-without-priors")
+def _(t, run):
+    return ["decompress", run, hvq_file(t / "a.hvq"), "-o", t / "dec"], "--level all` first"
+
+
 @case("encode-missing-image")
 def _(t, run):
     return ["encode", run, t / "nothing.png", "-o", t / "c.npz"], "nothing.png: no such file"
@@ -1054,7 +1114,9 @@ def test_divergence_stops_at_the_step_and_keeps_the_last_finite_checkpoint(tmp_p
 def test_a_huge_learning_rate_exits_2_without_nan_on_disk(tmp_path, capsys):
     code = main(["train", str(write_config(tmp_path, tiny())), "--out", str(tmp_path / "run"), "--set", "train.lr=1e3"])
     err = capsys.readouterr().err
-    assert code == 2 and "training diverged at step" in err and err.count("\n") == 1, err
+    # stderr also holds the run's log lines (model, data) before the one-line error that ends it
+    last = err.splitlines()[-1]
+    assert code == 2 and last.startswith("hiervq: error: training diverged at step") and err.count("hiervq:") == 1, err
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".hiervq-run", "config.yaml"]
 
 
@@ -1129,7 +1191,7 @@ def test_a_run_interrupted_before_its_first_checkpoint_resumes_from_scratch(tmp_
     assert code == 130 and f"--resume {tmp_path / 'run'}`" in err, err
     assert not (tmp_path / "run" / "checkpoints").exists()
     assert main(["train", "--resume", str(tmp_path / "run")]) == 0
-    assert "starting the run from the beginning" in capsys.readouterr().out
+    assert "starting the run from the beginning" in capsys.readouterr().err  # a log line: stderr
     assert (tmp_path / "run" / "summary.json").is_file()
 
 

@@ -88,3 +88,47 @@ def test_resolved_config_round_trips(tiny_run_config):
     cfg = config_from_dict(tiny_run_config)
     again = config_from_dict(y.safe_load(dump_config(cfg)))
     assert again.to_dict() == cfg.to_dict()
+
+
+@pytest.mark.parametrize("key,value,layer", [
+    ("ema_decay", 1.5, lambda: __import__("hiervq").Codebook(8, 2, ema_decay=1.5)),
+    ("reseed", "zero", lambda: __import__("hiervq").Codebook(8, 2, reseed="zero")),
+    ("estimator", "magic", lambda: __import__("hiervq").VectorQuantizer(4, 8, estimator="magic")),
+    ("dead_threshold", -1.0, lambda: __import__("hiervq").Codebook(8, 2, dead_threshold=-1.0)),
+])
+def test_a_quantizer_setting_is_checked_by_one_rule(tmp_path, tiny_run_config, key, value, layer):
+    """The config and the standalone layer refuse a bad setting with the same message (written once)."""
+    with pytest.raises(ValueError) as standalone:
+        layer()
+    tiny_run_config["model"]["quantizer"][key] = value
+    with pytest.raises(ConfigError) as configured:
+        load_config(write(tmp_path, tiny_run_config))
+    assert str(configured.value).endswith(f"model.quantizer: {standalone.value}"), (configured.value, standalone.value)
+
+
+def test_the_model_section_is_parsed_once(tmp_path, tiny_run_config, monkeypatch):
+    from hiervq import pretrained
+    from hiervq.models.hierarchical import HierarchicalConfig
+    from hiervq.train import config as config_module
+    from hiervq.train.config import dump_config
+
+    calls = []
+    real = pretrained.parse_config
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(config_module, "parse_config", counting)
+    monkeypatch.setattr(pretrained, "parse_config", counting)
+    tiny_run_config["model"].pop("image_size", None)
+    cfg = load_config(write(tmp_path, tiny_run_config))
+    assert isinstance(cfg.model_config, HierarchicalConfig) and len(calls) == 1
+    model = cfg.build_model(in_channels=1, image_size=16)  # the data's channels and size fill what the file omits
+    assert len(calls) == 1 and model.config.image_size == 16 and cfg.model_config.image_size != 16
+    assert dump_config(cfg) == yaml.safe_dump(cfg.to_dict(), sort_keys=False) and "image_size" not in cfg.model
+    assert config_from_dict(cfg.to_dict(), "again").to_dict() == cfg.to_dict()  # the round trip is unchanged
+    cfg.model["channels"] = 12  # a changed section is parsed again
+    assert cfg.model_config.channels == 12 and len(calls) == 3
+    with pytest.raises(ConfigError, match="run.yaml: model: image_size 18"):
+        cfg.build_model(in_channels=1, image_size=18)

@@ -14,7 +14,7 @@ from hiervq.train.config import config_from_dict
 
 def test_prior_is_causal_and_position_specific():
     torch.manual_seed(0)
-    prior = TransformerPrior(TransformerPriorConfig(num_codes=16, length=10, dim=32, layers=2, heads=4, dropout=0.0))
+    prior = TransformerPrior(TransformerPriorConfig(codebook_size=16, length=10, dim=32, layers=2, heads=4, dropout=0.0))
     prior.eval()
     codes = torch.randint(0, 16, (3, 10))
     base = prior.logits(codes)
@@ -34,7 +34,7 @@ def test_prior_is_causal_and_position_specific():
 
 def test_sampling_keeps_the_prefix_and_checks_labels():
     torch.manual_seed(1)
-    prior = TransformerPrior(num_codes=8, length=6, dim=16, layers=1, heads=2, num_classes=3)
+    prior = TransformerPrior(codebook_size=8, length=6, dim=16, layers=1, heads=2, num_classes=3)
     prefix = torch.tensor([[1, 2], [3, 4]])
     g = torch.Generator().manual_seed(0)
     out = prior.sample(2, torch.tensor([0, 2]), generator=g, prefix=prefix)

@@ -37,7 +37,7 @@ def _raster_dependence(prior, codes, cond=None, labels=None):
     """dep[p, q] = True when changing the code at raster position p changes the logits at position q."""
     prior = prior.double().eval()
     _, H, W = codes.shape
-    K = prior.config.num_codes
+    K = prior.config.codebook_size
     base = prior(codes, cond, labels)
     dep = torch.zeros(H * W, H * W, dtype=torch.bool)
     for p in range(H * W):
@@ -53,7 +53,7 @@ def _raster_dependence(prior, codes, cond=None, labels=None):
 @pytest.mark.parametrize("kernel_size,layers", [(3, 4), (5, 2)])
 def test_pixelcnn_causal_at_every_position_by_perturbation(kernel_size, layers):
     torch.manual_seed(0)
-    prior = PixelCNN(7, channels=8, layers=layers, kernel_size=kernel_size, cond_num_codes=3, num_classes=2)
+    prior = PixelCNN(7, channels=8, layers=layers, kernel_size=kernel_size, cond_codebook_size=3, num_classes=2)
     H = W = 5
     codes = torch.randint(0, 7, (2, H, W))
     cond = torch.randint(0, 3, (2, 1, 1))
@@ -85,7 +85,7 @@ def test_pixelcnn_causal_by_gradients():
 
 def test_pixelcnn_conditioning_on_code_map_and_class():
     torch.manual_seed(2)
-    prior = PixelCNN(16, channels=8, layers=2, cond_num_codes=4, num_classes=3).eval()
+    prior = PixelCNN(16, channels=8, layers=2, cond_codebook_size=4, num_classes=3).eval()
     codes = torch.randint(0, 16, (2, 4, 4))
     cond = torch.randint(0, 4, (2, 2, 2))
     labels = torch.tensor([0, 1])
@@ -118,7 +118,7 @@ def test_pixelcnn_nll_is_summed_cross_entropy():
 def test_pixelcnn_sampling_equals_full_forward_sampling():
     """The cache-free loop only recomputes rows 0..i; it must draw exactly what full forwards would."""
     torch.manual_seed(4)
-    prior = PixelCNN(6, channels=8, layers=3, cond_num_codes=3, num_classes=2).eval()
+    prior = PixelCNN(6, channels=8, layers=3, cond_codebook_size=3, num_classes=2).eval()
     n, H, W = 5, 4, 3
     cond = torch.randint(0, 3, (n, 2, 1))
     labels = torch.randint(0, 2, (n,))
@@ -137,8 +137,8 @@ def test_pixelcnn_sampling_equals_full_forward_sampling():
 
 
 def test_pixelcnn_config_and_save_load(tmp_path):
-    prior = PixelCNN(12, channels=4, layers=2, cond_num_codes=5, num_classes=3)
-    assert PixelCNN(PixelCNNConfig(num_codes=12, channels=4, layers=2)).config.num_codes == 12
+    prior = PixelCNN(12, channels=4, layers=2, cond_codebook_size=5, num_classes=3)
+    assert PixelCNN(PixelCNNConfig(codebook_size=12, channels=4, layers=2)).config.codebook_size == 12
     prior.save_pretrained(tmp_path / "p", extra={"level": 0})
     back = hiervq.load(tmp_path / "p")
     assert isinstance(back, PixelCNN) and back.config == prior.config
@@ -197,10 +197,12 @@ def test_prior_kind_dispatch_and_levels():
     single = hiervq.VQVAE(hiervq.models.VQVAEConfig(in_channels=1, image_size=16, channels=8))
     assert prior_kind_for(single).parse_level(single, None) == 0
     bottom = kind.build_prior(model, 0, {"channels": 4, "layers": 1}, 10, "test")
-    assert bottom.config.cond_num_codes == model.levels[1].codebook_size and bottom.config.num_classes == 10
-    assert kind.build_prior(model, 1, {}, None, "test").config.cond_num_codes is None
+    assert bottom.config.cond_codebook_size == model.levels[1].codebook_size and bottom.config.num_classes == 10
+    assert kind.build_prior(model, 1, {}, None, "test").config.cond_codebook_size is None
     with pytest.raises(HierVQError, match="follow from"):
-        kind.build_prior(model, 0, {"num_codes": 3}, None, "test")
+        kind.build_prior(model, 0, {"num_codes": 3}, None, "test")  # the old name of codebook_size
+    with pytest.raises(HierVQError, match="codebook_size follow from"):
+        kind.build_prior(model, 0, {"codebook_size": 3}, None, "test")
     with pytest.raises(ConfigError, match="chanels"):
         kind.build_prior(model, 0, {"chanels": 3}, None, "test")
 
@@ -271,8 +273,8 @@ def test_prior_runs_and_sampling_on_digits(tmp_path, capsys):
         summary = json.loads((d / "summary.json").read_text())
         model = hiervq.load(run)
         info = model.levels[level]
-        assert summary["uniform_bits_per_image"] == pytest.approx(info.num_codes * math.log2(info.codebook_size))
-        assert summary["bits_per_image"] == pytest.approx(summary["bits_per_code"] * info.num_codes)
+        assert summary["uniform_bits_per_image"] == pytest.approx(info.positions * math.log2(info.codebook_size))
+        assert summary["bits_per_image"] == pytest.approx(summary["bits_per_code"] * info.positions)
         assert summary["class_conditional"] and summary["grid"] == list(info.grid)
         lines = (d / "metrics.jsonl").read_text().splitlines()
         assert len(lines) == 2 and "test" in json.loads(lines[-1])

@@ -2,6 +2,8 @@
 
 __version__ = "0.1.0"
 
+from . import log  # noqa: F401 - the "hiervq" logger writes to stderr by default (hiervq.log)
+from .codec import Codec, compress, decompress
 from .errors import CheckpointError, ConfigError, DataError, HierVQError
 from .models import VQVAE, DiscreteAutoencoder, HierarchicalVQVAE
 from .pretrained import load
@@ -11,6 +13,7 @@ from .quantize import Codebook, VectorQuantizer
 __all__ = [
     "CheckpointError",
     "Codebook",
+    "Codec",
     "ConfigError",
     "DataError",
     "DiscreteAutoencoder",
@@ -20,5 +23,7 @@ __all__ = [
     "VQVAE",
     "VectorQuantizer",
     "__version__",
+    "compress",
+    "decompress",
     "load",
 ]

@@ -23,3 +23,8 @@ class DivergedError(HierVQError):
 
 class WriteError(HierVQError, OSError):
     """A file hiervq could not write (disk full, file too large, permissions): the message names the path."""
+
+
+class MissingExtraError(HierVQError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it
+    (see :mod:`hiervq.extras`)."""

@@ -6,10 +6,8 @@ registered with :func:`register` can be written with :func:`save_pretrained` and
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,11 +15,13 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from .errors import CheckpointError, ConfigError, WriteError
+from .errors import CheckpointError, ConfigError
+from .io import atomic_write_bytes, umask  # noqa: F401 - re-exported: hiervq.pretrained.atomic_write_bytes
+from .layout import MODEL_CONFIG, MODEL_WEIGHTS, RunDir
 from .schema import from_dict, to_dict
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = MODEL_CONFIG
+WEIGHTS_FILE = MODEL_WEIGHTS
 FORMAT_VERSION = 1
 
 REGISTRY: dict[str, type[nn.Module]] = {}
@@ -42,59 +42,24 @@ def register(name: str) -> Callable[[M], M]:
     return wrap
 
 
-def build(name: str, config: dict[str, Any] | Any, where: str = "model") -> nn.Module:
-    """Instantiate the registered module ``name`` from a config dict (validated) or a config dataclass."""
+def _registered(name: str, where: str) -> type[nn.Module]:
     if name not in REGISTRY:
         raise ConfigError(f"{where}: unknown model name {name!r} (known: {', '.join(sorted(REGISTRY))})")
-    cls = REGISTRY[name]
+    return REGISTRY[name]
+
+
+def parse_config(name: str, params: dict[str, Any], where: str = "model") -> Any:
+    """The registered module ``name``'s dataclass ``Config`` from a plain dict, validated; errors name ``where``."""
+    return from_dict(_registered(name, where).Config, params, where)
+
+
+def build(name: str, config: dict[str, Any] | Any, where: str = "model") -> nn.Module:
+    """Instantiate the registered module ``name`` from a config dict (parsed and validated by :func:`parse_config`)
+    or a config dataclass (used as it is)."""
+    cls = _registered(name, where)
     if isinstance(config, dict):
-        config = from_dict(cls.Config, config, where)
+        config = parse_config(name, config, where)
     return cls(config)
-
-
-def umask() -> int:
-    """The process umask, read without changing it where possible (``os.umask`` sets it, racing other threads)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename.
-
-    The file gets the mode ``open(path, "w")`` would give it: the replaced file's, else 0o666 less the umask
-    (mkstemp alone would make it 0600). A kill before the rename leaves ``.NAME.XXXXXXXX.tmp`` beside ``path``
-    (:func:`hiervq.train.rundir.remove_stale_tmp` removes those of a run when it starts again).
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            mode = os.stat(path).st_mode & 0o7777
-        except OSError:
-            mode = 0o666 & ~umask()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with contextlib.suppress(OSError):  # e.g. a file system without modes
-            os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and not isinstance(exc, WriteError):  # disk full, file too large, ...
-            raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from None
-        raise
 
 
 def nonfinite_tensors(state: dict[str, Any]) -> list[str]:
@@ -112,8 +77,21 @@ def _describe(names: list[str]) -> str:
     return f"{', '.join(names[:3])}{f' and {len(names) - 3} more' if len(names) > 3 else ''}"
 
 
-def save_pretrained(module: nn.Module, directory: str | os.PathLike, extra: dict | None = None) -> Path:
+def versions() -> dict[str, str]:
+    """The versions recorded in every saved model's ``config.json``: ``hiervq_version``, ``torch_version``."""
+    from . import __version__
+
+    return {"hiervq_version": __version__, "torch_version": torch.__version__}
+
+
+def save_pretrained(module: nn.Module, directory: str | os.PathLike, extra: dict | None = None,
+                    data: dict | None = None) -> Path:
     """Write ``config.json`` and ``model.safetensors`` for a registered module; returns the directory.
+
+    ``config.json`` holds ``format``, ``model`` (the registry name), ``config``, the versions of hiervq and torch
+    that wrote it (:func:`versions`), ``data`` when given (what the model was trained on and how the images were
+    brought to size: :meth:`hiervq.data.DataConfig.describe`) and ``extra`` (free metadata, e.g. a prior's level).
+    Directories written before the versions and ``data`` were recorded load all the same.
 
     Each file is written atomically, weights first, so an interrupted save never leaves a config that points
     at half-written weights.
@@ -129,7 +107,9 @@ def save_pretrained(module: nn.Module, directory: str | os.PathLike, extra: dict
     if bad:
         raise CheckpointError(f"{directory}: refusing to save non-finite (NaN/inf) weights in {_describe(bad)}")
     atomic_write_bytes(directory / WEIGHTS_FILE, save(state))
-    meta = {"format": FORMAT_VERSION, "model": name, "config": to_dict(module.config)}
+    meta = {"format": FORMAT_VERSION, "model": name, "config": to_dict(module.config), **versions()}
+    if data is not None:
+        meta["data"] = data
     if extra:
         meta["extra"] = extra
     atomic_write_bytes(directory / CONFIG_FILE, (json.dumps(meta, indent=2) + "\n").encode())
@@ -139,13 +119,13 @@ def save_pretrained(module: nn.Module, directory: str | os.PathLike, extra: dict
 def resolve_model_dir(path: str | os.PathLike) -> Path:
     """The directory holding ``config.json`` + weights: ``path`` itself, or ``path/model`` for a run directory."""
     path = Path(path)
-    for candidate in (path, path / "model"):
+    for candidate in (path, RunDir(path).model):
         if (candidate / CONFIG_FILE).is_file():
             return candidate
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory")
     raise CheckpointError(
-        f"{path}: not a saved model (no {CONFIG_FILE} here or in {path / 'model'}); "
+        f"{path}: not a saved model (no {CONFIG_FILE} here or in {RunDir(path).model}); "
         "is the run finished? an unfinished run can be resumed with `hiervq train --resume`"
     )
 

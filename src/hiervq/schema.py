@@ -92,7 +92,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
-    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise :class:`ConfigError`.
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise :class:`ConfigError`. Keys renamed
+    since (``cls.RENAMED_KEYS``, old -> new; see :func:`hiervq.quantize.common.renamed`) are read as their new name.
 
     ``where`` prefixes every message (e.g. ``"configs/demo.yaml: model"``) so the user sees which key of which
     file is wrong; a ``where`` ending in ``":"`` (a file name) is followed by the bare key path.
@@ -100,6 +101,11 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
     data = dict(data or {})
     prefix = f"{where} " if where.endswith(":") else f"{where}."
     where = where.rstrip(":")
+    for old, new in getattr(cls, "RENAMED_KEYS", {}).items():  # configs and saved models from before a rename
+        if old in data:
+            if new in data:
+                raise ConfigError(f"{where}: give {new!r} only ({old!r} is its old name)")
+            data[new] = data.pop(old)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
@@ -115,12 +121,18 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
         obj = cls(**kwargs)
     except TypeError as exc:  # a required field is missing
         raise ConfigError(f"{where}: {exc}") from None
+    return validated(obj, where)
+
+
+def validated(obj: T, where: str = "config") -> T:
+    """``obj`` after its ``validate()`` (if it has one); a ``ValueError`` becomes a :class:`ConfigError` naming
+    ``where``. For a dataclass built or changed in code (e.g. with :func:`dataclasses.replace`)."""
     check = getattr(obj, "validate", None)
     if callable(check):
         try:
             check()
         except ValueError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+            raise ConfigError(f"{where.rstrip(':')}: {exc}") from None
     return obj
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..quantize.common import renamed
+
 METHODS = ("independent", "conditional")
 
 
@@ -27,17 +29,18 @@ def as_sequence(codes: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([c.reshape(c.shape[0], -1).long() for c in codes], 1)
 
 
+@renamed(num_codes="codebook_size")
 @dataclass
 class CodeCountBayes:
     """Code-count Bayes classifier (see the module docstring).
 
     Args:
-        num_codes: K, codes take values 0..K-1.
+        codebook_size: K, codes take values 0..K-1.
         num_classes: C.
         alpha: Laplace smoothing added to every count.
     """
 
-    num_codes: int
+    codebook_size: int
     num_classes: int
     alpha: float = 1.0
 
@@ -46,7 +49,7 @@ class CodeCountBayes:
         z = as_sequence(codes)
         y = torch.as_tensor(labels).long()
         n, length = z.shape
-        k, c = self.num_codes, self.num_classes
+        k, c = self.codebook_size, self.num_classes
         if y.shape != (n,):
             raise ValueError(f"expected {n} labels, got shape {tuple(y.shape)}")
         if n == 0:
@@ -91,7 +94,7 @@ class CodeCountBayes:
         m, length = z.shape
         if length > self.length:
             raise ValueError(f"codes have {length} positions, the classifier was fitted on {self.length}")
-        k, c, a = self.num_codes, self.num_classes, self.alpha
+        k, c, a = self.codebook_size, self.num_classes, self.alpha
         z = z.clamp(0, k - 1)
         uni = self.unigram[:, :length]  # (C, L, K)
         denom = uni.sum(-1) + a * k  # (C, L) = n_{c,l} + alpha K

@@ -5,15 +5,19 @@ module             commands
 =================  ==============================================================
 ``autoencoder``    ``train``, ``eval``, ``encode``, ``decode``
 ``priors``         ``prior``, ``sample``
+``compress``       ``compress``, ``decompress`` (entropy-coded files with the priors)
 ``pqvae``          ``bayes``, ``info``, ``progressive`` (analyses of code sequences)
 ``experiments``    ``compare``, ``sweep``
 ``classify``       ``classify``, ``tiles``
-``common``         the shared flags (``--set``, ``--out``, ``--overwrite``, ``--debug``)
+``recipes``        ``configs`` (the recipes shipped in the package)
+``common``         the shared flags (``--set``, ``--out``, ``--overwrite``, ``--debug``, ``--quiet``,
+                   ``--verbose``, ``--threads``) and the help formatter
 =================  ==============================================================
 
 A new command goes into the module of its group (or a new module listed in :data:`COMMAND_GROUPS`) as a
 ``_cmd_NAME(args) -> int`` function and a few lines in that module's ``add_commands(sub)``; every command gets
-``--debug`` from :func:`build_parser`. Command modules import
+``--debug``, ``--quiet``, ``--verbose`` and (unless it is in :data:`NO_THREADS`) ``--threads`` from
+:func:`build_parser`; ``--help`` shows every default (:class:`~hiervq.cli.common.DefaultsFormatter`). Command modules import
 only argparse-level things at import time (torch and the library inside the command functions), so ``hiervq
 --help`` stays fast.
 
@@ -24,40 +28,56 @@ shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from .. import __version__
 from ..errors import HierVQError
-from . import autoencoder, classify, experiments, pqvae, priors
-from .common import add_debug
+from . import autoencoder, classify, compress, experiments, pqvae, priors, recipes
+from .common import DefaultsFormatter, add_debug, add_threads, add_verbosity, apply_threads
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
 EXIT_INTERRUPTED = 130
 
 #: the command groups, in the order ``hiervq --help`` lists their commands
-COMMAND_GROUPS = (autoencoder, priors, pqvae, experiments, classify)
+COMMAND_GROUPS = (autoencoder, priors, compress, pqvae, experiments, classify, recipes)
+#: commands that compute nothing, so take no ``--threads``
+NO_THREADS = ("configs",)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hiervq",
         description="Hierarchical discrete representations of images with vector-quantized autoencoders.",
+        formatter_class=DefaultsFormatter,
     )
     parser.add_argument("--version", action="version", version=f"hiervq {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    add_debug(parser, top=True)
+    add_verbosity(parser, top=True)
+    add_threads(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for group in COMMAND_GROUPS:
         group.add_commands(sub)
-    for command in sub.choices.values():  # every command takes --debug (last, after its own flags)
+    for name, command in sub.choices.items():  # every command takes these (last, after its own flags)
+        command.formatter_class = DefaultsFormatter
         add_debug(command)
+        add_verbosity(command)
+        if name not in NO_THREADS:
+            add_threads(command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from ..log import set_verbosity
+
+    set_verbosity(quiet=args.quiet, verbose=args.verbose and not args.quiet)
     try:
+        apply_threads(args.threads)
+        if args.threads is not None:
+            logging.getLogger("hiervq").debug("torch threads: %d", args.threads)
         return int(args.func(args) or 0)
     except HierVQError as exc:
         if args.debug:

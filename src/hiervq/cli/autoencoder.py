@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import logging
 from pathlib import Path
 
 from ..errors import HierVQError
-from .common import add_out, add_overwrite, add_set, out_dir
+from .common import add_out, add_overwrite, add_set, collect_images, out_dir, png_targets, read_model_images, save_pngs
+
+logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------- train
@@ -50,7 +52,7 @@ def _data_path_overrides(path: str | None) -> list[str]:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ..pretrained import atomic_write_bytes
+    from ..io import atomic_write_bytes
     from ..train import read_run_config
     from ..train.config import with_overrides
     from ..train.run import evaluate_run
@@ -63,8 +65,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if overrides:
         config = with_overrides(config.to_dict(), overrides, config.source)
     split = args.split or ("all" if args.data and _data_path_overrides(args.data)[0] == "data.name=folder" else "test")
-    result = evaluate_run(args.run, config, split=split)
-    print(f"evaluated {result['images']} images ({split})", file=sys.stderr)
+    metrics = []
+    if args.metric:
+        from ..metrics.perceptual import load_metric
+
+        metrics = [load_metric(spec) for spec in args.metric]
+    result = evaluate_run(args.run, config, split=split, metrics=metrics)
+    logger.info(f"evaluated {result['images']} images ({split})")
     text = json.dumps(result, indent=2, allow_nan=False)
     if args.output:
         atomic_write_bytes(args.output, (text + "\n").encode())
@@ -73,71 +80,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- encode / decode
-def _collect_images(paths: list[str]) -> list[Path]:
-    from ..data.readers import IMAGE_SUFFIXES, list_images
-
-    files: list[Path] = []
-    for item in paths:
-        p = Path(item)
-        if p.is_dir():
-            found = list_images(p)
-            if not found:
-                raise HierVQError(f"{p}: no images found ({', '.join(IMAGE_SUFFIXES)})")
-            files += found
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise HierVQError(f"{p}: no such file or directory")
-    return files
-
-
-def _run_fit(run: str) -> str:
-    """How the run brought its training images to size (``data.fit``: resize or pad); resize for a bare saved
-    model without its run's config.yaml."""
-    from ..train import read_run_config
-
-    try:
-        return read_run_config(run).data.fit
-    except HierVQError:
-        return "resize"
-
-
 def _cmd_encode(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from ..data import fit_images, read_image
-    from ..errors import DataError
-    from ..pretrained import atomic_write_bytes, load
+    from ..io import atomic_write_bytes
+    from ..pretrained import load
     from ..train.rundir import check_output_path
 
     if args.batch_size < 1:
         raise HierVQError(f"--batch-size must be >= 1, got {args.batch_size}")
     check_output_path(args.output, folder=False, what="-o")
     model = load(args.run)
-    c, h, w = model.image_shape
-    fit = _run_fit(args.run)
-    files = _collect_images(args.images)
-    arrays, reshaped = [], 0
-    for f in files:
-        arr = read_image(f, mode=("L" if c == 1 else "RGB") if args.convert else None)
-        if arr.shape[2] != c:
-            raise DataError(f"{f}: image has {arr.shape[2]} channels, the model expects {c} (pass --convert to convert)")
-        x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None]
-        if not args.keep_size:
-            reshaped += fit == "resize" and x.shape[-1] * h != x.shape[-2] * w
-            try:
-                x = fit_images(x, h, fit)
-            except DataError as exc:
-                raise DataError(f"{f}: {exc} (the run was trained with data.fit: {fit})") from None
-        arrays.append(x)
-    if reshaped:
-        print(f"warning: {reshaped} of {len(files)} images changed their aspect ratio when resized to {h}x{w} "
-              "(the run's data.fit: resize; --keep-size keeps their size)", file=sys.stderr)
-    shapes = {tuple(a.shape) for a in arrays}
-    if len(shapes) > 1:
-        raise DataError(f"images have different sizes {sorted(shapes)[:3]}; drop --keep-size to resize them")
-    images = torch.cat(arrays).float() / 255.0
+    files = collect_images(args.images)
+    images = read_model_images(files, args.run, model, args.convert, args.keep_size)
     codes = []
     with torch.no_grad():
         for start in range(0, len(images), args.batch_size):
@@ -153,29 +109,6 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     shapes_txt = ", ".join(f"{k} {v.shape}" for k, v in out.items() if k.startswith("level"))
     print(f"encoded {len(files)} images -> {args.output} ({shapes_txt}; {model.budget().bits_per_image:.0f} bits/image)")
     return 0
-
-
-def _decode_targets(codes: Path, out: Path, names: list[str] | None, n: int, overwrite: bool) -> list[Path]:
-    """The PNG each decoded image goes to (``grid.png`` is also written); refuses existing files without
-    ``overwrite`` (decoding into the folder the codes came from would replace the originals) and name clashes."""
-    from ..errors import DataError
-    from ..train.rundir import check_output_path
-
-    check_output_path(out, folder=True, what="-o")
-    if names is not None and len(names) != n:
-        raise DataError(f"{codes}: names has {len(names)} entries for {n} images")
-    targets = [out / f"{Path(names[i]).stem if names else f'{i:05d}'}.png" for i in range(n)]
-    seen: set[Path] = set()
-    for target in targets:
-        if target in seen or target.name == "grid.png":
-            clash = "the grid" if target.name == "grid.png" else "another image"
-            raise DataError(f"{codes}: an image would be written to {target} over {clash}; rename it in names")
-        seen.add(target)
-    if not overwrite:
-        existing = next((t for t in [*targets, out / "grid.png"] if t.exists() or t.is_symlink()), None)
-        if existing is not None:
-            raise DataError(f"{existing} already exists; pass --overwrite to replace it, or -o another folder")
-    return targets
 
 
 def _read_codes(path: Path):
@@ -220,20 +153,16 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     path = Path(args.codes)
     levels, names = _read_codes(path)
     out = Path(args.output)
-    targets = _decode_targets(path, out, names, len(levels[0]), args.overwrite)  # all checked before writing any
+    targets = png_targets(path, out, names, len(levels[0]), args.overwrite, hint=" in names")  # all checked before writing any
     with torch.no_grad():
         try:
             images = model.decode(model.codes_from_list(levels))
         except (IndexError, ValueError, RuntimeError) as exc:
             raise DataError(f"{path}: codes do not fit this model ({str(exc).splitlines()[0]})") from None
     out.mkdir(parents=True, exist_ok=True)
-    from PIL import Image
-
-    arr = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    for a, target in zip(arr, targets):
-        Image.fromarray(a[..., 0] if a.shape[2] == 1 else a).save(target)
+    save_pngs(images, targets)
     save_image_grid(images, out / "grid.png", nrow=min(8, len(images)))
-    print(f"decoded {len(arr)} images -> {out}/")
+    print(f"decoded {len(images)} images -> {out}/")
     return 0
 
 
@@ -241,20 +170,27 @@ def add_commands(sub) -> None:
     """Add ``train``, ``eval``, ``encode`` and ``decode`` to the ``hiervq`` subparsers."""
     p = sub.add_parser("train", help="train a model from a YAML config (or resume a run)",
                        description="Train a model from a YAML config; under torchrun, train on every process with DDP.")
-    p.add_argument("config", nargs="?", help="YAML config (see configs/); omitted: the defaults")
+    p.add_argument("config", nargs="?",
+                   help="YAML config file, or the name of a shipped recipe (`hiervq configs` lists them: demo, "
+                        "vqvae-mnist, ...); omitted: the defaults")
     add_set(p, "override a config key, e.g. train.epochs=5")
     add_out(p, "run directory (default runs/<config name>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     add_overwrite(p, "replace an existing run directory")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a trained run on its test split (or other data)")
+    p = sub.add_parser("eval", help="evaluate a trained run on its test split (or other data)",
+                       description="Evaluate a trained run: MSE, PSNR, SSIM, MS-SSIM (means and stds over images), "
+                       "loss terms and codebook health, as JSON on stdout.")
     p.add_argument("run", help="run directory")
     p.add_argument("--data", help="evaluate on this dataset instead (.npz, MNIST folder, CIFAR batches, image folder)")
     p.add_argument("--split", choices=["test", "val", "train", "all"],
                    help="which images (default: test; all of them for an image folder given with --data, which has no "
                         "test split of its own)")
     add_set(p, "override a data key, e.g. data.test_limit=100")
+    p.add_argument("--metric", action="append", metavar="MODULE:FACTORY",
+                   help="add a perceptual metric built by FACTORY() from a module or a .py file (repeatable; LPIPS- or "
+                        "FID-like networks whose weights you have locally: see hiervq.metrics.perceptual)")
     p.add_argument("-o", "--output", help="also write the result JSON here")
     p.set_defaults(func=_cmd_eval)
 
@@ -264,7 +200,7 @@ def add_commands(sub) -> None:
     p.add_argument("-o", "--output", default="codes.npz", help="output .npz (level0, level1, ..., names)")
     p.add_argument("--convert", action="store_true", help="convert images to the model's channel count")
     p.add_argument("--keep-size", action="store_true", help="do not resize images to the model's image size")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256, help="images encoded at once")
     p.set_defaults(func=_cmd_encode)
 
     p = sub.add_parser("decode", help="turn codes (codes.npz) back into images")

@@ -1,5 +1,7 @@
 """What every command group shares: the flags that mean the same thing in every command (``--set``, ``--out``,
-``--overwrite``, ``--debug``) and the output folder they resolve to.
+``--overwrite``; and on every command, before or after its name, ``--debug``, ``--quiet``, ``--verbose``,
+``--threads``), the help formatter that shows every default, and the output folder they resolve to; reading image
+files for a model (``encode``, ``compress``) and writing images as PNGs (``decode``, ``decompress``).
 
 Importing this module costs nothing (argparse only); the command functions import torch and the library lazily.
 """
@@ -10,9 +12,52 @@ import argparse
 from pathlib import Path
 
 
-def add_debug(p: argparse.ArgumentParser) -> None:
-    """``--debug`` on a subcommand. SUPPRESS: a subcommand's default must not overwrite ``hiervq --debug COMMAND``."""
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback on errors")
+class DefaultsFormatter(argparse.HelpFormatter):
+    """``--help`` with every default: ``(default: X)`` is added to an option's help unless the help already says
+    what the default is (or there is none: None, False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if default is None or default is False or default == argparse.SUPPRESS or "default" in text.lower():
+            return text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            text += " (default: %(default)s)"
+        return text
+
+
+def add_debug(p: argparse.ArgumentParser, top: bool = False) -> None:
+    """``--debug`` (on the top parser with ``top``, else on a subcommand). SUPPRESS on subcommands: their default
+    must not overwrite ``hiervq --debug COMMAND``."""
+    default = False if top else argparse.SUPPRESS
+    p.add_argument("--debug", action="store_true", default=default, help="show the full traceback on errors")
+
+
+def add_verbosity(p: argparse.ArgumentParser, top: bool = False) -> None:
+    """``-q/--quiet`` (warnings and errors only, no progress) and ``-v/--verbose`` (also debug messages)."""
+    default = False if top else argparse.SUPPRESS
+    p.add_argument("-q", "--quiet", action="store_true", default=default,
+                   help="show only warnings and errors (no progress); results still go to stdout")
+    p.add_argument("-v", "--verbose", action="store_true", default=default, help="also show debug messages")
+
+
+def add_threads(p: argparse.ArgumentParser, top: bool = False) -> None:
+    """``--threads N``: torch's intra-op threads (``torch.set_num_threads``), set before the command's work."""
+    p.add_argument("--threads", type=int, metavar="N", default=None if top else argparse.SUPPRESS,
+                   help="CPU threads for torch (default: torch's own choice, the physical cores or $OMP_NUM_THREADS)")
+
+
+def apply_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)`` when ``--threads`` was given (validated: >= 1)."""
+    if threads is None:
+        return
+    from ..errors import HierVQError
+
+    if threads < 1:
+        raise HierVQError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def add_set(p: argparse.ArgumentParser, help: str = "override a config key") -> None:
@@ -33,6 +78,120 @@ def add_overwrite(p: argparse.ArgumentParser, help: str) -> None:
 
 def out_dir(args: argparse.Namespace) -> Path:
     """``--out``, or the default run directory of the command's CONFIG (``runs/<config name>``)."""
-    from ..train.rundir import default_run_dir
+    from ..layout import RunDir
 
-    return Path(args.out) if args.out else default_run_dir(args.config)
+    return Path(args.out) if args.out else RunDir.default(args.config).path
+
+
+# ---------------------------------------------------------------------- images in
+def collect_images(paths: list[str]) -> list[Path]:
+    """Image files named on the command line (a folder: the images in it)."""
+    from ..data.readers import IMAGE_SUFFIXES, list_images
+    from ..errors import HierVQError
+
+    files: list[Path] = []
+    for item in paths:
+        p = Path(item)
+        if p.is_dir():
+            found = list_images(p)
+            if not found:
+                raise HierVQError(f"{p}: no images found ({', '.join(IMAGE_SUFFIXES)})")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise HierVQError(f"{p}: no such file or directory")
+    return files
+
+
+def run_fit(run: str) -> str:
+    """How the run brought its training images to size (``data.fit``: resize or pad): from the run's config.yaml,
+    else from the saved model's config.json (``data.fit``, recorded since hiervq 0.1.0), else resize."""
+    from ..errors import HierVQError
+    from ..pretrained import read_meta
+    from ..train import read_run_config
+
+    try:
+        return read_run_config(run).data.fit
+    except HierVQError:
+        pass
+    try:
+        return str((read_meta(run).get("data") or {}).get("fit") or "resize")
+    except HierVQError:
+        return "resize"
+
+
+def read_model_images(files: list[Path], run: str, model, convert: bool = False, keep_size: bool = False):
+    """The images of ``files`` as one float batch (N, C, H, W) on [0, 1] for ``model``: brought to its image size
+    the way the run's training images were (``data.fit``) unless ``keep_size``; ``convert`` converts them to the
+    model's channel count. Warns (the ``hiervq`` logger) when resizing changes aspect ratios."""
+    import logging
+
+    import numpy as np
+    import torch
+
+    from ..data import fit_images, read_image
+    from ..errors import DataError
+
+    c, h, w = model.image_shape
+    fit = run_fit(run)
+    arrays, reshaped = [], 0
+    for f in files:
+        arr = read_image(f, mode=("L" if c == 1 else "RGB") if convert else None)
+        if arr.shape[2] != c:
+            raise DataError(f"{f}: image has {arr.shape[2]} channels, the model expects {c} (pass --convert to convert)")
+        x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None]
+        if not keep_size:
+            reshaped += fit == "resize" and x.shape[-1] * h != x.shape[-2] * w
+            try:
+                x = fit_images(x, h, fit)
+            except DataError as exc:
+                raise DataError(f"{f}: {exc} (the run was trained with data.fit: {fit})") from None
+        arrays.append(x)
+    if reshaped:
+        logging.getLogger(__name__).warning(
+            f"{reshaped} of {len(files)} images changed their aspect ratio when resized to {h}x{w} "
+            "(the run's data.fit: resize; --keep-size keeps their size)")
+    shapes = {tuple(a.shape) for a in arrays}
+    if len(shapes) > 1:
+        raise DataError(f"images have different sizes {sorted(shapes)[:3]}; drop --keep-size to resize them")
+    return torch.cat(arrays).float() / 255.0
+
+
+# ---------------------------------------------------------------------- images out
+def png_targets(source: Path, out: Path, names: list[str] | None, n: int, overwrite: bool, grid: bool = True,
+                hint: str = "") -> list[Path]:
+    """The PNG each of ``n`` images goes to in the folder ``out`` (``NAME.png`` by the stem of ``names``, else
+    ``00000.png``, ...; with ``grid`` also ``grid.png``); refuses existing files without ``overwrite`` (writing into
+    the folder the images came from would replace the originals) and name clashes, before anything is written.
+    ``source`` names what the images come from in messages, ``hint`` where to rename a clash."""
+    from ..errors import DataError
+    from ..train.rundir import check_output_path
+
+    check_output_path(out, folder=True, what="-o")
+    if names is not None and len(names) != n:
+        raise DataError(f"{source}: names has {len(names)} entries for {n} images")
+    targets = [out / f"{Path(names[i]).stem if names else f'{i:05d}'}.png" for i in range(n)]
+    seen: set[Path] = set()
+    for i, target in enumerate(targets):
+        if target in seen or (grid and target.name == "grid.png"):
+            clash = "the grid" if grid and target.name == "grid.png" else "another image"
+            raise DataError(f"{source}: image {names[i] if names else i} would be written to {target} over {clash}; "
+                            f"rename it{hint}")
+        seen.add(target)
+    if not overwrite:
+        existing = next((t for t in [*targets, *([out / "grid.png"] if grid else [])] if t.exists() or t.is_symlink()), None)
+        if existing is not None:
+            raise DataError(f"{existing} already exists; pass --overwrite to replace it, or -o another folder")
+    return targets
+
+
+def save_pngs(images, targets: list[Path]) -> None:
+    """Write images (B, C, H, W) on [0, 1] (clamped, rounded to 8 bits) to ``targets``, one PNG each."""
+    import torch
+    from PIL import Image
+
+    arr = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    for a, target in zip(arr, targets):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(a[..., 0] if a.shape[2] == 1 else a).save(target)

@@ -9,21 +9,15 @@ import argparse
 import json
 from pathlib import Path
 
+from ..io import write_json
+from ..layout import RunDir
 from .common import add_out
-
-ANALYSIS_DIR = "analysis"
 
 
 def _out_dir(args) -> Path:
-    out = Path(args.out) if args.out else Path(args.run) / ANALYSIS_DIR
+    out = Path(args.out) if args.out else RunDir(args.run).analysis
     out.mkdir(parents=True, exist_ok=True)
     return out
-
-
-def _write_json(path: Path, obj) -> None:
-    from ..pretrained import atomic_write_bytes
-
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def _cmd_bayes(args: argparse.Namespace) -> int:
@@ -43,7 +37,7 @@ def _cmd_bayes(args: argparse.Namespace) -> int:
     result = bayes_curves(train.codes, train.labels, test.codes, test.labels, model.levels[0].codebook_size,
                           train.num_classes, alpha=args.alpha)
     out = _out_dir(args)
-    _write_json(out / "bayes.json", result)
+    write_json(out / "bayes.json", result)
     plot_bayes(result, out / "bayes.png")
     best = {m: max(result[m]) for m in ("independent", "conditional")}
     print(json.dumps({"all_codes": {m: result[m][-1] for m in ("independent", "conditional")}, "best": best}))
@@ -74,7 +68,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         },
     }
     out = _out_dir(args)
-    _write_json(out / "info.json", result)
+    write_json(out / "info.json", result)
     plot_information(removal, entropy, out / "info.png")
     print(json.dumps(result["summary"], indent=2))
     print(f"-> {out / 'info.json'}, {out / 'info.png'}")
@@ -122,7 +116,7 @@ def add_commands(sub) -> None:
     )
     p.add_argument("run", help="autoencoder run directory (labeled data)")
     p.add_argument("--alpha", type=float, default=1.0, help="Laplace smoothing added to every count")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256, help="images encoded at once")
     add_out(p, "output folder (default RUN/analysis)")
     p.set_defaults(func=_cmd_bayes)
 
@@ -147,7 +141,7 @@ def add_commands(sub) -> None:
     p.add_argument("--priors", "--prior", nargs="+", metavar="DIR", help="prior run directory (default RUN/priors/)")
     p.add_argument("--lengths", default="1,2,4,8,16,32,48", help="comma-separated prefix lengths")
     p.add_argument("-n", type=int, default=8, help="number of test images (rows)")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=1.0, help="divide the prior's logits by this")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled codes")
     p.add_argument("-o", "--output", default="progressive.png", help="output PNG")
     p.set_defaults(func=_cmd_progressive)

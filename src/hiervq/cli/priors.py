@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from .common import add_out, add_overwrite, add_set
@@ -16,9 +17,10 @@ from .common import add_out, add_overwrite, add_set
 
 def _cmd_prior(args: argparse.Namespace) -> int:
     from ..errors import HierVQError
+    from ..layout import RunDir
     from ..pretrained import load
     from ..priors import prior_kind_for
-    from ..train.prior import PRIORS_DIR, default_prior_dir, has_checkpoint, prior_run
+    from ..train.prior import prior_run
 
     resume = {}  # level -> resume it (--level all --resume: levels without a checkpoint start afresh)
     if args.level == "all":
@@ -27,7 +29,7 @@ def _cmd_prior(args: argparse.Namespace) -> int:
         if args.out and len(levels) > 1:
             raise HierVQError("--level all writes RUN/priors/level<N> for every level; drop --out or name one level")
         for level in levels:
-            resume[level] = args.resume and has_checkpoint(default_prior_dir(args.run, level))
+            resume[level] = args.resume and RunDir(args.run).prior(level).has_checkpoint()
     else:
         levels = [args.level]
         resume[args.level] = args.resume
@@ -43,7 +45,7 @@ def _cmd_prior(args: argparse.Namespace) -> int:
     ]
     print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
     if args.level == "all":
-        print(f"priors in {Path(args.run) / PRIORS_DIR}/; sample with `hiervq sample {args.run}`")
+        logging.getLogger(__name__).info(f"priors in {RunDir(args.run).priors}/; sample with `hiervq sample {args.run}`")
     return 0
 
 
@@ -54,7 +56,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     result = sample_run(args.run, args.priors, args.n, args.class_label, args.temperature, args.seed)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_image_grid(result.images, out, nrow=result.nrow)
+    save_image_grid(result.images, out, nrow=result.nrow, row_labels=result.row_labels)
     rows = "one row per class, " if result.labels is not None and args.class_label is None else ""
     print(
         f"sampled {len(result.images)} images in {result.seconds:.2f}s ({result.samples_per_s:.1f} samples/s, "
@@ -98,6 +100,6 @@ def add_commands(sub) -> None:
     p.add_argument("-n", type=int, default=64, help="number of images (class-conditional: spread over the classes)")
     p.add_argument("--class", dest="class_label", metavar="CLASS", help="sample this class (index or name)")
     p.add_argument("--temperature", type=float, default=1.0, help="divide the logits by this (lower: safer samples)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled codes")
     p.add_argument("-o", "--output", default="samples.png", help="output PNG grid")
     p.set_defaults(func=_cmd_sample)

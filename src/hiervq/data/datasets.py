@@ -21,7 +21,7 @@ class DataConfig:
     """Which images to use and how to shape them.
 
     Attributes:
-        name: ``digits`` (embedded: scikit-learn's 1,797 handwritten digits, no files needed), ``mnist`` (folder
+        name: ``digits`` (embedded: the 1,797 handwritten digits scikit-learn ships, no files needed), ``mnist`` (folder
             of idx files), ``cifar10`` (python batches folder, or an .npz), ``npz`` (MedMNIST layout),
             ``folder`` (PNG/JPEG, one sub-folder per class or flat).
         path: file or folder (relative paths are relative to the working directory).
@@ -44,6 +44,22 @@ class DataConfig:
     train_limit: int | None = None
     test_limit: int | None = None
     seed: int = 0
+
+    def describe(self, shape: tuple[int, int, int] | None = None) -> dict:
+        """What a saved model records about its data (``config.json``'s ``data``): the dataset ``name``, ``path``
+        as given and ``absolute_path`` (resolved against the working directory), ``fit``, ``classes``, and the
+        ``image_size`` and ``channels`` of the images the model saw (from ``shape`` (C, H, W) when given, else the
+        config's)."""
+        path = os.path.abspath(os.path.expanduser(self.path)) if self.path else None
+        return {
+            "name": self.name,
+            "path": self.path,
+            "absolute_path": path,
+            "image_size": shape[1] if shape else self.image_size,
+            "fit": self.fit,
+            "channels": shape[0] if shape else self.channels,
+            "classes": self.classes,
+        }
 
     def validate(self) -> None:
         if self.name not in DATASETS:
@@ -194,14 +210,20 @@ def label_subset(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarr
 
 
 # ---------------------------------------------------------------------- the embedded default
-def digits_splits(size: int | None = 32) -> dict[str, Split]:
-    """scikit-learn's 1,797 handwritten digits (8x8, 0-16) as uint8 images, with a fixed stratified split of
-    1,497 train / 300 test images (seed 0). Resizing to ``size`` happens in :func:`load_data`."""
-    from sklearn.datasets import load_digits
+#: the embedded digits: UCI "Optical Recognition of Handwritten Digits" (E. Alpaydin, C. Kaynak, 1998; CC BY 4.0),
+#: the 1,797-image test set as scikit-learn ships it (``sklearn.datasets.load_digits``), stored as uint8 pixels
+#: 0..16 (``images`` (1797, 8, 8)) and labels (``labels`` (1797,)) so that the demo needs no scikit-learn;
+#: written with ``np.savez_compressed(path, images=d.images.astype(np.uint8), labels=d.target.astype(np.uint8))``
+#: (tests/test_usability.py checks it against scikit-learn when that is installed)
+DIGITS_FILE = Path(__file__).with_name("digits.npz")
 
-    bunch = load_digits()
-    images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
-    labels = bunch.target.astype(np.int64)
+
+def digits_splits(size: int | None = 32) -> dict[str, Split]:
+    """The embedded 1,797 handwritten digits (8x8, 0-16; see :data:`DIGITS_FILE`) as uint8 images, with a fixed
+    stratified split of 1,497 train / 300 test images (seed 0). Resizing to ``size`` happens in :func:`load_data`."""
+    with np.load(DIGITS_FILE) as archive:
+        raw, labels = archive["images"], archive["labels"].astype(np.int64)
+    images = np.round(raw.astype(np.float64) * (255.0 / 16.0)).astype(np.uint8)
     keep, test = stratified_split(labels, 300 / len(labels), seed=0)
     return {"train": Split(images[keep], labels[keep]), "test": Split(images[test], labels[test])}
 
@@ -212,7 +234,9 @@ def _read(config: DataConfig) -> dict:
     if config.name == "digits":
         return digits_splits()
     if path is not None and not path.exists():
-        raise DataError(f"data.path {path}: no such file or directory")
+        where = "" if path.is_absolute() else f" (relative paths are relative to the working directory: {os.path.abspath(path)})"
+        raise DataError(f"data.path {path}: no such file or directory{where}; point it at your copy with "
+                        "--set data.path=...")
     if config.name == "mnist":
         return read_mnist(path)
     if config.name == "cifar10":

@@ -121,9 +121,9 @@ def match_capacity(
     cs = Fraction(budget.continuous, area)
     if cs.denominator != 1:
         hints = [
-            f"level {i} dim a multiple of {Fraction(lv.num_codes, area).denominator}"
+            f"level {i} dim a multiple of {Fraction(lv.positions, area).denominator}"
             for i, lv in enumerate(levels[1:], 1)
-            if (Fraction(lv.num_codes, area) * lv.channels).denominator != 1
+            if (Fraction(lv.positions, area) * lv.channels).denominator != 1
         ]
         raise ConfigError(
             f"{where}: no integer single-level channel count: the continuous budget {budget.continuous:,} "

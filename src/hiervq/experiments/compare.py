@@ -12,21 +12,23 @@ data order, same images loaded once). Output folder::
 
 from __future__ import annotations
 
-import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
 from ..data import DataSplits, load_data
 from ..errors import HierVQError
-from ..train.checkpoint import has_checkpoint
+from ..io import write_json
+from ..layout import COMPARE_RESULT, COMPARE_RUNS, REPORT, RunDir
 from ..train.config import RunConfig, config_from_dict, dump_config
-from ..train.report import write_json
-from ..train.run import CONFIG_FILE, train_run
+from ..train.run import train_run
 from ..train.rundir import check_replaceable, mark_output_dir
 from .capacity import CapacityMatch, match_capacity
 
-ARCHS = ("hier", "single")
+logger = logging.getLogger(__name__)
+
+ARCHS = COMPARE_RUNS
 
 
 def train_or_resume(config: RunConfig, run_dir: str | Path, data: DataSplits | None = None) -> dict[str, Any]:
@@ -36,30 +38,28 @@ def train_or_resume(config: RunConfig, run_dir: str | Path, data: DataSplits | N
     reuse a run directory that was started with a different config.
     """
     run_dir = Path(run_dir)
-    summary_path = run_dir / "summary.json"
-    on_disk = run_dir / CONFIG_FILE
-    if on_disk.is_file() and on_disk.read_text() != dump_config(config):
+    run = RunDir(run_dir)
+    if run.config.is_file() and run.config.read_text() != dump_config(config):
         raise HierVQError(
-            f"{run_dir} was started with a different config ({on_disk}); pass --overwrite or choose another --out"
+            f"{run_dir} was started with a different config ({run.config}); pass --overwrite or choose another --out"
         )
     data = data or load_data(config.data)
-    study_done = config.study is None or (run_dir / "study" / "reconstructions.png").is_file()
-    if summary_path.is_file() and study_done:
-        return json.loads(summary_path.read_text())
-    if not summary_path.is_file():
+    if config.study is not None:
+        from .study import finish_study, study_finished
+    if run.is_finished() and (config.study is None or study_finished(run_dir)):
+        return run.read_summary()
+    if not run.is_finished():
         callbacks = []
         if config.study is not None:
             from .study import TrainingSnapshots
 
             epochs = sum(p.epochs for p in config.train.phase_list())
             callbacks.append(TrainingSnapshots(config.study, run_dir, data.test, epochs))
-        resume = has_checkpoint(run_dir)
+        resume = run.has_checkpoint()
         train_run(config, run_dir, resume=resume, overwrite=not resume, callbacks=callbacks, data=data)
     if config.study is not None:
-        from .study import finish_study
-
         finish_study(config.study, run_dir, data.test, seed=config.seed)
-    return json.loads(summary_path.read_text())
+    return run.read_summary()
 
 
 def evaluate_saved(config: RunConfig, run_dir: str | Path, data: DataSplits) -> dict[str, Any]:
@@ -68,7 +68,7 @@ def evaluate_saved(config: RunConfig, run_dir: str | Path, data: DataSplits) -> 
     from ..train.trainer import Trainer
 
     trainer = Trainer(config.train, None, seed=config.seed)
-    model = load(Path(run_dir) / "model").to(trainer.dist.device)
+    model = load(RunDir(run_dir).model).to(trainer.dist.device)
     return trainer.evaluate(model, data.test, with_counts=True, per_image=True)
 
 
@@ -148,11 +148,11 @@ def run_compare(
         codebook_size=cmp.single_codebook_size if cmp else None,
         where=f"{config.source}: model",
     )
-    print(match.describe(), flush=True)
+    logger.info(match.describe())
     configs = arch_configs(config, match)
     entries, evals = {}, {}
     for arch in ARCHS:
-        print(f"== {arch}: {out_dir / arch}", flush=True)
+        logger.info(f"== {arch}: {out_dir / arch}")
         summary = train_or_resume(configs[arch], out_dir / arch, data)
         entries[arch] = model_entry(summary)
         evals[arch] = evaluate_saved(configs[arch], out_dir / arch, data)
@@ -182,11 +182,11 @@ def run_compare(
         "single_better_fraction": better,
         "paired_psnr_diff_std": float(torch.std(p["hier"] - p["single"])),
     }
-    write_json(out_dir / "compare.json", result)
+    write_json(out_dir / COMPARE_RESULT, result)
     write_compare_report(out_dir, match, result)
     print(
         f"hierarchical {entries['hier']['psnr']:.2f} dB vs single-level {entries['single']['psnr']:.2f} dB "
-        f"(gap {result['psnr_gap_db']:+.2f} dB) -> {out_dir / 'report.md'}",
+        f"(gap {result['psnr_gap_db']:+.2f} dB) -> {out_dir / REPORT}",
         flush=True,
     )
     return result
@@ -213,7 +213,7 @@ def compare_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
 
 
 def write_compare_report(out_dir: Path, match: CapacityMatch, result: dict[str, Any]) -> None:
-    from ..pretrained import atomic_write_bytes
+    from ..io import atomic_write_bytes
 
     text = f"""# Capacity-matched comparison
 
@@ -233,4 +233,4 @@ Gap (hierarchical - single-level): {result['psnr_gap_db']:+.2f} dB; the single-l
 
 Run directories: `hier/`, `single/` (each with its own report.md).
 """
-    atomic_write_bytes(out_dir / "report.md", text.encode())
+    atomic_write_bytes(out_dir / REPORT, text.encode())

@@ -13,10 +13,11 @@ subsets are stratified, seeded, nested and identical for every row, so the compa
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
+
+from ..layout import CLASSIFY_RESULT, PRETRAIN_DIR, REPORT, RunDir
 
 PIXELS = "pixels_mlp"
 
@@ -27,11 +28,9 @@ def _pct(fraction: float) -> str:
 
 def phase_seconds(run_dir: Path) -> dict[str, float]:
     """Training seconds per phase of a finished run, from its ``metrics.jsonl`` (cumulative ``train_s``)."""
-    from ..train.report import read_metrics
-
     out: dict[str, float] = {}
     previous = 0.0
-    for record in read_metrics(run_dir):
+    for record in RunDir(run_dir).read_metrics():
         out[record["phase"]] = out.get(record["phase"], 0.0) + record["train_s"] - previous
         previous = record["train_s"]
     return {k: round(v, 2) for k, v in out.items()}
@@ -57,8 +56,8 @@ def pretrain(config, out_dir: Path, pretrained: str | None, log) -> tuple[Path, 
         return Path(pretrained), None
     from .compare import train_or_resume
 
-    run_dir = out_dir / "pretrain"
-    finished = (run_dir / "summary.json").is_file()
+    run_dir = out_dir / PRETRAIN_DIR
+    finished = RunDir(run_dir).is_finished()
     t0 = time.perf_counter()
     try:
         train_or_resume(replace(config, classify=None), run_dir)
@@ -192,9 +191,9 @@ def run_label_fractions(
     from ..classify.config import ClassifyConfig
     from ..data import label_subset
     from ..errors import ConfigError, HierVQError
+    from ..io import write_json
     from ..pretrained import load
     from ..schema import to_dict
-    from ..train.report import write_json
     from ..train.run import seed_everything
     from ..train.rundir import mark_output_dir
 
@@ -209,8 +208,8 @@ def run_label_fractions(
     if any(not 0.0 < f <= 1.0 for f in fractions):
         raise ConfigError(f"--fractions must be in (0, 1], got {fractions}")
     out_dir = Path(out_dir)
-    if (out_dir / "results.json").is_file() and not overwrite:
-        raise HierVQError(f"{out_dir} already holds results.json; pass --overwrite to classify again "
+    if (out_dir / CLASSIFY_RESULT).is_file() and not overwrite:
+        raise HierVQError(f"{out_dir} already holds {CLASSIFY_RESULT}; pass --overwrite to classify again "
                           "(a finished pretraining run there is reused)")
     mark_output_dir(out_dir)
 
@@ -279,7 +278,7 @@ def run_label_fractions(
             per_fraction.append(runs)
         head_params = sum(p.numel() for p in head.parameters())
         rows[name] = _row_result(row, mode, feature_shape, per_fraction, enc_params, head_params, row_pretrain)
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
+    summary = RunDir(run_dir).read_summary() if RunDir(run_dir).is_finished() else {}
     result = {
         "fractions": fractions,
         "val_selected": True,
@@ -293,10 +292,10 @@ def run_label_fractions(
         "models": rows,
         "wall_s": round(time.perf_counter() - t_start, 2),
     }
-    write_json(out_dir / "results.json", result)
+    write_json(out_dir / CLASSIFY_RESULT, result)
     write_classify_report(out_dir, result)
     log(format_table(result))
-    log(f"-> {out_dir}/results.json, {out_dir}/report.md ({result['wall_s']:.0f}s)")
+    log(f"-> {out_dir / CLASSIFY_RESULT}, {out_dir / REPORT} ({result['wall_s']:.0f}s)")
     return result
 
 
@@ -318,8 +317,8 @@ def write_classify_report(out_dir: Path, result: dict[str, Any]) -> None:
     """``report.md`` and ``confusion_<pct>.png`` of a label-fraction experiment."""
     import numpy as np
 
+    from ..io import atomic_write_bytes
     from ..metrics.plots import plot_confusions
-    from ..pretrained import atomic_write_bytes
 
     classes = result["class_names"]
     names = list(result["models"])
@@ -364,4 +363,4 @@ def write_classify_report(out_dir: Path, result: dict[str, Any]) -> None:
             parts.append(f"| {n} | " + " | ".join(f"{100 * a:.1f}" for a in result["models"][n]["per_class"][i]) + " |")
         parts.append(f"\n![confusion matrices]({png})\n")
     parts.append(f"Whole experiment: {result['wall_s']:.0f} s wall.\n")
-    atomic_write_bytes(out_dir / "report.md", "\n".join(parts).encode())
+    atomic_write_bytes(out_dir / REPORT, "\n".join(parts).encode())

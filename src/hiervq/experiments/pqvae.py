@@ -23,14 +23,16 @@ from ..data import ImageSet
 from ..errors import HierVQError
 from ..metrics import mse_per_image
 from ..metrics.plots import plot_bayes, plot_information, plot_progressive  # noqa: F401 - re-exported
+from ..quantize.common import renamed
 
 
+@renamed(num_codes="codebook_size")
 def bayes_curves(
     train_codes: torch.Tensor | list[torch.Tensor],
     train_labels: torch.Tensor,
     test_codes: torch.Tensor | list[torch.Tensor],
     test_labels: torch.Tensor,
-    num_codes: int,
+    codebook_size: int,
     num_classes: int | None = None,
     alpha: float = 1.0,
 ) -> dict:
@@ -40,7 +42,7 @@ def bayes_curves(
         raise HierVQError("the Bayes classifier needs labeled data (train and test labels)")
     z_train, z_test = as_sequence(train_codes), as_sequence(test_codes)
     c = num_classes or int(max(int(train_labels.max()), int(test_labels.max()))) + 1
-    clf = CodeCountBayes(num_codes, c, alpha).fit(z_train, train_labels)
+    clf = CodeCountBayes(codebook_size, c, alpha).fit(z_train, train_labels)
     out: dict = {"prefix_lengths": list(range(1, z_test.shape[1] + 1))}
     for method in METHODS:
         out[method] = [round(float(a), 6) for a in clf.accuracy_by_prefix(z_test, test_labels, method)]

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from ..data import ImageSet
-from ..pretrained import atomic_write_bytes
+from ..io import atomic_write_bytes
+from ..layout import RunDir
 from ..train.experiment_config import StudyConfig
 
-STUDY_DIR = "study"
+RECONSTRUCTIONS = "reconstructions.png"
 
 
 def snapshot_epochs(fractions: list[float], total_epochs: int) -> list[int]:
@@ -34,7 +35,7 @@ class TrainingSnapshots:
 
     def __init__(self, study: StudyConfig, run_dir: str | Path, test: ImageSet, total_epochs: int) -> None:
         self.study = study
-        self.dir = Path(run_dir) / STUDY_DIR
+        self.dir = RunDir(run_dir).study
         self.test = test
         self.epochs = snapshot_epochs(study.fractions, total_epochs)
 
@@ -75,7 +76,9 @@ class TrainingSnapshots:
 
 def _tsne(vectors: np.ndarray, study: StudyConfig, seed: int) -> np.ndarray:
     """2-D t-SNE (K, 2) of code vectors (K, D) with the study's perplexity, learning rate and iterations."""
-    from sklearn.manifold import TSNE
+    from ..extras import require
+
+    TSNE = require("sklearn.manifold", "t-SNE of code vectors").TSNE
 
     k = vectors.shape[0]
     kwargs = {
@@ -98,12 +101,17 @@ def _tsne(vectors: np.ndarray, study: StudyConfig, seed: int) -> np.ndarray:
         return TSNE(**kwargs).fit_transform(vectors.astype(np.float64))
 
 
+def study_finished(run_dir: str | Path) -> bool:
+    """Whether :func:`finish_study` has drawn the figures of ``run_dir``'s snapshots."""
+    return (RunDir(run_dir).study / RECONSTRUCTIONS).is_file()
+
+
 def finish_study(study: StudyConfig, run_dir: str | Path, test: ImageSet, seed: int = 0) -> list[Path]:
     """Figures from a run's snapshots: reconstructions (originals, then one row per snapshot) and one t-SNE
     figure per level (one panel per snapshot, codes coloured by usage). Returns the written paths."""
     from ..metrics.plots import plot_embeddings, save_image_grid
 
-    folder = Path(run_dir) / STUDY_DIR
+    folder = RunDir(run_dir).study
     snaps = sorted(folder.glob("epoch_*.npz"))
     if not snaps:
         return []
@@ -111,14 +119,18 @@ def finish_study(study: StudyConfig, run_dir: str | Path, test: ImageSet, seed: 
     written = []
     x, _ = test.batch(slice(0, loaded[0]["recon"].shape[0]))
     rows = [x] + [torch.from_numpy(s["recon"]).float() / 255.0 for s in loaded]
-    path = folder / "reconstructions.png"
+    path = folder / RECONSTRUCTIONS
     save_image_grid(torch.cat(rows), path, nrow=x.shape[0], scale=3 if x.shape[-1] <= 32 else 1)
     written.append(path)
     epochs = [int(s["epoch"]) for s in loaded]
     (folder / "reconstructions.txt").write_text(
         "rows: originals, then reconstructions after epochs " + ", ".join(map(str, epochs)) + "\n"
     )
-    if study.tsne:
+    from ..extras import available, warn_missing
+
+    if study.tsne and not available("sklearn"):
+        warn_missing("sklearn", "the t-SNE maps of the study")
+    elif study.tsne:
         levels = sum(1 for k in loaded[0] if k.startswith("codes"))
         for lv in range(levels):
             points = [_tsne(s[f"codes{lv}"], study, seed) for s in loaded]

@@ -9,7 +9,7 @@ runs). Output folder::
     OUT/heatmap_*.png         PSNR and normalised perplexity over two axes (a line plot for a single axis)
 
 A restarted sweep skips finished points (those with point.json) and resumes interrupted runs from their
-checkpoints. Points can run in a few worker processes (``workers``), each with its share of the CPU threads.
+checkpoints. Points can run in a few worker processes (``workers``), each with its share of torch's threads (``--threads N``, else torch's default).
 """
 
 from __future__ import annotations
@@ -18,19 +18,22 @@ import csv
 import io
 import itertools
 import json
-import os
+import logging
 import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import layout
 from ..errors import ConfigError
+from ..io import read_json, write_json
+from ..layout import RunDir
 from ..train.config import RunConfig, apply_overrides, config_from_dict, parse_value
-from ..train.report import read_metrics, write_json
 from ..train.rundir import check_replaceable, mark_output_dir
 
-POINT_FILE = "point.json"
+logger = logging.getLogger(__name__)
+
 VARIANT_AXIS = "variant"
 PLOT_METRICS = ("psnr", "normalized_perplexity")
 
@@ -136,13 +139,13 @@ def run_point(config: RunConfig, point_dir: str | Path) -> list[dict[str, Any]]:
     point_dir = Path(point_dir)
     if config.compare is not None:
         result = run_compare(config, point_dir)
-        return [{"arch": arch, **result[arch]} for arch in ("hier", "single")]
+        return [{"arch": arch, **result[arch]} for arch in layout.COMPARE_RUNS]
     summary = train_or_resume(config, point_dir)
     return [{"arch": summary["model"], **model_entry(summary)}]
 
 
 def _last_train_stats(run_dir: Path) -> dict[str, Any]:
-    history = read_metrics(run_dir)
+    history = RunDir(run_dir).read_metrics()
     return history[-1].get("train", {}) if history else {}
 
 
@@ -160,7 +163,7 @@ def _point_job(raw: dict[str, Any], source: str, point: dict[str, Any], point_di
         run_dir = Path(point_dir) / row["arch"] if config.compare is not None else Path(point_dir)
         row["train_final"] = _last_train_stats(run_dir)
     record = {"name": sp.name, "values": sp.values, "overrides": sp.overrides, "rows": rows}
-    write_json(Path(point_dir) / POINT_FILE, record)
+    write_json(Path(point_dir) / layout.POINT_FILE, record)
     return record
 
 
@@ -185,8 +188,9 @@ def run_sweep(
     for p in points:  # validate every point before training any
         point_config(config, p)
     out_dir = Path(out_dir)
-    print(f"sweep: {len(points)} points -> {out_dir}", flush=True)
-    if dry_run:
+    header = f"sweep: {len(points)} points -> {out_dir}"
+    if dry_run:  # the list of points is the result of a dry run
+        print(header)
         for p in points:
             print(f"  {p.name}: {' '.join(p.overrides) or '(base config)'}")
         return {"axes": _axes(full_grid, variants), "points": [], "rows": []}
@@ -194,14 +198,15 @@ def run_sweep(
         check_replaceable(out_dir, "sweep output folder")
         shutil.rmtree(out_dir)
     mark_output_dir(out_dir)
+    logger.info(header)
 
     records: dict[str, dict] = {}
     todo = []
     for p in points:
-        done = out_dir / "points" / p.name / POINT_FILE
+        done = out_dir / layout.SWEEP_POINTS / p.name / layout.POINT_FILE
         if done.is_file():
-            records[p.name] = json.loads(done.read_text())
-            print(f"  {p.name}: finished, skipped", flush=True)
+            records[p.name] = read_json(done)
+            logger.info(f"  {p.name}: finished, skipped")
         else:
             todo.append(p)
     raw, source = config.to_dict(), config.source
@@ -210,9 +215,9 @@ def run_sweep(
     def finished(record: dict) -> None:
         records[record["name"]] = record
         write_table(out_dir, axes, [records[p.name] for p in points if p.name in records])
-        print(f"  {record['name']}: done", flush=True)
+        logger.info(f"  {record['name']}: done")
 
-    jobs = [(raw, source, p.__dict__, str(out_dir / "points" / p.name)) for p in todo]
+    jobs = [(raw, source, p.__dict__, str(out_dir / layout.SWEEP_POINTS / p.name)) for p in todo]
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
             finished(_point_job(*job, None))
@@ -220,7 +225,9 @@ def run_sweep(
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        import torch
+
+        threads = max(1, torch.get_num_threads() // workers)  # --threads N (or torch's default) shared out
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             futures = [pool.submit(_point_job, *job, threads) for job in jobs]
@@ -246,14 +253,14 @@ CSV_COLUMNS = (
 
 def write_table(out_dir: Path, axes: dict[str, list], records: list[dict]) -> dict[str, Any]:
     """Write ``sweep.json``, ``sweep.csv`` and the plots for the finished point records; returns the table."""
-    from ..pretrained import atomic_write_bytes
+    from ..io import atomic_write_bytes
 
     rows = []
     for rec in records:
         for row in rec["rows"]:
             rows.append({"point": rec["name"], **{a: rec["values"].get(a) for a in axes}, **row})
     table = {"axes": axes, "points": [r["name"] for r in records], "rows": rows}
-    write_json(out_dir / "sweep.json", table)
+    write_json(out_dir / layout.SWEEP_RESULT, table)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     loss_keys = sorted({k for r in rows for k in r.get("test_losses", {})})
@@ -263,7 +270,7 @@ def write_table(out_dir: Path, axes: dict[str, list], records: list[dict]) -> di
         cells += ["+".join(map(str, r[c])) if isinstance(r[c], list) else r[c] for c in CSV_COLUMNS]
         cells += [r.get("test_losses", {}).get(k, "") for k in loss_keys]
         writer.writerow(cells)
-    atomic_write_bytes(out_dir / "sweep.csv", buffer.getvalue().encode())
+    atomic_write_bytes(out_dir / layout.SWEEP_TABLE, buffer.getvalue().encode())
     if rows:
         plot_table(out_dir, axes, rows)
     return table

@@ -14,7 +14,7 @@ from torch import nn
 from ..errors import DataError
 from ..pretrained import save_pretrained
 from ..quantize import VectorQuantizer
-from ..quantize.common import code_bits
+from ..quantize.common import code_bits, deprecated_alias
 
 #: how far outside [0, 1] image values may stray (rounding in resizing) before :meth:`check_images` refuses them
 IMAGE_RANGE_SLACK = 1e-3
@@ -84,11 +84,14 @@ class QuantizerConfig:
     conv_mix: float = 0.5
 
     def validate(self) -> None:
-        from ..quantize import ESTIMATORS
-        from ..quantize.codebook import INITS, RESEEDS, check_init_after
+        """The rules of each setting are written once, beside the layer that uses it (``check_*_options`` in
+        :mod:`hiervq.quantize`); here: which options belong to which kind, and what a model level adds."""
+        from ..quantize.codebook import check_codebook_options
         from ..quantize.fsq import check_levels
-        from ..quantize.multiscale import MULTISCALE_ESTIMATORS, check_scales
-        from ..quantize.residual import RESIDUAL_ESTIMATORS
+        from ..quantize.lfq import check_lfq_options
+        from ..quantize.multiscale import check_multiscale_options
+        from ..quantize.residual import check_residual_options
+        from ..quantize.vector import check_vq_options
 
         if self.kind not in QUANTIZER_KINDS:
             raise ValueError(f"kind must be one of {', '.join(QUANTIZER_KINDS)}, got {self.kind!r}")
@@ -97,27 +100,14 @@ class QuantizerConfig:
             for name in names:
                 if kind != self.kind and getattr(self, name) != getattr(defaults, name):
                     raise ValueError(f"{name} is an option of kind {kind}, not of kind {self.kind}")
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {self.estimator!r}")
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
-        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be in [0, 1) or null, got {self.ema_decay}")
-        if self.beta < 0 or self.dead_threshold < 0 or self.dead_window < 1 or self.temperature <= 0:
-            raise ValueError("beta and dead_threshold must be >= 0, dead_window >= 1, temperature > 0")
-        if self.reseed not in RESEEDS:
-            raise ValueError(f"reseed must be one of {', '.join(RESEEDS)}, got {self.reseed!r}")
-        check_init_after(self.init, self.init_after)
-        if self.simvq and self.ema_decay is not None:
-            raise ValueError("simvq learns its codes through a linear map and the codebook loss: set ema_decay null")
+        # the codebook and vq settings are shared by the levels, so they are checked whatever this block's kind
+        check_vq_options(self.estimator, self.beta, self.temperature, self.simvq, self.ema_decay)
+        check_codebook_options(self.init, self.ema_decay, self.dead_threshold, self.dead_window, self.reseed,
+                               self.init_after)
         if self.kind == "residual":
-            if self.stages is None or self.stages < 1:
-                raise ValueError(f"kind residual needs stages >= 1, got {self.stages}")
-            if self.estimator not in RESIDUAL_ESTIMATORS:
-                raise ValueError(f"kind residual supports estimator {' or '.join(RESIDUAL_ESTIMATORS)}, "
-                                 f"got {self.estimator!r}")
-            if not 0 <= self.dropout <= 1 or not 1 <= self.dropout_min <= self.stages:
-                raise ValueError(f"dropout must be in [0, 1] and dropout_min in [1, stages={self.stages}]")
+            if self.stages is None:
+                raise ValueError("kind residual needs stages >= 1")
+            check_residual_options(self.stages, self.estimator, self.dropout, self.dropout_min, self.beta)
             if self.init_after or self.cosine:
                 raise ValueError("kind residual does not support init_after or cosine")
         if self.kind == "fsq":
@@ -125,19 +115,13 @@ class QuantizerConfig:
                 raise ValueError("kind fsq needs levels, e.g. [8, 5, 5, 5] (K = their product)")
             check_levels(self.levels)
         if self.kind == "lfq":
-            if self.bits is None or not 1 <= self.bits <= 20:
+            if self.bits is None or not 1 <= self.bits <= 20:  # a model counts code usage in K = 2^bits bins
                 raise ValueError(f"kind lfq needs bits in [1, 20] (K = 2^bits), got {self.bits}")
-            if self.entropy_weight < 0 or self.diversity < 0 or self.inv_temperature <= 0:
-                raise ValueError("entropy_weight and diversity must be >= 0, inv_temperature > 0")
+            check_lfq_options(self.bits, self.beta, self.entropy_weight, self.diversity, self.inv_temperature)
         if self.kind == "multiscale":
             if self.scales is None:
                 raise ValueError("kind multiscale needs scales, e.g. [1, 2, 3, 4, 6, 8] for an 8x8 grid")
-            check_scales(self.scales)
-            if self.estimator not in MULTISCALE_ESTIMATORS:
-                raise ValueError(f"kind multiscale supports estimator {' or '.join(MULTISCALE_ESTIMATORS)}, "
-                                 f"got {self.estimator!r}")
-            if self.convs < 0 or not 0 <= self.conv_mix <= 1:
-                raise ValueError("convs must be >= 0 and conv_mix in [0, 1]")
+            check_multiscale_options(self.scales, self.convs, self.conv_mix, estimator=self.estimator, beta=self.beta)
             if self.init_after or self.cosine:
                 raise ValueError("kind multiscale does not support init_after or cosine")
 
@@ -235,17 +219,20 @@ class LevelInfo:
     def bits_per_position(self) -> float:
         """depth x log2 K: the bits of the codes at one grid position (for ``tokens``: their bits / positions)."""
         if self.tokens is not None:
-            return code_bits(self.codebook_size, self.tokens / self.num_codes)
+            return code_bits(self.codebook_size, self.tokens / self.positions)
         return code_bits(self.codebook_size, depth=self.depth)
 
     @property
     def codes_per_image(self) -> int:
         """The codes of one image: ``tokens``, or grid positions x depth."""
-        return self.num_codes * self.depth if self.tokens is None else self.tokens
+        return self.positions * self.depth if self.tokens is None else self.tokens
 
     @property
-    def num_codes(self) -> int:
+    def positions(self) -> int:
+        """Grid positions per image, prod(grid) (each holds ``depth`` codes)."""
         return math.prod(self.grid)
+
+    num_codes = deprecated_alias("num_codes", "positions")  # its old name (it is not K: that is codebook_size)
 
 
 @dataclass
@@ -300,9 +287,9 @@ def image_sides(size: int | list[int] | tuple[int, ...]) -> list[int]:
 def budget_of(levels: list[LevelInfo]) -> Budget:
     """The :class:`Budget` of a list of levels."""
     return Budget(
-        continuous=sum(lv.num_codes * lv.channels for lv in levels),
+        continuous=sum(lv.positions * lv.channels for lv in levels),
         discrete=sum(lv.books * lv.codebook_size * lv.code_dim for lv in levels),
-        bits_per_image=float(sum(code_bits(lv.codebook_size, lv.num_codes, lv.depth) if lv.tokens is None
+        bits_per_image=float(sum(code_bits(lv.codebook_size, lv.positions, lv.depth) if lv.tokens is None
                                  else code_bits(lv.codebook_size, lv.tokens) for lv in levels)),
     )
 

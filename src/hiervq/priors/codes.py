@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
-import sys
 import time
 import zipfile
 import zlib
@@ -24,9 +24,12 @@ import torch
 
 from ..data import ImageSet
 from ..errors import DataError
-from ..pretrained import atomic_write_bytes
+from ..io import atomic_write_bytes
+from ..layout import MODEL_WEIGHTS, RunDir
 
-CODES_FILE = "codes.npz"
+logger = logging.getLogger(__name__)
+
+CODES_FILE = RunDir.CODES  # a run's cache (kept for compatibility; the layout is RunDir's)
 
 
 @dataclass
@@ -73,7 +76,7 @@ def extract_codes(
 def cache_key(model_dir: str | os.PathLike, data: dict) -> str:
     """A hash of the saved model weights and the data config: what the cached codes depend on."""
     h = hashlib.sha256()
-    weights = Path(model_dir) / "model.safetensors"
+    weights = Path(model_dir) / MODEL_WEIGHTS
     with open(weights, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
@@ -139,7 +142,7 @@ def cached_codes(
     ``images`` maps split names to :class:`ImageSet` s; or pass ``load_images()`` returning that mapping, so the
     data is only read when the cache is missing or stale.
     """
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = log or logger.info
     path = Path(path)
     if path.is_file():
         found, splits = load_codes(path)

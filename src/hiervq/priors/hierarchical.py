@@ -11,12 +11,8 @@ import torch
 from torch import nn
 
 from ..errors import HierVQError
-from ..schema import from_dict
-from .kinds import PriorKind, register_prior_kind, takes_labels
+from .kinds import PriorKind, config_with_derived, register_prior_kind, takes_labels
 from .pixelcnn import PixelCNN, PixelCNNConfig
-
-#: PixelCNN keys that follow from the autoencoder and the data rather than from the user.
-DERIVED_KEYS = ("num_codes", "cond_num_codes", "num_classes")
 
 
 @register_prior_kind("hvqvae", "vqvae")
@@ -24,6 +20,7 @@ class HierarchicalPriorKind(PriorKind):
     """One :class:`PixelCNN` per level of a ``HierarchicalVQVAE``; level 0 = bottom, sampled last."""
 
     name = "pixelcnn"
+    any_grid = True
 
     def prior_levels(self, model) -> list[int]:
         return list(reversed(range(len(model.levels))))
@@ -41,20 +38,16 @@ class HierarchicalPriorKind(PriorKind):
 
     def level_info(self, model, level: int) -> dict:
         info = model.levels[level]
-        return {"grid": list(info.grid), "codebook_size": info.codebook_size, "codes_per_image": info.num_codes}
+        return {"grid": list(info.grid), "codebook_size": info.codebook_size, "codes_per_image": info.positions}
 
     def build_prior(self, model, level: int, params: dict, num_classes: int | None, where: str) -> nn.Module:
-        fixed = sorted(set(params) & set(DERIVED_KEYS))
-        if fixed:
-            raise HierVQError(f"{where}: {', '.join(fixed)} follow from the autoencoder and data; remove them")
         levels = model.levels
         derived = {
-            "num_codes": levels[level].codebook_size,
-            "cond_num_codes": levels[level + 1].codebook_size if level + 1 < len(levels) else None,
+            "codebook_size": levels[level].codebook_size,
+            "cond_codebook_size": levels[level + 1].codebook_size if level + 1 < len(levels) else None,
             "num_classes": num_classes,
         }
-        config = from_dict(PixelCNNConfig, {**params, **derived}, where)
-        return PixelCNN(config)
+        return PixelCNN(config_with_derived(PixelCNNConfig, params, derived, where))
 
     @staticmethod
     def _cond(codes: list[torch.Tensor], level: int) -> torch.Tensor | None:
@@ -63,8 +56,12 @@ class HierarchicalPriorKind(PriorKind):
     def nll(self, prior, codes, labels, level):
         return prior.nll(codes[level], self._cond(codes, level), labels if takes_labels(prior) else None)
 
+    def logits(self, prior, codes, labels, level):
+        logits = prior(codes[level], self._cond(codes, level), labels if takes_labels(prior) else None)
+        return logits.flatten(2).transpose(1, 2)  # (B, K, H, W) -> (B, H*W, K): raster order
+
     @torch.no_grad()
-    def sample(self, model, priors, n, labels, temperature=1.0, generator=None):
+    def walk(self, model, priors, n, labels, choose, grids=None):
         levels = model.levels
         missing = [lv for lv in range(len(levels)) if lv not in priors]
         if missing:
@@ -75,7 +72,8 @@ class HierarchicalPriorKind(PriorKind):
             cond = codes[level + 1] if level + 1 < len(levels) else None
             if (cond is None) != (getattr(prior, "cond_net", None) is None):
                 raise HierVQError(f"the level-{level} prior does not match this model's hierarchy")
-            codes[level] = prior.sample(
-                n, tuple(levels[level].grid), cond, labels if takes_labels(prior) else None, temperature, generator
+            grid = tuple(grids[level] if grids else levels[level].grid)
+            codes[level] = prior.walk(
+                n, grid, cond, labels if takes_labels(prior) else None, lambda logits, lv=level: choose(lv, logits)
             )
         return codes

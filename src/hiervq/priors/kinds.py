@@ -24,8 +24,19 @@ import torch
 from torch import nn
 
 from ..errors import HierVQError
+from ..schema import from_dict
 
 PRIOR_KINDS: dict[str, PriorKind] = {}
+
+
+def config_with_derived(config_cls: type, params: dict, derived: dict, where: str):
+    """``config_cls`` from the user's ``params`` and the keys ``derived`` from the autoencoder and the data (K,
+    the level above, the classes ...); a derived key among ``params`` (or its old name) is an error naming it."""
+    old_names = {old: new for old, new in getattr(config_cls, "RENAMED_KEYS", {}).items() if new in derived}
+    fixed = sorted(k for k in params if k in derived or k in old_names)
+    if fixed:
+        raise HierVQError(f"{where}: {', '.join(fixed)} follow from the autoencoder and data; remove them")
+    return from_dict(config_cls, {**params, **derived}, where)
 
 
 class PriorKind:
@@ -37,6 +48,8 @@ class PriorKind:
     """
 
     name = "base"
+    #: whether the priors model the codes of any image size (convolutional), not only of the model's own
+    any_grid = False
 
     def prior_levels(self, model) -> list[int]:
         """Levels that need a prior, in sampling order (the one sampled first comes first)."""
@@ -74,6 +87,27 @@ class PriorKind:
         every level (``codes_to_list`` layout) and labels (``None`` unless the prior is class-conditional)."""
         raise NotImplementedError
 
+    def logits(self, prior: nn.Module, codes: list[torch.Tensor], labels: torch.Tensor | None, level: int) -> torch.Tensor:
+        """Logits (B, n, K) of each of ``level``'s n codes per image given the codes before it (and the levels
+        above), in the order :meth:`walk` visits them, from one pass over the batch's codes (``codes_to_list``
+        layout; teacher forcing). ``labels`` as in :meth:`nll`."""
+        raise NotImplementedError
+
+    def walk(
+        self,
+        model,
+        priors: dict[int, nn.Module],
+        n: int,
+        labels: torch.Tensor | None,
+        choose: Callable[[int, torch.Tensor], torch.Tensor],
+        grids: dict[int, tuple[int, ...]] | None = None,
+    ) -> list[torch.Tensor]:
+        """Fill ``n`` images' codes position by position, level by level in :meth:`prior_levels` order:
+        ``choose(level, logits (n, K))`` -> codes (n,) picks each position's codes given everything chosen before
+        (a draw when sampling, the entropy decoder when decompressing). ``grids`` ({level: grid}) default to the
+        model's own (``model.levels``). Returns the ``codes_to_list`` layout."""
+        raise NotImplementedError
+
     def sample(
         self,
         model,
@@ -86,7 +120,14 @@ class PriorKind:
         """Sample ``n`` images' codes with the priors (one per level in :meth:`prior_levels`) in the
         ``codes_to_list`` layout; ``model.decode(model.codes_from_list(result))`` turns them into images.
         ``labels`` (n,) go to the class-conditional priors (see :func:`takes_labels`)."""
-        raise NotImplementedError
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        return self.walk(model, priors, n, labels, lambda level, logits: draw(logits, temperature, generator))
+
+
+def draw(logits: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One code per row (B,) drawn from softmax(logits (B, K) / temperature)."""
+    return torch.multinomial(torch.softmax(logits.float() / temperature, dim=-1), 1, generator=generator)[:, 0]
 
 
 def takes_labels(prior: nn.Module) -> bool:

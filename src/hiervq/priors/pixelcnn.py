@@ -22,6 +22,7 @@ The masking is done by shifting and one-sided padding rather than by weight mask
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -31,18 +32,21 @@ from torch import nn
 from ..nn import ResBlock
 from ..pretrained import register, save_pretrained
 from ..quantize.common import code_bits as uniform_bits  # noqa: F401 - hiervq.priors exports it
+from ..quantize.common import renamed
+from .kinds import draw
 
 
+@renamed(num_codes="codebook_size", cond_num_codes="cond_codebook_size")
 @dataclass
 class PixelCNNConfig:
     """Configuration of :class:`PixelCNN`.
 
     Attributes:
-        num_codes: K, the codebook size of the modelled level (logits over K per position).
+        codebook_size: K, the codebook size of the modelled level (logits over K per position).
         channels: C, channels of both stacks.
         layers: number of gated blocks (the first is type A).
         kernel_size: odd k; the vertical kernel is (k // 2 + 1) x k, the horizontal one 1 x (k // 2 + 1).
-        cond_num_codes: codebook size of the level above (``None``: no code-map conditioning).
+        cond_codebook_size: codebook size of the level above (``None``: no code-map conditioning).
         cond_channels: channels of the conditioning network (default ``channels``).
         cond_blocks: residual blocks applied to the embedded code map above, at its own grid.
         num_classes: number of class labels (``None``: not class-conditional).
@@ -50,11 +54,11 @@ class PixelCNNConfig:
         dropout: dropout on the gated outputs of the horizontal stack (training only).
     """
 
-    num_codes: int = 512
+    codebook_size: int = 512
     channels: int = 64
     layers: int = 8
     kernel_size: int = 3
-    cond_num_codes: int | None = None
+    cond_codebook_size: int | None = None
     cond_channels: int | None = None
     cond_blocks: int = 2
     num_classes: int | None = None
@@ -62,12 +66,12 @@ class PixelCNNConfig:
     dropout: float = 0.0
 
     def validate(self) -> None:
-        if self.num_codes < 2 or self.channels < 1 or self.layers < 1:
-            raise ValueError("num_codes must be >= 2, channels and layers >= 1")
+        if self.codebook_size < 2 or self.channels < 1 or self.layers < 1:
+            raise ValueError("codebook_size must be >= 2, channels and layers >= 1")
         if self.kernel_size < 3 or self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and >= 3, got {self.kernel_size}")
-        if self.cond_num_codes is not None and self.cond_num_codes < 1:
-            raise ValueError("cond_num_codes must be >= 1 or null")
+        if self.cond_codebook_size is not None and self.cond_codebook_size < 1:
+            raise ValueError("cond_codebook_size must be >= 1 or null")
         if self.num_classes is not None and self.num_classes < 1:
             raise ValueError("num_classes must be >= 1 or null")
         if self.cond_blocks < 0 or not 0.0 <= self.dropout < 1.0:
@@ -130,14 +134,14 @@ class GatedBlock(nn.Module):
 class PixelCNN(nn.Module):
     """Gated PixelCNN prior over a code map; see the module docstring for the architecture.
 
-    Build it as ``PixelCNN(num_codes, channels=64, layers=8, cond_num_codes=None, num_classes=None, ...)`` or
+    Build it as ``PixelCNN(codebook_size, channels=64, layers=8, cond_codebook_size=None, num_classes=None, ...)`` or
     from a config, ``PixelCNN(PixelCNNConfig(...))`` (what ``hiervq.load`` does).
 
     ``forward(codes (B, H, W) long, cond (B, h, w) long | None, labels (B,) long | None)`` returns logits
     (B, K, H, W); the logits at (i, j) depend only on codes at earlier raster positions, on all of ``cond``
     and on ``labels``. ``cond``'s grid must divide this level's grid (it is upsampled by H / h, W / w).
 
-    >>> prior = PixelCNN(16, channels=8, layers=2, cond_num_codes=4, num_classes=3)
+    >>> prior = PixelCNN(16, channels=8, layers=2, cond_codebook_size=4, num_classes=3)
     >>> prior(torch.zeros(2, 4, 4, dtype=torch.long), torch.zeros(2, 2, 2, dtype=torch.long), torch.tensor([0, 2])).shape
     torch.Size([2, 16, 4, 4])
     """
@@ -145,26 +149,26 @@ class PixelCNN(nn.Module):
     Config = PixelCNNConfig
     registry_name = "pixelcnn"
 
-    def __init__(self, num_codes: int | PixelCNNConfig = 512, **kwargs) -> None:
+    def __init__(self, codebook_size: int | PixelCNNConfig | None = None, **kwargs) -> None:
         super().__init__()
-        if isinstance(num_codes, PixelCNNConfig):
+        if isinstance(codebook_size, PixelCNNConfig):
             if kwargs:
                 raise TypeError("pass either a PixelCNNConfig or keyword arguments, not both")
-            config = num_codes
-        else:
-            config = PixelCNNConfig(num_codes=num_codes, **kwargs)
+            config = codebook_size
+        else:  # PixelCNNConfig takes the keywords' old names (num_codes, cond_num_codes) with a warning
+            config = PixelCNNConfig(**({} if codebook_size is None else {"codebook_size": codebook_size}), **kwargs)
         config.validate()
         self.config = c = config
         ch = c.channels
-        self.embed = nn.Embedding(c.num_codes, ch)
+        self.embed = nn.Embedding(c.codebook_size, ch)
         self.blocks = nn.ModuleList(
             GatedBlock(ch, c.kernel_size, "A" if i == 0 else "B", c.dropout) for i in range(c.layers)
         )
         self.cond_net: nn.Module | None = None
         self.cond_proj = None
-        if c.cond_num_codes is not None:
+        if c.cond_codebook_size is not None:
             cc = c.cond_channels or ch
-            self.cond_embed = nn.Embedding(c.cond_num_codes, cc)
+            self.cond_embed = nn.Embedding(c.cond_codebook_size, cc)
             self.cond_net = nn.Sequential(*[ResBlock(cc, cc) for _ in range(c.cond_blocks)])
             self.cond_up = nn.Conv2d(cc, cc, 3, padding=1)
             self.cond_proj = nn.ModuleList(nn.Conv2d(cc, 4 * ch, 1) for _ in range(c.layers))
@@ -172,14 +176,14 @@ class PixelCNN(nn.Module):
         if c.num_classes is not None:
             self.class_embed = nn.ModuleList(nn.Embedding(c.num_classes, 4 * ch) for _ in range(c.layers))
         hc = c.head_channels or 2 * ch
-        self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(ch, hc, 1), nn.ReLU(), nn.Conv2d(hc, c.num_codes, 1))
+        self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(ch, hc, 1), nn.ReLU(), nn.Conv2d(hc, c.codebook_size, 1))
 
     # ------------------------------------------------------------------ conditioning
     def condition_features(self, cond: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor | None:
         """The code map above (B, h, w) -> conditioning features (B, C', H, W) at this level's grid ``size``."""
         if self.cond_net is None:
             if cond is not None:
-                raise ValueError("this prior was built without cond_num_codes; it takes no code map above")
+                raise ValueError("this prior was built without cond_codebook_size; it takes no code map above")
             return None
         if cond is None:
             raise ValueError("this prior is conditioned on the level above: pass cond (B, h, w)")
@@ -237,22 +241,21 @@ class PixelCNN(nn.Module):
         return F.cross_entropy(logits, codes, reduction="none").flatten(1).sum(1)
 
     @torch.no_grad()
-    def sample(
+    def walk(
         self,
         n: int,
         size: tuple[int, int],
-        cond: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
+        cond: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        choose: Callable[[torch.Tensor], torch.Tensor],
     ) -> torch.Tensor:
-        """Sample ``n`` code maps (n, H, W) in raster order, one position at a time for the whole batch.
+        """Fill ``n`` code maps (n, H, W) in raster order, one position at a time for the whole batch:
+        ``choose(logits (n, K))`` -> codes (n,) picks each position's codes (a draw when sampling, the entropy
+        decoder when decompressing).
 
         Cache-free: each step recomputes the network, but only over rows 0..i (rows below cannot influence
-        position (i, j)). The conditioning features are computed once. ``temperature`` divides the logits.
+        position (i, j)). The conditioning features are computed once.
         """
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
         device = self.embed.weight.device
         H, W = size
         self._check_labels(labels, n)
@@ -263,10 +266,23 @@ class PixelCNN(nn.Module):
         for i in range(H):
             f_rows = None if features is None else features[:, :, : i + 1]
             for j in range(W):
-                logits = self._logits(codes[:, : i + 1], f_rows, labels)[:, :, i, j]
-                probs = torch.softmax(logits.float() / temperature, dim=1)
-                codes[:, i, j] = torch.multinomial(probs, 1, generator=generator)[:, 0]
+                codes[:, i, j] = choose(self._logits(codes[:, : i + 1], f_rows, labels)[:, :, i, j])
         return codes
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        size: tuple[int, int],
+        cond: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample ``n`` code maps (n, H, W) in raster order (:meth:`walk`); ``temperature`` divides the logits."""
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        return self.walk(n, size, cond, labels, lambda logits: draw(logits, temperature, generator))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -9,6 +9,7 @@ of a progressive sequence mean different things, though they share one codebook)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -17,19 +18,20 @@ from torch import nn
 
 from ..errors import HierVQError
 from ..pretrained import register, save_pretrained
-from ..schema import from_dict
-from .kinds import PriorKind, register_prior_kind, takes_labels
+from ..quantize.common import renamed
+from .kinds import PriorKind, config_with_derived, draw, register_prior_kind, takes_labels
 
 
+@renamed(num_codes="codebook_size")
 @dataclass
 class TransformerPriorConfig:
     """Configuration of :class:`TransformerPrior`.
 
-    ``num_codes`` (K), ``length`` (L) and ``num_classes`` follow from the autoencoder and the data; ``dim``,
+    ``codebook_size`` (K), ``length`` (L) and ``num_classes`` follow from the autoencoder and the data; ``dim``,
     ``layers``, ``heads``, ``ff_mult`` and ``dropout`` shape the network.
     """
 
-    num_codes: int = 256
+    codebook_size: int = 256
     length: int = 64
     dim: int = 128
     layers: int = 4
@@ -39,8 +41,8 @@ class TransformerPriorConfig:
     num_classes: int | None = None
 
     def validate(self) -> None:
-        if self.num_codes < 2 or self.length < 1 or self.layers < 1 or self.heads < 1 or self.ff_mult < 1:
-            raise ValueError("num_codes must be >= 2, length, layers, heads and ff_mult >= 1")
+        if self.codebook_size < 2 or self.length < 1 or self.layers < 1 or self.heads < 1 or self.ff_mult < 1:
+            raise ValueError("codebook_size must be >= 2, length, layers, heads and ff_mult >= 1")
         if self.dim < 1 or self.dim % self.heads:
             raise ValueError(f"dim ({self.dim}) must be a positive multiple of heads ({self.heads})")
         if not 0.0 <= self.dropout < 1.0:
@@ -61,7 +63,7 @@ class TransformerPrior(nn.Module):
         config.validate()
         self.config = config
         c = config
-        self.code_embedding = nn.Embedding(c.num_codes, c.dim)
+        self.code_embedding = nn.Embedding(c.codebook_size, c.dim)
         self.start = nn.Parameter(torch.zeros(c.dim))
         self.class_embedding = nn.Embedding(c.num_classes, c.dim) if c.num_classes else None
         self.position = nn.Parameter(torch.randn(c.length, c.dim) * 0.02)  # position-specific input embedding
@@ -71,8 +73,8 @@ class TransformerPrior(nn.Module):
         self.blocks = nn.TransformerEncoder(layer, c.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(c.dim)
         # position-specific linear output transform: logits_l = h_l W_l + b_l
-        self.out_weight = nn.Parameter(torch.randn(c.length, c.dim, c.num_codes) / math.sqrt(c.dim))
-        self.out_bias = nn.Parameter(torch.zeros(c.length, c.num_codes))
+        self.out_weight = nn.Parameter(torch.randn(c.length, c.dim, c.codebook_size) / math.sqrt(c.dim))
+        self.out_bias = nn.Parameter(torch.zeros(c.length, c.codebook_size))
         self.register_buffer("mask", torch.triu(torch.full((c.length, c.length), float("-inf")), 1), persistent=False)
 
     def _check_labels(self, labels: torch.Tensor | None, batch: int) -> None:
@@ -112,15 +114,15 @@ class TransformerPrior(nn.Module):
         return F.cross_entropy(logits.transpose(1, 2), codes, reduction="none")
 
     @torch.no_grad()
-    def sample(
+    def walk(
         self,
         n: int,
-        labels: torch.Tensor | None = None,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None,
+        choose: Callable[[torch.Tensor], torch.Tensor],
         prefix: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Sample ``n`` sequences (n, L); a ``prefix`` (n, m) of given leading codes is kept and completed."""
+        """Fill ``n`` sequences (n, L) position by position: ``choose(logits (n, K))`` -> codes (n,) picks each
+        (a draw when sampling, the entropy decoder when decompressing); a ``prefix`` (n, m) is kept."""
         device = self.position.device
         length = self.config.length
         codes = torch.zeros(n, length, dtype=torch.long, device=device)
@@ -133,21 +135,27 @@ class TransformerPrior(nn.Module):
         was_training = self.training
         self.eval()
         for pos in range(start, length):
-            logits = self.logits(codes[:, : pos + 1], labels)[:, pos] / temperature
-            probs = logits.softmax(-1)
-            codes[:, pos] = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            codes[:, pos] = choose(self.logits(codes[:, : pos + 1], labels)[:, pos])
         self.train(was_training)
         return codes
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        labels: torch.Tensor | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        prefix: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Sample ``n`` sequences (n, L); a ``prefix`` (n, m) of given leading codes is kept and completed."""
+        return self.walk(n, labels, lambda logits: draw(logits, temperature, generator), prefix)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
     def save_pretrained(self, directory, extra: dict | None = None):
         return save_pretrained(self, directory, extra)
-
-
-#: Transformer keys that follow from the autoencoder and the data rather than from the user.
-DERIVED_KEYS = ("num_codes", "length", "num_classes")
 
 
 @register_prior_kind("pqvae")
@@ -161,15 +169,12 @@ class SequencePriorKind(PriorKind):
 
     def level_info(self, model, level: int) -> dict:
         info = model.levels[0]
-        return {"grid": list(info.grid), "codebook_size": info.codebook_size, "codes_per_image": info.num_codes}
+        return {"grid": list(info.grid), "codebook_size": info.codebook_size, "codes_per_image": info.positions}
 
     def build_prior(self, model, level: int, params: dict, num_classes: int | None, where: str) -> nn.Module:
-        fixed = sorted(set(params) & set(DERIVED_KEYS))
-        if fixed:
-            raise HierVQError(f"{where}: {', '.join(fixed)} follow from the autoencoder and data; remove them")
         info = model.levels[0]
-        derived = {"num_codes": info.codebook_size, "length": info.num_codes, "num_classes": num_classes}
-        return TransformerPrior(from_dict(TransformerPriorConfig, {**params, **derived}, where))
+        derived = {"codebook_size": info.codebook_size, "length": info.positions, "num_classes": num_classes}
+        return TransformerPrior(config_with_derived(TransformerPriorConfig, params, derived, where))
 
     def nll(self, prior, codes, labels, level):
         return prior.nll(codes[0], labels if takes_labels(prior) else None)
@@ -178,14 +183,20 @@ class SequencePriorKind(PriorKind):
         if 0 not in priors:
             raise HierVQError("no prior for the code sequence; train it with `hiervq prior RUN`")
         prior = priors[0]
-        if prior.config.length != model.levels[0].num_codes or prior.config.num_codes != model.levels[0].codebook_size:
+        info = model.levels[0]
+        if prior.config.length != info.positions or prior.config.codebook_size != info.codebook_size:
             raise HierVQError("the prior does not match this model's code sequence (length or K)")
         return prior
 
+    def logits(self, prior, codes, labels, level):
+        return prior.logits(codes[0], labels if takes_labels(prior) else None)
+
     @torch.no_grad()
-    def sample(self, model, priors, n, labels, temperature=1.0, generator=None):
+    def walk(self, model, priors, n, labels, choose, grids=None):
         prior = self._prior(model, priors)
-        return [prior.sample(n, labels if takes_labels(prior) else None, temperature, generator)]
+        if grids and tuple(grids[0]) != (prior.config.length,):
+            raise HierVQError(f"the prior models sequences of {prior.config.length} codes, not {tuple(grids[0])}")
+        return [prior.walk(n, labels if takes_labels(prior) else None, lambda logits: choose(0, logits))]
 
     @torch.no_grad()
     def complete(self, model, priors, prefix: torch.Tensor, labels=None, temperature=1.0, generator=None) -> torch.Tensor:

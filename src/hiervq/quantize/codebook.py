@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed as qdist
-from .common import code_bits
+from .common import check_indices, code_bits, renamed
 
 INITS = ("data", "kmeans", "random")
 RESEEDS = ("sample", "mean")
@@ -26,6 +26,29 @@ MEAN_RESEED_ROWS = 4
 DEFAULT_CHUNK_ELEMENTS = 1 << 19
 
 
+def check_codebook_options(
+    init: str = "data",
+    ema_decay: float | None = 0.99,
+    dead_threshold: float | None = 2.0,
+    dead_window: int = 10,
+    reseed: str = "sample",
+    init_after: int = 0,
+) -> None:
+    """Raise ``ValueError`` naming the first setting of a :class:`Codebook` that is out of range (the one place
+    these rules are written: the codebook checks its arguments with it, ``models.QuantizerConfig`` a config's)."""
+    if init not in INITS:
+        raise ValueError(f"unknown codebook init {init!r}; choose one of {', '.join(INITS)}")
+    if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1) or None (null), got {ema_decay}")
+    if dead_threshold is not None and dead_threshold < 0:
+        raise ValueError(f"dead_threshold must be >= 0 (0 or None: no dead-code reset), got {dead_threshold}")
+    if dead_window < 1:
+        raise ValueError(f"dead_window must be >= 1, got {dead_window}")
+    check_init_after(init, init_after)
+    if reseed not in RESEEDS:
+        raise ValueError(f"unknown reseed {reseed!r}; choose one of {', '.join(RESEEDS)}")
+
+
 def check_init_after(init: str, init_after: int) -> None:
     """Raise ``ValueError`` unless ``init_after`` (warm-up forwards before the codebook init) fits ``init``."""
     if isinstance(init_after, bool) or not isinstance(init_after, int) or init_after < 0:
@@ -35,16 +58,16 @@ def check_init_after(init: str, init_after: int) -> None:
 
 
 @functools.lru_cache(maxsize=64)
-def lane_width(num_codes: int) -> int:
+def lane_width(codebook_size: int) -> int:
     """Codes per lane of the two-stage minimum search in :func:`nearest_code` (0: plain ``argmin``).
 
     A divisor B of K that is a multiple of 8 (a SIMD register of float32) and close to sqrt(2 K), with at least
     two lanes; 0 when K has no such divisor.
     """
-    target = math.sqrt(2.0 * num_codes)
+    target = math.sqrt(2.0 * codebook_size)
     best = 0
-    for b in range(8, num_codes // 2 + 1, 8):
-        if num_codes % b == 0 and (best == 0 or abs(math.log(b / target)) < abs(math.log(best / target))):
+    for b in range(8, codebook_size // 2 + 1, 8):
+        if codebook_size % b == 0 and (best == 0 or abs(math.log(b / target)) < abs(math.log(best / target))):
             best = b
     return best
 
@@ -102,11 +125,11 @@ def nearest_code(z: torch.Tensor, codes: torch.Tensor, chunk_elements: int = DEF
 
 class CodeSearch(nn.Module):
     """What every codebook of K codes of dimension D offers for search, given ``weight`` (K, D), ``dim``,
-    ``num_codes`` and ``chunk_elements``: distances, the chunked nearest-code search and lookup."""
+    ``codebook_size`` and ``chunk_elements``: distances, the chunked nearest-code search and lookup."""
 
     weight: torch.Tensor
     dim: int
-    num_codes: int
+    codebook_size: int
     chunk_elements: int
 
     def distances(self, z: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -130,21 +153,16 @@ class CodeSearch(nn.Module):
         ``check=False`` skips the range check (two passes over the indices and, on a GPU, a synchronisation);
         only for indices known to be valid, e.g. those returned by :meth:`nearest`.
         """
-        if indices.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"code indices must be an integer tensor, got {indices.dtype}")
-        if check and indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_codes):
-            raise IndexError(
-                f"code index out of range: got values in [{int(indices.min())}, {int(indices.max())}], "
-                f"codebook has {self.num_codes} codes"
-            )
+        check_indices(indices, self.codebook_size, (torch.int64, torch.int32), values=check)  # what F.embedding takes
         return F.embedding(indices, self.weight)
 
 
+@renamed(num_codes="codebook_size")
 class Codebook(CodeSearch):
     """K code vectors of dimension D with nearest-neighbour search, EMA updates and dead-code reset.
 
     Args:
-        num_codes: K, the number of codes.
+        codebook_size: K, the number of codes.
         dim: D, the dimension of a code vector.
         ema_decay: decay of the exponential moving averages that update the codes (``None``: the codes
             are an ``nn.Parameter`` learned through the codebook loss instead).
@@ -176,7 +194,7 @@ class Codebook(CodeSearch):
 
     def __init__(
         self,
-        num_codes: int,
+        codebook_size: int,
         dim: int,
         ema_decay: float | None = 0.99,
         init: str = "data",
@@ -190,18 +208,10 @@ class Codebook(CodeSearch):
         reseed: str = "sample",
     ) -> None:
         super().__init__()
-        if num_codes < 1 or dim < 1:
-            raise ValueError(f"Codebook needs num_codes >= 1 and dim >= 1, got K={num_codes}, D={dim}")
-        if init not in INITS:
-            raise ValueError(f"unknown codebook init {init!r}; choose one of {', '.join(INITS)}")
-        if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1) or None, got {ema_decay}")
-        if dead_window < 1:
-            raise ValueError(f"dead_window must be >= 1, got {dead_window}")
-        check_init_after(init, init_after)
-        if reseed not in RESEEDS:
-            raise ValueError(f"unknown reseed {reseed!r}; choose one of {', '.join(RESEEDS)}")
-        self.num_codes = num_codes
+        if codebook_size < 1 or dim < 1:
+            raise ValueError(f"Codebook needs codebook_size >= 1 and dim >= 1, got K={codebook_size}, D={dim}")
+        check_codebook_options(init, ema_decay, dead_threshold, dead_window, reseed, init_after)
+        self.codebook_size = codebook_size
         self.dim = dim
         self.ema_decay = ema_decay
         self.init = init
@@ -214,20 +224,20 @@ class Codebook(CodeSearch):
         self.init_after = init_after
         self.reseed = reseed
 
-        weight = torch.randn(num_codes, dim)
+        weight = torch.randn(codebook_size, dim)
         if cosine:
             weight = F.normalize(weight, dim=-1)
         if ema_decay is None:
             self.weight = nn.Parameter(weight)
         else:
             self.register_buffer("weight", weight)
-            self.register_buffer("ema_count", torch.ones(num_codes))
+            self.register_buffer("ema_count", torch.ones(codebook_size))
             self.register_buffer("ema_sum", weight.clone())
         self.register_buffer("initialized", torch.tensor(init == "random"))
-        self.register_buffer("usage_window", torch.zeros(dead_window, num_codes))
+        self.register_buffer("usage_window", torch.zeros(dead_window, codebook_size))
         self.register_buffer("window_pos", torch.zeros((), dtype=torch.long))
-        self.register_buffer("age", torch.zeros(num_codes, dtype=torch.long))
-        self.register_buffer("reset_count", torch.zeros(num_codes, dtype=torch.long))
+        self.register_buffer("age", torch.zeros(codebook_size, dtype=torch.long))
+        self.register_buffer("reset_count", torch.zeros(codebook_size, dtype=torch.long))
         if init_after > 0:
             self.register_buffer("warmup_seen", torch.zeros((), dtype=torch.long))
         self.last_counts: torch.Tensor | None = None  # (K,) counts of the last update, summed over ranks
@@ -238,7 +248,7 @@ class Codebook(CodeSearch):
 
     def extra_repr(self) -> str:
         return (
-            f"K={self.num_codes}, D={self.dim}, ema_decay={self.ema_decay}, init={self.init!r}, "
+            f"K={self.codebook_size}, D={self.dim}, ema_decay={self.ema_decay}, init={self.init!r}, "
             f"dead_threshold={self.dead_threshold}, dead_window={self.dead_window}, cosine={self.cosine}"
             + (f", init_after={self.init_after}" if self.init_after else "")
             + (f", reseed={self.reseed!r}" if self.reseed != "sample" else "")
@@ -276,17 +286,17 @@ class Codebook(CodeSearch):
             self.initialized.fill_(True)
             return
         dtype = torch.promote_types(self.weight.dtype, torch.float32)
-        sample = qdist.gather_rows(z.detach().to(dtype), max_rows=max(4 * self.num_codes, 1024))
-        counts = torch.ones(self.num_codes, device=self.weight.device)
-        if self.init == "kmeans" and sample.shape[0] > self.num_codes:
-            w, counts = self._kmeans(sample, self._kmeans_pp(sample, self.num_codes), self.kmeans_iters)
+        sample = qdist.gather_rows(z.detach().to(dtype), max_rows=max(4 * self.codebook_size, 1024))
+        counts = torch.ones(self.codebook_size, device=self.weight.device)
+        if self.init == "kmeans" and sample.shape[0] > self.codebook_size:
+            w, counts = self._kmeans(sample, self._kmeans_pp(sample, self.codebook_size), self.kmeans_iters)
         else:
-            w = self._sample_rows(sample, self.num_codes)
+            w = self._sample_rows(sample, self.codebook_size)
         w = w.to(self.weight.dtype).contiguous()
         counts = counts.to(self.weight.device, torch.float32).contiguous()
         qdist.broadcast(w)
         qdist.broadcast(counts)
-        self._set_codes(torch.ones(self.num_codes, dtype=torch.bool, device=w.device), w, counts)
+        self._set_codes(torch.ones(self.codebook_size, dtype=torch.bool, device=w.device), w, counts)
         self.initialized.fill_(True)
 
     def _sample_rows(self, z: torch.Tensor, n: int) -> torch.Tensor:
@@ -320,12 +330,12 @@ class Codebook(CodeSearch):
         return z[torch.tensor(centers, device=z.device)].clone()
 
     def _kmeans(self, z: torch.Tensor, centers: torch.Tensor, iters: int) -> tuple[torch.Tensor, torch.Tensor]:
-        counts = torch.ones(self.num_codes, device=z.device)
+        counts = torch.ones(self.codebook_size, device=z.device)
         for _ in range(iters):
             if self.cosine:
                 centers = F.normalize(centers, dim=-1)
             idx = nearest_code(z, centers, self.chunk_elements)
-            counts = torch.bincount(idx, minlength=self.num_codes).float()
+            counts = torch.bincount(idx, minlength=self.codebook_size).float()
             sums = torch.zeros_like(centers).index_add_(0, idx, z)
             filled = counts > 0
             centers = torch.where(filled[:, None], sums / counts.clamp_min(1)[:, None], centers)
@@ -361,7 +371,7 @@ class Codebook(CodeSearch):
         if z.dtype != self.weight.dtype:
             z = z.to(self.weight.dtype)
         if counts is None:
-            counts = torch.bincount(indices, minlength=self.num_codes)
+            counts = torch.bincount(indices, minlength=self.codebook_size)
         counts = counts.to(self.weight.dtype, copy=True)
         if self.uses_ema:
             sums = torch.zeros_like(self.weight).index_add_(0, indices, z)
@@ -377,7 +387,7 @@ class Codebook(CodeSearch):
         self.ema_count.mul_(d).add_(counts, alpha=1.0 - d)
         self.ema_sum.mul_(d).add_(sums, alpha=1.0 - d)
         n = self.ema_count.sum()
-        smoothed = (self.ema_count + self.eps) / (n + self.num_codes * self.eps) * n
+        smoothed = (self.ema_count + self.eps) / (n + self.codebook_size * self.eps) * n
         if self.cosine:
             self.weight.copy_(F.normalize(self.ema_sum / smoothed[:, None], dim=-1))
         else:
@@ -466,4 +476,4 @@ class Codebook(CodeSearch):
     @property
     def bits(self) -> float:
         """Bits to store one code index, log2 K."""
-        return code_bits(self.num_codes)
+        return code_bits(self.codebook_size)

@@ -7,7 +7,10 @@ Depends on torch only (and on :mod:`.distributed`), so the quantizers stay usabl
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,10 +36,10 @@ def batch_stats(counts: torch.Tensor, resets: int = 0) -> dict[str, torch.Tensor
 
 
 @torch.no_grad()
-def usage_stats(indices: torch.Tensor, num_codes: int, training: bool, resets: int = 0) -> dict[str, torch.Tensor]:
+def usage_stats(indices: torch.Tensor, codebook_size: int, training: bool, resets: int = 0) -> dict[str, torch.Tensor]:
     """:func:`batch_stats` of a batch of code ``indices`` (any shape, values in [0, K)).
 
-    ``perplexity``, ``used_fraction`` and ``counts`` (K,) over the (possibly implicit) codebook of ``num_codes``
+    ``perplexity``, ``used_fraction`` and ``counts`` (K,) over the (possibly implicit) codebook of ``codebook_size``
     codes, and ``resets``. In training mode the counts are summed over all ranks under ``torch.distributed``
     (one collective, taken by every rank in every training forward), so they describe the global batch, as
     :class:`~hiervq.quantize.VectorQuantizer`'s do. Negative indices (dropped residual stages) are not counted.
@@ -44,10 +47,26 @@ def usage_stats(indices: torch.Tensor, num_codes: int, training: bool, resets: i
     flat = indices.reshape(-1)
     if flat.numel() and bool((flat < 0).any()):
         flat = flat[flat >= 0]
-    counts = torch.bincount(flat, minlength=num_codes)
+    counts = torch.bincount(flat, minlength=codebook_size)
     if training:
         qdist.all_reduce_sum(counts)
     return batch_stats(counts, resets)
+
+
+INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.uint8)
+
+
+def check_indices(indices: torch.Tensor, codebook_size: int, dtypes: tuple[torch.dtype, ...] = INDEX_DTYPES,
+                  values: bool = True) -> None:
+    """``TypeError`` unless ``indices`` are integers of ``dtypes``; ``IndexError`` unless they lie in
+    [0, codebook_size) (``values=False`` skips that check: two passes and, on a GPU, a synchronisation)."""
+    if indices.dtype not in dtypes:
+        raise TypeError(f"code indices must be an integer tensor, got {indices.dtype}")
+    if values and indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= codebook_size):
+        raise IndexError(
+            f"code index out of range: got values in [{int(indices.min())}, {int(indices.max())}], "
+            f"the codebook has {codebook_size} codes"
+        )
 
 
 def code_bits(codebook_size: int, count: int | float = 1, depth: int = 1) -> float:
@@ -86,3 +105,51 @@ class RowLayout(nn.Module):
 def fp32_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype an implicit-codebook quantizer computes in: float32, or float64 for float64 inputs."""
     return torch.promote_types(x.dtype, torch.float32)
+
+
+# ---------------------------------------------------------------------- old names
+def deprecated_alias(old: str, new: str) -> property:
+    """A read-only property ``old`` that returns attribute ``new`` with a :class:`DeprecationWarning`."""
+
+    def get(self: Any) -> Any:
+        warnings.warn(f"{type(self).__name__}.{old} is deprecated; use .{new}", DeprecationWarning, stacklevel=2)
+        return getattr(self, new)
+
+    return property(get, doc=f"Deprecated alias of ``{new}`` (read-only).")
+
+
+def renamed(**old_to_new: str):
+    """Decorator for a class or function whose keywords were renamed (``old=new``): the old keywords keep working
+    with a :class:`DeprecationWarning` (giving both is a ``TypeError``); on a class, the old names are also
+    read-only attribute aliases (:func:`deprecated_alias`) and ``RENAMED_KEYS`` records the renames, which
+    :func:`hiervq.schema.from_dict` applies (silently) to configs and saved models written before them."""
+
+    def translate(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        for old, new in old_to_new.items():
+            if old in kwargs:
+                if new in kwargs:
+                    raise TypeError(f"{name}: give {new} only ({old} is its deprecated name)")
+                warnings.warn(f"{name}: {old}= is deprecated; use {new}=", DeprecationWarning, stacklevel=3)
+                kwargs[new] = kwargs.pop(old)
+        return kwargs
+
+    def wrap(obj):
+        if not isinstance(obj, type):
+            @functools.wraps(obj)
+            def call(*args, **kwargs):
+                return obj(*args, **translate(obj.__qualname__, kwargs))
+
+            return call
+        init = obj.__init__
+
+        @functools.wraps(init)
+        def __init__(self, *args, **kwargs):
+            init(self, *args, **translate(obj.__name__, kwargs))
+
+        obj.__init__ = __init__
+        for old, new in old_to_new.items():
+            setattr(obj, old, deprecated_alias(old, new))
+        obj.RENAMED_KEYS = {**getattr(obj, "RENAMED_KEYS", {}), **old_to_new}
+        return obj
+
+    return wrap

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed as qdist
-from .common import RowLayout, batch_stats, code_bits
+from .common import RowLayout, batch_stats, check_indices, code_bits
 from .estimators import straight_through
 from .vector import Quantized
 
@@ -232,14 +232,3 @@ class FSQ(RowLayout):
         if indices.ndim == 3:
             return self._from_rows(out, tuple(indices.shape), maps=True)
         return out.view(*indices.shape, -1)
-
-
-def check_indices(indices: torch.Tensor, num_codes: int) -> None:
-    """``TypeError``/``IndexError`` unless ``indices`` are integers in [0, num_codes)."""
-    if indices.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise TypeError(f"code indices must be an integer tensor, got {indices.dtype}")
-    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= num_codes):
-        raise IndexError(
-            f"code index out of range: got values in [{int(indices.min())}, {int(indices.max())}], "
-            f"the codebook has {num_codes} codes"
-        )

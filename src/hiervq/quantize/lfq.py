@@ -14,9 +14,9 @@ from torch import nn
 
 from . import distributed as qdist
 from .codebook import DEFAULT_CHUNK_ELEMENTS
-from .common import RowLayout, usage_stats
+from .common import RowLayout, check_indices, usage_stats
 from .estimators import straight_through
-from .fsq import check_indices, linear_in
+from .fsq import linear_in
 from .vector import Quantized
 
 
@@ -60,6 +60,18 @@ class _CodebookEntropy(torch.autograd.Function):
             dl = p * (v - (p * v).sum(-1, keepdim=True))
             de[start : start + ctx.chunk] = (dl @ signs) * ctx.scale
         return de, None, None, None, None
+
+
+def check_lfq_options(bits: int, beta: float = 0.25, entropy_weight: float = 0.1, diversity: float = 1.0,
+                      inv_temperature: float = 100.0) -> None:
+    """Raise ``ValueError`` naming the first setting of an :class:`LFQ` that is out of range."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 62:
+        raise ValueError(f"LFQ bits must be an integer in [1, 62], got {bits!r}")
+    if beta < 0 or entropy_weight < 0 or diversity < 0 or inv_temperature <= 0:
+        raise ValueError("beta, entropy_weight and diversity must be >= 0, inv_temperature > 0")
+    if entropy_weight > 0 and bits > 20:
+        raise ValueError(f"the exact codebook entropy needs 2^bits softmax entries per row: bits {bits} > 20 "
+                         "(set entropy_weight 0)")
 
 
 class LFQ(RowLayout):
@@ -109,13 +121,9 @@ class LFQ(RowLayout):
         chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
     ) -> None:
         super().__init__()
-        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 62:
-            raise ValueError(f"LFQ bits must be an integer in [1, 62], got {bits!r}")
-        if dim < 1 or beta < 0 or entropy_weight < 0 or diversity < 0 or inv_temperature <= 0:
-            raise ValueError("dim must be >= 1, beta, entropy_weight and diversity >= 0, inv_temperature > 0")
-        if entropy_weight > 0 and bits > 20:
-            raise ValueError(f"the exact codebook entropy needs 2^bits softmax entries per row: bits {bits} > 20 "
-                             "(set entropy_weight 0)")
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        check_lfq_options(bits, beta, entropy_weight, diversity, inv_temperature)
         self.dim = dim
         self.bits_per_code = bits
         self.code_dim = bits

@@ -41,6 +41,24 @@ def check_scales(scales) -> list[tuple[int, int]]:
     return out
 
 
+def check_multiscale_options(scales, convs: int = 4, conv_mix: float = 0.5, upsample: str = "bicubic",
+                             estimator: str = "ste", beta: float = 0.25) -> list[tuple[int, int]]:
+    """Raise ``ValueError`` naming the first setting of a :class:`MultiScaleVQ` (besides its codebook's, see
+    :func:`~hiervq.quantize.codebook.check_codebook_options`) that is out of range; the scales as (h, w) pairs."""
+    pairs = check_scales(scales)
+    if isinstance(convs, bool) or not isinstance(convs, int) or convs < 0:
+        raise ValueError(f"convs must be an integer >= 0, got {convs!r}")
+    if not 0.0 <= conv_mix <= 1.0:
+        raise ValueError(f"conv_mix must be in [0, 1], got {conv_mix}")
+    if upsample not in UPSAMPLE_MODES:
+        raise ValueError(f"upsample must be one of {', '.join(UPSAMPLE_MODES)}, got {upsample!r}")
+    if estimator not in MULTISCALE_ESTIMATORS:
+        raise ValueError(f"multiscale estimator must be one of {', '.join(MULTISCALE_ESTIMATORS)}, got {estimator!r}")
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    return pairs
+
+
 class ScaleConv(nn.Module):
     """The convolution after upsampling one scale: ``(1 - mix) x + mix conv3x3(x)`` (VAR's Phi).
 
@@ -122,17 +140,7 @@ class MultiScaleVQ(nn.Module):
         chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
     ) -> None:
         super().__init__()
-        self.scales = check_scales(scales)
-        if estimator not in MULTISCALE_ESTIMATORS:
-            raise ValueError(f"multiscale estimator must be one of {', '.join(MULTISCALE_ESTIMATORS)}, got {estimator!r}")
-        if upsample not in UPSAMPLE_MODES:
-            raise ValueError(f"upsample must be one of {', '.join(UPSAMPLE_MODES)}, got {upsample!r}")
-        if isinstance(convs, bool) or not isinstance(convs, int) or convs < 0:
-            raise ValueError(f"convs must be an integer >= 0, got {convs!r}")
-        if not 0.0 <= conv_mix <= 1.0:
-            raise ValueError(f"conv_mix must be in [0, 1], got {conv_mix}")
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
+        self.scales = check_multiscale_options(scales, convs, conv_mix, upsample, estimator, beta)
         self.dim = dim
         self.code_dim = code_dim or dim
         self.codebook_size = codebook_size

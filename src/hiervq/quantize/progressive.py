@@ -360,7 +360,7 @@ class ProgressiveQuantizer(nn.Module):
             loss = loss + self.entropy_weight * entropy
 
         with torch.no_grad():
-            counts = torch.bincount(codes.reshape(-1), minlength=book.num_codes)
+            counts = torch.bincount(codes.reshape(-1), minlength=book.codebook_size)
             stats = batch_stats(counts)
             stats["step_entropy"] = h_cond.detach()
         resets = 0

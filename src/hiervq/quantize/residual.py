@@ -15,6 +15,22 @@ from .vector import Quantized
 RESIDUAL_ESTIMATORS = ("ste", "rotation")
 
 
+def check_residual_options(stages: int, estimator: str = "ste", dropout: float = 0.0, dropout_min: int = 1,
+                           beta: float = 0.25) -> None:
+    """Raise ``ValueError`` naming the first setting of a :class:`ResidualVQ` (besides its codebooks', see
+    :func:`~hiervq.quantize.codebook.check_codebook_options`) that is out of range."""
+    if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
+        raise ValueError(f"stages must be an integer >= 1, got {stages!r}")
+    if estimator not in RESIDUAL_ESTIMATORS:
+        raise ValueError(f"residual estimator must be one of {', '.join(RESIDUAL_ESTIMATORS)}, got {estimator!r}")
+    if not 0.0 <= dropout <= 1.0:
+        raise ValueError(f"dropout must be in [0, 1], got {dropout}")
+    if not 1 <= dropout_min <= stages:
+        raise ValueError(f"dropout_min must be in [1, stages={stages}], got {dropout_min}")
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+
+
 class ResidualVQ(RowLayout):
     """Residual vector quantization of (B, C, H, W) maps or (..., C) vectors into L codes per vector.
 
@@ -74,16 +90,7 @@ class ResidualVQ(RowLayout):
         chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
     ) -> None:
         super().__init__()
-        if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
-            raise ValueError(f"stages must be an integer >= 1, got {stages!r}")
-        if estimator not in RESIDUAL_ESTIMATORS:
-            raise ValueError(f"residual estimator must be one of {', '.join(RESIDUAL_ESTIMATORS)}, got {estimator!r}")
-        if not 0.0 <= dropout <= 1.0:
-            raise ValueError(f"dropout must be in [0, 1], got {dropout}")
-        if not 1 <= dropout_min <= stages:
-            raise ValueError(f"dropout_min must be in [1, stages={stages}], got {dropout_min}")
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
+        check_residual_options(stages, estimator, dropout, dropout_min, beta)
         self.dim = dim
         self.code_dim = code_dim or dim
         self.codebook_size = codebook_size

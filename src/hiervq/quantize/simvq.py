@@ -14,9 +14,10 @@ from torch import nn
 
 from . import distributed as qdist
 from .codebook import DEFAULT_CHUNK_ELEMENTS, CodeSearch
-from .common import code_bits
+from .common import code_bits, renamed
 
 
+@renamed(num_codes="codebook_size")
 class SimCodebook(CodeSearch):
     """K codes of dimension D as ``map(basis)``: ``basis`` (K, D) a frozen buffer drawn from N(0, 1/D), ``map``
     an ``nn.Linear(D, D, bias=False)`` (identity at the start), the only trainable part.
@@ -30,16 +31,16 @@ class SimCodebook(CodeSearch):
 
     uses_ema = False
 
-    def __init__(self, num_codes: int, dim: int, cosine: bool = False,
+    def __init__(self, codebook_size: int, dim: int, cosine: bool = False,
                  chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> None:
         super().__init__()
-        if num_codes < 1 or dim < 1:
-            raise ValueError(f"SimCodebook needs num_codes >= 1 and dim >= 1, got K={num_codes}, D={dim}")
-        self.num_codes = num_codes
+        if codebook_size < 1 or dim < 1:
+            raise ValueError(f"SimCodebook needs codebook_size >= 1 and dim >= 1, got K={codebook_size}, D={dim}")
+        self.codebook_size = codebook_size
         self.dim = dim
         self.cosine = cosine
         self.chunk_elements = chunk_elements
-        self.register_buffer("basis", torch.randn(num_codes, dim) * dim**-0.5)
+        self.register_buffer("basis", torch.randn(codebook_size, dim) * dim**-0.5)
         self.map = nn.Linear(dim, dim, bias=False)
         with torch.no_grad():
             self.map.weight.copy_(torch.eye(dim))
@@ -47,7 +48,7 @@ class SimCodebook(CodeSearch):
         self.last_counts: torch.Tensor | None = None
 
     def extra_repr(self) -> str:
-        return f"K={self.num_codes}, D={self.dim}, cosine={self.cosine} (frozen basis, learned map)"
+        return f"K={self.codebook_size}, D={self.dim}, cosine={self.cosine} (frozen basis, learned map)"
 
     @property
     def weight(self) -> torch.Tensor:
@@ -65,7 +66,7 @@ class SimCodebook(CodeSearch):
     def update(self, z: torch.Tensor, indices: torch.Tensor, counts: torch.Tensor | None = None) -> int:
         """Statistics only: the counts summed over ranks (one collective) become :attr:`last_counts`."""
         if counts is None:
-            counts = torch.bincount(indices, minlength=self.num_codes)
+            counts = torch.bincount(indices, minlength=self.codebook_size)
         counts = counts.to(torch.float32, copy=True)
         qdist.all_reduce_sum(counts)
         self.last_counts = counts
@@ -73,4 +74,4 @@ class SimCodebook(CodeSearch):
 
     @property
     def bits(self) -> float:
-        return code_bits(self.num_codes)
+        return code_bits(self.codebook_size)

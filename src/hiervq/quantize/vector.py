@@ -37,6 +37,20 @@ class Quantized:
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def check_vq_options(estimator: str = "ste", beta: float = 0.25, temperature: float = 1.0, simvq: bool = False,
+                     ema_decay: float | None = 0.99) -> None:
+    """Raise ``ValueError`` naming the first setting of a :class:`VectorQuantizer` (besides its codebook's, see
+    :func:`~hiervq.quantize.codebook.check_codebook_options`) that is out of range."""
+    if simvq and ema_decay is not None:
+        raise ValueError("simvq learns its codes through a linear map and the codebook loss: set ema_decay null (None)")
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
 class VectorQuantizer(RowLayout):
     """Nearest-neighbour vector quantization with a choice of codebook update and gradient estimator.
 
@@ -94,14 +108,7 @@ class VectorQuantizer(RowLayout):
         simvq: bool = False,
     ) -> None:
         super().__init__()
-        if simvq and ema_decay is not None:
-            raise ValueError("simvq learns its codes through the linear map and the codebook loss: set ema_decay None")
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_vq_options(estimator, beta, temperature, simvq, ema_decay)
         self.dim = dim
         self.code_dim = code_dim or dim
         self.codebook_size = codebook_size
@@ -166,7 +173,7 @@ class VectorQuantizer(RowLayout):
                 indices = soft.argmax(-1)
             else:
                 indices = logits.argmax(-1)
-                soft = F.one_hot(indices, book.num_codes).to(logits.dtype)
+                soft = F.one_hot(indices, book.codebook_size).to(logits.dtype)
                 probs = (logits / self.temperature).softmax(-1)
                 soft = soft + probs - probs.detach()
             q = soft @ weight
@@ -192,7 +199,7 @@ class VectorQuantizer(RowLayout):
 
         with torch.no_grad():
             flat = indices.reshape(-1)
-            counts = torch.bincount(flat, minlength=book.num_codes)
+            counts = torch.bincount(flat, minlength=book.codebook_size)
             resets = 0
             if self.training:
                 # one bincount serves the statistics and the EMA; under torch.distributed the update sums the
@@ -218,7 +225,7 @@ class VectorQuantizer(RowLayout):
         # learned codes: a zero-valued term that touches them, so that DDP sees a (zero) gradient for every parameter
         loss = zero if book.uses_ema else (book.weight * 0.0).sum()
         with torch.no_grad():
-            counts = torch.bincount(indices, minlength=book.num_codes)
+            counts = torch.bincount(indices, minlength=book.codebook_size)
             qdist.all_reduce_sum(counts)
             stats = batch_stats(counts)
         return Quantized(

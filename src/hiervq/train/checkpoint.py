@@ -11,20 +11,19 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from ..pretrained import atomic_write_bytes
-
-CHECKPOINT_DIR = "checkpoints"
-LAST = "last.pt"
+from ..io import atomic_write_bytes
+from ..layout import RunDir
 
 
 def checkpoint_path(run_dir: str | os.PathLike) -> Path:
-    """Where a run (autoencoder or prior) keeps the checkpoint that ``--resume`` continues: ``RUN/checkpoints/last.pt``."""
-    return Path(run_dir) / CHECKPOINT_DIR / LAST
+    """Where a run (autoencoder or prior) keeps the checkpoint that ``--resume`` continues: ``RUN/checkpoints/last.pt``
+    (:attr:`RunDir.checkpoint <hiervq.layout.RunDir.checkpoint>`)."""
+    return RunDir(run_dir).checkpoint
 
 
 def has_checkpoint(run_dir: str | os.PathLike) -> bool:
-    """Whether ``run_dir`` holds a checkpoint that ``--resume`` can continue."""
-    return checkpoint_path(run_dir).is_file()
+    """Whether ``run_dir`` holds a checkpoint that ``--resume`` can continue (:meth:`hiervq.layout.RunDir.has_checkpoint`)."""
+    return RunDir(run_dir).has_checkpoint()
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:

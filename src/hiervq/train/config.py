@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,8 +14,8 @@ import yaml
 from ..classify.config import ClassifyConfig
 from ..data import DataConfig
 from ..errors import ConfigError
-from ..pretrained import REGISTRY, build
-from ..schema import from_dict, to_dict
+from ..pretrained import REGISTRY, build, parse_config
+from ..schema import from_dict, to_dict, validated
 from .experiment_config import CompareConfig, StudyConfig, SweepConfig
 
 OPTIMIZERS = ("adam", "adamw")
@@ -40,6 +41,8 @@ class TrainConfig:
     to ``lr * min_lr_ratio`` over the phase, after ``warmup_steps`` of linear warm-up), ``exponential``
     (``lr * exp(-step / decay_steps)``, decayed every optimiser step of the phase: PQ-VAE's exp(-step / 25000) is
     ``schedule: exponential`` with ``decay_steps: 25000``) or ``constant``.
+    ``tensorboard``: also log the scalars of ``metrics.jsonl`` and the test reconstruction grid to
+    ``RUN/tensorboard/`` (autoencoder runs; needs the ``tensorboard`` extra; :mod:`hiervq.train.tensorboard`).
     """
 
     epochs: int = 10
@@ -60,6 +63,7 @@ class TrainConfig:
     amp: bool = False
     device: str = "auto"
     progress: bool = True
+    tensorboard: bool = False
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -134,7 +138,11 @@ class PriorsConfig:
 @dataclass
 class RunConfig:
     """A whole run: ``model`` (a ``name`` plus that model's own keys), ``data``, ``train``, ``seed``, and the
-    optional experiment sections ``compare``, ``sweep``, ``study`` (see :mod:`hiervq.train.experiment_config`)."""
+    optional experiment sections ``compare``, ``sweep``, ``study`` (see :mod:`hiervq.train.experiment_config`).
+
+    ``model`` is the section as written (what ``config.yaml`` keeps, and what capacity matching and sweeps
+    rewrite); :attr:`model_config` is the same section as its model's typed ``Config``, parsed once.
+    """
 
     model: dict[str, Any] = field(default_factory=lambda: {"name": "hvqvae"})
     data: DataConfig = field(default_factory=DataConfig)
@@ -154,14 +162,26 @@ class RunConfig:
     def model_params(self) -> dict[str, Any]:
         return {k: v for k, v in self.model.items() if k != "name"}
 
+    @property
+    def model_config(self) -> Any:
+        """The model section as the registered model's dataclass ``Config`` (e.g. ``HierarchicalConfig``), parsed
+        and validated once, when the config is read (again only if :attr:`model` is changed afterwards). Keys the
+        section leaves out keep their defaults; :meth:`build_model` fills ``in_channels``/``image_size`` from the
+        data."""
+        cached = self.__dict__.get("_model_config")
+        if cached is None or cached[0] != self.model:
+            cached = (copy.deepcopy(self.model), _parse_model(self.model, self.source))
+            self.__dict__["_model_config"] = cached
+        return cached[1]
+
     def build_model(self, in_channels: int | None = None, image_size: int | None = None):
         """The model, with ``in_channels``/``image_size`` taken from the data when the config leaves them out."""
-        params = self.model_params()
-        if in_channels is not None:
-            params.setdefault("in_channels", in_channels)
-        if image_size is not None:
-            params.setdefault("image_size", image_size)
-        return build(self.model_name, params, where=f"{self.source}: model")
+        config = copy.deepcopy(self.model_config)  # the model may keep (and change) parts of its config
+        fill = {k: v for k, v in (("in_channels", in_channels), ("image_size", image_size))
+                if v is not None and k not in self.model}
+        if fill:
+            config = validated(dataclasses.replace(config, **fill), f"{self.source}: model")
+        return build(self.model_name, config)
 
     def to_dict(self) -> dict[str, Any]:
         d = to_dict(self)
@@ -169,15 +189,14 @@ class RunConfig:
         return d
 
 
-def _validate_model(model: Any, where: str) -> dict[str, Any]:
+def _parse_model(model: Any, where: str) -> Any:
+    """The typed config of a run config's model section (``where``: the file, for the messages)."""
     if not isinstance(model, dict) or "name" not in model:
         raise ConfigError(f"{where}: model must be a mapping with a 'name' (known: {', '.join(sorted(REGISTRY))})")
     name = model["name"]
     if name not in REGISTRY:
         raise ConfigError(f"{where}: model.name {name!r} is not a known model (known: {', '.join(sorted(REGISTRY))})")
-    params = {k: v for k, v in model.items() if k != "name"}
-    from_dict(REGISTRY[name].Config, params, f"{where}: model")  # validates keys and types now
-    return dict(model)
+    return parse_config(name, {k: v for k, v in model.items() if k != "name"}, f"{where}: model")
 
 
 def parse_value(text: str) -> Any:
@@ -228,8 +247,9 @@ def config_from_dict(raw: dict[str, Any] | None, where: str = "config") -> RunCo
     raw = dict(raw or {})
     model = raw.pop("model", {"name": "hvqvae"})
     config = from_dict(RunConfig, raw, f"{where}:")
-    config.model = _validate_model(model, where)
+    config.model = dict(model) if isinstance(model, dict) else model
     config.source = where
+    _ = config.model_config  # parsed (and validated) now: a bad key fails here, naming the file
     return config
 
 
@@ -253,16 +273,15 @@ def read_yaml_mapping(path: Path, what: str = "a config must be a mapping of sec
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML run config (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
+    """Read a YAML run config (or the defaults when ``path`` is None) and apply ``--set`` overrides. ``path`` is a
+    file or the name of a shipped recipe (:func:`hiervq.recipes.resolve_config`)."""
+    from ..recipes import resolve_config
+
     raw: dict[str, Any] = {}
     where = "<defaults>"
     if path is not None:
-        path = Path(path)
+        path = resolve_config(path)
         where = str(path)
-        if path.is_dir():
-            raise ConfigError(f"{path}: is a folder, not a config file")
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such config file")
         raw = read_yaml_mapping(path)
     return with_overrides(raw, overrides, where)
 

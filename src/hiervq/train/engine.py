@@ -12,13 +12,15 @@ This module imports nothing above torch, so tasks in lower layers can subclass :
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 
 def make_optimizer(config, params: Sequence, lr: float) -> torch.optim.Optimizer:
@@ -119,7 +121,7 @@ class Task:
         return f"resuming at phase {phase.name}, epoch {epoch}"
 
     def log(self, message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
+        logger.info(message)
 
     def progress_label(self, phase) -> str:
         return phase.name

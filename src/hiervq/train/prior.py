@@ -5,7 +5,7 @@ This is the training layer's part of the priors; the networks, code extraction a
 images, fitted by the one engine (:class:`PriorTask` for :meth:`hiervq.train.Trainer.fit_task`) with the run's
 ``TrainConfig`` keys.
 
-Prior run directory (default ``AE_RUN/priors/level<N>``)::
+Prior run directory (default ``AE_RUN/priors/level<N>``, :meth:`hiervq.layout.RunDir.prior`; the layout of a run)::
 
     PRIOR/config.yaml    resolved prior config (autoencoder run, level, class_conditional, model, train, seed)
     PRIOR/model/         config.json + model.safetensors: ``hiervq.load(PRIOR)`` rebuilds the prior; the extra
@@ -25,10 +25,10 @@ the weights and the data config) and shared by the priors of all levels.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,21 +38,21 @@ import torch
 import yaml
 
 from ..errors import HierVQError
-from ..pretrained import load, read_meta, resolve_model_dir
-from ..priors import CODES_FILE, CodeSet, PriorKind, cache_key, cached_codes, prior_kind_for, uniform_bits
+from ..layout import RunDir
+from ..pretrained import load, read_meta, resolve_model_dir, save_pretrained
+from ..priors import CodeSet, PriorKind, cache_key, cached_codes, prior_kind_for, uniform_bits
 from ..schema import from_dict, to_dict
-from .checkpoint import checkpoint_path, has_checkpoint, load_checkpoint
+from .checkpoint import has_checkpoint, load_checkpoint
 from .config import PhaseConfig, PriorsConfig, TrainConfig, apply_overrides, read_yaml_mapping
 from .distributed import DistInfo, env_device, resolve_device
 from .engine import Task
-from .report import write_json
 from .run import read_run_config, seed_everything
 from .rundir import RunLock, check_run_dir, remove_leftovers, remove_stale_tmp, start_run_dir
 from .trainer import Trainer
 
+logger = logging.getLogger(__name__)
+
 LN2 = math.log(2.0)
-PRIORS_DIR = "priors"
-PRIOR_CONFIG_FILE = "config.yaml"
 
 
 @dataclass
@@ -139,7 +139,7 @@ class PriorTask(Task):
         self.seed = seed
         self.eval_every = config.eval_every
         self.checkpoint_extra = dict(checkpoint_extra or {})
-        self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self._log = log or logger.info
         self.device = resolve_device(config.device)
         self.batch_size = min(config.batch_size, len(train))
 
@@ -225,9 +225,9 @@ def fit_prior(
 
 # ---------------------------------------------------------------------- runs
 def _read_prior_config(prior_dir: Path) -> PriorRunConfig:
-    path = prior_dir / PRIOR_CONFIG_FILE
+    path = RunDir(prior_dir).config
     if not path.is_file():
-        raise HierVQError(f"{prior_dir}: not a prior run directory (no {PRIOR_CONFIG_FILE})")
+        raise HierVQError(f"{prior_dir}: not a prior run directory (no {RunDir.CONFIG})")
     config = from_dict(PriorRunConfig, read_yaml_mapping(path, "a prior run config must be a mapping"), str(path))
     config.train.validate()
     return config
@@ -235,7 +235,7 @@ def _read_prior_config(prior_dir: Path) -> PriorRunConfig:
 
 def default_prior_dir(ae_run: str | os.PathLike, level: int) -> Path:
     """Where ``hiervq prior`` puts the prior of ``level`` without ``--out``: ``AE_RUN/priors/level<N>``."""
-    return Path(ae_run) / PRIORS_DIR / f"level{level}"
+    return RunDir(ae_run).prior(level).path
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -258,7 +258,7 @@ def run_codes(ae_run: str | os.PathLike, model, data_config, batch_size: int = 2
         return {"train": data.train, "test": data.test}
 
     device = env_device()
-    return cached_codes(ae_run / CODES_FILE, key, model, load_images=images, batch_size=batch_size, device=device, log=log)
+    return cached_codes(RunDir(ae_run).codes, key, model, load_images=images, batch_size=batch_size, device=device, log=log)
 
 
 def prior_run(
@@ -276,13 +276,14 @@ def prior_run(
     ``resume`` continues an interrupted prior run in its directory (``out`` or the default) with the
     configuration saved there; it cannot be combined with ``overrides``, ``class_conditional`` or ``overwrite``.
     """
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = log or logger.info
     ae_run = Path(ae_run)
     ae_config = read_run_config(ae_run)
     model = load(ae_run)
     kind = prior_kind_for(model)
     lv = kind.parse_level(model, level)
-    out_dir = Path(out) if out is not None else default_prior_dir(ae_run, lv)
+    out_run = RunDir(out) if out is not None else RunDir(ae_run).prior(lv)
+    out_dir = out_run.path
     if resume and (overrides or class_conditional is not None or overwrite):
         raise HierVQError("--resume continues with the prior run's saved config: drop --set, --class-conditional "
                           "and --overwrite")
@@ -300,7 +301,7 @@ def prior_run(
         state = None
         remove_leftovers(out_dir)  # of a swap that a kill interrupted
         if resume:
-            state = load_checkpoint(checkpoint_path(out_dir))
+            state = load_checkpoint(out_run.checkpoint)
             config = _read_prior_config(out_dir)
             if state.get("autoencoder_key") != ae_key or config.level != lv:
                 raise HierVQError(f"{out_dir}: this prior run belongs to {config.autoencoder} level {config.level}, "
@@ -317,13 +318,13 @@ def prior_run(
                 raise HierVQError(f"{ae_run}: the data has no labels, so the prior cannot be class-conditional")
             num_classes = max(train.num_classes or 0, test.num_classes or 0)
         seed_everything(config.seed)
-        model_where = f"{out_dir / PRIOR_CONFIG_FILE if resume else prior_config_where(ae_run, lv, overrides)}: model"
+        model_where = f"{out_run.config if resume else prior_config_where(ae_run, lv, overrides)}: model"
         prior = kind.build_prior(model, lv, dict(config.model), num_classes, model_where)
 
         if state is None:
             # validated and the prior built: only now replace an old prior run
-            start_run_dir(out_dir, {PRIOR_CONFIG_FILE: yaml.safe_dump(to_dict(config), sort_keys=False).encode()})
-            _link_or_copy(ae_run / CODES_FILE, out_dir / CODES_FILE)
+            start_run_dir(out_dir, {RunDir.CONFIG: yaml.safe_dump(to_dict(config), sort_keys=False).encode()})
+            _link_or_copy(RunDir(ae_run).codes, out_run.codes)
         n_codes = info["codes_per_image"]
         params = sum(p.numel() for p in prior.parameters())
         log(
@@ -370,8 +371,9 @@ def prior_run(
             "num_classes": num_classes,
             "class_names": train.class_names,
         }
-        prior.cpu().save_pretrained(out_dir / "model", extra=extra)
-        write_json(out_dir / "summary.json", summary)
+        save_pretrained(prior.cpu(), out_run.model, extra=extra,
+                        data=ae_config.data.describe(tuple(model.image_shape)))
+        out_run.write_summary(summary)
         log(
             f"prior level {lv}: test {summary['bits_per_code']:.4f} bits/code, {per_image:.1f} bits/image "
             f"(uniform {uniform:.1f}; {summary['saved_fraction']:.1%} fewer) -> {out_dir}"
@@ -391,15 +393,12 @@ class Samples:
     seconds: float
     samples_per_s: float
     codes: list[torch.Tensor]
+    row_labels: list[str] | None = None  # class-conditional: the class name of every row of the grid
 
 
 def find_priors(ae_run: str | os.PathLike) -> list[Path]:
     """The prior run directories under ``AE_RUN/priors/`` (what ``hiervq sample`` uses without ``--priors``)."""
-    root = Path(ae_run) / PRIORS_DIR
-    if not root.is_dir():
-        return []
-    # dot names are locks and the halves of a swap in progress (rundir.start_run_dir), not priors
-    return sorted(p for p in root.iterdir() if not p.name.startswith(".") and (p / "model" / "config.json").is_file())
+    return [prior.path for prior in RunDir(ae_run).find_priors()]
 
 
 def load_priors(ae_run: str | os.PathLike, prior_dirs: list[str | os.PathLike], model) -> tuple[dict[int, Any], dict]:
@@ -459,7 +458,7 @@ def sample_run(
     kind = prior_kind_for(model)
     dirs = list(prior_dirs or find_priors(ae_run))
     if not dirs:
-        raise HierVQError(f"no priors given and none under {Path(ae_run) / PRIORS_DIR}; train them with `hiervq prior`")
+        raise HierVQError(f"no priors given and none under {RunDir(ae_run).priors}; train them with `hiervq prior`")
     priors, meta = load_priors(ae_run, dirs, model)
     priors = {lv: p.to(device) for lv, p in priors.items()}
     labels, nrow = None, min(8, n)
@@ -480,7 +479,13 @@ def sample_run(
         codes = kind.sample(model, priors, n, labels, temperature, generator)
         images = model.decode(model.codes_from_list(codes)).clamp(0, 1).cpu()
     seconds = time.perf_counter() - t0
-    return Samples(images, None if labels is None else labels.cpu(), nrow, seconds, n / seconds, [c.cpu() for c in codes])
+    row_labels = None
+    if labels is not None:
+        names = list(meta.get("class_names") or [])
+        per_row = labels.cpu()[::nrow].tolist()
+        row_labels = [names[c] if c < len(names) else f"class {c}" for c in per_row]
+    return Samples(images, None if labels is None else labels.cpu(), nrow, seconds, n / seconds, [c.cpu() for c in codes],
+                   row_labels)
 
 
 __all__ = [

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..data import ImageSet
-from ..errors import HierVQError, WriteError
+from ..io import (
+    atomic_write_bytes,
+    write_json,  # noqa: F401 - re-exported: hiervq.train.report.write_json
+)
+from ..layout import RunDir
+from ..metrics import ssim_setting
 from ..models.base import DiscreteAutoencoder
-from ..pretrained import atomic_write_bytes
 
 
 def make_summary(model: DiscreteAutoencoder, final: dict[str, Any], history: list[dict], train_s: float) -> dict:
@@ -28,6 +30,11 @@ def make_summary(model: DiscreteAutoencoder, final: dict[str, Any], history: lis
         "psnr": final["psnr"],
         "psnr_std": final["psnr_std"],
         "psnr_of_mean_mse": final["psnr_of_mean_mse"],
+        "ssim": final["ssim"],
+        "ssim_std": final["ssim_std"],
+        "ms_ssim": final["ms_ssim"],
+        "ms_ssim_std": final["ms_ssim_std"],
+        "ssim_setting": ssim_setting(*model.image_shape[1:]).describe(),
         "test_images": final["images"],
         "bits_per_image": budget.bits_per_image,
         "budget": {"continuous": budget.continuous, "discrete": budget.discrete},
@@ -40,50 +47,10 @@ def make_summary(model: DiscreteAutoencoder, final: dict[str, Any], history: lis
     }
 
 
-METRICS_FILE = "metrics.jsonl"
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Strict JSON (no NaN/Infinity, which JSON parsers reject), written atomically."""
-    try:
-        text = json.dumps(obj, indent=2, allow_nan=False)
-    except ValueError:
-        raise HierVQError(f"{path}: refusing to write non-finite numbers (NaN/inf): {_nonfinite_keys(obj)}") from None
-    atomic_write_bytes(path, (text + "\n").encode())
-
-
-def _nonfinite_keys(obj: Any, prefix: str = "") -> str:
-    if isinstance(obj, dict):
-        found = [_nonfinite_keys(v, f"{prefix}{k}.") for k, v in obj.items()]
-    elif isinstance(obj, (list, tuple)):
-        found = [_nonfinite_keys(v, f"{prefix}{i}.") for i, v in enumerate(obj)]
-    else:
-        return prefix.rstrip(".") if isinstance(obj, float) and not math.isfinite(obj) else ""
-    return ", ".join(f for f in found if f)
-
-
-def append_metrics(run_dir: Path, record: dict) -> None:
-    """Append one epoch's record to ``run_dir/metrics.jsonl``."""
-    path = Path(run_dir) / METRICS_FILE
-    try:
-        with open(path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-    except OSError as exc:
-        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def write_metrics(run_dir: Path, history: list[dict]) -> None:
-    """Replace ``run_dir/metrics.jsonl`` by ``history`` atomically (on resume: drop lines written after the
-    checkpoint)."""
-    atomic_write_bytes(Path(run_dir) / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in history).encode())
-
-
 def read_metrics(run_dir: Path) -> list[dict]:
-    """The per-epoch records of ``run_dir/metrics.jsonl`` ([] when there is none)."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The per-epoch records of ``run_dir/metrics.jsonl`` ([] when there is none); :meth:`RunDir.read_metrics
+    <hiervq.layout.RunDir.read_metrics>`, kept for compatibility."""
+    return RunDir(run_dir).read_metrics()
 
 
 def write_report(
@@ -96,7 +63,7 @@ def write_report(
     title: str = "hiervq run",
 ) -> None:
     """Write the figures and ``report.md`` of a finished run into ``run_dir``."""
-    from ..metrics.plots import plot_curves, plot_lorenz, plot_reconstructions
+    from ..metrics.plots import have_matplotlib, plot_curves, plot_lorenz, plot_reconstructions
 
     run_dir = Path(run_dir)
     model.eval()
@@ -105,10 +72,17 @@ def write_report(
     with torch.no_grad():
         recon = model(x.to(device)).recon.cpu()
     plot_reconstructions(x, recon, run_dir / "reconstructions.png")
+    sizes = [lv["codebook_size"] for lv in summary["levels"]]
     if history:
-        plot_curves(history, run_dir / "curves.png")
+        plot_curves(history, run_dir / "curves.png", codebook_sizes=sizes)
     labels = [f"level {i} {tuple(lv['grid'])} K={lv['codebook_size']}" for i, lv in enumerate(summary["levels"])]
     plot_lorenz(counts, labels, run_dir / "usage.png")
+    charts = have_matplotlib()
+    no_chart = "\n(not drawn: matplotlib is not installed; `pip install 'hiervq[plots]'` and rerun to get it)\n"
+    usage_figure = "![code usage](usage.png)" if charts else no_chart
+    curves_figure = "![curves](curves.png)" if charts else no_chart
+    ssim_row = (f"{summary['ssim']:.4f} ± {summary['ssim_std']:.4f} | {summary['ms_ssim']:.4f} ± "
+                f"{summary['ms_ssim_std']:.4f}" if "ssim" in summary else "- | -")
 
     rows = "\n".join(
         f"| {i} | {'x'.join(str(v) for v in lv['grid'])} | {lv['codebook_size']} | {lv['code_dim']} | "
@@ -123,13 +97,15 @@ Model `{summary['model']}`, {summary['params']:,} parameters, trained {summary['
 
 ## Test reconstruction ({summary['test_images']} images, pixels on [0, 1])
 
-| MSE | PSNR (dB, mean ± std over images) | bits per image | continuous budget | discrete budget |
-|-----|-----------------------------------|----------------|-------------------|-----------------|
-| {summary['mse']:.3e} | {summary['psnr']:.2f} ± {summary['psnr_std']:.2f} | {summary['bits_per_image']:.0f} | {summary['budget']['continuous']:,} | {summary['budget']['discrete']:,} |
+| MSE | PSNR (dB) | SSIM | MS-SSIM | bits per image | continuous budget | discrete budget |
+|-----|-----------|------|---------|----------------|-------------------|-----------------|
+| {summary['mse']:.3e} | {summary['psnr']:.2f} ± {summary['psnr_std']:.2f} | {ssim_row} | {summary['bits_per_image']:.0f} | {summary['budget']['continuous']:,} | {summary['budget']['discrete']:,} |
+
+Means ± standard deviations over the test images. {summary.get('ssim_setting', '')}.
 
 ![reconstructions](reconstructions.png)
 
-Originals (odd rows) above their reconstructions (even rows).
+Rows alternate originals and their reconstructions (labelled on the left).
 
 ## Codebooks (test set)
 
@@ -137,13 +113,13 @@ Originals (odd rows) above their reconstructions (even rows).
 |-------|------|---|----------|------------|------------|---------------|------------|------|
 {rows}
 
-![code usage](usage.png)
+{usage_figure}
 
 ## Training
 
-![curves](curves.png)
+{curves_figure}
 
 Per-epoch numbers are in `metrics.jsonl`; the resolved configuration is `config.yaml`; the model is in
 `model/` (load it with `hiervq.load("{run_dir}")`).
 """
-    atomic_write_bytes(run_dir / "report.md", text.encode())
+    atomic_write_bytes(RunDir(run_dir).report, text.encode())

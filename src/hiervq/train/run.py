@@ -1,18 +1,13 @@
 """A training run end to end: run directory, data, model, Trainer, final evaluation, saved model and report.
 
-Run directory layout::
-
-    RUN/config.yaml          resolved configuration
-    RUN/metrics.jsonl        one line per epoch (train averages, test evaluation)
-    RUN/checkpoints/last.pt  written atomically after every epoch; ``--resume RUN`` continues from it
-    RUN/model/               config.json + model.safetensors (``hiervq.load(RUN)``)
-    RUN/summary.json         final test metrics; RUN/report.md with reconstructions/curves/usage PNGs
-    RUN/.hiervq-run          marks the directory as a run: ``--overwrite`` replaces nothing else
-    .RUN.lock                beside the run: held by the process writing it (see :mod:`hiervq.train.rundir`)
+The run directory's layout is :class:`hiervq.layout.RunDir` (config.yaml, metrics.jsonl, checkpoints/last.pt,
+model/, summary.json, report.md and its PNGs, tensorboard/ when asked for, the marker ``.hiervq-run``); the process
+writing it holds the lock ``.RUN.lock`` beside it (see :mod:`hiervq.train.rundir`).
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 from typing import Any
@@ -20,16 +15,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import DataSplits, load_data
+from ..data import DataConfig, DataSplits, load_data
 from ..errors import ConfigError, DataError, HierVQError
+from ..io import atomic_write_bytes
+from ..layout import RunDir
 from ..models.base import DiscreteAutoencoder
-from ..pretrained import atomic_write_bytes, load_state
-from .checkpoint import CHECKPOINT_DIR, LAST, checkpoint_path, has_checkpoint, load_checkpoint
+from ..pretrained import load_state, save_pretrained
+from .checkpoint import load_checkpoint
 from .config import RunConfig, config_from_dict, dump_config, read_yaml_mapping
 from .distributed import DistInfo, barrier, cleanup, env_device, setup
-from .report import make_summary, write_json, write_metrics, write_report
+from .report import make_summary, write_report
 from .rundir import (
-    RUN_MARKER,
     RunLock,
     check_run_dir,
     mark_output_dir,
@@ -39,7 +35,7 @@ from .rundir import (
 )
 from .trainer import Callback, Trainer
 
-CONFIG_FILE = "config.yaml"
+logger = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int) -> None:
@@ -67,18 +63,19 @@ def prepare_run_dir(run_dir: str | Path, resume: bool = False, overwrite: bool =
 def check_resumable(run_dir: str | Path) -> None:
     """Raise HierVQError unless ``run_dir`` can be resumed: it has a checkpoint, or it is a run hiervq started
     (marker and config.yaml) that stopped before its first checkpoint, which ``--resume`` starts from scratch."""
-    run_dir = Path(run_dir)
-    if has_checkpoint(run_dir):
+    run = RunDir(run_dir)
+    if run.has_checkpoint():
         return
-    if not ((run_dir / RUN_MARKER).is_file() and (run_dir / CONFIG_FILE).is_file()):
-        raise HierVQError(f"{run_dir}: nothing to resume (no {CHECKPOINT_DIR}/{LAST}, and not a run hiervq started)")
+    if not (run.marker.is_file() and run.config.is_file()):
+        raise HierVQError(f"{run}: nothing to resume (no {RunDir.CHECKPOINTS}/{RunDir.LAST}, and not a run hiervq "
+                          "started)")
 
 
 def read_run_config(run_dir: str | Path) -> RunConfig:
     """The resolved :class:`RunConfig` a run directory was trained with."""
-    path = Path(run_dir) / CONFIG_FILE
+    path = RunDir(run_dir).config
     if not path.is_file():
-        raise HierVQError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
+        raise HierVQError(f"{run_dir}: not a run directory (no {RunDir.CONFIG})")
     return config_from_dict(read_yaml_mapping(path), str(path))
 
 
@@ -115,11 +112,15 @@ def train_run(
     (:func:`~hiervq.train.rundir.start_run_dir`).
     """
     dist: DistInfo = setup(config.train.device)
-    lock = None
+    lock = board = None
     try:
         run_dir = Path(run_dir)
-        checkpoint = checkpoint_path(run_dir)
+        run = RunDir(run_dir)
         check = (lambda: check_resumable(run_dir)) if resume else (lambda: check_run_dir(run_dir, overwrite=overwrite))
+        if config.train.tensorboard and dist.is_main:
+            from ..extras import require
+
+            require("tensorboard", "train.tensorboard: true")  # before anything is written
         if dist.is_main:
             check()  # refuse before reading the data
         seed_everything(config.seed)
@@ -132,44 +133,56 @@ def train_run(
             if resume:
                 remove_stale_tmp(run_dir)  # of atomic writes that a kill interrupted
                 mark_output_dir(run_dir)  # runs from before the marker: recognisable from now on
-        state = load_checkpoint(checkpoint) if resume and has_checkpoint(run_dir) else None
+        state = load_checkpoint(run.checkpoint) if resume and run.has_checkpoint() else None
         if state is not None:
-            load_state(model, state["model"], str(checkpoint))  # a mismatch names the parameters and shapes
+            load_state(model, state["model"], str(run.checkpoint))  # a mismatch names the parameters and shapes
         if dist.is_main:
             if not resume:  # validated: only now replace an old run (a typo must not destroy it)
-                start_run_dir(run_dir, {CONFIG_FILE: dump_config(config).encode()})
+                start_run_dir(run_dir, {RunDir.CONFIG: dump_config(config).encode()})
             else:
                 # config.yaml is always the config that runs (e.g. after --resume --set train.epochs=3)
                 text = dump_config(config).encode()
-                if not (run_dir / CONFIG_FILE).is_file() or (run_dir / CONFIG_FILE).read_bytes() != text:
-                    atomic_write_bytes(run_dir / CONFIG_FILE, text)
+                if not run.config.is_file() or run.config.read_bytes() != text:
+                    atomic_write_bytes(run.config, text)
                 if state is None:  # stopped before its first checkpoint: start it again
-                    write_metrics(run_dir, [])
-                    print(f"{run_dir}: no checkpoint yet; starting the run from the beginning", flush=True)
+                    run.write_metrics([])
+                    logger.info("%s: no checkpoint yet; starting the run from the beginning", run_dir)
         barrier(dist)
         if dist.is_main:
-            print(f"model {config.model_name}: {model.num_parameters():,} parameters; {model.budget()}", flush=True)
-            print(f"data {config.data.name}: {len(data.train)} train / {len(data.test)} test images {data.train.shape}", flush=True)
+            logger.info(f"model {config.model_name}: {model.num_parameters():,} parameters; {model.budget()}")
+            logger.info(f"data {config.data.name}: {len(data.train)} train / {len(data.test)} test images {data.train.shape}")
+        callbacks = list(callbacks)
+        if config.train.tensorboard and dist.is_main:
+            from .tensorboard import TensorBoardLogger
+
+            board = TensorBoardLogger(run_dir, data.test.batch(slice(0, 16))[0],
+                                      resume_step=int(state["step"]) if state is not None else None)
+            callbacks.append(board)
         trainer = Trainer(config.train, run_dir, seed=config.seed, dist=dist, callbacks=callbacks)
         history = trainer.fit(model, data, resume=state)
         summary: dict[str, Any] = {}
         if dist.is_main:
-            summary = finish_run(run_dir, model, data, trainer, history)
+            summary = finish_run(run_dir, model, data, trainer, history, config.data)
         barrier(dist)
         return summary
     finally:
+        if board is not None:
+            board.close()
         if lock is not None:
             lock.release()
         cleanup(dist)
 
 
-def finish_run(run_dir: Path, model: DiscreteAutoencoder, data: DataSplits, trainer: Trainer, history: list[dict]) -> dict:
-    """Final full test evaluation, ``summary.json``, the saved model and the report."""
+def finish_run(run_dir: Path, model: DiscreteAutoencoder, data: DataSplits, trainer: Trainer, history: list[dict],
+               data_config: DataConfig | None = None) -> dict:
+    """Final full test evaluation, ``summary.json``, the saved model (with ``data_config`` described in its
+    config.json) and the report."""
     final = trainer.evaluate(model, data.test, with_counts=True)
     counts = final.pop("counts")
     summary = make_summary(model, final, history, trainer.train_seconds)
-    model.save_pretrained(run_dir / "model")
-    write_json(run_dir / "summary.json", summary)
+    run = RunDir(run_dir)
+    save_pretrained(model, run.model, data=data_config.describe(data.train.shape) if data_config else None)
+    run.write_summary(summary)
     write_report(run_dir, model, data.test, summary, history, counts, title=f"hiervq run {run_dir.name}")
     trainer.log(
         f"done: test MSE {summary['mse']:.3e}, PSNR {summary['psnr']:.2f} dB, "
@@ -178,9 +191,11 @@ def finish_run(run_dir: Path, model: DiscreteAutoencoder, data: DataSplits, trai
     return summary
 
 
-def evaluate_run(run_dir: str | Path, config: RunConfig | None = None, split: str = "test") -> dict[str, Any]:
+def evaluate_run(run_dir: str | Path, config: RunConfig | None = None, split: str = "test",
+                 metrics: tuple | list = ()) -> dict[str, Any]:
     """Evaluate a finished run's saved model on a split of its data (or of ``config.data``); ``split="all"``
-    evaluates every image the data holds (train, val and test together)."""
+    evaluates every image the data holds (train, val and test together). ``metrics``: perceptual metrics to add
+    (:mod:`hiervq.metrics.perceptual`)."""
     import torch
 
     from ..data import ImageSet
@@ -200,7 +215,7 @@ def evaluate_run(run_dir: str | Path, config: RunConfig | None = None, split: st
         raise DataError(f"{config.data.path or config.data.name}: {dataset.shape[0]}-channel images, the model "
                         f"expects {model.config.in_channels} (set data.channels: {model.config.in_channels} to convert)")
     trainer = Trainer(config.train, None, seed=config.seed)
-    result = trainer.evaluate(model, dataset)
+    result = trainer.evaluate(model, dataset, metrics=metrics)
     result["split"] = split
     result["bits_per_image"] = model.budget().bits_per_image
     return result

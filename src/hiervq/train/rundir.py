@@ -15,6 +15,9 @@ Every process that writes a run directory holds :class:`RunLock` for its whole l
 before and after a swap, and exists before the run directory does). The holder's PID is written to the sidecar
 ``.NAME.lock.pid`` (the lock file itself may be truncated by a contender's open with older filelock versions); the
 sidecar is removed on release, the empty lock file is kept (deleting a lock file others may have opened is a race).
+
+Which file lives where in a run is :class:`hiervq.layout.RunDir` (re-exported here); the names the output folders
+of compare, sweep and classify use are in :mod:`hiervq.layout` too, so :data:`KNOWN_ENTRIES` is built from them.
 """
 
 from __future__ import annotations
@@ -27,33 +30,40 @@ import tempfile
 from pathlib import Path
 
 from ..errors import HierVQError
-from ..pretrained import atomic_write_bytes, umask
+from ..io import atomic_write_bytes, umask
+from ..layout import (
+    CLASSIFY_RESULT,
+    COMPARE_RESULT,
+    COMPARE_RUNS,
+    POINT_FILE,
+    PRETRAIN_DIR,
+    RUNS_ROOT,
+    SWEEP_POINTS,
+    SWEEP_RESULT,
+    SWEEP_TABLE,
+    RunDir,
+)
 
-RUN_MARKER = ".hiervq-run"
+RUN_MARKER = RunDir.MARKER
 #: what hiervq writes at the top of a run, prior run, compare, sweep or classify output directory
 KNOWN_ENTRIES = frozenset({
-    RUN_MARKER, "config.yaml", "checkpoints", "model", "metrics.jsonl", "summary.json", "report.md", "codes.npz",
-    "priors", "analysis", "study",  # runs and prior runs
-    "hier", "single", "compare.json",  # compare
-    "points", "point.json", "sweep.json", "sweep.csv",  # sweep
-    "pretrain", "results.json",  # classify
+    *RunDir.ENTRIES,  # runs and prior runs
+    *COMPARE_RUNS, COMPARE_RESULT,  # compare
+    SWEEP_POINTS, POINT_FILE, SWEEP_RESULT, SWEEP_TABLE,  # sweep
+    PRETRAIN_DIR, CLASSIFY_RESULT,  # classify
 })
 #: names of figures, lock files, interrupted swaps and atomic-write temp files
 KNOWN_PATTERNS = ("*.png", ".*.lock", ".*.lock.pid", ".*.new-*", ".*.old-*", ".*.tmp")
-LEGACY_RESULT_FILES = ("compare.json", "sweep.json", "results.json")
+LEGACY_RESULT_FILES = (COMPARE_RESULT, SWEEP_RESULT, CLASSIFY_RESULT)
 #: the temporary names :func:`hiervq.pretrained.atomic_write_bytes` writes through (``.NAME.<8 chars>.tmp``)
 STALE_TMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
-STALE_TMP_DIRS = ("", "checkpoints", "model", "study")
-
-
-#: where a command that is given no ``--out`` writes: ``runs/<config name>``
-RUNS_ROOT = "runs"
+STALE_TMP_DIRS = RunDir.WRITTEN_DIRS
 
 
 def default_run_dir(config: str | os.PathLike | None) -> Path:
     """The run directory of a config without ``--out``: ``runs/<config file name without suffix>`` (``runs/default``
     without a config file)."""
-    return Path(RUNS_ROOT) / (Path(config).stem if config else "default")
+    return RunDir.default(config).path
 
 
 def _is_known(name: str) -> bool:
@@ -63,9 +73,10 @@ def _is_known(name: str) -> bool:
 def is_hiervq_output(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a directory hiervq wrote (marker, or the layout of a run from before the marker)."""
     path = Path(path)
-    if (path / RUN_MARKER).is_file():
+    run = RunDir(path)
+    if run.marker.is_file():
         return True
-    if (path / "config.yaml").is_file() and ((path / "checkpoints").is_dir() or (path / "model").is_dir()):
+    if run.config.is_file() and ((path / RunDir.CHECKPOINTS).is_dir() or run.model.is_dir()):
         return True
     return any((path / name).is_file() for name in LEGACY_RESULT_FILES)
 
@@ -305,11 +316,14 @@ class RunLock:
 
 __all__ = [
     "KNOWN_ENTRIES",
+    "RUNS_ROOT",
     "RUN_MARKER",
+    "RunDir",
     "RunLock",
     "check_output_path",
     "check_replaceable",
     "check_run_dir",
+    "default_run_dir",
     "is_hiervq_output",
     "lock_path",
     "mark_output_dir",

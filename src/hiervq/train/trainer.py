@@ -6,7 +6,7 @@ with ``loss``, named ``losses``, ``recon``, ``codes`` and per-level ``stats``.
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,14 +18,17 @@ from torch.utils.data import DistributedSampler
 
 from ..data import DataSplits, ImageSet
 from ..errors import DivergedError
+from ..layout import RunDir
+from ..log import progress
 from ..metrics import EvalAccumulator, mse_per_image, psnr
 from ..models.base import DiscreteAutoencoder
 from ..pretrained import load_state, nonfinite_tensors
-from .checkpoint import checkpoint_path, has_checkpoint, save_checkpoint
+from .checkpoint import save_checkpoint
 from .config import PhaseConfig, TrainConfig
 from .distributed import DistInfo, barrier, wrap_ddp
 from .engine import Task, lr_factor, make_optimizer, make_scheduler  # noqa: F401 - lr_factor re-exported
-from .report import append_metrics, write_metrics
+
+logger = logging.getLogger(__name__)
 
 Callback = Callable[["Trainer", dict], None]
 
@@ -156,6 +159,7 @@ class Trainer:
     ) -> None:
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.run = RunDir(run_dir) if run_dir is not None else None  # its layout
         self.seed = seed
         self.dist = dist or DistInfo(device=_auto_device(config.device))
         self.callbacks = list(callbacks)
@@ -168,11 +172,11 @@ class Trainer:
     # ------------------------------------------------------------------ helpers
     def log(self, message: str) -> None:
         if self.dist.is_main:
-            print(message, file=sys.stderr, flush=True)
+            logger.info(message)
 
     @property
     def checkpoint_path(self) -> Path | None:
-        return None if self.run_dir is None else checkpoint_path(self.run_dir)
+        return None if self.run is None else self.run.checkpoint
 
     def _batches(self, dataset: ImageSet, epoch: int) -> list[torch.Tensor]:
         bs = self.config.batch_size
@@ -200,14 +204,16 @@ class Trainer:
         limit: int | None = None,
         with_counts: bool = False,
         per_image: bool = False,
+        metrics: tuple | list = (),
     ) -> dict[str, Any]:
-        """MSE/PSNR (mean and std over images, on [0, 1]), mean loss terms and codebook health per level
-        (see :meth:`hiervq.metrics.EvalAccumulator.result`); ``per_image`` adds ``mse_per_image`` (N,)."""
+        """MSE/PSNR/SSIM/MS-SSIM (mean and std over images, on [0, 1]), mean loss terms and codebook health per
+        level (see :meth:`hiervq.metrics.EvalAccumulator.result`); ``per_image`` adds ``mse_per_image`` (N,);
+        ``metrics`` are perceptual metrics (:class:`hiervq.metrics.perceptual.PerceptualMetric`) to add."""
         model = _unwrap(model)
         was_training = model.training
         model.eval()
         device = self.dist.device
-        acc = EvalAccumulator([lv.codebook_size for lv in model.levels])
+        acc = EvalAccumulator([lv.codebook_size for lv in model.levels], metrics)
         n = len(dataset) if limit is None else min(limit, len(dataset))
         bs = self.config.eval_batch_size
         for start in range(0, n, bs):
@@ -373,7 +379,7 @@ class Trainer:
     def _diverged(self, what: str) -> str:
         """The one-line message of a divergence (``what``: when, and what went non-finite) and what was kept."""
         path = self.checkpoint_path
-        if self.run_dir is not None and has_checkpoint(self.run_dir):
+        if self.run is not None and self.run.has_checkpoint():
             kept = f"the last finite checkpoint {path} (step {self.history[-1]['step'] if self.history else 0}) is kept"
         else:
             kept = "no checkpoint was written before it"
@@ -383,13 +389,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ bookkeeping
     def _append_metrics(self, record: dict) -> None:
-        if self.run_dir is not None:
-            append_metrics(self.run_dir, record)
+        if self.run is not None:
+            self.run.append_metrics(record)
 
     def _rewrite_metrics(self) -> None:
         """On resume, make metrics.jsonl agree with the checkpoint's history (drop lines written after it)."""
-        if self.run_dir is not None and self.dist.is_main:
-            write_metrics(self.run_dir, self.history)
+        if self.run is not None and self.dist.is_main:
+            self.run.write_metrics(self.history)
 
     def _save(self, task: Task, optimizer, scheduler, phase_index: int, phase_epoch: int) -> None:
         path = self.checkpoint_path
@@ -426,8 +432,5 @@ def _auto_device(name: str) -> torch.device:
 
 
 def _progress(items: list, desc: str, enabled: bool):
-    if not enabled:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0, disable=None)  # off without a TTY
+    """A tqdm bar on a terminal, a progress line every ``HIERVQ_PROGRESS_INTERVAL`` s otherwise (:mod:`hiervq.log`)."""
+    return progress(items, desc, enabled)

@@ -1,0 +1,331 @@
+"""A trained autoencoder and its priors as an image codec: images -> entropy-coded files -> images.
+
+The codes ``model.encode(x)`` gives are range coded (``constriction``) level by level, top first, each position
+with its prior's probabilities given the codes before it and the level above, in the order sampling walks them
+(:meth:`hiervq.priors.PriorKind.walk`). The encoder takes all those probabilities from one pass of the priors
+(:meth:`~hiervq.priors.PriorKind.logits`); the decoder walks the positions one by one, so both sides round the
+priors' float64 logits to integer tables that are certain to agree (:mod:`hiervq.codec.tables`). A class-
+conditional prior needs a label: the encoder picks the class under which the codes cost the fewest bits and codes
+it first, uniformly (log2(classes) bits). The file format is :mod:`hiervq.codec.format`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import DataError, HierVQError
+from ..priors import prior_kind_for, takes_labels
+from ..schema import to_dict
+from . import tables
+from .format import Header, pack, unpack
+
+MAX_PIXELS = 1 << 26  # larger images in a header are refused (a damaged or hostile file)
+
+
+def _constriction():
+    try:
+        import constriction
+    except ImportError:
+        raise HierVQError("compression needs the constriction package: pip install 'hiervq[compress]'") from None
+    return constriction
+
+
+def _id_config(config) -> dict:
+    """A config as :func:`model_id` hashes it: keys renamed since format version 1 (``RENAMED_KEYS``, e.g. the
+    priors' ``codebook_size``, then ``num_codes``) under their old names, so that a rename changes no model's id and
+    files compressed before it still decompress."""
+    old_names = {new: old for old, new in getattr(type(config), "RENAMED_KEYS", {}).items()}
+    return {old_names.get(key, key): value for key, value in to_dict(config).items()}
+
+
+def model_id(model: nn.Module, priors: list[nn.Module]) -> bytes:
+    """4 bytes naming an autoencoder and its priors (in coding order): SHA-256 of their registry names, configs
+    (keys as named in format version 1) and weights."""
+    h = hashlib.sha256(b"hiervq-codec")
+    for module in [model, *priors]:
+        meta = {"model": getattr(module, "registry_name", type(module).__name__), "config": _id_config(module.config)}
+        h.update(json.dumps(meta, sort_keys=True).encode())
+        for key, value in module.state_dict().items():
+            t = value.detach().cpu().contiguous()
+            h.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.digest()[:4]
+
+
+@dataclass
+class Compressed:
+    """A batch's files and what went into them.
+
+    Attributes:
+        files: one compressed file (bytes) per image.
+        codes: the codes in the ``codes_to_list`` layout, as ``model.encode`` gave them.
+        labels: (B,) the class each image was coded under, or ``None`` (unconditional priors).
+        bits: (B,) float64: the priors' estimate, -log2 p(codes | label) + log2(classes) for the label, in bits.
+    """
+
+    files: list[bytes]
+    codes: list[torch.Tensor]
+    labels: torch.Tensor | None
+    bits: torch.Tensor
+
+
+def _words(payload: bytes) -> np.ndarray:
+    """The range coder's 32-bit words from a payload, padded with zero bytes."""
+    padded = payload + bytes(-len(payload) % 4)
+    return np.frombuffer(padded, dtype=">u4").astype(np.uint32)
+
+
+class Codec:
+    """Compress images with ``model`` and its ``priors`` ({level: prior}, one per level the model's prior kind
+    needs) and decompress them again. Build it from a run with :meth:`from_run`.
+
+    >>> codec = Codec.from_run("runs/cifar")                    # doctest: +SKIP
+    >>> files = codec.compress(images)   # (B, C, H, W) on [0, 1] -> B files (bytes)   # doctest: +SKIP
+    >>> codec.decompress(files).shape    # (B, C, H, W) on [0, 1]                      # doctest: +SKIP
+    """
+
+    def __init__(self, model: nn.Module, priors: dict[int, nn.Module], device: str | torch.device | None = None,
+                 run: str | os.PathLike = "RUN") -> None:
+        self.family = _constriction().stream.model.Categorical(perfect=False)
+        self.kind = prior_kind_for(model)
+        self.levels = self.kind.prior_levels(model)  # coding order: top first
+        missing = [lv for lv in self.levels if lv not in priors]
+        if missing:
+            raise HierVQError(f"{run}: no prior for level(s) {', '.join(map(str, missing))}; run `hiervq prior {run} "
+                              "--level all` first")
+        deep = [lv for lv in self.levels if model.levels[lv].depth != 1]
+        if deep:
+            raise HierVQError(f"level {deep[0]} has {model.levels[deep[0]].depth} codes per position; the priors and "
+                              "the codec model one")
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.id = model_id(model, [priors[lv] for lv in self.levels])
+        self.model = model.to(self.device).eval()
+        self.priors = {lv: copy.deepcopy(priors[lv]).double().to(self.device).eval() for lv in self.levels}
+        classes = {self.priors[lv].config.num_classes for lv in self.levels if takes_labels(self.priors[lv])}
+        if len(classes) > 1:
+            raise HierVQError(f"the priors are conditioned on different numbers of classes ({sorted(classes)})")
+        self.num_classes: int | None = classes.pop() if classes else None
+        self._grids: dict[tuple[int, int], list[tuple[int, ...]]] = {}
+
+    @classmethod
+    def from_run(cls, run: str | os.PathLike, prior_dirs: list | None = None,
+                 device: str | torch.device | None = None) -> Codec:
+        """The codec of an autoencoder run and its priors (``prior_dirs``, default every prior under
+        ``RUN/priors/``); ``device`` defaults to ``$HIERVQ_DEVICE`` (cpu)."""
+        from ..layout import RunDir
+        from ..pretrained import load
+        from ..train.distributed import env_device
+        from ..train.prior import load_priors
+
+        model = load(run)
+        dirs = list(prior_dirs or [prior.path for prior in RunDir(run).find_priors()])
+        if not dirs:
+            raise HierVQError(f"{run}: no trained priors under {RunDir(run).priors}; run `hiervq prior "
+                              f"{run} --level all` first")
+        priors, _ = load_priors(run, dirs, model)
+        return cls(model, priors, device or env_device(), run)
+
+    # ------------------------------------------------------------------ shapes
+    def grids(self, height: int, width: int) -> list[tuple[int, ...]]:
+        """The code grid of each coded level (coding order) for an H x W image."""
+        if (height, width) == tuple(self.model.image_shape[1:]):
+            return [tuple(self.model.levels[lv].grid) for lv in self.levels]
+        if (height, width) not in self._grids:
+            c = self.model.image_shape[0]
+            try:
+                codes = self.model.codes_to_list(self.model.encode(torch.zeros(1, c, height, width, device=self.device)))
+            except (DataError, ValueError, RuntimeError) as exc:
+                raise DataError(f"this model cannot code {height}x{width} images ({str(exc).splitlines()[0]})") from None
+            grids = [tuple(codes[lv].shape[1:]) for lv in self.levels]
+            if not self.kind.any_grid and grids != [tuple(self.model.levels[lv].grid) for lv in self.levels]:
+                _, h, w = self.model.image_shape
+                raise DataError(f"the priors model {h}x{w} images only, not {height}x{width} (drop --keep-size)")
+            self._grids[height, width] = grids
+        return self._grids[height, width]
+
+    # ------------------------------------------------------------------ compression
+    @torch.no_grad()
+    def _logits(self, codes: list[torch.Tensor], labels: torch.Tensor | None) -> list[torch.Tensor]:
+        return [self.kind.logits(self.priors[lv], codes, labels, lv).double() for lv in self.levels]
+
+    @torch.no_grad()
+    def _best_labels(self, codes: list[torch.Tensor]) -> torch.Tensor:
+        """(B,) the class under which each image's codes cost the fewest bits."""
+        b = codes[0].shape[0]
+        nll = torch.stack([
+            sum(self.kind.nll(self.priors[lv], codes, torch.full((b,), c, device=self.device), lv) for lv in self.levels)
+            for c in range(self.num_classes)
+        ])
+        return nll.argmin(0)
+
+    def _phases(self, logits: list[torch.Tensor]) -> list[int]:
+        """Per image the first rounding phase whose tables are robust at every position of every level."""
+        ok = torch.stack([
+            torch.stack([tables.robust(lg, p).all(-1) for lg in logits]).all(0) for p in range(tables.PHASES)
+        ])  # (phases, B)
+        if not bool(ok.any(0).all()):
+            bad = int((~ok.any(0)).nonzero()[0])
+            raise HierVQError(f"image {bad}: the priors' probabilities cannot be rounded robustly (non-finite logits?)")
+        return ok.int().argmax(0).tolist()
+
+    def _decodes(self, payload: bytes, symbols: list[np.ndarray], weights: list[np.ndarray]) -> bool:
+        decoder = _constriction().stream.queue.RangeDecoder(_words(payload))
+        try:
+            return all(np.array_equal(decoder.decode(self.family, w), s) for s, w in zip(symbols, weights))
+        except Exception:  # noqa: BLE001 - a stream that does not decode is simply not short enough
+            return False
+
+    def _encode_stream(self, symbols: list[np.ndarray], weights: list[np.ndarray]) -> bytes:
+        """The range-coded stream, trimmed to the fewest bytes that still decode (zero padding): of all n-byte
+        strings only the two nearest the coder's final point can decode, so try those for n = len-1, len-2, ..."""
+        encoder = _constriction().stream.queue.RangeEncoder()
+        for s, w in zip(symbols, weights):
+            encoder.encode(s, self.family, w)
+        full = encoder.get_compressed().astype(">u4").tobytes()
+        best = full
+        for n in range(len(full) - 1, -1, -1):
+            up = int.from_bytes(full[:n], "big") + 1
+            candidates = [full[:n]] + ([up.to_bytes(n, "big")] if n and up < 1 << (8 * n) else [])
+            found = next((c for c in candidates if self._decodes(c, symbols, weights)), None)
+            if found is None:
+                break
+            best = found
+        return best
+
+    @torch.no_grad()
+    def compress_codes(self, codes: list[torch.Tensor], image_size: tuple[int, int]) -> Compressed:
+        """Compress codes (the ``codes_to_list`` layout of a batch of ``image_size`` (H, W) images)."""
+        codes = [c.to(self.device, torch.long) for c in codes]
+        b = codes[0].shape[0]
+        grids = self.grids(*image_size)
+        got = [tuple(codes[lv].shape[1:]) for lv in self.levels]
+        if got != grids:
+            raise DataError(f"codes of grids {got} do not belong to {image_size[0]}x{image_size[1]} images ({grids})")
+        labels = self._best_labels(codes) if self.num_classes else None
+        logits = self._logits(codes, labels)  # per level (B, n, K)
+        symbols = [codes[lv].reshape(b, -1) for lv in self.levels]
+        nats = sum(F.cross_entropy(lg.transpose(1, 2), s, reduction="none").sum(1) for lg, s in zip(logits, symbols))
+        bits = nats.cpu() / math.log(2) + (math.log2(self.num_classes) if self.num_classes else 0.0)
+        phases = self._phases(logits)
+        files = []
+        for i in range(b):
+            syms = [s[i].cpu().numpy().astype(np.int32) for s in symbols]
+            weights = [tables.weights(lg[i], phases[i]).cpu().numpy() for lg in logits]
+            if labels is not None:
+                syms.insert(0, labels[i : i + 1].cpu().numpy().astype(np.int32))
+                weights.insert(0, np.ones((1, self.num_classes)))
+            header = Header(self.id, tuple(image_size), tuple(grids), phases[i], labels is not None)
+            files.append(pack(header, self._encode_stream(syms, weights)))
+        return Compressed(files, [c.cpu() for c in codes], None if labels is None else labels.cpu(), bits)
+
+    @torch.no_grad()
+    def compress_batch(self, images: torch.Tensor) -> Compressed:
+        """Compress images (B, C, H, W), floating point on [0, 1]: one file per image, and what went into them."""
+        if not isinstance(images, torch.Tensor) or images.ndim != 4:
+            raise DataError(f"expected images (B, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
+        codes = self.model.codes_to_list(self.model.encode(images.to(self.device)))
+        return self.compress_codes(codes, tuple(images.shape[-2:]))
+
+    def compress(self, images: torch.Tensor, batch_size: int = 64) -> list[bytes]:
+        """One file (bytes) per image of ``images`` (B, C, H, W) on [0, 1], in batches of ``batch_size``."""
+        return [f for s in range(0, len(images), batch_size) for f in self.compress_batch(images[s : s + batch_size]).files]
+
+    # ------------------------------------------------------------------ decompression
+    def read(self, data: bytes, name: str = "data") -> tuple[Header, bytes]:
+        """(header, payload) of a file this codec can decompress; a one-line :class:`HierVQError` naming ``name``
+        for anything else (another model, a damaged or truncated file)."""
+        header, payload = unpack(data, name)
+        if header.model_id != self.id:
+            raise HierVQError(f"{name}: compressed with model {header.model_id.hex()}, but this autoencoder and its "
+                              f"priors are {self.id.hex()}; decompress it with the run that compressed it")
+        if header.labelled != (self.num_classes is not None):
+            raise DataError(f"{name}: corrupt header (class label flag)")
+        if header.image_size[0] * header.image_size[1] > MAX_PIXELS:
+            raise DataError(f"{name}: an image of {header.image_size[0]}x{header.image_size[1]} pixels is larger than "
+                            "hiervq decodes")
+        try:
+            grids = self.grids(*header.image_size)
+        except DataError as exc:
+            raise DataError(f"{name}: {exc}") from None
+        if list(header.grids) != grids:
+            raise DataError(f"{name}: corrupt header (level grids {list(header.grids)}, the model gives {grids})")
+        return header, payload
+
+    @torch.no_grad()
+    def decompress_codes(self, files: list[bytes], names: list[str] | None = None) -> tuple[list[torch.Tensor], tuple[int, int]]:
+        """The codes (``codes_to_list`` layout) of files that hold images of one size, and that size (H, W)."""
+        names = names or [f"file {i}" for i in range(len(files))]
+        parsed = [self.read(f, n) for f, n in zip(files, names)]
+        sizes = {h.image_size for h, _ in parsed}
+        if len(sizes) != 1:
+            raise DataError(f"the files hold images of {len(sizes)} sizes; decompress each size separately")
+        (size,) = sizes
+        coder = _constriction().stream.queue
+        decoders = [coder.RangeDecoder(_words(p)) for _, p in parsed]
+        phases = torch.tensor([h.phase for h, _ in parsed], device=self.device)
+
+        def decode(b: int, weights: np.ndarray) -> int:
+            try:
+                return int(decoders[b].decode(self.family, weights)[0])
+            except Exception as exc:  # noqa: BLE001 - constriction's errors on a damaged stream
+                raise DataError(f"{names[b]}: corrupt stream ({exc})") from None
+
+        labels = None
+        if self.num_classes:
+            uniform = np.ones((1, self.num_classes))
+            labels = torch.tensor([decode(b, uniform) for b in range(len(files))], device=self.device)
+
+        def choose(level: int, logits: torch.Tensor) -> torch.Tensor:
+            w = tables.weights(logits.double(), phases).cpu().numpy()
+            return torch.tensor([decode(b, w[b : b + 1]) for b in range(len(files))], device=self.device)
+
+        grids = dict(zip(self.levels, self.grids(*size)))
+        codes = self.kind.walk(self.model, self.priors, len(files), labels, choose, grids)
+        return [c.cpu() for c in codes], size
+
+    @torch.no_grad()
+    def decompress(self, files: list[bytes], names: list[str] | None = None, batch_size: int = 64) -> torch.Tensor:
+        """Images (B, C, H, W) on [0, 1] (``model.decode`` clamped) from files that hold images of one size;
+        ``names`` (for messages) default to "file i"; decoded in batches of ``batch_size`` files."""
+        names = names or [f"file {i}" for i in range(len(files))]
+        if not files:
+            return torch.zeros(0, *self.model.image_shape)
+        if len({unpack(f, n)[0].image_size for f, n in zip(files, names)}) > 1:
+            raise DataError("the files hold images of different sizes; decompress each size separately")
+        out = []
+        for s in range(0, len(files), batch_size):
+            codes, _ = self.decompress_codes(files[s : s + batch_size], names[s : s + batch_size])
+            out.append(self.model.decode(self.model.codes_from_list([c.to(self.device) for c in codes])).clamp(0, 1).cpu())
+        return torch.cat(out)
+
+
+def _codec(run, priors, device) -> Codec:
+    return run if isinstance(run, Codec) else Codec.from_run(run, priors, device)
+
+
+def compress(run, images: torch.Tensor, priors: list | None = None, device=None) -> bytes | list[bytes]:
+    """Compress ``images`` with a run's autoencoder and priors (or a :class:`Codec`): (B, C, H, W) on [0, 1] ->
+    one file (bytes) per image; a single image (C, H, W) -> its bytes."""
+    codec = _codec(run, priors, device)
+    if isinstance(images, torch.Tensor) and images.ndim == 3:
+        return codec.compress(images[None])[0]
+    return codec.compress(images)
+
+
+def decompress(data: bytes | list[bytes], run, priors: list | None = None, device=None) -> torch.Tensor:
+    """Decompress files written by :func:`compress` with the same run (or :class:`Codec`): a list of files ->
+    images (B, C, H, W) on [0, 1]; one file (bytes) -> (C, H, W)."""
+    codec = _codec(run, priors, device)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return codec.decompress([bytes(data)])[0]
+    return codec.decompress([bytes(d) for d in data])

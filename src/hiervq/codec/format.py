@@ -1,0 +1,149 @@
+"""The compressed file format (``.hvq``): a small versioned header, a CRC-32 and one range-coded stream.
+
+Layout (multi-byte integers big-endian; "varint" = unsigned LEB128, 7 bits per byte, at most 5 bytes)::
+
+    offset  bytes  field
+    0       3      magic b"HVQ"
+    3       1      format version (1)
+    4       4      model id: the first 4 bytes of the SHA-256 of the autoencoder's and the priors' configs and
+                   weights (:func:`hiervq.codec.model_id`); decompressing with other weights is refused
+    8       1      flags: bits 0-2 the rounding phase of the probability tables (:mod:`hiervq.codec.tables`),
+                   bit 3 set when the stream starts with a class label, bits 4-7 zero
+    9       varint image height H, varint image width W (pixels)
+            varint number of coded levels n, then per level in coding order (top first): varint number of grid
+                   dimensions, a varint per dimension (e.g. 2, 8, 8 for an 8x8 map; 1, 64 for a sequence of 64)
+            varint payload length in bytes
+            4      CRC-32 (zlib) of every byte before it and of the payload
+            ...    payload: the range coder's 32-bit words, big-endian, trailing bytes trimmed (the decoder pads
+                   with zero bytes)
+
+For images below 128 pixels a side and payloads below 128 bytes every varint is one byte, so the header is
+``9 + 2 + 1 + sum over levels (1 + grid dims) + 1 + 4`` bytes: 23 for a 2-level model (2-D grids), 26 for 3 levels,
+19 for a PQ-VAE sequence.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+from ..errors import DataError
+
+MAGIC = b"HVQ"
+VERSION = 1
+SUFFIX = ".hvq"
+_FIXED = struct.Struct(">3sB4sB")  # magic, version, model id, flags
+MODEL_ID_BYTES = 4
+PHASE_BITS = 0b0111
+LABEL_FLAG = 0b1000
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a compressed file says about its image and stream.
+
+    Attributes:
+        model_id: 4 bytes identifying the autoencoder and prior weights that coded it.
+        image_size: (H, W) in pixels.
+        grids: the code grid of each level in coding order (top first), e.g. ((2, 2), (4, 4), (8, 8)) or ((64,),).
+        phase: rounding phase 0..7 of the probability tables.
+        labelled: the stream starts with a class label (class-conditional priors).
+    """
+
+    model_id: bytes
+    image_size: tuple[int, int]
+    grids: tuple[tuple[int, ...], ...]
+    phase: int = 0
+    labelled: bool = False
+
+
+def _varint(value: int) -> bytes:
+    if not 0 <= value < 1 << 35:
+        raise ValueError(f"varint out of range: {value}")
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def pack(header: Header, payload: bytes) -> bytes:
+    """The file: header, CRC-32 and payload."""
+    if len(header.model_id) != MODEL_ID_BYTES or not 0 <= header.phase <= PHASE_BITS:
+        raise ValueError("model_id must be 4 bytes and phase in 0..7")
+    flags = header.phase | (LABEL_FLAG if header.labelled else 0)
+    head = bytearray(_FIXED.pack(MAGIC, VERSION, header.model_id, flags))
+    fields = [*header.image_size, len(header.grids)]
+    for grid in header.grids:
+        fields += [len(grid), *grid]
+    fields.append(len(payload))
+    for value in fields:
+        head += _varint(value)
+    crc = zlib.crc32(payload, zlib.crc32(head))
+    return bytes(head) + struct.pack(">I", crc) + payload
+
+
+class _Reader:
+    def __init__(self, data: bytes, name: str) -> None:
+        self.data, self.name, self.pos = data, name, _FIXED.size
+
+    def varint(self) -> int:
+        value = 0
+        for shift in range(0, 35, 7):
+            if self.pos >= len(self.data):
+                raise DataError(f"{self.name}: truncated ({len(self.data)} bytes end inside the header)")
+            byte = self.data[self.pos]
+            self.pos += 1
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+        raise DataError(f"{self.name}: corrupt header (a size field runs over 5 bytes)")
+
+
+def unpack(data: bytes, name: str = "data") -> tuple[Header, bytes]:
+    """(header, payload) of a file; raise :class:`DataError` naming ``name`` unless it is a complete, intact
+    file of a format version this hiervq reads (magic, version, lengths and CRC-32 are checked)."""
+    data = bytes(data)
+    if not data or data[:3] != MAGIC[: len(data)]:
+        raise DataError(f"{name}: not a hiervq compressed file (it does not start with {MAGIC!r})")
+    if len(data) < _FIXED.size:
+        raise DataError(f"{name}: truncated ({len(data)} bytes end inside the header)")
+    _, version, model, flags = _FIXED.unpack_from(data)
+    if version != VERSION:
+        raise DataError(f"{name}: format version {version}; this hiervq reads version {VERSION}")
+    if flags & ~(PHASE_BITS | LABEL_FLAG):
+        raise DataError(f"{name}: corrupt header (unknown flags {flags:#04x})")
+    r = _Reader(data, name)
+    height, width, levels = r.varint(), r.varint(), r.varint()
+    if levels > 16:
+        raise DataError(f"{name}: corrupt header ({levels} levels)")
+    grids = []
+    for _ in range(levels):
+        ndim = r.varint()
+        if not 1 <= ndim <= 4:
+            raise DataError(f"{name}: corrupt header (a level grid with {ndim} dimensions)")
+        grids.append(tuple(r.varint() for _ in range(ndim)))
+    length = r.varint()
+    end = r.pos + 4 + length
+    if len(data) < end:
+        raise DataError(f"{name}: truncated ({len(data)} bytes; the header announces {end})")
+    if len(data) > end:
+        raise DataError(f"{name}: corrupt ({len(data) - end} bytes after the end of the stream)")
+    (crc,) = struct.unpack_from(">I", data, r.pos)
+    payload = data[r.pos + 4 :]
+    if zlib.crc32(payload, zlib.crc32(data[: r.pos])) != crc:
+        raise DataError(f"{name}: corrupt (CRC-32 mismatch: the file was damaged after it was written)")
+    header = Header(model, (height, width), tuple(grids), flags & PHASE_BITS, bool(flags & LABEL_FLAG))
+    return header, payload
+
+
+def header_size(header: Header, payload_bytes: int) -> int:
+    """Bytes before the payload for ``header`` and a payload of ``payload_bytes``."""
+    return len(pack(header, bytes(payload_bytes))) - payload_bytes
+
+
+def header_bytes(data: bytes) -> int:
+    """Bytes before the payload in a file (checked with :func:`unpack`)."""
+    return len(data) - len(unpack(data)[1])

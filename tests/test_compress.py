@@ -1,0 +1,298 @@
+"""Compression with the priors: the file format, exact round trips for every family with a prior (hierarchical
+PixelCNNs, PQ-VAE transformer), refusals (wrong model, truncated or damaged files), determinism across batch sizes,
+threads and processes, file size against the priors' estimate, and the CLI end to end."""
+
+import copy
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import hiervq
+from hiervq.cli import main
+from hiervq.codec import Codec, Header, header_bytes, header_size, pack, tables, unpack
+from hiervq.errors import DataError, HierVQError
+from hiervq.priors import prior_kind_for
+
+from .conftest import REPO, TINY_RUN
+
+pytest.importorskip("constriction")
+
+TINY_PQ = {  # 32 codes of K = 64 per 16x16 image: enough bits for the 2 % size check to mean something
+    "seed": 0,
+    "data": {"name": "digits", "image_size": 16, "train_limit": 96, "test_limit": 32},
+    "model": {
+        "name": "pqvae", "channels": 16, "blocks": 1, "res_channels": 8, "downsample": 2, "latent_channels": 8,
+        "map_size": 8, "steps": 32, "codebook_size": 64, "spatial_dim": 8, "channel_dim": 2,
+    },
+    "train": {"epochs": 1, "batch_size": 32, "lr": 0.002, "progress": False, "eval_batch_size": 64},
+    "priors": {"model": {"dim": 16, "layers": 1, "heads": 2}, "train": {"epochs": 2, "batch_size": 32, "progress": False}},
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A tiny 2-level VQ-VAE with class-conditional PixelCNN priors, and a tiny PQ-VAE with its transformer prior."""
+    from hiervq.train import config_from_dict, train_run
+    from hiervq.train.prior import prior_run
+
+    root = tmp_path_factory.mktemp("compress")
+    hier = copy.deepcopy(TINY_RUN)
+    hier["train"]["epochs"] = 1
+    hier["priors"] = {"class_conditional": True, "model": {"channels": 8, "layers": 2},
+                      "train": {"epochs": 2, "batch_size": 32, "lr": 0.01, "progress": False}}
+    quiet = lambda msg: None  # noqa: E731
+    out = {}
+    for name, raw in (("hier", hier), ("pq", TINY_PQ)):
+        run = root / name
+        train_run(config_from_dict(raw, "tiny"), run)
+        model = hiervq.load(run)
+        for level in prior_kind_for(model).prior_levels(model):
+            prior_run(run, level, log=quiet)
+        out[name] = run
+    return out
+
+
+def _images(run, n=12):
+    from hiervq.data import load_data
+    from hiervq.train import read_run_config
+
+    return load_data(read_run_config(run).data).test.batch(slice(0, n))[0]
+
+
+def test_header_round_trip_and_sizes():
+    cases = [
+        (Header(b"\x01\x02\x03\x04", (32, 32), ((2, 2), (4, 4), (8, 8)), 0, True), bytes(range(70))),
+        (Header(b"abcd", (300, 20000), ((75, 5000),), 7, False), b""),
+        (Header(b"\xff" * 4, (16, 16), ((64,),), 3, False), b"\x00" * 200),
+    ]
+    for header, payload in cases:
+        data = pack(header, payload)
+        assert unpack(data, "x") == (header, payload)
+        assert data.startswith(b"HVQ\x01") and data.endswith(payload)
+    h2 = Header(b"abcd", (16, 16), ((4, 4), (8, 8)))
+    assert header_size(h2, 50) == 23
+    assert header_size(Header(b"abcd", (32, 32), ((2, 2), (4, 4), (8, 8))), 90) == 26
+    assert header_size(Header(b"abcd", (28, 28), ((64,),)), 40) == 19
+    assert header_size(h2, 200) == 24  # a payload of 128+ bytes takes a 2-byte length
+    good = pack(h2, b"xyz")
+    for bad, match in [
+        (b"JPEG" + good[4:], "not a hiervq compressed file"),
+        (good[:3] + b"\x09" + good[4:], "format version 9"),
+        (good[:8] + b"\x40" + good[9:], "unknown flags"),
+        (good + b"\x00", "after the end"),
+        (good[:-1], "truncated"),
+        (good[:10], "truncated"),
+        (b"", "not a hiervq"),
+    ]:
+        with pytest.raises(DataError, match=match):
+            unpack(bad, "f.hvq")
+
+
+def test_tables_are_integers_and_robustness_is_checked():
+    assert tables.WEIGHTS[0] == 2**32 and tables.WEIGHTS[-1] == 0 and tables.D == 1464
+    assert all(a >= b for a, b in zip(tables.WEIGHTS, tables.WEIGHTS[1:]))
+    logits = torch.tensor([[0.0, -1.0, 3 / 64, -100.0]], dtype=torch.float64)
+    w = tables.weights(logits, 0)
+    assert w.dtype == torch.float64 and torch.equal(w, w.round()) and float(w.max()) == 2**32
+    assert torch.equal(tables.weights(logits + 5, 0), w)  # a shift by whole grid steps changes nothing
+    assert not bool(tables.robust(logits, 0)[0])  # 0.0 and 3/64 sit on boundaries of phase 0
+    assert bool(tables.robust(logits, 4)[0])
+    assert bool(tables.robust(logits + 1e-6, 0)[0]) and not bool(tables.robust(logits + 1e-12, 0)[0])
+    assert not bool(tables.robust(torch.tensor([[0.1, float("nan")]], dtype=torch.float64), 2)[0])
+
+
+@pytest.mark.parametrize("name", ["hier", "pq"])
+def test_round_trip_is_exact_and_the_size_matches_the_estimate(runs, name):
+    run = runs[name]
+    codec = Codec.from_run(run)
+    model = hiervq.load(run)
+    x = _images(run, 16)
+    result = codec.compress_batch(x)
+    with torch.no_grad():
+        codes = model.codes_to_list(model.encode(x))
+        expected = model.decode(model.codes_from_list(codes)).clamp(0, 1)
+    assert all(torch.equal(a, b) for a, b in zip(result.codes, codes))
+    back, size = codec.decompress_codes(result.files)
+    assert size == (16, 16) and all(torch.equal(a, b) for a, b in zip(back, codes))
+    assert torch.equal(codec.decompress(result.files), expected)
+    assert (result.labels is not None) == (name == "hier")
+
+    # file size = header + the priors' estimate, within 2 % (over the 16 images)
+    headers = [header_bytes(f) for f in result.files]
+    estimate = float(result.bits.sum()) + 8 * sum(headers)
+    actual = 8 * sum(len(f) for f in result.files)
+    assert abs(actual / estimate - 1) < 0.02, (actual, estimate)
+    assert headers[0] == (23 if name == "hier" else 19)
+
+    # the API: one image in, one file out; a list of files -> a batch (images exactly as model.decode gives them
+    # for the same batch: the decoder network's float rounding may depend on the batch size)
+    def decoded(index):
+        with torch.no_grad():
+            return model.decode(model.codes_from_list([c[index] for c in codes])).clamp(0, 1)
+
+    one = hiervq.compress(codec, x[3])
+    assert isinstance(one, bytes) and one == result.files[3]
+    assert torch.equal(hiervq.decompress(one, codec), decoded(slice(3, 4))[0])
+    assert torch.equal(hiervq.decompress(result.files[:2], run), decoded(slice(0, 2)))
+
+
+def test_other_image_sizes(runs):
+    """PixelCNN priors code any grid (the header carries it); the PQ-VAE's prior only its own sequence length."""
+    hier, pq = Codec.from_run(runs["hier"]), Codec.from_run(runs["pq"])
+    x = torch.nn.functional.interpolate(_images(runs["hier"], 3), size=(24, 20), mode="bilinear").clamp(0, 1)
+    result = hier.compress_batch(x)
+    assert unpack(result.files[0])[0].grids == ((6, 5), (12, 10))
+    codes, size = hier.decompress_codes(result.files)
+    assert size == (24, 20) and all(torch.equal(a, b) for a, b in zip(codes, result.codes))
+    with pytest.raises(DataError, match="image size 24x20 is not a multiple of 16"):
+        pq.compress(x)
+    with pytest.raises(DataError, match="16x16 images only, not 32x32"):
+        pq.compress(torch.nn.functional.interpolate(x, size=(32, 32)))
+    with pytest.raises(DataError, match="different sizes"):
+        hier.decompress(result.files[:1] + hier.compress(_images(runs["hier"], 1)))
+
+
+def test_model_id_is_unchanged_by_the_codebook_size_rename():
+    """The id of a model and its priors is what files compressed before the rename of the priors' num_codes to
+    codebook_size carry (a1008364: these modules' id computed by hiervq at d10861c), so they still decompress."""
+    from hiervq.codec.coder import model_id
+    from hiervq.priors import PixelCNN, TransformerPrior, TransformerPriorConfig
+
+    def fixed(module):  # weights without randomness: the id depends only on names, configs and these values
+        with torch.no_grad():
+            for t in module.state_dict().values():
+                t.copy_((torch.arange(t.numel()) % 7 - 3).view_as(t).to(t.dtype))
+        return module
+
+    pixelcnn = fixed(PixelCNN(16, cond_codebook_size=4, channels=8, layers=2))
+    transformer = fixed(TransformerPrior(TransformerPriorConfig(codebook_size=16, length=8, dim=16, layers=1, heads=2)))
+    assert model_id(pixelcnn, [transformer]).hex() == "a1008364"
+
+
+def test_wrong_model_and_damaged_files_are_refused(runs):
+    hier, pq = Codec.from_run(runs["hier"]), Codec.from_run(runs["pq"])
+    data = hier.compress(_images(runs["hier"], 2))[0]
+    with pytest.raises(HierVQError, match=f"compressed with model {hier.id.hex()}.*are {pq.id.hex()}"):
+        pq.decompress([data], ["a.hvq"])
+    priors = {lv: copy.deepcopy(p).float() for lv, p in hier.priors.items()}
+    with torch.no_grad():
+        priors[0].head[-1].bias[0] += 1e-3  # the same autoencoder with a slightly different prior
+    other = Codec(hier.model, priors)
+    assert other.id != hier.id
+    with pytest.raises(HierVQError, match="compressed with model"):
+        other.decompress([data])
+
+    for n in range(len(data)):  # every truncation
+        with pytest.raises(DataError, match="^a.hvq: ") as err:
+            hier.decompress([data[:n]], ["a.hvq"])
+        assert "\n" not in str(err.value)
+    for bit in range(8 * len(data)):  # every single bit flip
+        damaged = bytearray(data)
+        damaged[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(DataError, match="^a.hvq: ") as err:
+            hier.decompress([bytes(damaged)], ["a.hvq"])
+        assert "\n" not in str(err.value)
+    with pytest.raises(DataError, match="not a hiervq"):
+        hier.decompress([b"\x89PNG\r\n\x1a\n" + bytes(40)], ["a.hvq"])
+
+
+def test_deterministic_across_batch_sizes_threads_and_processes(runs, tmp_path):
+    saved = {}
+    for name, run in runs.items():
+        x = _images(run, 12)
+        codec = Codec.from_run(run)
+        torch.set_num_threads(2)
+        try:
+            files = codec.compress(x, batch_size=12)
+            codes_2threads, _ = codec.decompress_codes(files)
+        finally:
+            torch.set_num_threads(1)
+        assert codec.compress(x, batch_size=5) == files  # byte for byte
+        expected = codec.compress_batch(x).codes
+        assert all(torch.equal(a, b) for a, b in zip(codes_2threads, expected))
+        singles = [codec.decompress_codes([f])[0] for f in files[:4]]  # one file at a time
+        assert all(torch.equal(torch.cat([s[i] for s in singles]), e[:4]) for i, e in enumerate(expected))
+        saved[name] = {"run": str(run), "files": files, "images": x, "codes": expected}
+
+    # a fresh process decodes the files (in another order and batch) and writes the same files
+    torch.save(saved, tmp_path / "in.pt")
+    script = textwrap.dedent(f"""
+        import torch, hiervq
+        torch.set_num_threads(1)
+        out = {{}}
+        for name, d in torch.load({str(tmp_path / 'in.pt')!r}).items():
+            codec = hiervq.Codec.from_run(d["run"])
+            codes, _ = codec.decompress_codes(d["files"][5:] + d["files"][:5])
+            out[name] = {{"codes": codes, "files": codec.compress(d["images"], batch_size=3)}}
+        torch.save(out, {str(tmp_path / 'out.pt')!r})
+    """)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=REPO, timeout=120)
+    fresh = torch.load(tmp_path / "out.pt")
+    order = list(range(5, 12)) + list(range(5))
+    for name, d in saved.items():
+        assert fresh[name]["files"] == d["files"]
+        assert all(torch.equal(a, b[order]) for a, b in zip(fresh[name]["codes"], d["codes"]))
+
+
+def test_cli_end_to_end(runs, tmp_path, capsys):
+    from PIL import Image
+
+    run, pq = runs["hier"], runs["pq"]
+    x = _images(run, 5)
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i, img in enumerate(x):
+        Image.fromarray((img[0] * 255).round().byte().numpy()).save(imgs / f"digit{i}.png")
+    out, dec = tmp_path / "out", tmp_path / "dec"
+    assert main(["compress", str(run), str(imgs), "-o", str(out)]) == 0
+    assert "bits/pixel" in capsys.readouterr().out
+    files = sorted(out.glob("*.hvq"))
+    assert [f.name for f in files] == [f"digit{i}.hvq" for i in range(5)]
+    assert main(["decompress", str(run), str(out), "-o", str(dec)]) == 0
+    # the same PNGs as `hiervq encode` + `hiervq decode`
+    assert main(["encode", str(run), str(imgs), "-o", str(tmp_path / "codes.npz")]) == 0
+    assert main(["decode", str(run), str(tmp_path / "codes.npz"), "-o", str(tmp_path / "ref")]) == 0
+    for i in range(5):
+        a = np.asarray(Image.open(dec / f"digit{i}.png"))
+        assert np.array_equal(a, np.asarray(Image.open(tmp_path / "ref" / f"digit{i}.png")))
+    capsys.readouterr()
+
+    # one image to one file; nothing is overwritten without --overwrite
+    single = tmp_path / "one.hvq"
+    assert main(["compress", str(run), str(imgs / "digit0.png"), "-o", str(single)]) == 0
+    assert single.read_bytes() == files[0].read_bytes()
+    before = files[0].read_bytes()
+    assert main(["compress", str(run), str(imgs), "-o", str(out)]) == 2
+    assert main(["decompress", str(run), str(out), "-o", str(dec)]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["compress", str(run), str(imgs), "-o", str(out), "--overwrite"]) == 0
+    assert files[0].read_bytes() == before
+    assert main(["compress", str(run), str(imgs), "-o", str(tmp_path / "two.hvq")]) == 2
+
+    # one-line errors: another model's files, a damaged file, a run without priors
+    capsys.readouterr()
+    assert main(["decompress", str(pq), str(out), "-o", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "compressed with model" in err and err.count("\n") == 1 and "digit0.hvq" in err
+    files[1].write_bytes(files[1].read_bytes()[:-2])
+    assert main(["decompress", str(run), str(files[1]), "-o", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err
+    assert "digit1.hvq: truncated" in err and err.count("\n") == 1
+    assert not (tmp_path / "y").exists() or not any((tmp_path / "y").iterdir())
+    assert main(["compress", str(run / "model"), str(imgs), "-o", str(tmp_path / "z")]) == 2
+    err = capsys.readouterr().err
+    assert "run `hiervq prior" in err and "--level all` first" in err and err.count("\n") == 1
