@@ -65,7 +65,10 @@ class Encoder(nn.Module):
     """Downsamples by ``factor`` with stride-2 4x4 convs, then a 3x3 conv and ``blocks`` blocks.
 
     (B, in_channels, H, W) -> (B, channels, H / factor, W / factor). Intermediate stride-2 convs use
-    ``channels // 2`` channels, as in VQ-VAE-2.
+    ``channels // 2`` channels, as in VQ-VAE-2. ``half_first``: the first stride-2 conv outputs ``channels // 2``
+    and the later ones ``channels`` (the VQ-VAE-2 reference implementation's layout); by default the last one
+    outputs ``channels`` and the earlier ones ``channels // 2``. The two agree for ``factor`` 4; for ``factor`` 2
+    ``half_first`` halves the width of the strided conv and of the 3x3 conv's input.
     """
 
     def __init__(
@@ -76,13 +79,15 @@ class Encoder(nn.Module):
         blocks: int = 2,
         res_channels: int = 32,
         block: str = "res",
+        half_first: bool = False,
     ) -> None:
         super().__init__()
         steps = log2_factor(factor)
         layers: list[nn.Module] = []
         c = in_channels
         for i in range(steps):
-            out = channels if i == steps - 1 else max(channels // 2, 1)
+            full = i > 0 if half_first else i == steps - 1
+            out = channels if full else max(channels // 2, 1)
             layers += [nn.Conv2d(c, out, 4, stride=2, padding=1), nn.ReLU(inplace=True)]
             c = out
         layers.append(nn.Conv2d(c, channels, 3, padding=1))
