@@ -2,10 +2,22 @@
 reuse, float32 quantization under bf16 autocast and the throughput benchmark. Every speed-up must leave the
 results as they were (up to float rounding where the memory layout changes the order of sums)."""
 
+import copy
 
 import pytest
+import torch
 
-from hiervq.models import HierarchicalConfig, HierarchicalVQVAE
+from hiervq.models import HierarchicalConfig, HierarchicalVQVAE, LevelConfig, QuantizerConfig
+from hiervq.quantize import VectorQuantizer
+
+
+def small(channels_last: bool, widths: str = "hiervq", in_channels: int = 3, size: int = 16) -> HierarchicalVQVAE:
+    torch.manual_seed(0)
+    return HierarchicalVQVAE(HierarchicalConfig(
+        image_size=size, in_channels=in_channels, channels=16, blocks=1, res_channels=8, widths=widths,
+        channels_last=channels_last, levels=[LevelConfig(2, 32, 8), LevelConfig(2, 16, 8)],
+        quantizer=QuantizerConfig(init="random", dead_threshold=0),
+    ))
 
 
 def test_vqvae2_widths_have_the_reference_parameter_count():
@@ -22,3 +34,40 @@ def test_vqvae2_widths_have_the_reference_parameter_count():
     assert model.pre_quant[0].in_channels == 128 + 64
     with pytest.raises(ValueError, match="widths"):
         HierarchicalConfig(widths="wide").validate()
+
+
+@pytest.mark.parametrize("widths", ["hiervq", "vqvae2"])
+def test_channels_last_gives_the_results_of_the_default_layout(widths):
+    """Same weights, same batch: the channels-last model computes the same codes, loss, reconstruction and
+    gradients as the contiguous one (up to float rounding), and hands out reconstructions in the usual layout."""
+    a, b = small(False, widths), small(True, widths)
+    b.load_state_dict(a.state_dict())
+    assert b.encoders[0].net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.rand(4, 3, 16, 16)
+    a.train(), b.train()
+    out_a, out_b = a(x), b(x)
+    out_a.loss.backward(), out_b.loss.backward()
+    assert out_b.recon.is_contiguous()
+    for ca, cb in zip(out_a.codes, out_b.codes):
+        assert torch.equal(ca, cb)
+    torch.testing.assert_close(out_b.recon, out_a.recon, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out_b.loss, out_a.loss, rtol=1e-5, atol=1e-6)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pb.grad, pa.grad, rtol=1e-4, atol=1e-5, msg=name)
+    for ba, bb in zip(a.buffers(), b.buffers()):  # the EMA codebooks moved alike
+        torch.testing.assert_close(bb, ba, rtol=1e-5, atol=1e-6)
+    a.eval(), b.eval()
+    with torch.no_grad():
+        codes = b.encode(x)
+        assert torch.equal(b.decode(codes), b(x).recon)
+        torch.testing.assert_close(b.decode(codes), a.decode(codes), rtol=1e-5, atol=1e-5)
+
+
+def test_quantizer_output_keeps_the_input_layout():
+    vq = VectorQuantizer(8, 16, init="random", dead_threshold=0)
+    twin = copy.deepcopy(vq)  # training mode: each call moves its codebook once
+    z = torch.randn(2, 8, 4, 4)
+    plain, last = vq(z), twin(z.contiguous(memory_format=torch.channels_last))
+    assert plain.quantized.is_contiguous()
+    assert last.quantized.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(plain.quantized, last.quantized) and torch.equal(plain.indices, last.indices)

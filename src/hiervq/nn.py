@@ -23,7 +23,8 @@ class ResBlock(nn.Module):
         self.conv2 = nn.Conv2d(hidden, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+        # the inner ReLU overwrites conv1's output (a convolution's backward needs its input, not its output)
+        return x + self.conv2(F.relu(self.conv1(F.relu(x)), inplace=True))
 
 
 class ConvNeXtBlock(nn.Module):

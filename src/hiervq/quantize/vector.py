@@ -10,7 +10,7 @@ from torch import nn
 
 from . import distributed as qdist
 from .codebook import DEFAULT_CHUNK_ELEMENTS, Codebook
-from .common import RowLayout, batch_stats, code_bits
+from .common import RowLayout, batch_stats, code_bits, is_channels_last
 from .estimators import ESTIMATORS, rotation_trick, straight_through
 from .simvq import SimCodebook
 
@@ -153,7 +153,7 @@ class VectorQuantizer(RowLayout):
         book = self.codebook
         if self.training and not bool(book.initialized):
             if book.warming_up():
-                return self._warmup_forward(e, index_shape, maps)
+                return self._warmup_forward(e, index_shape, maps, is_channels_last(z))
             book.initialize(e.detach())
         track_grad = torch.is_grad_enabled() and e.requires_grad
 
@@ -203,14 +203,15 @@ class VectorQuantizer(RowLayout):
 
         out = self.project_out(e if self.bypass else out)
         return Quantized(
-            quantized=self._from_rows(out, index_shape, maps),
+            quantized=self._from_rows(out, index_shape, maps, is_channels_last(z)),
             indices=indices.view(index_shape),
             loss=loss,
             losses={"commitment": commitment.detach(), "codebook": codebook_loss.detach()},
             stats=stats,
         )
 
-    def _warmup_forward(self, e: torch.Tensor, index_shape: tuple[int, ...], maps: bool) -> Quantized:
+    def _warmup_forward(self, e: torch.Tensor, index_shape: tuple[int, ...], maps: bool,
+                        channels_last: bool = False) -> Quantized:
         """A warm-up training forward (see the class docstring): ``e`` (N, code_dim) passes through unquantized."""
         book = self.codebook
         indices = book.nearest(e.detach())
@@ -222,7 +223,7 @@ class VectorQuantizer(RowLayout):
             qdist.all_reduce_sum(counts)
             stats = batch_stats(counts)
         return Quantized(
-            quantized=self._from_rows(self.project_out(e), index_shape, maps),
+            quantized=self._from_rows(self.project_out(e), index_shape, maps, channels_last),
             indices=indices.view(index_shape),
             loss=loss,
             losses={"commitment": zero, "codebook": zero},
