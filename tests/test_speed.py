@@ -7,8 +7,10 @@ import copy
 import pytest
 import torch
 
+from hiervq.data import DataSplits, ImageSet
 from hiervq.models import HierarchicalConfig, HierarchicalVQVAE, LevelConfig, QuantizerConfig
 from hiervq.quantize import VectorQuantizer
+from hiervq.train import TrainConfig, Trainer
 
 
 def small(channels_last: bool, widths: str = "hiervq", in_channels: int = 3, size: int = 16) -> HierarchicalVQVAE:
@@ -71,3 +73,29 @@ def test_quantizer_output_keeps_the_input_layout():
     assert plain.quantized.is_contiguous()
     assert last.quantized.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(plain.quantized, last.quantized) and torch.equal(plain.indices, last.indices)
+
+
+def _trainer_and_data(n=24):
+    torch.manual_seed(0)
+    images = (torch.rand(n, 3, 16, 16) * 255).to(torch.uint8)
+    config = TrainConfig(epochs=1, batch_size=8, eval_batch_size=8, progress=False, device="cpu")
+    return Trainer(config), ImageSet(images)
+
+
+def test_a_training_step_logs_what_float_of_each_value_gives():
+    """The step's numbers are read in one transfer: they must equal float()/int() of each tensor."""
+    from hiervq.train.trainer import AutoencoderTask
+
+    trainer, data = _trainer_and_data()
+    model = small(True)
+    task = AutoencoderTask(trainer, model, DataSplits(train=data, test=data))
+    task.parameters(task.phases()[0])
+    task.train_mode()
+    seen = {}
+    model.register_forward_hook(lambda m, args, out: seen.update(out=out))
+    loss, values = task.loss(torch.arange(8))
+    out = seen["out"]
+    assert values["loss"] == float(out.loss.detach()) and values["commitment"] == float(out.losses["commitment"])
+    assert list(values) == ["loss", "psnr", *out.losses]
+    assert task._ppl_sums == [float(st["perplexity"]) for st in out.stats]
+    assert task._resets == [int(st["resets"]) for st in out.stats]

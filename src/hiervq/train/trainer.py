@@ -88,13 +88,20 @@ class AutoencoderTask(Task):
         x = x.to(trainer.dist.device, non_blocking=True)
         with trainer._autocast():
             out = self.net(x)
+        stats = out.stats[: len(self._ppl_sums)]
         with torch.no_grad():
-            batch_psnr = float(psnr(mse_per_image(x, out.recon.float().clamp(0, 1))).mean())
-        values = {"loss": float(out.loss.detach()), "psnr": batch_psnr}
-        values.update({k: float(v) for k, v in out.losses.items()})
-        for i, st in enumerate(out.stats[: len(self._ppl_sums)]):
-            self._ppl_sums[i] += float(st["perplexity"])
-            self._resets[i] += int(st.get("resets", 0))
+            batch_psnr = psnr(mse_per_image(x, out.recon.float().clamp(0, 1))).mean()
+            # every logged number of the step in one transfer (one host synchronisation on an accelerator);
+            # float64 holds each float32/int value exactly, so the numbers are those of float()/int() on each
+            scalars = [out.loss.detach(), batch_psnr, *out.losses.values()]
+            scalars += [st["perplexity"] for st in stats] + [st.get("resets", torch.zeros(())) for st in stats]
+            numbers = torch.stack([torch.as_tensor(v, device=x.device).double().reshape(()) for v in scalars]).tolist()
+        names = ["loss", "psnr", *out.losses]
+        values = dict(zip(names, numbers[: len(names)]))
+        ppl, resets = numbers[len(names) : len(names) + len(stats)], numbers[len(names) + len(stats) :]
+        for i in range(len(stats)):
+            self._ppl_sums[i] += ppl[i]
+            self._resets[i] += int(resets[i])
         self._last_stats = out.stats
         return out.loss, values
 
@@ -334,19 +341,7 @@ class Trainer:
         count = 0
         bar = _progress(batches, f"{task.progress_label(phase)} epoch {epoch + 1}", cfg.progress and self.dist.is_main)
         for batch in bar:
-            loss, values = task.loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            loss = loss.detach().float()
-            norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip else loss
-            if not self._finite(torch.stack([loss, norm.detach().float().to(loss.device)])):
-                # stop before the step: the weights (and the last checkpoint) stay finite
-                what = f"loss {float(loss)}" if not torch.isfinite(loss) else f"gradient norm {float(norm)}"
-                raise DivergedError(self._diverged(f"at step {self.step + 1} (epoch {epoch + 1}, phase {phase.name}): "
-                                                   f"the training {what} is not finite"))
-            optimizer.step()
-            scheduler.step()
-            self.step += 1
+            values = self.train_step(task, optimizer, scheduler, params, batch, f"epoch {epoch + 1}, phase {phase.name}")
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
@@ -361,6 +356,26 @@ class Trainer:
             torch.distributed.all_reduce(total)
             sums = {k: float(v) / self.dist.world_size for k, v in zip(keys, total.tolist())}
         return task.train_stats(sums, count)
+
+    def train_step(self, task: Task, optimizer, scheduler, params, batch, where: str = "") -> dict[str, float]:
+        """One optimiser step of ``task`` on ``batch``: loss, backward, clipping of ``params``' gradient, the
+        divergence check, the optimiser and schedule steps. Returns the task's values for the batch. ``where``
+        (e.g. "epoch 3, phase all") goes into the divergence message."""
+        loss, values = task.loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        loss = loss.detach().float()
+        grad_clip = self.config.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip) if grad_clip else loss
+        if not self._finite(torch.stack([loss, norm.detach().float().to(loss.device)])):
+            # stop before the step: the weights (and the last checkpoint) stay finite
+            what = f"loss {float(loss)}" if not torch.isfinite(loss) else f"gradient norm {float(norm)}"
+            raise DivergedError(self._diverged(f"at step {self.step + 1}{f' ({where})' if where else ''}: "
+                                               f"the training {what} is not finite"))
+        optimizer.step()
+        scheduler.step()
+        self.step += 1
+        return values
 
     # ------------------------------------------------------------------ divergence
     def _finite(self, values: torch.Tensor) -> bool:
