@@ -82,6 +82,41 @@ def _trainer_and_data(n=24):
     return Trainer(config), ImageSet(images)
 
 
+def test_final_evaluation_reuses_the_last_pass_only_when_nothing_changed():
+    trainer, data = _trainer_and_data()
+    model = small(True)
+    calls = []
+    model.register_forward_hook(lambda *args: calls.append(1))
+    first = trainer.evaluate(model, data)
+    assert len(calls) == 3  # 24 images, batches of 8
+    again = trainer.evaluate(model, data, with_counts=True, reuse=True)
+    assert len(calls) == 3, "nothing changed: the last pass is reused"
+    assert {k: v for k, v in again.items() if k != "counts"} == first
+    assert sum(float(c.sum()) for c in again["counts"]) == 24 * (8 * 8 + 4 * 4)
+    fresh = trainer.evaluate(model, data, with_counts=True)  # reuse is asked for, not the default
+    assert len(calls) == 6 and fresh["mse"] == first["mse"]
+    with torch.no_grad():
+        model.decoder.net[0].weight.mul_(1.01)  # a write to one parameter
+    changed = trainer.evaluate(model, data, reuse=True)
+    assert len(calls) == 9 and changed["mse"] != first["mse"]
+    trainer.evaluate(model, data, limit=16, reuse=True)  # other images
+    assert len(calls) == 11
+    other = small(True)
+    other.load_state_dict(model.state_dict())
+    other.register_forward_hook(lambda *args: calls.append(1))
+    trainer.evaluate(other, data, limit=16, reuse=True)  # another model, even with the same weights
+    assert len(calls) == 13
+
+
+def test_evaluation_results_are_ordinary_tensors():
+    """Evaluation runs under inference_mode; what it returns can still be changed in place and used by autograd."""
+    trainer, data = _trainer_and_data()
+    result = trainer.evaluate(small(True), data, with_counts=True, per_image=True)
+    result["counts"][0].add_(1)
+    result["mse_per_image"].mul_(2)
+    assert not result["counts"][0].is_inference() and not result["mse_per_image"].is_inference()
+
+
 def test_a_training_step_logs_what_float_of_each_value_gives():
     """The step's numbers are read in one transfer: they must equal float()/int() of each tensor."""
     from hiervq.train.trainer import AutoencoderTask

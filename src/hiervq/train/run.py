@@ -165,7 +165,7 @@ def train_run(
 
 def finish_run(run_dir: Path, model: DiscreteAutoencoder, data: DataSplits, trainer: Trainer, history: list[dict]) -> dict:
     """Final full test evaluation, ``summary.json``, the saved model and the report."""
-    final = trainer.evaluate(model, data.test, with_counts=True)
+    final = trainer.evaluate(model, data.test, with_counts=True, reuse=True)  # the last epoch's, if it saw all
     counts = final.pop("counts")
     summary = make_summary(model, final, history, trainer.train_seconds)
     model.save_pretrained(run_dir / "model")
