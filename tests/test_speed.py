@@ -9,6 +9,7 @@ import torch
 
 from hiervq.data import DataSplits, ImageSet
 from hiervq.models import HierarchicalConfig, HierarchicalVQVAE, LevelConfig, QuantizerConfig
+from hiervq.nn import Standardize
 from hiervq.quantize import VectorQuantizer
 from hiervq.train import TrainConfig, Trainer
 
@@ -73,6 +74,23 @@ def test_quantizer_output_keeps_the_input_layout():
     assert plain.quantized.is_contiguous()
     assert last.quantized.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(plain.quantized, last.quantized) and torch.equal(plain.indices, last.indices)
+
+
+def test_standardize_is_the_identity_until_updated_and_then_exact():
+    """The sync-free Standardize: the identity before any update (bit for bit), the exact pooled statistics after."""
+    s = Standardize(3)
+    x = torch.randn(4, 3, 5, 5) * 3 + 1
+    s.eval()
+    assert torch.equal(s(x), x) and torch.equal(s.inverse(x), x)
+    s.train()
+    batches = [x, x * 2 + 1, x[:1] - 4]
+    for batch in batches:
+        s(batch)
+    pooled = torch.cat(batches).double().transpose(0, 1).reshape(3, -1)
+    torch.testing.assert_close(s.mean, pooled.mean(1))
+    torch.testing.assert_close(s.var, pooled.var(1, unbiased=False))
+    assert float(s.count) == pooled.shape[1]
+    torch.testing.assert_close(s.inverse(s(x)), x)
 
 
 def _trainer_and_data(n=24):

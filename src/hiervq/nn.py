@@ -194,31 +194,32 @@ class Standardize(nn.Module):
         n, total, squares = stats[0], stats[1 : 1 + x.shape[1]], stats[1 + x.shape[1] :]
         mean_b = total / n
         var_b = (squares / n - mean_b.pow(2)).clamp_min(0)
-        if self.count == 0:
-            self.mean.copy_(mean_b)
-            self.var.copy_(var_b)
-        else:
-            m = self.count
-            delta = mean_b - self.mean
-            self.mean.add_(delta * n / (m + n))
-            self.var.copy_((m * self.var + n * var_b + delta.pow(2) * m * n / (m + n)) / (m + n))
+        # the first batch's statistics as they are, later ones merged; selected without asking count == 0 on
+        # the host (no synchronisation with an accelerator in every training forward)
+        first = self.count == 0
+        m = self.count
+        delta = mean_b - self.mean
+        merged_var = (m * self.var + n * var_b + delta.pow(2) * m * n / (m + n)) / (m + n)
+        self.mean.copy_(torch.where(first, mean_b, self.mean + delta * n / (m + n)))
+        self.var.copy_(torch.where(first, var_b, merged_var))
         self.count.add_(n)
 
     def _scale(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std (1, C, 1, 1) in ``x``'s dtype; 0 and 1 before any update (then the module is the identity:
+        (x - 0) / 1 and y * 1 + 0 are x and y exactly), chosen on the device without a host synchronisation."""
         shape = (1, -1, 1, 1)
-        return self.mean.to(x.dtype).view(shape), (self.var + self.eps).sqrt().to(x.dtype).view(shape)
+        seen = self.count > 0
+        mean = torch.where(seen, self.mean, 0.0)
+        std = torch.where(seen, (self.var + self.eps).sqrt(), 1.0)
+        return mean.to(x.dtype).view(shape), std.to(x.dtype).view(shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and torch.is_grad_enabled():
             self.update(x)
-        if self.count == 0:
-            return x
         mean, std = self._scale(x)
         return (x - mean) / std
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         """Back to the input's scale: y * std + mean."""
-        if self.count == 0:
-            return y
         mean, std = self._scale(y)
         return y * std + mean
