@@ -152,3 +152,20 @@ def test_a_training_step_logs_what_float_of_each_value_gives():
     assert list(values) == ["loss", "psnr", *out.losses]
     assert task._ppl_sums == [float(st["perplexity"]) for st in out.stats]
     assert task._resets == [int(st["resets"]) for st in out.stats]
+
+
+def test_bf16_autocast_quantizes_in_float32():
+    """Under bf16 autocast (train.amp) the nearest-code search, EMA and losses run in float32: the same codes and
+    codebook update as without autocast for the same float32 features."""
+    torch.manual_seed(0)
+    plain = VectorQuantizer(16, 64, init="random", dead_threshold=0)
+    mixed = copy.deepcopy(plain)
+    z = torch.randn(4, 16, 8, 8)
+    a = plain(z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        b = mixed(z)
+        codes = mixed.encode(z)
+    assert b.quantized.dtype == torch.float32 and torch.equal(a.indices, b.indices)
+    assert torch.equal(codes, plain.encode(z))  # with the codebooks both moved once
+    torch.testing.assert_close(mixed.codebook.weight, plain.codebook.weight, rtol=0, atol=0)
+    assert float(b.loss) == float(a.loss)

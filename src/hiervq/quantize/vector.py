@@ -69,6 +69,9 @@ class VectorQuantizer(RowLayout):
     quantizer whenever autograd is recording; otherwise (e.g. eval under ``no_grad``) the output is exactly the
     code vectors, so ``decode(indices)`` reproduces the eval forward bit for bit.
 
+    Precision: under autocast (e.g. bf16, ``train.amp``) the layer still computes in float32 (its input is cast up,
+    autocast is off inside): the nearest-code search, the EMA update and the losses; the output is float32.
+
     ``bypass`` (an attribute, off by default, not saved): the forward returns the continuous features instead of
     the code vectors (codes, losses and statistics are still computed); used to fine-tune a pretrained encoder on
     its continuous latents.
@@ -145,6 +148,11 @@ class VectorQuantizer(RowLayout):
     # ------------------------------------------------------------------ forward / decode
     def forward(self, z: torch.Tensor) -> Quantized:
         """Quantize ``z`` (B, C, H, W) or (..., C); see the class docstring."""
+        if torch.is_autocast_enabled(z.device.type):
+            # under autocast (e.g. bf16) the search, the EMA and the losses still run in float32: a bf16 distance
+            # has ~3 significant digits, too few to tell neighbouring codes apart
+            with torch.autocast(z.device.type, enabled=False):
+                return self.forward(z.float() if z.dtype in (torch.bfloat16, torch.float16) else z)
         maps = z.ndim == 4
         rows, index_shape = self._to_rows(z)
         e = self.project_in(rows)
@@ -232,6 +240,9 @@ class VectorQuantizer(RowLayout):
 
     def encode(self, z: torch.Tensor) -> torch.Tensor:
         """Codes of ``z`` (no gradients, no codebook update): (B, H, W) for maps, (...) for vectors."""
+        if torch.is_autocast_enabled(z.device.type):  # the search in float32, as in forward
+            with torch.autocast(z.device.type, enabled=False):
+                return self.encode(z.float() if z.dtype in (torch.bfloat16, torch.float16) else z)
         rows, index_shape = self._to_rows(z)
         with torch.no_grad():
             e = self.project_in(rows)
