@@ -62,7 +62,34 @@ def log2_factor(factor: int) -> int:
     return int(math.log2(factor))
 
 
-class Encoder(nn.Module):
+class ConvStack(nn.Module):
+    """A sequence of layers (``self.net``) whose training forward can be compiled (:func:`compile_stacks`)."""
+
+    net: nn.Sequential
+    _compiled = None  # the torch.compile'd ``net`` forward, used while autograd records (not a submodule)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._compiled is not None and torch.is_grad_enabled():
+            return self._compiled(x)
+        return self.net(x)
+
+
+def compile_stacks(module: nn.Module) -> int:
+    """``torch.compile`` the training forward of every :class:`Encoder`, :class:`Decoder` and :class:`Upsample` in
+    ``module``; returns how many. Only their forwards while autograd records use the compiled code (static shapes:
+    the training batches); evaluation, frozen stages and ``no_grad`` calls run eagerly, so they cost no extra
+    compilations. The modules, their parameters and the state dict are unchanged. The convolutions stay the same
+    library calls; the compiler fuses the ReLUs, residual additions and their backward passes around them.
+    Needs a working C++ compiler (TorchInductor on the CPU)."""
+    count = 0
+    for sub in module.modules():
+        if isinstance(sub, ConvStack) and sub._compiled is None:
+            object.__setattr__(sub, "_compiled", torch.compile(sub.net.forward, dynamic=False))
+            count += 1
+    return count
+
+
+class Encoder(ConvStack):
     """Downsamples by ``factor`` with stride-2 4x4 convs, then a 3x3 conv and ``blocks`` blocks.
 
     (B, in_channels, H, W) -> (B, channels, H / factor, W / factor). Intermediate stride-2 convs use
@@ -97,11 +124,8 @@ class Encoder(nn.Module):
             layers.append(nn.ReLU(inplace=True))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
-
-class Decoder(nn.Module):
+class Decoder(ConvStack):
     """A 3x3 conv to ``channels``, ``blocks`` blocks, then upsampling by ``factor`` with transposed 4x4 convs.
 
     (B, in_channels, h, w) -> (B, out_channels, h * factor, w * factor). ``up_blocks`` > 0 adds that many blocks
@@ -142,11 +166,8 @@ class Decoder(nn.Module):
             layers.append(nn.Conv2d(channels, out_channels, 3, padding=1))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
-
-class Upsample(nn.Module):
+class Upsample(ConvStack):
     """Learned upsampling of a feature map by ``factor`` keeping its channels: transposed 4x4 stride-2 convs.
 
     (B, C, h, w) -> (B, C, h * factor, w * factor); the identity when ``factor == 1``.
@@ -161,9 +182,6 @@ class Upsample(nn.Module):
             if i < steps - 1:
                 layers.append(nn.ReLU(inplace=True))
         self.net = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
 
 class Standardize(nn.Module):

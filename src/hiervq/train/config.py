@@ -40,6 +40,11 @@ class TrainConfig:
     to ``lr * min_lr_ratio`` over the phase, after ``warmup_steps`` of linear warm-up), ``exponential``
     (``lr * exp(-step / decay_steps)``, decayed every optimiser step of the phase: PQ-VAE's exp(-step / 25000) is
     ``schedule: exponential`` with ``decay_steps: 25000``) or ``constant``.
+
+    ``amp``: bf16 autocast (CPU or GPU); quantizers keep float32 (see docs/performance.md for what it costs in
+    precision and gains in speed). ``compile``: ``torch.compile`` the model's convolution stacks for the training
+    forward (:func:`hiervq.nn.compile_stacks`; a few minutes of compilation at the start of every process, then
+    faster steps; same results up to float rounding).
     """
 
     epochs: int = 10
@@ -58,6 +63,7 @@ class TrainConfig:
     eval_every: int = 1
     eval_limit: int | None = None
     amp: bool = False
+    compile: bool = False
     device: str = "auto"
     progress: bool = True
 

@@ -264,6 +264,10 @@ class Trainer:
         from exactly: the same batches, random draws and weights as an uninterrupted fit. Returns the history."""
         model = task.module()
         model.to(self.dist.device)
+        if self.config.compile:
+            from ..nn import compile_stacks
+
+            self.log(f"train.compile: {compile_stacks(model)} convolution stacks compiled for the training forward")
         self.model, self.task = model, task
         phases = task.phases()
         start_phase, start_epoch = 0, 0
