@@ -3,6 +3,7 @@ reuse, float32 quantization under bf16 autocast and the throughput benchmark. Ev
 results as they were (up to float rounding where the memory layout changes the order of sums)."""
 
 import copy
+import importlib.util
 
 import pytest
 import torch
@@ -12,6 +13,8 @@ from hiervq.models import HierarchicalConfig, HierarchicalVQVAE, LevelConfig, Qu
 from hiervq.nn import Standardize
 from hiervq.quantize import VectorQuantizer
 from hiervq.train import TrainConfig, Trainer
+
+from .conftest import REPO
 
 
 def small(channels_last: bool, widths: str = "hiervq", in_channels: int = 3, size: int = 16) -> HierarchicalVQVAE:
@@ -210,3 +213,24 @@ def test_train_compile_is_a_config_switch(tmp_path, tiny_run_config, monkeypatch
     tiny_run_config["train"].update(compile=True, epochs=1)
     train_run(config_from_dict(tiny_run_config), tmp_path / "run")
     assert seen == ["HierarchicalVQVAE"]
+
+
+def test_train_throughput_benchmark_runs_and_matches_the_reference_size():
+    spec = importlib.util.spec_from_file_location("train_throughput", REPO / "benchmarks" / "train_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    torch.manual_seed(0)
+    images = (torch.rand(16, 3, 32, 32) * 255).to(torch.uint8)
+    ref = bench.RefVQVAE2()
+    ours = HierarchicalVQVAE(bench.hiervq_config(32))
+    assert ours.num_parameters() == sum(p.numel() for p in ref.parameters()) == 1_388_867
+    # the same layers: our modules' parameter shapes are the reference's, up to order
+    shapes = sorted(tuple(p.shape) for p in ref.parameters())
+    assert shapes == sorted(tuple(p.shape) for p in ours.parameters())
+    record = bench.run_case(32, 4, warmup=0, steps=1, images=images)
+    assert set(record) >= {"size", "batch", "threads", "hiervq_img_s", "reference_img_s", "hiervq_params",
+                           "reference_params"}
+    assert record["hiervq_params"] == record["reference_params"] and record["hiervq_img_s"] > 0
+    ablation = bench.run_ablation(32, 4, warmup=0, steps=1, images=images)
+    assert set(ablation["img_s"]) == {*bench.ABLATION, "reference"}
+    assert bench.hiervq_config(32).channels_last, "the ablation restores the benchmark's config"
