@@ -86,6 +86,12 @@ def compile_stacks(module: nn.Module) -> int:
         if isinstance(sub, ConvStack) and sub._compiled is None:
             object.__setattr__(sub, "_compiled", torch.compile(sub.net.forward, dynamic=False))
             count += 1
+    if count:
+        # all stacks share nn.Sequential.forward, whose compiled graphs (one per stack layout and input shape) count
+        # against one per-function limit (8 by default); past it torch falls back to eager code
+        from torch._dynamo import config as dynamo_config
+
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
     return count
 
 
