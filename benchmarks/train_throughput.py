@@ -29,10 +29,13 @@ finished; with ``--amp`` also ``hiervq_bf16_img_s`` (our step under ``train.amp`
 ``--compile`` ``hiervq_compiled_img_s`` (``train.compile``) and ``compile_s``, both alternated with the others.
 ``--ablation`` instead times our step with each optimisation of it turned off in turn (channels-last layout,
 in-place inner ReLU, quantizer output kept channels-last, all three; and our default widths) against the
-reference, into ``benchmarks/results/train_throughput_ablation.json``.
+reference, into ``benchmarks/results/train_throughput_ablation.json``. ``--profile`` runs torch.profiler over
+interleaved steps of our step, our step before the optimisations and the reference, and writes the time per
+category (convolutions, ReLUs, quantizer, optimiser, ...) to ``benchmarks/results/train_profile.json``.
 
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --amp          # both sizes, 1 thread (the JSON)
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --ablation --warmup 5 --steps 20
+    OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --profile --warmup 3 --steps 6
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --cases 32:128 --warmup 3 --steps 5 --out /tmp/t.json
 """
 
@@ -52,6 +55,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "train_throughput.json"
 ABLATION_RESULTS = ROOT / "benchmarks" / "results" / "train_throughput_ablation.json"
+PROFILE_RESULTS = ROOT / "benchmarks" / "results" / "train_profile.json"
 DATA = ROOT.parent / "shared" / "data" / "cifar10" / "cifar10.npz"
 CASES = ((32, 128), (64, 64))  # (image size, batch size)
 CHANNELS, BLOCKS, RES_CHANNELS, DIM, K, DECAY, BETA, LR = 128, 2, 32, 64, 512, 0.99, 0.25, 3e-4
@@ -351,6 +355,78 @@ def run_ablation(size: int, batch: int, warmup: int, steps: int, data: Path = DA
     }
 
 
+# ---------------------------------------------------------------------------------------- profile
+PROFILE_CATEGORIES = {  # category: profiler event names (self time); anything else is "other"
+    "conv forward (incl. transposed)": ("aten::mkldnn_convolution", "aten::_convolution", "aten::convolution",
+                                        "aten::conv2d", "aten::conv_transpose2d"),
+    "conv backward": ("aten::convolution_backward", "ConvolutionBackward0"),
+    "ReLU forward + backward": ("aten::clamp_min", "aten::clamp_min_", "aten::relu", "aten::relu_",
+                                "aten::threshold_backward", "ReluBackward0"),
+    "residual adds, gradient sums": ("aten::add", "AddBackward0"),
+    "layout copies, cat": ("aten::copy_", "aten::cat", "aten::contiguous", "aten::clone", "CatBackward0",
+                           "aten::narrow", "aten::slice", "aten::permute", "PermuteBackward0", "CloneBackward0"),
+    "optimizer (Adam), zero_grad": ("Optimizer.step#Adam.step", "aten::lerp_", "aten::addcmul_", "aten::addcdiv_",
+                                    "aten::sqrt", "aten::mul_", "aten::div_", "Optimizer.zero_grad#Adam.zero_grad"),
+    "quantizer: distances, nearest code": ("aten::addmm", "aten::amin", "aten::argmin", "aten::gather", "aten::max",
+                                           "aten::mm", "aten::neg", "aten::pow", "aten::sum", "aten::matmul"),
+    "quantizer: one-hot, EMA, statistics, lookup": (
+        "aten::one_hot", "aten::bincount", "aten::index_add_", "aten::embedding", "aten::index_select",
+        "aten::embedding_backward", "aten::embedding_dense_backward", "aten::scatter_add_", "aten::exp", "aten::log",
+        "aten::gt", "aten::fill_", "aten::zeros", "aten::scatter_", "aten::zero_"),
+    "losses (MSE), PSNR, logged values": ("aten::mse_loss", "aten::mse_loss_backward", "MseLossBackward0",
+                                          "aten::log10", "aten::mean", "aten::sub", "aten::rsub", "aten::clamp",
+                                          "aten::item", "aten::_local_scalar_dense", "aten::stack", "aten::isfinite"),
+}
+
+
+def run_profile(size: int, batch: int, warmup: int, steps: int, data: Path = DATA,
+                images: torch.Tensor | None = None) -> dict:
+    """torch.profiler over ``steps`` interleaved training steps of hiervq, of hiervq before the optimisations (the
+    ablation's "none of the three") and of the reference: self time per category in ms per step, per side."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    global hiervq_config
+    if images is None:
+        images = load_images(size, max(8 * batch, 2048), data)
+    base, sides = hiervq_config, {}
+    torch.manual_seed(0)
+    sides["hiervq"] = hiervq_step(images, batch)[1]
+    hiervq_config = lambda *a: _with(base(*a), {"channels_last": False})  # noqa: E731
+    try:
+        torch.manual_seed(0)
+        model, sides["hiervq before"] = hiervq_step(images, batch)
+    finally:
+        hiervq_config = base
+    _undo(model, "inplace_relu")
+    _undo(model, "quantizer_layout")
+    torch.manual_seed(0)
+    sides["reference"] = reference_step(images, batch)[1]
+    order = list(sides.items())
+    for _ in range(warmup):
+        for _, step in order:
+            step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for i in range(steps):
+            for name, step in order if i % 2 == 0 else order[::-1]:
+                with record_function("side:" + name):
+                    step()
+    category = {event: cat for cat, events in PROFILE_CATEGORIES.items() for event in events}
+    ms: dict[str, dict[str, float]] = {name: {} for name in sides}
+    for event in prof.events():
+        root = event
+        while root.cpu_parent is not None:
+            root = root.cpu_parent
+        if event is root or not root.name.startswith("side:"):
+            continue
+        cat = category.get(event.name, "other (elementwise, allocation, autograd)")
+        side = ms[root.name[5:]]
+        side[cat] = side.get(cat, 0.0) + event.self_cpu_time_total / 1000 / steps
+    return {"size": size, "batch": batch, "threads": torch.get_num_threads(), "steps": steps,
+            "load_average": round(os.getloadavg()[0], 2),
+            "ms_per_step": {name: {k: round(v, 2) for k, v in sorted(cats.items(), key=lambda kv: -kv[1])}
+                            for name, cats in ms.items()}}
+
+
 def _with(config, changes: dict):
     for key, value in changes.items():
         setattr(config, key, value)
@@ -368,10 +444,31 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="CIFAR-10 .npz (random images when missing)")
     parser.add_argument("--ablation", action="store_true",
                         help=f"time the step with each optimisation turned off instead (-> {ABLATION_RESULTS.name})")
-    parser.add_argument("--out", type=Path, default=None, help=f"default {RESULTS.name} ({ABLATION_RESULTS.name})")
+    parser.add_argument("--profile", action="store_true",
+                        help=f"torch.profiler breakdown of the steps instead (-> {PROFILE_RESULTS.name})")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"default {RESULTS.name} ({ABLATION_RESULTS.name}, {PROFILE_RESULTS.name})")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from hiervq.train.report import write_json
+
+    if args.profile:
+        records = []
+        for case in args.cases.split(","):
+            size, batch = (int(v) for v in case.split(":"))
+            records.append(run_profile(size, batch, args.warmup, args.steps, args.data))
+            sides = records[-1]["ms_per_step"]
+            cats = list(sides["hiervq"])
+            print(f"{size}x{size} batch {batch}, ms per step (share):" + "".join(f"{n:>24s}" for n in sides))
+            for cat in cats + ["total"]:
+                cells = []
+                for side in sides.values():
+                    total = sum(side.values())
+                    value = total if cat == "total" else side.get(cat, 0.0)
+                    cells.append(f"{value:14.1f} ({100 * value / total:4.1f} %)")
+                print(f"  {cat:44s}" + "".join(f"{c:>24s}" for c in cells), flush=True)
+            write_json(args.out or PROFILE_RESULTS, records)
+        return
 
     if args.ablation:
         records = []

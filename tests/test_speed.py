@@ -237,3 +237,6 @@ def test_train_throughput_benchmark_runs_and_matches_the_reference_size():
     ablation = bench.run_ablation(32, 4, warmup=0, steps=1, images=images)
     assert set(ablation["img_s"]) == {*bench.ABLATION, "reference"}
     assert bench.hiervq_config(32).channels_last, "the ablation restores the benchmark's config"
+    profile = bench.run_profile(32, 4, warmup=0, steps=1, images=images)
+    assert set(profile["ms_per_step"]) == {"hiervq", "hiervq before", "reference"}
+    assert all(cats.get("conv backward", 0) > 0 for cats in profile["ms_per_step"].values())
