@@ -66,28 +66,43 @@ class ConvStack(nn.Module):
     """A sequence of layers (``self.net``) whose training forward can be compiled (:func:`compile_stacks`)."""
 
     net: nn.Sequential
-    _compiled = None  # the torch.compile'd ``net`` forward, used while autograd records (not a submodule)
+    compiled = False  # set by compile_stacks: the forward runs compiled code while autograd records
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._compiled is not None and torch.is_grad_enabled():
-            return self._compiled(x)
+        if self.compiled and torch.is_grad_enabled():
+            return _run_compiled(self.net, x)
         return self.net(x)
+
+
+def _run(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return net(x)
+
+
+_compiled_run = None  # torch.compile(_run), made on first use: one function for every stack (and every copy of one)
+
+
+def _run_compiled(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    global _compiled_run
+    if _compiled_run is None:
+        _compiled_run = torch.compile(_run, dynamic=False)
+    return _compiled_run(net, x)
 
 
 def compile_stacks(module: nn.Module) -> int:
     """``torch.compile`` the training forward of every :class:`Encoder`, :class:`Decoder` and :class:`Upsample` in
-    ``module``; returns how many. Only their forwards while autograd records use the compiled code (static shapes:
-    the training batches); evaluation, frozen stages and ``no_grad`` calls run eagerly, so they cost no extra
-    compilations. The modules, their parameters and the state dict are unchanged. The convolutions stay the same
-    library calls; the compiler fuses the ReLUs, residual additions and their backward passes around them.
-    Needs a working C++ compiler (TorchInductor on the CPU)."""
+    ``module``; returns how many were switched on. Only their forwards while autograd records use the compiled
+    code (static shapes: the training batches); evaluation, frozen stages and ``no_grad`` calls run eagerly, so they
+    cost no extra compilations. The modules, their parameters and the state dict are unchanged (a deep copy stays
+    compiled, on its own weights). The convolutions stay the same library calls; the compiler fuses the ReLUs,
+    residual additions and their backward passes around them. Needs a working C++ compiler (TorchInductor on the
+    CPU)."""
     count = 0
     for sub in module.modules():
-        if isinstance(sub, ConvStack) and sub._compiled is None:
-            object.__setattr__(sub, "_compiled", torch.compile(sub.net.forward, dynamic=False))
+        if isinstance(sub, ConvStack) and not sub.compiled:
+            sub.compiled = True
             count += 1
     if count:
-        # all stacks share nn.Sequential.forward, whose compiled graphs (one per stack layout and input shape) count
+        # every stack goes through one compiled function, whose graphs (one per stack layout and input shape) count
         # against one per-function limit (8 by default); past it torch falls back to eager code
         from torch._dynamo import config as dynamo_config
 
