@@ -41,8 +41,8 @@ class TrainConfig:
     (``lr * exp(-step / decay_steps)``, decayed every optimiser step of the phase: PQ-VAE's exp(-step / 25000) is
     ``schedule: exponential`` with ``decay_steps: 25000``) or ``constant``.
 
-    ``amp``: bf16 autocast (CPU or GPU); quantizers keep float32 (see docs/performance.md for what it costs in
-    precision and gains in speed). ``compile``: ``torch.compile`` the model's convolution stacks for the training
+    ``amp``: bf16 autocast (CPU or GPU); the vector, FSQ and LFQ quantizers compute in float32 inside it (see
+    docs/performance.md for what it costs in precision and gains in speed). ``compile``: ``torch.compile`` the model's convolution stacks for the training
     forward (:func:`hiervq.nn.compile_stacks`; a few minutes of compilation at the start of every process, then
     faster steps; same results up to float rounding).
     """
