@@ -23,7 +23,8 @@ class ResBlock(nn.Module):
         self.conv2 = nn.Conv2d(hidden, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+        # the inner ReLU overwrites conv1's output (a convolution's backward needs its input, not its output)
+        return x + self.conv2(F.relu(self.conv1(F.relu(x)), inplace=True))
 
 
 class ConvNeXtBlock(nn.Module):
@@ -61,11 +62,62 @@ def log2_factor(factor: int) -> int:
     return int(math.log2(factor))
 
 
-class Encoder(nn.Module):
+class ConvStack(nn.Module):
+    """A sequence of layers (``self.net``) whose training forward can be compiled (:func:`compile_stacks`)."""
+
+    net: nn.Sequential
+    compiled = False  # set by compile_stacks: the forward runs compiled code while autograd records
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.compiled and torch.is_grad_enabled():
+            return _run_compiled(self.net, x)
+        return self.net(x)
+
+
+def _run(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return net(x)
+
+
+_compiled_run = None  # torch.compile(_run), made on first use: one function for every stack (and every copy of one)
+
+
+def _run_compiled(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    global _compiled_run
+    if _compiled_run is None:
+        _compiled_run = torch.compile(_run, dynamic=False)
+    return _compiled_run(net, x)
+
+
+def compile_stacks(module: nn.Module) -> int:
+    """``torch.compile`` the training forward of every :class:`Encoder`, :class:`Decoder` and :class:`Upsample` in
+    ``module``; returns how many were switched on. Only their forwards while autograd records use the compiled
+    code (static shapes: the training batches); evaluation, frozen stages and ``no_grad`` calls run eagerly, so they
+    cost no extra compilations. The modules, their parameters and the state dict are unchanged (a deep copy stays
+    compiled, on its own weights). The convolutions stay the same library calls; the compiler fuses the ReLUs,
+    residual additions and their backward passes around them. Needs a working C++ compiler (TorchInductor on the
+    CPU)."""
+    count = 0
+    for sub in module.modules():
+        if isinstance(sub, ConvStack) and not sub.compiled:
+            sub.compiled = True
+            count += 1
+    if count:
+        # every stack goes through one compiled function, whose graphs (one per stack layout and input shape) count
+        # against one per-function limit (8 by default); past it torch falls back to eager code
+        from torch._dynamo import config as dynamo_config
+
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 64)
+    return count
+
+
+class Encoder(ConvStack):
     """Downsamples by ``factor`` with stride-2 4x4 convs, then a 3x3 conv and ``blocks`` blocks.
 
     (B, in_channels, H, W) -> (B, channels, H / factor, W / factor). Intermediate stride-2 convs use
-    ``channels // 2`` channels, as in VQ-VAE-2.
+    ``channels // 2`` channels, as in VQ-VAE-2. ``half_first``: the first stride-2 conv outputs ``channels // 2``
+    and the later ones ``channels`` (the VQ-VAE-2 reference implementation's layout); by default the last one
+    outputs ``channels`` and the earlier ones ``channels // 2``. The two agree for ``factor`` 4; for ``factor`` 2
+    ``half_first`` halves the width of the strided conv and of the 3x3 conv's input.
     """
 
     def __init__(
@@ -76,13 +128,15 @@ class Encoder(nn.Module):
         blocks: int = 2,
         res_channels: int = 32,
         block: str = "res",
+        half_first: bool = False,
     ) -> None:
         super().__init__()
         steps = log2_factor(factor)
         layers: list[nn.Module] = []
         c = in_channels
         for i in range(steps):
-            out = channels if i == steps - 1 else max(channels // 2, 1)
+            full = i > 0 if half_first else i == steps - 1
+            out = channels if full else max(channels // 2, 1)
             layers += [nn.Conv2d(c, out, 4, stride=2, padding=1), nn.ReLU(inplace=True)]
             c = out
         layers.append(nn.Conv2d(c, channels, 3, padding=1))
@@ -91,11 +145,8 @@ class Encoder(nn.Module):
             layers.append(nn.ReLU(inplace=True))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
-
-class Decoder(nn.Module):
+class Decoder(ConvStack):
     """A 3x3 conv to ``channels``, ``blocks`` blocks, then upsampling by ``factor`` with transposed 4x4 convs.
 
     (B, in_channels, h, w) -> (B, out_channels, h * factor, w * factor). ``up_blocks`` > 0 adds that many blocks
@@ -136,11 +187,8 @@ class Decoder(nn.Module):
             layers.append(nn.Conv2d(channels, out_channels, 3, padding=1))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
-
-class Upsample(nn.Module):
+class Upsample(ConvStack):
     """Learned upsampling of a feature map by ``factor`` keeping its channels: transposed 4x4 stride-2 convs.
 
     (B, C, h, w) -> (B, C, h * factor, w * factor); the identity when ``factor == 1``.
@@ -155,9 +203,6 @@ class Upsample(nn.Module):
             if i < steps - 1:
                 layers.append(nn.ReLU(inplace=True))
         self.net = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
 
 class Standardize(nn.Module):
@@ -188,31 +233,32 @@ class Standardize(nn.Module):
         n, total, squares = stats[0], stats[1 : 1 + x.shape[1]], stats[1 + x.shape[1] :]
         mean_b = total / n
         var_b = (squares / n - mean_b.pow(2)).clamp_min(0)
-        if self.count == 0:
-            self.mean.copy_(mean_b)
-            self.var.copy_(var_b)
-        else:
-            m = self.count
-            delta = mean_b - self.mean
-            self.mean.add_(delta * n / (m + n))
-            self.var.copy_((m * self.var + n * var_b + delta.pow(2) * m * n / (m + n)) / (m + n))
+        # the first batch's statistics as they are, later ones merged; selected without asking count == 0 on
+        # the host (no synchronisation with an accelerator in every training forward)
+        first = self.count == 0
+        m = self.count
+        delta = mean_b - self.mean
+        merged_var = (m * self.var + n * var_b + delta.pow(2) * m * n / (m + n)) / (m + n)
+        self.mean.copy_(torch.where(first, mean_b, self.mean + delta * n / (m + n)))
+        self.var.copy_(torch.where(first, var_b, merged_var))
         self.count.add_(n)
 
     def _scale(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std (1, C, 1, 1) in ``x``'s dtype; 0 and 1 before any update (then the module is the identity:
+        (x - 0) / 1 and y * 1 + 0 are x and y exactly), chosen on the device without a host synchronisation."""
         shape = (1, -1, 1, 1)
-        return self.mean.to(x.dtype).view(shape), (self.var + self.eps).sqrt().to(x.dtype).view(shape)
+        seen = self.count > 0
+        mean = torch.where(seen, self.mean, 0.0)
+        std = torch.where(seen, (self.var + self.eps).sqrt(), 1.0)
+        return mean.to(x.dtype).view(shape), std.to(x.dtype).view(shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and torch.is_grad_enabled():
             self.update(x)
-        if self.count == 0:
-            return x
         mean, std = self._scale(x)
         return (x - mean) / std
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         """Back to the input's scale: y * std + mean."""
-        if self.count == 0:
-            return y
         mean, std = self._scale(y)
         return y * std + mean

@@ -155,7 +155,9 @@ class StackedVQVAE(DiscreteAutoencoder):
         self.stages = nn.ModuleList()
         for i, (sides, channels) in enumerate(stage_inputs(config.image_size, config.in_channels, config.stage, config.stages)):
             raw = config.raw_input or i > 0
-            self.stages.append(HierarchicalVQVAE(config.stage.hierarchical(sides, channels, raw)))
+            stage = config.stage.hierarchical(sides, channels, raw)
+            stage.channels_last = config.channels_last
+            self.stages.append(HierarchicalVQVAE(stage))
         if config.channels_last:
             self.to(memory_format=torch.channels_last)
 

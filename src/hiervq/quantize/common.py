@@ -95,11 +95,18 @@ class RowLayout(nn.Module):
         return z.reshape(-1, self.dim), tuple(z.shape[:-1])
 
     @staticmethod
-    def _from_rows(rows: torch.Tensor, index_shape: tuple[int, ...], maps: bool) -> torch.Tensor:
+    def _from_rows(rows: torch.Tensor, index_shape: tuple[int, ...], maps: bool, channels_last: bool = False) -> torch.Tensor:
+        """Rows (N, C) back to the input's layout; ``channels_last`` maps stay channels-last (no copy)."""
         if maps:
             b, h, w = index_shape
-            return rows.view(b, h, w, -1).permute(0, 3, 1, 2).contiguous()
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
+            return rows.view(b, h, w, -1).permute(0, 3, 1, 2).contiguous(memory_format=fmt)
         return rows.view(*index_shape, -1)
+
+
+def is_channels_last(z: torch.Tensor) -> bool:
+    """Whether ``z`` is a (B, C, H, W) map stored channels-last (and not also in the default layout)."""
+    return z.ndim == 4 and not z.is_contiguous() and z.is_contiguous(memory_format=torch.channels_last)
 
 
 def fp32_dtype(x: torch.Tensor) -> torch.dtype:

@@ -10,7 +10,7 @@ from torch import nn
 
 from . import distributed as qdist
 from .codebook import DEFAULT_CHUNK_ELEMENTS, Codebook
-from .common import RowLayout, batch_stats, code_bits
+from .common import RowLayout, batch_stats, code_bits, is_channels_last
 from .estimators import ESTIMATORS, rotation_trick, straight_through
 from .simvq import SimCodebook
 
@@ -83,6 +83,9 @@ class VectorQuantizer(RowLayout):
     quantizer whenever autograd is recording; otherwise (e.g. eval under ``no_grad``) the output is exactly the
     code vectors, so ``decode(indices)`` reproduces the eval forward bit for bit.
 
+    Precision: under autocast (e.g. bf16, ``train.amp``) the layer still computes in float32 (its input is cast up,
+    autocast is off inside): the nearest-code search, the EMA update and the losses; the output is float32.
+
     ``bypass`` (an attribute, off by default, not saved): the forward returns the continuous features instead of
     the code vectors (codes, losses and statistics are still computed); used to fine-tune a pretrained encoder on
     its continuous latents.
@@ -152,6 +155,11 @@ class VectorQuantizer(RowLayout):
     # ------------------------------------------------------------------ forward / decode
     def forward(self, z: torch.Tensor) -> Quantized:
         """Quantize ``z`` (B, C, H, W) or (..., C); see the class docstring."""
+        if torch.is_autocast_enabled(z.device.type):
+            # under autocast (e.g. bf16) the search, the EMA and the losses still run in float32: a bf16 distance
+            # has ~3 significant digits, too few to tell neighbouring codes apart
+            with torch.autocast(z.device.type, enabled=False):
+                return self.forward(z.float() if z.dtype in (torch.bfloat16, torch.float16) else z)
         maps = z.ndim == 4
         rows, index_shape = self._to_rows(z)
         e = self.project_in(rows)
@@ -160,7 +168,7 @@ class VectorQuantizer(RowLayout):
         book = self.codebook
         if self.training and not bool(book.initialized):
             if book.warming_up():
-                return self._warmup_forward(e, index_shape, maps)
+                return self._warmup_forward(e, index_shape, maps, is_channels_last(z))
             book.initialize(e.detach())
         track_grad = torch.is_grad_enabled() and e.requires_grad
 
@@ -210,14 +218,15 @@ class VectorQuantizer(RowLayout):
 
         out = self.project_out(e if self.bypass else out)
         return Quantized(
-            quantized=self._from_rows(out, index_shape, maps),
+            quantized=self._from_rows(out, index_shape, maps, is_channels_last(z)),
             indices=indices.view(index_shape),
             loss=loss,
             losses={"commitment": commitment.detach(), "codebook": codebook_loss.detach()},
             stats=stats,
         )
 
-    def _warmup_forward(self, e: torch.Tensor, index_shape: tuple[int, ...], maps: bool) -> Quantized:
+    def _warmup_forward(self, e: torch.Tensor, index_shape: tuple[int, ...], maps: bool,
+                        channels_last: bool = False) -> Quantized:
         """A warm-up training forward (see the class docstring): ``e`` (N, code_dim) passes through unquantized."""
         book = self.codebook
         indices = book.nearest(e.detach())
@@ -229,7 +238,7 @@ class VectorQuantizer(RowLayout):
             qdist.all_reduce_sum(counts)
             stats = batch_stats(counts)
         return Quantized(
-            quantized=self._from_rows(self.project_out(e), index_shape, maps),
+            quantized=self._from_rows(self.project_out(e), index_shape, maps, channels_last),
             indices=indices.view(index_shape),
             loss=loss,
             losses={"commitment": zero, "codebook": zero},
@@ -238,6 +247,9 @@ class VectorQuantizer(RowLayout):
 
     def encode(self, z: torch.Tensor) -> torch.Tensor:
         """Codes of ``z`` (no gradients, no codebook update): (B, H, W) for maps, (...) for vectors."""
+        if torch.is_autocast_enabled(z.device.type):  # the search in float32, as in forward
+            with torch.autocast(z.device.type, enabled=False):
+                return self.encode(z.float() if z.dtype in (torch.bfloat16, torch.float16) else z)
         rows, index_shape = self._to_rows(z)
         with torch.no_grad():
             e = self.project_in(rows)

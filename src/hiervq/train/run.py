@@ -177,7 +177,7 @@ def finish_run(run_dir: Path, model: DiscreteAutoencoder, data: DataSplits, trai
                data_config: DataConfig | None = None) -> dict:
     """Final full test evaluation, ``summary.json``, the saved model (with ``data_config`` described in its
     config.json) and the report."""
-    final = trainer.evaluate(model, data.test, with_counts=True)
+    final = trainer.evaluate(model, data.test, with_counts=True, reuse=True)  # the last epoch's, if it saw all
     counts = final.pop("counts")
     summary = make_summary(model, final, history, trainer.train_seconds)
     run = RunDir(run_dir)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -91,13 +92,20 @@ class AutoencoderTask(Task):
         x = x.to(trainer.dist.device, non_blocking=True)
         with trainer._autocast():
             out = self.net(x)
+        stats = out.stats[: len(self._ppl_sums)]
         with torch.no_grad():
-            batch_psnr = float(psnr(mse_per_image(x, out.recon.float().clamp(0, 1))).mean())
-        values = {"loss": float(out.loss.detach()), "psnr": batch_psnr}
-        values.update({k: float(v) for k, v in out.losses.items()})
-        for i, st in enumerate(out.stats[: len(self._ppl_sums)]):
-            self._ppl_sums[i] += float(st["perplexity"])
-            self._resets[i] += int(st.get("resets", 0))
+            batch_psnr = psnr(mse_per_image(x, out.recon.float().clamp(0, 1))).mean()
+            # every logged number of the step in one transfer (one host synchronisation on an accelerator);
+            # float64 holds each float32/int value exactly, so the numbers are those of float()/int() on each
+            scalars = [out.loss.detach(), batch_psnr, *out.losses.values()]
+            scalars += [st["perplexity"] for st in stats] + [st.get("resets", torch.zeros(())) for st in stats]
+            numbers = torch.stack([torch.as_tensor(v, device=x.device).double().reshape(()) for v in scalars]).tolist()
+        names = ["loss", "psnr", *out.losses]
+        values = dict(zip(names, numbers[: len(names)]))
+        ppl, resets = numbers[len(names) : len(names) + len(stats)], numbers[len(names) + len(stats) :]
+        for i in range(len(stats)):
+            self._ppl_sums[i] += ppl[i]
+            self._resets[i] += int(resets[i])
         self._last_stats = out.stats
         return out.loss, values
 
@@ -168,6 +176,7 @@ class Trainer:
         self.train_seconds = 0.0
         self.model: nn.Module | None = None
         self.task: Task | None = None
+        self._eval_cache: tuple | None = None  # (model ref, dataset ref, key, accumulator) of the last evaluation
 
     # ------------------------------------------------------------------ helpers
     def log(self, message: str) -> None:
@@ -196,7 +205,6 @@ class Trainer:
         return list(order[:n].split(bs))
 
     # ------------------------------------------------------------------ evaluation
-    @torch.no_grad()
     def evaluate(
         self,
         model: DiscreteAutoencoder,
@@ -205,16 +213,38 @@ class Trainer:
         with_counts: bool = False,
         per_image: bool = False,
         metrics: tuple | list = (),
+        reuse: bool = False,
     ) -> dict[str, Any]:
         """MSE/PSNR/SSIM/MS-SSIM (mean and std over images, on [0, 1]), mean loss terms and codebook health per
         level (see :meth:`hiervq.metrics.EvalAccumulator.result`); ``per_image`` adds ``mse_per_image`` (N,);
-        ``metrics`` are perceptual metrics (:class:`hiervq.metrics.perceptual.PerceptualMetric`) to add."""
+        ``metrics`` are perceptual metrics (:class:`hiervq.metrics.perceptual.PerceptualMetric`) to add.
+
+        ``reuse``: if the last evaluation saw the same model in the same state (no parameter or buffer written
+        since, the same phase) on the same images with the same metrics, compute the result from that pass instead
+        of running the model again (e.g. the final test evaluation of a run right after its last epoch's)."""
         model = _unwrap(model)
+        n = len(dataset) if limit is None else min(limit, len(dataset))
+        key = (n, self.config.eval_batch_size, self.config.amp, getattr(model, "phase", None),
+               _state_version(model), _state_version(dataset), tuple(id(m) for m in metrics))
+        cached = self._eval_cache
+        if reuse and cached is not None and cached[0]() is model and cached[1]() is dataset and cached[2] == key:
+            acc = cached[3]
+        else:
+            acc = self._evaluate_pass(model, dataset, n, metrics)
+            self._eval_cache = (weakref.ref(model), weakref.ref(dataset), key, acc)
+        result = acc.result(with_counts=with_counts)
+        if per_image:
+            result["mse_per_image"] = acc.per_image_mse()
+        return result
+
+    @torch.inference_mode()
+    def _evaluate_pass(self, model: DiscreteAutoencoder, dataset: ImageSet, n: int,
+                       metrics: tuple | list = ()) -> EvalAccumulator:
+        """Run ``model`` (in eval mode, under ``torch.inference_mode``) over the first ``n`` images of ``dataset``."""
         was_training = model.training
         model.eval()
         device = self.dist.device
         acc = EvalAccumulator([lv.codebook_size for lv in model.levels], metrics)
-        n = len(dataset) if limit is None else min(limit, len(dataset))
         bs = self.config.eval_batch_size
         for start in range(0, n, bs):
             x, _ = dataset.batch(slice(start, min(start + bs, n)))
@@ -225,10 +255,7 @@ class Trainer:
             losses["total"] = out.loss.detach()
             acc.add(x, out.recon.float(), out.codes, losses)
         model.train(was_training)
-        result = acc.result(with_counts=with_counts)
-        if per_image:
-            result["mse_per_image"] = acc.per_image_mse()
-        return result
+        return acc
 
     def _autocast(self):
         return torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=self.config.amp)
@@ -244,6 +271,10 @@ class Trainer:
         from exactly: the same batches, random draws and weights as an uninterrupted fit. Returns the history."""
         model = task.module()
         model.to(self.dist.device)
+        if self.config.compile:
+            from ..nn import compile_stacks
+
+            self.log(f"train.compile: {compile_stacks(model)} convolution stacks compiled for the training forward")
         self.model, self.task = model, task
         phases = task.phases()
         start_phase, start_epoch = 0, 0
@@ -340,19 +371,7 @@ class Trainer:
         count = 0
         bar = _progress(batches, f"{task.progress_label(phase)} epoch {epoch + 1}", cfg.progress and self.dist.is_main)
         for batch in bar:
-            loss, values = task.loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            loss = loss.detach().float()
-            norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip else loss
-            if not self._finite(torch.stack([loss, norm.detach().float().to(loss.device)])):
-                # stop before the step: the weights (and the last checkpoint) stay finite
-                what = f"loss {float(loss)}" if not torch.isfinite(loss) else f"gradient norm {float(norm)}"
-                raise DivergedError(self._diverged(f"at step {self.step + 1} (epoch {epoch + 1}, phase {phase.name}): "
-                                                   f"the training {what} is not finite"))
-            optimizer.step()
-            scheduler.step()
-            self.step += 1
+            values = self.train_step(task, optimizer, scheduler, params, batch, f"epoch {epoch + 1}, phase {phase.name}")
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
@@ -367,6 +386,26 @@ class Trainer:
             torch.distributed.all_reduce(total)
             sums = {k: float(v) / self.dist.world_size for k, v in zip(keys, total.tolist())}
         return task.train_stats(sums, count)
+
+    def train_step(self, task: Task, optimizer, scheduler, params, batch, where: str = "") -> dict[str, float]:
+        """One optimiser step of ``task`` on ``batch``: loss, backward, clipping of ``params``' gradient, the
+        divergence check, the optimiser and schedule steps. Returns the task's values for the batch. ``where``
+        (e.g. "epoch 3, phase all") goes into the divergence message."""
+        loss, values = task.loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        loss = loss.detach().float()
+        grad_clip = self.config.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip) if grad_clip else loss
+        if not self._finite(torch.stack([loss, norm.detach().float().to(loss.device)])):
+            # stop before the step: the weights (and the last checkpoint) stay finite
+            what = f"loss {float(loss)}" if not torch.isfinite(loss) else f"gradient norm {float(norm)}"
+            raise DivergedError(self._diverged(f"at step {self.step + 1}{f' ({where})' if where else ''}: "
+                                               f"the training {what} is not finite"))
+        optimizer.step()
+        scheduler.step()
+        self.step += 1
+        return values
 
     # ------------------------------------------------------------------ divergence
     def _finite(self, values: torch.Tensor) -> bool:
@@ -419,6 +458,19 @@ class Trainer:
             **task.checkpoint_extra,
         }
         save_checkpoint(path, state)
+
+
+def _state_version(obj: Any) -> tuple:
+    """Identity and in-place version of every tensor of a module (parameters, buffers) or an image set, and the
+    modules' ``bypass`` switches: changes whenever one of them is written (an optimiser step, a codebook update,
+    ``load_state_dict``), replaced or switched."""
+    if isinstance(obj, nn.Module):
+        tensors = [*obj.parameters(), *obj.buffers()]
+        switches = tuple(m.bypass for m in obj.modules() if isinstance(getattr(m, "bypass", None), bool))
+        return switches + tuple((id(t), t._version) for t in tensors)
+    else:
+        tensors = [t for t in vars(obj).values() if isinstance(t, torch.Tensor)]
+    return tuple((id(t), t._version) for t in tensors)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -1,0 +1,503 @@
+"""Training throughput: hiervq's HierarchicalVQVAE against a plain PyTorch VQ-VAE-2 (the reference layout).
+
+The reference is the architecture of the VQ-VAE-2 implementation most PyTorch users compare with
+(rosinality/vq-vae-2-pytorch, as published), written here for the benchmark: 3 -> 128 channels, 2 residual blocks
+of 32 channels, a bottom level at /4 and a top level at /2 of it, code dim 64, K = 512 per level, EMA codebooks
+(decay 0.99), the bottom quantized conditioned on the decoded top, the loss MSE + 0.25 x commitment, Adam at 3e-4.
+Its quantizer is the reference's: a full N x K distance matrix, ``max`` over it, an N x K one-hot matrix whose
+column sums and ``rows^T @ one_hot`` product feed the EMA, a straight-through ``x + (q - x).detach()``.
+
+hiervq's side is the library's own training step (``Trainer.train_step`` of an ``AutoencoderTask``: batch
+preparation from uint8 images, the model's forward, the per-batch values the trainer logs, backward, the
+divergence check, Adam), with the model configured to match (:func:`hiervq_config`): ``widths: vqvae2`` (the
+reference's channel widths, so both have exactly the same layers and parameter count), random codebook init and
+no dead-code reset (the reference has neither), ``beta`` 0.0625 (our reconstruction MSE is measured on [0, 1]
+images, the reference's on [-1, 1], i.e. 4x ours: 0.0625 makes our loss exactly the reference's / 4, which
+Adam's update does not see), no gradient clipping and a constant learning rate, as the reference trains.
+
+Timing: both models train in one process on the same CIFAR-10 images (resized to 64x64 for the 64 case;
+random images if ``--data`` is missing), one step of each in turn (the order swapped every step so that
+neither always follows the other), ``--warmup`` untimed rounds first, then ``--steps`` timed rounds; a side's
+images/s is the batch size over its median wall-clock step time. Machine load hits both sides alike; the ratio is
+the number to read, the absolute images/s depend on the load. The same steps are also timed by the process's
+CPU time (``*_cpu_img_s``), which time spent waiting for a busy core does not stretch.
+
+Writes ``benchmarks/results/train_throughput.json``: a list of records ``{"size", "batch", "threads",
+"hiervq_img_s", "reference_img_s", "hiervq_params", "reference_params"}`` (one per size), plus
+``hiervq_cpu_img_s``/``reference_cpu_img_s``, ``steps``, ``warmup`` and the load average when the case
+finished; with ``--amp`` also ``hiervq_bf16_img_s`` (our step under ``train.amp``, bf16 autocast), with
+``--compile`` ``hiervq_compiled_img_s`` (``train.compile``) and ``compile_s``, both alternated with the others.
+``--ablation`` instead times our step with each optimisation of it turned off in turn (channels-last layout,
+in-place inner ReLU, quantizer output kept channels-last, all three; and our default widths) against the
+reference, into ``benchmarks/results/train_throughput_ablation.json``. ``--profile`` runs torch.profiler over
+interleaved steps of our step, our step before the optimisations and the reference, and writes the time per
+category (convolutions, ReLUs, quantizer, optimiser, ...) to ``benchmarks/results/train_profile.json``.
+
+    OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --amp          # both sizes, 1 thread (the JSON)
+    OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --ablation --warmup 5 --steps 20
+    OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --profile --warmup 3 --steps 6
+    OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --cases 32:128 --warmup 3 --steps 5 --out /tmp/t.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "train_throughput.json"
+ABLATION_RESULTS = ROOT / "benchmarks" / "results" / "train_throughput_ablation.json"
+PROFILE_RESULTS = ROOT / "benchmarks" / "results" / "train_profile.json"
+DATA = ROOT.parent / "shared" / "data" / "cifar10" / "cifar10.npz"
+CASES = ((32, 128), (64, 64))  # (image size, batch size)
+CHANNELS, BLOCKS, RES_CHANNELS, DIM, K, DECAY, BETA, LR = 128, 2, 32, 64, 512, 0.99, 0.25, 3e-4
+
+
+# ---------------------------------------------------------------------------------------- the reference
+class RefQuantize(nn.Module):
+    """The reference's EMA vector quantizer on channel-last input (..., D): full distances, one-hot EMA."""
+
+    def __init__(self, dim: int, codes: int, decay: float = DECAY, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.dim, self.codes, self.decay, self.eps = dim, codes, decay, eps
+        embed = torch.randn(dim, codes)
+        self.register_buffer("embed", embed)  # (D, K)
+        self.register_buffer("cluster_size", torch.zeros(codes))
+        self.register_buffer("embed_avg", embed.clone())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        flat = x.reshape(-1, self.dim)
+        dist = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ self.embed + self.embed.pow(2).sum(0, keepdim=True)
+        _, index = (-dist).max(1)
+        one_hot = F.one_hot(index, self.codes).type(flat.dtype)
+        index = index.view(*x.shape[:-1])
+        q = F.embedding(index, self.embed.transpose(0, 1))
+        if self.training:
+            with torch.no_grad():
+                self.cluster_size.mul_(self.decay).add_(one_hot.sum(0), alpha=1 - self.decay)
+                self.embed_avg.mul_(self.decay).add_(flat.transpose(0, 1) @ one_hot, alpha=1 - self.decay)
+                n = self.cluster_size.sum()
+                size = (self.cluster_size + self.eps) / (n + self.codes * self.eps) * n
+                self.embed.copy_(self.embed_avg / size.unsqueeze(0))
+        diff = (q.detach() - x).pow(2).mean()
+        q = x + (q - x).detach()
+        return q, diff, index
+
+
+class RefResBlock(nn.Module):
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.ReLU(), nn.Conv2d(channels, hidden, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv(x)
+        out += x
+        return out
+
+
+def ref_encoder(cin: int, ch: int, stride: int) -> nn.Sequential:
+    if stride == 4:
+        layers = [nn.Conv2d(cin, ch // 2, 4, 2, 1), nn.ReLU(inplace=True), nn.Conv2d(ch // 2, ch, 4, 2, 1),
+                  nn.ReLU(inplace=True), nn.Conv2d(ch, ch, 3, padding=1)]
+    else:
+        layers = [nn.Conv2d(cin, ch // 2, 4, 2, 1), nn.ReLU(inplace=True), nn.Conv2d(ch // 2, ch, 3, padding=1)]
+    layers += [RefResBlock(ch, RES_CHANNELS) for _ in range(BLOCKS)] + [nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+def ref_decoder(cin: int, cout: int, ch: int, stride: int) -> nn.Sequential:
+    layers = [nn.Conv2d(cin, ch, 3, padding=1)] + [RefResBlock(ch, RES_CHANNELS) for _ in range(BLOCKS)]
+    layers.append(nn.ReLU(inplace=True))
+    if stride == 4:
+        layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1), nn.ReLU(inplace=True), nn.ConvTranspose2d(ch // 2, cout, 4, 2, 1)]
+    else:
+        layers.append(nn.ConvTranspose2d(ch, cout, 4, 2, 1))
+    return nn.Sequential(*layers)
+
+
+class RefVQVAE2(nn.Module):
+    """The reference two-level VQ-VAE-2 on images in [-1, 1]: returns (reconstruction, summed commitment)."""
+
+    def __init__(self, cin: int = 3, ch: int = CHANNELS, dim: int = DIM, codes: int = K) -> None:
+        super().__init__()
+        self.enc_b = ref_encoder(cin, ch, 4)
+        self.enc_t = ref_encoder(ch, ch, 2)
+        self.quantize_conv_t = nn.Conv2d(ch, dim, 1)
+        self.quantize_t = RefQuantize(dim, codes)
+        self.dec_t = ref_decoder(dim, dim, ch, 2)
+        self.quantize_conv_b = nn.Conv2d(dim + ch, dim, 1)
+        self.quantize_b = RefQuantize(dim, codes)
+        self.upsample_t = nn.ConvTranspose2d(dim, dim, 4, 2, 1)
+        self.dec = ref_decoder(dim + dim, cin, ch, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        enc_b = self.enc_b(x)
+        enc_t = self.enc_t(enc_b)
+        quant_t, diff_t, _ = self.quantize_t(self.quantize_conv_t(enc_t).permute(0, 2, 3, 1))
+        quant_t = quant_t.permute(0, 3, 1, 2)
+        enc_b = torch.cat([self.dec_t(quant_t), enc_b], 1)
+        quant_b, diff_b, _ = self.quantize_b(self.quantize_conv_b(enc_b).permute(0, 2, 3, 1))
+        quant_b = quant_b.permute(0, 3, 1, 2)
+        return self.dec(torch.cat([self.upsample_t(quant_t), quant_b], 1)), diff_t + diff_b
+
+
+def reference_step(images: torch.Tensor, batch: int):
+    """A closure running one training step of the reference (as its training script does) on the next batch."""
+    model = RefVQVAE2(images.shape[1]).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    order = torch.randperm(len(images))
+    state = {"at": 0, "mse": 0.0}
+
+    def step() -> None:
+        if state["at"] + batch > len(order):
+            state["at"] = 0
+        index = order[state["at"] : state["at"] + batch]
+        state["at"] += batch
+        x = images[index].float().div_(255.0).mul_(2.0).sub_(1.0)
+        model.zero_grad()
+        out, latent_loss = model(x)
+        recon_loss = F.mse_loss(out, x)
+        loss = recon_loss + BETA * latent_loss.mean()
+        loss.backward()
+        optimizer.step()
+        state["mse"] += recon_loss.item() * x.shape[0]  # the reference logs the running MSE every step
+
+    return model, step
+
+
+# ---------------------------------------------------------------------------------------- hiervq
+def hiervq_config(size: int, in_channels: int = 3):
+    """Our HierarchicalVQVAE at the reference's settings (same layers, same quantizer, same loss up to a scale)."""
+    from hiervq.models import HierarchicalConfig, LevelConfig, QuantizerConfig
+
+    return HierarchicalConfig(
+        image_size=size, in_channels=in_channels, channels=CHANNELS, blocks=BLOCKS, res_channels=RES_CHANNELS,
+        block="res", mode="conditioned", widths="vqvae2",
+        levels=[LevelConfig(downsample=4, codebook_size=K, dim=DIM), LevelConfig(downsample=2, codebook_size=K, dim=DIM)],
+        quantizer=QuantizerConfig(estimator="ste", beta=BETA / 4, ema_decay=DECAY, init="random", dead_threshold=0),
+    )
+
+
+def hiervq_step(images: torch.Tensor, batch: int, amp: bool = False, compile: bool = False):
+    """A closure running one step of hiervq's own training loop (``Trainer.train_step``) on the next batch
+    (``amp``, ``compile``: the ``train.amp`` and ``train.compile`` switches)."""
+    from hiervq.data import DataSplits, ImageSet
+    from hiervq.models import HierarchicalVQVAE
+    from hiervq.train import TrainConfig, Trainer
+    from hiervq.train.engine import make_optimizer, make_scheduler
+    from hiervq.train.trainer import AutoencoderTask
+
+    model = HierarchicalVQVAE(hiervq_config(images.shape[-1], images.shape[1]))
+    config = TrainConfig(epochs=1, batch_size=batch, optimizer="adam", lr=LR, schedule="constant", grad_clip=None,
+                         amp=amp, compile=compile, device="cpu", progress=False)
+    trainer = Trainer(config, run_dir=None, seed=0)
+    task = AutoencoderTask(trainer, model, DataSplits(train=ImageSet(images), test=ImageSet(images[:batch])))
+    model.to(trainer.dist.device)
+    if compile:
+        from hiervq.nn import compile_stacks
+
+        compile_stacks(model)  # what Trainer.fit_task does with train.compile
+    phase = task.phases()[0]
+    params = task.parameters(phase)
+    optimizer = make_optimizer(config, params, LR)
+    scheduler = make_scheduler(optimizer, config, 10**6, config.schedule)
+    task.train_mode()
+    state = {"batches": [], "epoch": 0}
+
+    def step() -> None:
+        if not state["batches"]:
+            state["batches"] = task.batches(state["epoch"])
+            state["epoch"] += 1
+        trainer.train_step(task, optimizer, scheduler, params, state["batches"].pop(0))
+
+    return model, step
+
+
+# ---------------------------------------------------------------------------------------- timing
+def load_images(size: int, count: int, path: Path = DATA) -> torch.Tensor:
+    """``count`` CIFAR-10 training images as uint8 (N, 3, size, size) (random ones without the file)."""
+    if path.is_file():
+        with np.load(path) as archive:
+            images = torch.from_numpy(archive["train_images"][:count]).permute(0, 3, 1, 2).contiguous()
+        from hiervq.data.datasets import fit_images
+
+        return fit_images(images, size)
+    print(f"{path} not found: timing on random images")
+    return torch.randint(0, 256, (count, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+
+def run_case(size: int, batch: int, warmup: int, steps: int, amp: bool = False, data: Path = DATA,
+             images: torch.Tensor | None = None, compile: bool = False) -> dict:
+    """Alternate the training steps of hiervq (and of hiervq under bf16 autocast with ``amp``, compiled with
+    ``compile``) and the reference; images/s from the median wall-clock step time of each (and from the median CPU
+    time of the process)."""
+    if images is None:
+        images = load_images(size, max(8 * batch, 2048), data)
+    sides = {}
+    torch.manual_seed(0)
+    ours, sides["hiervq"] = hiervq_step(images, batch)
+    if amp:
+        torch.manual_seed(0)
+        sides["hiervq_bf16"] = hiervq_step(images, batch, amp=True)[1]
+    if compile:
+        torch.manual_seed(0)
+        sides["hiervq_compiled"] = hiervq_step(images, batch, compile=True)[1]
+        start = time.perf_counter()
+        sides["hiervq_compiled"]()  # the first step compiles
+        compile_s = time.perf_counter() - start
+    torch.manual_seed(0)
+    ref, sides["reference"] = reference_step(images, batch)
+    wall: dict[str, list[float]] = {name: [] for name in sides}
+    cpu: dict[str, list[float]] = {name: [] for name in sides}
+    order = list(sides.items())
+    for i in range(warmup + steps):
+        for name, step in order if i % 2 == 0 else order[::-1]:
+            start, start_cpu = time.perf_counter(), time.process_time()
+            step()
+            if i >= warmup:
+                wall[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - start_cpu)
+    record = {
+        "size": size,
+        "batch": batch,
+        "threads": torch.get_num_threads(),
+        "hiervq_img_s": round(batch / statistics.median(wall["hiervq"]), 2),
+        "reference_img_s": round(batch / statistics.median(wall["reference"]), 2),
+        "hiervq_params": sum(p.numel() for p in ours.parameters()),
+        "reference_params": sum(p.numel() for p in ref.parameters()),
+    }
+    # extras: the same steps per second of the process's CPU time (what contention for the cores does not
+    # stretch), bf16, and the machine's load while it ran
+    for name in sides:
+        record[f"{name}_cpu_img_s"] = round(batch / statistics.median(cpu[name]), 2)
+    for name in ("hiervq_bf16", "hiervq_compiled"):
+        if name in sides:
+            record[f"{name}_img_s"] = round(batch / statistics.median(wall[name]), 2)
+    if compile:
+        record["compile_s"] = round(compile_s, 1)
+    record["steps"], record["warmup"] = steps, warmup
+    record["load_average"] = round(os.getloadavg()[0], 2)
+    return record
+
+
+# ---------------------------------------------------------------------------------------- ablation
+def _undo(model, what: str) -> None:
+    """Turn one of the training-step optimisations off in ``model`` (for :func:`run_ablation`)."""
+    import types
+
+    from hiervq.nn import ResBlock
+    from hiervq.quantize.common import RowLayout
+
+    if what == "inplace_relu":  # the residual block as before: a new tensor for the inner ReLU
+        for m in model.modules():
+            if isinstance(m, ResBlock):
+                m.forward = types.MethodType(lambda self, x: x + self.conv2(F.relu(self.conv1(F.relu(x)))), m)
+    elif what == "quantizer_layout":  # the quantizer output copied to the default layout, as before
+        for vq in model.vq:
+            vq._from_rows = lambda rows, shape, maps, channels_last=False: RowLayout._from_rows(rows, shape, maps)
+
+
+ABLATION = {  # name: (config changes, optimisation turned off)
+    "hiervq": ({}, None),
+    "no channels_last": ({"channels_last": False}, None),
+    "no in-place inner ReLU": ({}, "inplace_relu"),
+    "quantizer output copied to NCHW": ({}, "quantizer_layout"),
+    "none of the three (the step before)": ({"channels_last": False}, "inplace_relu+quantizer_layout"),
+    "our default widths (+24 % parameters)": ({"widths": "hiervq"}, None),
+}
+
+
+def run_ablation(size: int, batch: int, warmup: int, steps: int, data: Path = DATA,
+                 images: torch.Tensor | None = None) -> dict:
+    """Each optimisation of the training step turned off in turn, all variants and the reference alternated in
+    one process; median images/s by wall clock and by CPU time per variant."""
+    global hiervq_config
+    if images is None:
+        images = load_images(size, max(8 * batch, 2048), data)
+    base, sides = hiervq_config, {}
+    try:
+        for name, (changes, undo) in ABLATION.items():
+            hiervq_config = lambda *a, changes=changes: _with(base(*a), changes)  # noqa: E731
+            torch.manual_seed(0)
+            model, sides[name] = hiervq_step(images, batch)
+            for what in (undo or "").split("+"):
+                if what:
+                    _undo(model, what)
+    finally:
+        hiervq_config = base
+    torch.manual_seed(0)
+    sides["reference"] = reference_step(images, batch)[1]
+    wall: dict[str, list[float]] = {name: [] for name in sides}
+    cpu: dict[str, list[float]] = {name: [] for name in sides}
+    order = list(sides.items())
+    for i in range(warmup + steps):
+        for name, step in order if i % 2 == 0 else order[::-1]:
+            start, start_cpu = time.perf_counter(), time.process_time()
+            step()
+            if i >= warmup:
+                wall[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - start_cpu)
+    return {
+        "size": size, "batch": batch, "threads": torch.get_num_threads(), "steps": steps, "warmup": warmup,
+        "load_average": round(os.getloadavg()[0], 2),
+        "img_s": {name: round(batch / statistics.median(wall[name]), 2) for name in sides},
+        "cpu_img_s": {name: round(batch / statistics.median(cpu[name]), 2) for name in sides},
+    }
+
+
+# ---------------------------------------------------------------------------------------- profile
+PROFILE_CATEGORIES = {  # category: profiler event names (self time); anything else is "other"
+    "conv forward (incl. transposed)": ("aten::mkldnn_convolution", "aten::_convolution", "aten::convolution",
+                                        "aten::conv2d", "aten::conv_transpose2d"),
+    "conv backward": ("aten::convolution_backward", "ConvolutionBackward0"),
+    "ReLU forward + backward": ("aten::clamp_min", "aten::clamp_min_", "aten::relu", "aten::relu_",
+                                "aten::threshold_backward", "ReluBackward0"),
+    "residual adds, gradient sums": ("aten::add", "AddBackward0"),
+    "layout copies, cat": ("aten::copy_", "aten::cat", "aten::contiguous", "aten::clone", "CatBackward0",
+                           "aten::narrow", "aten::slice", "aten::permute", "PermuteBackward0", "CloneBackward0"),
+    "optimizer (Adam), zero_grad": ("Optimizer.step#Adam.step", "aten::lerp_", "aten::addcmul_", "aten::addcdiv_",
+                                    "aten::sqrt", "aten::mul_", "aten::div_", "Optimizer.zero_grad#Adam.zero_grad"),
+    "quantizer: distances, nearest code": ("aten::addmm", "aten::amin", "aten::argmin", "aten::gather", "aten::max",
+                                           "aten::mm", "aten::neg", "aten::pow", "aten::sum", "aten::matmul"),
+    "quantizer: one-hot, EMA, statistics, lookup": (
+        "aten::one_hot", "aten::bincount", "aten::index_add_", "aten::embedding", "aten::index_select",
+        "aten::embedding_backward", "aten::embedding_dense_backward", "aten::scatter_add_", "aten::exp", "aten::log",
+        "aten::gt", "aten::fill_", "aten::zeros", "aten::scatter_", "aten::zero_"),
+    "losses (MSE), PSNR, logged values": ("aten::mse_loss", "aten::mse_loss_backward", "MseLossBackward0",
+                                          "aten::log10", "aten::mean", "aten::sub", "aten::rsub", "aten::clamp",
+                                          "aten::item", "aten::_local_scalar_dense", "aten::stack", "aten::isfinite"),
+}
+
+
+def run_profile(size: int, batch: int, warmup: int, steps: int, data: Path = DATA,
+                images: torch.Tensor | None = None) -> dict:
+    """torch.profiler over ``steps`` interleaved training steps of hiervq, of hiervq before the optimisations (the
+    ablation's "none of the three") and of the reference: self time per category in ms per step, per side."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    global hiervq_config
+    if images is None:
+        images = load_images(size, max(8 * batch, 2048), data)
+    base, sides = hiervq_config, {}
+    torch.manual_seed(0)
+    sides["hiervq"] = hiervq_step(images, batch)[1]
+    hiervq_config = lambda *a: _with(base(*a), {"channels_last": False})  # noqa: E731
+    try:
+        torch.manual_seed(0)
+        model, sides["hiervq before"] = hiervq_step(images, batch)
+    finally:
+        hiervq_config = base
+    _undo(model, "inplace_relu")
+    _undo(model, "quantizer_layout")
+    torch.manual_seed(0)
+    sides["reference"] = reference_step(images, batch)[1]
+    order = list(sides.items())
+    for _ in range(warmup):
+        for _, step in order:
+            step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for i in range(steps):
+            for name, step in order if i % 2 == 0 else order[::-1]:
+                with record_function("side:" + name):
+                    step()
+    category = {event: cat for cat, events in PROFILE_CATEGORIES.items() for event in events}
+    ms: dict[str, dict[str, float]] = {name: {} for name in sides}
+    for event in prof.events():
+        root = event
+        while root.cpu_parent is not None:
+            root = root.cpu_parent
+        if event is root or not root.name.startswith("side:"):
+            continue
+        cat = category.get(event.name, "other (elementwise, allocation, autograd)")
+        side = ms[root.name[5:]]
+        side[cat] = side.get(cat, 0.0) + event.self_cpu_time_total / 1000 / steps
+    return {"size": size, "batch": batch, "threads": torch.get_num_threads(), "steps": steps,
+            "load_average": round(os.getloadavg()[0], 2),
+            "ms_per_step": {name: {k: round(v, 2) for k, v in sorted(cats.items(), key=lambda kv: -kv[1])}
+                            for name, cats in ms.items()}}
+
+
+def _with(config, changes: dict):
+    for key, value in changes.items():
+        setattr(config, key, value)
+    return config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default=",".join(f"{s}:{b}" for s, b in CASES), help="size:batch,...")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed step pairs first")
+    parser.add_argument("--steps", type=int, default=60, help="timed step pairs")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--amp", action="store_true", help="also time hiervq with train.amp (bf16 autocast)")
+    parser.add_argument("--compile", action="store_true", help="also time hiervq with train.compile")
+    parser.add_argument("--data", type=Path, default=DATA, help="CIFAR-10 .npz (random images when missing)")
+    parser.add_argument("--ablation", action="store_true",
+                        help=f"time the step with each optimisation turned off instead (-> {ABLATION_RESULTS.name})")
+    parser.add_argument("--profile", action="store_true",
+                        help=f"torch.profiler breakdown of the steps instead (-> {PROFILE_RESULTS.name})")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"default {RESULTS.name} ({ABLATION_RESULTS.name}, {PROFILE_RESULTS.name})")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from hiervq.train.report import write_json
+
+    if args.profile:
+        records = []
+        for case in args.cases.split(","):
+            size, batch = (int(v) for v in case.split(":"))
+            records.append(run_profile(size, batch, args.warmup, args.steps, args.data))
+            sides = records[-1]["ms_per_step"]
+            cats = list(sides["hiervq"])
+            print(f"{size}x{size} batch {batch}, ms per step (share):" + "".join(f"{n:>24s}" for n in sides))
+            for cat in cats + ["total"]:
+                cells = []
+                for side in sides.values():
+                    total = sum(side.values())
+                    value = total if cat == "total" else side.get(cat, 0.0)
+                    cells.append(f"{value:14.1f} ({100 * value / total:4.1f} %)")
+                print(f"  {cat:44s}" + "".join(f"{c:>24s}" for c in cells), flush=True)
+            write_json(args.out or PROFILE_RESULTS, records)
+        return
+
+    if args.ablation:
+        records = []
+        for case in args.cases.split(","):
+            size, batch = (int(v) for v in case.split(":"))
+            records.append(run_ablation(size, batch, args.warmup, args.steps, args.data))
+            ref_wall, ref_cpu = records[-1]["img_s"]["reference"], records[-1]["cpu_img_s"]["reference"]
+            for name in records[-1]["img_s"]:
+                print(f"{size}x{size} batch {batch} {name:40s} {records[-1]['img_s'][name] / ref_wall:5.2f}x wall "
+                      f"{records[-1]['cpu_img_s'][name] / ref_cpu:5.2f}x CPU time", flush=True)
+            write_json(args.out or ABLATION_RESULTS, records)
+        return
+    args.out = args.out or RESULTS
+
+    results = []
+    for case in args.cases.split(","):
+        size, batch = (int(v) for v in case.split(":"))
+        record = run_case(size, batch, args.warmup, args.steps, args.amp, args.data, compile=args.compile)
+        results.append(record)
+        ratio = record["hiervq_img_s"] / record["reference_img_s"]
+        cpu_ratio = record["hiervq_cpu_img_s"] / record["reference_cpu_img_s"]
+        bf16 = "".join(f", {name[7:]} {record[f'{name}_img_s'] / record['reference_img_s']:.2f}x"
+                       for name in ("hiervq_bf16", "hiervq_compiled") if f"{name}_img_s" in record)
+        print(f"{size}x{size} batch {batch}: hiervq {record['hiervq_img_s']:.1f} img/s, reference "
+              f"{record['reference_img_s']:.1f} img/s, ratio {ratio:.2f} (CPU time {cpu_ratio:.2f}{bf16}; "
+              f"{record['hiervq_params']:,} vs {record['reference_params']:,} parameters, load average "
+              f"{record['load_average']})", flush=True)
+        write_json(args.out, results)  # after every case
+
+
+if __name__ == "__main__":
+    main()
