@@ -171,7 +171,7 @@ def main() -> None:
 
     models, logs = [], []
     for spec in args.runs:
-        name, _, run = spec.rpartition("=") if "=" in spec and not Path(spec).exists() else ("", "", spec)
+        name, _, run = spec.partition("=") if "=" in spec and not Path(spec).exists() else ("", "", spec)
         row, log = measure_model(run, originals, args.batch_size)
         row["name"] = name or row["name"]
         models.append(row)

@@ -324,7 +324,11 @@ def _check_entry(e: dict, per_level: bool) -> None:
 
 def test_committed_capacity_results_have_the_issue_format():
     data = json.loads((REPO / "benchmarks" / "results" / "capacity_match_cifar10.json").read_text())
-    assert set(data) == {"pairs", "ablation"} and len(data["pairs"]) >= 3
+    assert {"pairs", "ablation", "mode", "d_sweep"} <= set(data) and len(data["pairs"]) >= 3
+    assert data["mode"] == "unconditioned"
+    assert [row["D"] for row in data["d_sweep"]] == [4, 8, 16, 32]
+    for row in data["d_sweep"]:
+        assert isinstance(row["K"], int) and isinstance(row["psnr"], float) and row["perplexity"] >= 1.0
     assert list(data["ablation"]) == ["none", "data_init", "dead_reset", "low_dim"]
     for pair in data["pairs"] + list(data["ablation"].values()):
         assert set(pair) == {"single", "hier"}
