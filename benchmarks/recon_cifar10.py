@@ -17,11 +17,8 @@ so far. Run from the repository root (data in ../shared/data/cifar10), alone on 
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
-
-from recon_mnist import ROOT, plot_curves, run_models
+from recon_mnist import ROOT
+from recon_mnist import main as recon_main
 
 MODELS = {"vqvae": ROOT / "configs" / "vqvae-cifar10.yaml", "hvqvae": ROOT / "configs" / "hvqvae2-cifar10-512.yaml"}
 RESULT = ROOT / "benchmarks" / "results" / "recon_cifar10.json"
@@ -31,23 +28,11 @@ LABELS = {"vqvae": "VQ-VAE (8x8, K=256)", "hvqvae": "2-level (8x8 K=64 + 4x4 K=2
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=sorted(MODELS), action="append", help="run only these models")
-    parser.add_argument("--set", action="append", default=[], help="config override for every model")
-    parser.add_argument("--runs", default="runs/bench-recon-cifar10", help="where the run directories go")
-    parser.add_argument("--output", default=str(RESULT))
-    parser.add_argument("--figure", default=str(FIGURE), help="test MSE against training time, both models")
-    parser.add_argument("--plot-only", action="store_true", help="only redraw the figure from --output")
-    args = parser.parse_args()
-
-    output = Path(args.output)
-    if args.plot_only:
-        results = json.loads(output.read_text()) if output.is_file() else {}
-    else:
-        results = run_models(MODELS, args, output, extra=lambda summary, _run: {"ssim": summary["ssim"]})
     lines = [(PUBLISHED["VQ-VAE"], "bar: published VQ-VAE 3.63e-3", "--"),
              (PUBLISHED["PQ-VAE"], "target: published PQ-VAE 2.96e-3", ":")]
-    plot_curves(results, Path(args.figure), LABELS, lines, "CIFAR-10 32x32, 512 bits per image")
+    recon_main(MODELS, RESULT, FIGURE, "runs/bench-recon-cifar10", extra=lambda summary, _run: {"ssim": summary["ssim"]},
+               labels=LABELS, lines=lines, title="CIFAR-10 32x32, 512 bits per image",
+               description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

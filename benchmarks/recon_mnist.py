@@ -75,13 +75,18 @@ def run_models(models: dict[str, Path], args: argparse.Namespace, output: Path,
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=sorted(MODELS), action="append", help="run only these models")
+def main(models: dict[str, Path] = MODELS, result: Path = RESULT, figure: Path = FIGURE,
+         runs: str = "runs/bench-recon-mnist", extra: Callable[[dict, Path], dict] | None = None,
+         labels: dict[str, str] = LABELS, lines: list[tuple[float, str, str]] | None = None,
+         title: str = "MNIST 32x32, 512 bits per image", description: str | None = None) -> None:
+    """The command line of this benchmark and of its CIFAR-10 twin (recon_cifar10.py), which passes its own
+    models, files, reference lines and title."""
+    parser = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
+    parser.add_argument("--only", choices=sorted(models), action="append", help="run only these models")
     parser.add_argument("--set", action="append", default=[], help="config override for every model")
-    parser.add_argument("--runs", default="runs/bench-recon-mnist", help="where the run directories go")
-    parser.add_argument("--output", default=str(RESULT))
-    parser.add_argument("--figure", default=str(FIGURE), help="test MSE against training time, both models")
+    parser.add_argument("--runs", default=runs, help="where the run directories go")
+    parser.add_argument("--output", default=str(result))
+    parser.add_argument("--figure", default=str(figure), help="test MSE against training time, both models")
     parser.add_argument("--plot-only", action="store_true", help="only redraw the figure from --output")
     args = parser.parse_args()
 
@@ -89,9 +94,10 @@ def main() -> None:
     if args.plot_only:
         results = json.loads(output.read_text()) if output.is_file() else {}
     else:
-        results = run_models(MODELS, args, output)
-    plot_curves(results, Path(args.figure), LABELS, [(BAR_MSE, "bar: 1.0e-3 within 30 min", "--"),
-                (PUBLISHED_VQVAE_MSE, "published VQ-VAE 0.78e-3", ":")], "MNIST 32x32, 512 bits per image")
+        results = run_models(models, args, output, extra)
+    if lines is None:
+        lines = [(BAR_MSE, "bar: 1.0e-3 within 30 min", "--"), (PUBLISHED_VQVAE_MSE, "published VQ-VAE 0.78e-3", ":")]
+    plot_curves(results, Path(args.figure), labels, lines, title)
 
 
 def plot_curves(results: dict, path: Path, labels: dict[str, str], lines: list[tuple[float, str, str]],

@@ -84,24 +84,31 @@ def out_dir(args: argparse.Namespace) -> Path:
 
 
 # ---------------------------------------------------------------------- images in
-def collect_images(paths: list[str]) -> list[Path]:
-    """Image files named on the command line (a folder: the images in it)."""
-    from ..data.readers import IMAGE_SUFFIXES, list_images
+def collect_files(items: list[str], find, what: str, hint: str = "") -> list[Path]:
+    """Files named on the command line; a folder stands for ``find(folder)`` (a list of its files, refused when
+    empty with "no ``what`` found (``hint``)")."""
     from ..errors import HierVQError
 
     files: list[Path] = []
-    for item in paths:
+    for item in items:
         p = Path(item)
         if p.is_dir():
-            found = list_images(p)
+            found = find(p)
             if not found:
-                raise HierVQError(f"{p}: no images found ({', '.join(IMAGE_SUFFIXES)})")
+                raise HierVQError(f"{p}: no {what} found" + (f" ({hint})" if hint else ""))
             files += found
         elif p.is_file():
             files.append(p)
         else:
             raise HierVQError(f"{p}: no such file or directory")
     return files
+
+
+def collect_images(paths: list[str]) -> list[Path]:
+    """Image files named on the command line (a folder: the images in it)."""
+    from ..data.readers import IMAGE_SUFFIXES, list_images
+
+    return collect_files(paths, list_images, "images", ", ".join(IMAGE_SUFFIXES))
 
 
 def run_fit(run: str) -> str:

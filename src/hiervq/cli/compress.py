@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from ..errors import HierVQError
-from .common import add_overwrite, collect_images, png_targets, read_model_images, save_pngs
+from .common import add_overwrite, collect_files, collect_images, png_targets, read_model_images, save_pngs
 
 
 def _add_priors(p: argparse.ArgumentParser) -> None:
@@ -64,21 +64,11 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 
 
 def _collect_files(items: list[str]) -> list[Path]:
+    """Compressed files named on the command line (a folder: its ``.hvq`` files)."""
     from ..codec import SUFFIX
 
-    paths: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix == SUFFIX and q.is_file())
-            if not found:
-                raise HierVQError(f"{p}: no {SUFFIX} files found")
-            paths += found
-        elif p.is_file():
-            paths.append(p)
-        else:
-            raise HierVQError(f"{p}: no such file or directory")
-    return paths
+    return collect_files(items, lambda p: sorted(q for q in p.iterdir() if q.suffix == SUFFIX and q.is_file()),
+                         f"{SUFFIX} files")
 
 
 def _cmd_decompress(args: argparse.Namespace) -> int:
