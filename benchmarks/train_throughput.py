@@ -182,7 +182,7 @@ def hiervq_config(size: int, in_channels: int = 3):
 
     return HierarchicalConfig(
         image_size=size, in_channels=in_channels, channels=CHANNELS, blocks=BLOCKS, res_channels=RES_CHANNELS,
-        block="res", mode="conditioned", widths="vqvae2",
+        block="res", mode="conditioned", widths="vqvae2", channels_last=True,
         levels=[LevelConfig(downsample=4, codebook_size=K, dim=DIM), LevelConfig(downsample=2, codebook_size=K, dim=DIM)],
         quantizer=QuantizerConfig(estimator="ste", beta=BETA / 4, ema_decay=DECAY, init="random", dead_threshold=0),
     )
