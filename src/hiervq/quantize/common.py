@@ -76,6 +76,14 @@ def code_bits(codebook_size: int, count: int | float = 1, depth: int = 1) -> flo
     return count * (depth * math.log2(codebook_size))
 
 
+def projections(dim: int, inner: int) -> tuple[nn.Module, nn.Module]:
+    """The (project_in, project_out) pair of a quantizer that works in ``inner`` channels on ``dim``-channel
+    inputs: ``nn.Linear(dim, inner)`` and ``nn.Linear(inner, dim)``, or two identities when ``inner == dim``."""
+    if inner == dim:
+        return nn.Identity(), nn.Identity()
+    return nn.Linear(dim, inner), nn.Linear(inner, dim)
+
+
 class RowLayout(nn.Module):
     """Mixin: (B, C, H, W) maps or channel-last (..., C) tensors <-> (N, C) rows; needs ``self.dim``."""
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed as qdist
-from .common import RowLayout, batch_stats, check_indices, code_bits
+from .common import RowLayout, batch_stats, check_indices, code_bits, projections
 from .estimators import straight_through
 from .vector import Quantized
 
@@ -97,9 +97,7 @@ class FSQ(RowLayout):
         self.codebook_size = math.prod(levels)
         self.eps = eps
         self.bypass = False
-        projected = self.code_dim != dim
-        self.project_in = nn.Linear(dim, self.code_dim) if projected else nn.Identity()
-        self.project_out = nn.Linear(self.code_dim, dim) if projected else nn.Identity()
+        self.project_in, self.project_out = projections(dim, self.code_dim)
         lv = torch.tensor(levels, dtype=torch.float64)
         half_l = (lv - 1) * (1 + eps) / 2
         offset = torch.where(lv % 2 == 0, 0.5, 0.0)

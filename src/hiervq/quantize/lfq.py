@@ -10,11 +10,10 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
 
 from . import distributed as qdist
 from .codebook import DEFAULT_CHUNK_ELEMENTS
-from .common import RowLayout, check_indices, usage_stats
+from .common import RowLayout, check_indices, projections, usage_stats
 from .estimators import straight_through
 from .fsq import linear_in
 from .vector import Quantized
@@ -134,9 +133,7 @@ class LFQ(RowLayout):
         self.inv_temperature = inv_temperature
         self.chunk_elements = chunk_elements
         self.bypass = False
-        projected = bits != dim
-        self.project_in = nn.Linear(dim, bits) if projected else nn.Identity()
-        self.project_out = nn.Linear(bits, dim) if projected else nn.Identity()
+        self.project_in, self.project_out = projections(dim, bits)
         self.register_buffer("_mask", 2 ** torch.arange(bits - 1, -1, -1, dtype=torch.long), persistent=False)
         self.register_buffer("_one", torch.ones((), dtype=torch.float32), persistent=False)  # follows .double()
 

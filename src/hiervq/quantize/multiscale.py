@@ -15,7 +15,7 @@ from torch import nn
 
 from . import distributed as qdist
 from .codebook import DEFAULT_CHUNK_ELEMENTS, Codebook
-from .common import batch_stats, code_bits, perplexity
+from .common import batch_stats, code_bits, perplexity, projections
 from .estimators import rotation_trick, straight_through
 from .vector import Quantized
 
@@ -148,9 +148,7 @@ class MultiScaleVQ(nn.Module):
         self.upsample = upsample
         self.beta = beta
         self.bypass = False
-        projected = self.code_dim != dim
-        self.project_in = nn.Linear(dim, self.code_dim) if projected else nn.Identity()
-        self.project_out = nn.Linear(self.code_dim, dim) if projected else nn.Identity()
+        self.project_in, self.project_out = projections(dim, self.code_dim)
         self.codebook = Codebook(
             codebook_size,
             self.code_dim,

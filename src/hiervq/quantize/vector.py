@@ -6,11 +6,10 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from . import distributed as qdist
 from .codebook import DEFAULT_CHUNK_ELEMENTS, Codebook
-from .common import RowLayout, batch_stats, code_bits, is_channels_last
+from .common import RowLayout, batch_stats, code_bits, is_channels_last, projections
 from .estimators import ESTIMATORS, rotation_trick, straight_through
 from .simvq import SimCodebook
 
@@ -120,9 +119,7 @@ class VectorQuantizer(RowLayout):
         self.beta = beta
         self.cosine = cosine
         self.temperature = temperature
-        projected = self.code_dim != dim
-        self.project_in = nn.Linear(dim, self.code_dim) if projected else nn.Identity()
-        self.project_out = nn.Linear(self.code_dim, dim) if projected else nn.Identity()
+        self.project_in, self.project_out = projections(dim, self.code_dim)
         self.simvq = simvq
         if simvq:
             self.codebook = SimCodebook(codebook_size, self.code_dim, cosine=cosine, chunk_elements=chunk_elements)
