@@ -45,6 +45,7 @@ import argparse
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +189,23 @@ def hiervq_config(size: int, in_channels: int = 3):
     )
 
 
+def alternate(sides: dict[str, Callable[[], object]], warmup: int, steps: int
+              ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Run every side's step ``warmup + steps`` times, alternating the order each round (so contention and
+    cache effects fall on every side alike); the wall-clock and CPU seconds of each timed step, per side."""
+    wall: dict[str, list[float]] = {name: [] for name in sides}
+    cpu: dict[str, list[float]] = {name: [] for name in sides}
+    order = list(sides.items())
+    for i in range(warmup + steps):
+        for name, step in order if i % 2 == 0 else order[::-1]:
+            start, start_cpu = time.perf_counter(), time.process_time()
+            step()
+            if i >= warmup:
+                wall[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - start_cpu)
+    return wall, cpu
+
+
 def hiervq_step(images: torch.Tensor, batch: int, amp: bool = False, compile: bool = False):
     """A closure running one step of hiervq's own training loop (``Trainer.train_step``) on the next batch
     (``amp``, ``compile``: the ``train.amp`` and ``train.compile`` switches)."""
@@ -257,16 +275,7 @@ def run_case(size: int, batch: int, warmup: int, steps: int, amp: bool = False, 
         compile_s = time.perf_counter() - start
     torch.manual_seed(0)
     ref, sides["reference"] = reference_step(images, batch)
-    wall: dict[str, list[float]] = {name: [] for name in sides}
-    cpu: dict[str, list[float]] = {name: [] for name in sides}
-    order = list(sides.items())
-    for i in range(warmup + steps):
-        for name, step in order if i % 2 == 0 else order[::-1]:
-            start, start_cpu = time.perf_counter(), time.process_time()
-            step()
-            if i >= warmup:
-                wall[name].append(time.perf_counter() - start)
-                cpu[name].append(time.process_time() - start_cpu)
+    wall, cpu = alternate(sides, warmup, steps)
     record = {
         "size": size,
         "batch": batch,
@@ -337,16 +346,7 @@ def run_ablation(size: int, batch: int, warmup: int, steps: int, data: Path = DA
         hiervq_config = base
     torch.manual_seed(0)
     sides["reference"] = reference_step(images, batch)[1]
-    wall: dict[str, list[float]] = {name: [] for name in sides}
-    cpu: dict[str, list[float]] = {name: [] for name in sides}
-    order = list(sides.items())
-    for i in range(warmup + steps):
-        for name, step in order if i % 2 == 0 else order[::-1]:
-            start, start_cpu = time.perf_counter(), time.process_time()
-            step()
-            if i >= warmup:
-                wall[name].append(time.perf_counter() - start)
-                cpu[name].append(time.process_time() - start_cpu)
+    wall, cpu = alternate(sides, warmup, steps)
     return {
         "size": size, "batch": batch, "threads": torch.get_num_threads(), "steps": steps, "warmup": warmup,
         "load_average": round(os.getloadavg()[0], 2),
