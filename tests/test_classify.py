@@ -13,14 +13,7 @@ from hiervq.data.tiles import cut_tiles, laplacian_variance, pixel_std, select_t
 from hiervq.metrics import confusion_matrix, per_class_accuracy
 from hiervq.models import DualStackConfig, DualStackVQVAE, LevelConfig, StageConfig
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP barrier waits on a loaded 2-core machine (10-70x faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------- label subsets

@@ -34,12 +34,7 @@ TINY_PQ = {  # 32 codes of K = 64 per 16x16 image: enough bits for the 2 % size 
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

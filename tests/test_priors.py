@@ -23,14 +23,7 @@ from hiervq.priors.kinds import PRIOR_KINDS
 
 from .conftest import REPO, TINY_RUN, shared_file
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one thread avoids the cost of thread hand-offs on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _raster_dependence(prior, codes, cond=None, labels=None):

@@ -21,14 +21,7 @@ from hiervq.models import (
 from hiervq.pretrained import build
 from hiervq.train import PhaseConfig, TrainConfig, Trainer, load_checkpoint
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP barrier waits on a loaded 2-core machine (10-70x faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_stage(down=2, k=2, K=16, channels=8):
