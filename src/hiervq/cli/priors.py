@@ -1,6 +1,6 @@
 """``hiervq prior`` and ``hiervq sample``: fit priors over a run's codes, and generate images with them.
 
-The work is done by :mod:`hiervq.train.prior`,
+The work is done by :mod:`hiervq.priors.run`,
 which dispatches on the autoencoder family through :func:`hiervq.priors.prior_kind_for`, so new families need no
 change here.
 """
@@ -20,7 +20,7 @@ def _cmd_prior(args: argparse.Namespace) -> int:
     from ..layout import RunDir
     from ..pretrained import load
     from ..priors import prior_kind_for
-    from ..train.prior import prior_run
+    from ..priors.run import prior_run
 
     resume = {}  # level -> resume it (--level all --resume: levels without a checkpoint start afresh)
     if args.level == "all":
@@ -51,7 +51,7 @@ def _cmd_prior(args: argparse.Namespace) -> int:
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     from ..metrics.plots import save_image_grid
-    from ..train.prior import sample_run
+    from ..priors.run import sample_run
 
     result = sample_run(args.run, args.priors, args.n, args.class_label, args.temperature, args.seed)
     out = Path(args.output)

@@ -124,8 +124,8 @@ class Codec:
         ``RUN/priors/``); ``device`` defaults to ``$HIERVQ_DEVICE`` (cpu)."""
         from ..layout import RunDir
         from ..pretrained import load
+        from ..priors.run import load_priors
         from ..train.distributed import env_device
-        from ..train.prior import load_priors
 
         model = load(run)
         dirs = list(prior_dirs or [prior.path for prior in RunDir(run).find_priors()])
