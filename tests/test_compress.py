@@ -40,8 +40,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A tiny 2-level VQ-VAE with class-conditional PixelCNN priors, and a tiny PQ-VAE with its transformer prior."""
+    from hiervq.priors.run import prior_run
     from hiervq.train import config_from_dict, train_run
-    from hiervq.train.prior import prior_run
 
     root = tmp_path_factory.mktemp("compress")
     hier = copy.deepcopy(TINY_RUN)

@@ -132,3 +132,37 @@ def test_the_model_section_is_parsed_once(tmp_path, tiny_run_config, monkeypatch
     assert cfg.model_config.channels == 12 and len(calls) == 3
     with pytest.raises(ConfigError, match="run.yaml: model: image_size 18"):
         cfg.build_model(in_channels=1, image_size=18)
+
+
+def test_optional_sections_are_owned_by_their_recipes(tmp_path, tiny_run_config):
+    """compare/sweep/study, priors and classify are registered by the recipes that read them (train imports none
+    of them); they are still validated when the config is read, with the key and the file in the message."""
+    from hiervq.classify.config import ClassifyConfig
+    from hiervq.experiments.config import CompareConfig
+    from hiervq.priors.config import PriorsConfig
+    from hiervq.train.config import SECTIONS, dump_config
+
+    assert list(SECTIONS) == ["compare", "sweep", "study", "priors", "classify"]  # config.yaml's order
+    tiny_run_config["priors"] = {"class_conditional": True, "train": {"epochs": 2}}
+    tiny_run_config["compare"] = {"single_code_dim": 4}
+    cfg = load_config(write(tmp_path, tiny_run_config))
+    assert isinstance(cfg.priors, PriorsConfig) and cfg.priors.train.epochs == 2
+    assert isinstance(cfg.compare, CompareConfig) and cfg.compare.single_code_dim == 4
+    assert cfg.classify is None and cfg.sweep is None
+    text = dump_config(cfg)
+    assert text.index("compare:") < text.index("sweep:") < text.index("priors:") < text.index("classify: null")
+    assert config_from_dict(yaml.safe_load(text)) == cfg
+
+    other = cfg.with_sections(classify=ClassifyConfig(), priors=None)
+    assert isinstance(other.classify, ClassifyConfig) and other.priors is None and cfg.classify is None
+    with pytest.raises(TypeError):
+        cfg.priors = CompareConfig()
+
+    tiny_run_config["priors"]["code_batch_sise"] = 8
+    path = write(tmp_path, tiny_run_config, "bad.yaml")
+    with pytest.raises(ConfigError, match=r"bad.yaml: priors: unknown key 'code_batch_sise'"):
+        load_config(path)
+    del tiny_run_config["priors"]
+    tiny_run_config["priorz"] = {}
+    with pytest.raises(ConfigError, match=r"unknown key 'priorz'.*priors, classify"):
+        load_config(write(tmp_path, tiny_run_config, "bad2.yaml"))

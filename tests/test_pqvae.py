@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import hiervq
+from hiervq.errors import ConfigError
 from hiervq.models import PQVAE, PQVAEConfig
 from hiervq.pretrained import build
 from hiervq.quantize import ProgressiveQuantizer
@@ -119,8 +120,12 @@ def test_entropy_terms_of_the_quantizer_use_softmax_of_negative_distance():
 
 
 def small_model(**kw) -> PQVAE:
+    """A small PQ-VAE; the quantizer's keys (``estimator``, ``temperature``, ...) go to ``model.quantizer``."""
+    from hiervq.models.pqvae import QUANTIZER_KEYS
+
+    quantizer = {"init": "kmeans", **{k: kw.pop(k) for k in list(kw) if k in QUANTIZER_KEYS}}
     cfg = dict(image_size=16, in_channels=1, channels=16, blocks=1, res_channels=8, downsample=2, latent_channels=8,
-               map_size=4, steps=6, codebook_size=16, spatial_dim=4, channel_dim=2, init="kmeans")
+               map_size=4, steps=6, codebook_size=16, spatial_dim=4, channel_dim=2, quantizer=quantizer)
     cfg.update(kw)
     return PQVAE(PQVAEConfig(**cfg))
 
@@ -337,3 +342,51 @@ def test_pqvae_tanh_output_stays_in_range():
     assert small_model().config.output == "linear"
     with pytest.raises(ValueError, match="output"):
         small_model(output="sigmoid")
+
+
+def test_the_flat_quantizer_keys_of_older_configs_still_work(tmp_path):
+    """``model.quantizer.estimator`` is the spelling for every family; PQ-VAE's flat ``model.estimator`` (and the
+    other quantizer keys it had at the top of the model section) still works with a DeprecationWarning, in code,
+    in a YAML config and in a saved run's config.json, and gives the same model (and codec id) as the new one."""
+    import json
+
+    from hiervq.codec.coder import _id_config
+    from hiervq.models.pqvae import PQQuantizerConfig
+    from hiervq.pretrained import load, parse_config, save_pretrained
+    from hiervq.train.config import config_from_dict
+
+    base = dict(image_size=16, in_channels=1, channels=16, blocks=1, res_channels=8, downsample=2, latent_channels=8,
+                map_size=4, steps=6, codebook_size=16, spatial_dim=4, channel_dim=2)
+    old = {**base, "estimator": "ste", "temperature": 0.5, "beta": 0.3, "entropy_weight": 0.02, "ema_decay": None,
+           "init": "random", "kmeans_iters": 3, "dead_threshold": 0.0, "dead_window": 4}
+    new = {**base, "quantizer": {k: old[k] for k in PQQuantizerConfig().options()}}
+    with pytest.warns(DeprecationWarning, match="quantizer.estimator"):
+        from_old = parse_config("pqvae", old, "old.yaml: model")
+    assert from_old == parse_config("pqvae", new, "new.yaml: model")
+    assert from_old.quantizer.estimator == "ste" and from_old.quantizer.ema_decay is None
+    with pytest.warns(DeprecationWarning):
+        assert PQVAEConfig(**old) == from_old
+    with pytest.warns(DeprecationWarning):
+        assert from_old.estimator == "ste"  # read-only alias
+    with pytest.raises(ConfigError, match="give 'quantizer.estimator' only"):
+        parse_config("pqvae", {**old, "quantizer": {"estimator": "gumbel"}}, "both.yaml: model")
+    with pytest.warns(DeprecationWarning):
+        run = config_from_dict({"model": {"name": "pqvae", **old}}, "old-run/config.yaml")
+    assert run.model_config == from_old
+    assert _id_config(from_old) == {**base, **{k: old[k] for k in old if k not in base}, "output": "linear", "block": "res",
+                                    "recon_reduction": "mean"}  # the codec's id of a model does not change
+
+    # a saved run written before the move (config.json with the flat keys) still loads, with the same weights
+    torch.manual_seed(0)
+    model = PQVAE(from_old)
+    save_pretrained(model, tmp_path / "model")
+    meta_path = tmp_path / "model" / "config.json"
+    meta = json.loads(meta_path.read_text())
+    section = meta["config"]
+    section.update(section.pop("quantizer"))  # the old spelling
+    meta_path.write_text(json.dumps(meta))
+    with pytest.warns(DeprecationWarning):
+        loaded = load(tmp_path / "model")
+    assert loaded.config == from_old
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), k

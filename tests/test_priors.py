@@ -219,8 +219,9 @@ def test_prior_kind_dispatch_and_levels():
 
 
 def test_resolve_prior_config_merges_levels_and_overrides():
-    from hiervq.train.config import PriorsConfig, config_from_dict
-    from hiervq.train.prior import resolve_prior_config
+    from hiervq.priors.config import PriorsConfig
+    from hiervq.priors.run import resolve_prior_config
+    from hiervq.train.config import config_from_dict
 
     raw = copy.deepcopy(TINY_RUN)
     raw["priors"] = {
@@ -254,7 +255,7 @@ def _run_flow(tmp_path, raw):
 
 def test_prior_runs_and_sampling_on_digits(tmp_path, capsys):
     from hiervq.cli import main
-    from hiervq.train.prior import sample_run
+    from hiervq.priors.run import sample_run
 
     raw = copy.deepcopy(TINY_RUN)
     raw["train"]["epochs"] = 1
@@ -297,8 +298,8 @@ def test_prior_runs_and_sampling_on_digits(tmp_path, capsys):
 
 def test_end_to_end_mnist_recipe_tiny(tmp_path):
     """The MNIST recipe's flow at a tiny size: autoencoder, both priors, 4 samples; class conditioning matters."""
+    from hiervq.priors.run import sample_run
     from hiervq.train.config import load_config
-    from hiervq.train.prior import sample_run
 
     path = shared_file("mnist")
     overrides = [
@@ -328,8 +329,8 @@ def test_end_to_end_mnist_recipe_tiny(tmp_path):
 def test_prior_resume_is_exact(tmp_path):
     """A prior run interrupted after epoch 1 and resumed ends with the weights of an uninterrupted run."""
     from hiervq.errors import CheckpointError
+    from hiervq.priors.run import prior_run
     from hiervq.train import config_from_dict, train_run
-    from hiervq.train.prior import prior_run
 
     raw = copy.deepcopy(TINY_RUN)
     raw["train"]["epochs"] = 1

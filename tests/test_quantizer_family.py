@@ -349,3 +349,28 @@ def test_fsq_code_dim_must_match_its_levels():
     config = HierarchicalConfig(levels=[LevelConfig(code_dim=3, quantizer=QuantizerConfig(kind="fsq", levels=[8, 5, 5, 5]))])
     with pytest.raises(ValueError, match="levels.0.quantizer: kind fsq"):
         config.validate()
+
+
+def test_every_quantizer_passes_its_codebook_options_through():
+    """The codebook settings are listed once (quantize.codebook.CODEBOOK_OPTIONS): every codebook-based quantizer
+    and QuantizerConfig.make hand the ones they take to their Codebook unchanged."""
+    from hiervq.models.base import QuantizerConfig
+    from hiervq.quantize import MultiScaleVQ, ProgressiveQuantizer, ResidualVQ, VectorQuantizer
+    from hiervq.quantize.codebook import codebook_options
+
+    opts = dict(ema_decay=0.9, init="random", kmeans_iters=3, dead_threshold=1.5, dead_window=7)
+    layers = {
+        "vq": VectorQuantizer(4, 8, reseed="mean", cosine=True, chunk_elements=1024, **opts).codebook,
+        "residual": ResidualVQ(4, 8, 2, reseed="mean", **opts).books[1],
+        "multiscale": MultiScaleVQ(4, 8, [1, 2], reseed="mean", **opts).codebook,
+        "progressive": ProgressiveQuantizer(4, map_size=2, steps=2, codebook_size=8, spatial_dim=2, channel_dim=2,
+                                            **opts).codebook,
+        "config": QuantizerConfig(reseed="mean", **opts).make(4, 8).codebook,
+    }
+    for name, book in layers.items():
+        for key, value in opts.items():
+            assert getattr(book, key) == value, (name, key)
+        assert book.reseed == ("sample" if name == "progressive" else "mean"), name
+    assert layers["vq"].cosine and layers["vq"].chunk_elements == 1024 and not layers["residual"].cosine
+    assert codebook_options({"init": "data", "beta": 1.0}) == {"init": "data"}
+    assert codebook_options(QuantizerConfig(), ("init", "dead_window")) == {"init": "data", "dead_window": 10}

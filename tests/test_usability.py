@@ -203,9 +203,9 @@ def test_without_matplotlib_a_run_still_finishes_with_its_report(tmp_path, monke
 def test_the_study_skips_tsne_without_sklearn(tmp_path, monkeypatch, capsys):
     import hiervq.extras
     from hiervq.data import load_data
+    from hiervq.experiments.config import StudyConfig
     from hiervq.experiments.study import TrainingSnapshots, finish_study
     from hiervq.train import config_from_dict, train_run
-    from hiervq.train.experiment_config import StudyConfig
 
     cfg = tiny()
     config = config_from_dict(cfg, "tiny")

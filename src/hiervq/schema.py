@@ -6,6 +6,7 @@ import dataclasses
 import math
 import types
 import typing
+import warnings
 from typing import Any, TypeVar
 
 from .errors import ConfigError
@@ -101,11 +102,29 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
     data = dict(data or {})
     prefix = f"{where} " if where.endswith(":") else f"{where}."
     where = where.rstrip(":")
+    moved = []
     for old, new in getattr(cls, "RENAMED_KEYS", {}).items():  # configs and saved models from before a rename
         if old in data:
-            if new in data:
-                raise ConfigError(f"{where}: give {new!r} only ({old!r} is its old name)")
-            data[new] = data.pop(old)
+            head, _, tail = new.partition(".")
+            if not tail:
+                if new in data:
+                    raise ConfigError(f"{where}: give {new!r} only ({old!r} is its old name)")
+                data[new] = data.pop(old)
+                continue
+            # a setting moved into a section (``estimator`` -> ``quantizer.estimator``)
+            section = data.get(head)
+            if section is None:
+                section = {}
+            if not isinstance(section, dict):
+                raise ConfigError(f"{prefix}{head}: expected a mapping, got {section!r}")
+            if tail in section:
+                raise ConfigError(f"{where}: give {new!r} only ({old!r} is its old spelling)")
+            data[head] = {**section, tail: data.pop(old)}
+            moved.append((old, new))
+    if moved:
+        warnings.warn(f"{where}: {', '.join(repr(o) for o, _ in moved)} moved; write "
+                      f"{', '.join(repr(n) for _, n in moved)} (the old spelling is deprecated)",
+                      DeprecationWarning, stacklevel=2)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
@@ -134,6 +153,23 @@ def validated(obj: T, where: str = "config") -> T:
         except ValueError as exc:
             raise ConfigError(f"{where.rstrip(':')}: {exc}") from None
     return obj
+
+
+def with_old_keys(config: Any) -> dict[str, Any]:
+    """:func:`to_dict` of a config dataclass with the keys renamed since (``RENAMED_KEYS``) under their old names,
+    settings moved into a section (``quantizer.estimator``) back at the top level, and a section they leave empty
+    dropped: the config as it was written before the renames (for ids that must not change with them)."""
+    d = to_dict(config)
+    for old, new in getattr(type(config), "RENAMED_KEYS", {}).items():
+        head, _, tail = new.partition(".")
+        if not tail:
+            if new in d:
+                d[old] = d.pop(new)
+        elif isinstance(d.get(head), dict) and tail in d[head]:
+            d[old] = d[head].pop(tail)
+            if not d[head]:
+                del d[head]
+    return d
 
 
 def to_dict(obj: Any) -> Any:

@@ -1,4 +1,7 @@
-"""The ``classify:`` section of a run config: the label-fraction experiment (``hiervq classify``)."""
+"""The ``classify:`` section of a run config: the label-fraction experiment (``hiervq classify``).
+
+Registered with :class:`~hiervq.train.config.RunConfig` (it imports the training layer's config module for that;
+:mod:`hiervq.train` imports nothing of :mod:`hiervq.classify`)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..data import DataConfig
+from ..train.config import register_section
 from .mlp import ClassifierConfig
 
 MODES = ("frozen", "finetune", "scratch")
@@ -27,6 +31,7 @@ class ClassifyRow:
     mode: Literal["frozen", "finetune", "scratch"] = "frozen"
 
 
+@register_section("classify")
 @dataclass
 class ClassifyConfig:
     """Semi-supervised classification on a pretrained model's features with a fraction of the labels.

@@ -9,7 +9,21 @@ import logging
 from pathlib import Path
 
 from ..errors import HierVQError
-from .common import add_out, add_overwrite, add_set, collect_images, out_dir, png_targets, read_model_images, save_pngs
+from .common import (
+    add_batch_size,
+    add_command,
+    add_image_options,
+    add_out,
+    add_output,
+    add_overwrite,
+    add_run,
+    add_set,
+    collect_images,
+    out_dir,
+    png_targets,
+    read_model_images,
+    save_pngs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -168,8 +182,8 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
 def add_commands(sub) -> None:
     """Add ``train``, ``eval``, ``encode`` and ``decode`` to the ``hiervq`` subparsers."""
-    p = sub.add_parser("train", help="train a model from a YAML config (or resume a run)",
-                       description="Train a model from a YAML config; under torchrun, train on every process with DDP.")
+    p = add_command(sub, "train", _cmd_train, "train a model from a YAML config (or resume a run)",
+                    "Train a model from a YAML config; under torchrun, train on every process with DDP.")
     p.add_argument("config", nargs="?",
                    help="YAML config file, or the name of a shipped recipe (`hiervq configs` lists them: demo, "
                         "vqvae-mnist, ...); omitted: the defaults")
@@ -177,12 +191,11 @@ def add_commands(sub) -> None:
     add_out(p, "run directory (default runs/<config name>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     add_overwrite(p, "replace an existing run directory")
-    p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a trained run on its test split (or other data)",
-                       description="Evaluate a trained run: MSE, PSNR, SSIM, MS-SSIM (means and stds over images), "
-                       "loss terms and codebook health, as JSON on stdout.")
-    p.add_argument("run", help="run directory")
+    p = add_command(sub, "eval", _cmd_eval, "evaluate a trained run on its test split (or other data)",
+                    "Evaluate a trained run: MSE, PSNR, SSIM, MS-SSIM (means and stds over images), "
+                    "loss terms and codebook health, as JSON on stdout.")
+    add_run(p)
     p.add_argument("--data", help="evaluate on this dataset instead (.npz, MNIST folder, CIFAR batches, image folder)")
     p.add_argument("--split", choices=["test", "val", "train", "all"],
                    help="which images (default: test; all of them for an image folder given with --data, which has no "
@@ -191,22 +204,17 @@ def add_commands(sub) -> None:
     p.add_argument("--metric", action="append", metavar="MODULE:FACTORY",
                    help="add a perceptual metric built by FACTORY() from a module or a .py file (repeatable; LPIPS- or "
                         "FID-like networks whose weights you have locally: see hiervq.metrics.perceptual)")
-    p.add_argument("-o", "--output", help="also write the result JSON here")
-    p.set_defaults(func=_cmd_eval)
+    add_output(p, "also write the result JSON here")
 
-    p = sub.add_parser("encode", help="turn images into codes (codes.npz)")
-    p.add_argument("run", help="run directory or saved model directory")
+    p = add_command(sub, "encode", _cmd_encode, "turn images into codes (codes.npz)")
+    add_run(p, "run directory or saved model directory")
     p.add_argument("images", nargs="+", help="image files or folders of images")
-    p.add_argument("-o", "--output", default="codes.npz", help="output .npz (level0, level1, ..., names)")
-    p.add_argument("--convert", action="store_true", help="convert images to the model's channel count")
-    p.add_argument("--keep-size", action="store_true", help="do not resize images to the model's image size")
-    p.add_argument("--batch-size", type=int, default=256, help="images encoded at once")
-    p.set_defaults(func=_cmd_encode)
+    add_output(p, "output .npz (level0, level1, ..., names)", "codes.npz")
+    add_image_options(p)
+    add_batch_size(p, 256)
 
-    p = sub.add_parser("decode", help="turn codes (codes.npz) back into images")
-    p.add_argument("run", help="run directory or saved model directory")
+    p = add_command(sub, "decode", _cmd_decode, "turn codes (codes.npz) back into images")
+    add_run(p, "run directory or saved model directory")
     p.add_argument("codes", help=".npz written by `hiervq encode`")
-    p.add_argument("-o", "--output", default="decoded", help="output folder (one PNG per image, plus grid.png)")
+    add_output(p, "output folder (one PNG per image, plus grid.png)", "decoded")
     add_overwrite(p, "replace PNGs that already exist in the output folder")
-    p.set_defaults(func=_cmd_decode)
-

@@ -7,7 +7,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from .common import add_out, add_overwrite, add_set, out_dir
+from .common import add_command, add_output, add_writes, out_dir
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
@@ -73,10 +73,9 @@ def _cmd_tiles(args: argparse.Namespace) -> int:
 
 def add_commands(sub) -> None:
     """Add ``classify`` and ``tiles`` to the ``hiervq`` subparsers."""
-    p = sub.add_parser(
-        "classify",
-        help="pretrain on unlabeled images, then classify with fractions of the labels",
-        description="Pretrain the config's model (or reuse --pretrained RUN / a finished OUT/pretrain), train an MLP "
+    p = add_command(
+        sub, "classify", _cmd_classify, "pretrain on unlabeled images, then classify with fractions of the labels",
+        "Pretrain the config's model (or reuse --pretrained RUN / a finished OUT/pretrain), train an MLP "
         "head on its features for every label fraction and every classify.models row (plus raw pixels), select the "
         "epoch on the validation split and write OUT/results.json and OUT/report.md.",
     )
@@ -87,21 +86,16 @@ def add_commands(sub) -> None:
                    help="fine-tune the pretrained model with the head (rows given as a bare path; default: frozen)")
     p.add_argument("--augment", action="store_true",
                    help="random flips and 90-degree rotations of the training images (classify.head.augment)")
-    add_set(p)
-    add_out(p)
-    add_overwrite(p, "redo the classification (a finished OUT/pretrain is kept)")
-    p.set_defaults(func=_cmd_classify)
+    add_writes(p, "redo the classification (a finished OUT/pretrain is kept)")
 
-    p = sub.add_parser(
-        "tiles",
-        help="cut slide images into tiles and keep those with tissue in focus",
-        description="Cut each image into SIZE x SIZE tiles and keep those whose pixel std >= --min-std and whose "
+    p = add_command(
+        sub, "tiles", _cmd_tiles, "cut slide images into tiles and keep those with tissue in focus",
+        "Cut each image into SIZE x SIZE tiles and keep those whose pixel std >= --min-std and whose "
         "Laplacian variance >= --min-laplacian; the kept tiles are written as PNGs (a flat folder for data.name: folder).",
     )
     p.add_argument("images", nargs="+", help="slide images (PNG/JPEG/TIFF)")
-    p.add_argument("-o", "--output", required=True, help="output folder")
+    add_output(p, "output folder", required=True)
     p.add_argument("--size", type=int, default=512, help="tile side in pixels (default 512)")
     p.add_argument("--stride", type=int, help="pixels between tiles (default: the size, no overlap)")
     p.add_argument("--min-std", type=float, default=10.0, help="minimum pixel standard deviation, 0-255 (default 10)")
     p.add_argument("--min-laplacian", type=float, default=20.0, help="minimum Laplacian variance (default 20)")
-    p.set_defaults(func=_cmd_tiles)

@@ -60,6 +60,58 @@ def apply_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
+# ---------------------------------------------------------------------- commands and their flags
+def add_command(sub, name: str, func, help: str, description: str | None = None) -> argparse.ArgumentParser:
+    """The subcommand ``name`` of the subparsers ``sub``, run as ``func(args)``: ``help`` is its line in
+    ``hiervq --help``, ``description`` the top of its own ``--help``. The caller adds its arguments."""
+    p = sub.add_parser(name, help=help, description=description)
+    p.set_defaults(func=func)
+    return p
+
+
+def add_run(p: argparse.ArgumentParser, help: str = "run directory") -> None:
+    """The positional ``run``: the run directory (or saved model directory) the command reads."""
+    p.add_argument("run", help=help)
+
+
+def add_output(p: argparse.ArgumentParser, help: str, default: str | None = None, required: bool = False) -> None:
+    """``-o/--output``: the file or folder the command writes (``default``, or ``required``)."""
+    p.add_argument("-o", "--output", default=default, required=required, help=help)
+
+
+def add_batch_size(p: argparse.ArgumentParser, default: int, help: str = "images encoded at once") -> None:
+    """``--batch-size N``: images (or files) processed together."""
+    p.add_argument("--batch-size", type=int, default=default, help=help)
+
+
+def add_image_options(p: argparse.ArgumentParser,
+                      keep_size_help: str = "do not resize images to the model's image size") -> None:
+    """``--convert`` and ``--keep-size``: how image files are brought to the model (:func:`read_model_images`)."""
+    p.add_argument("--convert", action="store_true", help="convert images to the model's channel count")
+    p.add_argument("--keep-size", action="store_true", help=keep_size_help)
+
+
+def add_priors(p: argparse.ArgumentParser,
+               help: str = "prior run directories, one per level (default: every prior under RUN/priors/)") -> None:
+    """``--priors DIR ...`` (also ``--prior``): the prior runs to use (default: those under ``RUN/priors/``)."""
+    p.add_argument("--priors", "--prior", nargs="+", metavar="DIR", help=help)
+
+
+def add_sampling(p: argparse.ArgumentParser, temperature_help: str = "divide the logits by this") -> None:
+    """``--temperature`` and ``--seed`` of codes sampled from a prior."""
+    p.add_argument("--temperature", type=float, default=1.0, help=temperature_help)
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled codes")
+
+
+def add_writes(p: argparse.ArgumentParser, overwrite: str, set_help: str = "override a config key",
+               out: str = "output folder (default runs/<config name>)") -> None:
+    """``--set``, ``--out`` and ``--overwrite`` (their helps), the flags of a command that writes a run or an
+    experiment's folder from a config."""
+    add_set(p, set_help)
+    add_out(p, out)
+    add_overwrite(p, overwrite)
+
+
 def add_set(p: argparse.ArgumentParser, help: str = "override a config key") -> None:
     """``--set KEY=VALUE`` (repeatable): config overrides, applied by :func:`hiervq.train.config.apply_overrides`."""
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help=help)

@@ -9,12 +9,20 @@ import time
 from pathlib import Path
 
 from ..errors import HierVQError
-from .common import add_overwrite, collect_files, collect_images, png_targets, read_model_images, save_pngs
-
-
-def _add_priors(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--priors", "--prior", nargs="+", metavar="DIR",
-                   help="prior run directories, one per level (default: every prior under RUN/priors/)")
+from .common import (
+    add_batch_size,
+    add_command,
+    add_image_options,
+    add_output,
+    add_overwrite,
+    add_priors,
+    add_run,
+    collect_files,
+    collect_images,
+    png_targets,
+    read_model_images,
+    save_pngs,
+)
 
 
 def _check_batch_size(n: int) -> None:
@@ -102,36 +110,29 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
 
 def add_commands(sub) -> None:
     """Add ``compress`` and ``decompress`` to the ``hiervq`` subparsers."""
-    p = sub.add_parser(
-        "compress",
-        help="compress images to .hvq files (codes entropy-coded with the run's priors)",
-        description="Encode images with a run's autoencoder and range-code the codes with its priors (train them "
+    p = add_command(
+        sub, "compress", _cmd_compress, "compress images to .hvq files (codes entropy-coded with the run's priors)",
+        "Encode images with a run's autoencoder and range-code the codes with its priors (train them "
         "first with `hiervq prior RUN --level all`): one .hvq file per image. Images are brought to the model's size "
         "as `hiervq encode` does. Format and determinism: docs/compression.md.",
     )
-    p.add_argument("run", help="autoencoder run directory (with priors under RUN/priors/)")
+    add_run(p, "autoencoder run directory (with priors under RUN/priors/)")
     p.add_argument("images", nargs="+", help="image files or folders of images")
-    p.add_argument("-o", "--output", default="compressed",
-                   help="output folder (one NAME.hvq per image; default compressed), or a .hvq file for one image")
-    _add_priors(p)
-    p.add_argument("--convert", action="store_true", help="convert images to the model's channel count")
-    p.add_argument("--keep-size", action="store_true",
-                   help="do not resize images to the model's image size (hierarchical models only)")
-    p.add_argument("--batch-size", type=int, default=64, help="images encoded and range-coded together")
+    add_output(p, "output folder (one NAME.hvq per image; default compressed), or a .hvq file for one image",
+               "compressed")
+    add_priors(p)
+    add_image_options(p, "do not resize images to the model's image size (hierarchical models only)")
+    add_batch_size(p, 64, "images encoded and range-coded together")
     add_overwrite(p, "replace .hvq files that already exist")
-    p.set_defaults(func=_cmd_compress)
 
-    p = sub.add_parser(
-        "decompress",
-        help="decompress .hvq files to PNGs",
-        description="Decode .hvq files written by `hiervq compress` with the same run (its autoencoder and priors; "
+    p = add_command(
+        sub, "decompress", _cmd_decompress, "decompress .hvq files to PNGs",
+        "Decode .hvq files written by `hiervq compress` with the same run (its autoencoder and priors; "
         "another model's files are refused): one PNG per file, named after it.",
     )
-    p.add_argument("run", help="the autoencoder run directory that compressed the files")
+    add_run(p, "the autoencoder run directory that compressed the files")
     p.add_argument("files", nargs="+", help=".hvq files or folders of them")
-    p.add_argument("-o", "--output", default="decompressed", help="output folder (one NAME.png per file)")
-    _add_priors(p)
-    p.add_argument("--batch-size", type=int, default=64, help="files decoded together")
+    add_output(p, "output folder (one NAME.png per file)", "decompressed")
+    add_priors(p)
+    add_batch_size(p, 64, "files decoded together")
     add_overwrite(p, "replace PNGs that already exist in the output folder")
-    p.set_defaults(func=_cmd_decompress)
-

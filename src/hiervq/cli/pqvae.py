@@ -11,7 +11,9 @@ from pathlib import Path
 
 from ..io import write_json
 from ..layout import RunDir
-from .common import add_out
+from .common import add_batch_size, add_command, add_out, add_output, add_priors, add_run, add_sampling
+
+ANALYSIS_OUT = "output folder (default RUN/analysis)"
 
 
 def _out_dir(args) -> Path:
@@ -23,8 +25,8 @@ def _out_dir(args) -> Path:
 def _cmd_bayes(args: argparse.Namespace) -> int:
     from ..experiments.pqvae import bayes_curves, plot_bayes
     from ..pretrained import load
+    from ..priors.run import run_codes
     from ..train import read_run_config
-    from ..train.prior import run_codes
 
     model = load(args.run)
     if len({lv.codebook_size for lv in model.levels}) > 1:
@@ -82,8 +84,8 @@ def _cmd_progressive(args: argparse.Namespace) -> int:
     from ..experiments.pqvae import plot_progressive, progressive_reconstructions
     from ..pretrained import load
     from ..priors import prior_kind_for
+    from ..priors.run import find_priors, load_priors
     from ..train import read_run_config
-    from ..train.prior import find_priors, load_priors
 
     model = load(args.run)
     kind = prior_kind_for(model)
@@ -107,41 +109,34 @@ def _cmd_progressive(args: argparse.Namespace) -> int:
 
 def add_commands(sub) -> None:
     """Add ``bayes``, ``info`` and ``progressive`` to the ``hiervq`` subparsers."""
-    p = sub.add_parser(
-        "bayes",
-        help="classify from codes with Bayes rule on code counts (no training)",
-        description="Fit the independent and 1-step conditional code-count Bayes classifiers on the training "
+    p = add_command(
+        sub, "bayes", _cmd_bayes, "classify from codes with Bayes rule on code counts (no training)",
+        "Fit the independent and 1-step conditional code-count Bayes classifiers on the training "
         "split's codes (Laplace smoothing) and report test accuracy vs the number of leading codes "
         "(raster order for 2-D code maps). Writes bayes.json and bayes.png to RUN/analysis/ (or --out).",
     )
-    p.add_argument("run", help="autoencoder run directory (labeled data)")
+    add_run(p, "autoencoder run directory (labeled data)")
     p.add_argument("--alpha", type=float, default=1.0, help="Laplace smoothing added to every count")
-    p.add_argument("--batch-size", type=int, default=256, help="images encoded at once")
-    add_out(p, "output folder (default RUN/analysis)")
-    p.set_defaults(func=_cmd_bayes)
+    add_batch_size(p, 256)
+    add_out(p, ANALYSIS_OUT)
 
-    p = sub.add_parser(
-        "info",
-        help="PQ-VAE: MSE with each code removed, conditional entropy per position",
-        description="For a PQ-VAE run: test MSE when the code at position l is removed (for every l) and "
+    p = add_command(
+        sub, "info", _cmd_info, "PQ-VAE: MSE with each code removed, conditional entropy per position",
+        "For a PQ-VAE run: test MSE when the code at position l is removed (for every l) and "
         "H(z_l | x, z_<l) per position. Writes info.json and info.png to RUN/analysis/ (or --out).",
     )
-    p.add_argument("run", help="PQ-VAE run directory")
+    add_run(p, "PQ-VAE run directory")
     p.add_argument("--limit", type=int, default=1000, help="use the first N test images (0: all)")
-    add_out(p, "output folder (default RUN/analysis)")
-    p.set_defaults(func=_cmd_info)
+    add_out(p, ANALYSIS_OUT)
 
-    p = sub.add_parser(
-        "progressive",
-        help="PQ-VAE: keep the first l codes, sample the rest with the prior, decode",
-        description="Progressive reconstructions: for test images keep the first l codes, complete the sequence "
+    p = add_command(
+        sub, "progressive", _cmd_progressive, "PQ-VAE: keep the first l codes, sample the rest with the prior, decode",
+        "Progressive reconstructions: for test images keep the first l codes, complete the sequence "
         "with the transformer prior and decode, for each l; one figure.",
     )
-    p.add_argument("run", help="PQ-VAE run directory")
-    p.add_argument("--priors", "--prior", nargs="+", metavar="DIR", help="prior run directory (default RUN/priors/)")
+    add_run(p, "PQ-VAE run directory")
+    add_priors(p, "prior run directory (default RUN/priors/)")
     p.add_argument("--lengths", default="1,2,4,8,16,32,48", help="comma-separated prefix lengths")
     p.add_argument("-n", type=int, default=8, help="number of test images (rows)")
-    p.add_argument("--temperature", type=float, default=1.0, help="divide the prior's logits by this")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampled codes")
-    p.add_argument("-o", "--output", default="progressive.png", help="output PNG")
-    p.set_defaults(func=_cmd_progressive)
+    add_sampling(p, "divide the prior's logits by this")
+    add_output(p, "output PNG", "progressive.png")

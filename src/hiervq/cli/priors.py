@@ -1,6 +1,6 @@
 """``hiervq prior`` and ``hiervq sample``: fit priors over a run's codes, and generate images with them.
 
-The work is done by :mod:`hiervq.train.prior`,
+The work is done by :mod:`hiervq.priors.run`,
 which dispatches on the autoencoder family through :func:`hiervq.priors.prior_kind_for`, so new families need no
 change here.
 """
@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from .common import add_out, add_overwrite, add_set
+from .common import add_command, add_output, add_priors, add_run, add_sampling, add_writes
 
 
 def _cmd_prior(args: argparse.Namespace) -> int:
@@ -20,7 +20,7 @@ def _cmd_prior(args: argparse.Namespace) -> int:
     from ..layout import RunDir
     from ..pretrained import load
     from ..priors import prior_kind_for
-    from ..train.prior import prior_run
+    from ..priors.run import prior_run
 
     resume = {}  # level -> resume it (--level all --resume: levels without a checkpoint start afresh)
     if args.level == "all":
@@ -51,7 +51,7 @@ def _cmd_prior(args: argparse.Namespace) -> int:
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     from ..metrics.plots import save_image_grid
-    from ..train.prior import sample_run
+    from ..priors.run import sample_run
 
     result = sample_run(args.run, args.priors, args.n, args.class_label, args.temperature, args.seed)
     out = Path(args.output)
@@ -67,39 +67,33 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def add_commands(sub) -> None:
     """Add ``prior`` and ``sample`` to the ``hiervq`` subparsers."""
-    p = sub.add_parser(
-        "prior",
-        help="fit a prior over a trained run's codes (one level)",
-        description="Fit an autoregressive prior (a gated PixelCNN per level for hierarchical VQ-VAEs) over the "
+    p = add_command(
+        sub, "prior", _cmd_prior, "fit a prior over a trained run's codes (one level)",
+        "Fit an autoregressive prior (a gated PixelCNN per level for hierarchical VQ-VAEs) over the "
         "codes of a finished run; the codes are extracted once and cached in RUN/codes.npz. Defaults come from "
         "the run config's priors: section. Writes RUN/priors/level<N>/ (or --out) with model/, metrics.jsonl, "
         "summary.json (test NLL in bits per code and per image, next to uniform log2(K) x codes) and a checkpoint "
         "after every epoch (--resume continues it).",
     )
-    p.add_argument("run", help="autoencoder run directory")
+    add_run(p, "autoencoder run directory")
     p.add_argument("--level", help="top, bottom, a level index (0 = bottom), or all (default: the only level)")
     p.add_argument("--class-conditional", action=argparse.BooleanOptionalAction, default=None,
                    help="condition the prior on the class label (default: priors.class_conditional)")
-    add_set(p, "override a prior config key, e.g. train.epochs=5 or model.layers=6")
-    add_out(p, "prior run directory (default RUN/priors/level<N>)")
-    add_overwrite(p, "replace an existing prior run directory")
+    add_writes(p, "replace an existing prior run directory",
+               set_help="override a prior config key, e.g. train.epochs=5 or model.layers=6",
+               out="prior run directory (default RUN/priors/level<N>)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted prior run from its checkpoint, with its saved config (with --level "
                    "all: every level that has a checkpoint; the others start afresh)")
-    p.set_defaults(func=_cmd_prior)
 
-    p = sub.add_parser(
-        "sample",
-        help="sample images with priors (level by level, top first)",
-        description="Sample codes level by level (top first) with the priors, decode them and save a grid; "
+    p = add_command(
+        sub, "sample", _cmd_sample, "sample images with priors (level by level, top first)",
+        "Sample codes level by level (top first) with the priors, decode them and save a grid; "
         "class-conditional priors without --class give one row per class.",
     )
-    p.add_argument("run", help="autoencoder run directory")
-    p.add_argument("--priors", "--prior", nargs="+", metavar="DIR",
-                   help="prior run directories, one per level (default: every prior under RUN/priors/)")
+    add_run(p, "autoencoder run directory")
+    add_priors(p)
     p.add_argument("-n", type=int, default=64, help="number of images (class-conditional: spread over the classes)")
     p.add_argument("--class", dest="class_label", metavar="CLASS", help="sample this class (index or name)")
-    p.add_argument("--temperature", type=float, default=1.0, help="divide the logits by this (lower: safer samples)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampled codes")
-    p.add_argument("-o", "--output", default="samples.png", help="output PNG grid")
-    p.set_defaults(func=_cmd_sample)
+    add_sampling(p, "divide the logits by this (lower: safer samples)")
+    add_output(p, "output PNG grid", "samples.png")

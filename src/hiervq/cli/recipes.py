@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_command
+
 
 def _cmd_configs(args: argparse.Namespace) -> int:
     from ..recipes import describe_recipes, recipes_dir
@@ -20,13 +22,11 @@ def _cmd_configs(args: argparse.Namespace) -> int:
 
 def add_commands(sub) -> None:
     """Add ``configs`` to the ``hiervq`` subparsers."""
-    p = sub.add_parser(
-        "configs",
-        help="list the recipes shipped with hiervq (names for `hiervq train NAME`)",
-        description="List the shipped recipes with the first line of their comment. Any command that takes a "
+    p = add_command(
+        sub, "configs", _cmd_configs, "list the recipes shipped with hiervq (names for `hiervq train NAME`)",
+        "List the shipped recipes with the first line of their comment. Any command that takes a "
         "CONFIG accepts a recipe name (`hiervq train demo`) or a path to a YAML file; copy a recipe to change it "
         "(`cp \"$(hiervq configs --path)/demo.yaml\" mine.yaml`). Relative data.path values are relative to the "
         "working directory; --set data.path=... points a recipe at your copy of the data.",
     )
     p.add_argument("--path", action="store_true", help="print the folder that holds the recipes instead")
-    p.set_defaults(func=_cmd_configs)

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import DataError, HierVQError
 from ..priors import prior_kind_for, takes_labels
-from ..schema import to_dict
+from ..schema import with_old_keys
 from . import tables
 from .format import Header, pack, unpack
 
@@ -42,10 +42,9 @@ def _constriction():
 
 def _id_config(config) -> dict:
     """A config as :func:`model_id` hashes it: keys renamed since format version 1 (``RENAMED_KEYS``, e.g. the
-    priors' ``codebook_size``, then ``num_codes``) under their old names, so that a rename changes no model's id and
-    files compressed before it still decompress."""
-    old_names = {new: old for old, new in getattr(type(config), "RENAMED_KEYS", {}).items()}
-    return {old_names.get(key, key): value for key, value in to_dict(config).items()}
+    priors' ``codebook_size``, then ``num_codes``; PQ-VAE's ``quantizer.estimator``, then ``estimator``) under their
+    old names, so that a rename changes no model's id and files compressed before it still decompress."""
+    return with_old_keys(config)
 
 
 def model_id(model: nn.Module, priors: list[nn.Module]) -> bytes:
@@ -124,8 +123,8 @@ class Codec:
         ``RUN/priors/``); ``device`` defaults to ``$HIERVQ_DEVICE`` (cpu)."""
         from ..layout import RunDir
         from ..pretrained import load
+        from ..priors.run import load_priors
         from ..train.distributed import env_device
-        from ..train.prior import load_priors
 
         model = load(run)
         dirs = list(prior_dirs or [prior.path for prior in RunDir(run).find_priors()])

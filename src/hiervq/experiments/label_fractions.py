@@ -46,8 +46,6 @@ def pretrain_seconds(phases: dict[str, float], path: str) -> float:
 def pretrain(config, out_dir: Path, pretrained: str | None, log) -> tuple[Path, float | None]:
     """The finished pretraining run to use: ``pretrained``, or ``OUT/pretrain`` (trained, resumed or reused).
     Returns the run directory and the wall time spent training here (None when nothing was trained)."""
-    from dataclasses import replace
-
     from ..errors import HierVQError
     from ..pretrained import resolve_model_dir
 
@@ -60,7 +58,7 @@ def pretrain(config, out_dir: Path, pretrained: str | None, log) -> tuple[Path, 
     finished = RunDir(run_dir).is_finished()
     t0 = time.perf_counter()
     try:
-        train_or_resume(replace(config, classify=None), run_dir)
+        train_or_resume(config.with_sections(classify=None), run_dir)
     except HierVQError as exc:
         raise HierVQError(f"{exc} (delete {run_dir} to pretrain again)") from None
     if finished:
@@ -199,9 +197,7 @@ def run_label_fractions(
 
     t_start = time.perf_counter()
     if config.classify is None:
-        from dataclasses import replace
-
-        config = replace(config, classify=ClassifyConfig())
+        config = config.with_sections(classify=ClassifyConfig())
         config.source = "<defaults>"
     cc = config.classify
     fractions = sorted({float(f) for f in (fractions or cc.fractions)}, reverse=True)

@@ -20,7 +20,7 @@ import torch
 from ..data import ImageSet
 from ..io import atomic_write_bytes
 from ..layout import RunDir
-from ..train.experiment_config import StudyConfig
+from .config import StudyConfig
 
 RECONSTRUCTIONS = "reconstructions.png"
 

@@ -148,23 +148,15 @@ class QuantizerConfig:
     def make(self, dim: int, codebook_size: int, code_dim: int | None = None):
         """The quantizer of this kind for ``dim`` input channels (``codebook_size``: K of vq/residual)."""
         from ..quantize import FSQ, LFQ, MultiScaleVQ, ResidualVQ
+        from ..quantize.codebook import SHARED_CODEBOOK_OPTIONS, codebook_options
 
         if self.kind == "fsq":
             return FSQ(dim, list(self.levels))
         if self.kind == "lfq":
             return LFQ(dim, self.bits, beta=self.beta, entropy_weight=self.entropy_weight, diversity=self.diversity,
                        inv_temperature=self.inv_temperature)
-        common = dict(
-            code_dim=code_dim,
-            estimator=self.estimator,
-            beta=self.beta,
-            ema_decay=self.ema_decay,
-            init=self.init,
-            kmeans_iters=self.kmeans_iters,
-            dead_threshold=self.dead_threshold,
-            dead_window=self.dead_window,
-            reseed=self.reseed,
-        )
+        common = dict(code_dim=code_dim, estimator=self.estimator, beta=self.beta,
+                      **codebook_options(self, SHARED_CODEBOOK_OPTIONS))
         if self.kind == "residual":
             return ResidualVQ(dim, codebook_size, self.stages, shared=self.shared, dropout=self.dropout,
                               dropout_min=self.dropout_min, **common)

@@ -6,7 +6,8 @@ of the sequence decodes to an image (missing steps contribute nothing), so the f
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +16,7 @@ from torch import nn
 from ..nn import BLOCKS, Decoder, Encoder, log2_factor
 from ..pretrained import register
 from ..quantize.codebook import INITS
-from ..quantize.common import code_bits
+from ..quantize.common import code_bits, renamed
 from ..quantize.progressive import PQ_ESTIMATORS, ProgressiveQuantizer
 from .base import Budget, DiscreteAutoencoder, LevelInfo, Output, image_sides
 from .hierarchical import OUTPUTS
@@ -23,6 +24,44 @@ from .hierarchical import OUTPUTS
 RECON_REDUCTIONS = ("mean", "sum")
 
 
+QUANTIZER_KEYS = ("estimator", "temperature", "beta", "entropy_weight", "ema_decay", "init", "kmeans_iters",
+                  "dead_threshold", "dead_window")
+
+
+@dataclass
+class PQQuantizerConfig:
+    """``model.quantizer`` of a PQ-VAE: the :class:`~hiervq.quantize.progressive.ProgressiveQuantizer`'s settings,
+    under the same keys as the other families' ``quantizer`` block (:class:`~hiervq.models.base.QuantizerConfig`),
+    with the PQ-VAE's defaults: ``estimator`` (``gumbel`` or ``ste``), ``temperature`` (tau of the Gumbel-softmax
+    and of the step entropies), ``beta`` (commitment), ``entropy_weight`` (lambda_h), ``ema_decay`` (null: learned
+    codes), ``init``, ``kmeans_iters``, ``dead_threshold``, ``dead_window``.
+
+    Written flat in the model section before (``model.estimator``); those keys still work, with a
+    ``DeprecationWarning`` (:data:`PQVAEConfig.RENAMED_KEYS`), and saved runs with them load unchanged.
+    """
+
+    estimator: str = "gumbel"
+    temperature: float = 1.0
+    beta: float = 0.25
+    entropy_weight: float = 0.01
+    ema_decay: float | None = 0.99
+    init: str = "kmeans"
+    kmeans_iters: int = 10
+    dead_threshold: float = 2.0
+    dead_window: int = 10
+
+    def validate(self) -> None:
+        if self.estimator not in PQ_ESTIMATORS:
+            raise ValueError(f"estimator must be one of {', '.join(PQ_ESTIMATORS)}, got {self.estimator!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments of :class:`~hiervq.quantize.progressive.ProgressiveQuantizer` these settings give."""
+        return {name: getattr(self, name) for name in QUANTIZER_KEYS}
+
+
+@renamed(**{name: f"quantizer.{name}" for name in QUANTIZER_KEYS})
 @dataclass
 class PQVAEConfig:
     """Configuration of :class:`PQVAE`.
@@ -38,6 +77,9 @@ class PQVAEConfig:
     mean, e.g. 1024 for 32x32 MNIST, 3072 for CIFAR-10). The other terms (beta * commitment, entropy_weight * the
     entropy sum over steps in nats) are not rescaled, so with ``sum`` they weigh C*H*W times less against the
     reconstruction. ``losses["recon"]`` stays the per-element MSE either way.
+
+    ``quantizer``: the progressive quantizer's settings (:class:`PQQuantizerConfig`; ``model.quantizer.estimator``
+    as for every other family; the flat ``model.estimator`` etc. of older configs still work, with a warning).
     """
 
     image_size: int | list[int] = 32
@@ -53,29 +95,22 @@ class PQVAEConfig:
     codebook_size: int = 256
     spatial_dim: int = 16
     channel_dim: int = 4
-    estimator: str = "gumbel"
-    temperature: float = 1.0
-    beta: float = 0.25
-    entropy_weight: float = 0.01
-    ema_decay: float | None = 0.99
-    init: str = "kmeans"
-    kmeans_iters: int = 10
-    dead_threshold: float = 2.0
-    dead_window: int = 10
+    quantizer: PQQuantizerConfig = field(default_factory=PQQuantizerConfig)
     output: str = "linear"
     recon_reduction: str = "mean"
 
+    def __post_init__(self) -> None:
+        if isinstance(self.quantizer, dict):  # PQVAEConfig(quantizer={...}), or a deprecated flat keyword
+            self.quantizer = PQQuantizerConfig(**self.quantizer)
+
     def validate(self) -> None:
+        self.quantizer.validate()
         if self.output not in OUTPUTS:
             raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
         if self.recon_reduction not in RECON_REDUCTIONS:
             raise ValueError(f"recon_reduction must be one of {', '.join(RECON_REDUCTIONS)}, got {self.recon_reduction!r}")
         if self.block not in BLOCKS:
             raise ValueError(f"block must be one of {', '.join(BLOCKS)}, got {self.block!r}")
-        if self.estimator not in PQ_ESTIMATORS:
-            raise ValueError(f"estimator must be one of {', '.join(PQ_ESTIMATORS)}, got {self.estimator!r}")
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         log2_factor(self.downsample)
         if min(self.in_channels, self.channels, self.latent_channels, self.map_size, self.steps) < 1 or self.blocks < 0:
             raise ValueError("in_channels, channels, latent_channels, map_size and steps must be >= 1, blocks >= 0")
@@ -117,15 +152,7 @@ class PQVAE(DiscreteAutoencoder):
             codebook_size=c.codebook_size,
             spatial_dim=c.spatial_dim,
             channel_dim=c.channel_dim,
-            estimator=c.estimator,
-            temperature=c.temperature,
-            beta=c.beta,
-            entropy_weight=c.entropy_weight,
-            ema_decay=c.ema_decay,
-            init=c.init,
-            kmeans_iters=c.kmeans_iters,
-            dead_threshold=c.dead_threshold,
-            dead_window=c.dead_window,
+            **c.quantizer.options(),
         )
         self.decoder = Decoder(c.latent_channels, c.in_channels, c.channels, c.downsample, c.blocks, c.res_channels, c.block)
 

@@ -8,7 +8,9 @@
 * :class:`TransformerPrior` -- causal transformer over a PQ-VAE's 1-D code sequence, and its kind
   :class:`SequencePriorKind` (:mod:`.transformer`).
 
-Training loops and prior run directories live one layer up, in :mod:`hiervq.train.prior`.
+Prior runs (fitting a prior with the training engine, sampling) are the priors' recipe, :mod:`hiervq.priors.run`
+and :mod:`hiervq.priors.config` (the ``priors:`` section); they import :mod:`hiervq.train`, so this package does not
+import them.
 """
 
 from .codes import CODES_FILE, CodeSet, cache_key, cached_codes, extract_codes, load_codes, save_codes

@@ -26,6 +26,24 @@ MEAN_RESEED_ROWS = 4
 DEFAULT_CHUNK_ELEMENTS = 1 << 19
 
 
+#: The settings a quantizer passes through to its :class:`Codebook` unchanged (each quantizer takes those it
+#: supports as keywords, with the codebook's defaults). :func:`codebook_options` picks them out, so the list is
+#: written here once, not at every quantizer's ``Codebook(...)`` call and every config that builds a quantizer.
+CODEBOOK_OPTIONS = ("ema_decay", "init", "kmeans_iters", "dead_threshold", "dead_window", "reseed", "init_after",
+                    "cosine", "chunk_elements")
+#: The subset every codebook-based quantizer of a model level (vq, residual, multiscale) takes;
+#: ``cosine`` and ``init_after`` are the vector quantizer's alone.
+SHARED_CODEBOOK_OPTIONS = ("ema_decay", "init", "kmeans_iters", "dead_threshold", "dead_window", "reseed")
+
+
+def codebook_options(source, names: tuple[str, ...] = CODEBOOK_OPTIONS) -> dict:
+    """The :class:`Codebook` keywords among ``names`` that ``source`` has: a mapping (a quantizer's ``locals()`` in
+    its ``__init__``: the options its signature takes) or an object with attributes (a config)."""
+    if isinstance(source, dict):
+        return {name: source[name] for name in names if name in source}
+    return {name: getattr(source, name) for name in names if hasattr(source, name)}
+
+
 def check_codebook_options(
     init: str = "data",
     ema_decay: float | None = 0.99,

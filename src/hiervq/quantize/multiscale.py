@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed as qdist
-from .codebook import DEFAULT_CHUNK_ELEMENTS, Codebook
+from .codebook import DEFAULT_CHUNK_ELEMENTS, Codebook, codebook_options
 from .common import batch_stats, code_bits, perplexity, projections
 from .estimators import rotation_trick, straight_through
 from .vector import Quantized
@@ -149,17 +149,7 @@ class MultiScaleVQ(nn.Module):
         self.beta = beta
         self.bypass = False
         self.project_in, self.project_out = projections(dim, self.code_dim)
-        self.codebook = Codebook(
-            codebook_size,
-            self.code_dim,
-            ema_decay=ema_decay,
-            init=init,
-            kmeans_iters=kmeans_iters,
-            dead_threshold=dead_threshold,
-            dead_window=dead_window,
-            chunk_elements=chunk_elements,
-            reseed=reseed,
-        )
+        self.codebook = Codebook(codebook_size, self.code_dim, **codebook_options(locals()))
         n = len(self.scales)
         self.convs = nn.ModuleList(ScaleConv(self.code_dim, conv_mix) for _ in range(min(convs, n)))
         m = len(self.convs)

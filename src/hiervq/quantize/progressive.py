@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .codebook import DEFAULT_CHUNK_ELEMENTS, Codebook
+from .codebook import DEFAULT_CHUNK_ELEMENTS, Codebook, codebook_options
 from .common import batch_stats, code_bits
 from .vector import Quantized
 
@@ -126,16 +126,7 @@ class ProgressiveQuantizer(nn.Module):
         #: (L, s, h*w) spatial and (L, c, C) channel weights of T_l
         self.spatial = nn.Parameter(_orthonormal_rows(steps, s, positions))
         self.channel = nn.Parameter(_orthonormal_rows(steps, c, channels))
-        self.codebook = Codebook(
-            codebook_size,
-            self.code_dim,
-            ema_decay=ema_decay,
-            init=init,
-            kmeans_iters=kmeans_iters,
-            dead_threshold=dead_threshold,
-            dead_window=dead_window,
-            chunk_elements=chunk_elements,
-        )
+        self.codebook = Codebook(codebook_size, self.code_dim, **codebook_options(locals()))
         self._pinv_cache: tuple | None = None
 
     def extra_repr(self) -> str:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed as qdist
-from .codebook import DEFAULT_CHUNK_ELEMENTS, Codebook
+from .codebook import DEFAULT_CHUNK_ELEMENTS, Codebook, codebook_options
 from .common import RowLayout, batch_stats, code_bits, perplexity, projections
 from .estimators import rotation_trick, straight_through
 from .vector import Quantized
@@ -102,20 +102,9 @@ class ResidualVQ(RowLayout):
         self.beta = beta
         self.bypass = False
         self.project_in, self.project_out = projections(dim, self.code_dim)
-        self.books = nn.ModuleList(
-            Codebook(
-                codebook_size,
-                self.code_dim,
-                ema_decay=ema_decay,
-                init=init,
-                kmeans_iters=kmeans_iters,
-                dead_threshold=dead_threshold,
-                dead_window=dead_window,
-                chunk_elements=chunk_elements,
-                reseed=reseed,
-            )
-            for _ in range(1 if shared else stages)
-        )
+        options = codebook_options(locals())
+        self.books = nn.ModuleList(Codebook(codebook_size, self.code_dim, **options)
+                                   for _ in range(1 if shared else stages))
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, code_dim={self.code_dim}, K={self.codebook_size}, stages={self.stages}, "

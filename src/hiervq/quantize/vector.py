@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from . import distributed as qdist
-from .codebook import DEFAULT_CHUNK_ELEMENTS, Codebook
+from .codebook import DEFAULT_CHUNK_ELEMENTS, Codebook, codebook_options
 from .common import RowLayout, batch_stats, code_bits, is_channels_last, projections
 from .estimators import ESTIMATORS, rotation_trick, straight_through
 from .simvq import SimCodebook
@@ -124,19 +124,7 @@ class VectorQuantizer(RowLayout):
         if simvq:
             self.codebook = SimCodebook(codebook_size, self.code_dim, cosine=cosine, chunk_elements=chunk_elements)
         else:
-            self.codebook = Codebook(
-                codebook_size,
-                self.code_dim,
-                ema_decay=ema_decay,
-                init=init,
-                kmeans_iters=kmeans_iters,
-                dead_threshold=dead_threshold,
-                dead_window=dead_window,
-                cosine=cosine,
-                chunk_elements=chunk_elements,
-                init_after=init_after,
-                reseed=reseed,
-            )
+            self.codebook = Codebook(codebook_size, self.code_dim, **codebook_options(locals()))
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, code_dim={self.code_dim}, estimator={self.estimator!r}, beta={self.beta}"

@@ -11,12 +11,10 @@ from typing import Any
 
 import yaml
 
-from ..classify.config import ClassifyConfig
 from ..data import DataConfig
 from ..errors import ConfigError
 from ..pretrained import REGISTRY, build, parse_config
 from ..schema import from_dict, to_dict, validated
-from .experiment_config import CompareConfig, StudyConfig, SweepConfig
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("cosine", "exponential", "constant")
@@ -106,60 +104,72 @@ class TrainConfig:
         return list(self.phases) if self.phases else [PhaseConfig("all", self.epochs)]
 
 
-PRIOR_LEVEL_KEYS = ("class_conditional", "model", "train")
+SECTIONS: dict[str, type] = {}  # optional run-config section name -> its dataclass, registered by its consumer
 
 
-@dataclass
-class PriorsConfig:
-    """``priors:``: defaults of the priors fitted to this run's codes (``hiervq prior RUN``, see
-    :mod:`hiervq.train.prior`); a plain ``hiervq train`` ignores it.
+def register_section(name: str):
+    """Class decorator: the dataclass of an optional run-config section ``name:`` (``compare``, ``priors``, ...).
 
-    Attributes:
-        class_conditional: condition every prior on the class label (``--class-conditional`` overrides).
-        model: the prior's architecture keys (for a PixelCNN: channels, layers, kernel_size, cond_channels,
-            cond_blocks, head_channels, dropout); K, the level above and the classes follow from the run.
-        train: optimisation of the prior (the keys of ``train:``; phases and amp are not used).
-        levels: optional per-level overrides, bottom first: mappings with any of ``class_conditional``,
-            ``model``, ``train`` (merged over the keys above).
-        code_batch_size: images per batch when the codes are extracted.
-    """
+    The recipe that reads the section owns its dataclass and registers it here (``hiervq.experiments.config``,
+    ``hiervq.priors.config``, ``hiervq.classify.config``; ``import hiervq`` imports them), so the train layer
+    knows the names but none of the types. :func:`config_from_dict` validates a registered section with
+    :func:`hiervq.schema.from_dict` (an unknown key names the key and the file); an unregistered top-level key is
+    an error like any unknown key."""
+    if name in {f.name for f in dataclasses.fields(RunConfig)}:
+        raise ValueError(f"{name!r} is a RunConfig field, not an optional section")
 
-    class_conditional: bool = False
-    model: dict[str, Any] = field(default_factory=dict)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    levels: list[dict[str, Any]] | None = None
-    code_batch_size: int = 256
+    def deco(cls: type) -> type:
+        SECTIONS[name] = cls
+        return cls
 
-    def validate(self) -> None:
-        for i, entry in enumerate(self.levels or []):
-            if not isinstance(entry, dict):
-                raise ValueError(f"levels.{i} must be a mapping with keys {', '.join(PRIOR_LEVEL_KEYS)}")
-            unknown = sorted(set(entry) - set(PRIOR_LEVEL_KEYS))
-            if unknown:
-                raise ValueError(f"levels.{i}: unknown key(s) {', '.join(unknown)} (known: {', '.join(PRIOR_LEVEL_KEYS)})")
-        if self.code_batch_size < 1:
-            raise ValueError("code_batch_size must be >= 1")
+    return deco
 
 
 @dataclass
 class RunConfig:
     """A whole run: ``model`` (a ``name`` plus that model's own keys), ``data``, ``train``, ``seed``, and the
-    optional experiment sections ``compare``, ``sweep``, ``study`` (see :mod:`hiervq.train.experiment_config`).
+    optional sections registered with :func:`register_section` by the recipes that read them (``compare``,
+    ``sweep``, ``study``: :mod:`hiervq.experiments.config`; ``priors``: :mod:`hiervq.priors.config`;
+    ``classify``: :mod:`hiervq.classify.config`). A plain ``hiervq train`` ignores those.
 
     ``model`` is the section as written (what ``config.yaml`` keeps, and what capacity matching and sweeps
     rewrite); :attr:`model_config` is the same section as its model's typed ``Config``, parsed once.
+    A section is read as an attribute (``config.priors``: its dataclass, or None when the config has none),
+    set as one (``config.priors = PriorsConfig()``), and kept in :attr:`sections`;
+    :meth:`with_sections` is :func:`dataclasses.replace` for them.
     """
 
     model: dict[str, Any] = field(default_factory=lambda: {"name": "hvqvae"})
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
-    compare: CompareConfig | None = None  # hiervq compare / sweep: the capacity-matched single-level twin
-    sweep: SweepConfig | None = None  # hiervq sweep: grid and named variants
-    study: StudyConfig | None = None  # snapshots of training (reconstructions, t-SNE of code vectors)
-    priors: PriorsConfig | None = None  # hiervq prior / sample: priors over this run's codes
-    classify: ClassifyConfig | None = None  # hiervq classify: label-fraction classification on the features
+    sections: dict[str, Any] = field(default_factory=dict, repr=False)  # the optional sections given, parsed
     source: str = field(default="<defaults>", init=False, compare=False, repr=False)
+
+    def __getattr__(self, name: str) -> Any:  # only called for names that are not attributes
+        if name in SECTIONS:
+            return self.__dict__.get("sections", {}).get(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in SECTIONS:
+            if value is not None and not isinstance(value, SECTIONS[name]):
+                raise TypeError(f"{name} must be a {SECTIONS[name].__name__} or None, got {type(value).__name__}")
+            sections = dict(self.sections)
+            sections[name] = value
+            object.__setattr__(self, "sections", {k: v for k, v in sections.items() if v is not None})
+        else:
+            object.__setattr__(self, name, value)
+
+    def with_sections(self, **sections: Any) -> RunConfig:
+        """A copy with the optional sections given replaced (None removes one), e.g. ``with_sections(classify=None)``."""
+        out = dataclasses.replace(self, sections=dict(self.sections))
+        out.source = self.source
+        for name, value in sections.items():
+            if name not in SECTIONS:
+                raise TypeError(f"{name!r} is not a registered run-config section (known: {', '.join(SECTIONS)})")
+            setattr(out, name, value)
+        return out
 
     @property
     def model_name(self) -> str:
@@ -190,8 +200,11 @@ class RunConfig:
         return build(self.model_name, config)
 
     def to_dict(self) -> dict[str, Any]:
-        d = to_dict(self)
-        d.pop("source", None)
+        """Plain form (what ``config.yaml`` holds): model, data, train, seed, then every registered section
+        (null when the config has none)."""
+        d = {name: to_dict(getattr(self, name)) for name in ("model", "data", "train", "seed")}
+        for name in SECTIONS:
+            d[name] = to_dict(self.sections.get(name))
         return d
 
 
@@ -252,11 +265,27 @@ def config_from_dict(raw: dict[str, Any] | None, where: str = "config") -> RunCo
     """Validate a plain dict into a :class:`RunConfig`; errors name the key and ``where``."""
     raw = dict(raw or {})
     model = raw.pop("model", {"name": "hvqvae"})
+    if "sections" in raw:
+        raise ConfigError(f"{where}: unknown key 'sections' (known: {', '.join(_known_keys())})")
+    given = {name: raw.pop(name) for name in list(raw) if name in SECTIONS}
+    unknown = sorted(set(raw) - set(_known_keys()))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} "
+                          f"(known: {', '.join(_known_keys())})")
     config = from_dict(RunConfig, raw, f"{where}:")
+    for name, value in given.items():
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(f"{where}: {name}: expected a mapping, got {value!r}")
+    config.sections = {name: from_dict(SECTIONS[name], value, f"{where}: {name}")
+                       for name, value in given.items() if value is not None}
     config.model = dict(model) if isinstance(model, dict) else model
     config.source = where
     _ = config.model_config  # parsed (and validated) now: a bad key fails here, naming the file
     return config
+
+
+def _known_keys() -> list[str]:
+    return ["model", "data", "train", "seed", *SECTIONS]
 
 
 def read_yaml_mapping(path: Path, what: str = "a config must be a mapping of sections (model, data, train, seed)") -> dict:

@@ -4,7 +4,7 @@ one optimiser/schedule factory every task uses.
 A task says what to optimise and how to measure it; the Trainer owns everything else: phases, the optimiser and
 its schedule, backward/clipping/divergence checks, the progress bar, evaluation timing, ``metrics.jsonl``, atomic
 checkpoints and exact resume, DDP bookkeeping and callbacks. Tasks: the autoencoder
-(:class:`hiervq.train.trainer.AutoencoderTask`), a prior over codes (:class:`hiervq.train.prior.PriorTask`) and a
+(:class:`hiervq.train.trainer.AutoencoderTask`), a prior over codes (:class:`hiervq.priors.run.PriorTask`) and a
 classifier head, frozen or fine-tuned (:class:`hiervq.classify.mlp.ClassifierTask`).
 
 This module imports nothing above torch, so tasks in lower layers can subclass :class:`Task`.

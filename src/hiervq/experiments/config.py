@@ -1,14 +1,18 @@
-"""Optional config sections used by the experiment recipes (``compare:``, ``sweep:``, ``study:``).
+"""Optional run-config sections of the experiment recipes (``compare:``, ``sweep:``, ``study:``).
 
-They live in the train layer because :class:`~hiervq.train.config.RunConfig` holds them; the code that acts
-on them is in :mod:`hiervq.experiments`. A plain ``hiervq train`` ignores them.
+Owned here, next to the code that acts on them (:mod:`hiervq.experiments`), and registered with
+:class:`~hiervq.train.config.RunConfig` (:func:`~hiervq.train.config.register_section`), which validates them
+when a config is read. A plain ``hiervq train`` ignores them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..train.config import register_section
 
+
+@register_section("compare")
 @dataclass
 class CompareConfig:
     """``compare:``: train a hierarchical model and its capacity-matched single-level twin identically.
@@ -31,6 +35,7 @@ class CompareConfig:
                 raise ValueError(f"{name} must be >= 1, got {value}")
 
 
+@register_section("sweep")
 @dataclass
 class SweepConfig:
     """``sweep:``: the points ``hiervq sweep`` runs (``--grid`` on the command line adds or replaces axes).
@@ -59,6 +64,7 @@ class SweepConfig:
                 raise ValueError(f"variants.{name}: {bad[0]!r} is not key=value")
 
 
+@register_section("study")
 @dataclass
 class StudyConfig:
     """``study:``: views of training taken during the run (written under ``RUN/study/``).

@@ -1,7 +1,8 @@
 """Prior runs: fit a prior over a trained autoencoder's codes, and sample images level by level.
 
-This is the training layer's part of the priors; the networks, code extraction and the per-family logic
-(:class:`~hiervq.priors.PriorKind`) live in :mod:`hiervq.priors`. The loop here is over code tensors, not
+This is the priors' recipe (it imports the training layer; :mod:`hiervq.train` imports none of it, and
+``import hiervq.priors`` does not load it): the networks, code extraction and the per-family logic
+(:class:`~hiervq.priors.PriorKind`) live in the rest of :mod:`hiervq.priors`. The loop here is over code tensors, not
 images, fitted by the one engine (:class:`PriorTask` for :meth:`hiervq.train.Trainer.fit_task`) with the run's
 ``TrainConfig`` keys.
 
@@ -40,15 +41,18 @@ import yaml
 from ..errors import HierVQError
 from ..layout import RunDir
 from ..pretrained import load, read_meta, resolve_model_dir, save_pretrained
-from ..priors import CodeSet, PriorKind, cache_key, cached_codes, prior_kind_for, uniform_bits
 from ..schema import from_dict, to_dict
-from .checkpoint import has_checkpoint, load_checkpoint
-from .config import PhaseConfig, PriorsConfig, TrainConfig, apply_overrides, read_yaml_mapping
-from .distributed import DistInfo, env_device, resolve_device
-from .engine import Task
-from .run import read_run_config, seed_everything
-from .rundir import RunLock, check_run_dir, remove_leftovers, remove_stale_tmp, start_run_dir
-from .trainer import Trainer
+from ..train.checkpoint import has_checkpoint, load_checkpoint
+from ..train.config import PhaseConfig, TrainConfig, apply_overrides, read_yaml_mapping
+from ..train.distributed import DistInfo, env_device, resolve_device
+from ..train.engine import Task
+from ..train.run import read_run_config, seed_everything
+from ..train.rundir import RunLock, check_run_dir, remove_leftovers, remove_stale_tmp, start_run_dir
+from ..train.trainer import Trainer
+from .codes import CodeSet, cache_key, cached_codes
+from .config import PriorsConfig
+from .kinds import PriorKind, prior_kind_for
+from .pixelcnn import uniform_bits
 
 logger = logging.getLogger(__name__)
 
