@@ -453,6 +453,9 @@ def sample_run(
         raise HierVQError(f"-n must be >= 1, got {n}")
     if temperature <= 0:
         raise HierVQError(f"--temperature must be > 0, got {temperature}")
+    from ..zoo import resolve
+
+    ae_run = resolve(ae_run)  # a run directory, or a shipped tokenizer with priors by name
     device = torch.device(device or env_device())
     model = load(ae_run, device=device)
     kind = prior_kind_for(model)
