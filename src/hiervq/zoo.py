@@ -135,8 +135,8 @@ def resolve(spec: str | os.PathLike) -> Path:
         local = text.split("/")[1]
         raise CheckpointError(
             f"{text}: no such file or directory; hub ids are not fetched (hiervq downloads nothing at run time): "
-            f"put the model's {MODEL_CONFIG} and model.safetensors in ${ENV}/{local}/ and use the name {local}, "
-            "or pass the folder's path")
+            f"put the model's {MODEL_CONFIG} and model.safetensors in a folder and pass its path, or put the folder "
+            f"in ${ENV} as {local}/ and pass {local!r}")
     raise CheckpointError(f"{text}: no such file or directory")
 
 
