@@ -195,7 +195,7 @@ def add_commands(sub) -> None:
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("encode", help="turn images into codes (codes.npz)")
-    p.add_argument("run", help="run directory or saved model directory")
+    p.add_argument("run", help="run directory, saved model directory or tokenizer name (`hiervq models`)")
     p.add_argument("images", nargs="+", help="image files or folders of images")
     p.add_argument("-o", "--output", default="codes.npz", help="output .npz (level0, level1, ..., names)")
     p.add_argument("--convert", action="store_true", help="convert images to the model's channel count")
@@ -204,7 +204,7 @@ def add_commands(sub) -> None:
     p.set_defaults(func=_cmd_encode)
 
     p = sub.add_parser("decode", help="turn codes (codes.npz) back into images")
-    p.add_argument("run", help="run directory or saved model directory")
+    p.add_argument("run", help="run directory, saved model directory or tokenizer name (`hiervq models`)")
     p.add_argument("codes", help=".npz written by `hiervq encode`")
     p.add_argument("-o", "--output", default="decoded", help="output folder (one PNG per image, plus grid.png)")
     add_overwrite(p, "replace PNGs that already exist in the output folder")

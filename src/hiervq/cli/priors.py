@@ -94,9 +94,9 @@ def add_commands(sub) -> None:
         description="Sample codes level by level (top first) with the priors, decode them and save a grid; "
         "class-conditional priors without --class give one row per class.",
     )
-    p.add_argument("run", help="autoencoder run directory")
+    p.add_argument("run", help="autoencoder run directory, or the name of a tokenizer with priors (`hiervq models`)")
     p.add_argument("--priors", "--prior", nargs="+", metavar="DIR",
-                   help="prior run directories, one per level (default: every prior under RUN/priors/)")
+                   help="prior run directories, one per level (default: every prior under RUN/priors/, or the tokenizer's)")
     p.add_argument("-n", type=int, default=64, help="number of images (class-conditional: spread over the classes)")
     p.add_argument("--class", dest="class_label", metavar="CLASS", help="sample this class (index or name)")
     p.add_argument("--temperature", type=float, default=1.0, help="divide the logits by this (lower: safer samples)")
