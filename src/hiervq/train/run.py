@@ -225,15 +225,10 @@ def evaluate_first(model: DiscreteAutoencoder, data: DataConfig, n: int) -> dict
     """MSE/PSNR/SSIM/MS-SSIM (as :meth:`Trainer.evaluate` reports them) of ``model`` on the first ``n`` images of
     the test split of ``data``, in the order its reader gives them (not a random subset): the quick check of a
     shipped tokenizer against the numbers of its card (:mod:`hiervq.zoo`)."""
-    from dataclasses import replace
-
-    from ..data import ImageSet
+    from ..data import first_test_images
     from .config import TrainConfig
 
-    # one training image is brought to size instead of all of them: only the test split is used
-    splits = load_data(replace(data, train_limit=1, test_limit=None))
-    test = splits.test
-    subset = ImageSet(test.images[:n], None if test.labels is None else test.labels[:n])
+    subset = first_test_images(data, n)
     result = Trainer(TrainConfig(device="cpu"), None).evaluate(model, subset)
     result["images"] = len(subset)
     return result
