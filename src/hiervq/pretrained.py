@@ -119,15 +119,18 @@ def save_pretrained(module: nn.Module, directory: str | os.PathLike, extra: dict
 def resolve_model_dir(path: str | os.PathLike) -> Path:
     """The directory holding ``config.json`` + weights: ``path`` itself, or ``path/model`` for a run directory;
     a path that does not exist may be a tokenizer name (shipped or in ``$HIERVQ_MODELS``: :mod:`hiervq.zoo`)."""
-    from .zoo import resolve
+    from .zoo import find, resolve
 
+    given = os.fspath(path)
     path = resolve(path)
     for candidate in (path, RunDir(path).model):
         if (candidate / CONFIG_FILE).is_file():
             return candidate
+    shadowed = (f"; this folder hides the tokenizer {given!r} (a path wins over a name): run from another directory"
+                if find(given) is not None else "")
     raise CheckpointError(
         f"{path}: not a saved model (no {CONFIG_FILE} here or in {RunDir(path).model}); "
-        "is the run finished? an unfinished run can be resumed with `hiervq train --resume`"
+        f"is the run finished? an unfinished run can be resumed with `hiervq train --resume`{shadowed}"
     )
 
 
