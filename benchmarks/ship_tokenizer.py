@@ -12,8 +12,10 @@ measured here, on the weights as shipped:
   (tests/test_zoo.py) to catch a shipped tokenizer that no longer matches its card.
 
 ``--dtype auto`` stores the autoencoder in float16 when that keeps the test MSE within 1 % of float32 (half the
-bytes), else in float32. Priors are stored as trained (float32); their NLLs are quoted from their runs, whose codes
-came from the float32 autoencoder, and the card gives the fraction of test codes the shipped weights reproduce.
+bytes), else in float32; ``--prior-dtype auto`` does the same for each prior, measured as the NLL in bits per code
+on the cached test codes of the first ``--prior-check`` test images. The priors' test NLLs in the card are those
+of their runs, on codes of the float32 autoencoder; the card gives the fraction of codes the shipped weights
+reproduce.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -95,9 +98,11 @@ def ship(args: argparse.Namespace) -> Path:
     from hiervq.data import load_data
     from hiervq.layout import MODEL_CONFIG, MODEL_WEIGHTS, RunDir
     from hiervq.pretrained import load, load_state, read_meta
-    from hiervq.priors.codes import cache_key
+    from hiervq.priors import prior_kind_for
+    from hiervq.priors.codes import cache_key, load_codes
     from hiervq.train import read_run_config
     from hiervq.train.config import TrainConfig
+    from hiervq.train.prior import evaluate_prior
     from hiervq.train.run import evaluate_first
     from hiervq.train.trainer import Trainer
     from hiervq.zoo import CARD_JSON, CARD_MD
@@ -144,6 +149,9 @@ def ship(args: argparse.Namespace) -> Path:
 
     priors = []
     key = cache_key(out, {})
+    test_codes = None
+    if run.codes.is_file():
+        test_codes = load_codes(run.codes)[1].get("test")
     for prior in run.find_priors():
         dst = out / "priors" / prior.name
         dst.mkdir(parents=True)
@@ -151,14 +159,33 @@ def ship(args: argparse.Namespace) -> Path:
         extra = dict(pmeta.get("extra") or {})
         extra["autoencoder"] = args.name
         extra["autoencoder_key"] = key  # the shipped weights (see the card for the codes they reproduce)
+        level = int(extra["level"])
+        p32 = load(prior)
+        pstate, pdtype, nll = p32.state_dict(), "float32", {}
+        if test_codes is not None and args.prior_dtype != "float32":
+            # NLL (bits per code) of both precisions on the first --prior-check test images' codes
+            kind = prior_kind_for(model32)
+            p16 = copy.deepcopy(p32)
+            load_state(p16, half(pstate), "float16 prior")
+            positions = int(test_codes.codes[level][0].numel())
+            for tag, net in (("float32", p32), ("float16", p16)):
+                nats = evaluate_prior(net, kind, level, test_codes, 256, args.prior_check)
+                nll[tag] = nats / math.log(2) / positions
+            nll["images"] = min(args.prior_check, len(test_codes))
+            ok = nll["float16"] <= nll["float32"] * 1.01
+            pdtype = "float16" if args.prior_dtype == "float16" or ok else "float32"
+            print(f"prior level {level}: {nll['float32']:.4f} bits/code float32, {nll['float16']:.4f} float16: {pdtype}")
+        extra["weights_dtype"] = pdtype
         pmeta["extra"] = extra
         pmeta["data"] = {k: v for k, v in (pmeta.get("data") or {}).items() if k != "absolute_path"}
-        shutil.copyfile(prior.model / MODEL_WEIGHTS, dst / MODEL_WEIGHTS)
+        kept = half(pstate) if pdtype == "float16" else pstate
+        (dst / MODEL_WEIGHTS).write_bytes(save({k: v.detach().contiguous() for k, v in kept.items()}))
         (dst / MODEL_CONFIG).write_text(json.dumps(pmeta, indent=2) + "\n")
         ps = prior.read_summary() if prior.is_finished() else {}
         priors.append({k: ps.get(k) for k in ("level", "grid", "codebook_size", "class_conditional", "bits_per_code",
                                               "bits_per_image", "uniform_bits_per_image", "train_bits_per_code",
-                                              "epochs", "train_s", "params")} | {"level": extra.get("level")})
+                                              "epochs", "train_s", "params")}
+                      | {"level": level, "weights_dtype": pdtype, "check_bits_per_code": nll})
 
     data_meta = meta["data"]
     key_name = dataset_key(data_meta)
@@ -250,15 +277,20 @@ def card_markdown(c: dict) -> str:
     if c["priors"]:
         lines += [
             "## Priors",
-            "| level | grid | K | class-conditional | test bits/code | test bits/image | uniform bits/image | epochs |",
-            "| ---: | --- | ---: | --- | ---: | ---: | ---: | ---: |",
+            "| level | grid | K | class-conditional | test bits/code | test bits/image | uniform bits/image | epochs "
+            "| stored as | bits/code float32 -> float16 (check) |",
+            "| ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | --- | --- |",
         ]
         for p in c["priors"]:
+            nll = p.get("check_bits_per_code") or {}
+            change = (f"{nll['float32']:.4f} -> {nll['float16']:.4f} ({nll['images']} images)" if nll else "-")
             lines.append(
                 f"| {p['level']} | {'x'.join(map(str, p['grid'] or []))} | {p['codebook_size']} | "
                 f"{p['class_conditional']} | {p['bits_per_code']:.3f} | {p['bits_per_image']:.1f} | "
-                f"{p['uniform_bits_per_image']:.0f} | {p['epochs']} |")
-        lines += ["", "The prior NLLs are those of the prior runs (on the codes of the float32 autoencoder).", ""]
+                f"{p['uniform_bits_per_image']:.0f} | {p['epochs']} | {p['weights_dtype']} | {change} |")
+        lines += ["", "Test NLLs (negative log-likelihood of the test codes) are those of the prior runs, on the codes "
+                  "of the float32 autoencoder; the check column measures both precisions of each prior on the codes "
+                  "of the first test images.", ""]
     lines += [
         "## Training",
         f"- recipe `{c['recipe']}` with overrides: " + (", ".join(f"`{o}`" for o in c["overrides"]) or "none"),
@@ -282,6 +314,9 @@ def main() -> None:
     p.add_argument("name", help="tokenizer name, e.g. mnist-vqvae-512")
     p.add_argument("--recipe", help="the recipe the run was trained from (the card lists the overrides)")
     p.add_argument("--dtype", choices=["auto", "float16", "float32"], default="auto")
+    p.add_argument("--prior-dtype", choices=["auto", "float16", "float32"], default="auto",
+                   help="auto: float16 when a prior's test NLL stays within 1 %% of float32")
+    p.add_argument("--prior-check", type=int, default=2000, help="test images whose codes measure the priors' NLL")
     p.add_argument("--check", type=int, default=500, help="test images of the quick check the tests repeat")
     p.add_argument("--description", default="")
     p.add_argument("--note", default="", help="how it was trained (machine, threads, wall-clock)")
