@@ -139,7 +139,8 @@ def ship(args: argparse.Namespace) -> Path:
     out.mkdir(parents=True)
     (out / MODEL_WEIGHTS).write_bytes(save({k: v.detach().contiguous() for k, v in state.items()}))
     meta = dict(meta)
-    meta["data"] = {k: v for k, v in (meta.get("data") or {}).items() if k != "absolute_path"}
+    described = meta.get("data") or config.data.describe(tuple(model32.image_shape))  # older saves lack it
+    meta["data"] = {k: v for k, v in described.items() if k != "absolute_path"}
     meta["extra"] = {**(meta.get("extra") or {}), "tokenizer": args.name, "weights_dtype": dtype}
     (out / MODEL_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
 
