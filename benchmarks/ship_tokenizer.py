@@ -216,9 +216,9 @@ def ship(args: argparse.Namespace) -> Path:
         "codes_same_as_float32": agree,
         "priors": priors,
         "reproduce": [
-            f"hiervq train {args.recipe or run.config} "
-            + " ".join(f"--set {o}" for o in overrides(args.recipe, config) if not o.startswith("data.path="))
-            + f" --out runs/{args.name}",
+            " ".join([f"hiervq train {args.recipe or run.config}",
+                      *(f"--set {o}" for o in overrides(args.recipe, config) if not o.startswith("data.path=")),
+                      f"--out runs/{args.name}"]),
             *([f"hiervq prior runs/{args.name} --level all"] if priors else []),
             f"python benchmarks/ship_tokenizer.py runs/{args.name} {args.name}"
             + (f" --recipe {args.recipe}" if args.recipe else ""),
