@@ -37,7 +37,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
         rows.append((
             t.name,
             t.source,
-            str((card.get("data") or {}).get("name", "?")),
+            str((card.get("data") or {}).get("dataset") or (card.get("data") or {}).get("name", "?")),
             f"{bits:.0f}" if isinstance(bits, (int, float)) else "?",
             f"{test['mse']:.2e}" if "mse" in test else "?",
             f"{test['psnr']:.2f}" if "psnr" in test else "?",
