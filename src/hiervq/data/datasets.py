@@ -310,7 +310,11 @@ def first_test_images(config: DataConfig, n: int) -> ImageSet:
     a trained model against numbers measured on the same images (a shipped tokenizer's card: :mod:`hiervq.zoo`)."""
     from dataclasses import replace
 
-    raw = _read(config)
+    path = Path(os.path.expanduser(config.path)) if config.path else None
+    if config.name in ("npz", "cifar10") and path is not None and path.suffix == ".npz" and path.is_file():
+        raw = read_npz(path, splits=("test",))  # the training arrays are never decompressed
+    else:
+        raw = _read(config)
     if "test" not in raw or config.classes is not None:  # a split or filter of its own: the whole load_data path
         test = load_data(replace(config, train_limit=1, test_limit=None)).test
         return ImageSet(test.images[:n], None if test.labels is None else test.labels[:n], test.class_names)
