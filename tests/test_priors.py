@@ -10,6 +10,7 @@ import torch
 
 import hiervq
 from hiervq.errors import ConfigError, HierVQError
+from hiervq.metrics.plots import have_matplotlib
 from hiervq.priors import (
     PixelCNN,
     PixelCNNConfig,
@@ -275,6 +276,10 @@ def test_prior_runs_and_sampling_on_digits(tmp_path, capsys):
         assert (d / "codes.npz").is_file() and isinstance(hiervq.load(d), PixelCNN)
         meta = json.loads((d / "model" / "config.json").read_text())["extra"]
         assert meta["level"] == level and meta["class_conditional"] and meta["num_classes"] == 10
+        report = (d / "report.md").read_text()  # the prior run's report: final NLL and the per-epoch curve/table
+        assert f"{summary['bits_per_code']:.4f}" in report and "| 2 |" in report and "test bits/code" in report
+        assert (d / "nll.png").is_file() == have_matplotlib()
+        assert ("nll.png" in report) == have_matplotlib()
     # codes were extracted once, for both levels
     assert (run / "codes.npz").stat().st_nlink >= 2 or (run / "codes.npz").is_file()
 
@@ -294,6 +299,54 @@ def test_prior_runs_and_sampling_on_digits(tmp_path, capsys):
     rows = sample_run(run, n=20)
     assert rows.images.shape == (20, 1, 16, 16) and rows.nrow == 2
     assert torch.equal(rows.labels, torch.arange(10).repeat_interleave(2))
+
+
+def test_prior_report_without_matplotlib(tmp_path, monkeypatch, caplog):
+    """Without the plots extra a prior run's report.md still holds the numbers and says why the curve is missing."""
+    from hiervq.metrics import plots
+    from hiervq.train.report import write_prior_report
+
+    monkeypatch.setattr(plots, "have_matplotlib", lambda: False)
+    summary = {"autoencoder": "runs/x", "level": 0, "grid": [4, 4], "codebook_size": 16, "class_conditional": False,
+               "bits_per_code": 2.5, "bits_per_image": 40.0, "uniform_bits_per_code": 4.0,
+               "uniform_bits_per_image": 64.0, "saved_fraction": 0.375, "params": 10, "epochs": 1, "train_s": 1.0,
+               "train_images": 8, "test_images": 4}
+    history = [{"epoch": 1, "step": 3, "train_s": 1.0, "train": {"bits_per_code": 3.0}, "test": {"bits_per_code": 2.6}}]
+    write_prior_report(tmp_path, summary, history)
+    text = (tmp_path / "report.md").read_text()
+    assert "| 1 | 3 | 3.0000 | 2.6000 | 1 |" in text and "hiervq[plots]" in text and not (tmp_path / "nll.png").exists()
+
+
+def test_a_run_with_priors_ships_as_a_tokenizer_sampled_by_name(tmp_path, monkeypatch, capsys):
+    """benchmarks/ship_tokenizer.py turns a run with priors into a tokenizer folder with its card; in the user's
+    $HIERVQ_MODELS, `hiervq sample NAME` finds its priors and `hiervq models` counts them."""
+    import importlib.util
+
+    from hiervq import zoo
+    from hiervq.cli import main
+
+    raw = copy.deepcopy(TINY_RUN)
+    raw["train"]["epochs"] = 1
+    raw["priors"] = {"class_conditional": True, "model": {"channels": 8, "layers": 2},
+                     "train": {"epochs": 1, "batch_size": 32, "lr": 0.01, "progress": False}}
+    run = _run_flow(tmp_path, raw)
+    spec = importlib.util.spec_from_file_location("ship_tokenizer", REPO / "benchmarks" / "ship_tokenizer.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    monkeypatch.setattr("sys.argv", ["ship", str(run), "tiny-prior", "--out", str(tmp_path / "zoo"), "--check", "8"])
+    ship.main()
+    folder = tmp_path / "zoo" / "tiny-prior"
+    card = json.loads((folder / "card.json").read_text())
+    assert [p["level"] for p in card["priors"]] == [0, 1] and card["check"]["first"] == 8
+    assert card["size_bytes"] == sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert "## Priors" in (folder / "card.md").read_text()
+    monkeypatch.setenv(zoo.ENV, str(tmp_path / "zoo"))
+    out = tmp_path / "s.png"
+    assert main(["sample", "tiny-prior", "-n", "10", "-o", str(out)]) == 0
+    assert out.is_file() and "one row per class" in capsys.readouterr().out
+    assert main(["models"]) == 0
+    row = next(r for r in capsys.readouterr().out.splitlines() if r.startswith("tiny-prior "))
+    assert row.split()[1] == "user" and row.split()[6] == "2"
 
 
 def test_end_to_end_mnist_recipe_tiny(tmp_path):

@@ -16,7 +16,7 @@ import torch
 import yaml
 from PIL import Image
 
-from hiervq.cli import build_parser, main
+from hiervq.cli import NO_THREADS, build_parser, main
 
 from .conftest import REPO, TINY_RUN
 
@@ -281,7 +281,8 @@ def test_threads_is_applied_before_the_work(finished_run, capsys):
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for name, command in sub.choices.items():
         has = any("--threads" in a.option_strings for a in command._actions)
-        assert has == (name != "configs"), name
+        assert has == (name not in NO_THREADS), name
+    assert NO_THREADS == ("configs", "models")  # the listings compute nothing
 
 
 # ---------------------------------------------------------------------- 6. SSIM / MS-SSIM, perceptual hook

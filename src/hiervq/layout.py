@@ -152,12 +152,14 @@ class RunDir(os.PathLike):
         return self.summary.is_file()
 
     def find_priors(self) -> list[RunDir]:
-        """The prior runs under ``priors/`` that hold a saved prior (what ``hiervq sample`` uses by default)."""
+        """The prior runs under ``priors/`` that hold a saved prior, or saved prior folders (a shipped tokenizer's):
+        what ``hiervq sample`` uses by default."""
         if not self.priors.is_dir():
             return []
         # dot names are locks and the halves of a swap in progress (train.rundir.start_run_dir), not priors
         found = (RunDir(p) for p in sorted(self.priors.iterdir()) if not p.name.startswith("."))
-        return [r for r in found if r.has_model()]
+        # a prior run holds model/; a shipped tokenizer's priors (hiervq.zoo) are saved model folders themselves
+        return [r for r in found if r.has_model() or (r.path / MODEL_CONFIG).is_file()]
 
     # ------------------------------------------------------------------ reading and writing
     def read_summary(self) -> dict:

@@ -117,16 +117,20 @@ def save_pretrained(module: nn.Module, directory: str | os.PathLike, extra: dict
 
 
 def resolve_model_dir(path: str | os.PathLike) -> Path:
-    """The directory holding ``config.json`` + weights: ``path`` itself, or ``path/model`` for a run directory."""
-    path = Path(path)
+    """The directory holding ``config.json`` + weights: ``path`` itself, or ``path/model`` for a run directory;
+    a path that does not exist may be a tokenizer name (shipped or in ``$HIERVQ_MODELS``: :mod:`hiervq.zoo`)."""
+    from .zoo import find, resolve
+
+    given = os.fspath(path)
+    path = resolve(path)
     for candidate in (path, RunDir(path).model):
         if (candidate / CONFIG_FILE).is_file():
             return candidate
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file or directory")
+    shadowed = (f"; this folder hides the tokenizer {given!r} (a path wins over a name): run from another directory"
+                if find(given) is not None else "")
     raise CheckpointError(
         f"{path}: not a saved model (no {CONFIG_FILE} here or in {RunDir(path).model}); "
-        "is the run finished? an unfinished run can be resumed with `hiervq train --resume`"
+        f"is the run finished? an unfinished run can be resumed with `hiervq train --resume`{shadowed}"
     )
 
 
@@ -165,7 +169,9 @@ def read_meta(directory: str | os.PathLike) -> dict:
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a saved model (any registered kind) from its directory or run directory, in eval mode.
+    """Rebuild a saved model (any registered kind) from its directory or run directory, or a tokenizer by name
+    (``hiervq.load("mnist-vqvae-512")``: :mod:`hiervq.zoo`), in eval mode. Weights stored in a lower precision
+    (the shipped tokenizers' float16) are cast to the model's float32 parameters.
 
     No pickle is involved: the architecture comes from ``config.json``, the weights from safetensors.
     """

@@ -43,7 +43,7 @@ EXIT_INTERRUPTED = 130
 #: the command groups, in the order ``hiervq --help`` lists their commands
 COMMAND_GROUPS = (autoencoder, priors, compress, pqvae, experiments, classify, recipes)
 #: commands that compute nothing, so take no ``--threads``
-NO_THREADS = ("configs",)
+NO_THREADS = ("configs", "models")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -207,14 +207,14 @@ def add_commands(sub) -> None:
     add_output(p, "also write the result JSON here")
 
     p = add_command(sub, "encode", _cmd_encode, "turn images into codes (codes.npz)")
-    add_run(p, "run directory or saved model directory")
+    add_run(p, "run directory, saved model directory or tokenizer name (`hiervq models`)")
     p.add_argument("images", nargs="+", help="image files or folders of images")
     add_output(p, "output .npz (level0, level1, ..., names)", "codes.npz")
     add_image_options(p)
     add_batch_size(p, 256)
 
     p = add_command(sub, "decode", _cmd_decode, "turn codes (codes.npz) back into images")
-    add_run(p, "run directory or saved model directory")
+    add_run(p, "run directory, saved model directory or tokenizer name (`hiervq models`)")
     p.add_argument("codes", help=".npz written by `hiervq encode`")
     add_output(p, "output folder (one PNG per image, plus grid.png)", "decoded")
     add_overwrite(p, "replace PNGs that already exist in the output folder")

@@ -91,8 +91,8 @@ def add_commands(sub) -> None:
         "Sample codes level by level (top first) with the priors, decode them and save a grid; "
         "class-conditional priors without --class give one row per class.",
     )
-    add_run(p, "autoencoder run directory")
-    add_priors(p)
+    add_run(p, "autoencoder run directory, or the name of a tokenizer with priors (`hiervq models`)")
+    add_priors(p, "prior run directories, one per level (default: every prior under RUN/priors/, or the tokenizer's)")
     p.add_argument("-n", type=int, default=64, help="number of images (class-conditional: spread over the classes)")
     p.add_argument("--class", dest="class_label", metavar="CLASS", help="sample this class (index or name)")
     add_sampling(p, "divide the logits by this (lower: safer samples)")

@@ -1,4 +1,5 @@
-"""``hiervq configs``: the recipes shipped inside the package (:mod:`hiervq.recipes`)."""
+"""``hiervq configs`` and ``hiervq models``: the recipes and the trained tokenizers shipped inside the package
+(:mod:`hiervq.recipes`, :mod:`hiervq.zoo`)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,42 @@ def _cmd_configs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from ..zoo import ENV, list_tokenizers, shipped_dir, user_dir
+
+    if args.path:
+        print(shipped_dir())
+        return 0
+    header = ("name", "source", "data", "bits/image", "test MSE", "PSNR", "priors", "size")
+    rows = []
+    for t in list_tokenizers():
+        card, test = t.card, t.card.get("test") or {}
+        bits = card.get("bits_per_image")
+        rows.append((
+            t.name,
+            t.source,
+            str((card.get("data") or {}).get("dataset") or (card.get("data") or {}).get("name", "?")),
+            f"{bits:.0f}" if isinstance(bits, (int, float)) else "?",
+            f"{test['mse']:.2e}" if "mse" in test else "?",
+            f"{test['psnr']:.2f}" if "psnr" in test else "?",
+            str(len(card.get("priors") or [])),
+            _size(t.size_bytes()),
+        ))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    folder = user_dir()
+    print(f"(test metrics on the full test split, from each card; your own: ${ENV}/NAME/, "
+          f"{f'now {folder}' if folder else 'unset'})")
+    return 0
+
+
 def add_commands(sub) -> None:
-    """Add ``configs`` to the ``hiervq`` subparsers."""
+    """Add ``configs`` and ``models`` to the ``hiervq`` subparsers."""
     p = add_command(
         sub, "configs", _cmd_configs, "list the recipes shipped with hiervq (names for `hiervq train NAME`)",
         "List the shipped recipes with the first line of their comment. Any command that takes a "
@@ -30,3 +65,13 @@ def add_commands(sub) -> None:
         "working directory; --set data.path=... points a recipe at your copy of the data.",
     )
     p.add_argument("--path", action="store_true", help="print the folder that holds the recipes instead")
+
+    p = add_command(
+        sub, "models", _cmd_models,
+        "list the trained tokenizers shipped with hiervq (names for `hiervq encode NAME`, `hiervq.load(NAME)`)",
+        "List the trained tokenizers known by name: those shipped inside the package, then yours in "
+        "the folder named by $HIERVQ_MODELS (one NAME/ sub-folder each, holding config.json and model.safetensors "
+        "as save_pretrained writes them). A name works wherever a run or model directory does (an existing path "
+        "wins); nothing is downloaded. Each shipped tokenizer has a model card (card.md) in its folder.",
+    )
+    p.add_argument("--path", action="store_true", help="print the folder that holds the shipped tokenizers instead")

@@ -302,3 +302,26 @@ def load_data(config: DataConfig) -> DataSplits:
     test = make(raw["test"], config.test_limit, config.seed + 1)
     val = make(raw["val"]) if "val" in raw else None
     return DataSplits(train=train, test=test, val=val)
+
+
+def first_test_images(config: DataConfig, n: int) -> ImageSet:
+    """The first ``n`` images of the test split in the reader's order (not a random subset), brought to size like
+    :func:`load_data` does; only those ``n`` are resized when the source has its own test split. For quick checks of
+    a trained model against numbers measured on the same images (a shipped tokenizer's card: :mod:`hiervq.zoo`)."""
+    from dataclasses import replace
+
+    path = Path(os.path.expanduser(config.path)) if config.path else None
+    if config.name in ("npz", "cifar10") and path is not None and path.suffix == ".npz" and path.is_file():
+        raw = read_npz(path, splits=("test",))  # the training arrays are never decompressed
+    else:
+        raw = _read(config)
+    if "test" not in raw or config.classes is not None:  # a split or filter of its own: the whole load_data path
+        test = load_data(replace(config, train_limit=1, test_limit=None)).test
+        return ImageSet(test.images[:n], None if test.labels is None else test.labels[:n], test.class_names)
+    split = raw["test"]
+    if len(split) == 0:
+        raise DataError(f"{config.path or config.name}: the test split has no images")
+    head = Split(split.images[:n], None if split.labels is None else split.labels[:n])
+    images = ImageSet.from_split(head, raw.get("class_names"))
+    images.images = fit_images(images.images, config.image_size, config.fit, config.channels)
+    return images

@@ -234,16 +234,17 @@ def npz_array(archive: np.lib.npyio.NpzFile, key: str, path: str | os.PathLike) 
         raise DataError(f"{path}: {key} is corrupt ({type(exc).__name__}: {exc})") from None
 
 
-def read_npz(path: str | os.PathLike) -> dict[str, Split]:
+def read_npz(path: str | os.PathLike, splits: tuple[str, ...] = ("train", "val", "test")) -> dict[str, Split]:
     """An .npz archive with ``train_images``/``train_labels``, optional ``val_*``, ``test_*``, ``class_names``.
 
-    Images are uint8 (N, H, W) or (N, H, W, C). Returns splits by name, plus ``class_names`` when present.
+    Images are uint8 (N, H, W) or (N, H, W, C). Returns splits by name, plus ``class_names`` when present;
+    ``splits`` reads only those (e.g. ``("test",)``, without decompressing the others).
     """
     path = Path(path)
     archive = open_npz(path)
     keys = set(archive.files)
     out: dict = {}
-    for split in ("train", "val", "test"):
+    for split in splits:
         if f"{split}_images" not in keys:
             if f"{split}_labels" in keys:
                 raise DataError(f"{path}: {split}_labels without {split}_images")
@@ -254,7 +255,7 @@ def read_npz(path: str | os.PathLike) -> dict[str, Split]:
             out[split] = Split(images, labels)
         except SplitError as exc:
             raise DataError(f"{path}: {split}_{exc.part}: {exc}") from None
-    if "train" not in out:
+    if "train" in splits and "train" not in out:
         raise DataError(f"{path}: no train_images array (found: {', '.join(sorted(keys)) or 'nothing'})")
     if "class_names" in keys:
         out["class_names"] = [str(c) for c in npz_array(archive, "class_names", path).reshape(-1)]

@@ -365,6 +365,28 @@ def plot_progressive(images: torch.Tensor, lengths: list[int], path: str | Path)
 
 
 @_chart
+def plot_nll(history: list[dict], path: str | Path, uniform_bits_per_code: float | None = None) -> None:
+    """A prior run's curve: train and test negative log-likelihood in bits per code against the epoch (records of
+    its ``metrics.jsonl``), with the uniform code length log2(K) as a reference line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for split, style in (("train", "o-"), ("test", "s-")):
+        pts = [(r["epoch"], r[split]["bits_per_code"]) for r in history if "bits_per_code" in (r.get(split) or {})]
+        if pts:
+            ax.plot(*zip(*pts), style, label=split)
+    if uniform_bits_per_code is not None:
+        ax.axhline(uniform_bits_per_code, color="gray", linestyle="--", linewidth=1,
+                   label=f"uniform log2 K = {uniform_bits_per_code:.2f}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("NLL (bits per code)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+@_chart
 def plot_series(labels: list[str], series: dict[str, list[float]], path: str | Path, xlabel: str, ylabel: str) -> None:
     """One line per entry of ``series`` (name -> a value per label, NaN where missing) over categorical ``labels``."""
     plt = _pyplot()

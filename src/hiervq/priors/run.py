@@ -15,6 +15,8 @@ Prior run directory (default ``AE_RUN/priors/level<N>``, :meth:`hiervq.layout.Ru
     PRIOR/metrics.jsonl  one line per epoch: train and test negative log-likelihood in bits per code
     PRIOR/checkpoints/last.pt  written atomically after every epoch; ``hiervq prior RUN --resume`` continues it
     PRIOR/summary.json   test NLL in bits per code and per image, next to uniform log2(K) x codes
+    PRIOR/report.md      those numbers and the per-epoch NLL table; nll.png, its curve (train and test, needs
+                         matplotlib)
     PRIOR/codes.npz      the cached train/test codes (a hard link to ``AE_RUN/codes.npz`` where possible)
     PRIOR/.hiervq-run    marks it as hiervq's (``--overwrite`` replaces nothing else); the process writing it
                          holds the lock ``.level<N>.lock`` beside it (:mod:`hiervq.train.rundir`)
@@ -46,6 +48,7 @@ from ..train.checkpoint import has_checkpoint, load_checkpoint
 from ..train.config import PhaseConfig, TrainConfig, apply_overrides, read_yaml_mapping
 from ..train.distributed import DistInfo, env_device, resolve_device
 from ..train.engine import Task
+from ..train.report import write_prior_report
 from ..train.run import read_run_config, seed_everything
 from ..train.rundir import RunLock, check_run_dir, remove_leftovers, remove_stale_tmp, start_run_dir
 from ..train.trainer import Trainer
@@ -378,6 +381,7 @@ def prior_run(
         save_pretrained(prior.cpu(), out_run.model, extra=extra,
                         data=ae_config.data.describe(tuple(model.image_shape)))
         out_run.write_summary(summary)
+        write_prior_report(out_dir, summary, out_run.read_metrics())
         log(
             f"prior level {lv}: test {summary['bits_per_code']:.4f} bits/code, {per_image:.1f} bits/image "
             f"(uniform {uniform:.1f}; {summary['saved_fraction']:.1%} fewer) -> {out_dir}"
@@ -457,6 +461,9 @@ def sample_run(
         raise HierVQError(f"-n must be >= 1, got {n}")
     if temperature <= 0:
         raise HierVQError(f"--temperature must be > 0, got {temperature}")
+    from ..zoo import resolve
+
+    ae_run = resolve(ae_run)  # a run directory, or a shipped tokenizer with priors by name
     device = torch.device(device or env_device())
     model = load(ae_run, device=device)
     kind = prior_kind_for(model)

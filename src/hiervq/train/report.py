@@ -1,4 +1,5 @@
-"""A run's report: summary.json, reconstructions.png, curves.png, usage.png and report.md tying them together."""
+"""A run's report: summary.json, reconstructions.png, curves.png, usage.png and report.md tying them together;
+a prior run's report: nll.png and report.md (:func:`write_prior_report`)."""
 
 from __future__ import annotations
 
@@ -121,5 +122,51 @@ Rows alternate originals and their reconstructions (labelled on the left).
 
 Per-epoch numbers are in `metrics.jsonl`; the resolved configuration is `config.yaml`; the model is in
 `model/` (load it with `hiervq.load("{run_dir}")`).
+"""
+    atomic_write_bytes(RunDir(run_dir).report, text.encode())
+
+
+def write_prior_report(run_dir: str | Path, summary: dict, history: list[dict]) -> None:
+    """Write ``nll.png`` (train and test NLL in bits per code per epoch; needs matplotlib) and ``report.md`` (the
+    final numbers and the per-epoch table, which need nothing) of a finished prior run into ``run_dir``."""
+    from ..metrics.plots import have_matplotlib, plot_nll
+
+    run_dir = Path(run_dir)
+    if history:
+        plot_nll(history, run_dir / "nll.png", summary.get("uniform_bits_per_code"))
+    figure = ("![NLL per epoch](nll.png)" if have_matplotlib() and history else
+              "(curve not drawn: matplotlib is not installed; `pip install 'hiervq[plots]'` and rerun to get it)")
+
+    def bits(record: dict, split: str) -> str:
+        value = (record.get(split) or {}).get("bits_per_code")
+        return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+
+    rows = "\n".join(f"| {r.get('epoch')} | {r.get('step')} | {bits(r, 'train')} | {bits(r, 'test')} | "
+                      f"{r.get('train_s', 0):.0f} |" for r in history)
+    grid = "x".join(str(v) for v in summary.get("grid") or [])
+    conditional = "class-conditional" if summary.get("class_conditional") else "unconditional"
+    text = f"""# hiervq prior run: level {summary.get('level')}
+
+A {conditional} prior over the {grid} codes (K = {summary.get('codebook_size')}) of level {summary.get('level')} of
+`{summary.get('autoencoder')}`: {summary.get('params', 0):,} parameters, {summary.get('epochs')} epochs in
+{summary.get('train_s', 0):.0f} s on {summary.get('train_images')} training images' codes.
+
+## Test negative log-likelihood ({summary.get('test_images')} images)
+
+| bits per code | bits per image | uniform bits per image (log2 K x codes) | saved |
+|---------------|----------------|------------------------------------------|-------|
+| {summary['bits_per_code']:.4f} | {summary['bits_per_image']:.1f} | {summary['uniform_bits_per_image']:.1f} | {summary['saved_fraction']:.1%} |
+
+## Training
+
+{figure}
+
+| epoch | step | train bits/code | test bits/code | train s |
+|-------|------|-----------------|----------------|---------|
+{rows}
+
+Train values are means over the epoch's batches; per-epoch test values are over the first `train.eval_limit`
+test codes, the final numbers above over all of them. The prior is in `model/`; sample with
+`hiervq sample {summary.get('autoencoder')}`.
 """
     atomic_write_bytes(RunDir(run_dir).report, text.encode())

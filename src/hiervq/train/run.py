@@ -219,3 +219,16 @@ def evaluate_run(run_dir: str | Path, config: RunConfig | None = None, split: st
     result["split"] = split
     result["bits_per_image"] = model.budget().bits_per_image
     return result
+
+
+def evaluate_first(model: DiscreteAutoencoder, data: DataConfig, n: int) -> dict[str, Any]:
+    """MSE/PSNR/SSIM/MS-SSIM (as :meth:`Trainer.evaluate` reports them) of ``model`` on the first ``n`` images of
+    the test split of ``data``, in the order its reader gives them (not a random subset): the quick check of a
+    shipped tokenizer against the numbers of its card (:mod:`hiervq.zoo`)."""
+    from ..data import first_test_images
+    from .config import TrainConfig
+
+    subset = first_test_images(data, n)
+    result = Trainer(TrainConfig(device="cpu"), None).evaluate(model, subset)
+    result["images"] = len(subset)
+    return result

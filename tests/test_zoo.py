@@ -1,0 +1,169 @@
+"""Tokenizers by name (hiervq.zoo): the shipped ones load and still match their cards, `hiervq models`, encoding by
+name, the one-line errors for unknown names and hub ids, and the user's $HIERVQ_MODELS folder."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import hiervq
+from hiervq import zoo
+from hiervq.cli import main
+from hiervq.errors import CheckpointError
+
+from .conftest import REPO, TINY_RUN
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SHIPPED = [t.name for t in zoo.list_tokenizers() if t.source == "shipped"]
+CARD_KEYS = ("name", "model", "bits_per_image", "data", "recipe", "overrides", "hiervq_commit", "training",
+             "weights_dtype", "test", "check", "size_bytes")
+
+
+@pytest.fixture(autouse=True)
+def no_user_models(monkeypatch):
+    """The user's own $HIERVQ_MODELS must not leak into these tests."""
+    monkeypatch.delenv(zoo.ENV, raising=False)
+
+
+def _tiny_model():
+    from hiervq.train import config_from_dict
+
+    torch.manual_seed(0)
+    model = config_from_dict(TINY_RUN, "tiny").build_model(in_channels=1, image_size=16)
+    model.train()
+    model(torch.rand(8, 1, 16, 16))  # initialise the codebooks
+    return model.eval()
+
+
+def _png(path: Path, size=(28, 28)) -> Path:
+    Image.fromarray((np.random.default_rng(0).random(size) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def test_the_mnist_tokenizer_is_shipped():
+    assert "mnist-vqvae-512" in SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_tokenizer_loads_by_name_and_matches_its_card(name):
+    from hiervq.data import DataConfig
+    from hiervq.train.run import evaluate_first
+
+    entry = zoo.find(name)
+    card = entry.card
+    assert entry.source == "shipped" and all(k in card for k in CARD_KEYS), sorted(set(CARD_KEYS) - set(card))
+    assert (entry.path / zoo.CARD_MD).is_file() and name in (entry.path / zoo.CARD_MD).read_text()
+    assert card["size_bytes"] == entry.size_bytes() < 8_000_000  # the package stays small
+    model = hiervq.load(name)
+    assert not model.training and all(p.dtype == torch.float32 for p in model.parameters())
+    assert model.budget().bits_per_image == card["bits_per_image"]
+    assert card["data"]["licence"] and card["training"]["epochs"] >= 1
+    assert card["test"]["mse"] <= card["test_float32"]["mse"] * 1.01  # float16 only when within 1 %
+
+    d = card["data"]
+    path = (REPO / d["path"]).resolve()  # cards record the path relative to the repository root
+    if not path.exists():
+        pytest.skip(f"{path} not present: the card's metrics are not re-measured")
+    check = card["check"]
+    data = DataConfig(name=d["name"], path=str(path), image_size=d["image_size"], fit=d["fit"], channels=d["channels"],
+                      classes=d.get("classes"))
+    got = evaluate_first(model, data, check["first"])
+    assert got["images"] == check["first"]
+    assert got["mse"] == pytest.approx(check["mse"], rel=2e-3)
+    assert got["psnr"] == pytest.approx(check["psnr"], abs=0.02)
+    assert got["ssim"] == pytest.approx(check["ssim"], abs=1e-3)
+
+
+WITH_PRIORS = [t.name for t in zoo.list_tokenizers() if t.source == "shipped" and t.card.get("priors")]
+
+
+@pytest.mark.parametrize("name", WITH_PRIORS)
+def test_shipped_tokenizer_with_priors_samples_by_name(name, tmp_path, capsys):
+    out = tmp_path / "s.png"
+    assert main(["sample", name, "-n", "10", "-o", str(out), "--seed", "1"]) == 0
+    assert out.is_file() and "sampled 10 images" in capsys.readouterr().out
+    priors = zoo.find(name).card["priors"]
+    assert [p["level"] for p in priors] == sorted(p["level"] for p in priors)
+    assert all((zoo.find(name).path / "priors" / f"level{p['level']}" / "model.safetensors").is_file() for p in priors)
+
+
+def test_models_lists_the_shipped_tokenizers(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    header, *rows = out.splitlines()
+    assert header.split()[:4] == ["name", "source", "data", "bits/image"]
+    for name in SHIPPED:
+        row = next(r for r in rows if r.startswith(name + " "))
+        card = zoo.find(name).card
+        assert "shipped" in row and f"{card['test']['mse']:.2e}" in row and ("kB" in row or "MB" in row)
+    assert main(["models", "--path"]) == 0
+    assert Path(capsys.readouterr().out.strip()) == zoo.shipped_dir()
+
+
+def test_encode_and_decode_by_name(tmp_path, capsys):
+    png = _png(tmp_path / "digit.png")
+    out = tmp_path / "c.npz"
+    assert main(["encode", "mnist-vqvae-512", str(png), "-o", str(out)]) == 0
+    assert "512 bits/image" in capsys.readouterr().out
+    codes = np.load(out)
+    assert codes["level0"].shape == (1, 8, 8) and codes["level0"].max() < 256
+    assert main(["decode", "mnist-vqvae-512", str(out), "-o", str(tmp_path / "dec")]) == 0
+    assert Image.open(tmp_path / "dec" / "digit.png").size == (32, 32)
+
+
+def test_unknown_names_and_hub_ids_fail_in_one_line(tmp_path, capsys):
+    png = _png(tmp_path / "x.png")
+    assert main(["encode", "no-such-tokenizer", str(png), "-o", str(tmp_path / "c.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no-such-tokenizer" in err
+    assert "mnist-vqvae-512" in err and zoo.ENV in err  # the known names, and where the user's own go
+
+    assert main(["encode", "someorg/some-model", str(png), "-o", str(tmp_path / "c.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "downloads nothing" in err and "some-model" in err and zoo.ENV in err
+    assert not (tmp_path / "c.npz").exists()
+    with pytest.raises(CheckpointError, match="known tokenizer"):
+        hiervq.load("no-such-tokenizer")
+    with pytest.raises(CheckpointError, match="no such file or directory$"):
+        hiervq.load(tmp_path / "missing" / "deeper" / "run")  # a plain missing path says just that
+
+
+def test_user_directory_from_the_environment(tmp_path, monkeypatch, capsys):
+    user = tmp_path / "models"
+    model = _tiny_model()
+    model.save_pretrained(user / "mine")
+    model.save_pretrained(user / "mnist-vqvae-512")  # a shipped name: the shipped one wins
+    (user / "not-a-model").mkdir()
+    (user / "mine" / zoo.CARD_JSON).write_text(json.dumps({"data": {"name": "digits"}, "bits_per_image": 96}))
+    monkeypatch.setenv(zoo.ENV, str(user))
+
+    loaded = hiervq.load("mine")
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded(x).recon, model(x).recon)
+    assert hiervq.load("mnist-vqvae-512").image_shape == (1, 32, 32)
+    assert [t.name for t in zoo.list_tokenizers() if t.source == "user"] == ["mine"]
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    row = next(r for r in out.splitlines() if r.startswith("mine "))
+    assert row.split()[1:4] == ["user", "digits", "96"] and str(user) in out
+
+    # an existing path wins over every name
+    monkeypatch.chdir(tmp_path)
+    model.save_pretrained(tmp_path / "mnist-vqvae-512")
+    assert hiervq.load("mnist-vqvae-512").image_shape == (1, 16, 16)
+    assert zoo.resolve("mnist-vqvae-512") == Path("mnist-vqvae-512")
+
+    (tmp_path / "mnist-vqvae-512" / "config.json").unlink()  # a folder that is no model still wins, and says so
+    with pytest.raises(CheckpointError, match="hides the tokenizer 'mnist-vqvae-512'"):
+        hiervq.load("mnist-vqvae-512")
+
+    monkeypatch.setenv(zoo.ENV, str(tmp_path / "nowhere"))  # a missing folder is no error, just no models
+    assert [t.source for t in zoo.list_tokenizers()] == ["shipped"] * len(SHIPPED)
+    with pytest.raises(CheckpointError, match="nowhere"):
+        hiervq.load("mine")
