@@ -1,5 +1,6 @@
 """Dataset readers, the embedded default, splits and transforms (no model imports)."""
 
+from .batches import AugmentConfig, BatchSource, augment_image, epoch_order, image_seed
 from .datasets import (
     DATASETS,
     DataConfig,
@@ -7,10 +8,12 @@ from .datasets import (
     ImageSet,
     digits_splits,
     fit_images,
+    join_sets,
     label_subset,
     load_data,
     stratified_split,
 )
+from .lazy import ArraySource, FolderSource, LazyImageSet
 from .readers import (
     Split,
     read_cifar10_batches,
@@ -18,11 +21,22 @@ from .readers import (
     read_image,
     read_image_folder,
     read_mnist,
+    npz_memmap,
     read_npz,
 )
 
 __all__ = [
+    "ArraySource",
+    "AugmentConfig",
+    "BatchSource",
     "DATASETS",
+    "FolderSource",
+    "LazyImageSet",
+    "augment_image",
+    "epoch_order",
+    "image_seed",
+    "join_sets",
+    "npz_memmap",
     "DataConfig",
     "DataSplits",
     "ImageSet",
