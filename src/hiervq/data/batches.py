@@ -193,6 +193,9 @@ class BatchSource:
                 num_workers=self.workers,
                 persistent_workers=self.workers > 0,
                 prefetch_factor=2 if self.workers > 0 else None,
+                # the loader draws its workers' base seed when an iterator starts: from its own generator, not
+                # torch's global one, which the model's random draws (gumbel, re-seeding) use
+                generator=torch.Generator().manual_seed(self.seed),
             )
         return self._loader
 

@@ -21,6 +21,7 @@ from .readers import (
     folder_mode,
     npz_array,
     npz_memmap,
+    npz_shape,
     open_npz,
     read_cifar10_batches,
     read_image,
@@ -366,13 +367,14 @@ def _decoded_mb(n: int, channels: int, h: int, w: int, config: DataConfig) -> fl
     return n * (config.channels or channels) * side[0] * side[1] / 2**20
 
 
-def _read_lazy(config: DataConfig, path: Path) -> dict | None:
+def _read_lazy(config: DataConfig, path: Path | None) -> dict | None:
     """The splits as :class:`_Positions` when ``config`` reads lazily (``data.lazy``), else None."""
-    npz = config.name == "npz" or (config.name == "cifar10" and path.suffix == ".npz")
-    if config.lazy is False or not (config.name == "folder" or npz):
+    npz = path is not None and (config.name == "npz" or (config.name == "cifar10" and path.suffix == ".npz"))
+    if config.lazy is False or not ((config.name == "folder" and path is not None) or npz):
         if config.lazy is True:
-            raise DataError(f"data.lazy: true reads a folder of images or an .npz on access; {config.name} data at "
-                            f"{path} is read into memory (set data.lazy: auto or false)")
+            where = f" at {path}" if path is not None else ""
+            raise DataError(f"data.lazy: true reads a folder of images or an .npz on access; {config.name} "
+                            f"data{where} is read into memory (set data.lazy: auto or false)")
         return None
     if config.name == "folder":
         files, labels, names = folder_files(path)
@@ -382,7 +384,7 @@ def _read_lazy(config: DataConfig, path: Path) -> dict | None:
             size = _decoded_mb(len(files), 1 if mode == "L" else 3, h, w, config)
             if size <= config.memory_limit_mb:
                 return None
-            logger.info("data: %s holds %d images (%.0f MB decoded > data.memory_limit_mb %g): reading them on access",
+            logger.info("data: %s holds %d images (%.3g MB decoded > data.memory_limit_mb %g): reading them on access",
                         path, len(files), size, config.memory_limit_mb)
         source = FolderSource(files, mode, (config.image_size,) * 2 if config.image_size else None)
         split = _Positions(source, np.arange(len(files)), None if labels is None else check_labels(labels, len(files)))
@@ -390,23 +392,23 @@ def _read_lazy(config: DataConfig, path: Path) -> dict | None:
     keys = _npz_image_keys(path)
     maps = {key: npz_memmap(path, key) for key in keys}
     compressed = [key for key, array in maps.items() if array is None]
-    if compressed:
-        why = (f"{path}: {', '.join(compressed)} {'is' if len(compressed) == 1 else 'are'} compressed "
-               "(np.savez_compressed), so it cannot be memory-mapped; re-save it with np.savez to read it on access")
-        if config.lazy is True:
-            raise DataError(why + " (or set data.lazy: false)")
-        if maps.get("train_images") is None:
-            return None  # auto: nothing to decide; read into memory as always
-        logger.warning("%s; reading it into memory", why)
-        return None
+    why = (f"{path}: {', '.join(compressed)} {'is' if len(compressed) == 1 else 'are'} compressed "
+           "(np.savez_compressed), so it cannot be memory-mapped; re-save it with np.savez to read it on access")
+    if compressed and config.lazy is True:
+        raise DataError(why + " (or set data.lazy: false)")
     if config.lazy == "auto":
         size = 0.0
-        for array in maps.values():
-            c = array.shape[3] if array.ndim == 4 else 1
-            size += _decoded_mb(array.shape[0], c, array.shape[1], array.shape[2], config)
+        for key in keys:
+            shape = maps[key].shape if maps[key] is not None else npz_shape(path, key)
+            c = shape[3] if len(shape) == 4 else 1
+            size += _decoded_mb(shape[0], c, shape[1], shape[2], config) if len(shape) >= 3 else 0.0
         if size <= config.memory_limit_mb:
             return None
-        logger.info("data: %s holds %.0f MB of decoded images (> data.memory_limit_mb %g): memory-mapped, read on "
+        if compressed:
+            logger.warning("%s (%.3g MB decoded > data.memory_limit_mb %g); reading it into memory", why, size,
+                           config.memory_limit_mb)
+            return None
+        logger.info("data: %s holds %.3g MB of decoded images (> data.memory_limit_mb %g): memory-mapped, read on "
                     "access", path, size, config.memory_limit_mb)
     archive = open_npz(path)
     out: dict = {}
@@ -438,7 +440,7 @@ def load_data(config: DataConfig) -> DataSplits:
     """
     path = Path(os.path.expanduser(config.path)) if config.path else None
     raw = None
-    if path is not None and path.exists():
+    if path is None or path.exists():  # (a missing path: _read says so)
         raw = _read_lazy(config, path)
     if raw is None:
         raw = _read(config)

@@ -262,6 +262,17 @@ def read_npz(path: str | os.PathLike) -> dict[str, Split]:
     return out
 
 
+def npz_shape(path: str | os.PathLike, key: str) -> tuple[int, ...]:
+    """The shape of the array ``key`` of an .npz archive, from its header alone (compressed or not)."""
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open(f"{key}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            return tuple(read_header(f)[0])
+    except (KeyError, zipfile.BadZipFile, OSError, ValueError, zlib.error) as exc:
+        raise DataError(f"{path}: cannot read the header of {key} ({exc})") from None
+
+
 def npz_memmap(path: str | os.PathLike, key: str) -> np.ndarray | None:
     """The array ``key`` of the .npz archive ``path`` memory-mapped read-only, without reading its data; None when
     the member is compressed (``np.savez_compressed``): only members stored as they are (``np.savez``) sit in the
