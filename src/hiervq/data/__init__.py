@@ -16,12 +16,12 @@ from .datasets import (
 from .lazy import ArraySource, FolderSource, LazyImageSet
 from .readers import (
     Split,
+    npz_memmap,
     read_cifar10_batches,
     read_idx,
     read_image,
     read_image_folder,
     read_mnist,
-    npz_memmap,
     read_npz,
 )
 
