@@ -23,6 +23,7 @@ from hiervq.data import (
     LazyImageSet,
     augment_image,
     image_seed,
+    join_sets,
     load_data,
 )
 from hiervq.errors import DataError
@@ -84,6 +85,12 @@ def test_lazy_folder_gives_the_in_memory_splits_and_pixels(tmp_path, fit, channe
     assert isinstance(lazy.train, LazyImageSet) and not hasattr(lazy.train, "images")
     assert lazy.train.class_names == ["class0", "class1", "class2"]
     same_splits(lazy, memory)
+    # every split as one set (`hiervq eval --split all`): positions into the one folder, the same images
+    joined = join_sets([lazy.train, lazy.val, lazy.test])
+    assert isinstance(joined, LazyImageSet) and joined.source is lazy.train.source
+    expected = join_sets([memory.train, memory.val, memory.test])
+    assert torch.equal(joined.batch(slice(None))[0], expected.batch(slice(None))[0])
+    assert torch.equal(joined.labels, expected.labels)
     # data.classes selects and relabels the same images
     picked = dict(base, classes=[2, 0])
     same_splits(load_data(DataConfig(**picked, lazy=True)), load_data(DataConfig(**picked, lazy=False)))
@@ -119,7 +126,11 @@ def test_uncompressed_npz_is_memory_mapped_and_equals_the_in_memory_read(tmp_pat
     base = dict(name="npz", path=str(path), image_size=16, fit="pad", channels=3, classes=[3, 1], val_fraction=0.25)
     lazy = load_data(DataConfig(**base, lazy=True))
     assert lazy.lazy
-    same_splits(lazy, load_data(DataConfig(**base, lazy=False)))
+    memory = load_data(DataConfig(**base, lazy=False))
+    same_splits(lazy, memory)
+    # train and test are separate arrays: joined, they are read from each in turn
+    joined = join_sets([lazy.train, lazy.test])
+    assert torch.equal(joined.batch(slice(None))[0], join_sets([memory.train, memory.test]).batch(slice(None))[0])
 
 
 def test_compressed_npz_cannot_be_mapped_and_says_so(tmp_path, capsys):
