@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import BatchSource, DataSplits, ImageSet, epoch_order
+from ..data import BatchSource, DataSplits, ImageSet
 from ..errors import DivergedError
 from ..layout import RunDir
 from ..log import progress
@@ -197,13 +197,10 @@ class Trainer:
     def checkpoint_path(self) -> Path | None:
         return None if self.run is None else self.run.checkpoint
 
-    def _batches(self, dataset, epoch: int) -> list[torch.Tensor]:
-        """The positions of this process's batches of ``dataset`` in ``epoch`` (:func:`hiervq.data.epoch_order`)."""
-        return epoch_order(len(dataset), self.config.batch_size, self.seed, epoch, self.dist.rank, self.dist.world_size)
-
     def batch_source(self, data: DataSplits) -> BatchSource:
         """Where an epoch's training batches of ``data.train`` come from (in memory or read on access, with
-        ``data.workers`` processes and ``data.augment``): the data order of :meth:`_batches`."""
+        ``data.workers`` processes and ``data.augment``), in this process's data order
+        (:func:`hiervq.data.epoch_order`: ``DistributedSampler(seed, epoch)``)."""
         return BatchSource(data.train, self.config.batch_size, self.seed, self.dist.rank, self.dist.world_size,
                            workers=data.workers, augment=data.augment)
 
