@@ -89,9 +89,6 @@ class AutoencoderTask(Task):
             self.source = self.trainer.batch_source(self.data)
         return self.source.epoch(epoch)
 
-    def steps_per_epoch(self) -> int:
-        return len(self.batches(0))
-
     def end_fit(self) -> None:
         if self.source is not None:
             self.source.close()
