@@ -230,13 +230,15 @@ def hiervq_step(images: torch.Tensor, batch: int, amp: bool = False, compile: bo
     optimizer = make_optimizer(config, params, LR)
     scheduler = make_scheduler(optimizer, config, 10**6, config.schedule)
     task.train_mode()
-    state = {"batches": [], "epoch": 0}
+    state = {"batches": iter(()), "epoch": 0}
 
     def step() -> None:
-        if not state["batches"]:
-            state["batches"] = task.batches(state["epoch"])
+        batch = next(state["batches"], None)
+        if batch is None:  # the next epoch's batches, drawn as the trainer draws them
+            state["batches"] = iter(task.batches(state["epoch"]))
             state["epoch"] += 1
-        trainer.train_step(task, optimizer, scheduler, params, state["batches"].pop(0))
+            batch = next(state["batches"])
+        trainer.train_step(task, optimizer, scheduler, params, batch)
 
     return model, step
 

@@ -149,7 +149,7 @@ def test_a_training_step_logs_what_float_of_each_value_gives():
     task.train_mode()
     seen = {}
     model.register_forward_hook(lambda m, args, out: seen.update(out=out))
-    loss, values = task.loss(torch.arange(8))
+    loss, values = task.loss(data.batch(torch.arange(8)))
     out = seen["out"]
     assert values["loss"] == float(out.loss.detach()) and values["commitment"] == float(out.losses["commitment"])
     assert list(values) == ["loss", "psnr", *out.losses]

@@ -1,5 +1,6 @@
 """Dataset readers, the embedded default, splits and transforms (no model imports)."""
 
+from .batches import AugmentConfig, BatchSource, augment_image, epoch_order, image_seed
 from .datasets import (
     DATASETS,
     DataConfig,
@@ -8,12 +9,15 @@ from .datasets import (
     digits_splits,
     first_test_images,
     fit_images,
+    join_sets,
     label_subset,
     load_data,
     stratified_split,
 )
+from .lazy import ArraySource, FolderSource, LazyImageSet
 from .readers import (
     Split,
+    npz_memmap,
     read_cifar10_batches,
     read_idx,
     read_image,
@@ -23,7 +27,17 @@ from .readers import (
 )
 
 __all__ = [
+    "ArraySource",
+    "AugmentConfig",
+    "BatchSource",
     "DATASETS",
+    "FolderSource",
+    "LazyImageSet",
+    "augment_image",
+    "epoch_order",
+    "image_seed",
+    "join_sets",
+    "npz_memmap",
     "DataConfig",
     "DataSplits",
     "ImageSet",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,25 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DataError
-from .readers import Split, read_cifar10_batches, read_image_folder, read_mnist, read_npz
+from .batches import AugmentConfig
+from .lazy import ArraySource, ConcatSource, FolderSource, LazyImageSet
+from .readers import (
+    Split,
+    check_labels,
+    folder_files,
+    folder_mode,
+    npz_array,
+    npz_memmap,
+    npz_shape,
+    open_npz,
+    read_cifar10_batches,
+    read_image,
+    read_image_folder,
+    read_mnist,
+    read_npz,
+)
+
+logger = logging.getLogger(__name__)
 
 DATASETS = ("digits", "mnist", "cifar10", "npz", "folder")
 
@@ -32,6 +51,17 @@ class DataConfig:
         val_fraction: hold out this stratified fraction of train as validation when the file has no val split.
         train_limit, test_limit: use at most this many images (seeded random subset), for quick runs.
         seed: seed of the validation split and the limits.
+        lazy: ``false`` reads every image into memory (one uint8 tensor; batches are cut from it); ``true`` reads
+            images when a batch needs them (a ``folder``, or an ``npz``/``cifar10`` .npz whose image arrays are
+            stored uncompressed, as ``np.savez`` writes them, which are memory-mapped); ``auto`` (the default) is
+            ``true`` for those when their decoded images would take more than ``memory_limit_mb``.
+        memory_limit_mb: the size of the decoded images (all splits, uint8 at ``image_size``) above which ``lazy:
+            auto`` reads lazily.
+        workers: worker processes that read, decode and augment training batches ahead of the training step
+            (torch's ``DataLoader``; 0 = in the training process). With in-memory data and no augmentation they
+            have little to do.
+        augment: random flips, 90-degree rotations and crops of the training images (:class:`AugmentConfig`),
+            drawn from ``seed``, the epoch and the image, so a resumed run sees the same images.
     """
 
     name: str = "digits"
@@ -44,6 +74,10 @@ class DataConfig:
     train_limit: int | None = None
     test_limit: int | None = None
     seed: int = 0
+    lazy: bool | str = "auto"
+    memory_limit_mb: float = 2048.0
+    workers: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def describe(self, shape: tuple[int, int, int] | None = None) -> dict:
         """What a saved model records about its data (``config.json``'s ``data``): the dataset ``name``, ``path``
@@ -76,6 +110,13 @@ class DataConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ValueError(f"{key} must be >= 1 or null, got {value}")
+        if self.lazy not in (True, False, "auto"):
+            raise ValueError(f"lazy must be true, false or auto, got {self.lazy!r}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.memory_limit_mb <= 0:
+            raise ValueError(f"memory_limit_mb must be > 0, got {self.memory_limit_mb}")
+        self.augment.validate()
         if self.classes is not None:
             if not self.classes or min(self.classes) < 0 or len(set(self.classes)) != len(self.classes):
                 raise ValueError(f"classes must be a non-empty list of distinct labels >= 0, got {self.classes}")
@@ -122,6 +163,10 @@ class ImageSet(torch.utils.data.Dataset):
         y = None if self.labels is None else self.labels[index]
         return x, y
 
+    def load(self, i: int) -> torch.Tensor:
+        """Image ``i`` as uint8 (C, H, W)."""
+        return self.images[i]
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         x = self.images[i].float() / 255.0
         return x, int(self.labels[i]) if self.labels is not None else -1
@@ -131,13 +176,38 @@ class ImageSet(torch.utils.data.Dataset):
         return ImageSet(self.images[index], None if self.labels is None else self.labels[index], self.class_names)
 
 
+def join_sets(parts: list) -> ImageSet | LazyImageSet:
+    """One image set of ``parts`` in order (in memory: concatenated; read on access: concatenated positions into
+    their common source), labels kept only when every part has them."""
+    labels = [p.labels for p in parts]
+    joined = torch.cat(labels) if all(lb is not None for lb in labels) else None
+    if all(isinstance(p, ImageSet) for p in parts):
+        return ImageSet(torch.cat([p.images for p in parts]), joined, parts[0].class_names)
+    first = parts[0]
+    if all(isinstance(p, LazyImageSet) and p.source is first.source for p in parts):
+        return LazyImageSet(first.source, np.concatenate([p.index for p in parts]), joined, first.class_names,
+                            first.size, first.fit, first.channels)
+    # separately stored splits (an .npz's train/test arrays): one source that reads from each in turn
+    source = ConcatSource([(p.source, p.index) for p in parts])
+    return LazyImageSet(source, np.arange(len(source)), joined, first.class_names, first.size, first.fit,
+                        first.channels)
+
+
 @dataclass
 class DataSplits:
-    """The splits a run uses: ``train``, optional ``val``, ``test``."""
+    """The splits a run uses: ``train``, optional ``val``, ``test`` (each an :class:`ImageSet` in memory or a
+    :class:`~hiervq.data.lazy.LazyImageSet` read on access), and how training batches are served: ``workers``
+    and ``augment`` (see :class:`DataConfig`; :class:`~hiervq.data.batches.BatchSource`)."""
 
-    train: ImageSet
-    test: ImageSet
-    val: ImageSet | None = None
+    train: ImageSet | LazyImageSet
+    test: ImageSet | LazyImageSet
+    val: ImageSet | LazyImageSet | None = None
+    workers: int = 0
+    augment: AugmentConfig | None = None
+
+    @property
+    def lazy(self) -> bool:
+        return isinstance(self.train, LazyImageSet)
 
 
 # ---------------------------------------------------------------------- transforms
@@ -247,28 +317,133 @@ def _read(config: DataConfig) -> dict:
     return {"train": split, "class_names": names}
 
 
-def _limit(split: ImageSet, limit: int | None, seed: int) -> ImageSet:
+@dataclass
+class _Positions:
+    """A split read on access: positions into ``source`` (see :mod:`hiervq.data.lazy`) and their labels; what
+    :class:`~hiervq.data.readers.Split` is for one read into memory (both have ``labels``, ``len`` and ``take``)."""
+
+    source: object
+    index: np.ndarray
+    labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+def _take(split: Split | _Positions, idx: np.ndarray, labels: np.ndarray | None = None) -> Split | _Positions:
+    """The items ``idx`` of ``split`` (with ``labels`` instead of theirs when given)."""
+    if labels is None and split.labels is not None:
+        labels = split.labels[idx]
+    if isinstance(split, _Positions):
+        return _Positions(split.source, split.index[idx], labels)
+    return Split(split.images[idx], labels)
+
+
+def _limit(split, limit: int | None, seed: int):
     if limit is None or limit >= len(split):
         return split
     idx = np.sort(np.random.default_rng(seed).permutation(len(split))[:limit])
     return split.subset(idx)
 
 
-def _select_classes(split: Split, classes: list[int], where: str) -> Split:
+def _select_classes(split: Split | _Positions, classes: list[int], where: str) -> Split | _Positions:
     if split.labels is None:
         raise DataError(f"data.classes needs labeled data, but {where} has no labels")
     mask = np.isin(split.labels, classes)
     remap = {c: i for i, c in enumerate(classes)}
     labels = np.array([remap[int(v)] for v in split.labels[mask]], dtype=np.int64)
-    return Split(split.images[mask], labels)
+    return _take(split, np.flatnonzero(mask), labels)
+
+
+# ---------------------------------------------------------------------- reading on access
+def _npz_image_keys(path: Path) -> list[str]:
+    archive = open_npz(path)
+    return [f"{split}_images" for split in ("train", "val", "test") if f"{split}_images" in archive.files]
+
+
+def _decoded_mb(n: int, channels: int, h: int, w: int, config: DataConfig) -> float:
+    """MB that ``n`` decoded uint8 images take at the config's size and channels."""
+    side = (config.image_size, config.image_size) if config.image_size else (h, w)
+    return n * (config.channels or channels) * side[0] * side[1] / 2**20
+
+
+def _read_lazy(config: DataConfig, path: Path | None) -> dict | None:
+    """The splits as :class:`_Positions` when ``config`` reads lazily (``data.lazy``), else None."""
+    npz = path is not None and (config.name == "npz" or (config.name == "cifar10" and path.suffix == ".npz"))
+    if config.lazy is False or not ((config.name == "folder" and path is not None) or npz):
+        if config.lazy is True:
+            where = f" at {path}" if path is not None else ""
+            raise DataError(f"data.lazy: true reads a folder of images or an .npz on access; {config.name} "
+                            f"data{where} is read into memory (set data.lazy: auto or false)")
+        return None
+    if config.name == "folder":
+        files, labels, names = folder_files(path)
+        mode = folder_mode(files)
+        if config.lazy == "auto":
+            h, w = read_image(files[0]).shape[:2]
+            size = _decoded_mb(len(files), 1 if mode == "L" else 3, h, w, config)
+            if size <= config.memory_limit_mb:
+                return None
+            logger.info("data: %s holds %d images (%.3g MB decoded > data.memory_limit_mb %g): reading them on access",
+                        path, len(files), size, config.memory_limit_mb)
+        source = FolderSource(files, mode, (config.image_size,) * 2 if config.image_size else None)
+        split = _Positions(source, np.arange(len(files)), None if labels is None else check_labels(labels, len(files)))
+        return {"train": split, "class_names": names}
+    keys = _npz_image_keys(path)
+    maps = {key: npz_memmap(path, key) for key in keys}
+    compressed = [key for key, array in maps.items() if array is None]
+    why = (f"{path}: {', '.join(compressed)} {'is' if len(compressed) == 1 else 'are'} compressed "
+           "(np.savez_compressed), so it cannot be memory-mapped; re-save it with np.savez to read it on access")
+    if compressed and config.lazy is True:
+        raise DataError(why + " (or set data.lazy: false)")
+    if config.lazy == "auto":
+        size = 0.0
+        for key in keys:
+            shape = maps[key].shape if maps[key] is not None else npz_shape(path, key)
+            c = shape[3] if len(shape) == 4 else 1
+            size += _decoded_mb(shape[0], c, shape[1], shape[2], config) if len(shape) >= 3 else 0.0
+        if size <= config.memory_limit_mb:
+            return None
+        if compressed:
+            logger.warning("%s (%.3g MB decoded > data.memory_limit_mb %g); reading it into memory", why, size,
+                           config.memory_limit_mb)
+            return None
+        logger.info("data: %s holds %.3g MB of decoded images (> data.memory_limit_mb %g): memory-mapped, read on "
+                    "access", path, size, config.memory_limit_mb)
+    archive = open_npz(path)
+    out: dict = {}
+    for key in keys:
+        split = key[: -len("_images")]
+        source = ArraySource(path, key)
+        labels = None
+        if f"{split}_labels" in archive.files:
+            try:
+                labels = check_labels(npz_array(archive, f"{split}_labels", path), len(source))
+            except DataError as exc:
+                raise DataError(f"{path}: {split}_labels: {exc}") from None
+        out[split] = _Positions(source, np.arange(len(source)), labels)
+    for split in ("train", "val", "test"):
+        if f"{split}_labels" in archive.files and split not in out:
+            raise DataError(f"{path}: {split}_labels without {split}_images")
+    if "train" not in out:
+        raise DataError(f"{path}: no train_images array (found: {', '.join(sorted(archive.files)) or 'nothing'})")
+    if "class_names" in archive.files:
+        out["class_names"] = [str(c) for c in npz_array(archive, "class_names", path).reshape(-1)]
+    return out
 
 
 def load_data(config: DataConfig) -> DataSplits:
-    """Read, filter, split and shape a dataset as :class:`DataSplits` of uint8 tensors.
+    """Read, filter, split and shape a dataset as :class:`DataSplits`: uint8 tensors in memory, or (``data.lazy``)
+    image sets read on access (:class:`~hiervq.data.lazy.LazyImageSet`) with the same splits, order and pixels.
 
     When the source has no test split (e.g. a flat folder), 10 % of train (stratified, seeded) becomes test.
     """
-    raw = _read(config)
+    path = Path(os.path.expanduser(config.path)) if config.path else None
+    raw = None
+    if path is None or path.exists():  # (a missing path: _read says so)
+        raw = _read_lazy(config, path)
+    if raw is None:
+        raw = _read(config)
     names = raw.pop("class_names", None)
     if config.classes is not None:
         for key in list(raw):
@@ -280,15 +455,18 @@ def load_data(config: DataConfig) -> DataSplits:
     if "test" not in raw:
         keep, test = stratified_split(raw["train"].labels, 0.1, config.seed, n=len(raw["train"]))
         tr = raw["train"]
-        raw["train"] = Split(tr.images[keep], None if tr.labels is None else tr.labels[keep])
-        raw["test"] = Split(tr.images[test], None if tr.labels is None else tr.labels[test])
+        raw["train"], raw["test"] = _take(tr, keep), _take(tr, test)
     if "val" not in raw and config.val_fraction > 0:
         tr = raw["train"]
         keep, val = stratified_split(tr.labels, config.val_fraction, config.seed, n=len(tr))
-        raw["train"] = Split(tr.images[keep], None if tr.labels is None else tr.labels[keep])
-        raw["val"] = Split(tr.images[val], None if tr.labels is None else tr.labels[val])
+        raw["train"], raw["val"] = _take(tr, keep), _take(tr, val)
 
-    def make(split: Split, limit: int | None = None, seed: int = 0) -> ImageSet:
+    def make(split: Split | _Positions, limit: int | None = None, seed: int = 0) -> ImageSet | LazyImageSet:
+        if isinstance(split, _Positions):
+            labels = None if split.labels is None else torch.from_numpy(split.labels.astype(np.int64))
+            lazy = LazyImageSet(split.source, split.index, labels, names, config.image_size, config.fit,
+                                config.channels)
+            return _limit(lazy, limit, seed)
         s = _limit(ImageSet.from_split(split, names), limit, seed)
         s.images = fit_images(s.images, config.image_size, config.fit, config.channels)
         return s
@@ -301,7 +479,7 @@ def load_data(config: DataConfig) -> DataSplits:
     train = make(raw["train"], config.train_limit, config.seed)
     test = make(raw["test"], config.test_limit, config.seed + 1)
     val = make(raw["val"]) if "val" in raw else None
-    return DataSplits(train=train, test=test, val=val)
+    return DataSplits(train=train, test=test, val=val, workers=config.workers, augment=config.augment)
 
 
 def first_test_images(config: DataConfig, n: int) -> ImageSet:

@@ -10,6 +10,7 @@ import gzip
 import io
 import os
 import pickle
+import struct
 import warnings
 import zipfile
 import zlib
@@ -262,6 +263,47 @@ def read_npz(path: str | os.PathLike, splits: tuple[str, ...] = ("train", "val",
     return out
 
 
+def npz_shape(path: str | os.PathLike, key: str) -> tuple[int, ...]:
+    """The shape of the array ``key`` of an .npz archive, from its header alone (compressed or not)."""
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open(f"{key}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            return tuple(read_header(f)[0])
+    except (KeyError, zipfile.BadZipFile, OSError, ValueError, zlib.error) as exc:
+        raise DataError(f"{path}: cannot read the header of {key} ({exc})") from None
+
+
+def npz_memmap(path: str | os.PathLike, key: str) -> np.ndarray | None:
+    """The array ``key`` of the .npz archive ``path`` memory-mapped read-only, without reading its data; None when
+    the member is compressed (``np.savez_compressed``): only members stored as they are (``np.savez``) sit in the
+    file as plain bytes. (``np.load(mmap_mode="r")`` maps .npy files only; for an .npz it reads every member.)"""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo(f"{key}.npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+        with open(path, "rb") as f:
+            f.seek(info.header_offset)
+            local = f.read(30)  # the local file header: signature, ..., name length, extra length
+            if local[:4] != b"PK\x03\x04":
+                raise DataError(f"{path}: {key} is corrupt (bad local zip header)")
+            name_len, extra_len = struct.unpack("<HH", local[26:30])
+            f.seek(info.header_offset + 30 + name_len + extra_len)
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
+            offset = f.tell()
+    except DataError:
+        raise
+    except (KeyError, zipfile.BadZipFile, OSError, ValueError, struct.error) as exc:
+        raise DataError(f"{path}: cannot map {key} ({exc})") from None
+    if dtype.hasobject:
+        raise DataError(f"{path}: {key} holds Python objects, which hiervq does not load (save plain arrays)")
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
 # ---------------------------------------------------------------------- image folders
 #: Pillow modes of one-band images with more than 8 bits (16-bit PNG/TIFF): scaled to 0-255, not clipped
 WIDE_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -317,13 +359,9 @@ def list_images(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def read_image_folder(
-    root: str | os.PathLike, size: tuple[int, int] | None = None, mode: str | None = None
-) -> tuple[Split, list[str] | None]:
-    """A folder of images: one sub-folder per class (labels by sorted folder name) or flat (unlabeled).
-
-    All images must share one size unless ``size`` (h, w) is given. Returns the split and the class names.
-    """
+def folder_files(root: str | os.PathLike) -> tuple[list[Path], list[int] | None, list[str] | None]:
+    """The image files of a folder in reading order, their labels (index of the sorted class sub-folder; None for a
+    flat folder) and the class names. Lists names only: no image is opened."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such directory")
@@ -339,8 +377,24 @@ def read_image_folder(
         files, labels, names = list_images(root), None, None
     if not files:
         raise DataError(f"{root}: no images found ({', '.join(IMAGE_SUFFIXES)})")
-    if mode is None:  # one mode for the whole folder: grayscale only if the first image is
-        mode = "L" if read_image(files[0]).shape[2] == 1 else "RGB"
+    return files, labels, names
+
+
+def folder_mode(files: list[Path]) -> str:
+    """One Pillow mode for a whole folder: "L" (grayscale) only if its first image is, else "RGB"."""
+    return "L" if read_image(files[0]).shape[2] == 1 else "RGB"
+
+
+def read_image_folder(
+    root: str | os.PathLike, size: tuple[int, int] | None = None, mode: str | None = None
+) -> tuple[Split, list[str] | None]:
+    """A folder of images: one sub-folder per class (labels by sorted folder name) or flat (unlabeled).
+
+    All images must share one size unless ``size`` (h, w) is given. Returns the split and the class names.
+    """
+    files, labels, names = folder_files(root)
+    if mode is None:
+        mode = folder_mode(files)
     arrays = [read_image(f, size, mode) for f in files]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:

@@ -151,6 +151,9 @@ def _labeled_data(config, model):
 
     data_cfg = config.classify.data or config.data
     data = load_data(data_cfg)
+    if data.lazy:
+        raise DataError(f"{data_cfg.path or data_cfg.name}: classification reads its images into memory; set "
+                        "data.lazy: false (or a larger data.memory_limit_mb)")
     if data.val is None:
         raise ConfigError(f"{config.source}: classification needs a validation split: set data.val_fraction (e.g. 0.1)")
     for name, split in (("train", data.train), ("val", data.val), ("test", data.test)):

@@ -61,7 +61,8 @@ class Task:
 
     The Trainer calls, per phase: :meth:`parameters`; per epoch: :meth:`train_mode`, :meth:`batches`, then per
     batch :meth:`loss` (and :meth:`postfix` for the progress bar), then :meth:`train_stats`, :meth:`evaluate` when
-    an evaluation is due, :meth:`record` and :meth:`log_epoch`; :meth:`end_phase` after the phase.
+    an evaluation is due, :meth:`record` and :meth:`log_epoch`; :meth:`end_phase` after the phase; :meth:`end_fit`
+    at the end.
     """
 
     #: evaluate every this many epochs (and at the last epoch of every phase)
@@ -89,8 +90,9 @@ class Task:
     def train_mode(self) -> None:
         self.module().train()
 
-    def batches(self, epoch: int) -> list:
-        """The batches of ``epoch`` (0-based over all phases), in order; drawing them must be reproducible."""
+    def batches(self, epoch: int):
+        """The batches of ``epoch`` (0-based over all phases), in order: a list or a sized iterable (e.g. an epoch
+        of a :class:`hiervq.data.BatchSource`); drawing them must be reproducible."""
         raise NotImplementedError
 
     def loss(self, batch) -> tuple[torch.Tensor, dict[str, float]]:
@@ -128,3 +130,6 @@ class Task:
 
     def end_phase(self) -> None:
         pass
+
+    def end_fit(self) -> None:
+        """After the fit, finished or not (e.g. stop data-loading worker processes)."""

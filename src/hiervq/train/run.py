@@ -196,9 +196,7 @@ def evaluate_run(run_dir: str | Path, config: RunConfig | None = None, split: st
     """Evaluate a finished run's saved model on a split of its data (or of ``config.data``); ``split="all"``
     evaluates every image the data holds (train, val and test together). ``metrics``: perceptual metrics to add
     (:mod:`hiervq.metrics.perceptual`)."""
-    import torch
-
-    from ..data import ImageSet
+    from ..data import join_sets
     from ..pretrained import load
 
     config = config or read_run_config(run_dir)
@@ -206,7 +204,7 @@ def evaluate_run(run_dir: str | Path, config: RunConfig | None = None, split: st
     data = load_data(config.data)
     if split == "all":
         parts = [s for s in (data.train, data.val, data.test) if s is not None]
-        dataset = ImageSet(torch.cat([s.images for s in parts]))
+        dataset = join_sets(parts)
     else:
         dataset = {"test": data.test, "train": data.train, "val": data.val}.get(split)
     if dataset is None:

@@ -15,9 +15,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DistributedSampler
 
-from ..data import DataSplits, ImageSet
+from ..data import BatchSource, DataSplits, ImageSet
 from ..errors import DivergedError
 from ..layout import RunDir
 from ..log import progress
@@ -48,6 +47,7 @@ class AutoencoderTask(Task):
         self.eval_every = trainer.config.eval_every
         self.net: nn.Module = model
         self._last_stats: list = []
+        self.source: BatchSource | None = None
         known = model.phases()
         for phase in self.phases():
             if phase.name not in known:
@@ -83,13 +83,20 @@ class AutoencoderTask(Task):
         levels = len(self.model.levels)
         self._ppl_sums, self._resets = [0.0] * levels, [0] * levels
 
-    def batches(self, epoch: int) -> list[torch.Tensor]:
-        return self.trainer._batches(self.data.train, epoch)
+    def batches(self, epoch: int):
+        """The epoch's ``(x, y)`` batches (:class:`hiervq.data.BatchSource`, built once per task)."""
+        if self.source is None:
+            self.source = self.trainer.batch_source(self.data)
+        return self.source.epoch(epoch)
 
-    def loss(self, index: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def end_fit(self) -> None:
+        if self.source is not None:
+            self.source.close()
+            self.source = None
+
+    def loss(self, batch: tuple[torch.Tensor, torch.Tensor | None]) -> tuple[torch.Tensor, dict[str, float]]:
         trainer = self.trainer
-        x, _ = self.data.train.batch(index)
-        x = x.to(trainer.dist.device, non_blocking=True)
+        x = batch[0].to(trainer.dist.device, non_blocking=True)
         with trainer._autocast():
             out = self.net(x)
         stats = out.stats[: len(self._ppl_sums)]
@@ -187,22 +194,12 @@ class Trainer:
     def checkpoint_path(self) -> Path | None:
         return None if self.run is None else self.run.checkpoint
 
-    def _batches(self, dataset: ImageSet, epoch: int) -> list[torch.Tensor]:
-        bs = self.config.batch_size
-        sampler = DistributedSampler(
-            dataset,
-            num_replicas=self.dist.world_size,
-            rank=self.dist.rank,
-            shuffle=True,
-            seed=self.seed,
-            drop_last=self.dist.world_size > 1,
-        )
-        sampler.set_epoch(epoch)
-        order = torch.tensor(list(iter(sampler)), dtype=torch.long)
-        n = (len(order) // bs) * bs
-        if n == 0:
-            raise ValueError(f"batch_size {bs} is larger than the {len(order)} training images per process")
-        return list(order[:n].split(bs))
+    def batch_source(self, data: DataSplits) -> BatchSource:
+        """Where an epoch's training batches of ``data.train`` come from (in memory or read on access, with
+        ``data.workers`` processes and ``data.augment``), in this process's data order
+        (:func:`hiervq.data.epoch_order`: ``DistributedSampler(seed, epoch)``)."""
+        return BatchSource(data.train, self.config.batch_size, self.seed, self.dist.rank, self.dist.world_size,
+                           workers=data.workers, augment=data.augment)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(
@@ -298,12 +295,15 @@ class Trainer:
                     callback.on_fit_start(self)
 
         epochs_before = sum(p.epochs for p in phases[:start_phase])
-        for pi in range(start_phase, len(phases)):
-            phase = phases[pi]
-            first = start_epoch if pi == start_phase else 0
-            if first < phase.epochs:
-                self._run_phase(task, pi, phase, first, epochs_before, resume if pi == start_phase else None)
-            epochs_before += phase.epochs
+        try:
+            for pi in range(start_phase, len(phases)):
+                phase = phases[pi]
+                first = start_epoch if pi == start_phase else 0
+                if first < phase.epochs:
+                    self._run_phase(task, pi, phase, first, epochs_before, resume if pi == start_phase else None)
+                epochs_before += phase.epochs
+        finally:
+            task.end_fit()
         return self.history
 
     def _run_phase(
