@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..errors import DataError
 from .batches import AugmentConfig
-from .lazy import ArraySource, ConcatSource, FolderSource, LazyImageSet
+from .lazy import ArraySource, ConcatSource, FolderSource, LazyImageSet, count_classes
 from .readers import (
     Split,
     check_labels,
@@ -153,9 +153,7 @@ class ImageSet(torch.utils.data.Dataset):
 
     @property
     def num_classes(self) -> int | None:
-        if self.class_names:
-            return len(self.class_names)
-        return None if self.labels is None else int(self.labels.max()) + 1
+        return count_classes(self.class_names, self.labels)
 
     def batch(self, index: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Images (B, C, H, W) float in [0, 1] and labels (B,) (or None) for ``index``."""

@@ -20,6 +20,13 @@ from ..errors import DataError
 from .readers import CHANNELS, npz_memmap, read_image
 
 
+def count_classes(class_names, labels) -> int | None:
+    """The number of classes of an image set: its class names, else the largest label + 1, else None (unlabelled)."""
+    if class_names:
+        return len(class_names)
+    return None if labels is None else int(labels.max()) + 1
+
+
 class FolderSource:
     """Image files read with Pillow (:func:`~hiervq.data.readers.read_image`: one ``mode`` for the folder, resized
     to ``size`` (h, w) when given, exactly as :func:`~hiervq.data.readers.read_image_folder` reads them)."""
@@ -133,9 +140,7 @@ class LazyImageSet(torch.utils.data.Dataset):
 
     @property
     def num_classes(self) -> int | None:
-        if self.class_names:
-            return len(self.class_names)
-        return None if self.labels is None else int(self.labels.max()) + 1
+        return count_classes(self.class_names, self.labels)
 
     def batch(self, index: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Images (B, C, H, W) float in [0, 1] and labels (B,) (or None) for ``index``, decoded now."""
