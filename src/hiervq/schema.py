@@ -95,6 +95,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
     """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise :class:`ConfigError`. Keys renamed
     since (``cls.RENAMED_KEYS``, old -> new; see :func:`hiervq.quantize.common.renamed`) are read as their new name.
+    A key of ``cls.REFUSED_KEYS`` (key -> reason) is an error giving that reason.
 
     ``where`` prefixes every message (e.g. ``"configs/demo.yaml: model"``) so the user sees which key of which
     file is wrong; a ``where`` ending in ``":"`` (a file name) is followed by the bare key path.
@@ -127,6 +128,9 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
                       DeprecationWarning, stacklevel=2)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    refused = [k for k in getattr(cls, "REFUSED_KEYS", {}) if k in data and k not in fields]
+    if refused:  # a key users bring from another family's config, with the reason it does not apply here
+        raise ConfigError(f"{prefix}{refused[0]}: {cls.REFUSED_KEYS[refused[0]]}")
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(

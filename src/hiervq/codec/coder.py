@@ -43,8 +43,13 @@ def _constriction():
 def _id_config(config) -> dict:
     """A config as :func:`model_id` hashes it: keys renamed since format version 1 (``RENAMED_KEYS``, e.g. the
     priors' ``codebook_size``, then ``num_codes``; PQ-VAE's ``quantizer.estimator``, then ``estimator``) under their
-    old names, so that a rename changes no model's id and files compressed before it still decompress."""
-    return with_old_keys(config)
+    old names, and keys added since (``ID_DEFAULTS``, e.g. the PixelCNN's ``depth``) left out at their default,
+    so that a rename or a new key changes no model's id and files compressed before it still decompress."""
+    d = with_old_keys(config)
+    for key, default in getattr(type(config), "ID_DEFAULTS", {}).items():
+        if d.get(key, default) == default:
+            d.pop(key, None)
+    return d
 
 
 def model_id(model: nn.Module, priors: list[nn.Module]) -> bytes:
@@ -98,14 +103,12 @@ class Codec:
         self.family = _constriction().stream.model.Categorical(perfect=False)
         self.kind = prior_kind_for(model)
         self.levels = self.kind.prior_levels(model)  # coding order: top first
+        for lv in self.levels:
+            self.kind.level_info(model, lv)  # refuses a level whose codes the family's priors cannot model
         missing = [lv for lv in self.levels if lv not in priors]
         if missing:
             raise HierVQError(f"{run}: no prior for level(s) {', '.join(map(str, missing))}; run `hiervq prior {run} "
                               "--level all` first")
-        deep = [lv for lv in self.levels if model.levels[lv].depth != 1]
-        if deep:
-            raise HierVQError(f"level {deep[0]} has {model.levels[deep[0]].depth} codes per position; the priors and "
-                              "the codec model one")
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.id = model_id(model, [priors[lv] for lv in self.levels])
         self.model = model.to(self.device).eval()
@@ -135,10 +138,17 @@ class Codec:
         return cls(model, priors, device or env_device(), run)
 
     # ------------------------------------------------------------------ shapes
+    def _shape(self, level: int) -> tuple[int, ...]:
+        """The shape of one image's codes of ``level`` at the model's image size: its grid, and L for a level of
+        L > 1 codes per position (a residual quantizer's (h, w, L)); what the header records per level."""
+        info = self.model.levels[level]
+        return tuple(info.grid) + ((info.depth,) if info.depth > 1 else ())
+
     def grids(self, height: int, width: int) -> list[tuple[int, ...]]:
-        """The code grid of each coded level (coding order) for an H x W image."""
+        """The code grid of each coded level (coding order) for an H x W image; (h, w, L) for a level of L > 1
+        codes per position."""
         if (height, width) == tuple(self.model.image_shape[1:]):
-            return [tuple(self.model.levels[lv].grid) for lv in self.levels]
+            return [self._shape(lv) for lv in self.levels]
         if (height, width) not in self._grids:
             c = self.model.image_shape[0]
             try:
@@ -146,7 +156,7 @@ class Codec:
             except (DataError, ValueError, RuntimeError) as exc:
                 raise DataError(f"this model cannot code {height}x{width} images ({str(exc).splitlines()[0]})") from None
             grids = [tuple(codes[lv].shape[1:]) for lv in self.levels]
-            if not self.kind.any_grid and grids != [tuple(self.model.levels[lv].grid) for lv in self.levels]:
+            if not self.kind.any_grid and grids != [self._shape(lv) for lv in self.levels]:
                 _, h, w = self.model.image_shape
                 raise DataError(f"the priors model {h}x{w} images only, not {height}x{width} (drop --keep-size)")
             self._grids[height, width] = grids

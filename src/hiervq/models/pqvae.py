@@ -40,6 +40,11 @@ class PQQuantizerConfig:
     ``DeprecationWarning`` (:data:`PQVAEConfig.RENAMED_KEYS`), and saved runs with them load unchanged.
     """
 
+    #: keys of the other families' quantizer block that a PQ-VAE refuses, and why
+    REFUSED_KEYS = {key: "a PQ-VAE's quantizer is its progressive quantizer (the method itself); quantizer kinds "
+                    "(vq, residual, multiscale, fsq, lfq) are for vqvae, hvqvae and svqvae models"
+                    for key in ("kind", "levels", "stages", "scales", "bits", "simvq")}
+
     estimator: str = "gumbel"
     temperature: float = 1.0
     beta: float = 0.25
@@ -81,6 +86,10 @@ class PQVAEConfig:
     ``quantizer``: the progressive quantizer's settings (:class:`PQQuantizerConfig`; ``model.quantizer.estimator``
     as for every other family; the flat ``model.estimator`` etc. of older configs still work, with a warning).
     """
+
+    #: keys of the other families' model section that a PQ-VAE refuses, and why
+    REFUSED_KEYS = {"levels": "a PQ-VAE has one progressive code sequence, not levels, and its quantizer is the method "
+                              "itself; per-level quantizer blocks are for vqvae, hvqvae and svqvae models"}
 
     image_size: int | list[int] = 32
     in_channels: int = 3

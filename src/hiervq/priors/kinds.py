@@ -74,7 +74,10 @@ class PriorKind:
         return ", ".join(str(lv) for lv in sorted(self.prior_levels(model)))
 
     def level_info(self, model, level: int) -> dict:
-        """``{"grid": [...], "codebook_size": K, "codes_per_image": n}`` of the codes this level's prior models."""
+        """``{"grid": [...], "codebook_size": K, "codes_per_image": n}`` of the codes this level's prior models; n
+        counts every code (H * W * L for a level of L codes per position), so bits per image and the uniform
+        log2(K) x n cover them all. Raise :class:`HierVQError` (one line naming the level) for a level the family's
+        priors cannot model; the codec calls this for every level before it codes anything."""
         raise NotImplementedError
 
     def build_prior(self, model, level: int, params: dict, num_classes: int | None, where: str) -> nn.Module:

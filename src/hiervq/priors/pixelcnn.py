@@ -52,7 +52,14 @@ class PixelCNNConfig:
         num_classes: number of class labels (``None``: not class-conditional).
         head_channels: hidden channels of the output head (default ``2 * channels``).
         dropout: dropout on the gated outputs of the horizontal stack (training only).
+        depth: L, codes per position of the modelled level (L > 1: a residual quantizer's (B, H, W, L) codes,
+            modelled in (position, depth) order by a depth head; see :class:`PixelCNN`).
+        cond_depth: codes per position of the level above (its code map is (B, h, w, cond_depth) when > 1).
     """
+
+    #: keys added after format version 1, left out of the codec's model id at these (their default) values, so
+    #: that the ids of priors built before them, and the files compressed with them, do not change
+    ID_DEFAULTS = {"depth": 1, "cond_depth": 1}
 
     codebook_size: int = 512
     channels: int = 64
@@ -64,6 +71,8 @@ class PixelCNNConfig:
     num_classes: int | None = None
     head_channels: int | None = None
     dropout: float = 0.0
+    depth: int = 1
+    cond_depth: int = 1
 
     def validate(self) -> None:
         if self.codebook_size < 2 or self.channels < 1 or self.layers < 1:
@@ -76,6 +85,8 @@ class PixelCNNConfig:
             raise ValueError("num_classes must be >= 1 or null")
         if self.cond_blocks < 0 or not 0.0 <= self.dropout < 1.0:
             raise ValueError("cond_blocks must be >= 0 and dropout in [0, 1)")
+        if self.depth < 1 or self.cond_depth < 1:
+            raise ValueError("depth and cond_depth must be >= 1")
 
 
 def _shift_down(x: torch.Tensor) -> torch.Tensor:
@@ -141,6 +152,14 @@ class PixelCNN(nn.Module):
     (B, K, H, W); the logits at (i, j) depend only on codes at earlier raster positions, on all of ``cond``
     and on ``labels``. ``cond``'s grid must divide this level's grid (it is upsampled by H / h, W / w).
 
+    With ``depth`` L > 1 (a residual level) the codes are (B, H, W, L) and the logits (B, K, H, W, L), in the
+    order (position in raster order, then depth 0..L-1, coarse to fine). The stacks see the sum of the L codes'
+    embeddings (one table per depth) of the earlier positions only; a depth head gives the logits of code
+    (p, d) from the stacks' features at p plus the embeddings of codes (p, 0..d-1) (a second set of tables per
+    depth; their exclusive prefix sum) and a learned embedding of d. So (p, d) depends only on codes before it
+    in that order. ``cond_depth`` > 1: the level above is residual too, its (B, h, w, cond_depth) codes are
+    embedded the same way (summed).
+
     >>> prior = PixelCNN(16, channels=8, layers=2, cond_codebook_size=4, num_classes=3)
     >>> prior(torch.zeros(2, 4, 4, dtype=torch.long), torch.zeros(2, 2, 2, dtype=torch.long), torch.tensor([0, 2])).shape
     torch.Size([2, 16, 4, 4])
@@ -160,7 +179,7 @@ class PixelCNN(nn.Module):
         config.validate()
         self.config = c = config
         ch = c.channels
-        self.embed = nn.Embedding(c.codebook_size, ch)
+        self.embed = nn.Embedding(c.depth * c.codebook_size, ch)  # depth > 1: one table of K rows per depth
         self.blocks = nn.ModuleList(
             GatedBlock(ch, c.kernel_size, "A" if i == 0 else "B", c.dropout) for i in range(c.layers)
         )
@@ -168,7 +187,7 @@ class PixelCNN(nn.Module):
         self.cond_proj = None
         if c.cond_codebook_size is not None:
             cc = c.cond_channels or ch
-            self.cond_embed = nn.Embedding(c.cond_codebook_size, cc)
+            self.cond_embed = nn.Embedding(c.cond_depth * c.cond_codebook_size, cc)
             self.cond_net = nn.Sequential(*[ResBlock(cc, cc) for _ in range(c.cond_blocks)])
             self.cond_up = nn.Conv2d(cc, cc, 3, padding=1)
             self.cond_proj = nn.ModuleList(nn.Conv2d(cc, 4 * ch, 1) for _ in range(c.layers))
@@ -177,6 +196,10 @@ class PixelCNN(nn.Module):
             self.class_embed = nn.ModuleList(nn.Embedding(c.num_classes, 4 * ch) for _ in range(c.layers))
         hc = c.head_channels or 2 * ch
         self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(ch, hc, 1), nn.ReLU(), nn.Conv2d(hc, c.codebook_size, 1))
+        if c.depth > 1:  # the depth head's inputs: codes (p, <d) and d itself
+            self.depth_embed = nn.Embedding(c.depth * c.codebook_size, ch)
+            self.depth_pos = nn.Parameter(torch.zeros(c.depth, ch))
+            nn.init.normal_(self.depth_pos, std=0.02)
 
     # ------------------------------------------------------------------ conditioning
     def condition_features(self, cond: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor | None:
@@ -187,12 +210,14 @@ class PixelCNN(nn.Module):
             return None
         if cond is None:
             raise ValueError("this prior is conditioned on the level above: pass cond (B, h, w)")
-        if cond.ndim != 3:
-            raise ValueError(f"cond must be (B, h, w) code indices, got shape {tuple(cond.shape)}")
-        h, w = cond.shape[1:]
+        cd = self.config.cond_depth
+        if cond.ndim != 3 + (cd > 1) or (cd > 1 and cond.shape[-1] != cd):
+            want = "(B, h, w)" if cd == 1 else f"(B, h, w, {cd})"
+            raise ValueError(f"cond must be {want} code indices, got shape {tuple(cond.shape)}")
+        h, w = cond.shape[1:3]
         if size[0] % h or size[1] % w:
             raise ValueError(f"cond grid {h}x{w} does not divide the code grid {size[0]}x{size[1]}")
-        f = self.cond_embed(cond).permute(0, 3, 1, 2)
+        f = self._embed(self.cond_embed, cond, self.config.cond_codebook_size, cd).permute(0, 3, 1, 2)
         f = self.cond_net(f)
         if (h, w) != tuple(size):
             f = F.interpolate(f, size=tuple(size), mode="nearest")
@@ -208,9 +233,33 @@ class PixelCNN(nn.Module):
         if labels.shape != (batch,):
             raise ValueError(f"labels must have shape ({batch},), got {tuple(labels.shape)}")
 
+    @staticmethod
+    def _embed(table: nn.Embedding, codes: torch.Tensor, k: int, depth: int) -> torch.Tensor:
+        """(B, H, W, C): codes (B, H, W) embedded, or codes (B, H, W, depth) embedded per depth and summed."""
+        if depth == 1:
+            return table(codes)
+        return table(codes + k * torch.arange(depth, device=codes.device)).sum(-2)
+
+    def _depth_logits(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Logits (B, K, H', W', L) of the depth head: the stacks' features h (B, C, H', W') at each position plus
+        the exclusive prefix sum of the embeddings of that position's codes (B, H', W', L) and the depth's own."""
+        k, depth = self.config.codebook_size, self.config.depth
+        e = self.depth_embed(codes + k * torch.arange(depth, device=codes.device))  # (B, H', W', L, C)
+        prefix = e.cumsum(-2) - e + self.depth_pos  # position (.., d): codes < d of the same position
+        x = h.permute(0, 2, 3, 1)[..., None, :] + prefix  # (B, H', W', L, C)
+        b, hh, ww = x.shape[:3]
+        x = x.reshape(b, hh * ww, depth, -1).permute(0, 3, 1, 2)  # (B, C, H'*W', L): a 1x1 head per code
+        return self.head(x).reshape(b, -1, hh, ww, depth)
+
     def _logits(self, codes: torch.Tensor, features: torch.Tensor | None, labels: torch.Tensor | None) -> torch.Tensor:
-        """Logits (B, K, H', W') for codes (B, H', W') given conditioning features cropped to the same rows."""
-        x = self.embed(codes).permute(0, 3, 1, 2)
+        """Logits (B, K, H', W'[, L]) for codes (B, H', W'[, L]) given conditioning features cropped to the same
+        rows."""
+        h = self._stacks(codes, features, labels)
+        return self.head(h) if self.config.depth == 1 else self._depth_logits(h, codes)
+
+    def _stacks(self, codes: torch.Tensor, features: torch.Tensor | None, labels: torch.Tensor | None) -> torch.Tensor:
+        """The horizontal stack's output (B, C, H', W'): at each position, features of the earlier positions."""
+        x = self._embed(self.embed, codes, self.config.codebook_size, self.config.depth).permute(0, 3, 1, 2)
         v, h = x, x
         for i, block in enumerate(self.blocks):
             bias = None
@@ -220,23 +269,26 @@ class PixelCNN(nn.Module):
                 y = self.class_embed[i](labels)[:, :, None, None]
                 bias = y if bias is None else bias + y
             v, h = block(v, h, bias)
-        return self.head(h)
+        return h
 
     # ------------------------------------------------------------------ interface
     def forward(
         self, codes: torch.Tensor, cond: torch.Tensor | None = None, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Logits (B, K, H, W) for codes (B, H, W); see the class docstring."""
-        if codes.ndim != 3:
-            raise ValueError(f"codes must be (B, H, W) code indices, got shape {tuple(codes.shape)}")
+        """Logits (B, K, H, W) for codes (B, H, W) (depth L > 1: (B, K, H, W, L) for (B, H, W, L)); see the class
+        docstring."""
+        depth = self.config.depth
+        if codes.ndim != 3 + (depth > 1) or (depth > 1 and codes.shape[-1] != depth):
+            want = "(B, H, W)" if depth == 1 else f"(B, H, W, {depth})"
+            raise ValueError(f"codes must be {want} code indices, got shape {tuple(codes.shape)}")
         self._check_labels(labels, codes.shape[0])
-        features = self.condition_features(cond, tuple(codes.shape[1:]))
+        features = self.condition_features(cond, tuple(codes.shape[1:3]))
         return self._logits(codes, features, labels)
 
     def nll(
         self, codes: torch.Tensor, cond: torch.Tensor | None = None, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Negative log-likelihood per map (B,) in nats, summed over its H * W codes."""
+        """Negative log-likelihood per map (B,) in nats, summed over its H * W (x L) codes."""
         logits = self(codes, cond, labels)
         return F.cross_entropy(logits, codes, reduction="none").flatten(1).sum(1)
 
@@ -251,7 +303,8 @@ class PixelCNN(nn.Module):
     ) -> torch.Tensor:
         """Fill ``n`` code maps (n, H, W) in raster order, one position at a time for the whole batch:
         ``choose(logits (n, K))`` -> codes (n,) picks each position's codes (a draw when sampling, the entropy
-        decoder when decompressing).
+        decoder when decompressing). With ``depth`` L > 1 the maps are (n, H, W, L) and ``choose`` is called L
+        times per position, depth 0 first (the order of :meth:`forward`'s logits).
 
         Cache-free: each step recomputes the network, but only over rows 0..i (rows below cannot influence
         position (i, j)). The conditioning features are computed once.
@@ -262,11 +315,18 @@ class PixelCNN(nn.Module):
         if cond is not None and cond.shape[0] != n:
             raise ValueError(f"cond has {cond.shape[0]} maps for {n} samples")
         features = self.condition_features(cond, (H, W))
-        codes = torch.zeros(n, H, W, dtype=torch.long, device=device)
+        depth = self.config.depth
+        codes = torch.zeros(n, H, W, *((depth,) if depth > 1 else ()), dtype=torch.long, device=device)
         for i in range(H):
             f_rows = None if features is None else features[:, :, : i + 1]
             for j in range(W):
-                codes[:, i, j] = choose(self._logits(codes[:, : i + 1], f_rows, labels)[:, :, i, j])
+                if depth == 1:
+                    codes[:, i, j] = choose(self._logits(codes[:, : i + 1], f_rows, labels)[:, :, i, j])
+                    continue
+                h = self._stacks(codes[:, : i + 1], f_rows, labels)[:, :, i : i + 1, j : j + 1]
+                for d in range(depth):
+                    here = codes[:, i : i + 1, j : j + 1]
+                    codes[:, i, j, d] = choose(self._depth_logits(h, here)[:, :, 0, 0, d])
         return codes
 
     @torch.no_grad()

@@ -334,9 +334,11 @@ def prior_run(
             _link_or_copy(RunDir(ae_run).codes, out_run.codes)
         n_codes = info["codes_per_image"]
         params = sum(p.numel() for p in prior.parameters())
+        depth = info.get("depth", 1)
+        depth_note = f", {depth} per position ({n_codes} per image)" if depth > 1 else ""
         log(
             f"prior level {lv}: {type(prior).__name__} {params:,} parameters over a {'x'.join(map(str, info['grid']))} "
-            f"grid of K={info['codebook_size']} codes{' (class-conditional)' if num_classes else ''}; "
+            f"grid of K={info['codebook_size']} codes{depth_note}{' (class-conditional)' if num_classes else ''}; "
             f"{len(train)} train / {len(test)} test images"
         )
         if not config.class_conditional:
@@ -353,6 +355,7 @@ def prior_run(
             "grid": info["grid"],
             "codebook_size": info["codebook_size"],
             "codes_per_image": n_codes,
+            "depth": depth,
             "class_conditional": bool(num_classes),
             "bits_per_code": per_image / n_codes,
             "bits_per_image": per_image,

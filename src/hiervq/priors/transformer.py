@@ -169,7 +169,7 @@ class SequencePriorKind(PriorKind):
 
     def level_info(self, model, level: int) -> dict:
         info = model.levels[0]
-        return {"grid": list(info.grid), "codebook_size": info.codebook_size, "codes_per_image": info.positions}
+        return {"grid": list(info.grid), "codebook_size": info.codebook_size, "codes_per_image": info.codes_per_image}
 
     def build_prior(self, model, level: int, params: dict, num_classes: int | None, where: str) -> nn.Module:
         info = model.levels[0]
