@@ -118,7 +118,8 @@ def plot_curves(results: dict, path: Path, labels: dict[str, str], lines: list[t
     for value, label, style in lines:
         ax.axhline(value, color="k" if style == "--" else "grey", ls=style, lw=1, label=label)
     ax.set_yscale("log")
-    ax.set_xlabel(f"training time (min, {next(iter(results.values()), {}).get('threads', '?')} CPU threads)")
+    threads = next(iter(results.values()), {}).get("threads", "?")
+    ax.set_xlabel(f"training time (min, {threads} CPU thread{'' if threads == 1 else 's'})")
     ax.set_ylabel("test MSE (pixels on [0, 1])")
     ax.set_title(title)
     ax.legend(fontsize=8)
