@@ -263,13 +263,19 @@ def read_npz(path: str | os.PathLike, splits: tuple[str, ...] = ("train", "val",
     return out
 
 
+def _npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran order, dtype) from the .npy header at ``f``'s position (format 1.0 or 2.0), leaving ``f`` at
+    the first byte of the data."""
+    version = np.lib.format.read_magic(f)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read_header(f)
+
+
 def npz_shape(path: str | os.PathLike, key: str) -> tuple[int, ...]:
     """The shape of the array ``key`` of an .npz archive, from its header alone (compressed or not)."""
     try:
         with zipfile.ZipFile(path) as archive, archive.open(f"{key}.npy") as f:
-            version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            return tuple(read_header(f)[0])
+            return tuple(_npy_header(f)[0])
     except (KeyError, zipfile.BadZipFile, OSError, ValueError, zlib.error) as exc:
         raise DataError(f"{path}: cannot read the header of {key} ({exc})") from None
 
@@ -291,9 +297,7 @@ def npz_memmap(path: str | os.PathLike, key: str) -> np.ndarray | None:
                 raise DataError(f"{path}: {key} is corrupt (bad local zip header)")
             name_len, extra_len = struct.unpack("<HH", local[26:30])
             f.seek(info.header_offset + 30 + name_len + extra_len)
-            version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read_header(f)
+            shape, fortran, dtype = _npy_header(f)
             offset = f.tell()
     except DataError:
         raise
