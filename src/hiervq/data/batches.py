@@ -153,10 +153,7 @@ class BatchSource:
         self._loader: DataLoader | None = None
         self._sampler = _EpochSampler(self)
         self.in_process = workers == 0 and hasattr(dataset, "images")
-        per_process = len(dataset) // world_size if world_size > 1 else len(dataset)
-        self._len = per_process // batch_size
-        if self._len == 0:
-            raise ValueError(f"batch_size {batch_size} is larger than the {per_process} training images per process")
+        self._len = len(self.order(0))  # the same every epoch; epoch_order refuses a batch larger than the shard
 
     def __len__(self) -> int:
         """Batches per epoch (the same every epoch)."""
