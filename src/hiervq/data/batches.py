@@ -168,12 +168,12 @@ class BatchSource:
 
     def _iterate(self, epoch: int):
         if self.in_process:
+            items = _Items(self.dataset, self.augment, self.seed)
             for index in self.order(epoch):
                 if self.augment is None:
                     yield self.dataset.batch(index)
                     continue
-                x = torch.stack([augment_image(self.dataset.images[i], self.augment, image_seed(self.seed, epoch, i))
-                                 for i in index.tolist()])
+                x = torch.stack([items[(i, epoch)][0] for i in index.tolist()])
                 labels = self.dataset.labels
                 yield x.float().div_(255.0), None if labels is None else labels[index]
             return
