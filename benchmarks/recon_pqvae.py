@@ -18,6 +18,13 @@ The committed MNIST results: the recipe's 6 epochs (2,814 steps) per model on on
 
     OMP_NUM_THREADS=1 python benchmarks/recon_pqvae.py --threads 1 --only mnist
     python benchmarks/recon_pqvae.py --only mnist --set train.epochs=1       # a quicker look
+
+The published model size (512-channel features, 3 residual blocks, the 64x16 spatial and 512x4 channel transforms,
+lr 1e-3) for one epoch per model, written beside the committed rows as ``recon_pqvae_published.json``::
+
+    OMP_NUM_THREADS=1 python benchmarks/recon_pqvae.py --threads 1 --tag published --models pqvae,vqvae_plain \
+        --runs runs/bench-pqvae-published --set train.epochs=1 --set train.lr=1e-3 --set model.channels=512 \
+        --set model.latent_channels=512 --set model.blocks=3 --set model.res_channels=128
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -78,6 +86,17 @@ def write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
+def merge_entry(path: Path, dataset: str, name: str, entry: dict) -> dict:
+    """Write ``entry`` as ``[dataset][name]`` of the JSON at ``path``, re-reading the file under a lock first, so
+    that two processes running different models (``--models pqvae`` beside ``--models vqvae_plain``) keep each
+    other's rows. Returns the merged results."""
+    with FileLock(str(path) + ".lock"):
+        results = json.loads(path.read_text()) if path.is_file() else {}
+        results.setdefault(dataset, {})[name] = entry
+        write_json(path, results)
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=sorted(RECIPES), action="append", help="run only these datasets")
@@ -88,11 +107,15 @@ def main() -> int:
     parser.add_argument("--runs", default="runs/bench-pqvae", help="where the run directories go")
     parser.add_argument("--results", default="benchmarks/results", help="where the JSON files go")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--tag", default="",
+                        help="suffix of every written JSON/figure name (recon_pqvae_TAG.json, ...), so a variant run "
+                             "such as the published model size does not overwrite the committed results")
     args = parser.parse_args()
+    suffix = f"_{args.tag}" if args.tag else ""
     torch.set_num_threads(args.threads)
     results_dir = REPO / args.results if not Path(args.results).is_absolute() else Path(args.results)
     results_dir.mkdir(parents=True, exist_ok=True)
-    out_path = results_dir / "recon_pqvae.json"
+    out_path = results_dir / f"recon_pqvae{suffix}.json"
     results = json.loads(out_path.read_text()) if out_path.is_file() else {}
     models = args.models.split(",")
 
@@ -110,7 +133,7 @@ def main() -> int:
             t0 = time.time()
             summary = train_run(config, run_dir, overwrite=True, data=data)
             print(f"{dataset} {name}: test MSE {summary['mse']:.3e} ({time.time() - t0:.0f}s wall)", flush=True)
-            results.setdefault(dataset, {})[name] = {
+            entry = {
                 "mse": summary["mse"],
                 "psnr": summary["psnr"],
                 "perplexity": summary["levels"][0]["perplexity"],
@@ -123,7 +146,7 @@ def main() -> int:
                 "params": summary["params"],
                 "used_fraction": summary["levels"][0]["used_fraction"],
             }
-            write_json(out_path, results)
+            results = merge_entry(out_path, dataset, name, entry)
             if dataset == "mnist" and name == "pqvae":
                 model = load(run_dir)
                 train = extract_codes(model, data.train)
@@ -131,7 +154,7 @@ def main() -> int:
                 curves = bayes_curves(train.codes, train.labels, test.codes, test.labels,
                                       model.levels[0].codebook_size, 10)
                 bayes = {k: curves[k] for k in ("prefix_lengths", "independent", "conditional")}
-                write_json(results_dir / "pqvae_bayes_mnist.json", bayes)
+                write_json(results_dir / f"pqvae_bayes_mnist{suffix}.json", bayes)
                 smoothing = {}
                 for alpha in (0.01, 0.1, 1.0, 10.0):
                     c = curves if alpha == curves["alpha"] else bayes_curves(
@@ -140,8 +163,8 @@ def main() -> int:
                     smoothing[str(alpha)] = {m: {"all_codes": c[m][-1], "best": max(c[m]),
                                                  "best_prefix": c["prefix_lengths"][c[m].index(max(c[m]))]}
                                              for m in ("independent", "conditional")}
-                write_json(results_dir / "pqvae_bayes_mnist_smoothing.json", smoothing)
-                plot_bayes(curves, results_dir / "pqvae_bayes_mnist.png", "MNIST PQ-VAE codes: Bayes rule on counts")
+                write_json(results_dir / f"pqvae_bayes_mnist_smoothing{suffix}.json", smoothing)
+                plot_bayes(curves, results_dir / f"pqvae_bayes_mnist{suffix}.png", "MNIST PQ-VAE codes: Bayes rule on counts")
                 print(f"mnist pqvae Bayes: best independent {max(bayes['independent']):.4f}, "
                       f"best conditional {max(bayes['conditional']):.4f}", flush=True)
     print(json.dumps(results, indent=2))
