@@ -30,14 +30,16 @@ CONFIG = ROOT / "configs" / "vqvae-mnist-ablation.yaml"
 RESULT = ROOT / "benchmarks" / "results" / "recon_mnist_ablation.json"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default="runs/vqvae-mnist-ablation", help="the sweep's output folder")
+def main(config_path: Path = CONFIG, result: Path = RESULT, runs: str = "runs/vqvae-mnist-ablation",
+         description: str = __doc__.splitlines()[0]) -> None:
+    """Run the leave-one-out sweep of ``config_path`` (finished points are skipped) and write ``result``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--runs", default=runs, help="the sweep's output folder")
     parser.add_argument("--set", action="append", default=[], help="config override for every variant")
-    parser.add_argument("--output", default=str(RESULT))
+    parser.add_argument("--output", default=str(result))
     args = parser.parse_args()
 
-    config = load_config(CONFIG, args.set)
+    config = load_config(config_path, args.set)
     table = run_sweep(config, args.runs)
     variants = {}
     for row in table["rows"]:  # one trained model per point
