@@ -32,10 +32,13 @@ in-place inner ReLU, quantizer output kept channels-last, all three; and our def
 reference, into ``benchmarks/results/train_throughput_ablation.json``. ``--profile`` runs torch.profiler over
 interleaved steps of our step, our step before the optimisations and the reference, and writes the time per
 category (convolutions, ReLUs, quantizer, optimiser, ...) to ``benchmarks/results/train_profile.json``.
+``--layers`` times forward + backward of each distinct convolution of our model in the default layout and
+channels-last (median process CPU time) into ``benchmarks/results/train_layers.json``.
 
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --amp          # both sizes, 1 thread (the JSON)
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --ablation --warmup 5 --steps 20
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --profile --warmup 3 --steps 6
+    OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --layers --warmup 2 --steps 10
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --cases 32:128 --warmup 3 --steps 5 --out /tmp/t.json
 """
 
@@ -57,6 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "train_throughput.json"
 ABLATION_RESULTS = ROOT / "benchmarks" / "results" / "train_throughput_ablation.json"
 PROFILE_RESULTS = ROOT / "benchmarks" / "results" / "train_profile.json"
+LAYER_RESULTS = ROOT / "benchmarks" / "results" / "train_layers.json"
 DATA = ROOT.parent / "shared" / "data" / "cifar10" / "cifar10.npz"
 CASES = ((32, 128), (64, 64))  # (image size, batch size)
 CHANNELS, BLOCKS, RES_CHANNELS, DIM, K, DECAY, BETA, LR = 128, 2, 32, 64, 512, 0.99, 0.25, 3e-4
@@ -429,6 +433,57 @@ def run_profile(size: int, batch: int, warmup: int, steps: int, data: Path = DAT
                             for name, cats in ms.items()}}
 
 
+# ---------------------------------------------------------------------------------------- per layer
+def conv_layers(size: int, batch: int) -> list[tuple[nn.Module, tuple[int, ...], int]]:
+    """The distinct convolutions of our model at the reference's settings (module, input shape, how many times it
+    occurs), found with forward hooks on one forward pass."""
+    from hiervq.models import HierarchicalVQVAE
+
+    model = HierarchicalVQVAE(_with(hiervq_config(size), {"channels_last": False})).train()
+    found: dict[tuple, list] = {}
+
+    def hook(module, inputs, _output) -> None:
+        key = (type(module).__name__, module.in_channels, module.out_channels, module.kernel_size, module.stride,
+               module.padding, tuple(inputs[0].shape))
+        found.setdefault(key, [module, tuple(inputs[0].shape), 0])[2] += 1
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    with torch.no_grad():
+        model(torch.rand(batch, 3, size, size))
+    for h in handles:
+        h.remove()
+    return [tuple(v) for v in found.values()]
+
+
+def run_layers(size: int, batch: int, warmup: int, steps: int) -> dict:
+    """Forward + backward (input and weight gradients) of each distinct convolution of our model, in the default
+    (NCHW) layout and channels-last, alternated; the median process CPU time of each in ms (what waiting for a busy
+    core does not stretch)."""
+    import copy
+
+    rows = []
+    for module, shape, count in conv_layers(size, batch):
+        variants = {"nchw": (module, torch.randn(shape))}
+        last = copy.deepcopy(module).to(memory_format=torch.channels_last)
+        variants["channels_last"] = (last, variants["nchw"][1].contiguous(memory_format=torch.channels_last))
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for i in range(warmup + steps):
+            for name in (list(variants) if i % 2 == 0 else list(variants)[::-1]):
+                layer, x = variants[name]
+                x = x.detach().requires_grad_(True)
+                start = time.process_time()
+                y = layer(x)
+                y.backward(torch.ones_like(y))
+                if i >= warmup:
+                    times[name].append(time.process_time() - start)
+        ms = {name: round(1e3 * statistics.median(t), 3) for name, t in times.items()}
+        rows.append({"layer": f"{type(module).__name__}({module.in_channels}, {module.out_channels}, "
+                              f"k{module.kernel_size[0]}, s{module.stride[0]}) on {list(shape[1:])}",
+                     "count": count, "nchw_ms": ms["nchw"], "channels_last_ms": ms["channels_last"]})
+    return {"size": size, "batch": batch, "threads": torch.get_num_threads(), "steps": steps, "warmup": warmup,
+            "load_average": round(os.getloadavg()[0], 2), "layers": rows}
+
+
 def _with(config, changes: dict):
     for key, value in changes.items():
         setattr(config, key, value)
@@ -448,8 +503,11 @@ def main() -> None:
                         help=f"time the step with each optimisation turned off instead (-> {ABLATION_RESULTS.name})")
     parser.add_argument("--profile", action="store_true",
                         help=f"torch.profiler breakdown of the steps instead (-> {PROFILE_RESULTS.name})")
+    parser.add_argument("--layers", action="store_true",
+                        help=f"time each distinct convolution in NCHW and channels-last instead (-> {LAYER_RESULTS.name})")
     parser.add_argument("--out", type=Path, default=None,
-                        help=f"default {RESULTS.name} ({ABLATION_RESULTS.name}, {PROFILE_RESULTS.name})")
+                        help=f"default {RESULTS.name} ({ABLATION_RESULTS.name}, {PROFILE_RESULTS.name}, "
+                             f"{LAYER_RESULTS.name})")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from hiervq.train.report import write_json
@@ -470,6 +528,18 @@ def main() -> None:
                     cells.append(f"{value:14.1f} ({100 * value / total:4.1f} %)")
                 print(f"  {cat:44s}" + "".join(f"{c:>24s}" for c in cells), flush=True)
             write_json(args.out or PROFILE_RESULTS, records)
+        return
+
+    if args.layers:
+        records = []
+        for case in args.cases.split(","):
+            size, batch = (int(v) for v in case.split(":"))
+            records.append(run_layers(size, batch, args.warmup, args.steps))
+            for row in records[-1]["layers"]:
+                print(f"{size}x{size} batch {batch} {row['layer']:48s} x{row['count']}: NCHW {row['nchw_ms']:7.2f} ms, "
+                      f"channels-last {row['channels_last_ms']:7.2f} ms "
+                      f"({row['channels_last_ms'] / row['nchw_ms']:.2f})", flush=True)
+            write_json(args.out or LAYER_RESULTS, records)
         return
 
     if args.ablation:
