@@ -128,6 +128,9 @@ def test_priors_model_every_token_of_the_multiscale_level(ms_run):
     info = model.levels[ms]
     t = sum(h * w for h, w in info.scales)
     assert info.tokens == t and kind.level_info(model, ms)["grid"] == [t]
+    other_info = model.levels[1 - ms]
+    assert model.budget().bits_per_image == pytest.approx(
+        t * math.log2(info.codebook_size) + math.prod(other_info.grid) * math.log2(other_info.codebook_size))
     summary = RunDir(ms_run).prior(ms).read_summary()
     assert summary["codes_per_image"] == t
     assert summary["uniform_bits_per_image"] == pytest.approx(t * math.log2(info.codebook_size))

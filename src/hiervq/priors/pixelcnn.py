@@ -215,7 +215,9 @@ class PixelCNN(nn.Module):
 
     # ------------------------------------------------------------------ conditioning
     def condition_features(self, cond: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor | None:
-        """The code map above (B, h, w) -> conditioning features (B, C', H, W) at this level's grid ``size``."""
+        """The codes above -> conditioning features (B, C', H, W) at this level's grid ``size``: a map (B, h, w),
+        (B, h, w, cond_depth) or, with ``cond_scales``, (B, T) multi-scale tokens (embedded at their last scale's
+        grid, which must divide ``size``)."""
         if self.cond_net is None:
             if cond is not None:
                 raise ValueError("this prior was built without cond_codebook_size; it takes no code map above")
