@@ -1,7 +1,7 @@
 """Priors and compression of levels with more than one code per position: a residual level's (B, H, W, L) codes
 in (position, depth) order (causality at every code, sampling = teacher forcing, bits per image over all H*W*L
-codes, exact round trips); multi-scale levels refused with one line; PQ-VAE refuses the other families' quantizer
-switches."""
+codes, exact round trips); PQ-VAE refuses the other families' quantizer switches. (Multi-scale levels:
+``tests/test_multiscale_prior.py``.)"""
 
 import copy
 import math
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import hiervq
-from hiervq.errors import ConfigError, HierVQError
+from hiervq.errors import ConfigError
 from hiervq.layout import RunDir
 from hiervq.priors import PixelCNN, prior_kind_for
 
@@ -175,24 +175,6 @@ def test_cli_prior_sample_compress_for_a_residual_level(residual_run, tmp_path, 
     assert main(["compress", str(residual_run), str(tmp_path / "a.png"), "-o", str(tmp_path / "a.hvq")]) == 0
     assert main(["decompress", str(residual_run), str(tmp_path / "a.hvq"), "-o", str(tmp_path / "b")]) == 0
     assert [p.name for p in (tmp_path / "b").iterdir()] == ["a.png"]
-
-
-def test_multiscale_levels_are_refused_with_one_line(tmp_path):
-    from hiervq.train import config_from_dict
-
-    raw = copy.deepcopy(TINY_RUN)
-    raw["model"]["levels"][1]["quantizer"] = {"kind": "multiscale", "scales": [1, 2, 4]}
-    model = config_from_dict(raw, "tiny").build_model(1, 16)
-    kind = prior_kind_for(model)
-    assert model.levels[1].tokens == 1 + 4 + 16
-    assert model.budget().bits_per_image == pytest.approx(64 * math.log2(32) + 21 * math.log2(16))
-    with pytest.raises(HierVQError, match="^level 1 is quantized by kind multiscale") as err:
-        kind.build_prior(model, 1, {}, None, "x")
-    assert "\n" not in str(err.value)
-    with pytest.raises(HierVQError, match="^level 1 is quantized by kind multiscale"):
-        hiervq.Codec(model, {})
-    with pytest.raises(HierVQError, match=r"^level 0: level 1 \(its prior's condition\) is quantized by kind multiscale"):
-        kind.level_info(model, 0)
 
 
 @pytest.mark.parametrize("section,key", [({"levels": [{"downsample": 2}]}, "model.levels"),

@@ -69,7 +69,8 @@ def add_commands(sub) -> None:
     """Add ``prior`` and ``sample`` to the ``hiervq`` subparsers."""
     p = add_command(
         sub, "prior", _cmd_prior, "fit a prior over a trained run's codes (one level)",
-        "Fit an autoregressive prior (a gated PixelCNN per level for hierarchical VQ-VAEs) over the "
+        "Fit an autoregressive prior (for hierarchical VQ-VAEs a gated PixelCNN per level, a next-scale "
+        "transformer for a multiscale level) over the "
         "codes of a finished run; the codes are extracted once and cached in RUN/codes.npz. Defaults come from "
         "the run config's priors: section. Writes RUN/priors/level<N>/ (or --out) with model/, metrics.jsonl, "
         "summary.json (test NLL in bits per code and per image, next to uniform log2(K) x codes) and a checkpoint "

@@ -104,7 +104,7 @@ class Codec:
         self.kind = prior_kind_for(model)
         self.levels = self.kind.prior_levels(model)  # coding order: top first
         for lv in self.levels:
-            self.kind.level_info(model, lv)  # refuses a level whose codes the family's priors cannot model
+            self.kind.level_info(model, lv)  # a family may refuse a level whose codes its priors cannot model
         missing = [lv for lv in self.levels if lv not in priors]
         if missing:
             raise HierVQError(f"{run}: no prior for level(s) {', '.join(map(str, missing))}; run `hiervq prior {run} "
@@ -139,14 +139,16 @@ class Codec:
 
     # ------------------------------------------------------------------ shapes
     def _shape(self, level: int) -> tuple[int, ...]:
-        """The shape of one image's codes of ``level`` at the model's image size: its grid, and L for a level of
-        L > 1 codes per position (a residual quantizer's (h, w, L)); what the header records per level."""
-        info = self.model.levels[level]
-        return tuple(info.grid) + ((info.depth,) if info.depth > 1 else ())
+        """The shape of one image's codes of ``level`` at the model's image size: its grid (the prior kind's
+        :meth:`~hiervq.priors.PriorKind.level_info`: (h, w), (L,) for a sequence, (T,) for a multi-scale level's
+        tokens), and L for a level of L > 1 codes per position (a residual quantizer's (h, w, L)); what the header
+        records per level."""
+        info = self.kind.level_info(self.model, level)
+        return tuple(info["grid"]) + ((info["depth"],) if info.get("depth", 1) > 1 else ())
 
     def grids(self, height: int, width: int) -> list[tuple[int, ...]]:
         """The code grid of each coded level (coding order) for an H x W image; (h, w, L) for a level of L > 1
-        codes per position."""
+        codes per position, (T,) for a multi-scale level."""
         if (height, width) == tuple(self.model.image_shape[1:]):
             return [self._shape(lv) for lv in self.levels]
         if (height, width) not in self._grids:

@@ -11,7 +11,8 @@ Layout (multi-byte integers big-endian; "varint" = unsigned LEB128, 7 bits per b
                    bit 3 set when the stream starts with a class label, bits 4-7 zero
     9       varint image height H, varint image width W (pixels)
             varint number of coded levels n, then per level in coding order (top first): varint number of grid
-                   dimensions, a varint per dimension (e.g. 2, 8, 8 for an 8x8 map; 1, 64 for a sequence of 64)
+                   dimensions, a varint per dimension (e.g. 2, 8, 8 for an 8x8 map; 1, 64 for a sequence of 64 or
+                   a multi-scale level of 64 tokens)
             varint payload length in bytes
             4      CRC-32 (zlib) of every byte before it and of the payload
             ...    payload: the range coder's 32-bit words, big-endian, trailing bytes trimmed (the decoder pads

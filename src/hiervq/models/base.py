@@ -177,8 +177,8 @@ class QuantizerConfig:
 def level_info(grid: tuple[int, ...], quantizer: nn.Module, channels: int) -> LevelInfo:
     """The :class:`LevelInfo` of a level quantized by ``quantizer`` (any kind): its code space decides K, the
     code dimension, the codes per position (``depth``: L for residual), the codebooks (``books``) and, for a
-    multi-scale quantizer, the codes per image (``tokens``: the sum over its scales of h * w)."""
-    tokens = getattr(quantizer, "num_tokens", None)
+    multi-scale quantizer, its schedule (``scales``; the codes per image, ``tokens``, follow from it)."""
+    scales = getattr(quantizer, "scales", None)
     return LevelInfo(
         grid,
         int(quantizer.codebook_size),
@@ -186,7 +186,7 @@ def level_info(grid: tuple[int, ...], quantizer: nn.Module, channels: int) -> Le
         channels,
         depth=int(getattr(quantizer, "depth", 1)),
         books=int(getattr(quantizer, "num_books", 1)),
-        tokens=None if tokens is None else int(tokens),
+        scales=None if scales is None else tuple((int(h), int(w)) for h, w in scales),
     )
 
 
@@ -196,8 +196,8 @@ class LevelInfo:
     at the quantizer input (what the continuous budget counts), ``depth`` codes per grid position (each one of
     K; L for a residual quantizer, whose codes are (B, h, w, L)) and ``books`` codebooks of K x D (L for a
     residual quantizer with separate codebooks; an implicit FSQ/LFQ codebook counts as one of K x D).
-    ``tokens``: the codes of one image when they are not one per grid position (a multi-scale level: the sum
-    over its scales of h * w, e.g. 130 for the scales 1, 2, 3, 4, 6, 8 of an 8 x 8 grid); ``None`` otherwise."""
+    ``scales``: a multi-scale level's schedule, (h, w) per scale, coarse first (the last one is ``grid``); its
+    codes per image are :attr:`tokens`; ``None`` for every other kind."""
 
     grid: tuple[int, ...]
     codebook_size: int
@@ -205,7 +205,13 @@ class LevelInfo:
     channels: int
     depth: int = 1
     books: int = 1
-    tokens: int | None = None
+    scales: tuple[tuple[int, int], ...] | None = None
+
+    @property
+    def tokens(self) -> int | None:
+        """The codes of one image when they are not one per grid position (a multi-scale level: the sum over its
+        scales of h * w, e.g. 130 for the scales 1, 2, 3, 4, 6, 8 of an 8 x 8 grid); ``None`` otherwise."""
+        return None if self.scales is None else sum(h * w for h, w in self.scales)
 
     @property
     def bits_per_position(self) -> float:

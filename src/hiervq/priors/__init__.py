@@ -2,6 +2,8 @@
 
 * :class:`PixelCNN` -- gated PixelCNN over a 2-D code map, conditioned on the code map of the level above and on
   a class label (:mod:`hiervq.priors.pixelcnn`).
+* :class:`NextScalePrior` -- next-scale (VAR) transformer over a multi-scale level's tokens, one forward per scale
+  (:mod:`hiervq.priors.nextscale`); the hierarchical kind picks it for a ``multiscale`` level.
 * :class:`CodeSet`, :func:`cached_codes` -- a dataset's codes, extracted once and cached (:mod:`.codes`).
 * :class:`PriorKind`, :func:`register_prior_kind`, :func:`prior_kind_for` -- how each autoencoder family builds,
   scores and samples its priors (:mod:`.kinds`); the hierarchical VQ-VAE's kind is in :mod:`.hierarchical`.
@@ -16,6 +18,7 @@ import them.
 from .codes import CODES_FILE, CodeSet, cache_key, cached_codes, extract_codes, load_codes, save_codes
 from .hierarchical import HierarchicalPriorKind
 from .kinds import PRIOR_KINDS, PriorKind, prior_kind_for, register_prior_kind, takes_labels
+from .nextscale import NextScaleConfig, NextScalePrior
 from .pixelcnn import GatedBlock, PixelCNN, PixelCNNConfig, uniform_bits
 from .transformer import SequencePriorKind, TransformerPrior, TransformerPriorConfig
 
@@ -24,6 +27,8 @@ __all__ = [
     "CodeSet",
     "GatedBlock",
     "HierarchicalPriorKind",
+    "NextScaleConfig",
+    "NextScalePrior",
     "PRIOR_KINDS",
     "PixelCNN",
     "PixelCNNConfig",

@@ -1,13 +1,20 @@
-"""Priors for hierarchical VQ-VAEs (and single-level VQ-VAEs): one gated PixelCNN per level.
+"""Priors for hierarchical VQ-VAEs (and single-level VQ-VAEs): one prior per level, conditioned on the level above.
 
-The top level's prior is unconditional in codes; the prior of every level below is conditioned on the full code
-map of the level directly above (VQ-VAE-2). Any prior may also be class-conditional. Sampling goes top-down:
-sample the top map, then each lower map given the one above, then ``model.decode``.
+The top level's prior is unconditional in codes; the prior of every level below is conditioned on the full codes
+of the level directly above (VQ-VAE-2). Any prior may also be class-conditional. Sampling goes top-down: sample
+the top level, then each lower level given the one above, then ``model.decode``.
 
-A residual level (``depth`` L > 1 codes per position, (B, H, W, L)) gets a PixelCNN with a depth head: its codes
-are modelled, sampled and coded in the order (position in raster order, then depth, coarse to fine), and its bits
-per image count all H * W * L codes. A multi-scale level's (B, T) tokens have no prior yet: the level, and a level
-whose prior would be conditioned on it, are refused with one line (:func:`check_level`).
+The prior of a level follows from its code layout (:func:`prior_class`, the one place that decides it):
+
+* a map (B, H, W) -- vq, fsq, lfq -- gets a gated :class:`~hiervq.priors.PixelCNN` (raster order);
+* a residual level's (B, H, W, L) gets a PixelCNN with a depth head: its codes are modelled, sampled and coded in
+  the order (position in raster order, then depth, coarse to fine), and its bits per image count all H * W * L;
+* a multi-scale level's (B, T) tokens get a :class:`~hiervq.priors.NextScalePrior` (VAR): scale by scale, all
+  tokens of a scale predicted at once from the earlier scales, one forward per scale; its codes are coded in the
+  tokens' order (scale, then row-major) and its bits per image count all T tokens.
+
+Whatever the level above is, its codes condition the level below through the layout-aware embedding of
+:mod:`hiervq.priors.embed` (a multi-scale level above: the sum of its scales' embedded maps at its last grid).
 """
 
 from __future__ import annotations
@@ -17,18 +24,34 @@ from torch import nn
 
 from ..errors import HierVQError
 from .kinds import PriorKind, config_with_derived, register_prior_kind, takes_labels
-from .pixelcnn import PixelCNN, PixelCNNConfig
+from .nextscale import NextScalePrior
+from .pixelcnn import PixelCNN
 
 
-def check_level(model, level: int) -> None:
-    """Refuse a level whose codes (or whose level above, which its prior is conditioned on) the PixelCNN priors
-    cannot model: a multi-scale level's tokens."""
-    levels = model.levels
-    for lv in (level, level + 1):  # the level, and the level above that its prior is conditioned on
-        if lv < len(levels) and levels[lv].tokens is not None:
-            subject = f"level {level}" if lv == level else f"level {level}: level {lv} (its prior's condition)"
-            raise HierVQError(f"{subject} is quantized by kind multiscale; the priors (and compression) model one "
-                              "map of codes per level and do not take its per-scale tokens yet")
+def _pairs(scales) -> list[list[int]] | None:
+    return None if scales is None else [list(p) for p in scales]
+
+
+def prior_class(info) -> type[nn.Module]:
+    """The prior of a level with :class:`~hiervq.models.LevelInfo` ``info``: :class:`NextScalePrior` for a
+    multi-scale level's tokens, :class:`PixelCNN` for a code map (with a depth head for a residual level)."""
+    return NextScalePrior if info.scales is not None else PixelCNN
+
+
+def _derived(levels, level: int, num_classes: int | None) -> dict:
+    """The prior config keys of ``level`` that follow from the model: K, the level's layout, the level above's."""
+    info = levels[level]
+    above = levels[level + 1] if level + 1 < len(levels) else None
+    derived = {
+        "codebook_size": info.codebook_size,
+        "num_classes": num_classes,
+        "cond_codebook_size": above.codebook_size if above else None,
+        "cond_depth": above.depth if above else 1,
+        "cond_scales": _pairs(above.scales) if above else None,
+    }
+    if prior_class(info) is NextScalePrior:
+        return {**derived, "scales": _pairs(info.scales)}
+    return {**derived, "depth": info.depth}
 
 
 @register_prior_kind("hvqvae", "vqvae")
@@ -53,23 +76,18 @@ class HierarchicalPriorKind(PriorKind):
         return f"top, bottom or 0..{len(model.levels) - 1}"
 
     def level_info(self, model, level: int) -> dict:
-        check_level(model, level)
+        """As :meth:`PriorKind.level_info`; a multi-scale level's ``grid`` is (T,), its tokens per image (what the
+        codec's header records), and ``scales`` its schedule."""
         info = model.levels[level]
-        return {"grid": list(info.grid), "codebook_size": info.codebook_size, "depth": info.depth,
-                "codes_per_image": info.codes_per_image}
+        out = {"grid": list(info.grid) if info.scales is None else [info.tokens], "codebook_size": info.codebook_size,
+               "depth": info.depth, "codes_per_image": info.codes_per_image}
+        if info.scales is not None:
+            out["scales"] = _pairs(info.scales)
+        return out
 
     def build_prior(self, model, level: int, params: dict, num_classes: int | None, where: str) -> nn.Module:
-        check_level(model, level)
-        levels = model.levels
-        above = levels[level + 1] if level + 1 < len(levels) else None
-        derived = {
-            "codebook_size": levels[level].codebook_size,
-            "cond_codebook_size": above.codebook_size if above else None,
-            "num_classes": num_classes,
-            "depth": levels[level].depth,
-            "cond_depth": above.depth if above else 1,
-        }
-        return PixelCNN(config_with_derived(PixelCNNConfig, params, derived, where))
+        cls = prior_class(model.levels[level])
+        return cls(config_with_derived(cls.Config, params, _derived(model.levels, level, num_classes), where))
 
     @staticmethod
     def _cond(codes: list[torch.Tensor], level: int) -> torch.Tensor | None:
@@ -80,7 +98,23 @@ class HierarchicalPriorKind(PriorKind):
 
     def logits(self, prior, codes, labels, level):
         logits = prior(codes[level], self._cond(codes, level), labels if takes_labels(prior) else None)
+        if isinstance(prior, NextScalePrior):
+            return logits  # (B, T, K): scale by scale, row-major
         return logits.flatten(2).transpose(1, 2)  # (B, K, H, W[, L]) -> (B, H*W[*L], K): raster order, then depth
+
+    def _check_prior(self, model, level: int, prior: nn.Module) -> None:
+        """Refuse a prior that was not built for ``level`` of this model (kind, layout, K, level above)."""
+        levels = model.levels
+        cls = prior_class(levels[level])
+        if not isinstance(prior, cls):
+            raise HierVQError(f"the level-{level} prior is a {type(prior).__name__}; this model's level {level} needs "
+                              f"a {cls.__name__} (retrain it with `hiervq prior`)")
+        want = _derived(levels, level, prior.config.num_classes)
+        have = {k: getattr(prior.config, k) for k in want}
+        bad = sorted(k for k in want if have[k] != want[k])
+        if bad:
+            raise HierVQError(f"the level-{level} prior does not match this model's hierarchy ("
+                              + ", ".join(f"{k} {have[k]} != {want[k]}" for k in bad) + ")")
 
     @torch.no_grad()
     def walk(self, model, priors, n, labels, choose, grids=None):
@@ -90,16 +124,17 @@ class HierarchicalPriorKind(PriorKind):
             raise HierVQError(f"no prior for level(s) {', '.join(map(str, missing))}; train them with `hiervq prior`")
         codes: list[torch.Tensor | None] = [None] * len(levels)
         for level in reversed(range(len(levels))):
-            check_level(model, level)
             prior = priors[level]
+            self._check_prior(model, level, prior)
             cond = codes[level + 1] if level + 1 < len(levels) else None
-            if (cond is None) != (getattr(prior, "cond_net", None) is None):
-                raise HierVQError(f"the level-{level} prior does not match this model's hierarchy")
-            grid = tuple(grids[level] if grids else levels[level].grid)[:2]  # a codec's grids end in L (residual)
-            if getattr(prior.config, "depth", 1) != levels[level].depth:
-                raise HierVQError(f"the level-{level} prior models {prior.config.depth} codes per position, this "
-                                  f"model's level has {levels[level].depth}")
-            codes[level] = prior.walk(
-                n, grid, cond, labels if takes_labels(prior) else None, lambda logits, lv=level: choose(lv, logits)
-            )
+            lab = labels if takes_labels(prior) else None
+            pick = lambda logits, lv=level: choose(lv, logits)  # noqa: E731
+            if isinstance(prior, NextScalePrior):
+                if grids and tuple(grids[level]) != (levels[level].tokens,):
+                    raise HierVQError(f"level {level} holds {levels[level].tokens} multi-scale tokens per image, not "
+                                      f"{tuple(grids[level])}")
+                codes[level] = prior.walk(n, cond, lab, pick)
+            else:
+                grid = tuple(grids[level] if grids else levels[level].grid)[:2]  # a codec's grids end in L (residual)
+                codes[level] = prior.walk(n, grid, cond, lab, pick)
         return codes

@@ -12,7 +12,8 @@ The network (van den Oord et al., 2016, "Conditional Image Generation with Pixel
 * gated activations ``tanh(a) * sigmoid(b)`` in both stacks; residual connections on the horizontal stack
   (every layer but the first);
 * conditioning terms added to the gate pre-activations of every block: the code map of the level above,
-  embedded, passed through a few non-causal residual blocks at its own grid, upsampled (nearest, then a 3x3 conv)
+  embedded (:func:`hiervq.priors.embed.embed_codes`; a multi-scale level above gives the sum of its scales' embedded
+  maps at its last scale's grid), passed through a few non-causal residual blocks at its own grid, upsampled (nearest, then a 3x3 conv)
   to this level's grid and projected per block by a 1x1 conv; and a class embedding per block;
 * a 1x1-conv head gives logits over the K codes at every position.
 
@@ -33,6 +34,8 @@ from ..nn import ResBlock
 from ..pretrained import register, save_pretrained
 from ..quantize.common import code_bits as uniform_bits  # noqa: F401 - hiervq.priors exports it
 from ..quantize.common import renamed
+from ..quantize.multiscale import check_scales
+from .embed import code_layout, embed_codes, has_layout
 from .kinds import draw
 
 
@@ -55,11 +58,13 @@ class PixelCNNConfig:
         depth: L, codes per position of the modelled level (L > 1: a residual quantizer's (B, H, W, L) codes,
             modelled in (position, depth) order by a depth head; see :class:`PixelCNN`).
         cond_depth: codes per position of the level above (its code map is (B, h, w, cond_depth) when > 1).
+        cond_scales: the schedule ((h, w) per scale) of a multi-scale level above: its codes are (B, T) tokens,
+            embedded per scale and summed at its last scale's grid (``None``: the level above is a map).
     """
 
     #: keys added after format version 1, left out of the codec's model id at these (their default) values, so
     #: that the ids of priors built before them, and the files compressed with them, do not change
-    ID_DEFAULTS = {"depth": 1, "cond_depth": 1}
+    ID_DEFAULTS = {"depth": 1, "cond_depth": 1, "cond_scales": None}
 
     codebook_size: int = 512
     channels: int = 64
@@ -73,6 +78,7 @@ class PixelCNNConfig:
     dropout: float = 0.0
     depth: int = 1
     cond_depth: int = 1
+    cond_scales: list[list[int]] | None = None
 
     def validate(self) -> None:
         if self.codebook_size < 2 or self.channels < 1 or self.layers < 1:
@@ -87,6 +93,10 @@ class PixelCNNConfig:
             raise ValueError("cond_blocks must be >= 0 and dropout in [0, 1)")
         if self.depth < 1 or self.cond_depth < 1:
             raise ValueError("depth and cond_depth must be >= 1")
+        if self.cond_scales is not None:
+            check_scales(self.cond_scales)
+            if self.cond_depth != 1:
+                raise ValueError("cond_scales and cond_depth > 1 exclude each other (a level is one or the other)")
 
 
 def _shift_down(x: torch.Tensor) -> torch.Tensor:
@@ -158,7 +168,8 @@ class PixelCNN(nn.Module):
     (p, d) from the stacks' features at p plus the embeddings of codes (p, 0..d-1) (a second set of tables per
     depth; their exclusive prefix sum) and a learned embedding of d. So (p, d) depends only on codes before it
     in that order. ``cond_depth`` > 1: the level above is residual too, its (B, h, w, cond_depth) codes are
-    embedded the same way (summed).
+    embedded the same way (summed). ``cond_scales``: the level above is multi-scale, its (B, T) tokens are embedded
+    per scale and summed at its last scale's grid (:func:`~hiervq.priors.embed.embed_codes`).
 
     >>> prior = PixelCNN(16, channels=8, layers=2, cond_codebook_size=4, num_classes=3)
     >>> prior(torch.zeros(2, 4, 4, dtype=torch.long), torch.zeros(2, 2, 2, dtype=torch.long), torch.tensor([0, 2])).shape
@@ -187,7 +198,8 @@ class PixelCNN(nn.Module):
         self.cond_proj = None
         if c.cond_codebook_size is not None:
             cc = c.cond_channels or ch
-            self.cond_embed = nn.Embedding(c.cond_depth * c.cond_codebook_size, cc)
+            rows = len(c.cond_scales) if c.cond_scales is not None else c.cond_depth  # one table per depth / scale
+            self.cond_embed = nn.Embedding(rows * c.cond_codebook_size, cc)
             self.cond_net = nn.Sequential(*[ResBlock(cc, cc) for _ in range(c.cond_blocks)])
             self.cond_up = nn.Conv2d(cc, cc, 3, padding=1)
             self.cond_proj = nn.ModuleList(nn.Conv2d(cc, 4 * ch, 1) for _ in range(c.layers))
@@ -203,21 +215,23 @@ class PixelCNN(nn.Module):
 
     # ------------------------------------------------------------------ conditioning
     def condition_features(self, cond: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor | None:
-        """The code map above (B, h, w) -> conditioning features (B, C', H, W) at this level's grid ``size``."""
+        """The codes above -> conditioning features (B, C', H, W) at this level's grid ``size``: a map (B, h, w),
+        (B, h, w, cond_depth) or, with ``cond_scales``, (B, T) multi-scale tokens (embedded at their last scale's
+        grid, which must divide ``size``)."""
         if self.cond_net is None:
             if cond is not None:
                 raise ValueError("this prior was built without cond_codebook_size; it takes no code map above")
             return None
         if cond is None:
             raise ValueError("this prior is conditioned on the level above: pass cond (B, h, w)")
-        cd = self.config.cond_depth
-        if cond.ndim != 3 + (cd > 1) or (cd > 1 and cond.shape[-1] != cd):
-            want = "(B, h, w)" if cd == 1 else f"(B, h, w, {cd})"
-            raise ValueError(f"cond must be {want} code indices, got shape {tuple(cond.shape)}")
-        h, w = cond.shape[1:3]
+        c = self.config
+        if not has_layout(cond, c.cond_depth, c.cond_scales):
+            raise ValueError(f"cond must be {code_layout(c.cond_depth, c.cond_scales)} code indices, got shape "
+                             f"{tuple(cond.shape)}")
+        f = embed_codes(self.cond_embed, cond, c.cond_codebook_size, c.cond_depth, c.cond_scales).permute(0, 3, 1, 2)
+        h, w = f.shape[2:]
         if size[0] % h or size[1] % w:
             raise ValueError(f"cond grid {h}x{w} does not divide the code grid {size[0]}x{size[1]}")
-        f = self._embed(self.cond_embed, cond, self.config.cond_codebook_size, cd).permute(0, 3, 1, 2)
         f = self.cond_net(f)
         if (h, w) != tuple(size):
             f = F.interpolate(f, size=tuple(size), mode="nearest")
@@ -232,13 +246,6 @@ class PixelCNN(nn.Module):
             raise ValueError("this prior is class-conditional: pass labels (B,)")
         if labels.shape != (batch,):
             raise ValueError(f"labels must have shape ({batch},), got {tuple(labels.shape)}")
-
-    @staticmethod
-    def _embed(table: nn.Embedding, codes: torch.Tensor, k: int, depth: int) -> torch.Tensor:
-        """(B, H, W, C): codes (B, H, W) embedded, or codes (B, H, W, depth) embedded per depth and summed."""
-        if depth == 1:
-            return table(codes)
-        return table(codes + k * torch.arange(depth, device=codes.device)).sum(-2)
 
     def _depth_logits(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Logits (B, K, H', W', L) of the depth head: the stacks' features h (B, C, H', W') at each position plus
@@ -259,7 +266,7 @@ class PixelCNN(nn.Module):
 
     def _stacks(self, codes: torch.Tensor, features: torch.Tensor | None, labels: torch.Tensor | None) -> torch.Tensor:
         """The horizontal stack's output (B, C, H', W'): at each position, features of the earlier positions."""
-        x = self._embed(self.embed, codes, self.config.codebook_size, self.config.depth).permute(0, 3, 1, 2)
+        x = embed_codes(self.embed, codes, self.config.codebook_size, self.config.depth).permute(0, 3, 1, 2)
         v, h = x, x
         for i, block in enumerate(self.blocks):
             bias = None

@@ -336,9 +336,12 @@ def prior_run(
         params = sum(p.numel() for p in prior.parameters())
         depth = info.get("depth", 1)
         depth_note = f", {depth} per position ({n_codes} per image)" if depth > 1 else ""
+        where_codes = f"a {'x'.join(map(str, info['grid']))} grid"
+        if "scales" in info:  # a multi-scale level's tokens
+            where_codes = f"{n_codes} tokens in scales {', '.join('x'.join(map(str, p)) for p in info['scales'])}"
         log(
-            f"prior level {lv}: {type(prior).__name__} {params:,} parameters over a {'x'.join(map(str, info['grid']))} "
-            f"grid of K={info['codebook_size']} codes{depth_note}{' (class-conditional)' if num_classes else ''}; "
+            f"prior level {lv}: {type(prior).__name__} {params:,} parameters over {where_codes} of "
+            f"K={info['codebook_size']} codes{depth_note}{' (class-conditional)' if num_classes else ''}; "
             f"{len(train)} train / {len(test)} test images"
         )
         if not config.class_conditional:
