@@ -40,8 +40,10 @@ def test_sampling_keeps_the_prefix_and_checks_labels():
     out = prior.sample(2, torch.tensor([0, 2]), generator=g, prefix=prefix)
     assert out.shape == (2, 6) and torch.equal(out[:, :2], prefix)
     assert int(out.min()) >= 0 and int(out.max()) < 8
-    with pytest.raises(hiervq.HierVQError):
+    with pytest.raises(ValueError, match="class-conditional: pass labels"):
         prior.sample(2)
+    with pytest.raises(ValueError, match=r"in \[0, 3\)"):
+        prior.sample(2, torch.tensor([0, 3]))
     with pytest.raises(ValueError):
         TransformerPriorConfig(dim=30, heads=4).validate()
 

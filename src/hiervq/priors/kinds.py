@@ -133,6 +133,20 @@ def draw(logits: torch.Tensor, temperature: float = 1.0, generator: torch.Genera
     return torch.multinomial(torch.softmax(logits.float() / temperature, dim=-1), 1, generator=generator)[:, 0]
 
 
+def check_labels(num_classes: int | None, labels: torch.Tensor | None, batch: int) -> None:
+    """Raise ``ValueError`` unless ``labels`` fit a prior with ``num_classes`` (``None``: not class-conditional, so
+    no labels) for a batch of ``batch``: shape (batch,), values in [0, num_classes)."""
+    if num_classes is None:
+        if labels is not None:
+            raise ValueError("this prior was built without num_classes; it takes no labels")
+        return
+    if labels is None:
+        raise ValueError("this prior is class-conditional: pass labels (B,)")
+    if labels.shape != (batch,) or int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise ValueError(f"labels must be ({batch},) class indices in [0, {num_classes}), got shape "
+                         f"{tuple(labels.shape)}")
+
+
 def takes_labels(prior: nn.Module) -> bool:
     """Whether a prior is class-conditional (its config has a ``num_classes``)."""
     return getattr(getattr(prior, "config", None), "num_classes", None) is not None

@@ -44,7 +44,7 @@ from ..nn import ResBlock
 from ..pretrained import register, save_pretrained
 from ..quantize.multiscale import check_scales
 from .embed import code_layout, embed_codes, has_layout, scale_maps
-from .kinds import draw
+from .kinds import check_labels, draw
 
 
 @dataclass
@@ -176,15 +176,6 @@ class NextScalePrior(nn.Module):
         return self.offsets[-1]
 
     # ------------------------------------------------------------------ inputs
-    def _check_labels(self, labels: torch.Tensor | None, batch: int) -> None:
-        if self.class_embed is None:
-            if labels is not None:
-                raise ValueError("this prior was built without num_classes; it takes no labels")
-            return
-        if labels is None:
-            raise ValueError("this prior is class-conditional: pass labels (B,)")
-        if labels.shape != (batch,):
-            raise ValueError(f"labels must have shape ({batch},), got {tuple(labels.shape)}")
 
     def condition_features(self, cond: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         """The level above's codes -> features (B, C, h, w) at its own grid (``None`` without a level above)."""
@@ -245,7 +236,7 @@ class NextScalePrior(nn.Module):
         if tokens.ndim != 2 or tokens.shape[1] != self.num_tokens:
             raise ValueError(f"tokens must be (B, {self.num_tokens}) code indices (scales {self.scales}), got shape "
                              f"{tuple(tokens.shape)}")
-        self._check_labels(labels, tokens.shape[0])
+        check_labels(self.config.num_classes, labels, tokens.shape[0])
         features = self.condition_features(cond, tokens.shape[0])
         return self._logits(tokens, len(self.scales), features, labels)
 
@@ -262,7 +253,7 @@ class NextScalePrior(nn.Module):
         tokens (n,) is called for each token of the scale in order (row-major), all from that scale's one pass
         (the tokens of a scale do not depend on each other). Runs in eval mode."""
         device = self.position.device
-        self._check_labels(labels, n)
+        check_labels(self.config.num_classes, labels, n)
         features = self.condition_features(cond, n)
         tokens = torch.zeros(n, self.num_tokens, dtype=torch.long, device=device)
         was_training = self.training

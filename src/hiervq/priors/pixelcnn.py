@@ -36,7 +36,7 @@ from ..quantize.common import code_bits as uniform_bits  # noqa: F401 - hiervq.p
 from ..quantize.common import renamed
 from ..quantize.multiscale import check_scales
 from .embed import code_layout, embed_codes, has_layout
-from .kinds import draw
+from .kinds import check_labels, draw
 
 
 @renamed(num_codes="codebook_size", cond_num_codes="cond_codebook_size")
@@ -237,15 +237,6 @@ class PixelCNN(nn.Module):
             f = F.interpolate(f, size=tuple(size), mode="nearest")
         return self.cond_up(f)
 
-    def _check_labels(self, labels: torch.Tensor | None, batch: int) -> None:
-        if self.class_embed is None:
-            if labels is not None:
-                raise ValueError("this prior was built without num_classes; it takes no labels")
-            return
-        if labels is None:
-            raise ValueError("this prior is class-conditional: pass labels (B,)")
-        if labels.shape != (batch,):
-            raise ValueError(f"labels must have shape ({batch},), got {tuple(labels.shape)}")
 
     def _depth_logits(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Logits (B, K, H', W', L) of the depth head: the stacks' features h (B, C, H', W') at each position plus
@@ -288,7 +279,7 @@ class PixelCNN(nn.Module):
         if codes.ndim != 3 + (depth > 1) or (depth > 1 and codes.shape[-1] != depth):
             want = "(B, H, W)" if depth == 1 else f"(B, H, W, {depth})"
             raise ValueError(f"codes must be {want} code indices, got shape {tuple(codes.shape)}")
-        self._check_labels(labels, codes.shape[0])
+        check_labels(self.config.num_classes, labels, codes.shape[0])
         features = self.condition_features(cond, tuple(codes.shape[1:3]))
         return self._logits(codes, features, labels)
 
@@ -318,7 +309,7 @@ class PixelCNN(nn.Module):
         """
         device = self.embed.weight.device
         H, W = size
-        self._check_labels(labels, n)
+        check_labels(self.config.num_classes, labels, n)
         if cond is not None and cond.shape[0] != n:
             raise ValueError(f"cond has {cond.shape[0]} maps for {n} samples")
         features = self.condition_features(cond, (H, W))

@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import HierVQError
 from ..pretrained import register, save_pretrained
 from ..quantize.common import renamed
-from .kinds import PriorKind, config_with_derived, draw, register_prior_kind, takes_labels
+from .kinds import PriorKind, check_labels, config_with_derived, draw, register_prior_kind, takes_labels
 
 
 @renamed(num_codes="codebook_size")
@@ -77,14 +77,6 @@ class TransformerPrior(nn.Module):
         self.out_bias = nn.Parameter(torch.zeros(c.length, c.codebook_size))
         self.register_buffer("mask", torch.triu(torch.full((c.length, c.length), float("-inf")), 1), persistent=False)
 
-    def _check_labels(self, labels: torch.Tensor | None, batch: int) -> None:
-        if self.class_embedding is None and labels is not None:
-            raise HierVQError("this prior is not class-conditional; do not pass labels")
-        if self.class_embedding is not None:
-            if labels is None:
-                raise HierVQError("this prior is class-conditional; pass labels")
-            if labels.shape != (batch,) or int(labels.min()) < 0 or int(labels.max()) >= self.config.num_classes:
-                raise HierVQError(f"labels must be ({batch},) in [0, {self.config.num_classes})")
 
     def logits(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, n, K) of z_1..z_n given the codes before each position; ``codes`` (B, n), n <= L
@@ -92,7 +84,7 @@ class TransformerPrior(nn.Module):
         b, n = codes.shape
         if n > self.config.length or n < 1:
             raise ValueError(f"expected 1..{self.config.length} codes per sequence, got {n}")
-        self._check_labels(labels, b)
+        check_labels(self.config.num_classes, labels, b)
         first = self.start.expand(b, 1, -1)
         if self.class_embedding is not None:
             first = first + self.class_embedding(labels)[:, None]
