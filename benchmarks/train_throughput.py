@@ -35,7 +35,7 @@ category (convolutions, ReLUs, quantizer, optimiser, ...) to ``benchmarks/result
 ``--layers`` times forward + backward of each distinct convolution of our model in the default layout and
 channels-last (median process CPU time) into ``benchmarks/results/train_layers.json``.
 
-    OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --amp          # both sizes, 1 thread (the JSON)
+    python benchmarks/train_throughput.py --amp --compile --threads 1,2    # both sizes at 1 and 2 threads (the JSON)
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --ablation --warmup 5 --steps 20
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --profile --warmup 3 --steps 6
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --layers --warmup 2 --steps 10
@@ -495,7 +495,9 @@ def main() -> None:
     parser.add_argument("--cases", default=",".join(f"{s}:{b}" for s, b in CASES), help="size:batch,...")
     parser.add_argument("--warmup", type=int, default=20, help="untimed step pairs first")
     parser.add_argument("--steps", type=int, default=60, help="timed step pairs")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--threads", default="1",
+                        help="torch intra-op threads; a comma-separated list (1,2) times every case at each count, "
+                             "one record each (the other modes use the first)")
     parser.add_argument("--amp", action="store_true", help="also time hiervq with train.amp (bf16 autocast)")
     parser.add_argument("--compile", action="store_true", help="also time hiervq with train.compile")
     parser.add_argument("--data", type=Path, default=DATA, help="CIFAR-10 .npz (random images when missing)")
@@ -509,7 +511,8 @@ def main() -> None:
                         help=f"default {RESULTS.name} ({ABLATION_RESULTS.name}, {PROFILE_RESULTS.name}, "
                              f"{LAYER_RESULTS.name})")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    thread_counts = [int(t) for t in str(args.threads).split(",")]
+    torch.set_num_threads(thread_counts[0])
     from hiervq.train.report import write_json
 
     if args.profile:
@@ -556,7 +559,8 @@ def main() -> None:
     args.out = args.out or RESULTS
 
     results = []
-    for case in args.cases.split(","):
+    for threads, case in ((t, c) for t in thread_counts for c in args.cases.split(",")):
+        torch.set_num_threads(threads)
         size, batch = (int(v) for v in case.split(":"))
         record = run_case(size, batch, args.warmup, args.steps, args.amp, args.data, compile=args.compile)
         results.append(record)
