@@ -52,3 +52,27 @@ def tiny_run_config():
     import copy
 
     return copy.deepcopy(TINY_RUN)
+
+
+def codec_round_trip(run, n: int, grids: tuple, size: tuple[int, int]):
+    """Compress the first ``n`` test images of ``run`` with its priors and check the round trip: the coded codes
+    are the model's own, the file header carries ``grids`` (top level first), and decompression gives the same
+    codes at ``size``. Returns ``(codec, result, x, codes)`` for further checks."""
+    import torch
+
+    import hiervq
+    from hiervq.codec import Codec, unpack
+    from hiervq.data import load_data
+    from hiervq.train import read_run_config
+
+    model = hiervq.load(run)
+    codec = Codec.from_run(run)
+    x = load_data(read_run_config(run).data).test.batch(slice(0, n))[0]
+    result = codec.compress_batch(x)
+    with torch.no_grad():
+        codes = model.codes_to_list(model.encode(x))
+    assert all(torch.equal(a, b) for a, b in zip(result.codes, codes))
+    assert unpack(result.files[0])[0].grids == grids
+    back, back_size = codec.decompress_codes(result.files)
+    assert back_size == size and all(torch.equal(a, b) for a, b in zip(back, codes))
+    return codec, result, x, codes

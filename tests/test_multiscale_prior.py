@@ -16,7 +16,7 @@ from hiervq.errors import HierVQError
 from hiervq.layout import RunDir
 from hiervq.priors import NextScaleConfig, NextScalePrior, PixelCNN, prior_kind_for
 
-from .conftest import TINY_RUN
+from .conftest import TINY_RUN, codec_round_trip
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -159,10 +159,8 @@ def test_priors_model_every_token_of_the_multiscale_level(ms_run):
 
 
 def test_sampled_tokens_decode_and_compression_round_trips_exactly(ms_run):
-    from hiervq.codec import Codec, header_bytes, unpack
-    from hiervq.data import load_data
+    from hiervq.codec import header_bytes
     from hiervq.priors.run import sample_run
-    from hiervq.train import read_run_config
 
     model = hiervq.load(ms_run)
     samples = sample_run(ms_run, n=3, seed=0)
@@ -173,16 +171,8 @@ def test_sampled_tokens_decode_and_compression_round_trips_exactly(ms_run):
         images = model.decode(model.codes_from_list(samples.codes))
     assert images.shape == (3, 1, 16, 16) and torch.isfinite(images).all()
 
-    codec = Codec.from_run(ms_run)
-    x = load_data(read_run_config(ms_run).data).test.batch(slice(0, 6))[0]
-    result = codec.compress_batch(x)
-    with torch.no_grad():
-        codes = model.codes_to_list(model.encode(x))
-    assert all(torch.equal(a, b) for a, b in zip(result.codes, codes))
     expected_grids = tuple((lv.tokens,) if lv.scales else tuple(lv.grid) for lv in reversed(model.levels))
-    assert unpack(result.files[0])[0].grids == expected_grids
-    back, size = codec.decompress_codes(result.files)
-    assert size == (16, 16) and all(torch.equal(a, b) for a, b in zip(back, codes))
+    codec, result, x, codes = codec_round_trip(ms_run, 6, expected_grids, (16, 16))
     headers = [header_bytes(f) for f in result.files]
     estimate = float(result.bits.sum()) + 8 * sum(headers)
     actual = 8 * sum(len(f) for f in result.files)

@@ -14,7 +14,7 @@ from hiervq.errors import ConfigError
 from hiervq.layout import RunDir
 from hiervq.priors import PixelCNN, prior_kind_for
 
-from .conftest import TINY_RUN
+from .conftest import TINY_RUN, codec_round_trip
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -127,25 +127,14 @@ def test_bits_per_image_count_every_code_of_a_residual_level(residual_run):
 
 
 def test_residual_level_samples_and_round_trips_exactly(residual_run):
-    from hiervq.codec import Codec, header_bytes, unpack
-    from hiervq.data import load_data
+    from hiervq.codec import header_bytes
     from hiervq.priors.run import sample_run
-    from hiervq.train import read_run_config
 
     samples = sample_run(residual_run, n=3, seed=0)
     assert samples.images.shape == (3, 1, 16, 16)
     assert [tuple(c.shape) for c in samples.codes] == [(3, 8, 8, 2), (3, 4, 4, 2)]
 
-    model = hiervq.load(residual_run)
-    codec = Codec.from_run(residual_run)
-    x = load_data(read_run_config(residual_run).data).test.batch(slice(0, 8))[0]
-    result = codec.compress_batch(x)
-    with torch.no_grad():
-        codes = model.codes_to_list(model.encode(x))
-    assert all(torch.equal(a, b) for a, b in zip(result.codes, codes))
-    assert unpack(result.files[0])[0].grids == ((4, 4, 2), (8, 8, 2))
-    back, size = codec.decompress_codes(result.files)
-    assert size == (16, 16) and all(torch.equal(a, b) for a, b in zip(back, codes))
+    codec, result, x, codes = codec_round_trip(residual_run, 8, ((4, 4, 2), (8, 8, 2)), (16, 16))
     # file size = header + the priors' estimate, within 2 % over the batch
     headers = [header_bytes(f) for f in result.files]
     estimate = float(result.bits.sum()) + 8 * sum(headers)
