@@ -15,6 +15,7 @@ from ..errors import DataError
 from ..pretrained import save_pretrained
 from ..quantize import VectorQuantizer
 from ..quantize.common import code_bits, deprecated_alias
+from ..quantize.multiscale import scale_offsets
 
 #: how far outside [0, 1] image values may stray (rounding in resizing) before :meth:`check_images` refuses them
 IMAGE_RANGE_SLACK = 1e-3
@@ -211,7 +212,7 @@ class LevelInfo:
     def tokens(self) -> int | None:
         """The codes of one image when they are not one per grid position (a multi-scale level: the sum over its
         scales of h * w, e.g. 130 for the scales 1, 2, 3, 4, 6, 8 of an 8 x 8 grid); ``None`` otherwise."""
-        return None if self.scales is None else sum(h * w for h, w in self.scales)
+        return None if self.scales is None else scale_offsets(self.scales)[-1]
 
     @property
     def bits_per_position(self) -> float:

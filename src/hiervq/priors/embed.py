@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..quantize.multiscale import scale_offsets
+
 
 def scale_maps(table: nn.Embedding, tokens: torch.Tensor, k: int, scales, size: tuple[int, int]) -> list[torch.Tensor]:
     """The embedded maps of the scales whose tokens ``tokens`` (B, T_l) hold (the first l scales of ``scales``,
@@ -53,12 +55,12 @@ def embed_codes(table: nn.Embedding, codes: torch.Tensor, k: int, depth: int = 1
 def code_layout(depth: int = 1, scales=None) -> str:
     """The shape a level's codes must have, for messages: ``(B, h, w)``, ``(B, h, w, L)`` or ``(B, T)``."""
     if scales is not None:
-        return f"(B, {sum(h * w for h, w in scales)})"
+        return f"(B, {scale_offsets(scales)[-1]})"
     return "(B, h, w)" if depth == 1 else f"(B, h, w, {depth})"
 
 
 def has_layout(codes: torch.Tensor, depth: int = 1, scales=None) -> bool:
     """Whether ``codes`` have the layout :func:`code_layout` names."""
     if scales is not None:
-        return codes.ndim == 2 and codes.shape[1] == sum(h * w for h, w in scales)
+        return codes.ndim == 2 and codes.shape[1] == scale_offsets(scales)[-1]
     return codes.ndim == 3 + (depth > 1) and (depth == 1 or codes.shape[-1] == depth)

@@ -42,7 +42,7 @@ from torch import nn
 
 from ..nn import ResBlock
 from ..pretrained import register, save_pretrained
-from ..quantize.multiscale import check_scales
+from ..quantize.multiscale import check_scales, scale_offsets
 from .embed import code_layout, embed_codes, has_layout, scale_maps
 from .kinds import check_labels, draw
 
@@ -148,9 +148,7 @@ class NextScalePrior(nn.Module):
         config.validate()
         self.config = c = config
         self.scales = check_scales(c.scales)
-        self.offsets = [0]
-        for h, w in self.scales:
-            self.offsets.append(self.offsets[-1] + h * w)
+        self.offsets = scale_offsets(self.scales)
         s, t, ch = len(self.scales), self.offsets[-1], c.channels
         self.embed = nn.Embedding(s * c.codebook_size, ch)  # one table of K rows per scale
         self.start = nn.Parameter(torch.randn(ch) * 0.02)

@@ -41,6 +41,15 @@ def check_scales(scales) -> list[tuple[int, int]]:
     return out
 
 
+def scale_offsets(scales) -> list[int]:
+    """Where each scale's tokens start in the (B, T) layout, and T: [0, h_0 w_0, h_0 w_0 + h_1 w_1, ..., T] for
+    ``scales`` as (h, w) pairs (:func:`check_scales`), coarse first."""
+    offsets = [0]
+    for h, w in scales:
+        offsets.append(offsets[-1] + h * w)
+    return offsets
+
+
 def check_multiscale_options(scales, convs: int = 4, conv_mix: float = 0.5, upsample: str = "bicubic",
                              estimator: str = "ste", beta: float = 0.25) -> list[tuple[int, int]]:
     """Raise ``ValueError`` naming the first setting of a :class:`MultiScaleVQ` (besides its codebook's, see
@@ -155,9 +164,7 @@ class MultiScaleVQ(nn.Module):
         m = len(self.convs)
         # the conv of each scale (-1: none); scale k of n uses conv round(k (m - 1) / (n - 1))
         self._conv_of = [-1] * n if m == 0 else [round(k * (m - 1) / max(n - 1, 1)) for k in range(n)]
-        self._offsets = [0]
-        for h, w in self.scales:
-            self._offsets.append(self._offsets[-1] + h * w)
+        self._offsets = scale_offsets(self.scales)
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, code_dim={self.code_dim}, K={self.codebook_size}, scales={self.scales}, "
