@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..quantize.multiscale import scale_offsets
+from ..quantize.multiscale import check_scales, scale_offsets
 
 
 def scale_maps(table: nn.Embedding, tokens: torch.Tensor, k: int, scales, size: tuple[int, int]) -> list[torch.Tensor]:
@@ -50,6 +50,20 @@ def embed_codes(table: nn.Embedding, codes: torch.Tensor, k: int, depth: int = 1
     if depth == 1:
         return table(codes)
     return table(codes + k * torch.arange(depth, device=codes.device)).sum(-2)
+
+
+def check_layout(depth: int = 1, scales=None) -> None:
+    """Raise ``ValueError`` unless ``depth`` and ``scales`` describe one layout: ``scales`` a valid schedule
+    (:func:`~hiervq.quantize.multiscale.check_scales`) only with ``depth`` 1 (a level is residual or multi-scale)."""
+    if scales is not None:
+        check_scales(scales)
+        if depth != 1:
+            raise ValueError("cond_scales and cond_depth > 1 exclude each other (a level is one or the other)")
+
+
+def table_rows(depth: int = 1, scales=None) -> int:
+    """How many tables of K rows :func:`embed_codes` needs for a layout: one per scale, else one per depth."""
+    return len(scales) if scales is not None else depth
 
 
 def code_layout(depth: int = 1, scales=None) -> str:

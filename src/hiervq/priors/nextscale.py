@@ -43,7 +43,7 @@ from torch import nn
 from ..nn import ResBlock
 from ..pretrained import register, save_pretrained
 from ..quantize.multiscale import check_scales, scale_offsets
-from .embed import code_layout, embed_codes, has_layout, scale_maps
+from .embed import check_layout, code_layout, embed_codes, has_layout, scale_maps, table_rows
 from .kinds import check_labels, draw
 
 
@@ -97,10 +97,7 @@ class NextScaleConfig:
             raise ValueError("cond_codebook_size must be >= 1 or null")
         if self.cond_depth < 1 or self.cond_blocks < 0:
             raise ValueError("cond_depth must be >= 1 and cond_blocks >= 0")
-        if self.cond_scales is not None:
-            check_scales(self.cond_scales)
-            if self.cond_depth != 1:
-                raise ValueError("cond_scales and cond_depth > 1 exclude each other (a level is one or the other)")
+        check_layout(self.cond_depth, self.cond_scales)
 
 
 class Block(nn.Module):
@@ -157,8 +154,7 @@ class NextScalePrior(nn.Module):
         self.position = nn.Parameter(torch.randn(t, ch) * 0.02)  # per (scale, row, column)
         self.cond_net: nn.Module | None = None
         if c.cond_codebook_size is not None:
-            rows = len(c.cond_scales) if c.cond_scales is not None else c.cond_depth
-            self.cond_embed = nn.Embedding(rows * c.cond_codebook_size, ch)
+            self.cond_embed = nn.Embedding(table_rows(c.cond_depth, c.cond_scales) * c.cond_codebook_size, ch)
             self.cond_net = nn.Sequential(*[ResBlock(ch, ch) for _ in range(c.cond_blocks)])
             self.cond_proj = nn.Conv2d(ch, ch, 1)
         self.blocks = nn.ModuleList(Block(ch, c.heads, c.ff_mult, c.dropout) for _ in range(c.layers))

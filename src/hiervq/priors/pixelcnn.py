@@ -34,8 +34,7 @@ from ..nn import ResBlock
 from ..pretrained import register, save_pretrained
 from ..quantize.common import code_bits as uniform_bits  # noqa: F401 - hiervq.priors exports it
 from ..quantize.common import renamed
-from ..quantize.multiscale import check_scales
-from .embed import code_layout, embed_codes, has_layout
+from .embed import check_layout, code_layout, embed_codes, has_layout, table_rows
 from .kinds import check_labels, draw
 
 
@@ -93,10 +92,7 @@ class PixelCNNConfig:
             raise ValueError("cond_blocks must be >= 0 and dropout in [0, 1)")
         if self.depth < 1 or self.cond_depth < 1:
             raise ValueError("depth and cond_depth must be >= 1")
-        if self.cond_scales is not None:
-            check_scales(self.cond_scales)
-            if self.cond_depth != 1:
-                raise ValueError("cond_scales and cond_depth > 1 exclude each other (a level is one or the other)")
+        check_layout(self.cond_depth, self.cond_scales)
 
 
 def _shift_down(x: torch.Tensor) -> torch.Tensor:
@@ -198,8 +194,7 @@ class PixelCNN(nn.Module):
         self.cond_proj = None
         if c.cond_codebook_size is not None:
             cc = c.cond_channels or ch
-            rows = len(c.cond_scales) if c.cond_scales is not None else c.cond_depth  # one table per depth / scale
-            self.cond_embed = nn.Embedding(rows * c.cond_codebook_size, cc)
+            self.cond_embed = nn.Embedding(table_rows(c.cond_depth, c.cond_scales) * c.cond_codebook_size, cc)
             self.cond_net = nn.Sequential(*[ResBlock(cc, cc) for _ in range(c.cond_blocks)])
             self.cond_up = nn.Conv2d(cc, cc, 3, padding=1)
             self.cond_proj = nn.ModuleList(nn.Conv2d(cc, 4 * ch, 1) for _ in range(c.layers))
