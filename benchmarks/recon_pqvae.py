@@ -116,7 +116,7 @@ def main() -> int:
     results_dir = REPO / args.results if not Path(args.results).is_absolute() else Path(args.results)
     results_dir.mkdir(parents=True, exist_ok=True)
     out_path = results_dir / f"recon_pqvae{suffix}.json"
-    results = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    results: dict = {}  # the merged file after each model (merge_entry)
     models = args.models.split(",")
 
     for dataset in args.only or sorted(RECIPES, key=lambda d: d != "mnist"):
