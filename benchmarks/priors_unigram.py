@@ -3,7 +3,8 @@
     python benchmarks/priors_unigram.py runs/bench-priors-cifar10
 
 Reads ``RUN/codes.npz`` (written by ``hiervq prior``), estimates Laplace-smoothed code frequencies per position
-from the train codes and reports their cross-entropy on the test codes, per level, next to the uniform log2(K).
+from the train codes and reports their cross-entropy on the test codes, per level, next to the uniform log2(K)
+(``codes_per_image`` counts every position of every scale of a multi-scale level, whose ``grid`` is its last scale).
 A prior that beats this uses more than how often each code occurs at each position.
 """
 
@@ -40,8 +41,12 @@ def main() -> None:
         tr = archive[f"train_codes{level}"].astype(np.int64)
         te = archive[f"test_codes{level}"].astype(np.int64)
         bits = unigram_bits(tr.reshape(len(tr), -1), te.reshape(len(te), -1), info.codebook_size)
-        rows.append({"level": level, "grid": list(info.grid), "codebook_size": info.codebook_size,
-                     "unigram_bits_per_code": round(bits, 4), "uniform_bits_per_code": math.log2(info.codebook_size)})
+        row = {"level": level, "grid": list(info.grid), "codes_per_image": info.codes_per_image,
+               "codebook_size": info.codebook_size, "unigram_bits_per_code": round(bits, 4),
+               "uniform_bits_per_code": math.log2(info.codebook_size)}
+        if info.scales is not None:  # a multi-scale level: "grid" is its last scale, its codes are all scales'
+            row["scales"] = [list(scale) for scale in info.scales]
+        rows.append(row)
     print(json.dumps(rows, indent=2))
 
 
