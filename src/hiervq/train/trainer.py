@@ -221,7 +221,7 @@ class Trainer:
         of running the model again (e.g. the final test evaluation of a run right after its last epoch's)."""
         model = _unwrap(model)
         n = len(dataset) if limit is None else min(limit, len(dataset))
-        key = (n, self.config.eval_batch_size, self.config.amp, getattr(model, "phase", None),
+        key = (n, self.config.eval_batch_size, getattr(model, "phase", None),
                _state_version(model), _state_version(dataset), tuple(id(m) for m in metrics))
         cached = self._eval_cache
         if reuse and cached is not None and cached[0]() is model and cached[1]() is dataset and cached[2] == key:
@@ -246,8 +246,7 @@ class Trainer:
         for start in range(0, n, bs):
             x, _ = dataset.batch(slice(start, min(start + bs, n)))
             x = x.to(device)
-            with self._autocast():
-                out = model(x)
+            out = model(x)  # always float32: train.amp speeds up training only, never changes a reported number
             losses = dict(out.losses)
             losses["total"] = out.loss.detach()
             acc.add(x, out.recon.float(), out.codes, losses)
