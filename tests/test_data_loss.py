@@ -24,7 +24,7 @@ from .conftest import TINY_RUN
 
 
 def tiny_config(tmp_path, **train):
-    cfg = dict(TINY_RUN, train=dict(TINY_RUN["train"], epochs=1, **train))
+    cfg = dict(TINY_RUN, train={**TINY_RUN["train"], "epochs": 1, **train})
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -112,15 +112,26 @@ def test_experiment_overwrite_keeps_a_folder_hiervq_did_not_write(command, tmp_p
 
 
 def test_replaceable_rule(tmp_path, monkeypatch):
-    legacy = tmp_path / "legacy"  # a run from before the marker
+    legacy = tmp_path / "legacy"  # common file names do not make a run (issue 27 D2): only the marker's manifest
     (legacy / "model").mkdir(parents=True)
     (legacy / "config.yaml").write_text("seed: 0\n")
     (legacy / "reconstructions.png").write_bytes(b"")
-    check_replaceable(legacy)
+    with pytest.raises(Exception, match="not a hiervq"):
+        check_replaceable(legacy)
+    user = tmp_path / "user"  # results.json + report.md of the user's own
+    user.mkdir()
+    (user / "results.json").write_text("{}")
+    (user / "report.md").write_text("# mine")
+    with pytest.raises(Exception, match="not a hiervq"):
+        check_replaceable(user)
+    old_marker = tmp_path / "old"  # a marker without a manifest: from an older hiervq, never replaced
+    old_marker.mkdir()
+    (old_marker / RUN_MARKER).write_text("written by hiervq\n")
+    (old_marker / "config.yaml").write_text("seed: 0\n")
+    with pytest.raises(Exception, match="older hiervq"):
+        check_replaceable(old_marker)
     marked = tmp_path / "marked"
-    marked.mkdir()
-    (marked / RUN_MARKER).write_text("")
-    (marked / "config.yaml").write_text("seed: 0\n")
+    start_run_dir(marked, {"config.yaml": b"seed: 0\n"})
     check_replaceable(marked)
     only_config = tmp_path / "cfg"  # a user's config.yaml alone is not a run
     only_config.mkdir()

@@ -70,10 +70,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from ..train import read_run_config
     from ..train.config import with_overrides
     from ..train.run import evaluate_run
-    from ..train.rundir import check_output_path
+    from ..train.rundir import check_output_file
 
     if args.output:
-        check_output_path(args.output, folder=False, what="-o")
+        check_output_file(args.output, args.overwrite)
     config = read_run_config(args.run)
     overrides = _data_path_overrides(args.data) + list(args.set or [])
     if overrides:
@@ -100,13 +100,13 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 
     from ..io import atomic_write_bytes
     from ..pretrained import load
-    from ..train.rundir import check_output_path
+    from ..train.rundir import check_output_file
 
     if args.batch_size < 1:
         raise HierVQError(f"--batch-size must be >= 1, got {args.batch_size}")
-    check_output_path(args.output, folder=False, what="-o")
-    model = load(args.run)
     files = collect_images(args.images)
+    check_output_file(args.output, args.overwrite, inputs=files)
+    model = load(args.run)
     images = read_model_images(files, args.run, model, args.convert, args.keep_size)
     codes = []
     with torch.no_grad():
@@ -167,7 +167,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     path = Path(args.codes)
     levels, names = _read_codes(path)
     out = Path(args.output)
-    targets = png_targets(path, out, names, len(levels[0]), args.overwrite, hint=" in names")  # all checked before writing any
+    targets = png_targets(path, out, names, len(levels[0]), args.overwrite, hint=" in names", inputs=[path])  # all checked before writing any
     with torch.no_grad():
         try:
             images = model.decode(model.codes_from_list(levels))
@@ -205,6 +205,7 @@ def add_commands(sub) -> None:
                    help="add a perceptual metric built by FACTORY() from a module or a .py file (repeatable; LPIPS- or "
                         "FID-like networks whose weights you have locally: see hiervq.metrics.perceptual)")
     add_output(p, "also write the result JSON here")
+    add_overwrite(p, "replace the -o file if it exists")
 
     p = add_command(sub, "encode", _cmd_encode, "turn images into codes (codes.npz)")
     add_run(p, "run directory, saved model directory or tokenizer name (`hiervq models`)")
@@ -212,6 +213,7 @@ def add_commands(sub) -> None:
     add_output(p, "output .npz (level0, level1, ..., names)", "codes.npz")
     add_image_options(p)
     add_batch_size(p, 256)
+    add_overwrite(p, "replace the -o file if it exists (never an input image)")
 
     p = add_command(sub, "decode", _cmd_decode, "turn codes (codes.npz) back into images")
     add_run(p, "run directory, saved model directory or tokenizer name (`hiervq models`)")

@@ -75,8 +75,8 @@ def add_run(p: argparse.ArgumentParser, help: str = "run directory") -> None:
 
 
 def add_output(p: argparse.ArgumentParser, help: str, default: str | None = None, required: bool = False) -> None:
-    """``-o/--output``: the file or folder the command writes (``default``, or ``required``)."""
-    p.add_argument("-o", "--output", default=default, required=required, help=help)
+    """``-o/--output`` (also ``--out``): the file or folder the command writes (``default``, or ``required``)."""
+    p.add_argument("-o", "--output", "--out", dest="output", default=default, required=required, help=help)
 
 
 def add_batch_size(p: argparse.ArgumentParser, default: int, help: str = "images encoded at once") -> None:
@@ -118,8 +118,8 @@ def add_set(p: argparse.ArgumentParser, help: str = "override a config key") -> 
 
 
 def add_out(p: argparse.ArgumentParser, help: str = "output folder (default runs/<config name>)") -> None:
-    """``--out DIR``: where the command writes (see :func:`out_dir` for the default)."""
-    p.add_argument("--out", help=help)
+    """``--out DIR`` (also ``-o``/``--output``): where the command writes (see :func:`out_dir` for the default)."""
+    p.add_argument("--out", "-o", "--output", dest="out", help=help)
 
 
 def add_overwrite(p: argparse.ArgumentParser, help: str) -> None:
@@ -219,13 +219,14 @@ def read_model_images(files: list[Path], run: str, model, convert: bool = False,
 
 # ---------------------------------------------------------------------- images out
 def png_targets(source: Path, out: Path, names: list[str] | None, n: int, overwrite: bool, grid: bool = True,
-                hint: str = "") -> list[Path]:
+                hint: str = "", inputs: list | tuple = ()) -> list[Path]:
     """The PNG each of ``n`` images goes to in the folder ``out`` (``NAME.png`` by the stem of ``names``, else
     ``00000.png``, ...; with ``grid`` also ``grid.png``); refuses existing files without ``overwrite`` (writing into
     the folder the images came from would replace the originals) and name clashes, before anything is written.
-    ``source`` names what the images come from in messages, ``hint`` where to rename a clash."""
+    ``source`` names what the images come from in messages, ``hint`` where to rename a clash; an existing file that
+    is one of ``inputs`` or a file of a hiervq run is refused even with ``overwrite``."""
     from ..errors import DataError
-    from ..train.rundir import check_output_path
+    from ..train.rundir import check_output_file, check_output_path
 
     check_output_path(out, folder=True, what="-o")
     if names is not None and len(names) != n:
@@ -238,10 +239,9 @@ def png_targets(source: Path, out: Path, names: list[str] | None, n: int, overwr
             raise DataError(f"{source}: image {names[i] if names else i} would be written to {target} over {clash}; "
                             f"rename it{hint}")
         seen.add(target)
-    if not overwrite:
-        existing = next((t for t in [*targets, *([out / "grid.png"] if grid else [])] if t.exists() or t.is_symlink()), None)
-        if existing is not None:
-            raise DataError(f"{existing} already exists; pass --overwrite to replace it, or -o another folder")
+    for target in [*targets, *([out / "grid.png"] if grid else [])]:
+        if target.exists() or target.is_symlink():  # only with --overwrite, never an input or a run's own file
+            check_output_file(target, overwrite, inputs)
     return targets
 
 

@@ -34,7 +34,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     from ..codec import SUFFIX, Codec, header_bytes
     from ..errors import DataError
     from ..io import atomic_write_bytes
-    from ..train.rundir import check_output_path
+    from ..train.rundir import check_output_file, check_output_path
 
     _check_batch_size(args.batch_size)
     files = collect_images(args.images)
@@ -49,10 +49,9 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         if target in first:
             raise DataError(f"{first[target]} and {f} would both be written to {target}; rename one")
         first[target] = f
-    if not args.overwrite:
-        existing = next((t for t in targets if t.exists() or t.is_symlink()), None)
-        if existing is not None:
-            raise DataError(f"{existing} already exists; pass --overwrite to replace it, or -o another folder")
+    for target in targets:
+        if target.exists() or target.is_symlink():  # only with --overwrite, never an input or a run's own file
+            check_output_file(target, args.overwrite, inputs=files)
     codec = Codec.from_run(args.run, args.priors)
     images = read_model_images(files, args.run, codec.model, args.convert, args.keep_size)
     t0 = time.perf_counter()
@@ -85,7 +84,7 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
     _check_batch_size(args.batch_size)
     paths = _collect_files(args.files)
     out = Path(args.output)
-    targets = png_targets(out, out, [str(p) for p in paths], len(paths), args.overwrite, grid=False)
+    targets = png_targets(out, out, [str(p) for p in paths], len(paths), args.overwrite, grid=False, inputs=paths)
     data = []
     for p in paths:
         try:

@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from .common import add_command, add_output, add_priors, add_run, add_sampling, add_writes
+from .common import add_command, add_output, add_overwrite, add_priors, add_run, add_sampling, add_writes
 
 
 def _cmd_prior(args: argparse.Namespace) -> int:
@@ -52,7 +52,9 @@ def _cmd_prior(args: argparse.Namespace) -> int:
 def _cmd_sample(args: argparse.Namespace) -> int:
     from ..metrics.plots import save_image_grid
     from ..priors.run import sample_run
+    from ..train.rundir import check_output_file
 
+    check_output_file(args.output, args.overwrite)
     result = sample_run(args.run, args.priors, args.n, args.class_label, args.temperature, args.seed)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -98,3 +100,4 @@ def add_commands(sub) -> None:
     p.add_argument("--class", dest="class_label", metavar="CLASS", help="sample this class (index or name)")
     add_sampling(p, "divide the logits by this (lower: safer samples)")
     add_output(p, "output PNG grid", "samples.png")
+    add_overwrite(p, "replace the -o file if it exists")

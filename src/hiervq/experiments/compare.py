@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from ..io import write_json
 from ..layout import COMPARE_RESULT, COMPARE_RUNS, REPORT, RunDir
 from ..train.config import RunConfig, config_from_dict, dump_config
 from ..train.run import train_run
-from ..train.rundir import check_replaceable, mark_output_dir
+from ..train.rundir import check_replaceable, mark_output_dir, record_written
 from .capacity import CapacityMatch, match_capacity
 
 logger = logging.getLogger(__name__)
@@ -139,6 +140,7 @@ def run_compare(
     data = data or load_data(config.data)  # before deleting anything: a typo in data.path keeps the old results
     if overwrite and out_dir.exists():
         shutil.rmtree(out_dir)
+    since = time.time_ns()  # what this call writes into out_dir goes into its manifest (train.rundir)
     mark_output_dir(out_dir)
     c, h, _ = data.train.shape
     cmp = config.compare
@@ -189,6 +191,7 @@ def run_compare(
         f"(gap {result['psnr_gap_db']:+.2f} dB) -> {out_dir / REPORT}",
         flush=True,
     )
+    record_written(out_dir, since)
     return result
 
 

@@ -196,7 +196,7 @@ def run_label_fractions(
     from ..pretrained import load
     from ..schema import to_dict
     from ..train.run import seed_everything
-    from ..train.rundir import mark_output_dir
+    from ..train.rundir import mark_output_dir, record_written
 
     t_start = time.perf_counter()
     if config.classify is None:
@@ -210,6 +210,7 @@ def run_label_fractions(
     if (out_dir / CLASSIFY_RESULT).is_file() and not overwrite:
         raise HierVQError(f"{out_dir} already holds {CLASSIFY_RESULT}; pass --overwrite to classify again "
                           "(a finished pretraining run there is reused)")
+    since = time.time_ns()  # what this call writes into out_dir goes into its manifest (train.rundir)
     mark_output_dir(out_dir)
 
     run_dir, pretrain_wall = pretrain(config, out_dir, pretrained, log)
@@ -295,6 +296,7 @@ def run_label_fractions(
     write_classify_report(out_dir, result)
     log(format_table(result))
     log(f"-> {out_dir / CLASSIFY_RESULT}, {out_dir / REPORT} ({result['wall_s']:.0f}s)")
+    record_written(out_dir, since)
     return result
 
 

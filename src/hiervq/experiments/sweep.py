@@ -21,6 +21,7 @@ import json
 import logging
 import re
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from ..errors import ConfigError
 from ..io import read_json, write_json
 from ..layout import RunDir
 from ..train.config import RunConfig, apply_overrides, config_from_dict, parse_value
-from ..train.rundir import check_replaceable, mark_output_dir
+from ..train.rundir import check_replaceable, mark_output_dir, record_written
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +198,7 @@ def run_sweep(
     if overwrite and out_dir.exists():
         check_replaceable(out_dir, "sweep output folder")
         shutil.rmtree(out_dir)
+    since = time.time_ns()  # what this call writes into out_dir goes into its manifest (train.rundir)
     mark_output_dir(out_dir)
     logger.info(header)
 
@@ -233,7 +235,9 @@ def run_sweep(
             futures = [pool.submit(_point_job, *job, threads) for job in jobs]
             for fut in as_completed(futures):
                 finished(fut.result())
-    return write_table(out_dir, axes, [records[p.name] for p in points if p.name in records])
+    table = write_table(out_dir, axes, [records[p.name] for p in points if p.name in records])
+    record_written(out_dir, since)
+    return table
 
 
 def _axes(grid: dict[str, list], variants: dict[str, list[str]]) -> dict[str, list]:

@@ -27,6 +27,7 @@ the weights and the data config) and shared by the priors of all levels.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -50,7 +51,7 @@ from ..train.distributed import DistInfo, env_device, resolve_device
 from ..train.engine import Task
 from ..train.report import write_prior_report
 from ..train.run import read_run_config, seed_everything
-from ..train.rundir import RunLock, check_run_dir, remove_leftovers, remove_stale_tmp, start_run_dir
+from ..train.rundir import RunLock, Swap, check_run_dir, lock_path, remove_leftovers, remove_stale_tmp
 from ..train.trainer import Trainer
 from .codes import CodeSet, cache_key, cached_codes
 from .config import PriorsConfig
@@ -303,7 +304,13 @@ def prior_run(
                                          where_overrides)
             kind.build_prior(model, lv, dict(trial.model), 2 if trial.class_conditional else None,
                              f"{prior_config_where(ae_run, lv, where_overrides)}: model")
-    with RunLock(out_dir):  # one writer per prior run directory, for the whole run
+    with contextlib.ExitStack() as stack:
+        # one writer per prior run directory, for the whole run; the autoencoder run is locked too (its codes.npz is
+        # written, its model read), so a `train --overwrite` of it is refused while the prior runs
+        if RunDir(ae_run).config.is_file() and lock_path(ae_run) != lock_path(out_dir):
+            stack.enter_context(RunLock(ae_run))
+        stack.enter_context(RunLock(out_dir))
+        swap = stack.enter_context(Swap(out_dir))  # an old prior run comes back if this one fails
         ae_key = cache_key(resolve_model_dir(ae_run), {})
         state = None
         remove_leftovers(out_dir)  # of a swap that a kill interrupted
@@ -330,7 +337,7 @@ def prior_run(
 
         if state is None:
             # validated and the prior built: only now replace an old prior run
-            start_run_dir(out_dir, {RunDir.CONFIG: yaml.safe_dump(to_dict(config), sort_keys=False).encode()})
+            swap.start({RunDir.CONFIG: yaml.safe_dump(to_dict(config), sort_keys=False).encode()})
             _link_or_copy(RunDir(ae_run).codes, out_run.codes)
         n_codes = info["codes_per_image"]
         params = sum(p.numel() for p in prior.parameters())

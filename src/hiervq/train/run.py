@@ -28,10 +28,12 @@ from .report import make_summary, write_report
 from .rundir import (
     RunLock,
     check_run_dir,
+    commit_swap,
     mark_output_dir,
     remove_leftovers,
     remove_stale_tmp,
     start_run_dir,
+    undo_swap,
 )
 from .trainer import Callback, Trainer
 
@@ -57,7 +59,8 @@ def prepare_run_dir(run_dir: str | Path, resume: bool = False, overwrite: bool =
         check_resumable(run_dir)
         return run_dir
     check_run_dir(run_dir, overwrite=overwrite, what=what)
-    return start_run_dir(run_dir)
+    commit_swap(start_run_dir(run_dir))
+    return run_dir
 
 
 def check_resumable(run_dir: str | Path) -> None:
@@ -69,6 +72,17 @@ def check_resumable(run_dir: str | Path) -> None:
     if not (run.marker.is_file() and run.config.is_file()):
         raise HierVQError(f"{run}: nothing to resume (no {RunDir.CHECKPOINTS}/{RunDir.LAST}, and not a run hiervq "
                           "started)")
+
+
+def check_epochs(config: RunConfig, state: dict, run_dir: str | Path) -> None:
+    """Refuse to continue a run whose checkpoint has done more epochs than ``config`` asks for in all (e.g.
+    ``--resume --set train.epochs=1`` after 2 epochs): its config.yaml would then lie about the model."""
+    history = state.get("history") or []
+    done = int(history[-1].get("epoch", len(history))) if history and isinstance(history[-1], dict) else 0
+    total = sum(p.epochs for p in config.train.phase_list())
+    if done > total:
+        raise ConfigError(f"{run_dir}: the run has done {done} epochs, more than the {total} its config now asks for; "
+                          f"set train.epochs to at least {done}, or start a new run")
 
 
 def read_run_config(run_dir: str | Path) -> RunConfig:
@@ -112,7 +126,7 @@ def train_run(
     (:func:`~hiervq.train.rundir.start_run_dir`).
     """
     dist: DistInfo = setup(config.train.device)
-    lock = board = None
+    lock = board = aside = None
     try:
         run_dir = Path(run_dir)
         run = RunDir(run_dir)
@@ -126,6 +140,9 @@ def train_run(
         seed_everything(config.seed)
         data = data or load_data(config.data)
         model = build_for_data(config, data)  # validated before anything is written, even the lock file
+        if config.train.batch_size > len(data.train):
+            raise ConfigError(f"{config.source}: train.batch_size {config.train.batch_size} is larger than the "
+                              f"{len(data.train)} training images; lower it")
         if dist.is_main:
             lock = RunLock(run_dir).acquire()  # one writer per run, for the whole run (under torchrun: rank 0)
             remove_leftovers(run_dir)  # of a swap that a kill interrupted
@@ -136,9 +153,11 @@ def train_run(
         state = load_checkpoint(run.checkpoint) if resume and run.has_checkpoint() else None
         if state is not None:
             load_state(model, state["model"], str(run.checkpoint))  # a mismatch names the parameters and shapes
+            check_epochs(config, state, run_dir)
         if dist.is_main:
             if not resume:  # validated: only now replace an old run (a typo must not destroy it)
-                start_run_dir(run_dir, {RunDir.CONFIG: dump_config(config).encode()})
+                # the old run waits aside until the new one holds its first checkpoint (or comes back)
+                aside = start_run_dir(run_dir, {RunDir.CONFIG: dump_config(config).encode()})
             else:
                 # config.yaml is always the config that runs (e.g. after --resume --set train.epochs=3)
                 text = dump_config(config).encode()
@@ -152,6 +171,14 @@ def train_run(
             logger.info(f"model {config.model_name}: {model.num_parameters():,} parameters; {model.budget()}")
             logger.info(f"data {config.data.name}: {len(data.train)} train / {len(data.test)} test images {data.train.shape}")
         callbacks = list(callbacks)
+        if dist.is_main:
+            def checkpointed(_trainer: Trainer, _record: dict) -> None:  # after every epoch's checkpoint
+                nonlocal aside
+                commit_swap(aside)
+                aside = None
+                lock.record()
+
+            callbacks.insert(0, checkpointed)
         if config.train.tensorboard and dist.is_main:
             from .tensorboard import TensorBoardLogger
 
@@ -163,8 +190,15 @@ def train_run(
         summary: dict[str, Any] = {}
         if dist.is_main:
             summary = finish_run(run_dir, model, data, trainer, history, config.data)
+            commit_swap(aside)  # a run of 0 epochs has no checkpoint
+            aside = None
         barrier(dist)
         return summary
+    except BaseException:
+        if aside is not None:  # failed before its first checkpoint: the old run comes back, untouched
+            undo_swap(run_dir, aside)
+            logger.warning("%s: the new run failed before its first checkpoint; the previous run is back", run_dir)
+        raise
     finally:
         if board is not None:
             board.close()

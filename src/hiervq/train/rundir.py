@@ -1,14 +1,18 @@
 """What may be written, replaced and deleted on disk: run directories, their lock, ``--overwrite``, stale temp files.
 
 One rule for every ``--overwrite`` (train, prior, compare, sweep, classify): hiervq deletes only a directory that is
-recognisably its own output (:func:`check_replaceable`): it holds the marker file :data:`RUN_MARKER` (written when
-hiervq creates an output directory) or, for runs written before the marker existed, ``config.yaml`` with
-``checkpoints/`` or ``model/`` (or a ``compare.json`` / ``sweep.json`` / ``results.json``), and nothing but entries
-hiervq writes (:data:`KNOWN_ENTRIES`, :data:`KNOWN_PATTERNS`). The working directory, its parents, ``/`` and the
-home directory are never replaced.
+its own output (:func:`check_replaceable`): it holds the marker file :data:`RUN_MARKER`, and every file under it,
+at any depth, is listed in the marker's manifest (its relative path and size; nested outputs such as
+``priors/level0/`` have their own). A file hiervq did not write (or one changed since) makes ``--overwrite`` refuse
+with a list; common file names mean nothing. The manifest is brought up to date by the process that writes the
+directory (:func:`record_written`: every file it created or changed since it started, plus those already listed
+with the same size): when :class:`RunLock` is released, after every checkpoint, and at the end of compare, sweep
+and classify. The working directory, its parents, ``/`` and the home directory are never replaced.
 
 A run is replaced only once the new one has started (:func:`start_run_dir`): the new run is built in a sibling
-``.NAME.new-*`` directory and swapped in, and only then is the old one deleted.
+``.NAME.new-*`` directory and swapped in; the old one waits aside as ``.NAME.old-*`` until the new run holds its
+first checkpoint (:func:`commit_swap`), and comes back if the new run fails before that (:func:`undo_swap`), or,
+after a kill, when the next process takes the lock (:func:`remove_leftovers`).
 
 Every process that writes a run directory holds :class:`RunLock` for its whole life: an exclusive
 :mod:`filelock` lock on the sibling file ``.NAME.lock`` (beside the run, not inside it, so that it is the same file
@@ -23,10 +27,13 @@ of compare, sweep and classify use are in :mod:`hiervq.layout` too, so :data:`KN
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import re
 import shutil
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import HierVQError
@@ -52,12 +59,14 @@ KNOWN_ENTRIES = frozenset({
     SWEEP_POINTS, POINT_FILE, SWEEP_RESULT, SWEEP_TABLE,  # sweep
     PRETRAIN_DIR, CLASSIFY_RESULT,  # classify
 })
-#: names of figures, lock files, interrupted swaps and atomic-write temp files
-KNOWN_PATTERNS = ("*.png", ".*.lock", ".*.lock.pid", ".*.new-*", ".*.old-*", ".*.tmp")
-LEGACY_RESULT_FILES = (COMPARE_RESULT, SWEEP_RESULT, CLASSIFY_RESULT)
+#: transient names, never part of a manifest: lock files, interrupted swaps and atomic-write temp files
+TRANSIENT_PATTERNS = (".*.lock", ".*.lock.pid", ".*.new-*", ".*.old-*", ".*.tmp")
 #: the temporary names :func:`hiervq.pretrained.atomic_write_bytes` writes through (``.NAME.<8 chars>.tmp``)
 STALE_TMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 STALE_TMP_DIRS = RunDir.WRITTEN_DIRS
+#: files a process created or changed up to this long before it started writing still count as its own
+#: (file systems stamp times with a coarse clock)
+CLOCK_SLACK_NS = 2_000_000_000
 
 
 def default_run_dir(config: str | os.PathLike | None) -> Path:
@@ -66,19 +75,96 @@ def default_run_dir(config: str | os.PathLike | None) -> Path:
     return RunDir.default(config).path
 
 
-def _is_known(name: str) -> bool:
-    return name in KNOWN_ENTRIES or any(fnmatch.fnmatchcase(name, p) for p in KNOWN_PATTERNS)
+def _transient(name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in TRANSIENT_PATTERNS)
 
 
 def is_hiervq_output(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a directory hiervq wrote (marker, or the layout of a run from before the marker)."""
+    """Whether ``path`` is a directory hiervq wrote: it holds the marker :data:`RUN_MARKER`."""
+    return (Path(path) / RUN_MARKER).is_file()
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, int] | None:
+    """The files (relative POSIX path -> size in bytes) the marker of ``path`` lists, or None (no marker, or one
+    written before manifests: such a directory is never replaced)."""
+    try:
+        data = json.loads((Path(path) / RUN_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, dict):
+        return None
+    return {str(k): v for k, v in files.items() if isinstance(v, int)}
+
+
+def _write_marker(path: Path, files: dict[str, int]) -> None:
+    text = json.dumps({"written_by": "hiervq", "note": "--overwrite may replace this directory while it holds only "
+                       "the files listed here", "files": dict(sorted(files.items()))}, indent=1)
+    atomic_write_bytes(path / RUN_MARKER, (text + "\n").encode())
+
+
+def _entries(root: Path) -> Iterator[tuple[str, Path]]:
+    """``("file", path)`` for every file (or link, or special file) under ``root`` and ``("nested", path)`` for every
+    nested hiervq output (its own marker, not descended into); transient names are skipped."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        keep = []
+        for name in dirnames:
+            p = here / name
+            if _transient(name):
+                continue
+            if p.is_symlink():
+                yield "file", p
+            elif (p / RUN_MARKER).is_file():
+                yield "nested", p
+            else:
+                keep.append(name)
+        dirnames[:] = keep
+        for name in filenames:
+            if not _transient(name) and not (here == root and name == RUN_MARKER):
+                yield "file", here / name
+
+
+def record_written(path: str | os.PathLike, since_ns: int) -> None:
+    """Bring the manifest of the hiervq output ``path`` up to date: list every file under it (not in nested
+    outputs) that it already listed with the same size, or that was created or changed at or after ``since_ns``
+    (:func:`time.time_ns`, when the calling process started writing ``path``). Nothing happens without a marker."""
     path = Path(path)
-    run = RunDir(path)
-    if run.marker.is_file():
-        return True
-    if run.config.is_file() and ((path / RunDir.CHECKPOINTS).is_dir() or run.model.is_dir()):
-        return True
-    return any((path / name).is_file() for name in LEGACY_RESULT_FILES)
+    if not is_hiervq_output(path):
+        return
+    old = read_manifest(path) or {}
+    files = {}
+    for kind, p in _entries(path):
+        if kind != "file":
+            continue
+        try:
+            st = p.lstat()
+        except OSError:
+            continue
+        rel = p.relative_to(path).as_posix()
+        if old.get(rel) == st.st_size or st.st_mtime_ns >= since_ns - CLOCK_SLACK_NS:
+            files[rel] = st.st_size
+    _write_marker(path, files)
+
+
+def foreign_files(path: str | os.PathLike) -> list[str]:
+    """The files under the hiervq output ``path`` that its manifest (or a nested output's) does not list with
+    their current size: what hiervq did not write, or what changed since. Every file, without a manifest."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    found = []
+    for kind, p in _entries(path):
+        rel = p.relative_to(path).as_posix()
+        if kind == "nested":
+            found += [f"{rel}/{f}" for f in foreign_files(p)]
+            continue
+        try:
+            size = p.lstat().st_size
+        except OSError:
+            continue
+        if manifest is None or manifest.get(rel) != size or p.is_symlink():
+            found.append(rel)
+    return found
 
 
 def _protected(path: Path) -> str | None:
@@ -110,20 +196,24 @@ def check_replaceable(path: str | os.PathLike, what: str = "run directory") -> N
     why = _protected(path.resolve())
     if why:
         raise HierVQError(f"refusing to overwrite {path}: {why}; choose another --out")
-    entries = sorted(p.name for p in path.iterdir())
-    if not entries:
+    if not any(path.iterdir()):
         return
     if not is_hiervq_output(path):
         raise HierVQError(
-            f"refusing to overwrite {path}: not a hiervq {what} (no {RUN_MARKER}, nor config.yaml with checkpoints/ "
-            "or model/); delete it yourself or choose another --out"
+            f"refusing to overwrite {path}: not a hiervq {what} (no {RUN_MARKER}); delete it yourself or choose "
+            "another --out"
         )
-    unknown = [name for name in entries if not _is_known(name)]
-    if unknown:
+    if read_manifest(path) is None:
         raise HierVQError(
-            f"refusing to overwrite {path}: it holds {unknown[0]}"
-            f"{f' and {len(unknown) - 1} more' if len(unknown) > 1 else ''}, which hiervq did not write; "
-            "move it away or choose another --out"
+            f"refusing to overwrite {path}: written by an older hiervq, without a list of its files; delete it "
+            "yourself or choose another --out"
+        )
+    foreign = foreign_files(path)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise HierVQError(
+            f"refusing to overwrite {path}: it holds {shown}, which hiervq did not write (or which changed since); "
+            "move them away or choose another --out"
         )
 
 
@@ -148,6 +238,40 @@ def check_output_path(path: str | os.PathLike, folder: bool, what: str) -> Path:
     return path
 
 
+def owning_output(path: str | os.PathLike) -> Path | None:
+    """The hiervq output directory (run, prior run, compare/sweep/classify folder) that ``path`` lies inside, or
+    None."""
+    for parent in Path(path).absolute().parents:
+        if is_hiervq_output(parent):
+            return parent
+    return None
+
+
+def check_output_file(path: str | os.PathLike, overwrite: bool = False, inputs: list | tuple = (),
+                      what: str = "-o") -> Path:
+    """Before any work: raise HierVQError unless the file ``path`` may be written. An existing file is replaced only
+    with ``overwrite``, and never when it is one of the command's ``inputs`` (the same file under any name) or a file
+    of a hiervq output directory (its config, model, summary, ...); see also :func:`check_output_path`."""
+    path = check_output_path(path, folder=False, what=what)
+    if not (path.exists() or path.is_symlink()):
+        return path
+    for item in inputs:
+        try:
+            same = os.path.samefile(path, item)
+        except OSError:
+            same = False
+        if same:
+            raise HierVQError(f"{what} {path}: is the input {item}; choose another output file")
+    owner = owning_output(path)
+    if owner is not None:
+        raise HierVQError(f"{what} {path}: is a file of the hiervq output {owner}; choose a path outside it")
+    if not overwrite:
+        raise HierVQError(f"{what} {path}: already exists; pass --overwrite to replace it, or choose another file")
+    if path.is_dir():
+        raise HierVQError(f"{what} {path}: is a folder; give a file name")
+    return path
+
+
 def check_run_dir(run_dir: str | os.PathLike, overwrite: bool = False, what: str = "run directory") -> None:
     """Before anything is written: refuse a non-empty ``run_dir`` unless ``overwrite`` (and then only a replaceable
     one, :func:`check_replaceable`), and one that cannot be created (:func:`check_output_path`)."""
@@ -165,33 +289,38 @@ def check_run_dir(run_dir: str | os.PathLike, overwrite: bool = False, what: str
 
 
 def mark_output_dir(path: str | os.PathLike) -> Path:
-    """Create ``path`` (if needed) with the marker that makes it recognisably hiervq's; returns it."""
+    """Create ``path`` (if needed) with the marker that makes it recognisably hiervq's (an empty manifest, unless
+    it has one); returns it."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    marker = path / RUN_MARKER
-    if not marker.exists():
-        marker.write_text("written by hiervq: `--overwrite` may replace this directory\n")
+    if read_manifest(path) is None:
+        _write_marker(path, {})
     return path
 
 
 def _write_start(path: Path, files: dict[str, bytes]) -> None:
+    since = time.time_ns()
     mark_output_dir(path)
     for name, data in files.items():
         atomic_write_bytes(path / name, data)
+    record_written(path, since)
 
 
-def start_run_dir(run_dir: str | os.PathLike, files: dict[str, bytes] | None = None) -> Path:
-    """Create ``run_dir`` with the marker and ``files`` (name -> bytes, e.g. the config).
+def start_run_dir(run_dir: str | os.PathLike, files: dict[str, bytes] | None = None) -> Path | None:
+    """Create ``run_dir`` with the marker and ``files`` (name -> bytes, e.g. the config). Returns the old run's
+    folder set aside (``.NAME.old-*``), or None when there was none.
 
     An existing non-empty ``run_dir`` (checked with :func:`check_run_dir` first) is replaced: the new run is built
-    in a sibling ``.NAME.new-*`` directory, the old one renamed aside to ``.NAME.old-*``, the new one renamed in,
-    and only then the old one deleted. Call this once the new run's config, data and model are validated.
+    in a sibling ``.NAME.new-*`` directory, the old one renamed aside to ``.NAME.old-*`` and the new one renamed in.
+    The old one stays aside until :func:`commit_swap` (call it once the new run holds its first checkpoint) or comes
+    back with :func:`undo_swap` (the new run failed before that). Call this once the new run's config, data and
+    model are validated, holding the run's :class:`RunLock`.
     """
     run_dir = Path(run_dir)
     files = files or {}
     if not run_dir.is_dir() or not any(run_dir.iterdir()):
         _write_start(run_dir, files)
-        return run_dir
+        return None
     check_replaceable(run_dir)
     new = Path(tempfile.mkdtemp(dir=run_dir.parent, prefix=f".{run_dir.name}.new-"))
     old = None
@@ -211,13 +340,56 @@ def start_run_dir(run_dir: str | os.PathLike, files: dict[str, bytes] | None = N
         if old is not None and old.is_dir() and not any(old.iterdir()):
             old.rmdir()
         raise
-    shutil.rmtree(old, ignore_errors=True)
-    return run_dir
+    return old
+
+
+def commit_swap(old: Path | None) -> None:
+    """The new run stands (it holds a checkpoint): delete the old run :func:`start_run_dir` set aside."""
+    if old is not None and old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def undo_swap(run_dir: str | os.PathLike, old: Path | None) -> None:
+    """The new run failed before its first checkpoint: delete it and put the old run back in its place."""
+    if old is None or not old.is_dir():
+        return
+    run_dir = Path(run_dir)
+    if run_dir.is_dir() and not run_dir.is_symlink():
+        shutil.rmtree(run_dir, ignore_errors=True)
+    if not run_dir.exists():
+        os.rename(old, run_dir)
+
+
+class Swap:
+    """The replacement of a run by a new one as a context manager: :meth:`start` is :func:`start_run_dir`; leaving
+    the block normally (or :meth:`commit`) deletes the old run, leaving it on an error puts the old run back."""
+
+    def __init__(self, run_dir: str | os.PathLike) -> None:
+        self.run_dir = Path(run_dir)
+        self.old: Path | None = None
+
+    def start(self, files: dict[str, bytes] | None = None) -> None:
+        self.old = start_run_dir(self.run_dir, files)
+
+    def commit(self) -> None:
+        commit_swap(self.old)
+        self.old = None
+
+    def __enter__(self) -> Swap:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.commit()
+        elif self.old is not None:
+            undo_swap(self.run_dir, self.old)
+            self.old = None
 
 
 def remove_leftovers(run_dir: str | os.PathLike) -> None:
-    """Clean up after a process killed during :func:`start_run_dir`'s swap (call it holding the lock): delete
-    ``.NAME.new-*``; delete ``.NAME.old-*`` when ``NAME`` exists, else rename the newest back."""
+    """Clean up after a process killed during or after :func:`start_run_dir`'s swap (call it holding the lock):
+    delete ``.NAME.new-*``; when ``NAME`` is missing, or is a new run killed before its first checkpoint (the swap
+    was never committed), put the newest ``.NAME.old-*`` back; delete the other ``.NAME.old-*``."""
     run_dir = Path(run_dir)
     parent, name = run_dir.parent, run_dir.name
     if not parent.is_dir():
@@ -227,7 +399,11 @@ def remove_leftovers(run_dir: str | os.PathLike) -> None:
                  key=lambda p: p.stat().st_mtime)
     for p in new:
         shutil.rmtree(p, ignore_errors=True)
-    if old and not run_dir.exists() and any(old[-1].iterdir()):
+    run = RunDir(run_dir)
+    uncommitted = run_dir.is_dir() and not run.has_checkpoint() and not run.is_finished()
+    if old and any(old[-1].iterdir()) and (not run_dir.exists() or uncommitted):
+        if run_dir.exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
         os.rename(old.pop(), run_dir)
     for p in old:
         shutil.rmtree(p, ignore_errors=True)
@@ -250,9 +426,7 @@ def remove_stale_tmp(run_dir: str | os.PathLike) -> list[Path]:
 
 def lock_path(run_dir: str | os.PathLike) -> Path:
     """The lock file of ``run_dir``: ``.NAME.lock`` beside it."""
-    run_dir = Path(run_dir).absolute()
-    if not run_dir.name or run_dir.name in (".", ".."):
-        run_dir = run_dir.resolve()
+    run_dir = Path(run_dir).resolve()  # one lock per directory, however it is named (a symbolic link, ../x, ...)
     if not run_dir.name:
         raise HierVQError(f"{run_dir} cannot be a run directory")
     return run_dir.parent / f".{run_dir.name}.lock"
@@ -261,7 +435,9 @@ def lock_path(run_dir: str | os.PathLike) -> Path:
 class RunLock:
     """An exclusive lock on a run directory for the life of the process that writes it (a context manager).
 
-    ``acquire`` never waits: a second writer gets a HierVQError naming the holder's PID.
+    ``acquire`` never waits: a second writer gets a HierVQError naming the holder's PID. The lock is keyed by the
+    resolved path, so a symbolic link to a run is the same run. :meth:`record` (also called on release) lists what
+    the holder wrote in the run's manifest (:func:`record_written`).
     """
 
     def __init__(self, run_dir: str | os.PathLike):
@@ -269,6 +445,11 @@ class RunLock:
         self.path = lock_path(run_dir)
         self.pid_path = self.path.with_name(self.path.name + ".pid")
         self._lock = None
+        self.since_ns = time.time_ns()
+
+    def record(self) -> None:
+        """List every file written into the run since the lock was taken in its manifest."""
+        record_written(self.run_dir, self.since_ns)
 
     def acquire(self) -> RunLock:
         from filelock import FileLock, Timeout
@@ -285,6 +466,7 @@ class RunLock:
         except OSError as exc:
             raise HierVQError(f"cannot lock {self.run_dir}: {self.path}: {exc.strerror or exc}") from None
         self._lock = lock
+        self.since_ns = time.time_ns()
         try:
             self.pid_path.write_text(f"{os.getpid()}\n")
         except OSError:
@@ -301,6 +483,10 @@ class RunLock:
     def release(self) -> None:
         if self._lock is None:
             return
+        try:
+            self.record()
+        except HierVQError:
+            pass  # a run directory that can no longer be written keeps its older manifest
         try:
             self.pid_path.unlink(missing_ok=True)
         finally:
@@ -320,14 +506,21 @@ __all__ = [
     "RUN_MARKER",
     "RunDir",
     "RunLock",
+    "Swap",
     "check_output_path",
     "check_replaceable",
+    "check_output_file",
     "check_run_dir",
+    "commit_swap",
     "default_run_dir",
+    "foreign_files",
     "is_hiervq_output",
     "lock_path",
     "mark_output_dir",
+    "read_manifest",
+    "record_written",
     "remove_leftovers",
     "remove_stale_tmp",
     "start_run_dir",
+    "undo_swap",
 ]
