@@ -120,7 +120,7 @@ def plot_reconstructions(originals: torch.Tensor, recons: torch.Tensor, path: st
 
 @_chart
 def plot_curves(history: list[dict], path: str | Path, codebook_sizes: list[int] | None = None) -> None:
-    """Loss and PSNR per epoch (train and test), and perplexity per level per epoch with each level's codebook
+    """Loss and PSNR per epoch (train, and val or else test), and perplexity per level per epoch with each level's codebook
     size K as a dashed reference line (the perplexity of uniform use; from ``codebook_sizes`` or the test
     records)."""
     plt = _pyplot()
@@ -128,9 +128,10 @@ def plot_curves(history: list[dict], path: str | Path, codebook_sizes: list[int]
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     axes[0].plot(epochs, [r["train"]["loss"] for r in history], label="train loss")
     axes[0].plot(epochs, [r["train"].get("recon", np.nan) for r in history], label="train recon MSE")
-    tested = [r for r in history if "test" in r]
+    split = "val" if any("val" in r for r in history) else "test"  # per-epoch numbers are on val when there is one
+    tested = [r for r in history if split in r]
     if tested:
-        axes[0].plot([r["epoch"] for r in tested], [r["test"]["mse"] for r in tested], "o-", label="test MSE")
+        axes[0].plot([r["epoch"] for r in tested], [r[split]["mse"] for r in tested], "o-", label=f"{split} MSE")
     axes[0].set_yscale("log")
     axes[0].set_xlabel("epoch")
     axes[0].set_ylabel("loss / MSE (log scale)")
@@ -138,14 +139,14 @@ def plot_curves(history: list[dict], path: str | Path, codebook_sizes: list[int]
     axes[0].legend(fontsize=8)
     axes[1].plot(epochs, [r["train"]["psnr"] for r in history], label="train")
     if tested:
-        axes[1].plot([r["epoch"] for r in tested], [r["test"]["psnr"] for r in tested], "o-", label="test")
+        axes[1].plot([r["epoch"] for r in tested], [r[split]["psnr"] for r in tested], "o-", label=split)
     axes[1].set_xlabel("epoch")
     axes[1].set_ylabel("PSNR (dB)")
     axes[1].set_title("PSNR")
     axes[1].legend(fontsize=8)
     levels = len(history[0]["train"].get("perplexity", [])) if history else 0
     if codebook_sizes is None and tested:
-        codebook_sizes = [lv.get("codebook_size") for lv in tested[-1]["test"].get("levels", [])]
+        codebook_sizes = [lv.get("codebook_size") for lv in tested[-1][split].get("levels", [])]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for lv in range(levels):
         color = colors[lv % len(colors)]
@@ -154,10 +155,10 @@ def plot_curves(history: list[dict], path: str | Path, codebook_sizes: list[int]
         if tested:
             axes[2].plot(
                 [r["epoch"] for r in tested],
-                [r["test"]["levels"][lv]["perplexity"] for r in tested],
+                [r[split]["levels"][lv]["perplexity"] for r in tested],
                 "o--",
                 color=color,
-                label=f"level {lv} (test set)",
+                label=f"level {lv} ({split} set)",
             )
     drawn = set()
     for lv, k in enumerate(codebook_sizes or []):

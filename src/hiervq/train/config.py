@@ -18,6 +18,7 @@ from ..schema import from_dict, to_dict, validated
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("cosine", "exponential", "constant")
+KEEP = ("best", "last")
 
 
 @dataclass
@@ -41,6 +42,10 @@ class TrainConfig:
     ``schedule: exponential`` with ``decay_steps: 25000``) or ``constant``.
     ``tensorboard``: also log the scalars of ``metrics.jsonl`` and the test reconstruction grid to
     ``RUN/tensorboard/`` (autoencoder runs; needs the ``tensorboard`` extra; :mod:`hiervq.train.tensorboard`).
+
+    ``keep``: which weights the run's final model holds when the data has a validation split: ``best`` (the
+    epoch with the lowest val MSE; the default) or ``last``. Per-epoch numbers are on val; the test split is evaluated
+    once, at the end (``summary.json``: ``"val"``, ``"test"``, ``"selected_on"``).
 
     ``amp``: bf16 autocast (CPU or GPU); the vector, FSQ and LFQ quantizers compute in float32 inside it (see
     docs/performance.md for what it costs in precision and gains in speed). ``compile``: ``torch.compile`` the model's convolution stacks for the training
@@ -68,8 +73,11 @@ class TrainConfig:
     device: str = "auto"
     progress: bool = True
     tensorboard: bool = False
+    keep: str = "best"
 
     def validate(self) -> None:
+        if self.keep not in KEEP:
+            raise ValueError(f"keep must be one of {', '.join(KEEP)}, got {self.keep!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         schedules = [self.schedule] + [p.schedule for p in self.phases or [] if p.schedule]

@@ -169,7 +169,9 @@ def train_run(
         barrier(dist)
         if dist.is_main:
             logger.info(f"model {config.model_name}: {model.num_parameters():,} parameters; {model.budget()}")
-            logger.info(f"data {config.data.name}: {len(data.train)} train / {len(data.test)} test images {data.train.shape}")
+            val = f" / {len(data.val)} val" if data.val is not None else " (no val split: per-epoch numbers on test)"
+            logger.info(f"data {config.data.name}: {len(data.train)} train{val} / {len(data.test)} test images "
+                        f"{data.train.shape}")
         callbacks = list(callbacks)
         if dist.is_main:
             def checkpointed(_trainer: Trainer, _record: dict) -> None:  # after every epoch's checkpoint
@@ -182,7 +184,8 @@ def train_run(
         if config.train.tensorboard and dist.is_main:
             from .tensorboard import TensorBoardLogger
 
-            board = TensorBoardLogger(run_dir, data.test.batch(slice(0, 16))[0],
+            shown = data.val if data.val is not None else data.test  # never test images while training, given val
+            board = TensorBoardLogger(run_dir, shown.batch(slice(0, 16))[0],
                                       resume_step=int(state["step"]) if state is not None else None)
             callbacks.append(board)
         trainer = Trainer(config.train, run_dir, seed=config.seed, dist=dist, callbacks=callbacks)
@@ -209,20 +212,40 @@ def train_run(
 
 def finish_run(run_dir: Path, model: DiscreteAutoencoder, data: DataSplits, trainer: Trainer, history: list[dict],
                data_config: DataConfig | None = None) -> dict:
-    """Final full test evaluation, ``summary.json``, the saved model (with ``data_config`` described in its
-    config.json) and the report."""
+    """The final model (the best epoch on val with ``train.keep: best``, else the last), its one evaluation on the
+    test split, ``summary.json`` (test metrics at the top, ``"val"`` and ``"test"`` blocks, ``"selected_on"``), the
+    saved model (with ``data_config`` described in its config.json) and the report."""
+    best = getattr(trainer.task, "best", None)
+    selected = {"selected_on": "last", "selected_epoch": history[-1]["epoch"] if history else 0}
+    if data.val is not None:
+        if best is not None:
+            load_state(model, best["state"], "the best epoch's weights")
+            selected = {"selected_on": "val", "selected_epoch": best["epoch"]}
+        val = trainer.evaluate(model, data.val)
     final = trainer.evaluate(model, data.test, with_counts=True, reuse=True)  # the last epoch's, if it saw all
     counts = final.pop("counts")
     summary = make_summary(model, final, history, trainer.train_seconds)
+    summary.update(selected)
+    summary["test"] = {k: final[k] for k in SPLIT_KEYS}
+    if data.val is not None:
+        summary["val"] = {k: val[k] for k in SPLIT_KEYS}
+        summary["val_images"] = val["images"]
+    summary["train_images"] = len(data.train)
     run = RunDir(run_dir)
     save_pretrained(model, run.model, data=data_config.describe(data.train.shape) if data_config else None)
     run.write_summary(summary)
     write_report(run_dir, model, data.test, summary, history, counts, title=f"hiervq run {run_dir.name}")
+    on = f" (epoch {selected['selected_epoch']}, selected on val MSE {summary['val']['mse']:.3e})" \
+        if selected["selected_on"] == "val" else ""
     trainer.log(
         f"done: test MSE {summary['mse']:.3e}, PSNR {summary['psnr']:.2f} dB, "
-        f"{summary['bits_per_image']:.0f} bits/image -> {run_dir}"
+        f"{summary['bits_per_image']:.0f} bits/image{on} -> {run_dir}"
     )
     return summary
+
+
+#: the metrics of the ``"val"`` and ``"test"`` blocks of summary.json
+SPLIT_KEYS = ("mse", "mse_std", "psnr", "psnr_std", "ssim", "ms_ssim", "images")
 
 
 def evaluate_run(run_dir: str | Path, config: RunConfig | None = None, split: str = "test",

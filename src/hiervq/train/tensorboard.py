@@ -50,7 +50,7 @@ class TensorBoardLogger:
         step = int(record["step"])
         for tag, value in scalars(record):
             self.writer.add_scalar(tag, value, step)
-        if "test" in record and trainer.model is not None:
+        if ("val" in record or "test" in record) and trainer.model is not None:
             self.writer.add_image("reconstructions", self._grid(trainer.model), step, dataformats="HWC")
         self.writer.flush()
 

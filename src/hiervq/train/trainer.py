@@ -35,7 +35,14 @@ Callback = Callable[["Trainer", dict], None]
 
 class AutoencoderTask(Task):
     """A :class:`DiscreteAutoencoder` on images: its phases, the reconstruction + quantizer loss, PSNR and
-    perplexity per level while training, MSE/PSNR/codebook health on the test (and val) split."""
+    perplexity per level while training, MSE/PSNR/codebook health per epoch on the validation split.
+
+    The test split is never looked at while training when there is a validation split: every per-epoch number is
+    on val, and the weights of the epoch with the lowest val MSE are kept (:attr:`best`, also in the checkpoint)
+    for the final model (``train.keep: best``; ``last`` keeps the last epoch's). Without a val split
+    (``data.val_fraction: 0`` on data that has none) the per-epoch numbers are on test, as before, and nothing is
+    selected.
+    """
 
     resume_command = "hiervq train --resume {run_dir} --set train.lr=..."
 
@@ -48,6 +55,8 @@ class AutoencoderTask(Task):
         self.net: nn.Module = model
         self._last_stats: list = []
         self.source: BatchSource | None = None
+        #: the best epoch on val so far: {"epoch", "mse", "state"} (state: the model's tensors on the CPU)
+        self.best: dict[str, Any] | None = None
         known = model.phases()
         for phase in self.phases():
             if phase.name not in known:
@@ -128,10 +137,18 @@ class AutoencoderTask(Task):
 
     def evaluate(self) -> dict[str, Any]:
         cfg, data = self.config, self.data
-        result = {"test": self.trainer.evaluate(self.model, data.test, cfg.eval_limit)}
-        if data.val is not None:
-            result["val"] = self.trainer.evaluate(self.model, data.val, cfg.eval_limit)
-        return result
+        if data.val is None:
+            return {"test": self.trainer.evaluate(self.model, data.test, cfg.eval_limit)}
+        val = self.trainer.evaluate(self.model, data.val, cfg.eval_limit)
+        epoch = len(self.trainer.history) + 1
+        if cfg.keep == "best" and (self.best is None or val["mse"] < self.best["mse"]):
+            state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            self.best = {"epoch": epoch, "mse": val["mse"], "state": state}
+        return {"val": val}
+
+    @property
+    def checkpoint_extra(self) -> dict[str, Any]:
+        return {"best": self.best} if self.best is not None else {}
 
     def log_epoch(self, record: dict) -> None:
         tr = record["train"]
@@ -139,11 +156,12 @@ class AutoencoderTask(Task):
             f"epoch {record['epoch']} [{record['phase']}] loss {tr['loss']:.5f} train psnr {tr['psnr']:.2f} "
             f"ppl {'/'.join(f'{p:.0f}' for p in tr['perplexity'])}"
         )
-        if "test" in record:
-            te = record["test"]
-            msg += f" | test mse {te['mse']:.3e} psnr {te['psnr']:.2f} used " + "/".join(
-                f"{lv['used_fraction']:.2f}" for lv in te["levels"]
-            )
+        for split in ("val", "test"):
+            if split in record:
+                te = record[split]
+                msg += f" | {split} mse {te['mse']:.3e} psnr {te['psnr']:.2f} used " + "/".join(
+                    f"{lv['used_fraction']:.2f}" for lv in te["levels"]
+                )
         self.trainer.log(msg + f" ({record['train_s']:.0f}s)")
 
     def log(self, message: str) -> None:
@@ -259,8 +277,11 @@ class Trainer:
     # ------------------------------------------------------------------ training
     def fit(self, model: DiscreteAutoencoder, data: DataSplits, resume: dict | None = None) -> list[dict]:
         """Train an autoencoder through every phase; ``resume`` is a checkpoint dict to continue from. Returns the
-        history."""
-        return self.fit_task(AutoencoderTask(self, model, data), resume)
+        history; :attr:`task` keeps the best epoch on val (:attr:`AutoencoderTask.best`)."""
+        task = AutoencoderTask(self, model, data)
+        if resume is not None:
+            task.best = resume.get("best")
+        return self.fit_task(task, resume)
 
     def fit_task(self, task: Task, resume: dict | None = None) -> list[dict]:
         """Fit ``task`` through its phases; ``resume`` is a checkpoint dict (written by this method) to continue
