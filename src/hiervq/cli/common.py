@@ -92,7 +92,7 @@ def add_image_options(p: argparse.ArgumentParser) -> None:
                    help="bring images to the model's training size as its training images were (the run's data.fit: "
                         "resize or pad); default: each image at its own size, padded to the model's stride and "
                         "cropped back when decoded")
-    p.add_argument("--keep-size", action="store_true", help=argparse.SUPPRESS)  # the default since 0.1.0: a no-op
+    p.add_argument("--keep-size", action="store_true", help=argparse.SUPPRESS)  # now the default: a no-op
 
 
 def add_priors(p: argparse.ArgumentParser,
