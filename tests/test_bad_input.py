@@ -891,12 +891,22 @@ def _(t, run):
     return ["encode", run, t / "imgs", "-o", t / "c.npz"], "imgs: no images found"
 
 
-@case("encode-mixed-sizes-keep-size")
+@case("encode-mixed-sizes")
 def _(t, run):
     (t / "imgs").mkdir()
     gray_png(t / "imgs" / "a.png", 16)
     gray_png(t / "imgs" / "b.png", 24)
-    return ["encode", run, t / "imgs", "-o", t / "c.npz", "--keep-size"], "different sizes"
+    return ["encode", run, t / "imgs", "-o", t / "c.npz"], "each size in its own call"
+
+
+@case("encode-resize-and-keep-size")
+def _(t, run):
+    return ["encode", run, gray_png(t / "a.png"), "-o", t / "c.npz", "--resize", "--keep-size"], "contradict"
+
+
+@case("decode-bad-image-sizes")
+def _(t, run):
+    return ["decode", run, codes_file(t, run, image_sizes=np.zeros((3, 3), dtype=np.int32)), "-o", t / "dec"], "image_sizes"
 
 
 # ---------------------------------------------------------------------- decode

@@ -52,10 +52,11 @@ def test_eval_encode_decode(trained_run, tmp_path, capsys):
     for i in range(3):
         Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8), "L").save(images / f"im{i}.png")
     codes = tmp_path / "codes.npz"
-    code, out, err = run_cli(["encode", trained_run, images, "-o", codes], capsys)
+    code, out, err = run_cli(["encode", trained_run, images, "-o", codes, "--resize"], capsys)
     assert code == 0, err
     archive = np.load(codes)
     assert archive["level0"].shape == (3, 8, 8) and archive["level1"].shape == (3, 4, 4)
+    assert archive["image_sizes"].tolist() == [[16, 16]] * 3
     code, out, err = run_cli(["decode", trained_run, codes, "-o", tmp_path / "dec"], capsys)
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "dec").iterdir()) == ["grid.png", "im0.png", "im1.png", "im2.png"]
@@ -127,7 +128,7 @@ def test_eval_evaluates_a_whole_image_folder_unless_a_split_is_given(trained_run
     assert json.loads(out)["images"] == 1
 
 
-def test_encode_honours_the_run_fit_and_warns_when_the_aspect_ratio_changes(trained_run, tmp_path, capsys):
+def test_encode_resize_honours_the_run_fit_and_warns_when_the_aspect_ratio_changes(trained_run, tmp_path, capsys):
     import shutil
 
     images = tmp_path / "imgs"
@@ -135,7 +136,7 @@ def test_encode_honours_the_run_fit_and_warns_when_the_aspect_ratio_changes(trai
     rng = np.random.default_rng(2)
     Image.fromarray(rng.integers(0, 256, (12, 20), dtype=np.uint8), "L").save(images / "wide.png")
     Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8), "L").save(images / "square.png")
-    code, out, err = run_cli(["encode", trained_run, images, "-o", tmp_path / "c.npz"], capsys)
+    code, out, err = run_cli(["encode", trained_run, images, "-o", tmp_path / "c.npz", "--resize"], capsys)
     assert code == 0, err
     assert "warning: 1 of 2 images changed their aspect ratio" in err
     # a run trained with fit: pad pads (a 12x12 image into the 16x16 frame) and refuses what it cannot pad
@@ -147,8 +148,8 @@ def test_encode_honours_the_run_fit_and_warns_when_the_aspect_ratio_changes(trai
     small = tmp_path / "small"
     small.mkdir()
     Image.fromarray(rng.integers(0, 256, (12, 12), dtype=np.uint8), "L").save(small / "s.png")
-    code, out, err = run_cli(["encode", padded, small, "-o", tmp_path / "p.npz"], capsys)
+    code, out, err = run_cli(["encode", padded, small, "-o", tmp_path / "p.npz", "--resize"], capsys)
     assert code == 0, err
     assert "warning" not in err
-    code, out, err = run_cli(["encode", padded, images, "-o", tmp_path / "q.npz"], capsys)
+    code, out, err = run_cli(["encode", padded, images, "-o", tmp_path / "q.npz", "--resize"], capsys)
     assert code == 2 and "cannot pad" in err and "data.fit: pad" in err

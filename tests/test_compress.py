@@ -4,9 +4,11 @@ threads and processes, file size against the priors' estimate, and the CLI end t
 
 import copy
 import os
+import struct
 import subprocess
 import sys
 import textwrap
+import zlib
 
 import numpy as np
 import pytest
@@ -76,7 +78,11 @@ def test_header_round_trip_and_sizes():
     for header, payload in cases:
         data = pack(header, payload)
         assert unpack(data, "x") == (header, payload)
-        assert data.startswith(b"HVQ\x01") and data.endswith(payload)
+        assert data.startswith(b"HVQ\x02") and data.endswith(payload)
+        old = data[:3] + b"\x01" + data[4:]  # version 1: the same layout (sizes that needed no padding)
+        old = old[:-len(payload) - 4 if payload else -4] + struct.pack(">I", zlib.crc32(payload, zlib.crc32(
+            old[:-len(payload) - 4 if payload else -4]))) + payload
+        assert unpack(old, "x") == (header, payload)
     h2 = Header(b"abcd", (16, 16), ((4, 4), (8, 8)))
     assert header_size(h2, 50) == 23
     assert header_size(Header(b"abcd", (32, 32), ((2, 2), (4, 4), (8, 8))), 90) == 26
@@ -152,9 +158,10 @@ def test_other_image_sizes(runs):
     assert unpack(result.files[0])[0].grids == ((6, 5), (12, 10))
     codes, size = hier.decompress_codes(result.files)
     assert size == (24, 20) and all(torch.equal(a, b) for a, b in zip(codes, result.codes))
-    with pytest.raises(DataError, match="image size 24x20 is not a multiple of 16"):
+    with pytest.raises(DataError, match=r"codes 16x16 images only \(a PQ-VAE's code sequence .*\), not 24x20; "
+                                        r"resize them to 16x16 \(hiervq: --resize\)"):
         pq.compress(x)
-    with pytest.raises(DataError, match="16x16 images only, not 32x32"):
+    with pytest.raises(DataError, match=r"16x16 images only .*, not 32x32"):
         pq.compress(torch.nn.functional.interpolate(x, size=(32, 32)))
     with pytest.raises(DataError, match="different sizes"):
         hier.decompress(result.files[:1] + hier.compress(_images(runs["hier"], 1)))

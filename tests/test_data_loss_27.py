@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the fixtures finished_run and run_copy are imported from test_data_loss and used as arguments
 """Issue 27, data loss and concurrent writers (D1-D7, D21): each defect's reproduction, as a user would type it.
 
 D1 an --overwrite that fails once training started keeps the old run; D2/D3 only files in the marker's manifest are

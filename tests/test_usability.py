@@ -141,7 +141,7 @@ def test_encode_reads_the_fit_of_a_bare_saved_model(finished_run, tmp_path, caps
     meta["data"]["fit"] = "pad"
     (model / "config.json").write_text(json.dumps(meta))
     Image.fromarray(np.zeros((12, 20), dtype=np.uint8)).save(tmp_path / "wide.png")
-    code = main(["encode", str(model), str(tmp_path / "wide.png"), "-o", str(tmp_path / "c.npz")])
+    code = main(["encode", str(model), str(tmp_path / "wide.png"), "-o", str(tmp_path / "c.npz"), "--resize"])
     err = capsys.readouterr().err
     assert code == 2 and "cannot pad 12x20 images to 16x16" in err and "data.fit: pad" in err, err
 

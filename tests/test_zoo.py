@@ -107,12 +107,18 @@ def test_models_lists_the_shipped_tokenizers(capsys):
 def test_encode_and_decode_by_name(tmp_path, capsys):
     png = _png(tmp_path / "digit.png")
     out = tmp_path / "c.npz"
-    assert main(["encode", "mnist-vqvae-512", str(png), "-o", str(out)]) == 0
+    assert main(["encode", "mnist-vqvae-512", str(png), "-o", str(out), "--resize"]) == 0
     assert "512 bits/image" in capsys.readouterr().out
     codes = np.load(out)
     assert codes["level0"].shape == (1, 8, 8) and codes["level0"].max() < 256
     assert main(["decode", "mnist-vqvae-512", str(out), "-o", str(tmp_path / "dec")]) == 0
     assert Image.open(tmp_path / "dec" / "digit.png").size == (32, 32)
+    # at its own size (the default): a 28x28 digit is coded as 7x7 codes of 8 bits and decodes to 28x28
+    assert main(["encode", "mnist-vqvae-512", str(png), "-o", str(tmp_path / "n.npz")]) == 0
+    assert "392 bits/image" in capsys.readouterr().out
+    assert np.load(tmp_path / "n.npz")["level0"].shape == (1, 7, 7)
+    assert main(["decode", "mnist-vqvae-512", str(tmp_path / "n.npz"), "-o", str(tmp_path / "dec2")]) == 0
+    assert Image.open(tmp_path / "dec2" / "digit.png").size == (28, 28)
 
 
 def test_unknown_names_and_hub_ids_fail_in_one_line(tmp_path, capsys):

@@ -19,6 +19,7 @@ from .common import (
     add_run,
     add_set,
     collect_images,
+    group_by_size,
     out_dir,
     png_targets,
     read_model_images,
@@ -95,9 +96,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- encode / decode
 def _cmd_encode(args: argparse.Namespace) -> int:
+    import io
+
     import numpy as np
     import torch
 
+    from ..errors import DataError
     from ..io import atomic_write_bytes
     from ..pretrained import load
     from ..train.rundir import check_output_file
@@ -107,27 +111,37 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     files = collect_images(args.images)
     check_output_file(args.output, args.overwrite, inputs=files)
     model = load(args.run)
-    images = read_model_images(files, args.run, model, args.convert, args.keep_size)
+    images = read_model_images(files, args.run, model, args.convert, args.resize, args.keep_size)
+    groups = group_by_size(images)
+    if len(groups) > 1:
+        (a, first), (b, second) = list(groups.items())[:2]
+        raise DataError(f"images have different sizes ({files[first[0]]}: {a[0]}x{a[1]}, {files[second[0]]}: "
+                        f"{b[0]}x{b[1]}, {len(groups)} sizes in all); a codes file holds images of one size: encode "
+                        "each size in its own call, or pass --resize to bring them all to the model's size")
+    (size,) = groups
+    batch = torch.cat(images)
     codes = []
     with torch.no_grad():
-        for start in range(0, len(images), args.batch_size):
-            codes.append(model.encode(images[start : start + args.batch_size]))
+        for start in range(0, len(batch), args.batch_size):
+            codes.append(model.encode(model.pad_images(batch[start : start + args.batch_size])))
     per_batch = [model.codes_to_list(c_) for c_ in codes]
-    out = {f"level{i}": torch.cat([b[i] for b in per_batch]).numpy().astype(np.int32) for i in range(len(per_batch[0]))}
+    levels = [torch.cat([b[i] for b in per_batch]) for i in range(len(per_batch[0]))]
+    out = {f"level{i}": c_.numpy().astype(np.int32) for i, c_ in enumerate(levels)}
     out["names"] = np.array([f.name for f in files])
-    import io
-
+    out["image_sizes"] = np.tile(np.array(size, dtype=np.int32), (len(files), 1))
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **out)
     atomic_write_bytes(args.output, buffer.getvalue())
     shapes_txt = ", ".join(f"{k} {v.shape}" for k, v in out.items() if k.startswith("level"))
-    print(f"encoded {len(files)} images -> {args.output} ({shapes_txt}; {model.budget().bits_per_image:.0f} bits/image)")
+    print(f"encoded {len(files)} images of {size[0]}x{size[1]} -> {args.output} ({shapes_txt}; "
+          f"{model.bits_of(levels):.0f} bits/image)")
     return 0
 
 
 def _read_codes(path: Path):
-    """The code arrays (level0, level1, ...) as int64 tensors and the names (or None) of a codes file written by
-    ``hiervq encode``; everything is checked before anything is decoded or written."""
+    """The code arrays (level0, level1, ...) as int64 tensors, the names (or None) and the images' original sizes
+    ((N, 2) int64, or None: a codes file written before hiervq recorded them decodes at the grids' size) of a codes
+    file written by ``hiervq encode``; everything is checked before anything is decoded or written."""
     import numpy as np
     import torch
 
@@ -153,7 +167,14 @@ def _read_codes(path: Path):
         if raw.ndim != 1:
             raise DataError(f"{path}: names has shape {raw.shape}; expected one name per image")
         names = [str(n) for n in raw]
-    return levels, names
+    sizes = None
+    if "image_sizes" in archive.files:
+        raw = npz_array(archive, "image_sizes", path)
+        if raw.dtype.kind not in "iu" or raw.shape != (len(levels[0]), 2) or (raw.size and int(raw.min()) < 1):
+            raise DataError(f"{path}: image_sizes has shape {raw.shape} ({raw.dtype}); expected (images, 2) positive "
+                            "integers, each image's height and width")
+        sizes = raw.astype(np.int64)
+    return levels, names, sizes
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
@@ -161,11 +182,12 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
     from ..errors import DataError
     from ..metrics.plots import save_image_grid
+    from ..models import crop_images
     from ..pretrained import load
 
     model = load(args.run)
     path = Path(args.codes)
-    levels, names = _read_codes(path)
+    levels, names, sizes = _read_codes(path)
     out = Path(args.output)
     targets = png_targets(path, out, names, len(levels[0]), args.overwrite, hint=" in names", inputs=[path])  # all checked before writing any
     with torch.no_grad():
@@ -173,8 +195,21 @@ def _cmd_decode(args: argparse.Namespace) -> int:
             images = model.decode(model.codes_from_list(levels))
         except (IndexError, ValueError, RuntimeError) as exc:
             raise DataError(f"{path}: codes do not fit this model ({str(exc).splitlines()[0]})") from None
+    if sizes is not None:  # crop each image back to the size it had before it was padded to the model's stride
+        too_big = [i for i, (h, w) in enumerate(sizes) if h > images.shape[-2] or w > images.shape[-1]]
+        if too_big:
+            h, w = sizes[too_big[0]]
+            raise DataError(f"{path}: image {too_big[0]} has image_sizes {h}x{w}, larger than its codes decode to "
+                            f"({images.shape[-2]}x{images.shape[-1]})")
+    mixed = sizes is not None and len({(int(h), int(w)) for h, w in sizes}) > 1  # not as `hiervq encode` writes
+    if sizes is not None and not mixed:
+        images = crop_images(images, tuple(sizes[0]))
     out.mkdir(parents=True, exist_ok=True)
-    save_pngs(images, targets)
+    if mixed:
+        for x, (h, w), target in zip(images, sizes, targets):
+            save_pngs(x[None, :, :h, :w], [target])
+    else:
+        save_pngs(images, targets)
     save_image_grid(images, out / "grid.png", nrow=min(8, len(images)))
     print(f"decoded {len(images)} images -> {out}/")
     return 0
@@ -207,15 +242,20 @@ def add_commands(sub) -> None:
     add_output(p, "also write the result JSON here")
     add_overwrite(p, "replace the -o file if it exists")
 
-    p = add_command(sub, "encode", _cmd_encode, "turn images into codes (codes.npz)")
+    p = add_command(sub, "encode", _cmd_encode, "turn images into codes (codes.npz)",
+                    "Encode images into codes, one array per level (level0 = bottom), with their names and sizes. "
+                    "Each image is coded at its own size (padded to the model's stride; `decode` crops back), so "
+                    "the images of one call must share a size; --resize brings them to the model's training size.")
     add_run(p, "run directory, saved model directory or tokenizer name (`hiervq models`)")
     p.add_argument("images", nargs="+", help="image files or folders of images")
-    add_output(p, "output .npz (level0, level1, ..., names)", "codes.npz")
+    add_output(p, "output .npz (level0, level1, ..., names, image_sizes)", "codes.npz")
     add_image_options(p)
     add_batch_size(p, 256)
     add_overwrite(p, "replace the -o file if it exists (never an input image)")
 
-    p = add_command(sub, "decode", _cmd_decode, "turn codes (codes.npz) back into images")
+    p = add_command(sub, "decode", _cmd_decode, "turn codes (codes.npz) back into images",
+                    "Decode a codes file written by `hiervq encode` into one PNG per image (plus grid.png), cropped "
+                    "to each image's recorded size (image_sizes; older files decode at the size of their grids).")
     add_run(p, "run directory, saved model directory or tokenizer name (`hiervq models`)")
     p.add_argument("codes", help=".npz written by `hiervq encode`")
     add_output(p, "output folder (one PNG per image, plus grid.png)", "decoded")

@@ -84,11 +84,15 @@ def add_batch_size(p: argparse.ArgumentParser, default: int, help: str = "images
     p.add_argument("--batch-size", type=int, default=default, help=help)
 
 
-def add_image_options(p: argparse.ArgumentParser,
-                      keep_size_help: str = "do not resize images to the model's image size") -> None:
-    """``--convert`` and ``--keep-size``: how image files are brought to the model (:func:`read_model_images`)."""
+def add_image_options(p: argparse.ArgumentParser) -> None:
+    """``--convert`` and ``--resize``: how image files are brought to the model (:func:`read_model_images`);
+    ``--keep-size``, the old flag for what is now the default, is still accepted and does nothing."""
     p.add_argument("--convert", action="store_true", help="convert images to the model's channel count")
-    p.add_argument("--keep-size", action="store_true", help=keep_size_help)
+    p.add_argument("--resize", action="store_true",
+                   help="bring images to the model's training size as its training images were (the run's data.fit: "
+                        "resize or pad); default: each image at its own size, padded to the model's stride and "
+                        "cropped back when decoded")
+    p.add_argument("--keep-size", action="store_true", help=argparse.SUPPRESS)  # now the default: a no-op
 
 
 def add_priors(p: argparse.ArgumentParser,
@@ -180,10 +184,14 @@ def run_fit(run: str) -> str:
         return "resize"
 
 
-def read_model_images(files: list[Path], run: str, model, convert: bool = False, keep_size: bool = False):
-    """The images of ``files`` as one float batch (N, C, H, W) on [0, 1] for ``model``: brought to its image size
-    the way the run's training images were (``data.fit``) unless ``keep_size``; ``convert`` converts them to the
-    model's channel count. Warns (the ``hiervq`` logger) when resizing changes aspect ratios."""
+def read_model_images(files: list[Path], run: str, model, convert: bool = False, resize: bool = False,
+                      keep_size: bool = False) -> list:
+    """The images of ``files`` for ``model``, one float tensor (1, C, H, W) on [0, 1] each: at their own size
+    (the model pads them to its stride when it codes them, :meth:`~hiervq.models.DiscreteAutoencoder.pad_images`;
+    a model that codes its own size only refuses others, naming both sizes and ``--resize``), or with ``resize``
+    brought to the model's image size the way the run's training images were (``data.fit``), warning (the
+    ``hiervq`` logger) when resizing changes aspect ratios. ``convert`` converts them to the model's channel count.
+    ``keep_size`` (the old ``--keep-size``) is the default and contradicts ``resize``."""
     import logging
 
     import numpy as np
@@ -192,29 +200,41 @@ def read_model_images(files: list[Path], run: str, model, convert: bool = False,
     from ..data import fit_images, read_image
     from ..errors import DataError
 
+    if resize and keep_size:
+        raise DataError("--resize and --keep-size contradict each other (images keep their size by default)")
     c, h, w = model.image_shape
-    fit = run_fit(run)
+    fit = run_fit(run) if resize else None
     arrays, reshaped = [], 0
     for f in files:
         arr = read_image(f, mode=("L" if c == 1 else "RGB") if convert else None)
         if arr.shape[2] != c:
             raise DataError(f"{f}: image has {arr.shape[2]} channels, the model expects {c} (pass --convert to convert)")
         x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None]
-        if not keep_size:
+        if resize:
             reshaped += fit == "resize" and x.shape[-1] * h != x.shape[-2] * w
             try:
                 x = fit_images(x, h, fit)
             except DataError as exc:
                 raise DataError(f"{f}: {exc} (the run was trained with data.fit: {fit})") from None
-        arrays.append(x)
+        else:
+            try:
+                model.coded_size(*x.shape[-2:])
+            except DataError as exc:
+                raise DataError(f"{f}: {exc}") from None
+        arrays.append(x.float() / 255.0)
     if reshaped:
         logging.getLogger(__name__).warning(
             f"{reshaped} of {len(files)} images changed their aspect ratio when resized to {h}x{w} "
-            "(the run's data.fit: resize; --keep-size keeps their size)")
-    shapes = {tuple(a.shape) for a in arrays}
-    if len(shapes) > 1:
-        raise DataError(f"images have different sizes {sorted(shapes)[:3]}; drop --keep-size to resize them")
-    return torch.cat(arrays).float() / 255.0
+            "(the run's data.fit: resize; without --resize images keep their size)")
+    return arrays
+
+
+def group_by_size(images: list) -> dict[tuple[int, int], list[int]]:
+    """The indices of ``images`` ((1, C, H, W) tensors) per size (H, W), in order of first appearance."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, x in enumerate(images):
+        groups.setdefault(tuple(x.shape[-2:]), []).append(i)
+    return groups
 
 
 # ---------------------------------------------------------------------- images out

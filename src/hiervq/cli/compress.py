@@ -19,6 +19,7 @@ from .common import (
     add_run,
     collect_files,
     collect_images,
+    group_by_size,
     png_targets,
     read_model_images,
     save_pngs,
@@ -31,6 +32,8 @@ def _check_batch_size(n: int) -> None:
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
+    import torch
+
     from ..codec import SUFFIX, Codec, header_bytes
     from ..errors import DataError
     from ..io import atomic_write_bytes
@@ -53,20 +56,31 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         if target.exists() or target.is_symlink():  # only with --overwrite, never an input or a run's own file
             check_output_file(target, args.overwrite, inputs=files)
     codec = Codec.from_run(args.run, args.priors)
-    images = read_model_images(files, args.run, codec.model, args.convert, args.keep_size)
+    images = read_model_images(files, args.run, codec.model, args.convert, args.resize, args.keep_size)
+    groups = group_by_size(images)  # images of one size are coded together; each file records its image's size
+    for size in groups:
+        try:
+            codec.grids(*size)  # every size is checked (the model and its priors take it) before anything is written
+        except DataError as exc:
+            raise DataError(f"{files[groups[size][0]]}: {exc}") from None
     t0 = time.perf_counter()
-    total, estimate = 0, 0.0
-    for s in range(0, len(images), args.batch_size):
-        result = codec.compress_batch(images[s : s + args.batch_size])
-        for data, target in zip(result.files, targets[s : s + args.batch_size]):
-            atomic_write_bytes(target, data)
-            total += len(data)
-        estimate += float(result.bits.sum())
+    total, estimate, pixels, first = 0, 0.0, 0, None
+    for (h, w), index in groups.items():
+        for s in range(0, len(index), args.batch_size):
+            part = index[s : s + args.batch_size]
+            result = codec.compress_batch(torch.cat([images[i] for i in part]))
+            for data, i in zip(result.files, part):
+                atomic_write_bytes(targets[i], data)
+                total += len(data)
+                first = first or data
+            estimate += float(result.bits.sum())
+            pixels += len(part) * h * w
     seconds = time.perf_counter() - t0
-    n, pixels = len(images), images.shape[-2] * images.shape[-1]
-    print(f"compressed {n} images -> {out} ({total / n:.1f} bytes/image, {total * 8 / n / pixels:.4f} bits/pixel with "
-          f"the {header_bytes(result.files[0])}-byte header; the priors estimate {estimate / n:.1f} bits/image; "
-          f"{n / seconds:.1f} images/s)")
+    n = len(images)
+    sizes = ", ".join(f"{h}x{w}" for h, w in list(groups)[:3]) + (", ..." if len(groups) > 3 else "")
+    print(f"compressed {n} images ({sizes}) -> {out} ({total / n:.1f} bytes/image, {total * 8 / pixels:.4f} bits/pixel "
+          f"of the original pixels with the {header_bytes(first)}-byte header; the priors estimate {estimate / n:.1f} "
+          f"bits/image; {n / seconds:.1f} images/s)")
     return 0
 
 
@@ -112,22 +126,23 @@ def add_commands(sub) -> None:
     p = add_command(
         sub, "compress", _cmd_compress, "compress images to .hvq files (codes entropy-coded with the run's priors)",
         "Encode images with a run's autoencoder and range-code the codes with its priors (train them "
-        "first with `hiervq prior RUN --level all`): one .hvq file per image. Images are brought to the model's size "
-        "as `hiervq encode` does. Format and determinism: docs/compression.md.",
+        "first with `hiervq prior RUN --level all`): one .hvq file per image, at the image's own size (padded to the "
+        "model's stride; `decompress` crops back; --resize brings images to the model's training size as `hiervq "
+        "encode --resize` does). Format and determinism: docs/compression.md.",
     )
     add_run(p, "autoencoder run directory (with priors under RUN/priors/)")
     p.add_argument("images", nargs="+", help="image files or folders of images")
     add_output(p, "output folder (one NAME.hvq per image; default compressed), or a .hvq file for one image",
                "compressed")
     add_priors(p)
-    add_image_options(p, "do not resize images to the model's image size (hierarchical models only)")
+    add_image_options(p)
     add_batch_size(p, 64, "images encoded and range-coded together")
     add_overwrite(p, "replace .hvq files that already exist")
 
     p = add_command(
         sub, "decompress", _cmd_decompress, "decompress .hvq files to PNGs",
         "Decode .hvq files written by `hiervq compress` with the same run (its autoencoder and priors; "
-        "another model's files are refused): one PNG per file, named after it.",
+        "another model's files are refused): one PNG per file, named after it, at the size its header records.",
     )
     add_run(p, "the autoencoder run directory that compressed the files")
     p.add_argument("files", nargs="+", help=".hvq files or folders of them")

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DataError, HierVQError
+from ..models.base import crop_images
 from ..priors import prior_kind_for, takes_labels
 from ..schema import with_old_keys
 from . import tables
@@ -147,20 +148,22 @@ class Codec:
         return tuple(info["grid"]) + ((info["depth"],) if info.get("depth", 1) > 1 else ())
 
     def grids(self, height: int, width: int) -> list[tuple[int, ...]]:
-        """The code grid of each coded level (coding order) for an H x W image; (h, w, L) for a level of L > 1
-        codes per position, (T,) for a multi-scale level."""
+        """The code grid of each coded level (coding order) for an H x W image, coded padded to the model's stride
+        (:meth:`~hiervq.models.DiscreteAutoencoder.coded_size`); (h, w, L) for a level of L > 1 codes per position,
+        (T,) for a multi-scale level. A model or priors that take their own size only refuse others, naming both."""
         if (height, width) == tuple(self.model.image_shape[1:]):
             return [self._shape(lv) for lv in self.levels]
         if (height, width) not in self._grids:
-            c = self.model.image_shape[0]
+            c, h, w = self.model.image_shape
+            ph, pw = self.model.coded_size(height, width)  # DataError naming both sizes for a fixed-size model
             try:
-                codes = self.model.codes_to_list(self.model.encode(torch.zeros(1, c, height, width, device=self.device)))
+                codes = self.model.codes_to_list(self.model.encode(torch.zeros(1, c, ph, pw, device=self.device)))
             except (DataError, ValueError, RuntimeError) as exc:
                 raise DataError(f"this model cannot code {height}x{width} images ({str(exc).splitlines()[0]})") from None
             grids = [tuple(codes[lv].shape[1:]) for lv in self.levels]
             if not self.kind.any_grid and grids != [self._shape(lv) for lv in self.levels]:
-                _, h, w = self.model.image_shape
-                raise DataError(f"the priors model {h}x{w} images only, not {height}x{width} (drop --keep-size)")
+                raise DataError(f"the priors model the codes of {h}x{w} images only, not of {height}x{width}; "
+                                f"resize them to {h}x{w} (hiervq: --resize)")
             self._grids[height, width] = grids
         return self._grids[height, width]
 
@@ -215,7 +218,8 @@ class Codec:
 
     @torch.no_grad()
     def compress_codes(self, codes: list[torch.Tensor], image_size: tuple[int, int]) -> Compressed:
-        """Compress codes (the ``codes_to_list`` layout of a batch of ``image_size`` (H, W) images)."""
+        """Compress codes (the ``codes_to_list`` layout of a batch of ``image_size`` (H, W) images, coded padded to
+        the model's stride as :meth:`compress_batch` does); the header records ``image_size``."""
         codes = [c.to(self.device, torch.long) for c in codes]
         b = codes[0].shape[0]
         grids = self.grids(*image_size)
@@ -241,10 +245,13 @@ class Codec:
 
     @torch.no_grad()
     def compress_batch(self, images: torch.Tensor) -> Compressed:
-        """Compress images (B, C, H, W), floating point on [0, 1]: one file per image, and what went into them."""
+        """Compress images (B, C, H, W), floating point on [0, 1], at their own size: padded to the model's stride
+        (:meth:`~hiervq.models.DiscreteAutoencoder.pad_images`), the header recording (H, W) to crop back to;
+        one file per image, and what went into them."""
         if not isinstance(images, torch.Tensor) or images.ndim != 4:
             raise DataError(f"expected images (B, C, H, W), got {getattr(images, 'shape', type(images).__name__)}")
-        codes = self.model.codes_to_list(self.model.encode(images.to(self.device)))
+        self.grids(*images.shape[-2:])  # a size the model or its priors cannot code is refused, naming both sizes
+        codes = self.model.codes_to_list(self.model.encode(self.model.pad_images(images.to(self.device))))
         return self.compress_codes(codes, tuple(images.shape[-2:]))
 
     def compress(self, images: torch.Tensor, batch_size: int = 64) -> list[bytes]:
@@ -306,7 +313,8 @@ class Codec:
 
     @torch.no_grad()
     def decompress(self, files: list[bytes], names: list[str] | None = None, batch_size: int = 64) -> torch.Tensor:
-        """Images (B, C, H, W) on [0, 1] (``model.decode`` clamped) from files that hold images of one size;
+        """Images (B, C, H, W) on [0, 1] (``model.decode`` clamped, cropped to the size the files record) from files
+        that hold images of one size;
         ``names`` (for messages) default to "file i"; decoded in batches of ``batch_size`` files."""
         names = names or [f"file {i}" for i in range(len(files))]
         if not files:
@@ -315,8 +323,9 @@ class Codec:
             raise DataError("the files hold images of different sizes; decompress each size separately")
         out = []
         for s in range(0, len(files), batch_size):
-            codes, _ = self.decompress_codes(files[s : s + batch_size], names[s : s + batch_size])
-            out.append(self.model.decode(self.model.codes_from_list([c.to(self.device) for c in codes])).clamp(0, 1).cpu())
+            codes, size = self.decompress_codes(files[s : s + batch_size], names[s : s + batch_size])
+            images = self.model.decode(self.model.codes_from_list([c.to(self.device) for c in codes]))
+            out.append(crop_images(images, size).clamp(0, 1).cpu())
         return torch.cat(out)
 
 

@@ -4,12 +4,14 @@ Layout (multi-byte integers big-endian; "varint" = unsigned LEB128, 7 bits per b
 
     offset  bytes  field
     0       3      magic b"HVQ"
-    3       1      format version (1)
+    3       1      format version (2; version 1 files, the same layout, are read too)
     4       4      model id: the first 4 bytes of the SHA-256 of the autoencoder's and the priors' configs and
                    weights (:func:`hiervq.codec.model_id`); decompressing with other weights is refused
     8       1      flags: bits 0-2 the rounding phase of the probability tables (:mod:`hiervq.codec.tables`),
                    bit 3 set when the stream starts with a class label, bits 4-7 zero
-    9       varint image height H, varint image width W (pixels)
+    9       varint image height H, varint image width W (pixels): the original size; the codes are those of the
+                   image padded to the model's stride (:meth:`~hiervq.models.DiscreteAutoencoder.pad_images`), and
+                   decoding crops back to H x W (version 1 stored only sizes that needed no padding)
             varint number of coded levels n, then per level in coding order (top first): varint number of grid
                    dimensions, a varint per dimension (e.g. 2, 8, 8 for an 8x8 map; 1, 64 for a sequence of 64 or
                    a multi-scale level of 64 tokens)
@@ -32,7 +34,9 @@ from dataclasses import dataclass
 from ..errors import DataError
 
 MAGIC = b"HVQ"
-VERSION = 1
+VERSION = 2
+#: the versions :func:`unpack` reads: 1 has the same layout, and its H x W were always multiples of the stride
+READ_VERSIONS = (1, 2)
 SUFFIX = ".hvq"
 _FIXED = struct.Struct(">3sB4sB")  # magic, version, model id, flags
 MODEL_ID_BYTES = 4
@@ -46,7 +50,7 @@ class Header:
 
     Attributes:
         model_id: 4 bytes identifying the autoencoder and prior weights that coded it.
-        image_size: (H, W) in pixels.
+        image_size: (H, W) in pixels, the image's original size (coded padded to the model's stride).
         grids: the code grid of each level in coding order (top first), e.g. ((2, 2), (4, 4), (8, 8)) or ((64,),).
         phase: rounding phase 0..7 of the probability tables.
         labelled: the stream starts with a class label (class-conditional priors).
@@ -112,8 +116,9 @@ def unpack(data: bytes, name: str = "data") -> tuple[Header, bytes]:
     if len(data) < _FIXED.size:
         raise DataError(f"{name}: truncated ({len(data)} bytes end inside the header)")
     _, version, model, flags = _FIXED.unpack_from(data)
-    if version != VERSION:
-        raise DataError(f"{name}: format version {version}; this hiervq reads version {VERSION}")
+    if version not in READ_VERSIONS:
+        raise DataError(f"{name}: format version {version}; this hiervq reads versions "
+                        f"{', '.join(map(str, READ_VERSIONS))}")
     if flags & ~(PHASE_BITS | LABEL_FLAG):
         raise DataError(f"{name}: corrupt header (unknown flags {flags:#04x})")
     r = _Reader(data, name)

@@ -1,6 +1,6 @@
 """The discrete autoencoder family, all behind :class:`DiscreteAutoencoder`."""
 
-from .base import Budget, DiscreteAutoencoder, LevelInfo, Output, QuantizerConfig, budget_of
+from .base import Budget, DiscreteAutoencoder, LevelInfo, Output, QuantizerConfig, budget_of, crop_images
 from .hierarchical import VQVAE, HierarchicalConfig, HierarchicalVQVAE, LevelConfig, VQVAEConfig
 from .pqvae import PQVAE, PQVAEConfig
 from .stacked import DualStackConfig, DualStackVQVAE, StackedConfig, StackedVQVAE, StageConfig
@@ -24,4 +24,5 @@ __all__ = [
     "VQVAE",
     "VQVAEConfig",
     "budget_of",
+    "crop_images",
 ]

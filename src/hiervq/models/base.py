@@ -283,6 +283,15 @@ def image_sides(size: int | list[int] | tuple[int, ...]) -> list[int]:
     return [size, size] if isinstance(size, int) else list(size)
 
 
+def crop_images(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Images (B, C, H', W') cut back to their original ``size`` (H, W) at the top left: undoes
+    :meth:`DiscreteAutoencoder.pad_images` on decoded images."""
+    h, w = (int(s) for s in size)
+    if h > x.shape[-2] or w > x.shape[-1]:
+        raise DataError(f"cannot crop {x.shape[-2]}x{x.shape[-1]} images to {h}x{w}")
+    return x[..., :h, :w]
+
+
 def budget_of(levels: list[LevelInfo]) -> Budget:
     """The :class:`Budget` of a list of levels."""
     return Budget(
@@ -386,6 +395,51 @@ class DiscreteAutoencoder(nn.Module):
             if not getattr(self.config, "raw_input", False) and (lo < -IMAGE_RANGE_SLACK or hi > 1 + IMAGE_RANGE_SLACK):
                 raise DataError(f"images must be on [0, 1], got values in [{lo:.4g}, {hi:.4g}]"
                                 f"{'; divide 0-255 images by 255' if hi > 2 else ''}")
+
+    # ---------------------------------------------------------------- images at their own size
+    @property
+    def any_size(self) -> bool:
+        """Whether the model codes images of other sizes than ``config.image_size`` (fully convolutional: any
+        multiple of :attr:`downsampling`, and :meth:`pad_images` pads the rest). False (the default) for a model
+        whose codes are fixed by its image size, such as a PQ-VAE's sequence or a multi-scale level's schedule."""
+        return False
+
+    #: why a model that is not :attr:`any_size` codes its own image size only (for messages)
+    fixed_size_reason: str = "its codes are fixed by its image size"
+
+    def coded_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size an ``height`` x ``width`` image is coded at: padded up to a multiple of :attr:`downsampling`
+        (:attr:`any_size`), or the model's own size, which a fixed-size model requires (:class:`DataError` naming
+        both sizes otherwise)."""
+        _, mh, mw = self.image_shape
+        if not self.any_size:
+            if (height, width) != (mh, mw):
+                raise DataError(f"this model codes {mh}x{mw} images only ({self.fixed_size_reason}), not "
+                                f"{height}x{width}; resize them to {mh}x{mw} (hiervq: --resize)")
+            return height, width
+        if height < 1 or width < 1:
+            raise DataError(f"image size {height}x{width} is empty")
+        f = self.downsampling
+        return -(-height // f) * f, -(-width // f) * f
+
+    def pad_images(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) padded at the bottom and the right, repeating their last row and column
+        (``replicate``), to :meth:`coded_size`; :func:`crop_images` with the original (H, W) undoes it after
+        :meth:`decode`. The one place where hiervq pads images to code them at their own size (the CLI's
+        ``encode``/``compress`` and :class:`hiervq.Codec` call it)."""
+        if not isinstance(x, torch.Tensor) or x.ndim != 4:
+            raise DataError(f"expected images (B, C, H, W), got {getattr(x, 'shape', type(x).__name__)}")
+        h, w = x.shape[-2:]
+        ph, pw = self.coded_size(h, w)
+        if (ph, pw) == (h, w):
+            return x
+        return torch.nn.functional.pad(x, (0, pw - w, 0, ph - h), mode="replicate")
+
+    def bits_of(self, codes: list[torch.Tensor]) -> float:
+        """Bits per image of codes in the :meth:`codes_to_list` layout, counting their real grids: the sum over
+        levels of the codes per image (grid positions x codes per position, or a sequence's length) x log2 K.
+        Equal to ``budget().bits_per_image`` at the model's image size."""
+        return float(sum(code_bits(lv.codebook_size, math.prod(c.shape[1:])) for lv, c in zip(self.levels, codes)))
 
     def codes_to_list(self, codes: Any) -> list[torch.Tensor]:
         """Codes as returned by :meth:`encode` -> a list of index tensors (what ``codes.npz`` stores)."""

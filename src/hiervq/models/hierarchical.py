@@ -194,6 +194,14 @@ class HierarchicalVQVAE(DiscreteAutoencoder):
         return math.prod(lv.downsample for lv in self.config.levels)
 
     @property
+    def any_size(self) -> bool:
+        """Fully convolutional: any multiple of :attr:`downsampling`, unless a level is multi-scale (its scale
+        schedule ends on the training grid)."""
+        return all(self.config.quantizer_of(i).kind != "multiscale" for i in range(len(self.config.levels)))
+
+    fixed_size_reason = "a multi-scale level's scales end on its training grid"
+
+    @property
     def levels(self) -> list[LevelInfo]:
         _, h, w = self.image_shape
         out, f = [], 1

@@ -170,6 +170,8 @@ class PQVAE(DiscreteAutoencoder):
     def downsampling(self) -> int:
         return self.config.downsample * self.config.map_size
 
+    fixed_size_reason = "a PQ-VAE's code sequence has a fixed length"
+
     @property
     def feature_shape(self) -> tuple[int, int]:
         """(H, W) of the quantized feature map for a ``config.image_size`` image."""

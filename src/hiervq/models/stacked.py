@@ -173,6 +173,10 @@ class StackedVQVAE(DiscreteAutoencoder):
         return [vq for stage in self.stages for vq in stage.quantizers()]
 
     @property
+    def any_size(self) -> bool:
+        return all(stage.any_size for stage in self.stages)
+
+    @property
     def downsampling(self) -> int:
         need, factor = 1, 1
         for stage in self.stages:
