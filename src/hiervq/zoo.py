@@ -20,6 +20,7 @@ This module depends only on :mod:`hiervq.layout`, :mod:`hiervq.io` and :mod:`hie
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ ENV = "HIERVQ_MODELS"
 PACKAGE_FOLDER = "weights"
 CARD_JSON = "card.json"
 CARD_MD = "card.md"
+
+logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -72,6 +75,8 @@ def is_name(text: str) -> bool:
 
 
 def _read_card(folder: Path) -> dict[str, Any]:
+    """The card's numbers (``card.json``); ``{}`` when it is missing or unreadable. Every value the listing reads
+    is type-checked there, so a card of the wrong shape cannot break ``hiervq models``."""
     try:
         card = json.loads((folder / CARD_JSON).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -80,13 +85,26 @@ def _read_card(folder: Path) -> dict[str, Any]:
 
 
 def _scan(folder: Path | None, source: str) -> list[Tokenizer]:
-    if folder is None or not folder.is_dir():
+    """The tokenizers in ``folder``; an entry that cannot be read (permissions, a broken link) is skipped with a
+    warning naming it."""
+    if folder is None:
         return []
-    return [
-        Tokenizer(p.name, p, source, _read_card(p))
-        for p in sorted(folder.iterdir())
-        if is_name(p.name) and (p / MODEL_CONFIG).is_file()
-    ]
+    try:
+        entries = sorted(folder.iterdir()) if folder.is_dir() else []
+    except OSError as exc:
+        logger.warning("%s: cannot list the tokenizers in it (%s); skipped", folder, exc.strerror or exc)
+        return []
+    found = []
+    for p in entries:
+        try:
+            if not (is_name(p.name) and (p / MODEL_CONFIG).is_file()):
+                continue
+            (p / MODEL_CONFIG).open("rb").close()
+        except OSError as exc:
+            logger.warning("%s: skipped, cannot be read (%s)", p, exc.strerror or exc)
+            continue
+        found.append(Tokenizer(p.name, p, source, _read_card(p)))
+    return found
 
 
 def list_tokenizers() -> list[Tokenizer]:

@@ -68,14 +68,13 @@ def _data_path_overrides(path: str | None) -> list[str]:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from ..io import atomic_write_bytes
-    from ..train import read_run_config
     from ..train.config import with_overrides
-    from ..train.run import evaluate_run
+    from ..train.run import evaluate_run, model_run_config
     from ..train.rundir import check_output_file
 
     if args.output:
         check_output_file(args.output, args.overwrite)
-    config = read_run_config(args.run)
+    config = model_run_config(args.run)  # a run directory, a saved model folder or a tokenizer name
     overrides = _data_path_overrides(args.data) + list(args.set or [])
     if overrides:
         config = with_overrides(config.to_dict(), overrides, config.source)

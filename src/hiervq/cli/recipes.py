@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from .common import add_command
 
@@ -25,26 +26,57 @@ def _size(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
 
 
+def _num(value, fmt: str) -> str:
+    return format(value, fmt) if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
+
+
+def _show_card(name: str) -> int:
+    """``hiervq models NAME``: the tokenizer's card (card.md, else its numbers) and where it lives."""
+    from ..errors import HierVQError
+    from ..zoo import CARD_MD, find
+
+    t = find(name)
+    if t is None:
+        from ..zoo import resolve
+
+        resolve(name)  # the one-line error listing the known names
+        raise HierVQError(f"{name}: a folder, not a tokenizer name; its files are in {name}")
+    print(f"# {t.name} ({t.source}): {t.path}")
+    try:
+        print((t.path / CARD_MD).read_text(encoding="utf-8").rstrip())
+    except OSError:
+        print(json.dumps(t.card, indent=2) if t.card else "(no card)")
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from ..zoo import ENV, list_tokenizers, shipped_dir, user_dir
 
     if args.path:
         print(shipped_dir())
         return 0
+    if args.name:
+        return _show_card(args.name)
     header = ("name", "source", "data", "bits/image", "test MSE", "PSNR", "priors", "size")
     rows = []
     for t in list_tokenizers():
-        card, test = t.card, t.card.get("test") or {}
-        bits = card.get("bits_per_image")
+        card = t.card
+        test = card.get("test") if isinstance(card.get("test"), dict) else {}
+        data = card.get("data") if isinstance(card.get("data"), dict) else {}
+        priors = card.get("priors") if isinstance(card.get("priors"), (list, dict)) else []
+        try:
+            size = _size(t.size_bytes())
+        except OSError:
+            size = "?"
         rows.append((
             t.name,
             t.source,
-            str((card.get("data") or {}).get("dataset") or (card.get("data") or {}).get("name", "?")),
-            f"{bits:.0f}" if isinstance(bits, (int, float)) else "?",
-            f"{test['mse']:.2e}" if "mse" in test else "?",
-            f"{test['psnr']:.2f}" if "psnr" in test else "?",
-            str(len(card.get("priors") or [])),
-            _size(t.size_bytes()),
+            str(data.get("dataset") or data.get("name", "?")),
+            _num(card.get("bits_per_image"), ".0f"),
+            _num(test.get("mse"), ".2e"),
+            _num(test.get("psnr"), ".2f"),
+            str(len(priors)),
+            size,
         ))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
@@ -74,4 +106,5 @@ def add_commands(sub) -> None:
         "as save_pretrained writes them). A name works wherever a run or model directory does (an existing path "
         "wins); nothing is downloaded. Each shipped tokenizer has a model card (card.md) in its folder.",
     )
+    p.add_argument("name", nargs="?", help="print this tokenizer's model card instead of the list")
     p.add_argument("--path", action="store_true", help="print the folder that holds the shipped tokenizers instead")

@@ -129,12 +129,15 @@ class Codec:
         from ..pretrained import load
         from ..priors.run import load_priors
         from ..train.distributed import env_device
+        from ..zoo import resolve
 
-        model = load(run)
-        dirs = list(prior_dirs or [prior.path for prior in RunDir(run).find_priors()])
+        folder = resolve(run)  # a run directory, a saved model folder or a tokenizer name: its priors are inside
+        model = load(folder)
+        dirs = list(prior_dirs or [prior.path for prior in RunDir(folder).find_priors()])
         if not dirs:
-            raise HierVQError(f"{run}: no trained priors under {RunDir(run).priors}; run `hiervq prior "
-                              f"{run} --level all` first")
+            how = (f"run `hiervq prior {run} --level all` first" if RunDir(folder).config.is_file() else
+                   f"train them with `hiervq prior {run} --level all --out DIR` and pass `--priors DIR/level*`")
+            raise HierVQError(f"{run}: no trained priors under {RunDir(folder).priors}; {how}")
         priors, _ = load_priors(run, dirs, model)
         return cls(model, priors, device or env_device(), run)
 

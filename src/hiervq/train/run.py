@@ -8,6 +8,7 @@ writing it holds the lock ``.RUN.lock`` beside it (see :mod:`hiervq.train.rundir
 from __future__ import annotations
 
 import logging
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from ..errors import ConfigError, DataError, HierVQError
 from ..io import atomic_write_bytes
 from ..layout import RunDir
 from ..models.base import DiscreteAutoencoder
-from ..pretrained import load_state, save_pretrained
+from ..pretrained import load_state, resolve_model_dir, save_pretrained
 from .checkpoint import load_checkpoint
 from .config import RunConfig, config_from_dict, dump_config, read_yaml_mapping
 from .distributed import DistInfo, barrier, cleanup, env_device, setup
@@ -91,6 +92,31 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
     if not path.is_file():
         raise HierVQError(f"{run_dir}: not a run directory (no {RunDir.CONFIG})")
     return config_from_dict(read_yaml_mapping(path), str(path))
+
+
+def model_run_config(ref: str | os.PathLike) -> RunConfig:
+    """The :class:`RunConfig` of any model reference (what ``eval``, ``prior`` and the codec need of it): a run
+    directory's ``config.yaml``; for a ``save_pretrained`` folder or a tokenizer name (:mod:`hiervq.zoo`), a config
+    whose data section is the one its ``config.json`` recorded (the recorded ``path`` when it exists from here,
+    else its ``absolute_path``; ``--data`` or ``--set data.path=...`` point it elsewhere)."""
+    from ..pretrained import read_meta
+    from ..zoo import resolve
+
+    folder = resolve(ref)
+    if RunDir(folder).config.is_file():
+        return read_run_config(folder)
+    meta = read_meta(folder)
+    recorded = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    data = {k: recorded[k] for k in ("name", "path", "image_size", "fit", "channels", "classes")
+            if recorded.get(k) is not None}
+    path, absolute = recorded.get("path"), recorded.get("absolute_path")
+    if isinstance(path, str) and not Path(path).exists() and isinstance(absolute, str) and Path(absolute).exists():
+        data["path"] = absolute
+    where = f"{resolve_model_dir(folder) / 'config.json'} (data)"
+    try:
+        return config_from_dict({"data": data} if data else {}, where)
+    except ConfigError:
+        return config_from_dict({}, where)  # a model that recorded no usable data: --data names it
 
 
 def build_for_data(config: RunConfig, data: DataSplits) -> DiscreteAutoencoder:
@@ -256,7 +282,7 @@ def evaluate_run(run_dir: str | Path, config: RunConfig | None = None, split: st
     from ..data import join_sets
     from ..pretrained import load
 
-    config = config or read_run_config(run_dir)
+    config = config or model_run_config(run_dir)
     model = load(run_dir, device=env_device())
     data = load_data(config.data)
     if split == "all":
