@@ -519,16 +519,19 @@ def load_data(config: DataConfig) -> DataSplits:
     if "val" not in raw and config.val_fraction > 0:
         held = val_split(raw["train"].labels, config.val_fraction, config.seed, len(raw["train"]))
         if held is None:
-            logger.warning("%s: %d training image(s): too few for a validation split (data.val_fraction)",
-                           config.path or config.name, len(raw["train"]))
+            if len(raw["train"]):  # (none at all: refused below)
+                logger.warning("%s: %d training image: too few for a validation split (data.val_fraction)",
+                               config.path or config.name, len(raw["train"]))
         else:
             tr = raw["train"]
             raw["train"], raw["val"] = _take(tr, held[0]), _take(tr, held[1])
     if config.crop is not None:
         _check_crop(raw, config)
     eval_crop = None
-    if config.crop is not None and len({_sizes(raw[k]) for k in raw if k != "train"} - {None}) != 1:
-        eval_crop = config.crop  # the evaluation images differ in size: their centre crops
+    if config.crop is not None:
+        sizes = [_sizes(raw[k]) for k in raw if k != "train"]
+        if None in sizes or len(set(sizes)) != 1:
+            eval_crop = config.crop  # the evaluation images differ in size: their centre crops
 
     def make(split: Split | _Positions, limit: int | None = None, seed: int = 0,
              crop: int | None = None) -> ImageSet | LazyImageSet:
