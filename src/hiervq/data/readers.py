@@ -1,7 +1,8 @@
 """Readers for image dataset files. Each returns uint8 numpy arrays (N, H, W, C) and int64 labels (N,).
 
 Formats: MNIST idx (.gz or raw), CIFAR-10 python batches, MedMNIST-layout .npz archives, folders of
-PNG/JPEG images (one sub-folder per class, or flat for unlabeled data). Readers only read local files.
+PNG/JPEG images (read recursively; ``train/``, ``val/``, ``test/`` sub-folders are splits, class sub-folders
+labels only when asked). Readers only read local files.
 """
 
 from __future__ import annotations
