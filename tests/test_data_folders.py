@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 
 from hiervq.cli import main
-from hiervq.data import AugmentConfig, BatchSource, DataConfig, LazyImageSet, load_data
+from hiervq.data import BatchSource, DataConfig, load_data
 from hiervq.errors import DataError
 
 from .conftest import TINY_RUN

@@ -27,7 +27,6 @@ from .readers import (
     open_npz,
     read_cifar10_batches,
     read_image,
-    read_image_folder,
     read_mnist,
     read_npz,
 )
