@@ -585,7 +585,48 @@ def _(t, run):
     (t / "imgs").mkdir()
     gray_png(t / "imgs" / "a.png", 16)
     gray_png(t / "imgs" / "b.png", 12)
-    return train_on(t, "folder", t / "imgs", "--set", "data.image_size=null"), "different shapes"
+    return train_on(t, "folder", t / "imgs", "--set", "data.image_size=null"), "b.png is 12x12 pixels but"
+
+
+@case("folder-mixed-sizes-lazy")
+def _(t, run):
+    (t / "imgs").mkdir()
+    gray_png(t / "imgs" / "a.png", 16)
+    gray_png(t / "imgs" / "b.png", 12)
+    return train_on(t, "folder", t / "imgs", "--set", "data.image_size=null", "--set", "data.lazy=true"), \
+        "b.png is 12x12 pixels but"
+
+
+@case("folder-crop-larger-than-an-image")
+def _(t, run):
+    (t / "imgs").mkdir()
+    gray_png(t / "imgs" / "a.png", 16)
+    gray_png(t / "imgs" / "b.png", 12)
+    return train_on(t, "folder", t / "imgs", "--set", "data.image_size=null", "--set", "data.crop=14"), \
+        "b.png is 12x12 pixels, smaller than data.crop 14"
+
+
+@case("folder-test-without-train")
+def _(t, run):
+    (t / "imgs" / "test").mkdir(parents=True)
+    gray_png(t / "imgs" / "test" / "a.png")
+    return train_on(t, "folder", t / "imgs"), "has test/ but no train/"
+
+
+@case("folder-labels-image-outside-a-class")
+def _(t, run):
+    (t / "imgs" / "cat").mkdir(parents=True)
+    gray_png(t / "imgs" / "cat" / "a.png")
+    gray_png(t / "imgs" / "b.png")
+    return train_on(t, "folder", t / "imgs", "--set", "data.labels=folders"), "b.png: data.labels: folders"
+
+
+@case("npz-crc-broken-lazy")
+def _(t, run):
+    data = bytearray(npz_bytes(**good_arrays()))
+    data[200] ^= 0xFF  # inside train_images' stored bytes
+    (t / "d.npz").write_bytes(bytes(data))
+    return train_on(t, "npz", t / "d.npz", "--set", "data.lazy=true"), "d.npz: train_images is corrupt"
 
 
 # ---------------------------------------------------------------------- --out

@@ -131,14 +131,14 @@ def make_folder(root, classes=("cat", "dog"), n=3, size=(10, 12), mode="RGB"):
 
 def test_image_folders_labeled_and_flat(tmp_path):
     make_folder(tmp_path / "labeled")
-    split, names = read_image_folder(tmp_path / "labeled")
+    split, names = read_image_folder(tmp_path / "labeled", labels=True)
     assert names == ["cat", "dog"] and split.images.shape == (6, 10, 12, 3)
     assert split.labels.tolist() == [0, 0, 0, 1, 1, 1]
     make_folder(tmp_path / "flat", classes=("",), n=4, mode="L")
     split, names = read_image_folder(tmp_path / "flat")
     assert names is None and split.labels is None and split.images.shape == (4, 10, 12, 1)
     data = load_data(DataConfig(name="folder", path=str(tmp_path / "flat"), image_size=8))
-    assert len(data.train) + len(data.test) == 4 and data.test.labels is None
+    assert (len(data.train), len(data.val), len(data.test)) == (2, 1, 1) and data.test.labels is None
 
 
 def test_corrupt_image_is_named(tmp_path):
@@ -172,7 +172,8 @@ def test_stratified_split_keeps_every_class():
 
 def test_embedded_digits():
     data = load_data(DataConfig())
-    assert len(data.train) == 1497 and len(data.test) == 300
+    assert len(data.train) + len(data.val) == 1497 and len(data.test) == 300
+    assert len(data.val) == 76 and sorted(set(data.val.labels.tolist())) == list(range(10))  # 5 %, stratified
     assert data.train.shape == (1, 32, 32)
     x, y = data.train.batch(slice(0, 4))
     assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1 and y.shape == (4,)

@@ -78,7 +78,7 @@ def test_lazy_folder_gives_the_in_memory_splits_and_pixels(tmp_path, fit, channe
     png_folder(tmp_path / "f", 30, size=(12, 10), classes=3)
     size = 16 if fit == "pad" else 8
     base = dict(name="folder", path=str(tmp_path / "f"), image_size=size, fit=fit, channels=channels,
-                val_fraction=0.2, train_limit=15, seed=3)
+                labels="folders", val_fraction=0.2, train_limit=15, seed=3)
     lazy = load_data(DataConfig(**base, lazy=True))
     memory = load_data(DataConfig(**base, lazy=False))
     assert lazy.lazy and not memory.lazy
@@ -176,7 +176,7 @@ def epochs_of(source: BatchSource, epochs) -> list[torch.Tensor]:
 
 def test_batches_and_augmentation_depend_on_seed_and_epoch_only(tmp_path):
     png_folder(tmp_path / "f", 40, size=(8, 8), classes=2)
-    cfg = dict(name="folder", path=str(tmp_path / "f"), image_size=8)
+    cfg = dict(name="folder", path=str(tmp_path / "f"), image_size=8, labels="folders")
     memory, lazy = load_data(DataConfig(**cfg, lazy=False)), load_data(DataConfig(**cfg, lazy=True))
     augment = AugmentConfig(flip=True, rotate90=True, crop=1)
     reference = epochs_of(BatchSource(memory.train, 6, seed=5, augment=augment), [0, 1, 2])
@@ -298,6 +298,7 @@ def test_torchrun_on_a_folder_read_on_access(tmp_path):
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]
     assert log.count("epoch 1 [all]") == 1 and log.count("done:") == 1, log[-3000:]
-    # 64 training images over 2 ranks, batches of 8: 4 steps per rank
-    assert int(load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"]) == 64 // 2 // 8
+    # 72 images less the test (7) and val (3) splits, over 2 ranks, batches of 8: 3 steps per rank
+    n = len(load_data(DataConfig(**config["data"])).train)
+    assert n == 62 and int(load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"]) == n // 2 // 8
     assert (tmp_path / "run" / "summary.json").is_file()

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from ..errors import DataError
+
 
 @dataclass
 class AugmentConfig:
@@ -25,19 +27,24 @@ class AugmentConfig:
         rotate90: rotate by 0, 90, 180 or 270 degrees (uniformly; with ``flip`` the 8 symmetries of the square).
         crop: a random crop of the image's own size from the image padded by this many pixels on every side (the
             edge pixels repeated), i.e. a shift by up to ``crop`` pixels each way; 0 = off.
+        size: a random ``size`` x ``size`` crop of each training image, drawn before the changes above; 0 = off.
+            Set from ``data.crop`` (:func:`hiervq.data.load_data`), which also crops the evaluation images.
     """
 
     flip: bool = False
     rotate90: bool = False
     crop: int = 0
+    size: int = 0
 
     @property
     def enabled(self) -> bool:
-        return self.flip or self.rotate90 or self.crop > 0
+        return self.flip or self.rotate90 or self.crop > 0 or self.size > 0
 
     def validate(self) -> None:
         if self.crop < 0:
             raise ValueError(f"augment.crop must be >= 0 pixels, got {self.crop}")
+        if self.size < 0:
+            raise ValueError(f"augment.size must be >= 0 pixels, got {self.size}")
 
 
 def image_seed(seed: int, epoch: int, i: int) -> int:
@@ -48,9 +55,17 @@ def image_seed(seed: int, epoch: int, i: int) -> int:
 
 def augment_image(image: torch.Tensor, config: AugmentConfig, seed: int) -> torch.Tensor:
     """``image`` (C, H, W) (any dtype) flipped, rotated and shifted as ``config`` says, drawn from ``seed`` (the same
-    four draws whatever is switched on, so switching one option does not change the others' draws)."""
+    four draws whatever is switched on, so switching one option does not change the others' draws; a random crop to
+    ``config.size`` takes two more draws after those four, first of all changes)."""
     g = torch.Generator().manual_seed(seed)
     flip, turns, dy, dx = torch.randint(0, 2**30, (4,), generator=g).tolist()
+    if config.size > 0:
+        top, left = torch.randint(0, 2**30, (2,), generator=g).tolist()
+        h, w = image.shape[-2:]
+        if h < config.size or w < config.size:
+            raise ValueError(f"cannot crop a {w}x{h} image to {config.size}x{config.size}")
+        top, left = top % (h - config.size + 1), left % (w - config.size + 1)
+        image = image[..., top : top + config.size, left : left + config.size]
     if config.crop > 0:
         c, h, w = image.shape
         span = 2 * config.crop + 1
@@ -77,6 +92,22 @@ def epoch_order(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, w
     return list(order[:full].split(batch_size))
 
 
+class WorkerDataError(DataError):
+    """A :class:`DataError` raised in a ``DataLoader`` worker. torch re-raises a worker's exception in the training
+    process as ``type(exc)(text)`` with the worker's whole traceback in ``text``; this class keeps only the original
+    message (between markers), so the user sees one line naming the file, as without workers."""
+
+    MARK = "\x1ehiervq\x1e"
+
+    @classmethod
+    def wrap(cls, message: str) -> WorkerDataError:
+        return cls(f"{cls.MARK}{message}{cls.MARK}")
+
+    def __init__(self, message: str = "") -> None:
+        parts = message.split(self.MARK)  # in the worker: ["", message, ""]; re-raised: [torch's header, message, ...]
+        super().__init__(parts[1] if len(parts) >= 3 and parts[0] else message)
+
+
 class _Items(torch.utils.data.Dataset):
     """What a worker computes for one ``(position, epoch)``: the uint8 image, augmented, and its label (-1 none)."""
 
@@ -88,7 +119,15 @@ class _Items(torch.utils.data.Dataset):
 
     def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int]:
         i, epoch = item
-        image = self.dataset.load(i)
+        try:
+            if self.augment is not None and self.augment.size > 0:  # random crops of the whole image
+                image = self.dataset.load(i, whole=True)
+            else:
+                image = self.dataset.load(i)
+        except DataError as exc:
+            if torch.utils.data.get_worker_info() is None:
+                raise
+            raise WorkerDataError.wrap(str(exc)) from None
         if self.augment is not None and self.augment.enabled:
             image = augment_image(image, self.augment, image_seed(self.seed, epoch, i))
         labels = self.dataset.labels

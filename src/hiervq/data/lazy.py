@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .readers import CHANNELS, npz_memmap, read_image
+from .readers import CHANNELS, npz_check_crc, npz_memmap, read_image
 
 
 def count_classes(class_names, labels) -> int | None:
@@ -31,10 +31,12 @@ class FolderSource:
     """Image files read with Pillow (:func:`~hiervq.data.readers.read_image`: one ``mode`` for the folder, resized
     to ``size`` (h, w) when given, exactly as :func:`~hiervq.data.readers.read_image_folder` reads them)."""
 
-    def __init__(self, files: list[Path], mode: str, size: tuple[int, int] | None) -> None:
+    def __init__(self, files: list[Path], mode: str, size: tuple[int, int] | None,
+                 headers: list[tuple[int, int, int]] | None = None) -> None:
         self.files = [str(f) for f in files]
         self.mode = mode
         self.size = size
+        self.headers = headers  # (h, w, channels) of each file, from its header (readers.image_header)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -47,15 +49,44 @@ class FolderSource:
         return str(Path(self.files[0]).parent) if self.files else "folder"
 
 
+class MemorySource:
+    """Decoded images of different sizes held in memory (a list of uint8 (H, W, C) arrays): what a folder of mixed
+    sizes read with ``data.lazy: false`` and ``data.crop`` becomes, since one tensor cannot hold them."""
+
+    def __init__(self, arrays: list[np.ndarray], where: str) -> None:
+        self.arrays = arrays
+        self._where = where
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def read(self, j: int) -> np.ndarray:
+        return self.arrays[j]
+
+    def where(self) -> str:
+        return self._where
+
+
+def centre_crop(image: torch.Tensor, size: int | None) -> torch.Tensor:
+    """The centred ``size`` x ``size`` crop of ``image`` (..., H, W) (``image`` itself when ``size`` is None)."""
+    if size is None:
+        return image
+    h, w = image.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return image[..., top : top + size, left : left + size]
+
+
 class ArraySource:
     """The rows of a uint8 (N, H, W[, C]) array stored uncompressed in an .npz, memory-mapped (reopened after
     pickling, so a worker process started with ``spawn`` maps the file too instead of receiving a copy)."""
 
-    def __init__(self, path: str | os.PathLike, key: str) -> None:
+    def __init__(self, path: str | os.PathLike, key: str, verify: bool = True) -> None:
         self.path = str(path)
         self.key = key
         self._array: np.ndarray | None = None
         array = self.array
+        if verify:  # once, here: the in-memory reader refuses a member whose CRC is broken, so this one does too
+            npz_check_crc(path, key)
         if array.dtype != np.uint8:
             raise DataError(f"{path}: {key} must be uint8 (0-255), got {array.dtype}")
         if array.ndim not in (3, 4) or (array.ndim == 4 and array.shape[3] not in CHANNELS):
@@ -106,28 +137,31 @@ class ConcatSource:
 class LazyImageSet(torch.utils.data.Dataset):
     """Images read on access from ``source`` (a :class:`FolderSource` or :class:`ArraySource`) at positions
     ``index``, with optional int64 labels (N,), brought to ``size`` x ``size`` (``fit``) and ``channels`` one by
-    one. Indexing gives ``(image, label)`` as :class:`~hiervq.data.ImageSet` does; :meth:`load` gives uint8."""
+    one, then centre-cropped to ``crop`` x ``crop`` when given. Indexing gives ``(image, label)`` as
+    :class:`~hiervq.data.ImageSet` does; :meth:`load` gives uint8."""
 
     def __init__(self, source, index: np.ndarray, labels: torch.Tensor | None = None,
                  class_names: list[str] | None = None, size: int | None = None, fit: str = "resize",
-                 channels: int | None = None) -> None:
+                 channels: int | None = None, crop: int | None = None) -> None:
         self.source = source
         self.index = np.asarray(index, dtype=np.int64)
         self.labels = labels
         self.class_names = class_names
         self.size, self.fit, self.channels = size, fit, channels
+        self.crop = crop
         self._shape: tuple[int, int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def load(self, i: int) -> torch.Tensor:
-        """Image ``i`` as uint8 (C, H, W), decoded now (nothing is kept)."""
+    def load(self, i: int, whole: bool = False) -> torch.Tensor:
+        """Image ``i`` as uint8 (C, H, W), decoded now (nothing is kept); ``whole``: without the centre crop."""
         from .datasets import fit_images
 
         raw = self.source.read(int(self.index[i]))
         image = torch.from_numpy(np.ascontiguousarray(raw)).permute(2, 0, 1)[None]
-        return fit_images(image, self.size, self.fit, self.channels)[0].contiguous()
+        image = fit_images(image, self.size, self.fit, self.channels)[0]
+        return (image if whole else centre_crop(image, self.crop)).contiguous()
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -149,7 +183,7 @@ class LazyImageSet(torch.utils.data.Dataset):
         shapes = {tuple(t.shape) for t in images}
         if len(shapes) > 1:
             raise DataError(f"{self.source.where()}: images have different shapes {sorted(shapes)[:3]}; set "
-                            "data.image_size to resize them")
+                            "data.image_size to resize them or data.crop to crop them")
         x = torch.stack(images).float().div_(255.0)
         y = None if self.labels is None else self.labels[torch.as_tensor(positions, dtype=torch.long)]
         return x, y
@@ -161,4 +195,4 @@ class LazyImageSet(torch.utils.data.Dataset):
         index = np.asarray(index, dtype=np.int64)
         labels = None if self.labels is None else self.labels[torch.from_numpy(index)]
         return LazyImageSet(self.source, self.index[index], labels, self.class_names, self.size, self.fit,
-                            self.channels)
+                            self.channels, self.crop)

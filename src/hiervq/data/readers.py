@@ -1,13 +1,15 @@
 """Readers for image dataset files. Each returns uint8 numpy arrays (N, H, W, C) and int64 labels (N,).
 
 Formats: MNIST idx (.gz or raw), CIFAR-10 python batches, MedMNIST-layout .npz archives, folders of
-PNG/JPEG images (one sub-folder per class, or flat for unlabeled data). Readers only read local files.
+PNG/JPEG images (read recursively; ``train/``, ``val/``, ``test/`` sub-folders are splits, class sub-folders
+labels only when asked). Readers only read local files.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import logging
 import os
 import pickle
 import struct
@@ -20,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+
+logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -308,6 +312,20 @@ def npz_memmap(path: str | os.PathLike, key: str) -> np.ndarray | None:
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
+def npz_check_crc(path: str | os.PathLike, key: str, chunk: int = 1 << 24) -> None:
+    """Check the CRC-32 of the stored member ``key`` of an .npz archive as reading it whole would (the in-memory
+    reader's check), streaming it in ``chunk`` bytes, so a memory-mapped array is not read with damaged bytes."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo(f"{key}.npy")
+            with archive.open(info) as f:  # zipfile checks the CRC once the member's last byte is read
+                while f.read(chunk):
+                    pass
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, KeyError) as exc:
+        raise DataError(f"{path}: {key} is corrupt ({type(exc).__name__}: {exc})") from None
+
+
 # ---------------------------------------------------------------------- image folders
 #: Pillow modes of one-band images with more than 8 bits (16-bit PNG/TIFF): scaled to 0-255, not clipped
 WIDE_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -359,50 +377,164 @@ def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None, mod
     return arr[..., None] if arr.ndim == 2 else arr
 
 
-def list_images(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def _visible(name: str) -> bool:
+    return not name.startswith(".")
 
 
-def folder_files(root: str | os.PathLike) -> tuple[list[Path], list[int] | None, list[str] | None]:
-    """The image files of a folder in reading order, their labels (index of the sorted class sub-folder; None for a
-    flat folder) and the class names. Lists names only: no image is opened."""
+def list_images(root: Path, recursive: bool = False) -> list[Path]:
+    """The image files of ``root`` (``recursive``: of every visible sub-folder too, symbolic links to folders not
+    followed), sorted by their path below ``root`` (folder by folder)."""
+    if not recursive:
+        return sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and _visible(p.name))
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if _visible(d)]
+        for name in files:
+            path = Path(folder) / name
+            if _visible(name) and path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                found.append(path)
+    return sorted(found, key=lambda p: p.relative_to(root).parts)
+
+
+#: top-level sub-folders of an image folder read as its splits
+FOLDER_SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class FolderListing:
+    """The image files of a folder by split (``splits``: name -> (files, labels or None), in reading order),
+    the class names (``labels: folders``) and how many images outside ``train/``, ``val/``, ``test/`` are unused."""
+
+    splits: dict
+    class_names: list[str] | None
+    unused: int = 0
+    sub_folders: int = 0
+
+    @property
+    def files(self) -> list[Path]:
+        return [f for files, _ in self.splits.values() for f in files]
+
+
+def folder_files(root: str | os.PathLike, labels: bool = False) -> FolderListing:
+    """The image files of a folder, read recursively, by split. Top-level ``train/``, ``val/``, ``test/`` folders
+    are the splits (``train/`` is required then; other images beside them are not used); otherwise every image
+    is ``train``. ``labels``: each image's class is the first sub-folder below its split's folder (sorted names
+    over all splits); an image outside a class sub-folder is an error. Lists names only: no image is opened."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such directory")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if class_dirs:
-        files, labels = [], []
-        for label, d in enumerate(class_dirs):
-            found = list_images(d)
-            files += found
-            labels += [label] * len(found)
-        names: list[str] | None = [d.name for d in class_dirs]
-    else:
-        files, labels, names = list_images(root), None, None
-    if not files:
-        raise DataError(f"{root}: no images found ({', '.join(IMAGE_SUFFIXES)})")
-    return files, labels, names
+    present = [s for s in FOLDER_SPLITS if (root / s).is_dir()]
+    if present and "train" not in present:
+        raise DataError(f"{root}: has {', '.join(s + '/' for s in present)} but no train/ folder (a folder with "
+                        "split sub-folders needs train/; rename it, or move the images up)")
+    roots = {s: root / s for s in present} if present else {"train": root}
+    unused = 0
+    if present:
+        unused = sum(1 for p in list_images(root, recursive=True) if p.relative_to(root).parts[0] not in present)
+    listed = {s: list_images(d, recursive=True) for s, d in roots.items()}
+    names: list[str] | None = None
+    if labels:
+        classes = set()
+        for s, files in listed.items():
+            for f in files:
+                parts = f.relative_to(roots[s]).parts
+                if len(parts) < 2:
+                    raise DataError(f"{f}: data.labels: folders reads each image's class from its sub-folder, but this "
+                                    f"image is not in a class sub-folder of {roots[s]}")
+                classes.add(parts[0])
+        names = sorted(classes)
+    index = {n: i for i, n in enumerate(names or [])}
+    splits = {}
+    for s, files in listed.items():
+        y = [index[f.relative_to(roots[s]).parts[0]] for f in files] if labels else None
+        splits[s] = (files, y)
+    if not splits["train"][0]:
+        where = f"{root / 'train'}" if present else str(root)
+        raise DataError(f"{where}: no images found, sub-folders included ({', '.join(IMAGE_SUFFIXES)})")
+    sub = {f.relative_to(roots["train"]).parts[0] for f in splits["train"][0] if len(f.relative_to(roots["train"]).parts) > 1}
+    return FolderListing(splits, names, unused, len(sub))
 
 
-def folder_mode(files: list[Path]) -> str:
-    """One Pillow mode for a whole folder: "L" (grayscale) only if its first image is, else "RGB"."""
-    return "L" if read_image(files[0]).shape[2] == 1 else "RGB"
+def image_header(path: str | os.PathLike) -> tuple[int, int, int]:
+    """(height, width, channels as :func:`read_image` reads it) of an image file, from its header (nothing decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.mode == "F":
+                    raise DataError(f"{path}: 32-bit float images are not supported; save it as 8- or 16-bit")
+                w, h = img.size
+                return h, w, 1 if img.mode in GRAY_MODES else 3
+    except DataError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{path}: image too large to read safely ({str(exc).split(' could be')[0]})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: corrupt or unreadable image ({exc})") from None
+
+
+def folder_mode(files: list[Path], channels: int | None = None, headers: list | None = None) -> str:
+    """One Pillow mode for a whole folder: "L" or "RGB" as ``channels`` (1 or 3) says, else the channels most of
+    its images have (a tie: "RGB"). The images of the other kind are converted when read: one warning counts them.
+    ``headers``: the files' :func:`image_header` when already read."""
+    if channels is not None:
+        return "L" if channels == 1 else "RGB"
+    headers = headers if headers is not None else [image_header(f) for f in files]
+    gray = sum(1 for h in headers if h[2] == 1)
+    mode = "L" if gray > len(headers) - gray else "RGB"
+    converted = gray if mode == "RGB" else len(headers) - gray
+    if converted:
+        first = next(f for f, h in zip(files, headers) if (h[2] == 1) == (mode == "RGB"))
+        kind = "grayscale" if mode == "RGB" else "colour"
+        logger.warning("%s: %d of %d images are %s (e.g. %s) and are converted to %s like the others; set "
+                       "data.channels to choose", Path(files[0]).parent, converted, len(headers), kind, first,
+                       "RGB" if mode == "RGB" else "grayscale")
+    return mode
+
+
+def check_sizes(files: list[Path], headers: list, crop: int | None, image_size: int | None) -> bool:
+    """Refuse what cannot be stacked or cropped, before reading any pixels: images of different sizes without
+    ``image_size`` or ``crop`` (naming a file and its size against the first's), a ``crop`` larger than an image
+    (naming the smallest). Returns whether the sizes are mixed (only possible with ``crop`` and no ``image_size``)."""
+    if image_size is not None:
+        if crop is not None and crop > image_size:
+            raise DataError(f"data.crop {crop} is larger than data.image_size {image_size}")
+        return False
+    sizes = [(h, w) for h, w, _ in headers]
+    if crop is not None and sizes:
+        k = min(range(len(sizes)), key=lambda i: min(sizes[i]))
+        if min(sizes[k]) < crop:
+            h, w = sizes[k]
+            raise DataError(f"{files[k]} is {w}x{h} pixels, smaller than data.crop {crop}; lower data.crop or set "
+                            "data.image_size")
+    mixed = len(set(sizes)) > 1
+    if mixed and crop is None:
+        other = next(i for i, s in enumerate(sizes) if s != sizes[0])
+        (h0, w0), (h1, w1) = sizes[0], sizes[other]
+        raise DataError(f"{files[other]} is {w1}x{h1} pixels but {files[0]} is {w0}x{h0}: images of different sizes "
+                        "need data.image_size (to resize them) or data.crop (to train on crops)")
+    return mixed
 
 
 def read_image_folder(
-    root: str | os.PathLike, size: tuple[int, int] | None = None, mode: str | None = None
+    root: str | os.PathLike, size: tuple[int, int] | None = None, mode: str | None = None, labels: bool = False
 ) -> tuple[Split, list[str] | None]:
-    """A folder of images: one sub-folder per class (labels by sorted folder name) or flat (unlabeled).
+    """Every image of a folder, sub-folders included (its ``train/``, ``val/``, ``test/`` in that order), labelled
+    by class sub-folder when ``labels`` (see :func:`folder_files`).
 
     All images must share one size unless ``size`` (h, w) is given. Returns the split and the class names.
     """
-    files, labels, names = folder_files(root)
+    listing = folder_files(root, labels)
+    files = listing.files
+    headers = [image_header(f) for f in files]
     if mode is None:
-        mode = folder_mode(files)
+        mode = folder_mode(files, headers=headers)
+    if size is None:
+        check_sizes(files, headers, None, None)
     arrays = [read_image(f, size, mode) for f in files]
-    shapes = {a.shape for a in arrays}
-    if len(shapes) > 1:
-        raise DataError(
-            f"{root}: images have different shapes {sorted(shapes)[:3]}; set data.image_size to resize them"
-        )
-    return Split(np.stack(arrays), None if labels is None else np.asarray(labels)), names
+    ys = [y for _, y in listing.splits.values()]
+    label_array = np.asarray([v for y in ys for v in y]) if labels else None
+    return Split(np.stack(arrays), label_array), listing.class_names

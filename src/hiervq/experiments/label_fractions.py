@@ -150,6 +150,10 @@ def _labeled_data(config, model):
     from ..errors import ConfigError, DataError
 
     data_cfg = config.classify.data or config.data
+    if data_cfg.name == "folder" and data_cfg.labels is None:  # classification needs labels: the class sub-folders
+        from dataclasses import replace
+
+        data_cfg = replace(data_cfg, labels="folders")
     data = load_data(data_cfg)
     if data.lazy:
         raise DataError(f"{data_cfg.path or data_cfg.name}: classification reads its images into memory; set "
