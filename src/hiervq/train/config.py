@@ -218,10 +218,38 @@ def _parse_model(model: Any, where: str) -> Any:
     return parse_config(name, {k: v for k, v in model.items() if k != "name"}, f"{where}: model")
 
 
+class AliasError(yaml.YAMLError):
+    """A YAML alias (``*name``) in a config: refused, since a few hundred bytes of nested aliases expand to
+    billions of values (the "billion laughs")."""
+
+
+class NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases (anchors alone are harmless). Configs are short and written by
+    hand; repeat a value instead of aliasing it."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise AliasError(f"YAML aliases (*{event.anchor}) are not allowed in configs, at line "
+                             f"{event.start_mark.line + 1}; write the value out instead")
+        return super().compose_node(parent, index)
+
+
+def safe_load(text: str) -> Any:
+    """``yaml.safe_load`` without aliases (:class:`NoAliasLoader`)."""
+    loader = NoAliasLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def parse_value(text: str) -> Any:
     """A ``--set`` value: YAML scalar/list syntax (``3``, ``1e-3``, ``true``, ``null``, ``[1, 2]``, ``name``)."""
     try:
-        return yaml.safe_load(text)
+        return safe_load(text)
+    except AliasError as exc:
+        raise ConfigError(f"--set value {text[:60]!r}: {exc}") from None
     except yaml.YAMLError:
         return text
 
@@ -299,7 +327,9 @@ def read_yaml_mapping(path: Path, what: str = "a config must be a mapping of sec
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = safe_load(text) or {}
+    except AliasError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(raw, dict):
