@@ -8,7 +8,9 @@ Writes that fail (disk full, permissions) are simulated by patching ``os.replace
 from __future__ import annotations
 
 import errno
+import json
 import os
+import pickle
 import time
 from pathlib import Path
 
@@ -18,7 +20,8 @@ import torch
 
 from hiervq.cli import main
 
-from .test_bad_input import codes_file, copy_model, copy_run, snapshot, tiny, trained, write_config  # noqa: F401
+from .test_bad_input import (  # noqa: F401 - trained: the shared trained run
+    codes_file, copy_model, copy_run, gray_png, snapshot, tiny, trained, write_config)
 
 CASES: dict = {}
 
@@ -72,6 +75,106 @@ def _(t, run):
     return ["decode", run, codes_file(t, run, names=np.arange(3)), "-o", t / "dec"], "codes.npz: names holds int"
 
 
+# ---------------------------------------------------------------------- D18: a saved model's config.json
+def edit_model_config(t: Path, run: Path, **changes) -> Path:
+    model = copy_model(run, t)
+    meta = json.loads((model / "config.json").read_text())
+    meta.update(changes)
+    (model / "config.json").write_text(json.dumps(meta))
+    return model
+
+
+@case("model-config-name-a-list")
+def _(t, run):
+    return ["decode", edit_model_config(t, run, model=["hvqvae"]), codes_file(t, run), "-o", t / "dec"], \
+        "model/config.json: 'model' must be a model name"
+
+
+@case("model-config-name-unknown")
+def _(t, run):
+    return ["decode", edit_model_config(t, run, model="vqgan"), codes_file(t, run), "-o", t / "dec"], \
+        "model/config.json: unknown model name 'vqgan'"
+
+
+@case("model-config-config-a-list")
+def _(t, run):
+    return ["decode", edit_model_config(t, run, config=[1, 2]), codes_file(t, run), "-o", t / "dec"], \
+        "model/config.json: 'config' must be a mapping"
+
+
+@case("model-config-data-a-list")
+def _(t, run):
+    return ["encode", edit_model_config(t, run, data=[1]), gray_png(t / "a.png"), "-o", t / "c.npz"], \
+        "model/config.json: 'data' must be a mapping"
+
+
+@case("model-config-a-folder")
+def _(t, run):
+    model = copy_model(run, t)
+    (model / "config.json").unlink()
+    (model / "config.json").mkdir()
+    return ["decode", model, codes_file(t, run), "-o", t / "dec"], "not a saved model"
+
+
+# ---------------------------------------------------------------------- D19, D22: training checkpoints
+def edit_checkpoint(t: Path, run: Path, edit) -> Path:
+    """A copy of the run whose checkpoint is ``edit(state)`` (or the bytes ``edit`` returns, when it returns bytes)."""
+    r = copy_run(run, t)
+    ckpt = r / "checkpoints" / "last.pt"
+    state = edit(torch.load(ckpt, weights_only=True))
+    if isinstance(state, bytes):
+        ckpt.write_bytes(state)
+    else:
+        torch.save(state, ckpt)
+    return r
+
+
+@case("resume-checkpoint-empty")
+def _(t, run):
+    return ["train", "--resume", edit_checkpoint(t, run, lambda s: b""), "--set", "train.epochs=2"], \
+        "last.pt: corrupt checkpoint (empty file)"
+
+
+@case("resume-checkpoint-model-a-tensor")
+def _(t, run):
+    return ["train", "--resume", edit_checkpoint(t, run, lambda s: {"model": torch.zeros(3)}),
+            "--set", "train.epochs=2"], "last.pt: not a hiervq training checkpoint (model"
+
+
+@case("resume-checkpoint-no-step")
+def _(t, run):
+    return ["train", "--resume", edit_checkpoint(t, run, lambda s: {k: v for k, v in s.items() if k != "step"}),
+            "--set", "train.epochs=2"], "last.pt: not a hiervq training checkpoint (step"
+
+
+@case("resume-checkpoint-history-a-tensor")
+def _(t, run):
+    return ["train", "--resume", edit_checkpoint(t, run, lambda s: {**s, "history": torch.zeros(2)}),
+            "--set", "train.epochs=2"], "last.pt: not a hiervq training checkpoint (history"
+
+
+@case("resume-checkpoint-planted-pickle")
+def _(t, run):
+    class Planted:
+        def __reduce__(self):
+            return (print, ("planted code ran",))
+
+    planted = edit_checkpoint(t, run, lambda s: pickle.dumps({**s, "x": Planted()}, protocol=2))
+    return ["train", "--resume", planted, "--set", "train.epochs=2"], "last.pt: refused: it names Python code"
+
+
+def _nan_weights(state):
+    first = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][first] = torch.full_like(state["model"][first], float("nan"))
+    return state
+
+
+@case("resume-checkpoint-nan-weights")
+def _(t, run):
+    return ["train", "--resume", edit_checkpoint(t, run, _nan_weights), "--set", "train.epochs=2"], \
+        "last.pt: non-finite (NaN/inf) weights in encoders.0.net.0.weight"
+
+
 # ---------------------------------------------------------------------- the test
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_more(name, trained, tmp_path, capsys, monkeypatch):
@@ -90,6 +193,7 @@ def test_bad_input_more(name, trained, tmp_path, capsys, monkeypatch):
     assert err.startswith("hiervq: error: ") and err.count("\n") == 1, err[:2000]
     assert len(err) <= 520 and "Traceback" not in err
     assert needle in err, err
+    assert "weights_only" not in err  # torch's advice to unpickle anything: never passed on
     assert seconds < 20, f"{seconds:.1f}s on a hostile input"
     assert snapshot(tmp_path) == before, "the failed command changed the scratch folder"
     assert snapshot(run.parent) == run_snapshot, "the failed command changed the trained run"
@@ -189,3 +293,40 @@ def test_decompress_on_a_full_disk_leaves_nothing(prior_run_dir, tmp_path, capsy
     err = run_failing(["decompress", prior_run_dir, tmp_path / "hvq", "-o", tmp_path / "out", "--batch-size", "1"],
                       tmp_path, capsys)
     assert "out/2.png: No space left on device" in err, err
+
+
+# ---------------------------------------------------------------------- D18, D22: more than one line to check
+def test_an_unreadable_model_config_names_the_file(trained, tmp_path, capsys, monkeypatch):
+    model = copy_model(trained[0], tmp_path)
+    read_text = Path.read_text
+
+    def denied(self, *args, **kwargs):  # root reads anything: a chmod 000 would not stop it
+        if self.name == "config.json":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    code = main(["decode", str(model), str(codes_file(tmp_path, trained[0])), "-o", str(tmp_path / "dec")])
+    err = capsys.readouterr().err
+    assert code == 2 and err == f"hiervq: error: {model / 'config.json'}: cannot read (Permission denied)\n", err
+    assert not (tmp_path / "dec").exists()
+
+
+def test_a_checkpoint_without_optimizer_state_resumes_with_a_warning(trained, tmp_path, capsys, caplog):
+    def drop(state):
+        return {k: v for k, v in state.items() if k not in ("optimizer", "scheduler")}
+
+    r = edit_checkpoint(tmp_path, trained[0], drop)
+    with caplog.at_level("WARNING", logger="hiervq"):
+        assert main(["train", "--resume", str(r), "--set", "train.epochs=2"]) == 0
+    warnings = [rec.getMessage() for rec in caplog.records if rec.levelname == "WARNING"]
+    assert any("the checkpoint has no optimizer state" in w and "restart from scratch at step 6" in w
+               for w in warnings), warnings
+    assert "last.pt" in warnings[0]
+
+
+def test_a_checkpoint_with_optimizer_state_resumes_without_that_warning(trained, tmp_path, caplog):
+    r = copy_run(trained[0], tmp_path)
+    with caplog.at_level("WARNING", logger="hiervq"):
+        assert main(["train", "--resume", str(r), "--set", "train.epochs=2"]) == 0
+    assert not any("optimizer state" in rec.getMessage() for rec in caplog.records)
