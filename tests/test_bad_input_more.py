@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from hiervq.cli import main
 
@@ -175,30 +176,6 @@ def _(t, run):
         "last.pt: non-finite (NaN/inf) weights in encoders.0.net.0.weight"
 
 
-# ---------------------------------------------------------------------- the test
-@pytest.mark.parametrize("name", list(CASES))
-def test_bad_input_more(name, trained, tmp_path, capsys, monkeypatch):
-    run, run_snapshot = trained
-    monkeypatch.chdir(tmp_path)
-    t = tmp_path / "w"
-    t.mkdir()
-    argv, needle = CASES[name](t, run)
-    before = snapshot(tmp_path)
-    capsys.readouterr()
-    start = time.perf_counter()
-    code = main([str(a) for a in argv])
-    seconds = time.perf_counter() - start
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert err.startswith("hiervq: error: ") and err.count("\n") == 1, err[:2000]
-    assert len(err) <= 520 and "Traceback" not in err
-    assert needle in err, err
-    assert "weights_only" not in err  # torch's advice to unpickle anything: never passed on
-    assert seconds < 20, f"{seconds:.1f}s on a hostile input"
-    assert snapshot(tmp_path) == before, "the failed command changed the scratch folder"
-    assert snapshot(run.parent) == run_snapshot, "the failed command changed the trained run"
-
-
 # ---------------------------------------------------------------------- D14: PNGs on a full disk or a read-only folder
 @pytest.fixture(scope="module")
 def prior_run_dir(tmp_path_factory):
@@ -330,3 +307,104 @@ def test_a_checkpoint_with_optimizer_state_resumes_without_that_warning(trained,
     with caplog.at_level("WARNING", logger="hiervq"):
         assert main(["train", "--resume", str(r), "--set", "train.epochs=2"]) == 0
     assert not any("optimizer state" in rec.getMessage() for rec in caplog.records)
+
+
+# ---------------------------------------------------------------------- D20: values only torch caught
+BAD_VALUES = [
+    ("model.res_channels", 0, "model: res_channels must be >= 1, got 0"),
+    ("model.res_channels", -8, "res_channels must be >= 1"),
+    ("train.betas", [2, 3], "betas must be two numbers in [0, 1), got [2.0, 3.0]"),
+    ("train.betas", [0.9, 1.0], "betas must be two numbers in [0, 1)"),
+    ("train.betas", [0.9, float("nan")], "betas"),
+    ("train.device", "tpu7", "device must be auto, cpu, cuda, cuda:N or another torch device, got 'tpu7'"),
+    ("data.seed", -1, "data: seed must be in [0, 2**63), got -1"),
+    ("data.seed", 2**63, "data: seed must be in [0, 2**63)"),
+    ("seed", 2**63, "seed must be in [0, 2**63), got 9223372036854775808"),
+    ("seed", -1, "seed must be in [0, 2**63), got -1"),
+    ("train.batch_size", 10**12, "train: batch_size must be <= 1048576"),
+    ("train.eval_batch_size", 2**21, "train: eval_batch_size must be <= 1048576"),
+]
+if not torch.cuda.is_available():
+    BAD_VALUES.append(("train.device", "cuda", "train.device: 'cuda', but no CUDA GPU is visible here"))
+
+
+def _yaml_value(value) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_yaml_value, value)) + "]"
+    if isinstance(value, float) and value != value:
+        return ".nan"
+    return str(value)
+
+
+for _key, _value, _needle in BAD_VALUES:
+    def _in_file(t, run, key=_key, value=_value, needle=_needle):
+        cfg = tiny()
+        node = cfg
+        *head, last = key.split(".")
+        for part in head:
+            node = node[part]
+        node[last] = value
+        return ["train", write_config(t, cfg), "--out", t / "out"], needle
+
+    def _in_set(t, run, key=_key, value=_value, needle=_needle):
+        return ["train", write_config(t, tiny()), "--out", t / "out", "--set", f"{key}={_yaml_value(value)}"], needle
+
+    case(f"file:{_key}={_yaml_value(_value)}")(_in_file)
+    case(f"set:{_key}={_yaml_value(_value)}")(_in_set)
+
+
+for _flag, _text, _needle in [("--temperature", "nan", "--temperature must be a finite number > 0, got nan"),
+                              ("--temperature", "inf", "--temperature must be a finite number > 0, got inf"),
+                              ("--temperature", "0", "--temperature must be a finite number > 0, got 0.0"),
+                              ("--temperature", "-1", "--temperature must be a finite number > 0"),
+                              ("--seed", str(2**63), "--seed must be in [0, 2**63)"),
+                              ("--seed", "-1", "--seed must be in [0, 2**63)")]:
+    def _sampling(t, run, flag=_flag, text=_text, needle=_needle):
+        return ["sample", run, "-n", "2", "-o", t / "s.png", f"{flag}={text}"], needle
+
+    case(f"sample{_flag}={_text}")(_sampling)
+
+
+def test_a_class_conditional_prior_on_huge_labels_is_refused_up_front(tmp_path, capsys):
+    from .test_bad_input import write_npz
+
+    labels = np.arange(12) % 3
+    labels[0] = 2**40
+    data = write_npz(tmp_path, train_labels=labels)
+    raw = tiny(data={"name": "npz", "path": str(data), "image_size": 16})
+    raw["train"]["batch_size"] = 4
+    cfg = write_config(tmp_path, raw)
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run")]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    start = time.perf_counter()
+    code = main(["prior", str(tmp_path / "run"), "--level", "0", "--class-conditional"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("hiervq: error:") == 1, err
+    last = err.splitlines()[-1]
+    assert last.startswith("hiervq: error: ") and "num_classes must be in [1, 65536]" in last, err
+    assert "1099511627777" in last and time.perf_counter() - start < 20
+    assert not (tmp_path / "run" / "priors" / "level0").exists()
+
+
+# ---------------------------------------------------------------------- the test (last: every case above is registered)
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_more(name, trained, tmp_path, capsys, monkeypatch):
+    run, run_snapshot = trained
+    monkeypatch.chdir(tmp_path)
+    t = tmp_path / "w"
+    t.mkdir()
+    argv, needle = CASES[name](t, run)
+    before = snapshot(tmp_path)
+    capsys.readouterr()
+    start = time.perf_counter()
+    code = main([str(a) for a in argv])
+    seconds = time.perf_counter() - start
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("hiervq: error: ") and err.count("\n") == 1, err[:2000]
+    assert len(err) <= 520 and "Traceback" not in err
+    assert needle in err, err
+    assert "weights_only" not in err  # torch's advice to unpickle anything: never passed on
+    assert seconds < 20, f"{seconds:.1f}s on a hostile input"
+    assert snapshot(tmp_path) == before, "the failed command changed the scratch folder"
+    assert snapshot(run.parent) == run_snapshot, "the failed command changed the trained run"

@@ -17,6 +17,10 @@ from ..pretrained import REGISTRY, build, parse_config
 from ..schema import from_dict, to_dict, validated
 
 OPTIMIZERS = ("adam", "adamw")
+#: the largest batch size accepted (train.batch_size, train.eval_batch_size): larger ones only fail in the allocator
+MAX_BATCH = 2**20
+#: seeds are in [0, MAX_SEED) (torch and numpy take 64-bit seeds)
+MAX_SEED = 2**63
 SCHEDULES = ("cosine", "exponential", "constant")
 
 
@@ -80,6 +84,8 @@ class TrainConfig:
             ("epochs", self.epochs, self.epochs >= 0, ">= 0"),
             ("batch_size", self.batch_size, self.batch_size >= 1, ">= 1"),
             ("eval_batch_size", self.eval_batch_size, self.eval_batch_size >= 1, ">= 1"),
+            ("batch_size", self.batch_size, self.batch_size <= MAX_BATCH, f"<= {MAX_BATCH}"),
+            ("eval_batch_size", self.eval_batch_size, self.eval_batch_size <= MAX_BATCH, f"<= {MAX_BATCH}"),
             ("lr", self.lr, self.lr > 0, "> 0"),
             ("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0"),
             ("warmup_steps", self.warmup_steps, self.warmup_steps >= 0, ">= 0"),
@@ -97,11 +103,34 @@ class TrainConfig:
                 raise ValueError(f"{key} must be {rule}, got {value}")
         if len(self.betas) != 2:
             raise ValueError(f"betas must be two numbers, got {self.betas}")
+        if not all(0.0 <= b < 1.0 for b in self.betas):  # NaN fails too
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        check_device_name(self.device)
         if self.decay_steps <= 0 or self.warmup_steps < 0:
             raise ValueError(f"decay_steps must be > 0 and warmup_steps >= 0, got {self.decay_steps}, {self.warmup_steps}")
 
     def phase_list(self) -> list[PhaseConfig]:
         return list(self.phases) if self.phases else [PhaseConfig("all", self.epochs)]
+
+
+def check_device_name(name: str) -> None:
+    """Raise ``ValueError`` unless ``name`` is ``auto`` or a device torch knows (``cpu``, ``cuda``, ``cuda:1``,
+    ``mps``, ...); whether it is present is checked when the run starts
+    (:func:`hiervq.train.distributed.resolve_device`)."""
+    if name == "auto":
+        return
+    import torch
+
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or another torch device, got {name!r}") from None
+
+
+def check_seed(key: str, value: int) -> None:
+    """Raise ``ValueError`` unless ``value`` (the config key ``key``) is a seed torch and numpy take: [0, 2**63)."""
+    if not 0 <= value < MAX_SEED:
+        raise ValueError(f"{key} must be in [0, 2**63), got {value}")
 
 
 SECTIONS: dict[str, type] = {}  # optional run-config section name -> its dataclass, registered by its consumer
@@ -145,6 +174,9 @@ class RunConfig:
     seed: int = 0
     sections: dict[str, Any] = field(default_factory=dict, repr=False)  # the optional sections given, parsed
     source: str = field(default="<defaults>", init=False, compare=False, repr=False)
+
+    def validate(self) -> None:
+        check_seed("seed", self.seed)
 
     def __getattr__(self, name: str) -> Any:  # only called for names that are not attributes
         if name in SECTIONS:
