@@ -17,14 +17,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from hiervq.cli import main
 
-from .test_bad_input import (  # noqa: F401 - trained: the shared trained run
-    codes_file, copy_model, copy_run, gray_png, snapshot, tiny, trained, write_config)
+from .test_bad_input import codes_file, copy_model, copy_run, gray_png, snapshot, tiny, write_config
 
 CASES: dict = {}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The tiny trained run the cases use (as in tests/test_bad_input.py), and a snapshot of its folder."""
+    root = tmp_path_factory.mktemp("bad_input_more")
+    assert main(["train", str(write_config(root, tiny())), "--out", str(root / "run")]) == 0
+    return root / "run", snapshot(root)
 
 
 def case(name: str):

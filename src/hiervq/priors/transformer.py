@@ -19,7 +19,15 @@ from torch import nn
 from ..errors import HierVQError
 from ..pretrained import register, save_pretrained
 from ..quantize.common import renamed
-from .kinds import PriorKind, check_labels, check_num_classes, config_with_derived, draw, register_prior_kind, takes_labels
+from .kinds import (
+    PriorKind,
+    check_labels,
+    check_num_classes,
+    config_with_derived,
+    draw,
+    register_prior_kind,
+    takes_labels,
+)
 
 
 @renamed(num_codes="codebook_size")
