@@ -1,13 +1,16 @@
-"""Files on disk: atomic writes of bytes and strict JSON, and reading JSON and JSON-lines back.
+"""Files on disk: atomic writes of bytes, images and strict JSON, and reading JSON and JSON-lines back.
 
-Everything hiervq writes into a run directory goes through :func:`atomic_write_bytes` (or :func:`write_json`), so
-a killed process leaves either the old file or the new one, never half of one. The layout of a run directory
+Everything hiervq writes (into a run directory, and the PNGs of ``decode``, ``decompress`` and ``sample``) goes
+through :func:`atomic_write_bytes` (or :func:`write_json`, :func:`write_image`), so a killed process or a full disk
+leaves either the old file or the new one, never half of one; a command that writes several files does it inside
+:class:`NewFiles`, which removes the files and folders it created when the command fails half-way. The layout of a run directory
 (which file is where) is :class:`hiervq.layout.RunDir`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import os
@@ -63,6 +66,81 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def image_bytes(img, path: str | os.PathLike) -> bytes:
+    """The Pillow image ``img`` encoded in memory in the format of ``path``'s suffix (PNG when it has none known)."""
+    from PIL import Image
+
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
+    buffer = io.BytesIO()
+    try:
+        img.save(buffer, format=fmt)
+    except (OSError, ValueError, KeyError) as exc:
+        raise WriteError(f"cannot write {path}: {exc}") from None
+    return buffer.getvalue()
+
+
+def write_image(img, path: str | os.PathLike, write=None) -> None:
+    """Write the Pillow image ``img`` to ``path`` atomically (``write(path, data)``, default
+    :func:`atomic_write_bytes`)."""
+    (write or atomic_write_bytes)(path, image_bytes(img, path))
+
+
+class NewFiles:
+    """The files and folders one command creates, written through :meth:`write` and :meth:`folder`; when an error
+    leaves the ``with`` block they are removed again (files it replaced stay replaced: each was written whole).
+
+    ::
+
+        with NewFiles() as new:
+            for target, data in outputs:
+                new.write(target, data)
+    """
+
+    def __init__(self) -> None:
+        self.files: list[Path] = []
+        self.folders: list[Path] = []
+
+    def folder(self, path: str | os.PathLike) -> Path:
+        """Create the folder ``path`` (and its parents) unless it exists; a failure is a :class:`WriteError`."""
+        path = Path(path)
+        missing = []
+        for p in [path, *path.parents]:
+            if p.exists() or p.is_symlink():
+                break
+            missing.append(p)
+        for p in reversed(missing):
+            try:
+                p.mkdir()
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise WriteError(f"cannot create the folder {p}: {exc.strerror or exc}") from None
+            self.folders.append(p)
+        return path
+
+    def write(self, path: str | os.PathLike, data: bytes) -> None:
+        """:func:`atomic_write_bytes`, remembering ``path`` when it is new."""
+        path = Path(path)
+        self.folder(path.parent)
+        new = not (path.exists() or path.is_symlink())
+        atomic_write_bytes(path, data)
+        if new:
+            self.files.append(path)
+
+    def __enter__(self) -> NewFiles:
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if kind is None:
+            return
+        for path in reversed(self.files):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        for path in reversed(self.folders):
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only when empty
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Strict JSON (no NaN/Infinity, which JSON parsers reject), indented, written atomically."""
     try:
@@ -109,4 +187,5 @@ def read_jsonl(path: str | os.PathLike) -> list:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-__all__ = ["append_jsonl", "atomic_write_bytes", "read_json", "read_jsonl", "umask", "write_json", "write_jsonl"]
+__all__ = ["NewFiles", "append_jsonl", "atomic_write_bytes", "image_bytes", "read_json", "read_jsonl", "umask", "write_image", "write_json",
+           "write_jsonl"]

@@ -159,12 +159,23 @@ def load_state(module: nn.Module, state: dict[str, torch.Tensor], source: str) -
 def read_meta(directory: str | os.PathLike) -> dict:
     """The parsed ``config.json`` of a saved model directory (or run directory)."""
     directory = resolve_model_dir(directory)
+    path = directory / CONFIG_FILE
     try:
-        meta = json.loads((directory / CONFIG_FILE).read_text())
+        meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{directory / CONFIG_FILE}: corrupt config file ({exc})") from None
+        raise CheckpointError(f"{path}: corrupt config file ({exc})") from None
+    except OSError as exc:  # unreadable (permissions), a folder, ...
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: corrupt config file (nested too deeply)") from None
     if not isinstance(meta, dict) or "model" not in meta or "config" not in meta:
-        raise CheckpointError(f"{directory / CONFIG_FILE}: not a hiervq model config")
+        raise CheckpointError(f"{path}: not a hiervq model config")
+    if not isinstance(meta["model"], str):
+        raise CheckpointError(f"{path}: 'model' must be a model name (known: {', '.join(sorted(REGISTRY))}), "
+                              f"got {type(meta['model']).__name__}")
+    for key in ("config", "data", "extra"):
+        if not isinstance(meta.get(key, {}), dict) and not (key != "config" and meta.get(key) is None):
+            raise CheckpointError(f"{path}: '{key}' must be a mapping, got {type(meta[key]).__name__}")
     return meta
 
 

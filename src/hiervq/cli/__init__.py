@@ -40,6 +40,9 @@ EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
 EXIT_INTERRUPTED = 130
 
+#: the longest error message printed (a message quoting a huge value is cut, ending with "...")
+MAX_MESSAGE = 500
+
 #: the command groups, in the order ``hiervq --help`` lists their commands
 COMMAND_GROUPS = (autoencoder, priors, compress, pqvae, experiments, classify, recipes)
 #: commands that compute nothing, so take no ``--threads``
@@ -68,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(message: str, limit: int = MAX_MESSAGE) -> str:
+    """``message`` on one line (newlines become spaces), cut to ``limit`` characters with "..."."""
+    message = " ".join(message.splitlines())
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -82,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     except HierVQError as exc:
         if args.debug:
             raise
-        print(f"hiervq: error: {exc}", file=sys.stderr)
+        print(f"hiervq: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         if args.debug:
@@ -95,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the one place that turns crashes into a message
         if args.debug:
             raise
-        first = str(exc).splitlines()[0] if str(exc) else ""
+        text = str(exc)
+        first = one_line(text.splitlines()[0] if text else "")
         print(
             f"hiervq: error: {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
             file=sys.stderr,

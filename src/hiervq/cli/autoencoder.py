@@ -165,7 +165,13 @@ def _read_codes(path: Path):
         raw = npz_array(archive, "names", path)
         if raw.ndim != 1:
             raise DataError(f"{path}: names has shape {raw.shape}; expected one name per image")
-        names = [str(n) for n in raw]
+        if raw.dtype.kind not in "US":
+            raise DataError(f"{path}: names holds {raw.dtype} values; expected file names (as `hiervq encode` writes)")
+        names = [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in raw]
+        for i, name in enumerate(names):  # each becomes a file name in the output folder: no paths
+            if not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0") or not Path(name).stem:
+                raise DataError(f"{path}: names[{i}] is {name[:80]!r}; a name must be a plain file name "
+                                "(no folders, '..', or NUL bytes)")
     sizes = None
     if "image_sizes" in archive.files:
         raw = npz_array(archive, "image_sizes", path)
@@ -180,6 +186,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     import torch
 
     from ..errors import DataError
+    from ..io import NewFiles
     from ..metrics.plots import save_image_grid
     from ..models import crop_images
     from ..pretrained import load
@@ -203,13 +210,14 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     mixed = sizes is not None and len({(int(h), int(w)) for h, w in sizes}) > 1  # not as `hiervq encode` writes
     if sizes is not None and not mixed:
         images = crop_images(images, tuple(sizes[0]))
-    out.mkdir(parents=True, exist_ok=True)
-    if mixed:
-        for x, (h, w), target in zip(images, sizes, targets):
-            save_pngs(x[None, :, :h, :w], [target])
-    else:
-        save_pngs(images, targets)
-    save_image_grid(images, out / "grid.png", nrow=min(8, len(images)))
+    with NewFiles() as new:  # a failed write (disk full, permissions) removes the PNGs written before it
+        new.folder(out)
+        if mixed:
+            for x, (h, w), target in zip(images, sizes, targets):
+                save_pngs(x[None, :, :h, :w], [target], new.write)
+        else:
+            save_pngs(images, targets, new.write)
+        save_image_grid(images, out / "grid.png", nrow=min(8, len(images)), write=new.write)
     print(f"decoded {len(images)} images -> {out}/")
     return 0
 

@@ -50,6 +50,7 @@ def _cmd_tiles(args: argparse.Namespace) -> int:
     from ..data.readers import read_image
     from ..data.tiles import TileFilter, tile_image
     from ..errors import DataError
+    from ..io import write_image
 
     Image.MAX_IMAGE_PIXELS = None  # slides are large on purpose
     out = Path(args.output)
@@ -65,7 +66,7 @@ def _cmd_tiles(args: argparse.Namespace) -> int:
         total += len(range(0, image.shape[0] - args.size + 1, args.stride or args.size)) * len(
             range(0, image.shape[1] - args.size + 1, args.stride or args.size))
         for tile, (r, c) in zip(tiles, origins):
-            Image.fromarray(np.ascontiguousarray(tile)).save(out / f"{path.stem}_{r}_{c}.png")
+            write_image(Image.fromarray(np.ascontiguousarray(tile)), out / f"{path.stem}_{r}_{c}.png")
         kept += len(tiles)
     print(f"kept {kept} of {total} tiles (std >= {filt.min_std}, Laplacian variance >= {filt.min_laplacian}) -> {out}/")
     return 0

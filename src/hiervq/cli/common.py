@@ -265,12 +265,15 @@ def png_targets(source: Path, out: Path, names: list[str] | None, n: int, overwr
     return targets
 
 
-def save_pngs(images, targets: list[Path]) -> None:
-    """Write images (B, C, H, W) on [0, 1] (clamped, rounded to 8 bits) to ``targets``, one PNG each."""
+def save_pngs(images, targets: list[Path], write) -> None:
+    """Write images (B, C, H, W) on [0, 1] (clamped, rounded to 8 bits) to ``targets``, one PNG each, each encoded
+    in memory and written with ``write(path, data)`` (:meth:`hiervq.io.NewFiles.write`: atomic, and undone when the
+    command fails later)."""
     import torch
     from PIL import Image
 
+    from ..io import write_image
+
     arr = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     for a, target in zip(arr, targets):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(a[..., 0] if a.shape[2] == 1 else a).save(target)
+        write_image(Image.fromarray(a[..., 0] if a.shape[2] == 1 else a), target, write)

@@ -94,6 +94,7 @@ def _collect_files(items: list[str]) -> list[Path]:
 
 def _cmd_decompress(args: argparse.Namespace) -> int:
     from ..codec import Codec, unpack
+    from ..io import NewFiles
 
     _check_batch_size(args.batch_size)
     paths = _collect_files(args.files)
@@ -111,11 +112,12 @@ def _cmd_decompress(args: argparse.Namespace) -> int:
     for i, (d, p) in enumerate(zip(data, paths)):
         groups.setdefault(codec.read(d, str(p))[0].image_size, []).append(i)
     t0 = time.perf_counter()
-    for index in groups.values():
-        for s in range(0, len(index), args.batch_size):
-            part = index[s : s + args.batch_size]
-            images = codec.decompress([data[i] for i in part], [str(paths[i]) for i in part], args.batch_size)
-            save_pngs(images, [targets[i] for i in part])
+    with NewFiles() as new:  # a failed write (disk full, permissions) removes the PNGs written before it
+        for index in groups.values():
+            for s in range(0, len(index), args.batch_size):
+                part = index[s : s + args.batch_size]
+                images = codec.decompress([data[i] for i in part], [str(paths[i]) for i in part], args.batch_size)
+                save_pngs(images, [targets[i] for i in part], new.write)
     seconds = time.perf_counter() - t0
     print(f"decompressed {len(paths)} images -> {out}/ ({len(paths) / seconds:.1f} images/s)")
     return 0

@@ -84,9 +84,10 @@ def _cmd_progressive(args: argparse.Namespace) -> int:
     from ..experiments.pqvae import plot_progressive, progressive_reconstructions
     from ..pretrained import load
     from ..priors import prior_kind_for
-    from ..priors.run import find_priors, load_priors
+    from ..priors.run import check_sampling, find_priors, load_priors
     from ..train import read_run_config
 
+    check_sampling(args.temperature, args.seed)
     model = load(args.run)
     kind = prior_kind_for(model)
     if not hasattr(kind, "complete"):

@@ -50,6 +50,7 @@ def _cmd_prior(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
+    from ..io import NewFiles
     from ..metrics.plots import save_image_grid
     from ..priors.run import sample_run
     from ..train.rundir import check_output_file
@@ -57,8 +58,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     check_output_file(args.output, args.overwrite)
     result = sample_run(args.run, args.priors, args.n, args.class_label, args.temperature, args.seed)
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_image_grid(result.images, out, nrow=result.nrow, row_labels=result.row_labels)
+    with NewFiles() as new:  # written atomically; a folder made for it goes again when the write fails
+        save_image_grid(result.images, out, nrow=result.nrow, row_labels=result.row_labels, write=new.write)
     rows = "one row per class, " if result.labels is not None and args.class_label is None else ""
     print(
         f"sampled {len(result.images)} images in {result.seconds:.2f}s ({result.samples_per_s:.1f} samples/s, "

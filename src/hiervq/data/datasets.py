@@ -136,6 +136,8 @@ class DataConfig:
             raise ValueError(f"lazy must be true, false or auto, got {self.lazy!r}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if not 0 <= self.seed < 2**63:  # torch and numpy take 64-bit seeds
+            raise ValueError(f"seed must be in [0, 2**63), got {self.seed}")
         if self.memory_limit_mb <= 0:
             raise ValueError(f"memory_limit_mb must be > 0, got {self.memory_limit_mb}")
         self.augment.validate()

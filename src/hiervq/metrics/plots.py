@@ -64,10 +64,14 @@ def image_grid(images: torch.Tensor, nrow: int) -> np.ndarray:
 
 
 def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, scale: int = 2,
-                    row_labels: list[str] | None = None) -> None:
+                    row_labels: list[str] | None = None, write=None) -> None:
     """Write a grid of images (B, C, H, W) in [0, 1] as a PNG, nearest-upscaled by ``scale``; ``row_labels``
-    (one per row of the grid) are written in a white margin on the left (Pillow's default font)."""
+    (one per row of the grid) are written in a white margin on the left (Pillow's default font). The file is
+    encoded in memory and written atomically (``write(path, data)``, default :func:`hiervq.io.atomic_write_bytes`;
+    a failure is a :class:`~hiervq.errors.WriteError` naming ``path``)."""
     from PIL import Image
+
+    from ..io import write_image
 
     h = images.shape[-2]
     arr = image_grid(images, nrow)
@@ -78,7 +82,7 @@ def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, scale
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     if row_labels:
         img = _label_rows(img, list(row_labels), top=scale, row_height=(h + 1) * scale, image_height=h * scale)
-    img.save(path)
+    write_image(img, path, write)
 
 
 def _label_rows(img, labels: list[str], top: int, row_height: int, image_height: int):

@@ -114,6 +114,8 @@ class HierarchicalConfig:
             raise ValueError("at least one level is needed")
         if self.in_channels < 1 or self.channels < 1 or self.blocks < 0 or self.up_blocks < 0:
             raise ValueError("in_channels and channels must be >= 1, blocks and up_blocks >= 0")
+        if self.res_channels < 1:
+            raise ValueError(f"res_channels must be >= 1, got {self.res_channels}")
         size = self.image_size
         sides = image_sides(size)
         total = math.prod(lv.downsample for lv in self.levels)

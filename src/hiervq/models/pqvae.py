@@ -123,6 +123,9 @@ class PQVAEConfig:
         log2_factor(self.downsample)
         if min(self.in_channels, self.channels, self.latent_channels, self.map_size, self.steps) < 1 or self.blocks < 0:
             raise ValueError("in_channels, channels, latent_channels, map_size and steps must be >= 1, blocks >= 0")
+        if self.res_channels < 1 or self.spatial_dim < 1 or self.channel_dim < 1:
+            raise ValueError(f"res_channels, spatial_dim and channel_dim must be >= 1, got {self.res_channels}, "
+                             f"{self.spatial_dim}, {self.channel_dim}")
         if self.codebook_size < 2:
             raise ValueError("codebook_size must be >= 2")
         if self.spatial_dim > self.map_size**2 or self.channel_dim > self.latent_channels:

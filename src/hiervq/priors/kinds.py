@@ -133,6 +133,18 @@ def draw(logits: torch.Tensor, temperature: float = 1.0, generator: torch.Genera
     return torch.multinomial(torch.softmax(logits.float() / temperature, dim=-1), 1, generator=generator)[:, 0]
 
 
+#: the most classes a class-conditional prior takes (its embeddings have a row per class)
+MAX_CLASSES = 2**16
+
+
+def check_num_classes(num_classes: int | None) -> None:
+    """Raise ``ValueError`` unless ``num_classes`` (of a prior's config) is null or in [1, :data:`MAX_CLASSES`]: the
+    number of classes is the largest label + 1, so labels like 2**40 would ask the allocator for terabytes."""
+    if num_classes is not None and not 1 <= num_classes <= MAX_CLASSES:
+        raise ValueError(f"num_classes must be in [1, {MAX_CLASSES}] or null, got {num_classes} (a class-conditional "
+                         f"prior takes class labels 0 ... {MAX_CLASSES - 1})")
+
+
 def check_labels(num_classes: int | None, labels: torch.Tensor | None, batch: int) -> None:
     """Raise ``ValueError`` unless ``labels`` fit a prior with ``num_classes`` (``None``: not class-conditional, so
     no labels) for a batch of ``batch``: shape (batch,), values in [0, num_classes)."""

@@ -44,7 +44,7 @@ from ..nn import ResBlock
 from ..pretrained import register, save_pretrained
 from ..quantize.multiscale import check_scales, scale_offsets
 from .embed import check_layout, code_layout, embed_codes, has_layout, scale_maps, table_rows
-from .kinds import check_labels, draw
+from .kinds import check_labels, check_num_classes, draw
 
 
 @dataclass
@@ -91,8 +91,7 @@ class NextScaleConfig:
             raise ValueError(f"channels ({self.channels}) must be a positive multiple of heads ({self.heads})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.num_classes is not None and self.num_classes < 1:
-            raise ValueError("num_classes must be >= 1 or null")
+        check_num_classes(self.num_classes)
         if self.cond_codebook_size is not None and self.cond_codebook_size < 1:
             raise ValueError("cond_codebook_size must be >= 1 or null")
         if self.cond_depth < 1 or self.cond_blocks < 0:

@@ -35,7 +35,7 @@ from ..pretrained import register, save_pretrained
 from ..quantize.common import code_bits as uniform_bits  # noqa: F401 - hiervq.priors exports it
 from ..quantize.common import renamed
 from .embed import check_layout, code_layout, embed_codes, has_layout, table_rows
-from .kinds import check_labels, draw
+from .kinds import check_labels, check_num_classes, draw
 
 
 @renamed(num_codes="codebook_size", cond_num_codes="cond_codebook_size")
@@ -86,8 +86,7 @@ class PixelCNNConfig:
             raise ValueError(f"kernel_size must be odd and >= 3, got {self.kernel_size}")
         if self.cond_codebook_size is not None and self.cond_codebook_size < 1:
             raise ValueError("cond_codebook_size must be >= 1 or null")
-        if self.num_classes is not None and self.num_classes < 1:
-            raise ValueError("num_classes must be >= 1 or null")
+        check_num_classes(self.num_classes)
         if self.cond_blocks < 0 or not 0.0 <= self.dropout < 1.0:
             raise ValueError("cond_blocks must be >= 0 and dropout in [0, 1)")
         if self.depth < 1 or self.cond_depth < 1:

@@ -457,6 +457,14 @@ def class_index(text: str | int, meta: dict) -> int:
     return index
 
 
+def check_sampling(temperature: float, seed: int) -> None:
+    """``--temperature`` must be a finite number > 0 and ``--seed`` in [0, 2**63) (torch's generator seeds)."""
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise HierVQError(f"--temperature must be a finite number > 0, got {temperature}")
+    if not 0 <= seed < 2**63:
+        raise HierVQError(f"--seed must be in [0, 2**63), got {seed}")
+
+
 def sample_run(
     ae_run: str | os.PathLike,
     prior_dirs: list[str | os.PathLike] | None = None,
@@ -472,8 +480,7 @@ def sample_run(
     """
     if n < 1:
         raise HierVQError(f"-n must be >= 1, got {n}")
-    if temperature <= 0:
-        raise HierVQError(f"--temperature must be > 0, got {temperature}")
+    check_sampling(temperature, seed)
     from ..zoo import resolve
 
     ae_run = resolve(ae_run)  # a run directory, or a shipped tokenizer with priors by name

@@ -19,7 +19,15 @@ from torch import nn
 from ..errors import HierVQError
 from ..pretrained import register, save_pretrained
 from ..quantize.common import renamed
-from .kinds import PriorKind, check_labels, config_with_derived, draw, register_prior_kind, takes_labels
+from .kinds import (
+    PriorKind,
+    check_labels,
+    check_num_classes,
+    config_with_derived,
+    draw,
+    register_prior_kind,
+    takes_labels,
+)
 
 
 @renamed(num_codes="codebook_size")
@@ -47,8 +55,7 @@ class TransformerPriorConfig:
             raise ValueError(f"dim ({self.dim}) must be a positive multiple of heads ({self.heads})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.num_classes is not None and self.num_classes < 1:
-            raise ValueError("num_classes must be >= 1 or null")
+        check_num_classes(self.num_classes)
 
 
 @register("transformer-prior")

@@ -17,6 +17,10 @@ from ..pretrained import REGISTRY, build, parse_config
 from ..schema import from_dict, to_dict, validated
 
 OPTIMIZERS = ("adam", "adamw")
+#: the largest batch size accepted (train.batch_size, train.eval_batch_size): larger ones only fail in the allocator
+MAX_BATCH = 2**20
+#: seeds are in [0, MAX_SEED) (torch and numpy take 64-bit seeds)
+MAX_SEED = 2**63
 SCHEDULES = ("cosine", "exponential", "constant")
 KEEP = ("best", "last")
 
@@ -88,6 +92,8 @@ class TrainConfig:
             ("epochs", self.epochs, self.epochs >= 0, ">= 0"),
             ("batch_size", self.batch_size, self.batch_size >= 1, ">= 1"),
             ("eval_batch_size", self.eval_batch_size, self.eval_batch_size >= 1, ">= 1"),
+            ("batch_size", self.batch_size, self.batch_size <= MAX_BATCH, f"<= {MAX_BATCH}"),
+            ("eval_batch_size", self.eval_batch_size, self.eval_batch_size <= MAX_BATCH, f"<= {MAX_BATCH}"),
             ("lr", self.lr, self.lr > 0, "> 0"),
             ("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0"),
             ("warmup_steps", self.warmup_steps, self.warmup_steps >= 0, ">= 0"),
@@ -105,11 +111,34 @@ class TrainConfig:
                 raise ValueError(f"{key} must be {rule}, got {value}")
         if len(self.betas) != 2:
             raise ValueError(f"betas must be two numbers, got {self.betas}")
+        if not all(0.0 <= b < 1.0 for b in self.betas):  # NaN fails too
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        check_device_name(self.device)
         if self.decay_steps <= 0 or self.warmup_steps < 0:
             raise ValueError(f"decay_steps must be > 0 and warmup_steps >= 0, got {self.decay_steps}, {self.warmup_steps}")
 
     def phase_list(self) -> list[PhaseConfig]:
         return list(self.phases) if self.phases else [PhaseConfig("all", self.epochs)]
+
+
+def check_device_name(name: str) -> None:
+    """Raise ``ValueError`` unless ``name`` is ``auto`` or a device torch knows (``cpu``, ``cuda``, ``cuda:1``,
+    ``mps``, ...); whether it is present is checked when the run starts
+    (:func:`hiervq.train.distributed.resolve_device`)."""
+    if name == "auto":
+        return
+    import torch
+
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or another torch device, got {name!r}") from None
+
+
+def check_seed(key: str, value: int) -> None:
+    """Raise ``ValueError`` unless ``value`` (the config key ``key``) is a seed torch and numpy take: [0, 2**63)."""
+    if not 0 <= value < MAX_SEED:
+        raise ValueError(f"{key} must be in [0, 2**63), got {value}")
 
 
 SECTIONS: dict[str, type] = {}  # optional run-config section name -> its dataclass, registered by its consumer
@@ -153,6 +182,9 @@ class RunConfig:
     seed: int = 0
     sections: dict[str, Any] = field(default_factory=dict, repr=False)  # the optional sections given, parsed
     source: str = field(default="<defaults>", init=False, compare=False, repr=False)
+
+    def validate(self) -> None:
+        check_seed("seed", self.seed)
 
     def __getattr__(self, name: str) -> Any:  # only called for names that are not attributes
         if name in SECTIONS:
@@ -226,10 +258,38 @@ def _parse_model(model: Any, where: str) -> Any:
     return parse_config(name, {k: v for k, v in model.items() if k != "name"}, f"{where}: model")
 
 
+class AliasError(yaml.YAMLError):
+    """A YAML alias (``*name``) in a config: refused, since a few hundred bytes of nested aliases expand to
+    billions of values (the "billion laughs")."""
+
+
+class NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases (anchors alone are harmless). Configs are short and written by
+    hand; repeat a value instead of aliasing it."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise AliasError(f"YAML aliases (*{event.anchor}) are not allowed in configs, at line "
+                             f"{event.start_mark.line + 1}; write the value out instead")
+        return super().compose_node(parent, index)
+
+
+def safe_load(text: str) -> Any:
+    """``yaml.safe_load`` without aliases (:class:`NoAliasLoader`)."""
+    loader = NoAliasLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def parse_value(text: str) -> Any:
     """A ``--set`` value: YAML scalar/list syntax (``3``, ``1e-3``, ``true``, ``null``, ``[1, 2]``, ``name``)."""
     try:
-        return yaml.safe_load(text)
+        return safe_load(text)
+    except AliasError as exc:
+        raise ConfigError(f"--set value {text[:60]!r}: {exc}") from None
     except yaml.YAMLError:
         return text
 
@@ -307,7 +367,9 @@ def read_yaml_mapping(path: Path, what: str = "a config must be a mapping of sec
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = safe_load(text) or {}
+    except AliasError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(raw, dict):

@@ -42,11 +42,32 @@ def env_device() -> str:
     return os.environ.get(DEVICE_ENV, "cpu")
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` when a GPU is visible, else ``cpu``; anything else as given."""
+def resolve_device(name: str, local_rank: int = 0, key: str = "train.device") -> torch.device:
+    """``auto`` -> ``cuda:<local_rank>`` when a GPU is visible, else ``cpu``; anything else as given, when this
+    machine has it (else a :class:`~hiervq.errors.ConfigError` naming the config ``key``)."""
+    from ..errors import ConfigError
+
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"{key}: {name!r} is not a device (auto, cpu, cuda, cuda:N, ...)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{key}: {name!r}, but no CUDA GPU is visible here; use auto or cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"{key}: {name!r}, but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    elif device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError(f"{key}: {name!r}, but MPS is not available here; use auto or cpu")
+    elif device.type != "cpu":  # xpu, ...: when torch has the backend and says it is available
+        backend = getattr(torch, device.type, None)
+        available = getattr(backend, "is_available", None)
+        if not callable(available) or not available():
+            raise ConfigError(f"{key}: {name!r} is not available here (auto, cpu, cuda, cuda:N or mps)")
+    return device
 
 
 def setup(device: str = "auto") -> DistInfo:

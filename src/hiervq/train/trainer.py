@@ -336,7 +336,12 @@ class Trainer:
         base_lrs = [group["lr"] for group in optimizer.param_groups]
         total = task.steps_per_epoch() * phase.epochs
         scheduler = make_scheduler(optimizer, cfg, total, phase.schedule or cfg.schedule)
-        if resume is not None and "optimizer" in resume:
+        if resume is not None and (resume.get("optimizer") is None or resume.get("scheduler") is None):
+            if self.dist.is_main:
+                logger.warning("%s: the checkpoint has no optimizer state; the optimizer (%s moments) and the learning "
+                               "rate schedule restart from scratch at step %d, so this run will not match an "
+                               "uninterrupted one", self.checkpoint_path or "resume", cfg.optimizer, self.step)
+        elif resume is not None:
             optimizer.load_state_dict(resume["optimizer"])
             scheduler.load_state_dict(resume["scheduler"])
             # the checkpoint restores the hyperparameters it was saved with; a resumed run trains with its config
@@ -439,6 +444,7 @@ class Trainer:
         """The one-line message of a divergence (``what``: when, and what went non-finite) and what was kept."""
         path = self.checkpoint_path
         if self.run is not None and self.run.has_checkpoint():
+            # finite: _save refuses non-finite weights, load_checkpoint refuses to resume from them
             kept = f"the last finite checkpoint {path} (step {self.history[-1]['step'] if self.history else 0}) is kept"
         else:
             kept = "no checkpoint was written before it"
