@@ -79,7 +79,7 @@ class QuantizerConfig:
     bits: int | None = None
     entropy_weight: float = 0.1
     diversity: float = 1.0
-    inv_temperature: float = 100.0
+    inv_temperature: float = 1.0  # LFQ's default (issue 26: 100 collapsed); beta stays the shared 0.25
     scales: list[int | list[int]] | None = None
     convs: int = 4
     conv_mix: float = 0.5

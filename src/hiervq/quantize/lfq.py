@@ -61,8 +61,8 @@ class _CodebookEntropy(torch.autograd.Function):
         return de, None, None, None, None
 
 
-def check_lfq_options(bits: int, beta: float = 0.25, entropy_weight: float = 0.1, diversity: float = 1.0,
-                      inv_temperature: float = 100.0) -> None:
+def check_lfq_options(bits: int, beta: float = 0.025, entropy_weight: float = 0.1, diversity: float = 1.0,
+                      inv_temperature: float = 1.0) -> None:
     """Raise ``ValueError`` naming the first setting of an :class:`LFQ` that is out of range."""
     if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 62:
         raise ValueError(f"LFQ bits must be an integer in [1, 62], got {bits!r}")
@@ -80,11 +80,11 @@ class LFQ(RowLayout):
         dim: channels of the input (C); projected to ``bits`` channels (and back) by learned linear maps when
             different.
         bits: code channels; K = 2^bits.
-        beta: weight of the commitment term |e - sg(q)|^2.
+        beta: weight of the commitment term |e - sg(q)|^2 (default 0.025; see "Defaults" below).
         entropy_weight: weight of the entropy penalty (0 turns it off: no N x K work at all).
         diversity: gamma, weight of the codebook entropy inside the penalty.
         inv_temperature: the assignment distribution is softmax(-inv_temperature * |e - c|^2) over the codes c,
-            i.e. softmax(2 inv_temperature e.c) (vector-quantize-pytorch's convention, and its default 100).
+            i.e. softmax(2 inv_temperature e.c) (vector-quantize-pytorch's convention; its default is 100, ours 1).
         chunk_elements: rows x K entries of the codebook-entropy softmax held at once.
 
     Rules:
@@ -101,6 +101,13 @@ class LFQ(RowLayout):
           ``entropy`` (the penalty), ``sample_entropy``, ``codebook_entropy`` (nats, detached);
         * statistics: those of :class:`~hiervq.quantize.VectorQuantizer` over the implicit codebook of 2^bits codes.
 
+    Defaults: beta 0.025, entropy_weight 0.1, diversity 1, inv_temperature 1. Until issue 26 they were beta 0.25 and
+    inv_temperature 100, which collapse: a commitment of 0.25 pins the projected features at +-1, where
+    sigmoid(400 e_i) is saturated and the entropy terms have no gradient left to revive a constant bit. In the
+    150-step loop of ``benchmarks/lfq_defaults.py`` (10 bits) the old defaults used 32 of 1,024 codes, these use
+    1,024 (``benchmarks/results/lfq_defaults.json``). The right beta and entropy weight still scale with the
+    reconstruction loss a model trains on (docs/quantizers.md, "Why LFQ collapsed").
+
     Precision: like :class:`~hiervq.quantize.FSQ`, everything (projection, signs, entropies) is computed in float32
     with autocast disabled: with bf16 the projection rounds features near 0 to the other sign, so codes differ
     from float32, and the softmax over thousands of codes at inverse temperature 100 overflows/underflows bf16's
@@ -113,10 +120,10 @@ class LFQ(RowLayout):
         self,
         dim: int,
         bits: int,
-        beta: float = 0.25,
+        beta: float = 0.025,
         entropy_weight: float = 0.1,
         diversity: float = 1.0,
-        inv_temperature: float = 100.0,
+        inv_temperature: float = 1.0,
         chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
     ) -> None:
         super().__init__()

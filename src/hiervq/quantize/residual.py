@@ -155,6 +155,7 @@ class ResidualVQ(RowLayout):
         learned = not self.books[0].uses_ema
         track_grad = torch.is_grad_enabled() and e.requires_grad
         shared_rows: list[torch.Tensor] = []
+        stage_terms: list[torch.Tensor] = []
         resets = 0
         for stage in range(n_run):
             book = self.book(stage)
@@ -163,9 +164,14 @@ class ResidualVQ(RowLayout):
             idx = book.nearest(residual.detach())
             q = book.lookup(idx, check=False)
             indices[:, stage] = idx
-            commitment = commitment + F.mse_loss(residual, q.detach())
+            stage_commitment = F.mse_loss(residual, q.detach())
+            commitment = commitment + stage_commitment
+            term = self.beta * stage_commitment
             if learned:
-                codebook_loss = codebook_loss + F.mse_loss(q, residual.detach())
+                stage_codebook = F.mse_loss(q, residual.detach())
+                codebook_loss = codebook_loss + stage_codebook
+                term = term + stage_codebook
+            stage_terms.append(term)
             q = q.detach()
             qsum = q if qsum is None else qsum + q
             if self.training:
@@ -192,6 +198,7 @@ class ResidualVQ(RowLayout):
             loss=loss,
             losses={"commitment": commitment.detach(), "codebook": codebook_loss.detach()},
             stats=self._stats(indices[:, :n_run], resets),
+            stage_loss=torch.stack(stage_terms + [e.new_zeros(())] * (self.stages - n_run)),
         )
 
     @torch.no_grad()

@@ -27,6 +27,8 @@ class Quantized:
         stats: batch codebook statistics, detached: ``perplexity``, ``used_fraction``, ``counts`` (K,) and
             ``resets`` (codes re-seeded this step). In training mode under ``torch.distributed`` they describe
             the batches of all ranks together (the counts are the all-reduced ones the codebook update uses).
+        stage_loss: :class:`~hiervq.quantize.ResidualVQ` only (else ``None``): the loss per stage (L,),
+            differentiable, 0 for stages dropped this forward; it sums to ``loss``.
     """
 
     quantized: torch.Tensor
@@ -34,6 +36,7 @@ class Quantized:
     loss: torch.Tensor
     losses: dict[str, torch.Tensor] = field(default_factory=dict)
     stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    stage_loss: torch.Tensor | None = None
 
 
 def check_vq_options(estimator: str = "ste", beta: float = 0.25, temperature: float = 1.0, simvq: bool = False,
