@@ -1049,7 +1049,7 @@ def _(t, run):
 @case("eval-not-a-run")
 def _(t, run):
     (t / "r").mkdir()
-    return ["eval", t / "r"], "not a run directory"
+    return ["eval", t / "r"], "not a saved model"
 
 
 @case("eval-data-corrupt")
@@ -1073,7 +1073,7 @@ def _(t, run):
 
 @case("eval-no-val-split")
 def _(t, run):
-    return ["eval", run, "--split", "val"], "no val split"
+    return ["eval", run, "--split", "val", "--set", "data.val_fraction=0"], "no val split"
 
 
 @case("eval-set-bad-value")

@@ -69,7 +69,7 @@ def test_eval_encode_decode(trained_run, tmp_path, capsys):
         (lambda t, r: ["train", t / "missing.yaml"], "no such config file"),
         (lambda t, r: ["train", "--set", "model.name=vqgan", "--out", t / "x"], "not a known model"),
         (lambda t, r: ["train", "--set", "train.epochz=1", "--out", t / "x"], "unknown key 'epochz'"),
-        (lambda t, r: ["eval", t / "norun"], "not a run directory"),
+        (lambda t, r: ["eval", t / "norun"], "no such file or directory"),
         (lambda t, r: ["encode", r, t / "nothing.png"], "no such file"),
         (lambda t, r: ["encode", r, t / "broken.png"], "corrupt or unreadable image"),
         (lambda t, r: ["encode", r, t / "rgb.png"], "3 channels, the model expects 1"),

@@ -297,4 +297,5 @@ def test_cli_end_to_end(runs, tmp_path, capsys):
     assert not (tmp_path / "y").exists() or not any((tmp_path / "y").iterdir())
     assert main(["compress", str(run / "model"), str(imgs), "-o", str(tmp_path / "z")]) == 2
     err = capsys.readouterr().err
-    assert "run `hiervq prior" in err and "--level all` first" in err and err.count("\n") == 1
+    # a saved model folder (not a run): priors go to a folder of the user's choosing
+    assert "`hiervq prior" in err and "--level all --out DIR`" in err and err.count("\n") == 1

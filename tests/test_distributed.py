@@ -263,7 +263,7 @@ def test_torchrun_train_and_resume(tmp_path, tiny_run_config):
         assert (run / name).is_file(), name
     assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")], "no temporary files left behind"
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in lines] == [1, 2] and "test" in lines[-1]
+    assert [r["epoch"] for r in lines] == [1, 2] and "val" in lines[-1]
     assert load_step(run) == 2 * steps_per_epoch
     summary = json.loads((run / "summary.json").read_text())
     assert summary["bits_per_image"] == hiervq.load(run).budget().bits_per_image

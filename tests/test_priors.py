@@ -286,9 +286,12 @@ def test_prior_runs_and_sampling_on_digits(tmp_path, capsys):
     out = tmp_path / "s.png"
     assert main(["sample", str(run), "-n", "20", "-o", str(out)]) == 0
     assert out.is_file() and "samples/s" in capsys.readouterr().out
-    assert main(["sample", str(run), "--prior", str(run / "priors" / "level1"), "-n", "2", "-o", str(out)]) == 2
+    assert main(["sample", str(run), "-n", "20", "-o", str(out)]) == 2  # never over an existing file
+    assert "already exists" in capsys.readouterr().err
+    assert main(["sample", str(run), "--prior", str(run / "priors" / "level1"), "-n", "2", "-o", str(out),
+                 "--overwrite"]) == 2
     assert "no prior for level(s) 0" in capsys.readouterr().err
-    assert main(["sample", str(run), "--class", "12", "-n", "2", "-o", str(out)]) == 2
+    assert main(["sample", str(run), "--class", "12", "-n", "2", "-o", str(out), "--overwrite"]) == 2
     assert main(["prior", str(run), "--level", "top"]) == 2  # exists already
     assert "--overwrite" in capsys.readouterr().err
     before = json.loads((run / "priors" / "level0" / "summary.json").read_text())

@@ -37,7 +37,11 @@ def test_run_writes_everything(tmp_path, tiny_run_config):
     for lv in on_disk["levels"]:
         assert set(lv) >= {"codebook_size", "perplexity", "used_fraction", "dead_codes"}
     lines = (run / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 2 and json.loads(lines[-1])["test"]["images"] == 32
+    # per-epoch numbers on val only; test evaluated once, at the end, beside the val numbers of the selected epoch
+    last = json.loads(lines[-1])
+    assert len(lines) == 2 and "test" not in last and last["val"]["images"] == on_disk["val_images"] >= 1
+    assert on_disk["selected_on"] == "val" and on_disk["selected_epoch"] in (1, 2)
+    assert on_disk["test"]["images"] == on_disk["test_images"] == 32 and on_disk["test"]["mse"] == on_disk["mse"]
     model = hiervq.load(run)
     assert model.budget().bits_per_image == on_disk["bits_per_image"] == 8 * 8 * 5 + 4 * 4 * 4
     # a finished run is not overwritten silently

@@ -338,7 +338,7 @@ def test_summary_eval_and_report_have_ssim(finished_run, capsys):
     result = json.loads(capsys.readouterr().out)
     assert abs(result["ssim"] - summary["ssim"]) < 1e-6 and abs(result["ms_ssim"] - summary["ms_ssim"]) < 1e-6
     metrics = [json.loads(line) for line in (finished_run / "metrics.jsonl").read_text().splitlines()]
-    assert "ssim" in metrics[-1]["test"] and "ms_ssim" in metrics[-1]["test"]
+    assert "ssim" in metrics[-1]["val"] and "ms_ssim" in metrics[-1]["val"]
 
 
 STANDIN = '''
@@ -496,7 +496,7 @@ def test_tensorboard_logs_the_metrics_scalars_and_the_reconstruction_grid(tmp_pa
     history = read_metrics(tmp_path / "run")
     expected = dict(scalars(history[-1]))
     assert set(events.Tags()["scalars"]) == set(expected)
-    for tag in ("train/loss", "test/psnr", "test/ssim", "train/perplexity/0", "test/levels/1/used_fraction"):
+    for tag in ("train/loss", "val/psnr", "val/ssim", "train/perplexity/0", "val/levels/1/used_fraction"):
         logged = events.Scalars(tag)
         assert [e.step for e in logged] == [r["step"] for r in history]
         assert abs(logged[-1].value - expected[tag]) <= 1e-6 * max(1.0, abs(expected[tag]))

@@ -307,9 +307,10 @@ def prior_run(
     with contextlib.ExitStack() as stack:
         # one writer per prior run directory, for the whole run; the autoencoder run is locked too (its codes.npz is
         # written, its model read), so a `train --overwrite` of it is refused while the prior runs
+        ae_lock = None
         if RunDir(ae_run).config.is_file() and lock_path(ae_run) != lock_path(out_dir):
-            stack.enter_context(RunLock(ae_run))
-        stack.enter_context(RunLock(out_dir))
+            ae_lock = stack.enter_context(RunLock(ae_run))
+        out_lock = stack.enter_context(RunLock(out_dir))
         swap = stack.enter_context(Swap(out_dir))  # an old prior run comes back if this one fails
         ae_key = cache_key(resolve_model_dir(ae_run), {})
         state = None
@@ -324,6 +325,8 @@ def prior_run(
         else:
             check_run_dir(out_dir, overwrite=overwrite, what="prior run directory")  # again, holding the lock
         info = kind.level_info(model, lv)
+        if ae_lock is not None:
+            ae_lock.writing = True  # RUN/codes.npz may be written now
         codes = run_codes(ae_run, model, ae_config.data, config.code_batch_size, log)
         train, test = codes["train"], codes["test"]
         num_classes = None
@@ -332,6 +335,7 @@ def prior_run(
                 raise HierVQError(f"{ae_run}: the data has no labels, so the prior cannot be class-conditional")
             num_classes = max(train.num_classes or 0, test.num_classes or 0)
         seed_everything(config.seed)
+        out_lock.writing = True  # the prior run is written from here on
         model_where = f"{out_run.config if resume else prior_config_where(ae_run, lv, overrides)}: model"
         prior = kind.build_prior(model, lv, dict(config.model), num_classes, model_where)
 

@@ -181,6 +181,7 @@ def train_run(
             load_state(model, state["model"], str(run.checkpoint))  # a mismatch names the parameters and shapes
             check_epochs(config, state, run_dir)
         if dist.is_main:
+            lock.writing = True
             if not resume:  # validated: only now replace an old run (a typo must not destroy it)
                 # the old run waits aside until the new one holds its first checkpoint (or comes back)
                 aside = start_run_dir(run_dir, {RunDir.CONFIG: dump_config(config).encode()})

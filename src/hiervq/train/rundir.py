@@ -5,8 +5,8 @@ its own output (:func:`check_replaceable`): it holds the marker file :data:`RUN_
 at any depth, is listed in the marker's manifest (its relative path and size; nested outputs such as
 ``priors/level0/`` have their own). A file hiervq did not write (or one changed since) makes ``--overwrite`` refuse
 with a list; common file names mean nothing. The manifest is brought up to date by the process that writes the
-directory (:func:`record_written`: every file it created or changed since it started, plus those already listed
-with the same size): when :class:`RunLock` is released, after every checkpoint, and at the end of compare, sweep
+directory (:func:`record_written`: every file it created or changed since it started; the entries of the others
+stay as they were): when :class:`RunLock` is released, after every checkpoint, and at the end of compare, sweep
 and classify. The working directory, its parents, ``/`` and the home directory are never replaced.
 
 A run is replaced only once the new one has started (:func:`start_run_dir`): the new run is built in a sibling
@@ -64,9 +64,9 @@ TRANSIENT_PATTERNS = (".*.lock", ".*.lock.pid", ".*.new-*", ".*.old-*", ".*.tmp"
 #: the temporary names :func:`hiervq.pretrained.atomic_write_bytes` writes through (``.NAME.<8 chars>.tmp``)
 STALE_TMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 STALE_TMP_DIRS = RunDir.WRITTEN_DIRS
-#: files a process created or changed up to this long before it started writing still count as its own
-#: (file systems stamp times with a coarse clock)
-CLOCK_SLACK_NS = 2_000_000_000
+#: files a process created or changed up to this long before it started writing still count as its own (file
+#: systems stamp times with the kernel's coarse clock, a few milliseconds behind time.time_ns())
+CLOCK_SLACK_NS = 20_000_000
 
 
 def default_run_dir(config: str | os.PathLike | None) -> Path:
@@ -127,8 +127,10 @@ def _entries(root: Path) -> Iterator[tuple[str, Path]]:
 
 def record_written(path: str | os.PathLike, since_ns: int) -> None:
     """Bring the manifest of the hiervq output ``path`` up to date: list every file under it (not in nested
-    outputs) that it already listed with the same size, or that was created or changed at or after ``since_ns``
-    (:func:`time.time_ns`, when the calling process started writing ``path``). Nothing happens without a marker."""
+    outputs) that was created or changed at or after ``since_ns`` (:func:`time.time_ns`, when the calling process
+    started writing ``path``) with its size, keep the entries of the other files as they were (a file changed by
+    someone else keeps its old size, so it stays foreign) and drop those of files that are gone. Nothing happens
+    without a marker, and the marker is left as it is when nothing changed."""
     path = Path(path)
     if not is_hiervq_output(path):
         return
@@ -142,9 +144,12 @@ def record_written(path: str | os.PathLike, since_ns: int) -> None:
         except OSError:
             continue
         rel = p.relative_to(path).as_posix()
-        if old.get(rel) == st.st_size or st.st_mtime_ns >= since_ns - CLOCK_SLACK_NS:
+        if st.st_mtime_ns >= since_ns - CLOCK_SLACK_NS:
             files[rel] = st.st_size
-    _write_marker(path, files)
+        elif rel in old:
+            files[rel] = old[rel]
+    if files != read_manifest(path):  # a command that wrote nothing leaves the marker as it was
+        _write_marker(path, files)
 
 
 def foreign_files(path: str | os.PathLike) -> list[str]:
@@ -261,12 +266,12 @@ def check_output_file(path: str | os.PathLike, overwrite: bool = False, inputs: 
         except OSError:
             same = False
         if same:
-            raise HierVQError(f"{what} {path}: is the input {item}; choose another output file")
+            raise HierVQError(f"{path} is the input {item}; choose another output file")
     owner = owning_output(path)
     if owner is not None:
-        raise HierVQError(f"{what} {path}: is a file of the hiervq output {owner}; choose a path outside it")
+        raise HierVQError(f"{path} is a file of the hiervq output {owner}; choose a path outside it")
     if not overwrite:
-        raise HierVQError(f"{what} {path}: already exists; pass --overwrite to replace it, or choose another file")
+        raise HierVQError(f"{path} already exists; pass --overwrite to replace it, or choose another file")
     if path.is_dir():
         raise HierVQError(f"{what} {path}: is a folder; give a file name")
     return path
@@ -436,8 +441,9 @@ class RunLock:
     """An exclusive lock on a run directory for the life of the process that writes it (a context manager).
 
     ``acquire`` never waits: a second writer gets a HierVQError naming the holder's PID. The lock is keyed by the
-    resolved path, so a symbolic link to a run is the same run. :meth:`record` (also called on release) lists what
-    the holder wrote in the run's manifest (:func:`record_written`).
+    resolved path, so a symbolic link to a run is the same run. :meth:`record` lists what the holder wrote in the
+    run's manifest (:func:`record_written`); release does too once the holder set :attr:`writing` (a command
+    refused before it wrote anything leaves the marker untouched).
     """
 
     def __init__(self, run_dir: str | os.PathLike):
@@ -446,6 +452,8 @@ class RunLock:
         self.pid_path = self.path.with_name(self.path.name + ".pid")
         self._lock = None
         self.since_ns = time.time_ns()
+        #: set by the holder once it starts writing the run: release then records what it wrote
+        self.writing = False
 
     def record(self) -> None:
         """List every file written into the run since the lock was taken in its manifest."""
@@ -484,7 +492,8 @@ class RunLock:
         if self._lock is None:
             return
         try:
-            self.record()
+            if self.writing:
+                self.record()
         except HierVQError:
             pass  # a run directory that can no longer be written keeps its older manifest
         try:
