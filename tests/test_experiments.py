@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hiervq.errors import ConfigError
+from hiervq.errors import ConfigError, HierVQError
 from hiervq.experiments import capacity
 from hiervq.experiments.capacity import match_capacity
 from hiervq.models.base import QuantizerConfig
@@ -193,6 +193,10 @@ def test_sweep_restart_skips_finished_points(tmp_path, monkeypatch):
     assert calls == [(names[1], True)]
     assert len(table["rows"]) == 2
     assert json.loads((out / "sweep.json").read_text())["points"] == names
+    # a finished point is reused only for the config it ran (issue 29): another seed, same point names, is refused
+    changed = config_from_dict({**raw, "seed": 7}, "tiny")
+    with pytest.raises(HierVQError, match="another config"):
+        run_sweep(changed, out, grid={"model.quantizer.beta": [0.5]})
 
 
 # ---------------------------------------------------------------------- collapse ablation switches

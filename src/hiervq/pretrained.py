@@ -191,7 +191,10 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modu
 
     directory = resolve_model_dir(path)
     meta = read_meta(directory)
-    module = build(meta["model"], meta["config"], where=str(directory / CONFIG_FILE))
+    where = str(directory / CONFIG_FILE)
+    params = meta["config"]
+    migrate = getattr(_registered(meta["model"], where), "migrate_config", None)  # older saved configs
+    module = build(meta["model"], migrate(params) if migrate and isinstance(params, dict) else params, where=where)
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{weights}: missing weights file")

@@ -15,6 +15,7 @@ checkpoints. Points can run in a few worker processes (``workers``), each with i
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import itertools
 import json
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import layout
-from ..errors import ConfigError
+from ..errors import ConfigError, HierVQError
 from ..io import read_json, write_json
 from ..layout import RunDir
 from ..train.config import RunConfig, apply_overrides, config_from_dict, parse_value
@@ -145,6 +146,13 @@ def run_point(config: RunConfig, point_dir: str | Path) -> list[dict[str, Any]]:
     return [{"arch": summary["model"], **model_entry(summary)}]
 
 
+def config_hash(config: RunConfig) -> str:
+    """The SHA-256 of a point's full resolved config (canonical JSON): what a finished ``point.json`` is reused
+    for, and nothing else."""
+    text = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _last_train_stats(run_dir: Path) -> dict[str, Any]:
     history = RunDir(run_dir).read_metrics()
     return history[-1].get("train", {}) if history else {}
@@ -163,7 +171,8 @@ def _point_job(raw: dict[str, Any], source: str, point: dict[str, Any], point_di
     for row in rows:
         run_dir = Path(point_dir) / row["arch"] if config.compare is not None else Path(point_dir)
         row["train_final"] = _last_train_stats(run_dir)
-    record = {"name": sp.name, "values": sp.values, "overrides": sp.overrides, "rows": rows}
+    record = {"name": sp.name, "values": sp.values, "overrides": sp.overrides, "config_hash": config_hash(config),
+              "rows": rows}
     write_json(Path(point_dir) / layout.POINT_FILE, record)
     return record
 
@@ -207,7 +216,14 @@ def run_sweep(
     for p in points:
         done = out_dir / layout.SWEEP_POINTS / p.name / layout.POINT_FILE
         if done.is_file():
-            records[p.name] = read_json(done)
+            record = read_json(done)
+            expected = config_hash(point_config(config, p))
+            if record.get("config_hash") != expected:  # a point is reused only for the very config it ran
+                raise HierVQError(
+                    f"{done}: this finished point ran another config than point {p.name!r} of {config.source} "
+                    f"({'no config hash: written by an older hiervq' if 'config_hash' not in record else 'its hash differs'}"
+                    "); pass --overwrite to run the sweep again, or choose another --out")
+            records[p.name] = record
             logger.info(f"  {p.name}: finished, skipped")
         else:
             todo.append(p)

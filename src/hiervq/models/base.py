@@ -34,6 +34,26 @@ _KIND_OPTIONS = {
 }
 
 
+def migrate_saved_config(params: Any) -> Any:
+    """A saved model config (``config.json``'s ``config``) as this version reads it: every quantizer block (a dict
+    with a ``kind``) drops the options of the other kinds, which a saved config lists at the defaults of the version
+    that wrote it (a default that changed since, e.g. LFQ's ``inv_temperature``, must not make an old VQ model
+    unloadable). Applied at the load boundary only (:func:`hiervq.pretrained.load`); configs a user writes are
+    checked strictly."""
+    if isinstance(params, list):
+        return [migrate_saved_config(v) for v in params]
+    if not isinstance(params, dict):
+        return params
+    out = {k: migrate_saved_config(v) for k, v in params.items()}
+    kind = out.get("kind")
+    if isinstance(kind, str) and kind in _KIND_OPTIONS:
+        for other, names in _KIND_OPTIONS.items():
+            if other != kind:
+                for name in names:
+                    out.pop(name, None)
+    return out
+
+
 @dataclass
 class QuantizerConfig:
     """Quantizer settings: the model's ``quantizer`` block, shared by its levels, or a level's own block
@@ -305,6 +325,8 @@ def budget_of(levels: list[LevelInfo]) -> Budget:
 class DiscreteAutoencoder(nn.Module):
     """Base class of the model family: images in [0, 1] -> discrete codes -> images.
 
+    ``migrate_config`` (:func:`migrate_saved_config`) brings a saved config to this version before it is parsed.
+
     Subclasses define a dataclass ``Config`` (with ``in_channels`` and ``image_size``), build themselves from it
     in ``__init__(config)``, and implement :meth:`forward`, :meth:`encode`, :meth:`decode`, :meth:`features`,
     :attr:`levels` and :meth:`quantizers`. Models map images to [-1, 1] internally; reconstructions and
@@ -314,6 +336,8 @@ class DiscreteAutoencoder(nn.Module):
     one and :meth:`trainable_modules` says which submodules it trains. The trainer freezes everything else
     (no gradients, and eval mode so frozen codebooks do not move).
     """
+
+    migrate_config = staticmethod(migrate_saved_config)
 
     Config: type = object
     registry_name: str = ""
