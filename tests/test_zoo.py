@@ -239,3 +239,43 @@ def test_priors_of_a_shipped_model_are_never_written_into_the_package(tmp_path, 
     assert main(["prior", name, "--level", "all", "--out", str(inside)]) == 2
     assert "never written into" in capsys.readouterr().err
     assert _files(zoo.find(name).path) == before
+
+
+def test_resaving_a_loaded_model_keeps_its_metadata_and_dtype_and_export_copies_the_folder(tmp_path):
+    """`save_pretrained(hiervq.load(X), dir)` writes X's data and extra metadata again and its float16 tensors as
+    float16; `zoo.export(X, dir)` copies the whole folder (card and priors too); keep_source=False writes float32."""
+    from safetensors.torch import load_file
+
+    from hiervq.pretrained import save_pretrained
+
+    src = tmp_path / "src"
+    model = _tiny_model()
+    save_pretrained(model, src, data={"name": "digits", "image_size": 16}, extra={"tokenizer": "src"})
+    state = load_file(str(src / "model.safetensors"))
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    from safetensors.torch import save_file
+
+    save_file(half, str(src / "model.safetensors"))  # as the shipped tokenizers store them
+    (src / zoo.CARD_JSON).write_text(json.dumps({"name": "src"}))
+    save_pretrained(model, src / "priors" / "level0")
+
+    loaded = hiervq.load(src)
+    assert next(loaded.parameters()).dtype == torch.float32
+    save_pretrained(loaded, tmp_path / "again")
+    meta = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert meta["data"]["name"] == "digits" and meta["extra"] == {"tokenizer": "src"}
+    again = load_file(str(tmp_path / "again" / "model.safetensors"))
+    assert {k: v.dtype for k, v in again.items()} == {k: v.dtype for k, v in half.items()}
+    assert all(torch.equal(again[k], half[k]) for k in half)  # float16 -> float32 -> float16 is exact
+    save_pretrained(loaded, tmp_path / "plain", keep_source=False)
+    plain = json.loads((tmp_path / "plain" / "config.json").read_text())
+    assert "data" not in plain and "extra" not in plain
+    stored = load_file(str(tmp_path / "plain" / "model.safetensors")).values()
+    assert all(v.dtype == torch.float32 for v in stored if v.is_floating_point())
+
+    out = zoo.export(src, tmp_path / "copy")
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == \
+        sorted(p.relative_to(src).as_posix() for p in src.rglob("*"))
+    assert (out / "model.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()
+    with pytest.raises(CheckpointError, match="already exists"):
+        zoo.export(src, out)
