@@ -552,3 +552,15 @@ def test_torchrun_logs_the_processes_and_the_global_batch():
 def test_log_every_is_checked(tmp_path, capsys):
     assert main(["train", str(write_config(tmp_path, tiny(log_every=0))), "--out", str(tmp_path / "r")]) == 2
     assert "log_every" in capsys.readouterr().err
+
+
+def test_prior_level_all_with_out_writes_a_folder_of_levels(finished_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    quick = ["--set", "train.epochs=1", "--set", "train.progress=false", "--set", "model.channels=8",
+             "--set", "model.layers=1"]
+    assert main(["prior", str(run), "--level", "all", "--out", str(tmp_path / "p"), *quick]) == 0
+    assert all((tmp_path / "p" / f"level{i}" / "model" / "config.json").is_file() for i in (0, 1))
+    assert not (run / "priors").exists() and (run / "codes.npz").is_file()  # a run keeps its codes cache
