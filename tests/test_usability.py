@@ -489,13 +489,17 @@ def test_tensorboard_logs_the_metrics_scalars_and_the_reconstruction_grid(tmp_pa
     from hiervq.train.report import read_metrics
     from hiervq.train.tensorboard import scalars
 
-    cfg = tiny(tensorboard=True)
+    cfg = tiny(tensorboard=True, log_every=2)
     cfg["train"]["epochs"] = 2
     train_run(config_from_dict(cfg, "tiny"), tmp_path / "run")
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"scalars": 0, "images": 0}).Reload()
     history = read_metrics(tmp_path / "run")
     expected = dict(scalars(history[-1]))
-    assert set(events.Tags()["scalars"]) == set(expected)
+    per_step = {t for t in events.Tags()["scalars"] if t.startswith("train_step/")}
+    assert set(events.Tags()["scalars"]) - per_step == set(expected)
+    # the training loss of every train.log_every-th step, not one point per epoch
+    assert {"train_step/loss", "train_step/psnr"} <= per_step
+    assert [e.step for e in events.Scalars("train_step/loss")] == list(range(2, history[-1]["step"] + 1, 2))
     for tag in ("train/loss", "val/psnr", "val/ssim", "train/perplexity/0", "val/levels/1/used_fraction"):
         logged = events.Scalars(tag)
         assert [e.step for e in logged] == [r["step"] for r in history]
@@ -512,3 +516,51 @@ def test_tensorboard_is_off_by_default_and_its_absence_is_one_line(tmp_path, mon
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "pip install 'hiervq[tensorboard]'" in err, err
     assert not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------------- 9. small things (issue 26, item 5)
+def test_every_command_has_a_description():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in sub.choices.items():
+        assert command.description, f"hiervq {name} --help has no description"
+
+
+def test_resuming_a_finished_cosine_run_with_more_epochs_warns_of_the_lr_jump(finished_run, tmp_path, caplog):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    with caplog.at_level(logging.WARNING, logger="hiervq"):
+        assert main(["train", "--resume", str(run), "--set", "train.epochs=2"]) == 0
+    warned = [r.getMessage() for r in caplog.records if "back up" in r.getMessage()]
+    assert len(warned) == 1 and "cosine schedule" in warned[0] and "set train.lr" in warned[0], warned
+    assert "goes from 0 (where the checkpoint left it) back up to 0.00" in warned[0]  # tiny()'s lr 0.002
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hiervq"):  # a finished run resumed as it is: no word
+        assert main(["train", "--resume", str(run)]) == 0
+    assert not [r for r in caplog.records if "back up" in r.getMessage()]
+
+
+def test_torchrun_logs_the_processes_and_the_global_batch():
+    from hiervq.train.distributed import DistInfo, describe_processes
+
+    line = describe_processes(DistInfo(rank=0, world_size=4, device=torch.device("cpu")), 32)
+    assert "4 processes" in line and "32 per process" in line and "global batch of 128" in line
+
+
+def test_log_every_is_checked(tmp_path, capsys):
+    assert main(["train", str(write_config(tmp_path, tiny(log_every=0))), "--out", str(tmp_path / "r")]) == 2
+    assert "log_every" in capsys.readouterr().err
+
+
+def test_prior_level_all_with_out_writes_a_folder_of_levels(finished_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    quick = ["--set", "train.epochs=1", "--set", "train.progress=false", "--set", "model.channels=8",
+             "--set", "model.layers=1"]
+    assert main(["prior", str(run), "--level", "all", "--out", str(tmp_path / "p"), *quick]) == 0
+    assert all((tmp_path / "p" / f"level{i}" / "model" / "config.json").is_file() for i in (0, 1))
+    assert not (run / "priors").exists() and (run / "codes.npz").is_file()  # a run keeps its codes cache

@@ -173,3 +173,109 @@ def test_user_directory_from_the_environment(tmp_path, monkeypatch, capsys):
     assert [t.source for t in zoo.list_tokenizers()] == ["shipped"] * len(SHIPPED)
     with pytest.raises(CheckpointError, match="nowhere"):
         hiervq.load("mine")
+
+
+# ---------------------------------------------------------------------- priors for a model that is not a run
+PRIOR_SET = ["--set", "data.train_limit=64", "--set", "data.test_limit=16", "--set", "train.epochs=1",
+             "--set", "train.batch_size=32", "--set", "train.progress=false", "--set", "model.channels=8",
+             "--set", "model.layers=1"]
+
+
+def _files(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
+
+
+def test_priors_for_a_named_model_go_to_out_and_compress_by_name(tmp_path, monkeypatch, capsys):
+    """`hiervq prior NAME --level all --out DIR` for a model that is not a run: nothing is written into the model's
+    folder; DIR holds codes.npz and level<N>/; compress/decompress (and hiervq.compress/decompress) take the name
+    with --priors DIR/level*; the advice of compress without priors is a command that works as printed."""
+    import shlex
+
+    from hiervq.pretrained import save_pretrained
+
+    user = tmp_path / "models"
+    save_pretrained(_tiny_model(), user / "mine", data={"name": "digits", "image_size": 16, "channels": 1})
+    monkeypatch.setenv(zoo.ENV, str(user))
+    monkeypatch.chdir(tmp_path)
+    before = _files(user)
+    png = _png(tmp_path / "x.png", (20, 24))
+
+    assert main(["prior", "mine", "--level", "all"]) == 2  # no --out: refused, naming it
+    assert "--out mine-priors" in capsys.readouterr().err
+    assert main(["compress", "mine", str(png), "-o", "x.hvq"]) == 2
+    err = capsys.readouterr().err
+    advice = err.split("`")[1]  # the printed command, run as printed
+    assert advice == "hiervq prior mine --level all --out mine-priors" and "--priors mine-priors/level*" in err
+    assert main(shlex.split(advice)[1:] + PRIOR_SET) == 0
+    capsys.readouterr()
+    out = tmp_path / "mine-priors"
+    assert (out / "codes.npz").is_file() and all((out / f"level{i}" / "model" / "config.json").is_file()
+                                                  for i in (0, 1))
+    assert _files(user) == before  # the model's folder is untouched
+    priors = [str(out / "level0"), str(out / "level1")]
+    assert main(["compress", "mine", str(png), "-o", "x.hvq", "--priors", *priors]) == 0
+    assert main(["decompress", "mine", "x.hvq", "-o", "back", "--priors", *priors]) == 0
+    assert Image.open(tmp_path / "back" / "x.png").size == (24, 20)
+    x = torch.rand(2, 1, 16, 16)
+    data = hiervq.compress("mine", x, priors=priors)
+    assert hiervq.decompress(data, "mine", priors=priors).shape == (2, 1, 16, 16)
+
+    # `prior --resume PRIOR_DIR`, as `train --resume RUN`: the autoencoder and level come from its config
+    capsys.readouterr()
+    assert main(["prior", "--resume", str(out / "level1")]) == 0
+    assert json.loads(capsys.readouterr().out)["level"] == 1
+    # a single level with --out: the prior run directory itself, with its own codes
+    assert main(["prior", "mine", "--level", "0", "--out", "p0", *PRIOR_SET]) == 0
+    assert (tmp_path / "p0" / "codes.npz").is_file() and (tmp_path / "p0" / "model").is_dir()
+    assert _files(user) == before
+
+
+def test_priors_of_a_shipped_model_are_never_written_into_the_package(tmp_path, capsys):
+    name = "mnist-vqvae-512"
+    before = _files(zoo.find(name).path)
+    assert main(["prior", name]) == 2
+    assert f"--out {name}-priors" in capsys.readouterr().err
+    inside = zoo.find(name).path / "priors"
+    assert main(["prior", name, "--level", "all", "--out", str(inside)]) == 2
+    assert "never written into" in capsys.readouterr().err
+    assert _files(zoo.find(name).path) == before
+
+
+def test_resaving_a_loaded_model_keeps_its_metadata_and_dtype_and_export_copies_the_folder(tmp_path):
+    """`save_pretrained(hiervq.load(X), dir)` writes X's data and extra metadata again and its float16 tensors as
+    float16; `zoo.export(X, dir)` copies the whole folder (card and priors too); keep_source=False writes float32."""
+    from safetensors.torch import load_file
+
+    from hiervq.pretrained import save_pretrained
+
+    src = tmp_path / "src"
+    model = _tiny_model()
+    save_pretrained(model, src, data={"name": "digits", "image_size": 16}, extra={"tokenizer": "src"})
+    state = load_file(str(src / "model.safetensors"))
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    from safetensors.torch import save_file
+
+    save_file(half, str(src / "model.safetensors"))  # as the shipped tokenizers store them
+    (src / zoo.CARD_JSON).write_text(json.dumps({"name": "src"}))
+    save_pretrained(model, src / "priors" / "level0")
+
+    loaded = hiervq.load(src)
+    assert next(loaded.parameters()).dtype == torch.float32
+    save_pretrained(loaded, tmp_path / "again")
+    meta = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert meta["data"]["name"] == "digits" and meta["extra"] == {"tokenizer": "src"}
+    again = load_file(str(tmp_path / "again" / "model.safetensors"))
+    assert {k: v.dtype for k, v in again.items()} == {k: v.dtype for k, v in half.items()}
+    assert all(torch.equal(again[k], half[k]) for k in half)  # float16 -> float32 -> float16 is exact
+    save_pretrained(loaded, tmp_path / "plain", keep_source=False)
+    plain = json.loads((tmp_path / "plain" / "config.json").read_text())
+    assert "data" not in plain and "extra" not in plain
+    stored = load_file(str(tmp_path / "plain" / "model.safetensors")).values()
+    assert all(v.dtype == torch.float32 for v in stored if v.is_floating_point())
+
+    out = zoo.export(src, tmp_path / "copy")
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == \
+        sorted(p.relative_to(src).as_posix() for p in src.rglob("*"))
+    assert (out / "model.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()
+    with pytest.raises(CheckpointError, match="already exists"):
+        zoo.export(src, out)

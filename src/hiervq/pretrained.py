@@ -84,14 +84,27 @@ def versions() -> dict[str, str]:
     return {"hiervq_version": __version__, "torch_version": torch.__version__}
 
 
+#: the attribute :func:`load` sets on the module it returns: what its ``config.json`` and weights file held
+#: (``path``, ``data``, ``extra``, ``dtypes``: the stored dtype of each tensor stored in another dtype than the
+#: module's), so that :func:`save_pretrained` of a loaded model keeps them
+SOURCE_ATTR = "pretrained_source"
+
+
 def save_pretrained(module: nn.Module, directory: str | os.PathLike, extra: dict | None = None,
-                    data: dict | None = None) -> Path:
+                    data: dict | None = None, keep_source: bool = True) -> Path:
     """Write ``config.json`` and ``model.safetensors`` for a registered module; returns the directory.
 
     ``config.json`` holds ``format``, ``model`` (the registry name), ``config``, the versions of hiervq and torch
     that wrote it (:func:`versions`), ``data`` when given (what the model was trained on and how the images were
     brought to size: :meth:`hiervq.data.DataConfig.describe`) and ``extra`` (free metadata, e.g. a prior's level).
     Directories written before the versions and ``data`` were recorded load all the same.
+
+    A module returned by :func:`load` remembers what it was loaded from (:data:`SOURCE_ATTR`); with
+    ``keep_source`` (the default) its ``data`` and ``extra`` are written again unless given here, and the tensors
+    stored in a lower precision (a shipped tokenizer's float16) are stored so again, so a loaded model saves as it
+    was; ``keep_source=False`` writes the module as it is (float32, no metadata but what is given). Only
+    ``config.json`` and the weights are written: a tokenizer's card and priors are copied, with the rest of its
+    folder, by :func:`hiervq.zoo.export`.
 
     Each file is written atomically, weights first, so an interrupted save never leaves a config that points
     at half-written weights.
@@ -103,6 +116,14 @@ def save_pretrained(module: nn.Module, directory: str | os.PathLike, extra: dict
         raise TypeError(f"{type(module).__name__} is not registered with hiervq.pretrained.register")
     directory = Path(directory)
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    source = getattr(module, SOURCE_ATTR, None) if keep_source else None
+    if isinstance(source, dict):
+        data = data if data is not None else source.get("data")
+        extra = extra if extra is not None else source.get("extra")
+        for key, dtype in (source.get("dtypes") or {}).items():
+            stored = getattr(torch, dtype, None)
+            if key in state and isinstance(stored, torch.dtype) and state[key].is_floating_point():
+                state[key] = state[key].to(stored)
     bad = nonfinite_tensors(state)
     if bad:
         raise CheckpointError(f"{directory}: refusing to save non-finite (NaN/inf) weights in {_describe(bad)}")
@@ -182,7 +203,9 @@ def read_meta(directory: str | os.PathLike) -> dict:
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a saved model (any registered kind) from its directory or run directory, or a tokenizer by name
     (``hiervq.load("mnist-vqvae-512")``: :mod:`hiervq.zoo`), in eval mode. Weights stored in a lower precision
-    (the shipped tokenizers' float16) are cast to the model's float32 parameters.
+    (the shipped tokenizers' float16) are cast to the model's float32 parameters; what the folder held (its data
+    and extra metadata, the stored dtypes) is kept on the module as :data:`SOURCE_ATTR`, so that
+    :func:`save_pretrained` writes it back the same way.
 
     No pickle is involved: the architecture comes from ``config.json``, the weights from safetensors.
     """
@@ -207,4 +230,10 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modu
         raise CheckpointError(f"{weights}: non-finite (NaN/inf) weights in {_describe(bad)}; the training diverged, "
                               "retrain it (e.g. with a lower train.lr)")
     load_state(module, state, str(weights))
+    own = module.state_dict()
+    setattr(module, SOURCE_ATTR, {
+        "path": str(directory), "data": meta.get("data"), "extra": meta.get("extra"),
+        "dtypes": {k: str(v.dtype).removeprefix("torch.") for k, v in state.items()
+                   if k in own and v.dtype != own[k].dtype},
+    })
     return module.to(device).eval()

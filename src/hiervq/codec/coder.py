@@ -17,6 +17,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -135,8 +136,13 @@ class Codec:
         model = load(folder)
         dirs = list(prior_dirs or [prior.path for prior in RunDir(folder).find_priors()])
         if not dirs:
+            where = f"{Path(os.fspath(run)).name}-priors"  # never the model's own folder (hiervq.priors.run)
+            parent = folder.parent if folder.name == RunDir.MODEL and RunDir(folder.parent).config.is_file() else None
             how = (f"run `hiervq prior {run} --level all` first" if RunDir(folder).config.is_file() else
-                   f"train them with `hiervq prior {run} --level all --out DIR` and pass `--priors DIR/level*`")
+                   f"run `hiervq prior {parent} --level all` first and pass `--priors {parent}/priors/level*`"
+                   if parent is not None else
+                   f"train them with `hiervq prior {run} --level all --out {where}` (--data to point at the "
+                   f"images) and pass `--priors {where}/level*`")
             raise HierVQError(f"{run}: no trained priors under {RunDir(folder).priors}; {how}")
         priors, _ = load_priors(run, dirs, model)
         return cls(model, priors, device or env_device(), run)

@@ -50,10 +50,10 @@ from ..train.config import PhaseConfig, TrainConfig, apply_overrides, read_yaml_
 from ..train.distributed import DistInfo, env_device, resolve_device
 from ..train.engine import Task
 from ..train.report import write_prior_report
-from ..train.run import read_run_config, seed_everything
+from ..train.run import model_run_config, seed_everything
 from ..train.rundir import RunLock, Swap, check_run_dir, lock_path, remove_leftovers, remove_stale_tmp
 from ..train.trainer import Trainer
-from .codes import CodeSet, cache_key, cached_codes
+from .codes import CodeSet, cache_key, cached_codes, load_codes, save_codes
 from .config import PriorsConfig
 from .kinds import PriorKind, prior_kind_for
 from .pixelcnn import uniform_bits
@@ -74,6 +74,9 @@ class PriorRunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     code_batch_size: int = 256
     seed: int = 0
+    #: the data section the codes were extracted from when it is not the autoencoder run's own (a model that is
+    #: not a run, or ``--data`` / ``--set data.*``); ``--resume`` reads the same data again
+    data: dict[str, Any] | None = None
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -232,7 +235,8 @@ def fit_prior(
 
 
 # ---------------------------------------------------------------------- runs
-def _read_prior_config(prior_dir: Path) -> PriorRunConfig:
+def read_prior_config(prior_dir: str | os.PathLike) -> PriorRunConfig:
+    """The :class:`PriorRunConfig` a prior run directory was trained with (its ``config.yaml``)."""
     path = RunDir(prior_dir).config
     if not path.is_file():
         raise HierVQError(f"{prior_dir}: not a prior run directory (no {RunDir.CONFIG})")
@@ -254,19 +258,49 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def run_codes(ae_run: str | os.PathLike, model, data_config, batch_size: int = 256, log=None) -> dict[str, CodeSet]:
-    """Train and test codes of an autoencoder run's data, from the cache ``AE_RUN/codes.npz`` or encoded once."""
-    from ..data import load_data
-
-    ae_run = Path(ae_run)
+def run_codes(ae_run: str | os.PathLike, model, data_config, batch_size: int = 256, log=None,
+              path: str | os.PathLike | None = None) -> dict[str, CodeSet]:
+    """Train and test codes of an autoencoder's data, from the cache ``path`` (default ``AE_RUN/codes.npz``) or
+    encoded once and written there; ``ae_run`` is any model reference (:func:`hiervq.zoo.resolve`)."""
     key = cache_key(resolve_model_dir(ae_run), to_dict(data_config))
+    cache = Path(path) if path is not None else RunDir(ae_run).codes
+    return cached_codes(cache, key, model, load_images=_images(data_config), batch_size=batch_size,
+                        device=env_device(), log=log)
+
+
+def _images(data_config):
+    from ..data import load_data
 
     def images():
         data = load_data(data_config)
         return {"train": data.train, "test": data.test}
 
-    device = env_device()
-    return cached_codes(RunDir(ae_run).codes, key, model, load_images=images, batch_size=batch_size, device=device, log=log)
+    return images
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except (ValueError, OSError):
+        return False
+
+
+def check_not_shipped(*targets: str | os.PathLike | None) -> None:
+    """Refuse an output inside the installed package's tokenizers (:func:`hiervq.zoo.shipped_dir`)."""
+    from ..zoo import shipped_dir
+
+    for target in targets:
+        if target is not None and _inside(Path(target), shipped_dir()):
+            raise HierVQError(f"{target} is inside the installed package's tokenizers, which are never written "
+                              "into; choose --out elsewhere")
+
+
+def no_out_message(ref: str | os.PathLike) -> str:
+    """The refusal for a model reference that is not a run and no ``--out``: its folder is never written into."""
+    name = Path(os.fspath(ref)).name or "model"
+    return (f"{ref} is not a run directory (a saved model or a tokenizer): its folder is never written into; "
+            f"give the priors a folder of their own, e.g. `hiervq prior {ref} --level all --out {name}-priors`")
 
 
 def prior_run(
@@ -278,71 +312,114 @@ def prior_run(
     overwrite: bool = False,
     log=None,
     resume: bool = False,
+    codes: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Fit the prior of one level of a finished autoencoder run; write the prior run directory; return its summary.
+    """Fit the prior of one level of a trained autoencoder; write the prior run directory; return its summary.
 
-    ``resume`` continues an interrupted prior run in its directory (``out`` or the default) with the
-    configuration saved there; it cannot be combined with ``overrides``, ``class_conditional`` or ``overwrite``.
+    ``ae_run`` is any model reference (:func:`hiervq.zoo.resolve`): a run directory (the prior goes to
+    ``RUN/priors/level<N>`` unless ``out`` says otherwise; the codes are cached in ``RUN/codes.npz``), or a
+    ``save_pretrained`` folder or tokenizer name, whose folder is never written into: ``out`` is then required
+    and the codes are cached in ``codes`` (default ``OUT/codes.npz``, the prior run's own). Such a model trains on
+    the data its ``config.json`` recorded (:func:`hiervq.train.run.model_run_config`).
+
+    ``overrides`` are prior config keys (``train.epochs=3``, ``model.layers=4``) and data keys (``data.path=...``:
+    where the images are, when the recorded path is not there). ``resume`` continues an interrupted prior run in
+    its directory with the configuration saved there (data keys may still point at the images); it cannot be
+    combined with other overrides, ``class_conditional`` or ``overwrite``.
     """
+    from ..train.config import with_overrides
+    from ..zoo import resolve
+
     log = log or logger.info
-    ae_run = Path(ae_run)
-    ae_config = read_run_config(ae_run)
-    model = load(ae_run)
+    ae_ref = ae_run
+    folder = resolve(ae_run)  # a run, a saved model folder or a tokenizer name
+    is_run = RunDir(folder).config.is_file()
+    if out is None and not is_run:
+        raise HierVQError(no_out_message(ae_ref))
+    check_not_shipped(out, codes)
+    ae_config = model_run_config(folder)
+    data_overrides = [o for o in overrides or [] if o.split("=", 1)[0].startswith("data.")]
+    overrides = [o for o in overrides or [] if o not in data_overrides]
+    model = load(folder)
     kind = prior_kind_for(model)
     lv = kind.parse_level(model, level)
-    out_run = RunDir(out) if out is not None else RunDir(ae_run).prior(lv)
+    out_run = RunDir(out) if out is not None else RunDir(folder).prior(lv)
     out_dir = out_run.path
+    codes_file = Path(codes) if codes is not None else RunDir(folder).codes if is_run else out_run.codes
+    own_codes = codes_file == out_run.codes  # the prior run's own file: written once its directory is started
     if resume and (overrides or class_conditional is not None or overwrite):
-        raise HierVQError("--resume continues with the prior run's saved config: drop --set, --class-conditional "
-                          "and --overwrite")
+        raise HierVQError("--resume continues with the prior run's saved config: drop --set (but for data keys), "
+                          "--class-conditional and --overwrite")
     if not resume:
         check_run_dir(out_dir, overwrite=overwrite, what="prior run directory")  # before creating even the lock file
-        config = resolve_prior_config(ae_config.priors, str(ae_run), lv, ae_config.seed, class_conditional, overrides)
+        config = resolve_prior_config(ae_config.priors, str(ae_ref), lv, ae_config.seed, class_conditional, overrides)
         # the architecture keys too, before anything is written or extracted; errors blame the file or --set
         for where_overrides in ([None, overrides] if overrides else [None]):
-            trial = resolve_prior_config(ae_config.priors, str(ae_run), lv, ae_config.seed, class_conditional,
+            trial = resolve_prior_config(ae_config.priors, str(ae_ref), lv, ae_config.seed, class_conditional,
                                          where_overrides)
             kind.build_prior(model, lv, dict(trial.model), 2 if trial.class_conditional else None,
-                             f"{prior_config_where(ae_run, lv, where_overrides)}: model")
+                             f"{prior_config_where(ae_ref, lv, where_overrides)}: model")
     with contextlib.ExitStack() as stack:
         # one writer per prior run directory, for the whole run; the autoencoder run is locked too (its codes.npz is
         # written, its model read), so a `train --overwrite` of it is refused while the prior runs
         ae_lock = None
-        if RunDir(ae_run).config.is_file() and lock_path(ae_run) != lock_path(out_dir):
-            ae_lock = stack.enter_context(RunLock(ae_run))
+        if is_run and lock_path(folder) != lock_path(out_dir):
+            ae_lock = stack.enter_context(RunLock(folder))
         out_lock = stack.enter_context(RunLock(out_dir))
         swap = stack.enter_context(Swap(out_dir))  # an old prior run comes back if this one fails
-        ae_key = cache_key(resolve_model_dir(ae_run), {})
+        ae_key = cache_key(resolve_model_dir(folder), {})
         state = None
         remove_leftovers(out_dir)  # of a swap that a kill interrupted
         if resume:
             state = load_checkpoint(out_run.checkpoint)
-            config = _read_prior_config(out_dir)
+            config = read_prior_config(out_dir)
             if state.get("autoencoder_key") != ae_key or config.level != lv:
                 raise HierVQError(f"{out_dir}: this prior run belongs to {config.autoencoder} level {config.level}, "
-                                  f"not to the weights of {ae_run} level {lv}")
+                                  f"not to the weights of {ae_ref} level {lv}")
             remove_stale_tmp(out_dir)
         else:
             check_run_dir(out_dir, overwrite=overwrite, what="prior run directory")  # again, holding the lock
+        data_config = ae_config.data
+        if resume and config.data:
+            data_config = with_overrides({"data": config.data}, None, str(out_run.config)).data
+        if data_overrides:
+            data_config = with_overrides({"data": to_dict(data_config)}, data_overrides, "the data").data
+        if not resume and (data_overrides or not is_run):
+            config.data = to_dict(data_config)  # what --resume reads again
         info = kind.level_info(model, lv)
         if ae_lock is not None:
             ae_lock.writing = True  # RUN/codes.npz may be written now
-        codes = run_codes(ae_run, model, ae_config.data, config.code_batch_size, log)
-        train, test = codes["train"], codes["test"]
+        key = cache_key(resolve_model_dir(folder), to_dict(data_config))
+        if own_codes and state is None:  # encoded now, written into the prior run directory once it is started
+            found = load_codes(codes_file) if codes_file.is_file() else (None, None)  # --overwrite: reuse them
+            code_sets = found[1] if found[0] == key else cached_codes(
+                out_dir.parent / f".{out_dir.name}.codes.npz", key, model, load_images=_images(data_config),
+                batch_size=config.code_batch_size, device=env_device(), log=log)
+        else:
+            code_sets = cached_codes(codes_file, key, model, load_images=_images(data_config),
+                                     batch_size=config.code_batch_size, device=env_device(), log=log)
+        train, test = code_sets["train"], code_sets["test"]
         num_classes = None
         if config.class_conditional:
             if train.labels is None:
-                raise HierVQError(f"{ae_run}: the data has no labels, so the prior cannot be class-conditional")
+                raise HierVQError(f"{ae_ref}: the data has no labels, so the prior cannot be class-conditional")
             num_classes = max(train.num_classes or 0, test.num_classes or 0)
         seed_everything(config.seed)
         out_lock.writing = True  # the prior run is written from here on
-        model_where = f"{out_run.config if resume else prior_config_where(ae_run, lv, overrides)}: model"
+        model_where = f"{out_run.config if resume else prior_config_where(ae_ref, lv, overrides)}: model"
         prior = kind.build_prior(model, lv, dict(config.model), num_classes, model_where)
 
         if state is None:
             # validated and the prior built: only now replace an old prior run
             swap.start({RunDir.CONFIG: yaml.safe_dump(to_dict(config), sort_keys=False).encode()})
-            _link_or_copy(RunDir(ae_run).codes, out_run.codes)
+            if own_codes:
+                tmp = out_dir.parent / f".{out_dir.name}.codes.npz"
+                if tmp.is_file():
+                    os.replace(tmp, out_run.codes)
+                else:
+                    save_codes(out_run.codes, code_sets, key)
+            else:
+                _link_or_copy(codes_file, out_run.codes)
         n_codes = info["codes_per_image"]
         params = sum(p.numel() for p in prior.parameters())
         depth = info.get("depth", 1)
@@ -364,7 +441,7 @@ def prior_run(
         per_image = evaluate_prior(prior, kind, lv, test, config.train.eval_batch_size, None, device) / LN2
         uniform = uniform_bits(info["codebook_size"], n_codes)
         summary = {
-            "autoencoder": str(ae_run),
+            "autoencoder": str(ae_ref),
             "level": lv,
             "grid": info["grid"],
             "codebook_size": info["codebook_size"],
@@ -385,7 +462,7 @@ def prior_run(
             "train_s": round(seconds, 2),
         }
         extra = {
-            "autoencoder": str(ae_run.resolve()),
+            "autoencoder": str(folder.resolve()),
             "autoencoder_key": ae_key,
             "kind": kind.name,
             "level": lv,
@@ -396,7 +473,7 @@ def prior_run(
             "class_names": train.class_names,
         }
         save_pretrained(prior.cpu(), out_run.model, extra=extra,
-                        data=ae_config.data.describe(tuple(model.image_shape)))
+                        data=data_config.describe(tuple(model.image_shape)))
         out_run.write_summary(summary)
         write_prior_report(out_dir, summary, out_run.read_metrics())
         log(
@@ -534,6 +611,7 @@ __all__ = [
     "has_checkpoint",
     "load_priors",
     "prior_run",
+    "read_prior_config",
     "resolve_prior_config",
     "run_codes",
     "sample_run",

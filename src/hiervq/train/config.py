@@ -45,7 +45,8 @@ class TrainConfig:
     (``lr * exp(-step / decay_steps)``, decayed every optimiser step of the phase: PQ-VAE's exp(-step / 25000) is
     ``schedule: exponential`` with ``decay_steps: 25000``) or ``constant``.
     ``tensorboard``: also log the scalars of ``metrics.jsonl`` and the test reconstruction grid to
-    ``RUN/tensorboard/`` (autoencoder runs; needs the ``tensorboard`` extra; :mod:`hiervq.train.tensorboard`).
+    ``RUN/tensorboard/`` (autoencoder runs; needs the ``tensorboard`` extra; :mod:`hiervq.train.tensorboard`),
+    and the training loss of every ``log_every``-th optimiser step (``train_step/loss``, ...).
 
     ``keep``: which weights the run's final model holds when the data has a validation split: ``best`` (the
     epoch with the lowest val MSE; the default) or ``last``. Per-epoch numbers are on val; the test split is evaluated
@@ -77,6 +78,7 @@ class TrainConfig:
     device: str = "auto"
     progress: bool = True
     tensorboard: bool = False
+    log_every: int = 50
     keep: str = "best"
 
     def validate(self) -> None:
@@ -101,6 +103,7 @@ class TrainConfig:
             ("decay_steps", self.decay_steps, self.decay_steps > 0, "> 0"),
             ("grad_clip", self.grad_clip, self.grad_clip is None or self.grad_clip >= 0, ">= 0 or null (0: off)"),
             ("eval_every", self.eval_every, self.eval_every >= 1, ">= 1"),
+            ("log_every", self.log_every, self.log_every >= 1, ">= 1"),
             ("eval_limit", self.eval_limit, self.eval_limit is None or self.eval_limit >= 1, ">= 1 or null"),
         ]
         for i, p in enumerate(self.phases or []):

@@ -32,6 +32,13 @@ class DistInfo:
         return self.world_size > 1
 
 
+def describe_processes(info: DistInfo, batch_size: int) -> str:
+    """The line a torchrun training logs once at its start: processes, backend, device and the global batch."""
+    backend = dist.get_backend() if dist.is_available() and dist.is_initialized() else "no process group"
+    return (f"torchrun: {info.world_size} processes ({backend}, {info.device.type}); train.batch_size {batch_size} per "
+            f"process, a global batch of {batch_size * info.world_size} images per step")
+
+
 #: the environment variable that names the device of the commands without a config of their own (eval, code
 #: extraction, sampling); ``cpu`` when unset
 DEVICE_ENV = "HIERVQ_DEVICE"

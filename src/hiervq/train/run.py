@@ -24,7 +24,7 @@ from ..models.base import DiscreteAutoencoder
 from ..pretrained import load_state, resolve_model_dir, save_pretrained
 from .checkpoint import load_checkpoint
 from .config import RunConfig, config_from_dict, dump_config, read_yaml_mapping
-from .distributed import DistInfo, barrier, cleanup, env_device, setup
+from .distributed import DistInfo, barrier, cleanup, describe_processes, env_device, setup
 from .report import make_summary, write_report
 from .rundir import (
     RunLock,
@@ -199,6 +199,8 @@ def train_run(
             val = f" / {len(data.val)} val" if data.val is not None else " (no val split: per-epoch numbers on test)"
             logger.info(f"data {config.data.name}: {len(data.train)} train{val} / {len(data.test)} test images "
                         f"{data.train.shape}")
+            if dist.enabled:
+                logger.info(describe_processes(dist, config.train.batch_size))
         callbacks = list(callbacks)
         if dist.is_main:
             def checkpointed(_trainer: Trainer, _record: dict) -> None:  # after every epoch's checkpoint
@@ -213,7 +215,8 @@ def train_run(
 
             shown = data.val if data.val is not None else data.test  # never test images while training, given val
             board = TensorBoardLogger(run_dir, shown.batch(slice(0, 16))[0],
-                                      resume_step=int(state["step"]) if state is not None else None)
+                                      resume_step=int(state["step"]) if state is not None else None,
+                                      every=config.train.log_every)
             callbacks.append(board)
         trainer = Trainer(config.train, run_dir, seed=config.seed, dist=dist, callbacks=callbacks)
         history = trainer.fit(model, data, resume=state)

@@ -4,7 +4,8 @@
 epoch's ``metrics.jsonl`` line (every number in the record, tagged by its path: ``train/loss``,
 ``test/psnr``, ``test/ssim``, ``train/perplexity/0``, ``test/levels/0/used_fraction``, ...; x-axis: the optimiser
 step) and, after every evaluation, the reconstruction grid of the first 16 test images (originals above their
-reconstructions) to ``RUN/tensorboard/``. A resumed run drops what was logged after its checkpoint
+reconstructions) to ``RUN/tensorboard/``; every ``train.log_every`` optimiser steps, the step's training numbers
+(``train_step/loss``, ``train_step/psnr`` and the loss terms, of rank 0's batch). A resumed run drops what was logged after its checkpoint
 (``purge_step``), so the curves have no duplicates. View with ``tensorboard --logdir RUN/tensorboard``.
 """
 
@@ -37,7 +38,8 @@ class TensorBoardLogger:
     """Trainer callback writing a run's scalars and reconstruction grids to ``run_dir/tensorboard``
     (:attr:`RunDir.tensorboard <hiervq.layout.RunDir.tensorboard>`)."""
 
-    def __init__(self, run_dir: str | Path, images: torch.Tensor, resume_step: int | None = None) -> None:
+    def __init__(self, run_dir: str | Path, images: torch.Tensor, resume_step: int | None = None,
+                 every: int = 50) -> None:
         require("tensorboard", "train.tensorboard: true")
         from torch.utils.tensorboard import SummaryWriter
 
@@ -45,6 +47,13 @@ class TensorBoardLogger:
         purge = None if resume_step is None else resume_step + 1  # events after the checkpoint's epoch
         self.writer = SummaryWriter(log_dir=str(self.dir), purge_step=purge)
         self.images = images[:16]
+        self.every = every
+
+    def on_step(self, trainer, values: dict[str, float]) -> None:
+        """The training numbers of every ``every``-th optimiser step (x-axis: the step)."""
+        if trainer.step % self.every == 0:
+            for key, value in values.items():
+                self.writer.add_scalar(f"train_step/{key}", float(value), trainer.step)
 
     def __call__(self, trainer, record: dict[str, Any]) -> None:
         step = int(record["step"])

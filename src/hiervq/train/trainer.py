@@ -179,7 +179,9 @@ class Trainer:
         dist: the process group (from :func:`hiervq.train.distributed.setup`); single process by default.
         callbacks: called as ``callback(trainer, record)`` after each epoch's record is written; a callback with
             an ``on_fit_start(trainer)`` method also gets that call before the first step of a fresh (not resumed)
-            fit. ``trainer.model`` is the model being trained.
+            fit, and one with an ``on_step(trainer, values)`` method gets the task's numbers of every optimiser
+            step (``trainer.step`` already counts it; this process's batch; only such callbacks cost anything per
+            step). ``trainer.model`` is the model being trained.
     """
 
     def __init__(
@@ -347,9 +349,12 @@ class Trainer:
             # the checkpoint restores the hyperparameters it was saved with; a resumed run trains with its config
             # (what config.yaml says, e.g. after --resume --set train.lr=...); unchanged, this changes nothing
             if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                saved_lr, saved_base = optimizer.param_groups[0]["lr"], scheduler.base_lrs[0]
                 scheduler.base_lrs = list(base_lrs)
                 for group, base, factor in zip(optimizer.param_groups, base_lrs, scheduler.lr_lambdas):
                     group["lr"] = base * factor(scheduler.last_epoch)
+                self._warn_schedule_jump(saved_lr, saved_base, optimizer.param_groups[0]["lr"], base_lrs[0], phase,
+                                         total, scheduler.last_epoch)
             # (torch's recursive schedules, e.g. CosineAnnealingLR, continue from the checkpoint's learning rates)
             for group in optimizer.param_groups:
                 group["betas"] = tuple(cfg.betas)
@@ -388,6 +393,20 @@ class Trainer:
                     callback(self, record)
         task.end_phase()
 
+    def _warn_schedule_jump(self, saved_lr: float, saved_base: float, lr: float, base: float, phase: PhaseConfig,
+                            total: int, step: int) -> None:
+        """One warning when a resumed phase's schedule puts the learning rate well above where the checkpoint left
+        it, relative to the base rate (``--resume --set train.epochs=N`` on a finished cosine run: from ~0 back up,
+        then down again); a changed ``train.lr`` alone says nothing."""
+        if not self.dist.is_main or not saved_base or lr / base <= saved_lr / saved_base + 0.05:
+            return
+        schedule = phase.schedule or self.config.schedule
+        logger.warning(
+            "resuming at step %d: the %s schedule now spans %d steps of phase %s (%d epochs), so the learning rate "
+            "goes from %.3g (where the checkpoint left it) back up to %.3g and then follows the schedule to its end; "
+            "set train.lr (or start a new run from the saved model) if that is not what you want",
+            step, schedule, total, phase.name, phase.epochs, saved_lr, lr)
+
     def _train_epoch(self, task: Task, optimizer, scheduler, params, epoch: int, phase: PhaseConfig) -> dict:
         cfg = self.config
         task.train_mode()
@@ -395,8 +414,11 @@ class Trainer:
         sums: dict[str, float] = {}
         count = 0
         bar = _progress(batches, f"{task.progress_label(phase)} epoch {epoch + 1}", cfg.progress and self.dist.is_main)
+        step_hooks = [cb.on_step for cb in self.callbacks if hasattr(cb, "on_step")]
         for batch in bar:
             values = self.train_step(task, optimizer, scheduler, params, batch, f"epoch {epoch + 1}, phase {phase.name}")
+            for hook in step_hooks:
+                hook(self, values)
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
