@@ -30,10 +30,13 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 import hiervq  # noqa: E402
-from hiervq.classify import MLPHead, fit_classifier  # noqa: E402
+from hiervq.classify import MLPHead  # noqa: E402
 from hiervq.classify.mlp import as_inputs  # noqa: E402
 from hiervq.data import label_subset, load_data  # noqa: E402
-from hiervq.train import load_config  # noqa: E402
+from hiervq.train import (
+    fit_classifier,  # noqa: E402
+    load_config,  # noqa: E402
+)
 from hiervq.train.run import seed_everything  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from hiervq.classify import ClassifierConfig, FeatureClassifier, MLPHead, fit_classifier
+from hiervq.classify import ClassifierConfig, FeatureClassifier, MLPHead
 from hiervq.cli import main
 from hiervq.data import label_subset
 from hiervq.data.tiles import cut_tiles, laplacian_variance, pixel_std, select_tiles, tile_image
 from hiervq.metrics import confusion_matrix, per_class_accuracy
 from hiervq.models import DualStackConfig, DualStackVQVAE, LevelConfig, StageConfig
+from hiervq.train import fit_classifier
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,6 +13,7 @@ import hiervq
 from hiervq import zoo
 from hiervq.cli import main
 from hiervq.errors import CheckpointError
+from hiervq.pretrained import export
 
 from .conftest import REPO, TINY_RUN
 
@@ -243,7 +244,7 @@ def test_priors_of_a_shipped_model_are_never_written_into_the_package(tmp_path, 
 
 def test_resaving_a_loaded_model_keeps_its_metadata_and_dtype_and_export_copies_the_folder(tmp_path):
     """`save_pretrained(hiervq.load(X), dir)` writes X's data and extra metadata again and its float16 tensors as
-    float16; `zoo.export(X, dir)` copies the whole folder (card and priors too); keep_source=False writes float32."""
+    float16; `hiervq.pretrained.export(X, dir)` copies the whole folder (card and priors too); keep_source=False writes float32."""
     from safetensors.torch import load_file
 
     from hiervq.pretrained import save_pretrained
@@ -273,9 +274,9 @@ def test_resaving_a_loaded_model_keeps_its_metadata_and_dtype_and_export_copies_
     stored = load_file(str(tmp_path / "plain" / "model.safetensors")).values()
     assert all(v.dtype == torch.float32 for v in stored if v.is_floating_point())
 
-    out = zoo.export(src, tmp_path / "copy")
+    out = export(src, tmp_path / "copy")
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == \
         sorted(p.relative_to(src).as_posix() for p in src.rglob("*"))
     assert (out / "model.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()
     with pytest.raises(CheckpointError, match="already exists"):
-        zoo.export(src, out)
+        export(src, out)

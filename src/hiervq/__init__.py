@@ -1,8 +1,7 @@
 """hiervq: hierarchical discrete representations of images with vector-quantized autoencoders."""
 
-__version__ = "0.1.0"
-
 from . import log  # noqa: F401 - the "hiervq" logger writes to stderr by default (hiervq.log)
+from ._version import __version__
 from .codec import Codec, compress, decompress
 from .errors import CheckpointError, ConfigError, DataError, HierVQError
 from .models import VQVAE, DiscreteAutoencoder, HierarchicalVQVAE

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,10 +16,12 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from ._version import __version__
 from .errors import CheckpointError, ConfigError
 from .io import atomic_write_bytes, umask  # noqa: F401 - re-exported: hiervq.pretrained.atomic_write_bytes
 from .layout import MODEL_CONFIG, MODEL_WEIGHTS, RunDir
 from .schema import from_dict, to_dict
+from .zoo import find, resolve
 
 CONFIG_FILE = MODEL_CONFIG
 WEIGHTS_FILE = MODEL_WEIGHTS
@@ -79,8 +82,6 @@ def _describe(names: list[str]) -> str:
 
 def versions() -> dict[str, str]:
     """The versions recorded in every saved model's ``config.json``: ``hiervq_version``, ``torch_version``."""
-    from . import __version__
-
     return {"hiervq_version": __version__, "torch_version": torch.__version__}
 
 
@@ -104,7 +105,7 @@ def save_pretrained(module: nn.Module, directory: str | os.PathLike, extra: dict
     stored in a lower precision (a shipped tokenizer's float16) are stored so again, so a loaded model saves as it
     was; ``keep_source=False`` writes the module as it is (float32, no metadata but what is given). Only
     ``config.json`` and the weights are written: a tokenizer's card and priors are copied, with the rest of its
-    folder, by :func:`hiervq.zoo.export`.
+    folder, by :func:`export`.
 
     Each file is written atomically, weights first, so an interrupted save never leaves a config that points
     at half-written weights.
@@ -140,8 +141,6 @@ def save_pretrained(module: nn.Module, directory: str | os.PathLike, extra: dict
 def resolve_model_dir(path: str | os.PathLike) -> Path:
     """The directory holding ``config.json`` + weights: ``path`` itself, or ``path/model`` for a run directory;
     a path that does not exist may be a tokenizer name (shipped or in ``$HIERVQ_MODELS``: :mod:`hiervq.zoo`)."""
-    from .zoo import find, resolve
-
     given = os.fspath(path)
     path = resolve(path)
     for candidate in (path, RunDir(path).model):
@@ -237,3 +236,33 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modu
                    if k in own and v.dtype != own[k].dtype},
     })
     return module.to(device).eval()
+
+
+def export(spec: str | os.PathLike, directory: str | os.PathLike) -> Path:
+    """Copy a tokenizer (a name, or a saved model folder) with everything in its folder, byte for byte: weights in
+    their stored dtype, ``config.json`` with its data and extra metadata, the card and ``priors/``; e.g. to edit a
+    shipped one or put it under ``$HIERVQ_MODELS``. ``directory`` must not exist yet (or be empty); the copy is
+    made beside it and renamed into place, so a failed export leaves nothing. Returns ``directory``.
+
+    (``save_pretrained(hiervq.load(NAME), dir)`` writes the model alone: ``config.json`` with the same metadata and
+    the weights in their stored dtype, but no card and no priors.)"""
+    source = resolve_model_dir(spec)
+    target = Path(directory)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise CheckpointError(f"{target}: already exists; export into a new folder")
+    if target.resolve() == source.resolve() or source.resolve() in target.resolve().parents:
+        raise CheckpointError(f"{target}: inside {source}; export elsewhere")
+    tmp = target.parent / f".{target.name}.export-tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(".*"))  # not locks nor a swap's halves
+        if target.exists():
+            target.rmdir()
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+

@@ -158,37 +158,5 @@ def resolve(spec: str | os.PathLike) -> Path:
     raise CheckpointError(f"{text}: no such file or directory")
 
 
-def export(spec: str | os.PathLike, directory: str | os.PathLike) -> Path:
-    """Copy a tokenizer (a name, or a saved model folder) with everything in its folder, byte for byte: weights in
-    their stored dtype, ``config.json`` with its data and extra metadata, the card and ``priors/``; e.g. to edit a
-    shipped one or put it under ``$HIERVQ_MODELS``. ``directory`` must not exist yet (or be empty); the copy is
-    made beside it and renamed into place, so a failed export leaves nothing. Returns ``directory``.
-
-    (``save_pretrained(hiervq.load(NAME), dir)`` writes the model alone: ``config.json`` with the same metadata and
-    the weights in their stored dtype, but no card and no priors.)"""
-    import shutil
-
-    from .pretrained import resolve_model_dir
-
-    source = resolve_model_dir(spec)
-    target = Path(directory)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise CheckpointError(f"{target}: already exists; export into a new folder")
-    if target.resolve() == source.resolve() or source.resolve() in target.resolve().parents:
-        raise CheckpointError(f"{target}: inside {source}; export elsewhere")
-    tmp = target.parent / f".{target.name}.export-tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(".*"))  # not locks nor a swap's halves
-        if target.exists():
-            target.rmdir()
-        os.rename(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
-
-
-__all__ = ["CARD_JSON", "CARD_MD", "ENV", "Tokenizer", "export", "find", "is_name", "list_tokenizers", "names",
+__all__ = ["CARD_JSON", "CARD_MD", "ENV", "Tokenizer", "find", "is_name", "list_tokenizers", "names",
            "resolve", "shipped_dir", "user_dir"]

@@ -1,12 +1,14 @@
-"""Classifiers on the codes / features of pretrained discrete autoencoders (semi-supervised, few labels)."""
+"""Classifiers on the codes / features of pretrained discrete autoencoders (semi-supervised, few labels): the
+heads, feature extraction and the classifier task; :func:`hiervq.train.fit_classifier` fits one."""
 
-from .mlp import ClassifierConfig, ClassifierResult, FeatureClassifier, MLPHead, extract_features, fit_classifier
+from .mlp import ClassifierConfig, ClassifierResult, FeatureClassifier, MLPHead, extract_features
+from .task import ClassifierTask
 
 __all__ = [
     "ClassifierConfig",
     "ClassifierResult",
     "FeatureClassifier",
     "MLPHead",
+    "ClassifierTask",
     "extract_features",
-    "fit_classifier",
 ]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..data import DataConfig
-from ..train.config import register_section
+from ..tasks import register_section
 from .mlp import ClassifierConfig
 
 MODES = ("frozen", "finetune", "scratch")

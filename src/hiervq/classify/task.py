@@ -1,8 +1,5 @@
-"""The classifier as a task of the one training engine (:meth:`hiervq.train.Trainer.fit_task`).
-
-Imported by :func:`hiervq.classify.fit_classifier` when it runs (this module imports the training layer, which
-imports the ``classify:`` config section at import time).
-"""
+"""The classifier as a task of the one training engine (fitted by :func:`hiervq.train.fit_classifier`); it
+imports nothing from :mod:`hiervq.train`."""
 
 from __future__ import annotations
 
@@ -14,8 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..metrics import confusion_matrix
-from ..train.config import PhaseConfig, TrainConfig
-from ..train.engine import Task
+from ..tasks import PhaseConfig, Task, TrainConfig
 from .mlp import ClassifierConfig, FeatureClassifier, as_inputs, dihedral_augment, predict
 
 

@@ -8,7 +8,6 @@ from .datasets import (
     ImageSet,
     digits_splits,
     first_test_images,
-    fit_images,
     join_sets,
     label_subset,
     load_data,
@@ -25,6 +24,7 @@ from .readers import (
     read_mnist,
     read_npz,
 )
+from .transforms import fit_images
 
 __all__ = [
     "ArraySource",

@@ -18,6 +18,7 @@ import torch
 
 from ..errors import DataError
 from .readers import CHANNELS, npz_check_crc, npz_memmap, read_image
+from .transforms import fit_images
 
 
 def count_classes(class_names, labels) -> int | None:
@@ -156,7 +157,6 @@ class LazyImageSet(torch.utils.data.Dataset):
 
     def load(self, i: int, whole: bool = False) -> torch.Tensor:
         """Image ``i`` as uint8 (C, H, W), decoded now (nothing is kept); ``whole``: without the centre crop."""
-        from .datasets import fit_images
 
         raw = self.source.read(int(self.index[i]))
         image = torch.from_numpy(np.ascontiguousarray(raw)).permute(2, 0, 1)[None]

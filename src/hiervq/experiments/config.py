@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..train.config import register_section
+from ..tasks import register_section
 
 
 @register_section("compare")

@@ -192,13 +192,14 @@ def run_label_fractions(
 
     import torch
 
-    from ..classify import FeatureClassifier, extract_features, fit_classifier
+    from ..classify import FeatureClassifier, extract_features
     from ..classify.config import ClassifyConfig
     from ..data import label_subset
     from ..errors import ConfigError, HierVQError
     from ..io import write_json
     from ..pretrained import load
     from ..schema import to_dict
+    from ..train import fit_classifier
     from ..train.run import seed_everything
     from ..train.rundir import mark_output_dir, record_written
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..train.config import TrainConfig, register_section
+from ..tasks import TrainConfig, register_section
 
 PRIOR_LEVEL_KEYS = ("class_conditional", "model", "train")
 

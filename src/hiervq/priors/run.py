@@ -45,10 +45,10 @@ from ..errors import HierVQError
 from ..layout import RunDir
 from ..pretrained import load, read_meta, resolve_model_dir, save_pretrained
 from ..schema import from_dict, to_dict
+from ..tasks import Task
 from ..train.checkpoint import has_checkpoint, load_checkpoint
 from ..train.config import PhaseConfig, TrainConfig, apply_overrides, read_yaml_mapping
 from ..train.distributed import DistInfo, env_device, resolve_device
-from ..train.engine import Task
 from ..train.report import write_prior_report
 from ..train.run import model_run_config, seed_everything
 from ..train.rundir import RunLock, Swap, check_run_dir, lock_path, remove_leftovers, remove_stale_tmp

@@ -2,6 +2,7 @@
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import PhaseConfig, RunConfig, TrainConfig, apply_overrides, config_from_dict, dump_config, load_config
+from .heads import fit_classifier
 from .run import evaluate_run, prepare_run_dir, read_run_config, train_run
 from .trainer import Trainer, lr_factor, make_optimizer
 
@@ -14,6 +15,7 @@ __all__ = [
     "config_from_dict",
     "dump_config",
     "evaluate_run",
+    "fit_classifier",
     "load_checkpoint",
     "load_config",
     "lr_factor",

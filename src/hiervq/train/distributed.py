@@ -8,28 +8,12 @@ from __future__ import annotations
 
 import inspect
 import os
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-    initialized_here: bool = False
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
+from ..tasks import DEVICE_ENV, DistInfo, env_device, resolve_device  # noqa: F401 - re-exported
 
 
 def describe_processes(info: DistInfo, batch_size: int) -> str:
@@ -37,44 +21,6 @@ def describe_processes(info: DistInfo, batch_size: int) -> str:
     backend = dist.get_backend() if dist.is_available() and dist.is_initialized() else "no process group"
     return (f"torchrun: {info.world_size} processes ({backend}, {info.device.type}); train.batch_size {batch_size} per "
             f"process, a global batch of {batch_size * info.world_size} images per step")
-
-
-#: the environment variable that names the device of the commands without a config of their own (eval, code
-#: extraction, sampling); ``cpu`` when unset
-DEVICE_ENV = "HIERVQ_DEVICE"
-
-
-def env_device() -> str:
-    """The device named by ``$HIERVQ_DEVICE`` (default ``cpu``)."""
-    return os.environ.get(DEVICE_ENV, "cpu")
-
-
-def resolve_device(name: str, local_rank: int = 0, key: str = "train.device") -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` when a GPU is visible, else ``cpu``; anything else as given, when this
-    machine has it (else a :class:`~hiervq.errors.ConfigError` naming the config ``key``)."""
-    from ..errors import ConfigError
-
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"{key}: {name!r} is not a device (auto, cpu, cuda, cuda:N, ...)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"{key}: {name!r}, but no CUDA GPU is visible here; use auto or cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"{key}: {name!r}, but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
-    elif device.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ConfigError(f"{key}: {name!r}, but MPS is not available here; use auto or cpu")
-    elif device.type != "cpu":  # xpu, ...: when torch has the backend and says it is available
-        backend = getattr(torch, device.type, None)
-        available = getattr(backend, "is_available", None)
-        if not callable(available) or not available():
-            raise ConfigError(f"{key}: {name!r} is not available here (auto, cpu, cuda, cuda:N or mps)")
-    return device
 
 
 def setup(device: str = "auto") -> DistInfo:

@@ -23,10 +23,10 @@ from ..log import progress
 from ..metrics import EvalAccumulator, mse_per_image, psnr
 from ..models.base import DiscreteAutoencoder
 from ..pretrained import load_state, nonfinite_tensors
+from ..tasks import PhaseConfig, Task, TrainConfig
 from .checkpoint import save_checkpoint
-from .config import PhaseConfig, TrainConfig
 from .distributed import DistInfo, barrier, wrap_ddp
-from .engine import Task, lr_factor, make_optimizer, make_scheduler  # noqa: F401 - lr_factor re-exported
+from .engine import lr_factor, make_optimizer, make_scheduler  # noqa: F401 - lr_factor re-exported
 
 logger = logging.getLogger(__name__)
 
