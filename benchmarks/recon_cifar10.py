@@ -32,7 +32,7 @@ def main() -> None:
              (PUBLISHED["PQ-VAE"], "target: published PQ-VAE 2.96e-3", ":")]
     recon_main(MODELS, RESULT, FIGURE, "runs/bench-recon-cifar10", extra=lambda summary, _run: {"ssim": summary["ssim"]},
                labels=LABELS, lines=lines, title="CIFAR-10 32x32, 512 bits per image",
-               description=__doc__.splitlines()[0])
+               description=__doc__.splitlines()[0], script="benchmarks/recon_cifar10.py")
 
 
 if __name__ == "__main__":

@@ -92,6 +92,7 @@ def merge_entry(path: Path, dataset: str, name: str, entry: dict) -> dict:
     other's rows. Returns the merged results."""
     with FileLock(str(path) + ".lock"):
         results = json.loads(path.read_text()) if path.is_file() else {}
+        results["script"] = "benchmarks/recon_pqvae.py"
         results.setdefault(dataset, {})[name] = entry
         write_json(path, results)
     return results
@@ -153,9 +154,10 @@ def main() -> int:
                 test = extract_codes(model, data.test)
                 curves = bayes_curves(train.codes, train.labels, test.codes, test.labels,
                                       model.levels[0].codebook_size, 10)
-                bayes = {k: curves[k] for k in ("prefix_lengths", "independent", "conditional")}
+                bayes = {"script": "benchmarks/recon_pqvae.py",
+                         **{k: curves[k] for k in ("prefix_lengths", "independent", "conditional")}}
                 write_json(results_dir / f"pqvae_bayes_mnist{suffix}.json", bayes)
-                smoothing = {}
+                smoothing: dict = {"script": "benchmarks/recon_pqvae.py"}
                 for alpha in (0.01, 0.1, 1.0, 10.0):
                     c = curves if alpha == curves["alpha"] else bayes_curves(
                         train.codes, train.labels, test.codes, test.labels,
