@@ -20,7 +20,9 @@ The committed MNIST results: the recipe's 6 epochs (2,814 steps) per model on on
     python benchmarks/recon_pqvae.py --only mnist --set train.epochs=1       # a quicker look
 
 The published model size (512-channel features, 3 residual blocks, the 64x16 spatial and 512x4 channel transforms,
-lr 1e-3) for one epoch per model, written beside the committed rows as ``recon_pqvae_published.json``::
+lr 1e-3) for one epoch per model, written beside the committed rows as ``recon_pqvae_published.json`` (with
+``pqvae_bayes_mnist_published.json`` and ``pqvae_bayes_mnist_smoothing_published.json``: ``--tag`` suffixes every
+file)::
 
     OMP_NUM_THREADS=1 python benchmarks/recon_pqvae.py --threads 1 --tag published --models pqvae,vqvae_plain \
         --runs runs/bench-pqvae-published --set train.epochs=1 --set train.lr=1e-3 --set model.channels=512 \

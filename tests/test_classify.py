@@ -419,5 +419,5 @@ def test_committed_label_fraction_results_have_the_issue_format():
         assert row["seeds"] == [1, 1, 3, 3] and isinstance(row["finetune"], bool)
     # the epochs were selected on a validation split that existed (its size is what ran; the committed rows predate
     # "selected_on" and carry the old constant "val_selected", which this test no longer reads)
-    assert data["data"]["val"] > 0
+    assert data["data"]["val"] > 0 and data["script"] == "benchmarks/label_fractions_pbc.py"
     assert data["models"]["dual_finetune"]["finetune"] and not data["models"]["dual_frozen"]["finetune"]
