@@ -88,7 +88,7 @@ def main() -> None:
     output = Path(args.output)
     capacity = load_config(CAPACITY, args.set)
     quantizer = capacity.model["quantizer"]
-    result: dict = {"mode": capacity.model["mode"], "reseed": quantizer.get("reseed", "sample"),
+    result: dict = {"script": "benchmarks/capacity_match_cifar10.py", "mode": capacity.model["mode"], "reseed": quantizer.get("reseed", "sample"),
                     "threads": torch.get_num_threads(), "workers": args.workers}
 
     cap = run_sweep(capacity, runs / CAPACITY.stem, workers=args.workers)

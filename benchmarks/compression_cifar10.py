@@ -180,7 +180,7 @@ def main() -> None:
               f"MS-SSIM {row['ms_ssim']:.4f}; {row['encode_img_s']:.1f} / {row['decode_img_s']:.1f} images/s", flush=True)
     jpeg = [classical(originals, "JPEG", q) for q in qualities]
     webp = [classical(originals, "WEBP", q) for q in qualities]
-    result = {"images": len(originals), "threads": torch.get_num_threads(), "models": models, "jpeg": jpeg, "webp": webp}
+    result = {"script": "benchmarks/compression_cifar10.py", "images": len(originals), "threads": torch.get_num_threads(), "models": models, "jpeg": jpeg, "webp": webp}
     results = Path(args.results)
     write_json(results, result)
 
@@ -190,7 +190,7 @@ def main() -> None:
             log[f"{name}_bpp_for_psnr"] = bpp_for(rows, row["psnr"])
         print(f"{row['name']}: {row['bpp_file']:.4f} bpp at {row['psnr']:.2f} dB; to reach it JPEG needs "
               f"{log['jpeg_bpp_for_psnr']} bpp, WebP {log['webp_bpp_for_psnr']} (None: no quality measured does)")
-    write_json(results.with_name(results.stem + "_log.json"), {"data": args.data, "models": logs})
+    write_json(results.with_name(results.stem + "_log.json"), {"script": "benchmarks/compression_cifar10.py", "data": args.data, "models": logs})
     Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
     plot_rate_distortion({"JPEG": jpeg, "WebP": webp},
                          {r["name"]: {"bpp": r["bpp_file"], "psnr": r["psnr"], "ms_ssim": r["ms_ssim"]} for r in models},

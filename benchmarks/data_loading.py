@@ -124,7 +124,7 @@ def main() -> None:
     record = measure(args.folder, args.workers, args.batch, args.steps, args.warmup, args.image_size)
     from hiervq.train.report import write_json
 
-    write_json(args.out, record)
+    write_json(args.out, {"script": "benchmarks/data_loading.py", **record})
     print(record, flush=True)
 
 

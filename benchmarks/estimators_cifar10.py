@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from hiervq.experiments.sweep import run_sweep
+from hiervq.layout import SWEEP_POINTS, RunDir
 from hiervq.train import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +49,20 @@ def entry(row: dict) -> dict:
             "train_s": row.get("train_s")}
 
 
+def train_images(sweep_dir: Path, points) -> int | dict | None:
+    """The number of training images the points ran on, from their run summaries (one number when all agree, else
+    {point: number}); None when no summary records it (runs from before summaries carried ``train_images``)."""
+    counts = {}
+    for point in points:
+        run = RunDir(sweep_dir / SWEEP_POINTS / point)
+        if run.summary.is_file():
+            counts[point] = run.read_summary().get("train_images")
+    values = set(counts.values()) - {None}
+    if not values:
+        return None
+    return values.pop() if len(values) == 1 and None not in counts.values() else counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="runs", help="parent folder of the sweep's output folder")
@@ -57,11 +72,13 @@ def main() -> None:
     args = parser.parse_args()
 
     config = load_config(CONFIG, args.set)
-    table = run_sweep(config, Path(args.runs) / CONFIG.stem, workers=args.workers)
+    sweep_dir = Path(args.runs) / CONFIG.stem
+    table = run_sweep(config, sweep_dir, workers=args.workers)
     rows = {r["point"]: r for r in table["rows"]}
     q = config.model.get("quantizer", {}) if isinstance(config.model, dict) else {}
     level = config.model["levels"][0] if isinstance(config.model, dict) else {}
     result = {
+        "script": "benchmarks/estimators_cifar10.py",
         "ste": entry(rows["ste"]),
         "rotation": entry(rows["rotation"]),
         "rotation_lowdim": entry(rows["rotation_lowdim"]),
@@ -70,8 +87,10 @@ def main() -> None:
                      "dead_window": q.get("dead_window"), "init_after": q.get("init_after", 0),
                      "lr": config.train.lr, "optimizer": config.train.optimizer, "schedule": config.train.schedule,
                      "codebook_size": level.get("codebook_size"), "code_dim": level.get("code_dim") or level.get("dim"),
-                     "lowdim_code_dim": 32, "epochs": config.train.epochs, "batch_size": config.train.batch_size,
-                     "train_images": 50000, "output": config.model.get("output", "linear")},
+                     # what ran: the low-dim run's code dimension and the training images, from the run summaries
+                     "lowdim_code_dim": rows["rotation_lowdim"]["D"], "epochs": config.train.epochs,
+                     "batch_size": config.train.batch_size, "train_images": train_images(sweep_dir, rows),
+                     "output": config.model.get("output", "linear")},
         "threads": torch.get_num_threads(),
     }
     output = Path(args.output)

@@ -131,7 +131,7 @@ def main() -> None:
                           "image_size": config.data.image_size, "fractions": fractions, "rows": rows,
                           "channel_r2": r2, "threads": torch.get_num_threads()}
     result.parent.mkdir(parents=True, exist_ok=True)
-    result.write_text(json.dumps({"variants": variants}, indent=2) + "\n")
+    result.write_text(json.dumps({"script": "benchmarks/label_fractions_stages.py", "variants": variants}, indent=2) + "\n")
     print(f"-> {args.result} ({time.perf_counter() - t0:.0f}s)")
 
 

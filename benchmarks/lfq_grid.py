@@ -48,7 +48,7 @@ def main() -> None:
         train_run(load_config(RECIPE, overrides), run_dir, overwrite=True)
         last = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()][-1]
         val, tr = last["val"], last["train"]
-        row = {"entropy_weight": ew, "diversity": div, "inv_temperature": it, "beta": beta, "epochs": args.epochs,
+        row = {"script": "benchmarks/lfq_grid.py", "entropy_weight": ew, "diversity": div, "inv_temperature": it, "beta": beta, "epochs": args.epochs,
                "val_mse": val["mse"], "val_psnr": val["psnr"], "val_used_fraction": val["levels"][0]["used_fraction"],
                "val_perplexity": val["levels"][0]["perplexity"], "val_images": val["images"],
                "train_loss": tr["loss"], "train_recon": tr["recon"], "train_commitment": tr["commitment"],

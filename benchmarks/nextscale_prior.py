@@ -82,6 +82,7 @@ def main() -> None:
                                                        dropout=c.dropout)).eval()
     token_s = best_time(lambda: baseline.sample(args.n, generator=gen), 1)
     row = {
+        "script": "benchmarks/nextscale_prior.py",
         "run": str(args.run),
         "scales": [h for h, _ in prior.scales] if all(h == w for h, w in prior.scales) else prior.scales,
         "tokens_per_image": tokens,

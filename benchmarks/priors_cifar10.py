@@ -86,9 +86,10 @@ def main() -> None:
         }
         for lv in sorted(summaries)  # bottom first
     ]
-    result = {"recon_psnr": ae_summary["psnr"], "levels": levels, "samples_per_s": samples.samples_per_s}
+    result = {"script": "benchmarks/priors_cifar10.py", "recon_psnr": ae_summary["psnr"], "levels": levels, "samples_per_s": samples.samples_per_s}
     write_json(Path(args.results), result)
     log = {
+        "script": "benchmarks/priors_cifar10.py",
         "config": str(Path(args.config).relative_to(REPO)) if Path(args.config).is_relative_to(REPO) else args.config,
         "overrides": args.set,
         "torch_threads": torch.get_num_threads(),

@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     warmup = 1 if args.quick else args.warmup
     records = []
     for kind, mode in ROWS:
-        rec = {"kind": kind, "n": size["n"], "mode": mode}
+        rec = {"script": "benchmarks/quantizer_family.py", "kind": kind, "n": size["n"], "mode": mode}
         rec.update(time_row(kind, mode, size["n"], size["k"], repeats, warmup))
         for impl in ("hiervq", "vqp"):
             rec[f"{impl}_peak_mb"] = (None if args.no_memory

@@ -277,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     records = []
     for n, dim, k in rows:
         for estimator, mode in CASES:
-            rec = {"n": n, "dim": dim, "codebook_size": k, "estimator": estimator, "mode": mode}
+            rec = {"script": "benchmarks/quantizer_speed.py", "n": n, "dim": dim, "codebook_size": k,
+                   "estimator": estimator, "mode": mode}
             rec.update(time_case_steady(n, dim, k, estimator, mode, args.repeats, args.warmup, args.max_spread,
                                         args.attempts))
             if args.no_memory:

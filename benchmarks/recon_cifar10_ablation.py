@@ -24,4 +24,5 @@ CONFIG = ROOT / "configs" / "vqvae-cifar10-ablation.yaml"
 RESULT = ROOT / "benchmarks" / "results" / "recon_cifar10_ablation.json"
 
 if __name__ == "__main__":
-    ablation_main(CONFIG, RESULT, "runs/vqvae-cifar10-ablation", __doc__.splitlines()[0])
+    ablation_main(CONFIG, RESULT, "runs/vqvae-cifar10-ablation", __doc__.splitlines()[0],
+                  script="benchmarks/recon_cifar10_ablation.py")

@@ -41,10 +41,13 @@ LABELS = {"vqvae": "VQ-VAE (8x8, K=256)", "hvqvae": "2-level (8x8 K=64 + 4x4 K=2
 
 
 def run_models(models: dict[str, Path], args: argparse.Namespace, output: Path,
-               extra: Callable[[dict, Path], dict] | None = None) -> dict:
+               extra: Callable[[dict, Path], dict] | None = None,
+               script: str = "benchmarks/recon_mnist.py") -> dict:
     """Train each of ``models`` ({name: config path}) into ``args.runs``/name, writing ``output`` after each model
-    (entries of models trained before are kept); ``extra(summary, run_dir)`` adds keys to a model's entry."""
+    (entries of models trained before are kept; ``"script"`` names the benchmark that wrote the file);
+    ``extra(summary, run_dir)`` adds keys to a model's entry."""
     results = json.loads(output.read_text()) if output.is_file() else {}
+    results["script"] = script
     for name in args.only or list(models):
         config = load_config(models[name], args.set)
         run_dir = Path(args.runs) / name
@@ -78,7 +81,8 @@ def run_models(models: dict[str, Path], args: argparse.Namespace, output: Path,
 def main(models: dict[str, Path] = MODELS, result: Path = RESULT, figure: Path = FIGURE,
          runs: str = "runs/bench-recon-mnist", extra: Callable[[dict, Path], dict] | None = None,
          labels: dict[str, str] = LABELS, lines: list[tuple[float, str, str]] | None = None,
-         title: str = "MNIST 32x32, 512 bits per image", description: str | None = None) -> None:
+         title: str = "MNIST 32x32, 512 bits per image", description: str | None = None,
+         script: str = "benchmarks/recon_mnist.py") -> None:
     """The command line of this benchmark and of its CIFAR-10 twin (recon_cifar10.py), which passes its own
     models, files, reference lines and title."""
     parser = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
@@ -94,7 +98,7 @@ def main(models: dict[str, Path] = MODELS, result: Path = RESULT, figure: Path =
     if args.plot_only:
         results = json.loads(output.read_text()) if output.is_file() else {}
     else:
-        results = run_models(models, args, output, extra)
+        results = run_models(models, args, output, extra, script)
     if lines is None:
         lines = [(BAR_MSE, "bar: 1.0e-3 within 30 min", "--"), (PUBLISHED_VQVAE_MSE, "published VQ-VAE 0.78e-3", ":")]
     plot_curves(results, Path(args.figure), labels, lines, title)
@@ -110,7 +114,8 @@ def plot_curves(results: dict, path: Path, labels: dict[str, str], lines: list[t
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for name, entry in results.items():
+    entries = {name: entry for name, entry in results.items() if isinstance(entry, dict)}  # not "script"
+    for name, entry in entries.items():
         curve = entry.get("curve") or []
         if curve:
             ax.plot([c["train_s"] / 60 for c in curve], [c["test_mse"] for c in curve], marker=".",
@@ -118,7 +123,7 @@ def plot_curves(results: dict, path: Path, labels: dict[str, str], lines: list[t
     for value, label, style in lines:
         ax.axhline(value, color="k" if style == "--" else "grey", ls=style, lw=1, label=label)
     ax.set_yscale("log")
-    threads = next(iter(results.values()), {}).get("threads", "?")
+    threads = next(iter(entries.values()), {}).get("threads", "?")
     ax.set_xlabel(f"training time (min, {threads} CPU thread{'' if threads == 1 else 's'})")
     ax.set_ylabel("test MSE (pixels on [0, 1])")
     ax.set_title(title)

@@ -31,8 +31,9 @@ RESULT = ROOT / "benchmarks" / "results" / "recon_mnist_ablation.json"
 
 
 def main(config_path: Path = CONFIG, result: Path = RESULT, runs: str = "runs/vqvae-mnist-ablation",
-         description: str = __doc__.splitlines()[0]) -> None:
-    """Run the leave-one-out sweep of ``config_path`` (finished points are skipped) and write ``result``."""
+         description: str = __doc__.splitlines()[0], script: str = "benchmarks/recon_mnist_ablation.py") -> None:
+    """Run the leave-one-out sweep of ``config_path`` (finished points are skipped) and write ``result``, naming
+    ``script`` (the benchmark that ran) in it."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--runs", default=runs, help="the sweep's output folder")
     parser.add_argument("--set", action="append", default=[], help="config override for every variant")
@@ -52,7 +53,7 @@ def main(config_path: Path = CONFIG, result: Path = RESULT, runs: str = "runs/vq
             "train_s": row["train_s"],
             "overrides": config.sweep.variants[row["point"]],
         }
-    result = {"epochs": config.train.epochs, "threads": torch.get_num_threads(), "variants": variants}
+    result = {"script": script, "epochs": config.train.epochs, "threads": torch.get_num_threads(), "variants": variants}
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2) + "\n")

@@ -20,7 +20,9 @@ The committed MNIST results: the recipe's 6 epochs (2,814 steps) per model on on
     python benchmarks/recon_pqvae.py --only mnist --set train.epochs=1       # a quicker look
 
 The published model size (512-channel features, 3 residual blocks, the 64x16 spatial and 512x4 channel transforms,
-lr 1e-3) for one epoch per model, written beside the committed rows as ``recon_pqvae_published.json``::
+lr 1e-3) for one epoch per model, written beside the committed rows as ``recon_pqvae_published.json`` (with
+``pqvae_bayes_mnist_published.json`` and ``pqvae_bayes_mnist_smoothing_published.json``: ``--tag`` suffixes every
+file)::
 
     OMP_NUM_THREADS=1 python benchmarks/recon_pqvae.py --threads 1 --tag published --models pqvae,vqvae_plain \
         --runs runs/bench-pqvae-published --set train.epochs=1 --set train.lr=1e-3 --set model.channels=512 \
@@ -92,6 +94,7 @@ def merge_entry(path: Path, dataset: str, name: str, entry: dict) -> dict:
     other's rows. Returns the merged results."""
     with FileLock(str(path) + ".lock"):
         results = json.loads(path.read_text()) if path.is_file() else {}
+        results["script"] = "benchmarks/recon_pqvae.py"
         results.setdefault(dataset, {})[name] = entry
         write_json(path, results)
     return results
@@ -153,9 +156,10 @@ def main() -> int:
                 test = extract_codes(model, data.test)
                 curves = bayes_curves(train.codes, train.labels, test.codes, test.labels,
                                       model.levels[0].codebook_size, 10)
-                bayes = {k: curves[k] for k in ("prefix_lengths", "independent", "conditional")}
+                bayes = {"script": "benchmarks/recon_pqvae.py",
+                         **{k: curves[k] for k in ("prefix_lengths", "independent", "conditional")}}
                 write_json(results_dir / f"pqvae_bayes_mnist{suffix}.json", bayes)
-                smoothing = {}
+                smoothing: dict = {"script": "benchmarks/recon_pqvae.py"}
                 for alpha in (0.01, 0.1, 1.0, 10.0):
                     c = curves if alpha == curves["alpha"] else bayes_curves(
                         train.codes, train.labels, test.codes, test.labels,

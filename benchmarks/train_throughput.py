@@ -61,6 +61,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "train_throughput.json"
 ABLATION_RESULTS = ROOT / "benchmarks" / "results" / "train_throughput_ablation.json"
 PROFILE_RESULTS = ROOT / "benchmarks" / "results" / "train_profile.json"
 LAYER_RESULTS = ROOT / "benchmarks" / "results" / "train_layers.json"
+SCRIPT = "benchmarks/train_throughput.py"  # named in every record it writes
 DATA = ROOT.parent / "shared" / "data" / "cifar10" / "cifar10.npz"
 CASES = ((32, 128), (64, 64))  # (image size, batch size)
 CHANNELS, BLOCKS, RES_CHANNELS, DIM, K, DECAY, BETA, LR = 128, 2, 32, 64, 512, 0.99, 0.25, 3e-4
@@ -519,7 +520,7 @@ def main() -> None:
         records = []
         for case in args.cases.split(","):
             size, batch = (int(v) for v in case.split(":"))
-            records.append(run_profile(size, batch, args.warmup, args.steps, args.data))
+            records.append({"script": SCRIPT, **run_profile(size, batch, args.warmup, args.steps, args.data)})
             sides = records[-1]["ms_per_step"]
             cats = list(sides["hiervq"])
             print(f"{size}x{size} batch {batch}, ms per step (share):" + "".join(f"{n:>24s}" for n in sides))
@@ -537,7 +538,7 @@ def main() -> None:
         records = []
         for case in args.cases.split(","):
             size, batch = (int(v) for v in case.split(":"))
-            records.append(run_layers(size, batch, args.warmup, args.steps))
+            records.append({"script": SCRIPT, **run_layers(size, batch, args.warmup, args.steps)})
             for row in records[-1]["layers"]:
                 print(f"{size}x{size} batch {batch} {row['layer']:48s} x{row['count']}: NCHW {row['nchw_ms']:7.2f} ms, "
                       f"channels-last {row['channels_last_ms']:7.2f} ms "
@@ -549,7 +550,7 @@ def main() -> None:
         records = []
         for case in args.cases.split(","):
             size, batch = (int(v) for v in case.split(":"))
-            records.append(run_ablation(size, batch, args.warmup, args.steps, args.data))
+            records.append({"script": SCRIPT, **run_ablation(size, batch, args.warmup, args.steps, args.data)})
             ref_wall, ref_cpu = records[-1]["img_s"]["reference"], records[-1]["cpu_img_s"]["reference"]
             for name in records[-1]["img_s"]:
                 print(f"{size}x{size} batch {batch} {name:40s} {records[-1]['img_s'][name] / ref_wall:5.2f}x wall "
@@ -563,7 +564,7 @@ def main() -> None:
         torch.set_num_threads(threads)
         size, batch = (int(v) for v in case.split(":"))
         record = run_case(size, batch, args.warmup, args.steps, args.amp, args.data, compile=args.compile)
-        results.append(record)
+        results.append({"script": SCRIPT, **record})
         ratio = record["hiervq_img_s"] / record["reference_img_s"]
         cpu_ratio = record["hiervq_cpu_img_s"] / record["reference_cpu_img_s"]
         bf16 = "".join(f", {name[7:]} {record[f'{name}_img_s'] / record['reference_img_s']:.2f}x"

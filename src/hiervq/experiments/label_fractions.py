@@ -99,8 +99,22 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def selected_on(per_fraction: list[list], val_images: int) -> str | None:
+    """The split the reported evaluation point was selected on, read from what ran: ``"val"`` when there was a
+    validation split (``val_images`` > 0) and every run's selected epoch (``best_epoch``) is an evaluated epoch at
+    which its validation accuracy peaked; None otherwise (no run, no val split, or a selection val does not explain)."""
+    runs = [r for fraction in per_fraction for r in fraction]
+    if not runs or val_images <= 0:
+        return None
+    for r in runs:
+        accs = [h["val_acc"] for h in r.history]
+        if not any(h["epoch"] == r.best_epoch and h["val_acc"] == max(accs) for h in r.history):
+            return None
+    return "val"
+
+
 def _row_result(row, mode: str, feature_shape: list[int], per_fraction: list[list], enc_params: int,
-                head_params: int, row_pretrain: float) -> dict[str, Any]:
+                head_params: int, row_pretrain: float, val_images: int = 0) -> dict[str, Any]:
     """A table row: mean and std over seeds at each fraction, the per-seed runs, and the confusion matrices summed
     over seeds (per-class accuracy from them)."""
     import numpy as np
@@ -123,6 +137,7 @@ def _row_result(row, mode: str, feature_shape: list[int], per_fraction: list[lis
         "test_acc": mean("test_acc"),
         "test_acc_std": [_mean_std([r.test_acc for r in runs])[1] for runs in per_fraction],
         "seeds": [len(runs) for runs in per_fraction],
+        "selected_on": selected_on(per_fraction, val_images),
         "best_on_test": mean("best_test_acc"),
         "final_test_acc": mean("final_test_acc"),
         "val_acc": mean("val_acc"),
@@ -282,11 +297,13 @@ def run_label_fractions(
                 runs.append(res)
             per_fraction.append(runs)
         head_params = sum(p.numel() for p in head.parameters())
-        rows[name] = _row_result(row, mode, feature_shape, per_fraction, enc_params, head_params, row_pretrain)
+        rows[name] = _row_result(row, mode, feature_shape, per_fraction, enc_params, head_params, row_pretrain,
+                                 val_images=len(data.val))
     summary = RunDir(run_dir).read_summary() if RunDir(run_dir).is_finished() else {}
     result = {
         "fractions": fractions,
-        "val_selected": True,
+        # "val" only when every row's selection happened on the validation split (see selected_on)
+        "selected_on": "val" if rows and all(r["selected_on"] == "val" for r in rows.values()) else None,
         "class_names": classes,
         "data": {"train": len(data.train), "val": len(data.val), "test": len(data.test),
                  "image_shape": list(data.train.shape), "subset_sizes": [len(subsets[f, 0]) for f in fractions]},
