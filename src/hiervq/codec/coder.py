@@ -3,8 +3,10 @@
 The codes ``model.encode(x)`` gives are range coded (``constriction``) level by level, top first, each position
 with its prior's probabilities given the codes before it and the level above, in the order sampling walks them
 (:meth:`hiervq.priors.PriorKind.walk`). The encoder takes all those probabilities from one pass of the priors
-(:meth:`~hiervq.priors.PriorKind.logits`); the decoder walks the positions one by one, so both sides round the
-priors' float64 logits to integer tables that are certain to agree (:mod:`hiervq.codec.tables`). A class-
+(:meth:`~hiervq.priors.PriorKind.logits`); the decoder walks the positions one by one (a PixelCNN) or half a
+level at a time (a checkerboard prior: 2 network passes per level), so both sides round the priors' float64 logits
+to integer tables that are certain to agree (:mod:`hiervq.codec.tables`). A file's length bounds the codes its
+header may declare (:func:`max_codes`), checked before anything is decoded. A class-
 conditional prior needs a label: the encoder picks the class under which the codes cost the fewest bits and codes
 it first, uniformly (log2(classes) bits). The file format is :mod:`hiervq.codec.format`.
 """
