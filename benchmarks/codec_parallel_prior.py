@@ -103,13 +103,14 @@ def time_codec(model, priors, size: int) -> dict:
 
 def setup_tiny(log):
     sys.path.insert(0, str(REPO))
+    import tempfile
+
+    from tests.conftest import TINY_RUN
+
     import hiervq
     from hiervq.data import load_data
     from hiervq.priors import extract_codes
     from hiervq.train import config_from_dict, train_run
-    from tests.conftest import TINY_RUN
-
-    import tempfile
 
     raw = copy.deepcopy(TINY_RUN)
     raw["data"].update(train_limit=1000, test_limit=300)
