@@ -1,5 +1,5 @@
 """Compression with the priors: the file format, exact round trips for every family with a prior (hierarchical
-PixelCNNs, PQ-VAE transformer), refusals (wrong model, truncated or damaged files), determinism across batch sizes,
+PixelCNNs, two-pass checkerboard priors, PQ-VAE transformer), refusals (wrong model, truncated or damaged files), determinism across batch sizes,
 threads and processes, file size against the priors' estimate, and the CLI end to end."""
 
 import copy
@@ -41,7 +41,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A tiny 2-level VQ-VAE with class-conditional PixelCNN priors, and a tiny PQ-VAE with its transformer prior."""
+    """A tiny 2-level VQ-VAE with class-conditional PixelCNN priors ("hier"), the same autoencoder with
+    class-conditional checkerboard priors ("cb"), and a tiny PQ-VAE with its transformer prior."""
+    import shutil
+
     from hiervq.priors.run import prior_run
     from hiervq.train import config_from_dict, train_run
 
@@ -59,6 +62,10 @@ def runs(tmp_path_factory):
         for level in prior_kind_for(model).prior_levels(model):
             prior_run(run, level, log=quiet)
         out[name] = run
+    out["cb"] = root / "cb"  # the same autoencoder, priors refitted with --set model.arch=checkerboard
+    shutil.copytree(out["hier"], out["cb"])
+    for level in (1, 0):
+        prior_run(out["cb"], level, overrides=["model.arch=checkerboard", "model.blocks=1"], overwrite=True, log=quiet)
     return out
 
 
@@ -115,7 +122,7 @@ def test_tables_are_integers_and_robustness_is_checked():
     assert not bool(tables.robust(torch.tensor([[0.1, float("nan")]], dtype=torch.float64), 2)[0])
 
 
-@pytest.mark.parametrize("name", ["hier", "pq"])
+@pytest.mark.parametrize("name", ["hier", "cb", "pq"])
 def test_round_trip_is_exact_and_the_size_matches_the_estimate(runs, name):
     run = runs[name]
     codec = Codec.from_run(run)
@@ -129,14 +136,14 @@ def test_round_trip_is_exact_and_the_size_matches_the_estimate(runs, name):
     back, size = codec.decompress_codes(result.files)
     assert size == (16, 16) and all(torch.equal(a, b) for a, b in zip(back, codes))
     assert torch.equal(codec.decompress(result.files), expected)
-    assert (result.labels is not None) == (name == "hier")
+    assert (result.labels is not None) == (name != "pq")
 
     # file size = header + the priors' estimate, within 2 % (over the 16 images)
     headers = [header_bytes(f) for f in result.files]
     estimate = float(result.bits.sum()) + 8 * sum(headers)
     actual = 8 * sum(len(f) for f in result.files)
     assert abs(actual / estimate - 1) < 0.02, (actual, estimate)
-    assert headers[0] == (23 if name == "hier" else 19)
+    assert headers[0] == (19 if name == "pq" else 23)
 
     # the API: one image in, one file out; a list of files -> a batch (images exactly as model.decode gives them
     # for the same batch: the decoder network's float rounding may depend on the batch size)
@@ -297,5 +304,63 @@ def test_cli_end_to_end(runs, tmp_path, capsys):
     assert not (tmp_path / "y").exists() or not any((tmp_path / "y").iterdir())
     assert main(["compress", str(run / "model"), str(imgs), "-o", str(tmp_path / "z")]) == 2
     err = capsys.readouterr().err
-    # a saved model folder (not a run): priors go to a folder of the user's choosing
-    assert "`hiervq prior" in err and "--level all --out DIR`" in err and err.count("\n") == 1
+    # the model folder of a run: the advice trains the run's own priors, and names where they will be
+    assert f"`hiervq prior {run} --level all` first" in err and "--priors" in err and err.count("\n") == 1
+
+
+def test_checkerboard_prior_codes_in_two_passes_per_level_and_is_its_own_model(runs, monkeypatch):
+    """A checkerboard prior decodes a level in 2 network passes at any size (here 64x48 images: 16x12 and 32x24
+    grids), and a file coded with one prior kind is refused by a codec with the other (the model id hashes the
+    priors' registry names, configs and weights)."""
+    from hiervq.priors import CheckerboardPrior
+
+    cb, hier = Codec.from_run(runs["cb"]), Codec.from_run(runs["hier"])
+    assert all(isinstance(p, CheckerboardPrior) for p in cb.priors.values()) and cb.id != hier.id
+    x = torch.nn.functional.interpolate(_images(runs["cb"], 3), size=(64, 48), mode="bilinear").clamp(0, 1)
+    result = cb.compress_batch(x)
+    passes = []
+    real = CheckerboardPrior._pass
+    monkeypatch.setattr(CheckerboardPrior, "_pass", lambda self, *a: passes.append(1) or real(self, *a))
+    codes, size = cb.decompress_codes(result.files)
+    assert len(passes) == 2 * len(cb.levels) and size == (64, 48)
+    assert all(torch.equal(a, b) for a, b in zip(codes, result.codes))
+    with pytest.raises(HierVQError, match=f"compressed with model {cb.id.hex()}.*are {hier.id.hex()}"):
+        hier.decompress(result.files[:1], ["a.hvq"])
+    with pytest.raises(HierVQError, match=f"compressed with model {hier.id.hex()}"):
+        cb.decompress(hier.compress(_images(runs["hier"], 1)))
+
+
+def test_the_work_a_header_asks_for_is_bounded_by_the_file_length(runs, tmp_path, capsys):
+    """D11: a 40-byte file with a valid CRC and the right model id declaring 1024x1024 (the model's own grids for
+    that size, or lying small ones) is refused at once (exit 2, one line); payloads below the floor are padded with
+    zero bytes by the encoder, which decode to the same codes."""
+    import time
+
+    from hiervq.codec.coder import CODES_PER_BYTE, FREE_CODES, max_codes, min_payload
+
+    assert min_payload(FREE_CODES) == 0 and min_payload(FREE_CODES + 1) == 1
+    assert all(n <= max_codes(min_payload(n)) for n in (0, 1, 1024, 1025, 1536, 1537, 10**6))
+    assert max_codes(10) == FREE_CODES + 10 * CODES_PER_BYTE
+
+    run = runs["hier"]
+    codec = Codec.from_run(run)
+    header, payload = unpack(codec.compress(_images(run, 1))[0])
+    big = tuple((1024 * h // 16, 1024 * w // 16) for h, w in header.grids)  # ((256, 256), (512, 512))
+    for k, grids in enumerate((big, header.grids)):
+        hostile = pack(Header(header.model_id, (1024, 1024), grids, header.phase, header.labelled), payload[:8])
+        assert len(hostile) <= 40
+        path = tmp_path / f"hostile{k}.hvq"
+        path.write_bytes(hostile)
+        start = time.perf_counter()
+        assert main(["decompress", str(run), str(path), "-o", str(tmp_path / "out")]) == 2
+        assert time.perf_counter() - start < 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{path.name}: corrupt header (1024x1024 pixels" in err, err
+
+    # zero bytes after a stream are what the decoder reads past its end: a padded file decodes to the same codes
+    x = _images(run, 2)
+    result = codec.compress_batch(x)
+    for data, i in zip(result.files, range(2)):
+        h, p = unpack(data)
+        codes, _ = codec.decompress_codes([pack(h, p + bytes(7))])
+        assert all(torch.equal(a, b[i : i + 1]) for a, b in zip(codes, result.codes))

@@ -3,8 +3,10 @@
 The codes ``model.encode(x)`` gives are range coded (``constriction``) level by level, top first, each position
 with its prior's probabilities given the codes before it and the level above, in the order sampling walks them
 (:meth:`hiervq.priors.PriorKind.walk`). The encoder takes all those probabilities from one pass of the priors
-(:meth:`~hiervq.priors.PriorKind.logits`); the decoder walks the positions one by one, so both sides round the
-priors' float64 logits to integer tables that are certain to agree (:mod:`hiervq.codec.tables`). A class-
+(:meth:`~hiervq.priors.PriorKind.logits`); the decoder walks the positions one by one (a PixelCNN) or half a
+level at a time (a checkerboard prior: 2 network passes per level), so both sides round the priors' float64 logits
+to integer tables that are certain to agree (:mod:`hiervq.codec.tables`). A file's length bounds the codes its
+header may declare (:func:`max_codes`), checked before anything is decoded. A class-
 conditional prior needs a label: the encoder picks the class under which the codes cost the fewest bits and codes
 it first, uniformly (log2(classes) bits). The file format is :mod:`hiervq.codec.format`.
 """
@@ -32,6 +34,22 @@ from . import tables
 from .format import Header, pack, unpack
 
 MAX_PIXELS = 1 << 26  # larger images in a header are refused (a damaged or hostile file)
+#: the work a file may ask for is bounded by its length: a file holds at most FREE_CODES + CODES_PER_BYTE x (payload
+#: bytes) codes (1/64 bit per code beyond the first FREE_CODES); the encoder pads a shorter payload with zero
+#: bytes (which the decoder reads as it reads the end of a stream, so the codes do not change), and the decoder
+#: refuses a header that declares more before it decodes anything (docs/compression.md, "Bounded work")
+CODES_PER_BYTE = 512
+FREE_CODES = 1024
+
+
+def min_payload(codes: int) -> int:
+    """The fewest payload bytes a file of ``codes`` coded codes holds (the encoder pads up to it)."""
+    return max(0, -(-(codes - FREE_CODES) // CODES_PER_BYTE))
+
+
+def max_codes(payload_bytes: int) -> int:
+    """The most codes a file with a payload of ``payload_bytes`` may declare."""
+    return FREE_CODES + CODES_PER_BYTE * payload_bytes
 
 
 def _constriction():
@@ -176,6 +194,18 @@ class Codec:
             self._grids[height, width] = grids
         return self._grids[height, width]
 
+    def _codes_for(self, height: int, width: int) -> int:
+        """A lower bound of the codes per image the model gives for an H x W image, without running it: the
+        codes at its own size, scaled by the pixels of the padded size (exact for a convolutional model); 0 for
+        a size it cannot code (refused later)."""
+        _, mh, mw = self.model.image_shape
+        own = sum(math.prod(self._shape(lv)) for lv in self.levels)
+        try:
+            ph, pw = self.model.coded_size(height, width)
+        except DataError:
+            return 0
+        return own * ph * pw // (mh * mw)
+
     # ------------------------------------------------------------------ compression
     @torch.no_grad()
     def _logits(self, codes: list[torch.Tensor], labels: torch.Tensor | None) -> list[torch.Tensor]:
@@ -236,8 +266,9 @@ class Codec:
         if got != grids:
             raise DataError(f"codes of grids {got} do not belong to {image_size[0]}x{image_size[1]} images ({grids})")
         labels = self._best_labels(codes) if self.num_classes else None
-        logits = self._logits(codes, labels)  # per level (B, n, K)
-        symbols = [codes[lv].reshape(b, -1) for lv in self.levels]
+        logits = self._logits(codes, labels)  # per level (B, n, K), in coding order
+        symbols = [self.kind.symbols(self.priors[lv], codes, lv) for lv in self.levels]
+        floor = min_payload(sum(s.shape[1] for s in symbols))
         nats = sum(F.cross_entropy(lg.transpose(1, 2), s, reduction="none").sum(1) for lg, s in zip(logits, symbols))
         bits = nats.cpu() / math.log(2) + (math.log2(self.num_classes) if self.num_classes else 0.0)
         phases = self._phases(logits)
@@ -249,7 +280,8 @@ class Codec:
                 syms.insert(0, labels[i : i + 1].cpu().numpy().astype(np.int32))
                 weights.insert(0, np.ones((1, self.num_classes)))
             header = Header(self.id, tuple(image_size), tuple(grids), phases[i], labels is not None)
-            files.append(pack(header, self._encode_stream(syms, weights)))
+            payload = self._encode_stream(syms, weights)
+            files.append(pack(header, payload + bytes(max(0, floor - len(payload)))))  # zeros: read as the end
         return Compressed(files, [c.cpu() for c in codes], None if labels is None else labels.cpu(), bits)
 
     @torch.no_grad()
@@ -277,9 +309,17 @@ class Codec:
                               f"priors are {self.id.hex()}; decompress it with the run that compressed it")
         if header.labelled != (self.num_classes is not None):
             raise DataError(f"{name}: corrupt header (class label flag)")
-        if header.image_size[0] * header.image_size[1] > MAX_PIXELS:
-            raise DataError(f"{name}: an image of {header.image_size[0]}x{header.image_size[1]} pixels is larger than "
-                            "hiervq decodes")
+        height, width = header.image_size
+        if height * width > MAX_PIXELS:
+            raise DataError(f"{name}: an image of {height}x{width} pixels is larger than hiervq decodes")
+        # bounded work: the codes the header declares, and those the model gives for its image size (computed
+        # without running the model), must fit the payload's length before anything is encoded or decoded
+        declared = sum(math.prod(g) for g in header.grids)
+        coded = max(declared, self._codes_for(height, width))
+        if coded > max_codes(len(payload)):
+            raise DataError(f"{name}: corrupt header ({height}x{width} pixels, {coded} codes, in a payload of "
+                            f"{len(payload)} bytes; hiervq files hold at most {FREE_CODES} + {CODES_PER_BYTE} per "
+                            "byte)")
         try:
             grids = self.grids(*header.image_size)
         except DataError as exc:
@@ -301,11 +341,14 @@ class Codec:
         decoders = [coder.RangeDecoder(_words(p)) for _, p in parsed]
         phases = torch.tensor([h.phase for h, _ in parsed], device=self.device)
 
-        def decode(b: int, weights: np.ndarray) -> int:
+        def decode_run(b: int, weights: np.ndarray) -> np.ndarray:
             try:
-                return int(decoders[b].decode(self.family, weights)[0])
+                return decoders[b].decode(self.family, weights).astype(np.int64)
             except Exception as exc:  # noqa: BLE001 - constriction's errors on a damaged stream
                 raise DataError(f"{names[b]}: corrupt stream ({exc})") from None
+
+        def decode(b: int, weights: np.ndarray) -> int:
+            return int(decode_run(b, weights)[0])
 
         labels = None
         if self.num_classes:
@@ -313,8 +356,12 @@ class Codec:
             labels = torch.tensor([decode(b, uniform) for b in range(len(files))], device=self.device)
 
         def choose(level: int, logits: torch.Tensor) -> torch.Tensor:
-            w = tables.weights(logits.double(), phases).cpu().numpy()
-            return torch.tensor([decode(b, w[b : b + 1]) for b in range(len(files))], device=self.device)
+            """(n, K) -> one code per file; (n, P, K) -> P codes per file, decoded in one call per file."""
+            if logits.ndim == 2:
+                w = tables.weights(logits.double(), phases).cpu().numpy()
+                return torch.tensor([decode(b, w[b : b + 1]) for b in range(len(files))], device=self.device)
+            w = tables.weights(logits.double(), phases[:, None]).cpu().numpy()
+            return torch.tensor(np.stack([decode_run(b, w[b]) for b in range(len(files))]), device=self.device)
 
         grids = dict(zip(self.levels, self.grids(*size)))
         codes = self.kind.walk(self.model, self.priors, len(files), labels, choose, grids)

@@ -2,6 +2,8 @@
 
 * :class:`PixelCNN` -- gated PixelCNN over a 2-D code map, conditioned on the code map of the level above and on
   a class label (:mod:`hiervq.priors.pixelcnn`).
+* :class:`CheckerboardPrior` -- two-pass checkerboard prior over a code map: decoded in 2 network passes per
+  level whatever the grid (:mod:`hiervq.priors.checkerboard`); ``model.arch: checkerboard`` picks it.
 * :class:`NextScalePrior` -- next-scale (VAR) transformer over a multi-scale level's tokens, one forward per scale
   (:mod:`hiervq.priors.nextscale`); the hierarchical kind picks it for a ``multiscale`` level.
 * :class:`CodeSet`, :func:`cached_codes` -- a dataset's codes, extracted once and cached (:mod:`.codes`).
@@ -15,6 +17,7 @@ and :mod:`hiervq.priors.config` (the ``priors:`` section); they import :mod:`hie
 import them.
 """
 
+from .checkerboard import CheckerboardConfig, CheckerboardPrior
 from .codes import CODES_FILE, CodeSet, cache_key, cached_codes, extract_codes, load_codes, save_codes
 from .hierarchical import HierarchicalPriorKind
 from .kinds import PRIOR_KINDS, PriorKind, prior_kind_for, register_prior_kind, takes_labels
@@ -24,6 +27,8 @@ from .transformer import SequencePriorKind, TransformerPrior, TransformerPriorCo
 
 __all__ = [
     "CODES_FILE",
+    "CheckerboardConfig",
+    "CheckerboardPrior",
     "CodeSet",
     "GatedBlock",
     "HierarchicalPriorKind",

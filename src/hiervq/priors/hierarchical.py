@@ -6,7 +6,9 @@ the top level, then each lower level given the one above, then ``model.decode``.
 
 The prior of a level follows from its code layout (:func:`prior_class`, the one place that decides it):
 
-* a map (B, H, W) -- vq, fsq, lfq -- gets a gated :class:`~hiervq.priors.PixelCNN` (raster order);
+* a map (B, H, W) -- vq, fsq, lfq -- gets a gated :class:`~hiervq.priors.PixelCNN` (raster order, one network
+  pass per code when decoding), or with ``arch: checkerboard`` (the prior's ``model:`` keys) a
+  :class:`~hiervq.priors.CheckerboardPrior` (two passes per level: the anchors, then the rest);
 * a residual level's (B, H, W, L) gets a PixelCNN with a depth head: its codes are modelled, sampled and coded in
   the order (position in raster order, then depth, coarse to fine), and its bits per image count all H * W * L;
 * a multi-scale level's (B, T) tokens get a :class:`~hiervq.priors.NextScalePrior` (VAR): scale by scale, all
@@ -23,19 +25,38 @@ import torch
 from torch import nn
 
 from ..errors import HierVQError
+from .checkerboard import CheckerboardPrior
 from .kinds import PriorKind, config_with_derived, register_prior_kind, takes_labels
 from .nextscale import NextScalePrior
 from .pixelcnn import PixelCNN
+
+#: the architectures a code map's prior may have (``model.arch``; the first is the default)
+MAP_ARCHS = {"pixelcnn": PixelCNN, "checkerboard": CheckerboardPrior}
+#: PixelCNN keys the checkerboard prior has no use for: ignored with ``arch: checkerboard``, so that
+#: ``--set model.arch=checkerboard`` works on a run whose ``priors.model`` is written for the PixelCNN
+PIXELCNN_ONLY_KEYS = ("layers", "kernel_size", "dropout")
 
 
 def _pairs(scales) -> list[list[int]] | None:
     return None if scales is None else [list(p) for p in scales]
 
 
-def prior_class(info) -> type[nn.Module]:
+def prior_class(info, arch: str | None = None, where: str = "model") -> type[nn.Module]:
     """The prior of a level with :class:`~hiervq.models.LevelInfo` ``info``: :class:`NextScalePrior` for a
-    multi-scale level's tokens, :class:`PixelCNN` for a code map (with a depth head for a residual level)."""
-    return NextScalePrior if info.scales is not None else PixelCNN
+    multi-scale level's tokens, for a code map the ``arch`` of :data:`MAP_ARCHS` (default :class:`PixelCNN`,
+    with a depth head for a residual level; ``checkerboard``: :class:`CheckerboardPrior`, maps of one code per
+    position only). An unknown or unfitting ``arch`` is a :class:`HierVQError` naming ``where``."""
+    if arch is not None and arch not in MAP_ARCHS:
+        raise HierVQError(f"{where}: arch must be one of {', '.join(MAP_ARCHS)}, got {arch!r}")
+    if info.scales is not None:
+        if arch not in (None, "pixelcnn"):
+            raise HierVQError(f"{where}: arch {arch} models a code map; a multi-scale level has its next-scale prior")
+        return NextScalePrior
+    cls = MAP_ARCHS[arch or "pixelcnn"]
+    if cls is CheckerboardPrior and info.depth > 1:
+        raise HierVQError(f"{where}: arch checkerboard models one code per position; this level has {info.depth} "
+                          "(residual): use arch pixelcnn")
+    return cls
 
 
 def _derived(levels, level: int, num_classes: int | None) -> dict:
@@ -49,14 +70,14 @@ def _derived(levels, level: int, num_classes: int | None) -> dict:
         "cond_depth": above.depth if above else 1,
         "cond_scales": _pairs(above.scales) if above else None,
     }
-    if prior_class(info) is NextScalePrior:
+    if info.scales is not None:
         return {**derived, "scales": _pairs(info.scales)}
     return {**derived, "depth": info.depth}
 
 
 @register_prior_kind("hvqvae", "vqvae")
 class HierarchicalPriorKind(PriorKind):
-    """One :class:`PixelCNN` per level of a ``HierarchicalVQVAE``; level 0 = bottom, sampled last."""
+    """One prior per level of a ``HierarchicalVQVAE`` (:func:`prior_class`); level 0 = bottom, sampled last."""
 
     name = "pixelcnn"
     any_grid = True
@@ -86,7 +107,13 @@ class HierarchicalPriorKind(PriorKind):
         return out
 
     def build_prior(self, model, level: int, params: dict, num_classes: int | None, where: str) -> nn.Module:
-        cls = prior_class(model.levels[level])
+        params = dict(params)
+        arch = params.pop("arch", None)
+        if arch is not None and not isinstance(arch, str):
+            raise HierVQError(f"{where}: arch must be one of {', '.join(MAP_ARCHS)}, got {arch!r}")
+        cls = prior_class(model.levels[level], arch, where)
+        if cls is CheckerboardPrior:
+            params = {k: v for k, v in params.items() if k not in PIXELCNN_ONLY_KEYS}
         return cls(config_with_derived(cls.Config, params, _derived(model.levels, level, num_classes), where))
 
     @staticmethod
@@ -100,15 +127,26 @@ class HierarchicalPriorKind(PriorKind):
         logits = prior(codes[level], self._cond(codes, level), labels if takes_labels(prior) else None)
         if isinstance(prior, NextScalePrior):
             return logits  # (B, T, K): scale by scale, row-major
-        return logits.flatten(2).transpose(1, 2)  # (B, K, H, W[, L]) -> (B, H*W[*L], K): raster order, then depth
+        logits = logits.flatten(2).transpose(1, 2)  # (B, K, H, W[, L]) -> (B, H*W[*L], K): raster order, then depth
+        if isinstance(prior, CheckerboardPrior):  # the anchors first, then the rest
+            return logits[:, prior.order(tuple(codes[level].shape[1:3]), logits.device)]
+        return logits
+
+    def symbols(self, prior, codes, level):
+        b = codes[level].shape[0]
+        flat = codes[level].reshape(b, -1)
+        if isinstance(prior, CheckerboardPrior):
+            return flat[:, prior.order(tuple(codes[level].shape[1:3]), flat.device)]
+        return flat
 
     def _check_prior(self, model, level: int, prior: nn.Module) -> None:
         """Refuse a prior that was not built for ``level`` of this model (kind, layout, K, level above)."""
         levels = model.levels
-        cls = prior_class(levels[level])
-        if not isinstance(prior, cls):
+        info = levels[level]
+        allowed = [NextScalePrior] if info.scales is not None else [PixelCNN] + ([CheckerboardPrior] if info.depth == 1 else [])
+        if not isinstance(prior, tuple(allowed)):
             raise HierVQError(f"the level-{level} prior is a {type(prior).__name__}; this model's level {level} needs "
-                              f"a {cls.__name__} (retrain it with `hiervq prior`)")
+                              f"a {' or a '.join(c.__name__ for c in allowed)} (retrain it with `hiervq prior`)")
         want = _derived(levels, level, prior.config.num_classes)
         have = {k: getattr(prior.config, k) for k in want}
         bad = sorted(k for k in want if have[k] != want[k])

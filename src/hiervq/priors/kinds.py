@@ -96,6 +96,11 @@ class PriorKind:
         layout; teacher forcing). ``labels`` as in :meth:`nll`."""
         raise NotImplementedError
 
+    def symbols(self, prior: nn.Module, codes: list[torch.Tensor], level: int) -> torch.Tensor:
+        """``level``'s codes (B, n) in the order :meth:`logits` and :meth:`walk` give them (the order they are
+        coded in); default: the codes flattened (raster order, then depth)."""
+        return codes[level].reshape(codes[level].shape[0], -1)
+
     def walk(
         self,
         model,
@@ -107,7 +112,8 @@ class PriorKind:
     ) -> list[torch.Tensor]:
         """Fill ``n`` images' codes position by position, level by level in :meth:`prior_levels` order:
         ``choose(level, logits (n, K))`` -> codes (n,) picks each position's codes given everything chosen before
-        (a draw when sampling, the entropy decoder when decompressing). ``grids`` ({level: grid}) default to the
+        (a draw when sampling, the entropy decoder when decompressing); a prior that predicts P codes at once (the
+        checkerboard prior) calls ``choose(level, logits (n, P, K))`` -> codes (n, P), in :meth:`symbols` order. ``grids`` ({level: grid}) default to the
         model's own (``model.levels``). Returns the ``codes_to_list`` layout."""
         raise NotImplementedError
 
@@ -129,8 +135,9 @@ class PriorKind:
 
 
 def draw(logits: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One code per row (B,) drawn from softmax(logits (B, K) / temperature)."""
-    return torch.multinomial(torch.softmax(logits.float() / temperature, dim=-1), 1, generator=generator)[:, 0]
+    """One code per row (B,) drawn from softmax(logits (B, K) / temperature); (B, P, K) -> (B, P)."""
+    probs = torch.softmax(logits.float().reshape(-1, logits.shape[-1]) / temperature, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0].reshape(logits.shape[:-1])
 
 
 #: the most classes a class-conditional prior takes (its embeddings have a row per class)

@@ -420,6 +420,7 @@ def prior_run(
                     save_codes(out_run.codes, code_sets, key)
             else:
                 _link_or_copy(codes_file, out_run.codes)
+                out_lock.claim(out_run.codes)  # a hard link keeps the time stamp of the run's codes.npz
         n_codes = info["codes_per_image"]
         params = sum(p.numel() for p in prior.parameters())
         depth = info.get("depth", 1)

@@ -125,16 +125,18 @@ def _entries(root: Path) -> Iterator[tuple[str, Path]]:
                 yield "file", here / name
 
 
-def record_written(path: str | os.PathLike, since_ns: int) -> None:
+def record_written(path: str | os.PathLike, since_ns: int, claimed: tuple | list | set = ()) -> None:
     """Bring the manifest of the hiervq output ``path`` up to date: list every file under it (not in nested
     outputs) that was created or changed at or after ``since_ns`` (:func:`time.time_ns`, when the calling process
     started writing ``path``) with its size, keep the entries of the other files as they were (a file changed by
-    someone else keeps its old size, so it stays foreign) and drop those of files that are gone. Nothing happens
-    without a marker, and the marker is left as it is when nothing changed."""
+    someone else keeps its old size, so it stays foreign) and drop those of files that are gone. ``claimed`` are
+    files the caller put there whatever their time stamp (a hard link to an older file). Nothing happens without a
+    marker, and the marker is left as it is when nothing changed."""
     path = Path(path)
     if not is_hiervq_output(path):
         return
     old = read_manifest(path) or {}
+    claimed = {Path(c).absolute() for c in claimed}
     files = {}
     for kind, p in _entries(path):
         if kind != "file":
@@ -144,7 +146,7 @@ def record_written(path: str | os.PathLike, since_ns: int) -> None:
         except OSError:
             continue
         rel = p.relative_to(path).as_posix()
-        if st.st_mtime_ns >= since_ns - CLOCK_SLACK_NS:
+        if st.st_mtime_ns >= since_ns - CLOCK_SLACK_NS or p.absolute() in claimed:
             files[rel] = st.st_size
         elif rel in old:
             files[rel] = old[rel]
@@ -454,10 +456,16 @@ class RunLock:
         self.since_ns = time.time_ns()
         #: set by the holder once it starts writing the run: release then records what it wrote
         self.writing = False
+        #: files the holder put into the run whatever their time stamps (:meth:`claim`)
+        self.claimed: set[Path] = set()
+
+    def claim(self, path: str | os.PathLike) -> None:
+        """Count ``path`` (inside the run) as written by the holder, e.g. a hard link to an older file."""
+        self.claimed.add(Path(path))
 
     def record(self) -> None:
         """List every file written into the run since the lock was taken in its manifest."""
-        record_written(self.run_dir, self.since_ns)
+        record_written(self.run_dir, self.since_ns, self.claimed)
 
     def acquire(self) -> RunLock:
         from filelock import FileLock, Timeout

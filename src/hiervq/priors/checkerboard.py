@@ -1,0 +1,244 @@
+"""Two-pass checkerboard prior over a 2-D code map: decoded in 2 network passes per level, whatever the grid.
+
+The positions of a (H, W) map are split by checkerboard parity: the *anchors* ((i + j) even) and the rest.
+
+* pass 1 predicts every anchor's code from the conditioning only (the code map of the level above, embedded and
+  upsampled exactly as the PixelCNN's conditioning is, and the class label): the input map holds a learned
+  "unknown" embedding at every position;
+* pass 2 predicts the other positions from the same conditioning plus the anchors' codes: the input holds the
+  anchors' embedded codes and "unknown" everywhere else.
+
+The network is fully convolutional (a 3x3 conv, ``blocks`` residual 3x3 blocks, a 1x1 head), one set of weights
+for both passes, so it runs at any grid size. Given the anchors, the codes of the other half are independent of
+each other (each one sees its 4 anchor neighbours and further anchors within the receptive field); that is the
+bits it costs against the PixelCNN, which sees every earlier position in raster order.
+
+Training (teacher forcing): ``forward`` runs both passes and returns the pass-1 logits at the anchors and the
+pass-2 logits elsewhere, so the negative log-likelihood is one cross-entropy over the map, as for the PixelCNN.
+Sampling and decoding (:meth:`CheckerboardPrior.walk`): pass 1, all anchors at once; pass 2, all the rest. The
+coding order is :meth:`CheckerboardPrior.order`: the anchors in raster order, then the rest in raster order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn import ResBlock
+from ..pretrained import register, save_pretrained
+from .embed import check_layout, code_layout, embed_codes, has_layout, table_rows
+from .kinds import check_labels, check_num_classes, draw
+
+#: network passes per level to decode a map, whatever its size
+PASSES = 2
+
+
+@dataclass
+class CheckerboardConfig:
+    """Configuration of :class:`CheckerboardPrior`.
+
+    Attributes:
+        codebook_size: K, the codebook size of the modelled level.
+        channels: C, width of the residual trunk.
+        blocks: residual 3x3 blocks of the trunk (receptive field 3 + 2 x blocks positions).
+        cond_codebook_size: codebook size of the level above (``None``: no code-map conditioning, the top level).
+        cond_channels: channels of the conditioning network (default ``channels``).
+        cond_blocks: residual blocks applied to the embedded code map above, at its own grid.
+        num_classes: number of class labels (``None``: not class-conditional).
+        head_channels: hidden channels of the output head (default ``2 * channels``).
+        depth: codes per position of the modelled level; must be 1 (a residual level needs the PixelCNN).
+        cond_depth: codes per position of the level above.
+        cond_scales: the schedule of a multi-scale level above (``None``: the level above is a map).
+    """
+
+    codebook_size: int = 512
+    channels: int = 64
+    blocks: int = 4
+    cond_codebook_size: int | None = None
+    cond_channels: int | None = None
+    cond_blocks: int = 2
+    num_classes: int | None = None
+    head_channels: int | None = None
+    depth: int = 1
+    cond_depth: int = 1
+    cond_scales: list[list[int]] | None = None
+
+    def validate(self) -> None:
+        if self.codebook_size < 2 or self.channels < 1 or self.blocks < 0:
+            raise ValueError("codebook_size must be >= 2, channels >= 1 and blocks >= 0")
+        if self.cond_codebook_size is not None and self.cond_codebook_size < 1:
+            raise ValueError("cond_codebook_size must be >= 1 or null")
+        if self.cond_blocks < 0:
+            raise ValueError("cond_blocks must be >= 0")
+        if self.depth != 1:
+            raise ValueError(f"the checkerboard prior models one code per position, not {self.depth} (a residual "
+                             "level needs arch: pixelcnn)")
+        if self.cond_depth < 1:
+            raise ValueError("cond_depth must be >= 1")
+        check_num_classes(self.num_classes)
+        check_layout(self.cond_depth, self.cond_scales)
+
+
+def anchors(size: tuple[int, int], device=None) -> torch.Tensor:
+    """(H, W) bool: the anchor positions ((i + j) even), decoded in pass 1."""
+    i = torch.arange(size[0], device=device)[:, None]
+    j = torch.arange(size[1], device=device)[None, :]
+    return (i + j) % 2 == 0
+
+
+@register("checkerboard")
+class CheckerboardPrior(nn.Module):
+    """Two-pass checkerboard prior over a code map (see the module docstring).
+
+    ``forward(codes (B, H, W) long, cond (B, h, w) long | None, labels (B,) long | None)`` returns logits
+    (B, K, H, W): at an anchor they depend only on ``cond`` and ``labels``; elsewhere also on the anchors' codes,
+    never on another non-anchor's code.
+
+    >>> prior = CheckerboardPrior(CheckerboardConfig(16, channels=8, blocks=1, cond_codebook_size=4))
+    >>> prior(torch.zeros(2, 4, 4, dtype=torch.long), torch.zeros(2, 2, 2, dtype=torch.long)).shape
+    torch.Size([2, 16, 4, 4])
+    """
+
+    Config = CheckerboardConfig
+    registry_name = "checkerboard"
+
+    def __init__(self, config: CheckerboardConfig | None = None, **kwargs) -> None:
+        super().__init__()
+        if config is None:
+            config = CheckerboardConfig(**kwargs)
+        elif kwargs:
+            raise TypeError("pass either a CheckerboardConfig or keyword arguments, not both")
+        config.validate()
+        self.config = c = config
+        ch = c.channels
+        self.embed = nn.Embedding(c.codebook_size + 1, ch)  # row K: the learned "unknown" code
+        self.cond_net: nn.Module | None = None
+        if c.cond_codebook_size is not None:
+            cc = c.cond_channels or ch
+            self.cond_embed = nn.Embedding(table_rows(c.cond_depth, c.cond_scales) * c.cond_codebook_size, cc)
+            self.cond_net = nn.Sequential(*[ResBlock(cc, cc) for _ in range(c.cond_blocks)])
+            self.cond_up = nn.Conv2d(cc, cc, 3, padding=1)
+            self.cond_proj = nn.Conv2d(cc, ch, 1)
+        self.class_embed = nn.Embedding(c.num_classes, ch) if c.num_classes is not None else None
+        self.stem = nn.Conv2d(ch, ch, 3, padding=1)
+        self.trunk = nn.Sequential(*[ResBlock(ch, ch) for _ in range(c.blocks)])
+        hc = c.head_channels or 2 * ch
+        self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(ch, hc, 1), nn.ReLU(), nn.Conv2d(hc, c.codebook_size, 1))
+
+    # ------------------------------------------------------------------ conditioning
+    def condition_features(self, cond: torch.Tensor | None, size: tuple[int, int],
+                           labels: torch.Tensor | None) -> torch.Tensor | None:
+        """What the level above and the label add to every position: (B, C, H, W), (B, C, 1, 1) or ``None``."""
+        c = self.config
+        out = None
+        if self.cond_net is None:
+            if cond is not None:
+                raise ValueError("this prior was built without cond_codebook_size; it takes no code map above")
+        else:
+            if cond is None:
+                raise ValueError("this prior is conditioned on the level above: pass cond (B, h, w)")
+            if not has_layout(cond, c.cond_depth, c.cond_scales):
+                raise ValueError(f"cond must be {code_layout(c.cond_depth, c.cond_scales)} code indices, got shape "
+                                 f"{tuple(cond.shape)}")
+            f = embed_codes(self.cond_embed, cond, c.cond_codebook_size, c.cond_depth, c.cond_scales)
+            f = f.permute(0, 3, 1, 2)
+            h, w = f.shape[2:]
+            if size[0] % h or size[1] % w:
+                raise ValueError(f"cond grid {h}x{w} does not divide the code grid {size[0]}x{size[1]}")
+            f = self.cond_net(f)
+            if (h, w) != tuple(size):
+                f = F.interpolate(f, size=tuple(size), mode="nearest")
+            out = self.cond_proj(self.cond_up(f))
+        if labels is not None:
+            y = self.class_embed(labels)[:, :, None, None]
+            out = y if out is None else out + y
+        return out
+
+    def _pass(self, known: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
+        """Logits (B, K, H, W) from codes (B, H, W) where K marks an unknown position."""
+        x = self.embed(known).permute(0, 3, 1, 2)
+        if features is not None:
+            x = x + features
+        return self.head(self.trunk(self.stem(x)))
+
+    def _unknown(self, n: int, size: tuple[int, int], device) -> torch.Tensor:
+        return torch.full((n, *size), self.config.codebook_size, dtype=torch.long, device=device)
+
+    # ------------------------------------------------------------------ interface
+    def forward(
+        self, codes: torch.Tensor, cond: torch.Tensor | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits (B, K, H, W): pass 1's at the anchors, pass 2's (given the true anchors) elsewhere."""
+        if codes.ndim != 3:
+            raise ValueError(f"codes must be (B, H, W) code indices, got shape {tuple(codes.shape)}")
+        check_labels(self.config.num_classes, labels, codes.shape[0])
+        size = tuple(codes.shape[1:])
+        features = self.condition_features(cond, size, labels)
+        mask = anchors(size, codes.device)
+        unknown = self._unknown(codes.shape[0], size, codes.device)
+        first = self._pass(unknown, features)
+        second = self._pass(torch.where(mask, codes, unknown), features)
+        return torch.where(mask, first, second)
+
+    def nll(
+        self, codes: torch.Tensor, cond: torch.Tensor | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Negative log-likelihood per map (B,) in nats, summed over its H * W codes."""
+        return F.cross_entropy(self(codes, cond, labels), codes, reduction="none").flatten(1).sum(1)
+
+    @staticmethod
+    def order(size: tuple[int, int], device=None) -> torch.Tensor:
+        """(H * W,) the raster indices in coding order: the anchors in raster order, then the rest."""
+        flat = anchors(size, device).flatten()
+        return torch.cat([flat.nonzero()[:, 0], (~flat).nonzero()[:, 0]])
+
+    @torch.no_grad()
+    def walk(
+        self,
+        n: int,
+        size: tuple[int, int],
+        cond: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        choose: Callable[[torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor:
+        """Fill ``n`` code maps (n, H, W) in :data:`PASSES` network passes: ``choose(logits (n, P, K))`` -> codes
+        (n, P) picks the anchors' codes (P of them, raster order), then the other positions' (a draw when
+        sampling, the entropy decoder when decompressing)."""
+        device = self.embed.weight.device
+        size = tuple(size)
+        check_labels(self.config.num_classes, labels, n)
+        if cond is not None and cond.shape[0] != n:
+            raise ValueError(f"cond has {cond.shape[0]} maps for {n} samples")
+        features = self.condition_features(cond, size, labels)
+        mask = anchors(size, device)
+        codes = self._unknown(n, size, device)
+        for part in (mask, ~mask):
+            logits = self._pass(codes, features)  # (n, K, H, W)
+            codes[:, part] = choose(logits.permute(0, 2, 3, 1)[:, part]).to(codes.dtype)
+        return codes
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        size: tuple[int, int],
+        cond: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample ``n`` code maps (n, H, W) in two passes (:meth:`walk`); ``temperature`` divides the logits."""
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        return self.walk(n, size, cond, labels, lambda logits: draw(logits, temperature, generator))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def save_pretrained(self, directory, extra: dict | None = None):
+        """Write ``config.json`` + ``model.safetensors``; ``hiervq.load(directory)`` rebuilds the prior."""
+        return save_pretrained(self, directory, extra)
