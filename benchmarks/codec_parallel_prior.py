@@ -55,8 +55,9 @@ def smooth_image(channels: int, size: int, seed: int = 0) -> torch.Tensor:
 def fit(model, codes, arch: str, params: dict, epochs: int, lr: float, log) -> tuple[dict, float, int, float]:
     """Priors of every level ({level: prior}), test bits per image (sum over levels), parameters, train seconds."""
     from hiervq.priors import prior_kind_for
-    from hiervq.priors.run import evaluate_prior, fit_prior
+    from hiervq.priors.task import evaluate_prior
     from hiervq.train.config import TrainConfig
+    from hiervq.train.priors import fit_prior
 
     kind = prior_kind_for(model)
     priors, bits, n_params, seconds = {}, 0.0, 0, 0.0

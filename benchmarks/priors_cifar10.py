@@ -38,8 +38,9 @@ def main() -> None:
     from hiervq.metrics.plots import save_image_grid
     from hiervq.pretrained import load
     from hiervq.priors import prior_kind_for
-    from hiervq.priors.run import prior_run, sample_run
+    from hiervq.priors.sampling import sample_run
     from hiervq.train import load_config, train_run
+    from hiervq.train.priors import prior_run
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(REPO / "configs" / "hvqvae3-convnext-cifar10.yaml"))

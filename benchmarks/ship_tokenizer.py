@@ -100,7 +100,7 @@ def ship(args: argparse.Namespace) -> Path:
     from hiervq.pretrained import load, load_state, read_meta
     from hiervq.priors import prior_kind_for
     from hiervq.priors.codes import cache_key, load_codes
-    from hiervq.priors.run import evaluate_prior
+    from hiervq.priors.task import evaluate_prior
     from hiervq.train import read_run_config
     from hiervq.train.config import TrainConfig
     from hiervq.train.run import evaluate_first

@@ -188,8 +188,8 @@ def prior_run_dir(tmp_path_factory):
     """A tiny run with a small PixelCNN prior per level (for ``sample``, ``compress`` and ``decompress``)."""
     import hiervq
     from hiervq.priors import prior_kind_for
-    from hiervq.priors.run import prior_run
     from hiervq.train import config_from_dict, train_run
+    from hiervq.train.priors import prior_run
 
     torch.set_num_threads(1)
     raw = tiny(priors={"model": {"channels": 8, "layers": 1},

@@ -45,8 +45,8 @@ def runs(tmp_path_factory):
     class-conditional checkerboard priors ("cb"), and a tiny PQ-VAE with its transformer prior."""
     import shutil
 
-    from hiervq.priors.run import prior_run
     from hiervq.train import config_from_dict, train_run
+    from hiervq.train.priors import prior_run
 
     root = tmp_path_factory.mktemp("compress")
     hier = copy.deepcopy(TINY_RUN)

@@ -65,8 +65,8 @@ def test_json_is_strict(tmp_path):
 def test_old_import_paths_still_work():
     from hiervq.io import atomic_write_bytes
     from hiervq.pretrained import atomic_write_bytes as old_atomic
-    from hiervq.priors.run import default_prior_dir
     from hiervq.train.checkpoint import has_checkpoint
+    from hiervq.train.priors import default_prior_dir
     from hiervq.train.report import write_json as old_write_json
     from hiervq.train.rundir import default_run_dir
 

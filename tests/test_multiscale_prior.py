@@ -160,7 +160,7 @@ def test_priors_model_every_token_of_the_multiscale_level(ms_run):
 
 def test_sampled_tokens_decode_and_compression_round_trips_exactly(ms_run):
     from hiervq.codec import header_bytes
-    from hiervq.priors.run import sample_run
+    from hiervq.priors.sampling import sample_run
 
     model = hiervq.load(ms_run)
     samples = sample_run(ms_run, n=3, seed=0)
@@ -184,8 +184,9 @@ def test_class_conditional_next_scale_prior_codes_the_label(ms_run, tmp_path):
     image under its cheapest class and round-trips its codes exactly."""
     from hiervq.codec import Codec
     from hiervq.data import load_data
-    from hiervq.priors.run import prior_run, sample_run
+    from hiervq.priors.sampling import sample_run
     from hiervq.train import read_run_config
+    from hiervq.train.priors import prior_run
 
     model = hiervq.load(ms_run)
     ms = next(lv for lv, info in enumerate(model.levels) if info.scales is not None)

@@ -26,8 +26,8 @@ SIZES = [(50, 70), (40, 40)]  # (H, W): 50x70 needs padding to the stride 4 (52x
 def rgb_run(tmp_path_factory, one_thread):
     """The tiny 2-level run of the conftest on 3-channel digits (16x16, stride 4; K = 32 below, 16 on top), with an
     unconditional PixelCNN per level."""
-    from hiervq.priors.run import prior_run
     from hiervq.train import config_from_dict, train_run
+    from hiervq.train.priors import prior_run
 
     raw = copy.deepcopy(TINY_RUN)
     raw["data"]["channels"] = 3

@@ -221,8 +221,8 @@ def test_prior_kind_dispatch_and_levels():
 
 def test_resolve_prior_config_merges_levels_and_overrides():
     from hiervq.priors.config import PriorsConfig
-    from hiervq.priors.run import resolve_prior_config
     from hiervq.train.config import config_from_dict
+    from hiervq.train.priors import resolve_prior_config
 
     raw = copy.deepcopy(TINY_RUN)
     raw["priors"] = {
@@ -256,7 +256,7 @@ def _run_flow(tmp_path, raw):
 
 def test_prior_runs_and_sampling_on_digits(tmp_path, capsys):
     from hiervq.cli import main
-    from hiervq.priors.run import sample_run
+    from hiervq.priors.sampling import sample_run
 
     raw = copy.deepcopy(TINY_RUN)
     raw["train"]["epochs"] = 1
@@ -354,7 +354,7 @@ def test_a_run_with_priors_ships_as_a_tokenizer_sampled_by_name(tmp_path, monkey
 
 def test_end_to_end_mnist_recipe_tiny(tmp_path):
     """The MNIST recipe's flow at a tiny size: autoencoder, both priors, 4 samples; class conditioning matters."""
-    from hiervq.priors.run import sample_run
+    from hiervq.priors.sampling import sample_run
     from hiervq.train.config import load_config
 
     path = shared_file("mnist")
@@ -385,8 +385,8 @@ def test_end_to_end_mnist_recipe_tiny(tmp_path):
 def test_prior_resume_is_exact(tmp_path):
     """A prior run interrupted after epoch 1 and resumed ends with the weights of an uninterrupted run."""
     from hiervq.errors import CheckpointError
-    from hiervq.priors.run import prior_run
     from hiervq.train import config_from_dict, train_run
+    from hiervq.train.priors import prior_run
 
     raw = copy.deepcopy(TINY_RUN)
     raw["train"]["epochs"] = 1

@@ -100,8 +100,8 @@ def test_depth_one_state_and_model_id_are_unchanged():
 
 @pytest.fixture(scope="module")
 def residual_run(tmp_path_factory):
-    from hiervq.priors.run import prior_run
     from hiervq.train import config_from_dict, train_run
+    from hiervq.train.priors import prior_run
 
     run = tmp_path_factory.mktemp("residual") / "run"
     train_run(config_from_dict(_residual_run(), "tiny"), run)
@@ -128,7 +128,7 @@ def test_bits_per_image_count_every_code_of_a_residual_level(residual_run):
 
 def test_residual_level_samples_and_round_trips_exactly(residual_run):
     from hiervq.codec import header_bytes
-    from hiervq.priors.run import sample_run
+    from hiervq.priors.sampling import sample_run
 
     samples = sample_run(residual_run, n=3, seed=0)
     assert samples.images.shape == (3, 1, 16, 16)

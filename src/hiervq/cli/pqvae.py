@@ -25,8 +25,8 @@ def _out_dir(args) -> Path:
 def _cmd_bayes(args: argparse.Namespace) -> int:
     from ..experiments.pqvae import bayes_curves, plot_bayes
     from ..pretrained import load
-    from ..priors.run import run_codes
     from ..train import read_run_config
+    from ..train.priors import run_codes
 
     model = load(args.run)
     if len({lv.codebook_size for lv in model.levels}) > 1:
@@ -84,7 +84,7 @@ def _cmd_progressive(args: argparse.Namespace) -> int:
     from ..experiments.pqvae import plot_progressive, progressive_reconstructions
     from ..pretrained import load
     from ..priors import prior_kind_for
-    from ..priors.run import check_sampling, find_priors, load_priors
+    from ..priors.sampling import check_sampling, find_priors, load_priors
     from ..train import read_run_config
 
     check_sampling(args.temperature, args.seed)

@@ -1,6 +1,6 @@
 """``hiervq prior`` and ``hiervq sample``: fit priors over a run's codes, and generate images with them.
 
-The work is done by :mod:`hiervq.priors.run`,
+The work is done by :mod:`hiervq.train.priors` (prior runs) and :mod:`hiervq.priors.sampling`,
 which dispatches on the autoencoder family through :func:`hiervq.priors.prior_kind_for`, so new families need no
 change here.
 """
@@ -29,7 +29,7 @@ def _cmd_prior(args: argparse.Namespace) -> int:
     from ..layout import RunDir
     from ..pretrained import load
     from ..priors import prior_kind_for
-    from ..priors.run import check_not_shipped, no_out_message, prior_run, read_prior_config
+    from ..train.priors import check_not_shipped, no_out_message, prior_run, read_prior_config
     from ..zoo import resolve
     from .autoencoder import _data_path_overrides
 
@@ -89,7 +89,7 @@ def _cmd_prior(args: argparse.Namespace) -> int:
 def _cmd_sample(args: argparse.Namespace) -> int:
     from ..io import NewFiles
     from ..metrics.plots import save_image_grid
-    from ..priors.run import sample_run
+    from ..priors.sampling import sample_run
     from ..train.rundir import check_output_file
 
     check_output_file(args.output, args.overwrite)

@@ -27,9 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DataError, HierVQError
+from ..layout import RunDir
 from ..models.base import crop_images
+from ..pretrained import load
 from ..priors import prior_kind_for, takes_labels
+from ..priors.sampling import load_priors
 from ..schema import with_old_keys
+from ..tasks import env_device
+from ..zoo import resolve
 from . import tables
 from .format import Header, pack, unpack
 
@@ -144,17 +149,11 @@ class Codec:
                  device: str | torch.device | None = None) -> Codec:
         """The codec of an autoencoder run and its priors (``prior_dirs``, default every prior under
         ``RUN/priors/``); ``device`` defaults to ``$HIERVQ_DEVICE`` (cpu)."""
-        from ..layout import RunDir
-        from ..pretrained import load
-        from ..priors.run import load_priors
-        from ..train.distributed import env_device
-        from ..zoo import resolve
-
         folder = resolve(run)  # a run directory, a saved model folder or a tokenizer name: its priors are inside
         model = load(folder)
         dirs = list(prior_dirs or [prior.path for prior in RunDir(folder).find_priors()])
         if not dirs:
-            where = f"{Path(os.fspath(run)).name}-priors"  # never the model's own folder (hiervq.priors.run)
+            where = f"{Path(os.fspath(run)).name}-priors"  # never the model's own folder (hiervq.train.priors)
             parent = folder.parent if folder.name == RunDir.MODEL and RunDir(folder.parent).config.is_file() else None
             how = (f"run `hiervq prior {run} --level all` first" if RunDir(folder).config.is_file() else
                    f"run `hiervq prior {parent} --level all` first and pass `--priors {parent}/priors/level*`"

@@ -12,9 +12,12 @@
 * :class:`TransformerPrior` -- causal transformer over a PQ-VAE's 1-D code sequence, and its kind
   :class:`SequencePriorKind` (:mod:`.transformer`).
 
-Prior runs (fitting a prior with the training engine, sampling) are the priors' recipe, :mod:`hiervq.priors.run`
-and :mod:`hiervq.priors.config` (the ``priors:`` section); they import :mod:`hiervq.train`, so this package does not
-import them.
+* :class:`PriorTask` -- a prior as a task of the training engine (:mod:`.task`); :func:`load_priors`,
+  :func:`sample_run` -- a model's priors and sampling level by level (:mod:`.sampling`); the ``priors:`` run-config
+  section (:mod:`.config`).
+
+Prior runs (a prior fitted into a run directory with the training engine) are :mod:`hiervq.train.priors`; this
+package imports nothing from :mod:`hiervq.train`.
 """
 
 from .checkerboard import CheckerboardConfig, CheckerboardPrior

@@ -1,7 +1,7 @@
 """The ``priors:`` section of a run config: defaults of the priors fitted to a run's codes (``hiervq prior``).
 
-Part of the priors' recipe (with :mod:`hiervq.priors.run`): it imports the training layer for ``TrainConfig``
-and registers the section with :class:`~hiervq.train.config.RunConfig`; ``import hiervq.priors`` does not load it.
+It registers the section for :class:`~hiervq.train.config.RunConfig` through :func:`hiervq.tasks.register_section`
+(no import of the training layer); :mod:`hiervq.train.priors` reads it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ PRIOR_LEVEL_KEYS = ("class_conditional", "model", "train")
 @dataclass
 class PriorsConfig:
     """``priors:``: defaults of the priors fitted to this run's codes (``hiervq prior RUN``, see
-    :mod:`hiervq.priors.run`); a plain ``hiervq train`` ignores it.
+    :mod:`hiervq.train.priors`); a plain ``hiervq train`` ignores it.
 
     Attributes:
         class_conditional: condition every prior on the class label (``--class-conditional`` overrides).

@@ -1,6 +1,6 @@
 """Dispatch from an autoencoder family to the way its priors are built, trained and sampled.
 
-``hiervq prior`` and ``hiervq sample`` (and :mod:`hiervq.priors.run`) never name a concrete model: they look
+``hiervq prior`` and ``hiervq sample`` (and :mod:`hiervq.train.priors`, :mod:`hiervq.priors.sampling`) never name a concrete model: they look
 up ``prior_kind_for(model)`` and call its methods. Each family of autoencoders registers one :class:`PriorKind`
 under its registry name(s) (``@register_prior_kind("hvqvae", "vqvae")``). The lookup walks the model class's
 MRO, so a subclass of a registered model uses its parent's kind unless it registers its own.

@@ -4,7 +4,7 @@ uses; the :class:`~hiervq.tasks.Task` protocol itself lives below the engine, in
 A task says what to optimise and how to measure it; the Trainer owns everything else: phases, the optimiser and
 its schedule, backward/clipping/divergence checks, the progress bar, evaluation timing, ``metrics.jsonl``, atomic
 checkpoints and exact resume, DDP bookkeeping and callbacks. Tasks: the autoencoder
-(:class:`hiervq.train.trainer.AutoencoderTask`), a prior over codes (:class:`hiervq.priors.run.PriorTask`) and a
+(:class:`hiervq.train.trainer.AutoencoderTask`), a prior over codes (:class:`hiervq.priors.task.PriorTask`) and a
 classifier head, frozen or fine-tuned (:class:`hiervq.classify.mlp.ClassifierTask`).
 
 """

@@ -1,10 +1,9 @@
-"""Prior runs: fit a prior over a trained autoencoder's codes, and sample images level by level.
+"""Prior runs: fit a prior over a trained autoencoder's codes into a prior run directory.
 
-This is the priors' recipe (it imports the training layer; :mod:`hiervq.train` imports none of it, and
-``import hiervq.priors`` does not load it): the networks, code extraction and the per-family logic
-(:class:`~hiervq.priors.PriorKind`) live in the rest of :mod:`hiervq.priors`. The loop here is over code tensors, not
-images, fitted by the one engine (:class:`PriorTask` for :meth:`hiervq.train.Trainer.fit_task`) with the run's
-``TrainConfig`` keys.
+The run lifecycle of a prior, in the training layer: the networks, the task (:class:`hiervq.priors.task.PriorTask`),
+code extraction, sampling and the per-family logic (:class:`~hiervq.priors.PriorKind`) live in
+:mod:`hiervq.priors`, which imports nothing from here. The loop is over code tensors, not images, fitted by the one
+engine with the run's ``TrainConfig`` keys.
 
 Prior run directory (default ``AE_RUN/priors/level<N>``, :meth:`hiervq.layout.RunDir.prior`; the layout of a run)::
 
@@ -30,37 +29,34 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import math
 import os
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from ..errors import HierVQError
 from ..layout import RunDir
-from ..pretrained import load, read_meta, resolve_model_dir, save_pretrained
+from ..pretrained import load, resolve_model_dir, save_pretrained
+from ..priors.codes import CodeSet, cache_key, cached_codes, load_codes, save_codes
+from ..priors.config import PriorsConfig
+from ..priors.kinds import PriorKind, prior_kind_for
+from ..priors.pixelcnn import uniform_bits
+from ..priors.task import LN2, PriorTask, evaluate_prior
 from ..schema import from_dict, to_dict
-from ..tasks import Task
-from ..train.checkpoint import has_checkpoint, load_checkpoint
-from ..train.config import PhaseConfig, TrainConfig, apply_overrides, read_yaml_mapping
-from ..train.distributed import DistInfo, env_device, resolve_device
-from ..train.report import write_prior_report
-from ..train.run import model_run_config, seed_everything
-from ..train.rundir import RunLock, Swap, check_run_dir, lock_path, remove_leftovers, remove_stale_tmp
-from ..train.trainer import Trainer
-from .codes import CodeSet, cache_key, cached_codes, load_codes, save_codes
-from .config import PriorsConfig
-from .kinds import PriorKind, prior_kind_for
-from .pixelcnn import uniform_bits
+from ..tasks import DistInfo, TrainConfig, env_device, resolve_device
+from ..zoo import resolve
+from .checkpoint import has_checkpoint, load_checkpoint
+from .config import apply_overrides, read_yaml_mapping, with_overrides
+from .report import write_prior_report
+from .run import model_run_config, seed_everything
+from .rundir import RunLock, Swap, check_run_dir, lock_path, remove_leftovers, remove_stale_tmp
+from .trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
-LN2 = math.log(2.0)
 
 
 @dataclass
@@ -115,95 +111,6 @@ def prior_config_where(autoencoder: str | os.PathLike, level: int, overrides: li
     if overrides:
         return f"--set {' '.join(overrides)} (prior of level {level})"
     return f"{autoencoder}/config.yaml: priors (level {level})"
-
-
-# ---------------------------------------------------------------------- training loop
-@torch.no_grad()
-def evaluate_prior(
-    prior, kind: PriorKind, level: int, codes: CodeSet, batch_size: int = 256, limit: int | None = None,
-    device: torch.device | str = "cpu",
-) -> float:
-    """Mean negative log-likelihood in nats per image of ``level``'s codes over (the first ``limit`` of) ``codes``."""
-    was_training = prior.training
-    prior.eval()
-    n = len(codes) if limit is None else min(limit, len(codes))
-    total = 0.0
-    for start in range(0, n, batch_size):
-        batch, labels = codes.batch(slice(start, min(start + batch_size, n)))
-        batch = [c.to(device) for c in batch]
-        labels = None if labels is None else labels.to(device)
-        total += float(kind.nll(prior, batch, labels, level).sum())
-    prior.train(was_training)
-    return total / max(n, 1)
-
-
-class PriorTask(Task):
-    """A prior over one level's codes: cross-entropy in nats per code on ``train``'s codes (batches of
-    ``min(batch_size, N)``, seeded ``seed + epoch``, the last incomplete one dropped); bits per code and per image
-    on ``test``."""
-
-    def __init__(self, prior, kind: PriorKind, level: int, train: CodeSet, test: CodeSet, config: TrainConfig,
-                 codes_per_image: int, seed: int = 0, log=None, checkpoint_extra: dict | None = None) -> None:
-        self.prior, self.kind, self.level = prior, kind, level
-        self.train, self.test, self.config = train, test, config
-        self.codes_per_image = codes_per_image
-        self.seed = seed
-        self.eval_every = config.eval_every
-        self.checkpoint_extra = dict(checkpoint_extra or {})
-        self._log = log or logger.info
-        self.device = resolve_device(config.device)
-        self.batch_size = min(config.batch_size, len(train))
-
-    def phases(self) -> list[PhaseConfig]:
-        return [PhaseConfig("all", self.config.epochs)]
-
-    def module(self):
-        return self.prior
-
-    def steps_per_epoch(self) -> int:
-        return len(self.train) // self.batch_size
-
-    def batches(self, epoch: int) -> list[torch.Tensor]:
-        bs = self.batch_size
-        order = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(self.seed + epoch))
-        return list(order[: self.steps_per_epoch() * bs].split(bs))
-
-    def loss(self, index: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        codes, labels = self.train.batch(index)
-        codes = [c.to(self.device) for c in codes]
-        labels = None if labels is None else labels.to(self.device)
-        loss = self.kind.nll(self.prior, codes, labels, self.level).mean() / self.codes_per_image
-        return loss, {"nats": float(loss.detach())}
-
-    def postfix(self, values: dict[str, float]) -> dict[str, str]:
-        return {"bits_per_code": f"{values['nats'] / LN2:.3f}"}
-
-    def train_stats(self, sums: dict[str, float], count: int) -> dict[str, float]:
-        return {"bits_per_code": sums.get("nats", 0.0) / max(count, 1) / LN2}
-
-    def evaluate(self) -> dict:
-        cfg = self.config
-        per_image = evaluate_prior(self.prior, self.kind, self.level, self.test, cfg.eval_batch_size, cfg.eval_limit,
-                                   self.device)
-        return {"test": {"bits_per_code": per_image / self.codes_per_image / LN2, "bits_per_image": per_image / LN2}}
-
-    def record(self, record: dict, evaluated: bool) -> dict:
-        return {k: v for k, v in record.items() if k not in ("phase", "phase_epoch")}
-
-    def log_epoch(self, record: dict) -> None:
-        msg = f"prior level {self.level} epoch {record['epoch']}: train {record['train']['bits_per_code']:.4f} bits/code"
-        if "test" in record:
-            msg += f", test {record['test']['bits_per_code']:.4f} bits/code ({record['test']['bits_per_image']:.1f} bits/image)"
-        self._log(msg + f" ({record['train_s']:.0f}s)")
-
-    def describe_resume(self, phase, epoch: int) -> str:
-        return f"prior level {self.level}: resuming after epoch {epoch} of {self.config.epochs}"
-
-    def log(self, message: str) -> None:
-        self._log(message)
-
-    def progress_label(self, phase) -> str:
-        return f"prior level {self.level}"
 
 
 def fit_prior(
@@ -327,8 +234,6 @@ def prior_run(
     its directory with the configuration saved there (data keys may still point at the images); it cannot be
     combined with other overrides, ``class_conditional`` or ``overwrite``.
     """
-    from ..train.config import with_overrides
-    from ..zoo import resolve
 
     log = log or logger.info
     ae_ref = ae_run
@@ -485,135 +390,13 @@ def prior_run(
 
 
 # ---------------------------------------------------------------------- sampling
-@dataclass
-class Samples:
-    """Sampled images (N, C, H, W) on [0, 1], their labels (N,) or ``None``, the grid's row length, the
-    sampling time (all levels and the decoder) and samples per second."""
-
-    images: torch.Tensor
-    labels: torch.Tensor | None
-    nrow: int
-    seconds: float
-    samples_per_s: float
-    codes: list[torch.Tensor]
-    row_labels: list[str] | None = None  # class-conditional: the class name of every row of the grid
-
-
-def find_priors(ae_run: str | os.PathLike) -> list[Path]:
-    """The prior run directories under ``AE_RUN/priors/`` (what ``hiervq sample`` uses without ``--priors``)."""
-    return [prior.path for prior in RunDir(ae_run).find_priors()]
-
-
-def load_priors(ae_run: str | os.PathLike, prior_dirs: list[str | os.PathLike], model) -> tuple[dict[int, Any], dict]:
-    """Load prior run directories for ``model``: ({level: prior}, metadata of the first class-conditional one)."""
-    key = cache_key(resolve_model_dir(ae_run), {})
-    priors: dict[int, Any] = {}
-    class_meta: dict = {}
-    for d in prior_dirs:
-        meta = read_meta(d).get("extra") or {}
-        if "level" not in meta:
-            raise HierVQError(f"{d}: not a prior run (no level in its model metadata)")
-        if meta.get("autoencoder_key") not in (None, key):
-            raise HierVQError(f"{d}: this prior was trained on the codes of another autoencoder ({meta.get('autoencoder')})")
-        level = int(meta["level"])
-        if level in priors:
-            raise HierVQError(f"two priors for level {level} (the second is {d})")
-        priors[level] = load(d)
-        if meta.get("class_conditional") and not class_meta:
-            class_meta = meta
-    return priors, class_meta
-
-
-def class_index(text: str | int, meta: dict) -> int:
-    """A class given as an index or a name (from the prior's class names)."""
-    names = meta.get("class_names") or []
-    num = meta.get("num_classes") or len(names)
-    try:
-        index = int(text)
-    except (TypeError, ValueError):
-        if text not in names:
-            raise HierVQError(f"unknown class {text!r} (classes: {', '.join(names) or f'0..{num - 1}'})") from None
-        index = names.index(text)
-    if not 0 <= index < num:
-        raise HierVQError(f"class {index} is out of range (the priors know {num} classes: 0..{num - 1})")
-    return index
-
-
-def check_sampling(temperature: float, seed: int) -> None:
-    """``--temperature`` must be a finite number > 0 and ``--seed`` in [0, 2**63) (torch's generator seeds)."""
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise HierVQError(f"--temperature must be a finite number > 0, got {temperature}")
-    if not 0 <= seed < 2**63:
-        raise HierVQError(f"--seed must be in [0, 2**63), got {seed}")
-
-
-def sample_run(
-    ae_run: str | os.PathLike,
-    prior_dirs: list[str | os.PathLike] | None = None,
-    n: int = 64,
-    class_label: str | int | None = None,
-    temperature: float = 1.0,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-) -> Samples:
-    """Sample ``n`` images level by level (top first) with the priors and decode them.
-
-    Class-conditional priors without ``class_label`` give one row per class of ``ceil(n / classes)`` images.
-    """
-    if n < 1:
-        raise HierVQError(f"-n must be >= 1, got {n}")
-    check_sampling(temperature, seed)
-    from ..zoo import resolve
-
-    ae_run = resolve(ae_run)  # a run directory, or a shipped tokenizer with priors by name
-    device = torch.device(device or env_device())
-    model = load(ae_run, device=device)
-    kind = prior_kind_for(model)
-    dirs = list(prior_dirs or find_priors(ae_run))
-    if not dirs:
-        raise HierVQError(f"no priors given and none under {RunDir(ae_run).priors}; train them with `hiervq prior`")
-    priors, meta = load_priors(ae_run, dirs, model)
-    priors = {lv: p.to(device) for lv, p in priors.items()}
-    labels, nrow = None, min(8, n)
-    if meta:
-        if class_label is not None:
-            labels = torch.full((n,), class_index(class_label, meta), dtype=torch.long)
-        else:
-            classes = int(meta["num_classes"])
-            nrow = math.ceil(n / classes)
-            labels = torch.arange(classes).repeat_interleave(nrow)
-        n = len(labels)
-        labels = labels.to(device)
-    elif class_label is not None:
-        raise HierVQError("--class needs class-conditional priors (train them with --class-conditional)")
-    generator = torch.Generator(device=device).manual_seed(seed)
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        codes = kind.sample(model, priors, n, labels, temperature, generator)
-        images = model.decode(model.codes_from_list(codes)).clamp(0, 1).cpu()
-    seconds = time.perf_counter() - t0
-    row_labels = None
-    if labels is not None:
-        names = list(meta.get("class_names") or [])
-        per_row = labels.cpu()[::nrow].tolist()
-        row_labels = [names[c] if c < len(names) else f"class {c}" for c in per_row]
-    return Samples(images, None if labels is None else labels.cpu(), nrow, seconds, n / seconds, [c.cpu() for c in codes],
-                   row_labels)
-
-
 __all__ = [
     "PriorRunConfig",
-    "PriorTask",
-    "Samples",
     "default_prior_dir",
-    "evaluate_prior",
-    "find_priors",
     "fit_prior",
     "has_checkpoint",
-    "load_priors",
     "prior_run",
     "read_prior_config",
     "resolve_prior_config",
     "run_codes",
-    "sample_run",
 ]
