@@ -26,7 +26,6 @@ the weights and the data config) and shared by the priors of all levels.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import os
@@ -52,7 +51,7 @@ from .checkpoint import has_checkpoint, load_checkpoint
 from .config import apply_overrides, read_yaml_mapping, with_overrides
 from .report import write_prior_report
 from .run import model_run_config, seed_everything
-from .rundir import RunLock, Swap, check_run_dir, lock_path, remove_leftovers, remove_stale_tmp
+from .rundir import RunSession
 from .trainer import Trainer
 
 logger = logging.getLogger(__name__)
@@ -255,8 +254,12 @@ def prior_run(
     if resume and (overrides or class_conditional is not None or overwrite):
         raise HierVQError("--resume continues with the prior run's saved config: drop --set (but for data keys), "
                           "--class-conditional and --overwrite")
+    # one writer per prior run directory, for the whole run; the autoencoder run is locked too (its codes.npz is
+    # written, its model read), so a `train --overwrite` of it is refused while the prior runs
+    session = RunSession(out_dir, resume=resume, overwrite=overwrite, what="prior run directory",
+                         also_lock=[folder] if is_run else [], check_resume=False)  # resume: load_checkpoint says why
     if not resume:
-        check_run_dir(out_dir, overwrite=overwrite, what="prior run directory")  # before creating even the lock file
+        session.check()  # before creating even the lock file
         config = resolve_prior_config(ae_config.priors, str(ae_ref), lv, ae_config.seed, class_conditional, overrides)
         # the architecture keys too, before anything is written or extracted; errors blame the file or --set
         for where_overrides in ([None, overrides] if overrides else [None]):
@@ -264,26 +267,16 @@ def prior_run(
                                          where_overrides)
             kind.build_prior(model, lv, dict(trial.model), 2 if trial.class_conditional else None,
                              f"{prior_config_where(ae_ref, lv, where_overrides)}: model")
-    with contextlib.ExitStack() as stack:
-        # one writer per prior run directory, for the whole run; the autoencoder run is locked too (its codes.npz is
-        # written, its model read), so a `train --overwrite` of it is refused while the prior runs
-        ae_lock = None
-        if is_run and lock_path(folder) != lock_path(out_dir):
-            ae_lock = stack.enter_context(RunLock(folder))
-        out_lock = stack.enter_context(RunLock(out_dir))
-        swap = stack.enter_context(Swap(out_dir))  # an old prior run comes back if this one fails
+    with session:  # an old prior run comes back if this one fails
         ae_key = cache_key(resolve_model_dir(folder), {})
         state = None
-        remove_leftovers(out_dir)  # of a swap that a kill interrupted
         if resume:
             state = load_checkpoint(out_run.checkpoint)
             config = read_prior_config(out_dir)
             if state.get("autoencoder_key") != ae_key or config.level != lv:
                 raise HierVQError(f"{out_dir}: this prior run belongs to {config.autoencoder} level {config.level}, "
                                   f"not to the weights of {ae_ref} level {lv}")
-            remove_stale_tmp(out_dir)
-        else:
-            check_run_dir(out_dir, overwrite=overwrite, what="prior run directory")  # again, holding the lock
+            session.resume()
         data_config = ae_config.data
         if resume and config.data:
             data_config = with_overrides({"data": config.data}, None, str(out_run.config)).data
@@ -292,8 +285,6 @@ def prior_run(
         if not resume and (data_overrides or not is_run):
             config.data = to_dict(data_config)  # what --resume reads again
         info = kind.level_info(model, lv)
-        if ae_lock is not None:
-            ae_lock.writing = True  # RUN/codes.npz may be written now
         key = cache_key(resolve_model_dir(folder), to_dict(data_config))
         if own_codes and state is None:  # encoded now, written into the prior run directory once it is started
             found = load_codes(codes_file) if codes_file.is_file() else (None, None)  # --overwrite: reuse them
@@ -310,13 +301,12 @@ def prior_run(
                 raise HierVQError(f"{ae_ref}: the data has no labels, so the prior cannot be class-conditional")
             num_classes = max(train.num_classes or 0, test.num_classes or 0)
         seed_everything(config.seed)
-        out_lock.writing = True  # the prior run is written from here on
         model_where = f"{out_run.config if resume else prior_config_where(ae_ref, lv, overrides)}: model"
         prior = kind.build_prior(model, lv, dict(config.model), num_classes, model_where)
 
         if state is None:
             # validated and the prior built: only now replace an old prior run
-            swap.start({RunDir.CONFIG: yaml.safe_dump(to_dict(config), sort_keys=False).encode()})
+            session.start({RunDir.CONFIG: yaml.safe_dump(to_dict(config), sort_keys=False).encode()})
             if own_codes:
                 tmp = out_dir.parent / f".{out_dir.name}.codes.npz"
                 if tmp.is_file():
@@ -325,7 +315,7 @@ def prior_run(
                     save_codes(out_run.codes, code_sets, key)
             else:
                 _link_or_copy(codes_file, out_run.codes)
-                out_lock.claim(out_run.codes)  # a hard link keeps the time stamp of the run's codes.npz
+                session.claim(out_run.codes)  # a hard link keeps the time stamp of the run's codes.npz
         n_codes = info["codes_per_image"]
         params = sum(p.numel() for p in prior.parameters())
         depth = info.get("depth", 1)

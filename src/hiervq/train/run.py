@@ -7,6 +7,7 @@ writing it holds the lock ``.RUN.lock`` beside it (see :mod:`hiervq.train.rundir
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -18,6 +19,7 @@ import torch
 
 from ..data import DataConfig, DataSplits, load_data
 from ..errors import ConfigError, DataError, HierVQError
+from ..extras import require
 from ..io import atomic_write_bytes
 from ..layout import RunDir
 from ..models.base import DiscreteAutoencoder
@@ -26,16 +28,8 @@ from .checkpoint import load_checkpoint
 from .config import RunConfig, config_from_dict, dump_config, read_yaml_mapping
 from .distributed import DistInfo, barrier, cleanup, describe_processes, env_device, setup
 from .report import make_summary, write_report
-from .rundir import (
-    RunLock,
-    check_run_dir,
-    commit_swap,
-    mark_output_dir,
-    remove_leftovers,
-    remove_stale_tmp,
-    start_run_dir,
-    undo_swap,
-)
+from .rundir import RunSession, check_resumable, check_run_dir, commit_swap, start_run_dir
+from .tensorboard import TensorBoardLogger
 from .trainer import Callback, Trainer
 
 logger = logging.getLogger(__name__)
@@ -62,17 +56,6 @@ def prepare_run_dir(run_dir: str | Path, resume: bool = False, overwrite: bool =
     check_run_dir(run_dir, overwrite=overwrite, what=what)
     commit_swap(start_run_dir(run_dir))
     return run_dir
-
-
-def check_resumable(run_dir: str | Path) -> None:
-    """Raise HierVQError unless ``run_dir`` can be resumed: it has a checkpoint, or it is a run hiervq started
-    (marker and config.yaml) that stopped before its first checkpoint, which ``--resume`` starts from scratch."""
-    run = RunDir(run_dir)
-    if run.has_checkpoint():
-        return
-    if not (run.marker.is_file() and run.config.is_file()):
-        raise HierVQError(f"{run}: nothing to resume (no {RunDir.CHECKPOINTS}/{RunDir.LAST}, and not a run hiervq "
-                          "started)")
 
 
 def check_epochs(config: RunConfig, state: dict, run_dir: str | Path) -> None:
@@ -152,40 +135,34 @@ def train_run(
     (:func:`~hiervq.train.rundir.start_run_dir`).
     """
     dist: DistInfo = setup(config.train.device)
-    lock = board = aside = None
-    try:
+    board = None
+    with contextlib.ExitStack() as stack:
+        stack.callback(cleanup, dist)
         run_dir = Path(run_dir)
         run = RunDir(run_dir)
-        check = (lambda: check_resumable(run_dir)) if resume else (lambda: check_run_dir(run_dir, overwrite=overwrite))
+        session = RunSession(run_dir, resume=resume, overwrite=overwrite) if dist.is_main else None
         if config.train.tensorboard and dist.is_main:
-            from ..extras import require
-
             require("tensorboard", "train.tensorboard: true")  # before anything is written
-        if dist.is_main:
-            check()  # refuse before reading the data
+        if session is not None:
+            session.check()  # refuse before reading the data
         seed_everything(config.seed)
         data = data or load_data(config.data)
         model = build_for_data(config, data)  # validated before anything is written, even the lock file
         if config.train.batch_size > len(data.train):
             raise ConfigError(f"{config.source}: train.batch_size {config.train.batch_size} is larger than the "
                               f"{len(data.train)} training images; lower it")
-        if dist.is_main:
-            lock = RunLock(run_dir).acquire()  # one writer per run, for the whole run (under torchrun: rank 0)
-            remove_leftovers(run_dir)  # of a swap that a kill interrupted
-            check()  # again: another process may have written it before we held the lock
-            if resume:
-                remove_stale_tmp(run_dir)  # of atomic writes that a kill interrupted
-                mark_output_dir(run_dir)  # runs from before the marker: recognisable from now on
+        if session is not None:
+            stack.enter_context(session)  # one writer per run, for the whole run (under torchrun: rank 0)
         state = load_checkpoint(run.checkpoint) if resume and run.has_checkpoint() else None
         if state is not None:
             load_state(model, state["model"], str(run.checkpoint))  # a mismatch names the parameters and shapes
             check_epochs(config, state, run_dir)
-        if dist.is_main:
-            lock.writing = True
+        if session is not None:
             if not resume:  # validated: only now replace an old run (a typo must not destroy it)
                 # the old run waits aside until the new one holds its first checkpoint (or comes back)
-                aside = start_run_dir(run_dir, {RunDir.CONFIG: dump_config(config).encode()})
+                session.start({RunDir.CONFIG: dump_config(config).encode()})
             else:
+                session.resume()
                 # config.yaml is always the config that runs (e.g. after --resume --set train.epochs=3)
                 text = dump_config(config).encode()
                 if not run.config.is_file() or run.config.read_bytes() != text:
@@ -202,42 +179,23 @@ def train_run(
             if dist.enabled:
                 logger.info(describe_processes(dist, config.train.batch_size))
         callbacks = list(callbacks)
-        if dist.is_main:
-            def checkpointed(_trainer: Trainer, _record: dict) -> None:  # after every epoch's checkpoint
-                nonlocal aside
-                commit_swap(aside)
-                aside = None
-                lock.record()
-
-            callbacks.insert(0, checkpointed)
+        if session is not None:
+            callbacks.insert(0, lambda _trainer, _record: session.checkpointed())  # after every epoch's checkpoint
         if config.train.tensorboard and dist.is_main:
-            from .tensorboard import TensorBoardLogger
-
             shown = data.val if data.val is not None else data.test  # never test images while training, given val
             board = TensorBoardLogger(run_dir, shown.batch(slice(0, 16))[0],
                                       resume_step=int(state["step"]) if state is not None else None,
                                       every=config.train.log_every)
+            stack.callback(board.close)
             callbacks.append(board)
         trainer = Trainer(config.train, run_dir, seed=config.seed, dist=dist, callbacks=callbacks)
         history = trainer.fit(model, data, resume=state)
         summary: dict[str, Any] = {}
         if dist.is_main:
             summary = finish_run(run_dir, model, data, trainer, history, config.data)
-            commit_swap(aside)  # a run of 0 epochs has no checkpoint
-            aside = None
+            session.checkpointed()  # a run of 0 epochs has no checkpoint: it stands once finished
         barrier(dist)
         return summary
-    except BaseException:
-        if aside is not None:  # failed before its first checkpoint: the old run comes back, untouched
-            undo_swap(run_dir, aside)
-            logger.warning("%s: the new run failed before its first checkpoint; the previous run is back", run_dir)
-        raise
-    finally:
-        if board is not None:
-            board.close()
-        if lock is not None:
-            lock.release()
-        cleanup(dist)
 
 
 def finish_run(run_dir: Path, model: DiscreteAutoencoder, data: DataSplits, trainer: Trainer, history: list[dict],

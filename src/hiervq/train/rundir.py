@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import os
 import re
 import shutil
@@ -50,6 +51,8 @@ from ..layout import (
     SWEEP_TABLE,
     RunDir,
 )
+
+logger = logging.getLogger(__name__)
 
 RUN_MARKER = RunDir.MARKER
 #: what hiervq writes at the top of a run, prior run, compare, sweep or classify output directory
@@ -393,6 +396,100 @@ class Swap:
             self.old = None
 
 
+def check_resumable(run_dir: str | os.PathLike) -> None:
+    """Raise HierVQError unless ``run_dir`` can be resumed: it has a checkpoint, or it is a run hiervq started
+    (marker and config.yaml) that stopped before its first checkpoint, which ``--resume`` starts from scratch."""
+    run = RunDir(run_dir)
+    if run.has_checkpoint():
+        return
+    if not (run.marker.is_file() and run.config.is_file()):
+        raise HierVQError(f"{run}: nothing to resume (no {RunDir.CHECKPOINTS}/{RunDir.LAST}, and not a run hiervq "
+                          "started)")
+
+
+class RunSession:
+    """The one lifecycle of a run directory (an autoencoder run, a prior run) written by one process.
+
+    ::
+
+        session = RunSession(run_dir, resume=False, overwrite=True)
+        session.check()                  # before the data is read: refuse early (nothing is written)
+        with session:                    # the lock (and ``also_lock``'s), then the checks again under it
+            session.start({"config.yaml": ...})   # a new run: the old one waits aside (or session.resume())
+            ...                          # train; after every checkpoint: session.checkpointed()
+        # leaving on an error before the first checkpoint brings the old run back; the manifest lists what was
+        # written; the locks are released
+
+    ``resume``: continue the run (``check_resume``: refuse one that holds nothing to continue, see
+    :func:`check_resumable`); else create or, with ``overwrite``, replace it (:func:`check_run_dir`). ``also_lock``:
+    other hiervq runs this one writes into or reads from (a prior run locks its autoencoder run).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, resume: bool = False, overwrite: bool = False,
+                 what: str = "run directory", also_lock: tuple | list = (), check_resume: bool = True) -> None:
+        self.run_dir = Path(run_dir)
+        self.resuming, self.overwrite, self.what = resume, overwrite, what
+        self.check_resume = check_resume
+        self.lock = RunLock(self.run_dir)
+        self.also = [RunLock(p) for p in also_lock if lock_path(p) != self.lock.path]
+        self.swap = Swap(self.run_dir)
+        self._held: list[RunLock] = []
+
+    def check(self) -> None:
+        """Refuse a run directory this session may not write (call it before any work; again on entering)."""
+        if not self.resuming:
+            check_run_dir(self.run_dir, overwrite=self.overwrite, what=self.what)
+        elif self.check_resume:
+            check_resumable(self.run_dir)
+
+    def __enter__(self) -> RunSession:
+        try:
+            for lock in [*self.also, self.lock]:
+                self._held.append(lock.acquire())
+                lock.writing = lock is not self.lock  # the main run: from start() or resume() on
+            remove_leftovers(self.run_dir)  # of a swap that a kill interrupted
+            self.check()  # again: another process may have written it before we held the lock
+            if self.resuming:
+                remove_stale_tmp(self.run_dir)  # of atomic writes that a kill interrupted
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    def start(self, files: dict[str, bytes] | None = None) -> None:
+        """Create the new run with ``files`` (or replace the old one, which waits aside until
+        :meth:`checkpointed`)."""
+        self.lock.writing = True
+        self.swap.start(files)
+
+    def resume(self) -> None:
+        """Continue the run in place (runs from before the marker get one)."""
+        self.lock.writing = True
+        mark_output_dir(self.run_dir)
+
+    def claim(self, path: str | os.PathLike) -> None:
+        """Count ``path`` as written by this session whatever its time stamp (:meth:`RunLock.claim`)."""
+        self.lock.claim(path)
+
+    def checkpointed(self) -> None:
+        """The run holds a checkpoint: the old run goes, and the manifest lists what was written so far."""
+        self.swap.commit()
+        self.lock.record()
+
+    def _release(self) -> None:
+        while self._held:
+            self._held.pop().release()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is not None and self.swap.old is not None:
+                logger.warning("%s: the new run failed before its first checkpoint; the previous run is back",
+                               self.run_dir)
+            self.swap.__exit__(exc_type, exc, tb)
+        finally:
+            self._release()
+
+
 def remove_leftovers(run_dir: str | os.PathLike) -> None:
     """Clean up after a process killed during or after :func:`start_run_dir`'s swap (call it holding the lock):
     delete ``.NAME.new-*``; when ``NAME`` is missing, or is a new run killed before its first checkpoint (the swap
@@ -523,10 +620,12 @@ __all__ = [
     "RUN_MARKER",
     "RunDir",
     "RunLock",
+    "RunSession",
     "Swap",
     "check_output_path",
     "check_replaceable",
     "check_output_file",
+    "check_resumable",
     "check_run_dir",
     "commit_swap",
     "default_run_dir",
