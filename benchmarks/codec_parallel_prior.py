@@ -67,7 +67,7 @@ def fit(model, codes, arch: str, params: dict, epochs: int, lr: float, log) -> t
         config = TrainConfig(epochs=epochs, batch_size=64, lr=lr, schedule="cosine", warmup_steps=100, grad_clip=1.0,
                              progress=False, eval_limit=2000)
         n = kind.level_info(model, lv)["codes_per_image"]
-        _, s = fit_prior(prior, kind, lv, codes["train"], codes["test"], config, n, log=log)
+        _, s, _ = fit_prior(prior, kind, lv, codes["train"], codes["test"], config, n, log=log)
         per_image = evaluate_prior(prior, kind, lv, codes["test"], 256) / LN2
         log(f"  {arch} level {lv}: {per_image:.2f} bits/image ({s:.0f}s)")
         priors[lv] = prior.eval()

@@ -272,12 +272,15 @@ def test_prior_runs_and_sampling_on_digits(tmp_path, capsys):
         assert summary["bits_per_image"] == pytest.approx(summary["bits_per_code"] * info.positions)
         assert summary["class_conditional"] and summary["grid"] == list(info.grid)
         lines = (d / "metrics.jsonl").read_text().splitlines()
-        assert len(lines) == 2 and "test" in json.loads(lines[-1])
+        # per-epoch numbers on the validation split; the test split once, in summary.json, beside val
+        assert len(lines) == 2 and "val" in json.loads(lines[-1]) and "test" not in json.loads(lines[-1])
         assert (d / "codes.npz").is_file() and isinstance(hiervq.load(d), PixelCNN)
         meta = json.loads((d / "model" / "config.json").read_text())["extra"]
         assert meta["level"] == level and meta["class_conditional"] and meta["num_classes"] == 10
         report = (d / "report.md").read_text()  # the prior run's report: final NLL and the per-epoch curve/table
-        assert f"{summary['bits_per_code']:.4f}" in report and "| 2 |" in report and "test bits/code" in report
+        assert f"{summary['bits_per_code']:.4f}" in report and "| 2 |" in report and "val bits/code" in report
+        assert summary["selected_on"] == "val" and summary["test"]["bits_per_image"] == summary["bits_per_image"]
+        assert summary["val"]["images"] >= 1 and summary["selected_epoch"] in (1, 2)
         assert (d / "nll.png").is_file() == have_matplotlib()
         assert ("nll.png" in report) == have_matplotlib()
     # codes were extracted once, for both levels
@@ -417,7 +420,7 @@ def test_prior_resume_is_exact(tmp_path):
     assert all(torch.equal(full[k], cut[k]) for k in full)
 
     def nll_per_epoch(d):
-        return [(r["epoch"], r["train"], r["test"]) for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())]
+        return [(r["epoch"], r["train"], r["val"]) for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())]
 
     assert nll_per_epoch(tmp_path / "cut") == nll_per_epoch(tmp_path / "full")
     assert summary["epochs"] == 2

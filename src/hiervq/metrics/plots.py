@@ -371,11 +371,12 @@ def plot_progressive(images: torch.Tensor, lengths: list[int], path: str | Path)
 
 @_chart
 def plot_nll(history: list[dict], path: str | Path, uniform_bits_per_code: float | None = None) -> None:
-    """A prior run's curve: train and test negative log-likelihood in bits per code against the epoch (records of
+    """A prior run's curve: train and val (else test) negative log-likelihood in bits per code against the epoch (records of
     its ``metrics.jsonl``), with the uniform code length log2(K) as a reference line."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
-    for split, style in (("train", "o-"), ("test", "s-")):
+    held_out = "val" if any("val" in r for r in history) else "test"  # per-epoch numbers: val when there is one
+    for split, style in (("train", "o-"), (held_out, "s-")):
         pts = [(r["epoch"], r[split]["bits_per_code"]) for r in history if "bits_per_code" in (r.get(split) or {})]
         if pts:
             ax.plot(*zip(*pts), style, label=split)

@@ -40,19 +40,24 @@ def evaluate_prior(
 class PriorTask(Task):
     """A prior over one level's codes: cross-entropy in nats per code on ``train``'s codes (batches of
     ``min(batch_size, N)``, seeded ``seed + epoch``, the last incomplete one dropped); bits per code and per image
-    on ``test``."""
+    per epoch on ``val`` (the weights of the epoch with the fewest val bits kept in :attr:`best` with
+    ``train.keep: best``), or on ``test`` when there is no validation split (nothing selected then)."""
 
     def __init__(self, prior, kind: PriorKind, level: int, train: CodeSet, test: CodeSet, config: TrainConfig,
-                 codes_per_image: int, seed: int = 0, log=None, checkpoint_extra: dict | None = None) -> None:
+                 codes_per_image: int, seed: int = 0, log=None, checkpoint_extra: dict | None = None,
+                 val: CodeSet | None = None) -> None:
         self.prior, self.kind, self.level = prior, kind, level
-        self.train, self.test, self.config = train, test, config
+        self.train, self.test, self.val, self.config = train, test, val, config
+        #: the best epoch on val so far: {"epoch", "bits_per_image", "state"} (the prior's tensors on the CPU)
+        self.best: dict | None = None
+        self._extra = dict(checkpoint_extra or {})
         self.codes_per_image = codes_per_image
         self.seed = seed
         self.eval_every = config.eval_every
-        self.checkpoint_extra = dict(checkpoint_extra or {})
         self._log = log or logger.info
         self.device = resolve_device(config.device)
         self.batch_size = min(config.batch_size, len(train))
+        self.epochs_done = 0
 
     def phases(self) -> list[PhaseConfig]:
         return [PhaseConfig("all", self.config.epochs)]
@@ -81,19 +86,30 @@ class PriorTask(Task):
     def train_stats(self, sums: dict[str, float], count: int) -> dict[str, float]:
         return {"bits_per_code": sums.get("nats", 0.0) / max(count, 1) / LN2}
 
+    @property
+    def checkpoint_extra(self) -> dict:
+        return {**self._extra, **({"best": self.best} if self.best is not None else {})}
+
     def evaluate(self) -> dict:
         cfg = self.config
-        per_image = evaluate_prior(self.prior, self.kind, self.level, self.test, cfg.eval_batch_size, cfg.eval_limit,
-                                   self.device)
-        return {"test": {"bits_per_code": per_image / self.codes_per_image / LN2, "bits_per_image": per_image / LN2}}
+        split, codes = ("val", self.val) if self.val is not None else ("test", self.test)
+        per_image = evaluate_prior(self.prior, self.kind, self.level, codes, cfg.eval_batch_size, cfg.eval_limit,
+                                   self.device) / LN2
+        if split == "val" and cfg.keep == "best" and (self.best is None or per_image < self.best["bits_per_image"]):
+            state = {k: v.detach().to("cpu", copy=True) for k, v in self.prior.state_dict().items()}
+            self.best = {"epoch": self.epochs_done + 1, "bits_per_image": per_image, "state": state}
+        return {split: {"bits_per_code": per_image / self.codes_per_image, "bits_per_image": per_image}}
 
     def record(self, record: dict, evaluated: bool) -> dict:
+        self.epochs_done = record["epoch"]
         return {k: v for k, v in record.items() if k not in ("phase", "phase_epoch")}
 
     def log_epoch(self, record: dict) -> None:
         msg = f"prior level {self.level} epoch {record['epoch']}: train {record['train']['bits_per_code']:.4f} bits/code"
-        if "test" in record:
-            msg += f", test {record['test']['bits_per_code']:.4f} bits/code ({record['test']['bits_per_image']:.1f} bits/image)"
+        for split in ("val", "test"):
+            if split in record:
+                msg += (f", {split} {record[split]['bits_per_code']:.4f} bits/code "
+                        f"({record[split]['bits_per_image']:.1f} bits/image)")
         self._log(msg + f" ({record['train_s']:.0f}s)")
 
     def describe_resume(self, phase, epoch: int) -> str:

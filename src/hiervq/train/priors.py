@@ -125,19 +125,24 @@ def fit_prior(
     log=None,
     resume: dict | None = None,
     checkpoint_extra: dict | None = None,
-) -> tuple[list[dict], float]:
-    """Train ``prior`` on ``train``'s codes with cross-entropy (mean nats per code); evaluate on ``test``.
+    val: CodeSet | None = None,
+) -> tuple[list[dict], float, dict | None]:
+    """Train ``prior`` on ``train``'s codes with cross-entropy (mean nats per code); evaluate every epoch on ``val``
+    (on ``test`` when there is no ``val``).
 
     A :class:`PriorTask` fitted by the :class:`~hiervq.train.Trainer`: with a ``run_dir``, one record per epoch
     goes to ``run_dir/metrics.jsonl`` and ``run_dir/checkpoints/last.pt`` is written atomically after every epoch;
     ``resume`` (such a checkpoint) continues from it exactly: the same batches, dropout draws and weights as an
     uninterrupted fit. ``checkpoint_extra`` entries are stored in the checkpoint too. Returns (history, train
-    seconds).
+    seconds, the best epoch on val: ``{"epoch", "bits_per_image", "state"}`` or None).
     """
-    task = PriorTask(prior, kind, level, train, test, config, codes_per_image, seed, log, checkpoint_extra)
+    task = PriorTask(prior, kind, level, train, test, config, codes_per_image, seed, log, checkpoint_extra, val)
+    if resume is not None:
+        task.best = resume.get("best")
+        task.epochs_done = len(resume.get("history") or [])
     trainer = Trainer(config, run_dir, seed=seed, dist=DistInfo(device=task.device))
     history = trainer.fit_task(task, resume)
-    return history, trainer.train_seconds
+    return history, trainer.train_seconds, task.best
 
 
 # ---------------------------------------------------------------------- runs
@@ -164,11 +169,17 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
+def codes_key(ae_run: str | os.PathLike, data_config) -> str:
+    """The key of a run's codes cache: the model's weights and the data config. The cache holds train, val (when
+    the data has one) and test, so caches written before val existed are recomputed once."""
+    return cache_key(resolve_model_dir(ae_run), {**to_dict(data_config), "splits": "train/val/test"})
+
+
 def run_codes(ae_run: str | os.PathLike, model, data_config, batch_size: int = 256, log=None,
               path: str | os.PathLike | None = None) -> dict[str, CodeSet]:
-    """Train and test codes of an autoencoder's data, from the cache ``path`` (default ``AE_RUN/codes.npz``) or
+    """Train, val (when the data has one) and test codes of an autoencoder's data, from the cache ``path`` (default ``AE_RUN/codes.npz``) or
     encoded once and written there; ``ae_run`` is any model reference (:func:`hiervq.zoo.resolve`)."""
-    key = cache_key(resolve_model_dir(ae_run), to_dict(data_config))
+    key = codes_key(ae_run, data_config)
     cache = Path(path) if path is not None else RunDir(ae_run).codes
     return cached_codes(cache, key, model, load_images=_images(data_config), batch_size=batch_size,
                         device=env_device(), log=log)
@@ -179,7 +190,7 @@ def _images(data_config):
 
     def images():
         data = load_data(data_config)
-        return {"train": data.train, "test": data.test}
+        return {"train": data.train, **({"val": data.val} if data.val is not None else {}), "test": data.test}
 
     return images
 
@@ -285,7 +296,7 @@ def prior_run(
         if not resume and (data_overrides or not is_run):
             config.data = to_dict(data_config)  # what --resume reads again
         info = kind.level_info(model, lv)
-        key = cache_key(resolve_model_dir(folder), to_dict(data_config))
+        key = codes_key(folder, data_config)
         if own_codes and state is None:  # encoded now, written into the prior run directory once it is started
             found = load_codes(codes_file) if codes_file.is_file() else (None, None)  # --overwrite: reuse them
             code_sets = found[1] if found[0] == key else cached_codes(
@@ -294,7 +305,7 @@ def prior_run(
         else:
             code_sets = cached_codes(codes_file, key, model, load_images=_images(data_config),
                                      batch_size=config.code_batch_size, device=env_device(), log=log)
-        train, test = code_sets["train"], code_sets["test"]
+        train, test, val = code_sets["train"], code_sets["test"], code_sets.get("val")
         num_classes = None
         if config.class_conditional:
             if train.labels is None:
@@ -326,15 +337,22 @@ def prior_run(
         log(
             f"prior level {lv}: {type(prior).__name__} {params:,} parameters over {where_codes} of "
             f"K={info['codebook_size']} codes{depth_note}{' (class-conditional)' if num_classes else ''}; "
-            f"{len(train)} train / {len(test)} test images"
+            f"{len(train)} train{f' / {len(val)} val' if val is not None else ''} / {len(test)} test images"
         )
         if not config.class_conditional:
             train = CodeSet(train.codes, None, train.class_names)
             test = CodeSet(test.codes, None, test.class_names)
-        history, seconds = fit_prior(prior, kind, lv, train, test, config.train, n_codes, out_dir, config.seed, log, state,
-                                     {"autoencoder_key": ae_key})
+            val = None if val is None else CodeSet(val.codes, None, val.class_names)
+        history, seconds, best = fit_prior(prior, kind, lv, train, test, config.train, n_codes, out_dir, config.seed,
+                                           log, state, {"autoencoder_key": ae_key}, val)
         device = resolve_device(config.train.device)
+        selected = {"selected_on": "last", "selected_epoch": history[-1]["epoch"] if history else 0}
+        if best is not None:  # the epoch with the fewest val bits: what the prior run keeps
+            prior.load_state_dict(best["state"])
+            selected = {"selected_on": "val", "selected_epoch": best["epoch"]}
         per_image = evaluate_prior(prior, kind, lv, test, config.train.eval_batch_size, None, device) / LN2
+        val_bits = (evaluate_prior(prior, kind, lv, val, config.train.eval_batch_size, None, device) / LN2
+                    if val is not None else None)
         uniform = uniform_bits(info["codebook_size"], n_codes)
         summary = {
             "autoencoder": str(ae_ref),
@@ -353,6 +371,10 @@ def prior_run(
             "train_bits_per_code": history[-1]["train"]["bits_per_code"] if history else None,
             "test_images": len(test),
             "train_images": len(train),
+            **selected,
+            "test": {"bits_per_code": per_image / n_codes, "bits_per_image": per_image, "images": len(test)},
+            **({"val": {"bits_per_code": val_bits / n_codes, "bits_per_image": val_bits, "images": len(val)}}
+               if val is not None else {}),
             "params": params,
             "epochs": config.train.epochs,
             "train_s": round(seconds, 2),

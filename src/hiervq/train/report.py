@@ -127,7 +127,7 @@ Per-epoch numbers are in `metrics.jsonl`; the resolved configuration is `config.
 
 
 def write_prior_report(run_dir: str | Path, summary: dict, history: list[dict]) -> None:
-    """Write ``nll.png`` (train and test NLL in bits per code per epoch; needs matplotlib) and ``report.md`` (the
+    """Write ``nll.png`` (train and val (else test) NLL in bits per code per epoch; needs matplotlib) and ``report.md`` (the
     final numbers and the per-epoch table, which need nothing) of a finished prior run into ``run_dir``."""
     from ..metrics.plots import have_matplotlib, plot_nll
 
@@ -141,8 +141,12 @@ def write_prior_report(run_dir: str | Path, summary: dict, history: list[dict]) 
         value = (record.get(split) or {}).get("bits_per_code")
         return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
 
-    rows = "\n".join(f"| {r.get('epoch')} | {r.get('step')} | {bits(r, 'train')} | {bits(r, 'test')} | "
+    split = "val" if any("val" in r for r in history) else "test"  # per-epoch numbers: val when there is one
+    rows = "\n".join(f"| {r.get('epoch')} | {r.get('step')} | {bits(r, 'train')} | {bits(r, split)} | "
                       f"{r.get('train_s', 0):.0f} |" for r in history)
+    chosen = (f" The prior kept is epoch {summary.get('selected_epoch')}'s, the one with the fewest validation bits "
+              f"({summary['val']['bits_per_code']:.4f} bits/code on {summary['val']['images']} validation images); "
+              "the test split was evaluated once, at the end." if summary.get("selected_on") == "val" else "")
     grid = "x".join(str(v) for v in summary.get("grid") or [])
     conditional = "class-conditional" if summary.get("class_conditional") else "unconditional"
     text = f"""# hiervq prior run: level {summary.get('level')}
@@ -161,12 +165,12 @@ A {conditional} prior over the {grid} codes (K = {summary.get('codebook_size')})
 
 {figure}
 
-| epoch | step | train bits/code | test bits/code | train s |
+| epoch | step | train bits/code | {split} bits/code | train s |
 |-------|------|-----------------|----------------|---------|
 {rows}
 
-Train values are means over the epoch's batches; per-epoch test values are over the first `train.eval_limit`
-test codes, the final numbers above over all of them. The prior is in `model/`; sample with
+Train values are means over the epoch's batches; per-epoch {split} values are over the first `train.eval_limit`
+{split} codes, the final numbers above over all test codes.{chosen} The prior is in `model/`; sample with
 `hiervq sample {summary.get('autoencoder')}`.
 """
     atomic_write_bytes(RunDir(run_dir).report, text.encode())
