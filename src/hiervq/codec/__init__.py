@@ -4,7 +4,7 @@
 * :mod:`.format` -- the versioned ``.hvq`` file format (header, CRC-32, payload);
 * :mod:`.tables` -- the integer probability tables both sides compute alike.
 
-Needs the ``constriction`` package (``pip install 'hiervq[compress]'``). See docs/compression.md.
+Needs the ``constriction`` package (a core dependency). See docs/compression.md.
 """
 
 from .coder import Codec, Compressed, compress, decompress, model_id

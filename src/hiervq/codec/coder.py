@@ -61,7 +61,7 @@ def _constriction():
     try:
         import constriction
     except ImportError:
-        raise HierVQError("compression needs the constriction package: pip install 'hiervq[compress]'") from None
+        raise HierVQError("compression needs the constriction package (a dependency of hiervq): pip install constriction") from None
     return constriction
 
 
