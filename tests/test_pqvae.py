@@ -351,9 +351,9 @@ def test_the_flat_quantizer_keys_of_older_configs_still_work(tmp_path):
     codec id) as the new one."""
     import json
 
-    from hiervq.schema import with_old_keys as _id_config
     from hiervq.models.pqvae import QUANTIZER_KEYS
     from hiervq.pretrained import load, parse_config, save_pretrained
+    from hiervq.schema import with_old_keys as _id_config
     from hiervq.train.config import config_from_dict
 
     base = dict(image_size=16, in_channels=1, channels=16, blocks=1, res_channels=8, downsample=2, latent_channels=8,

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import torch
 
-
 METHODS = ("independent", "conditional")
 
 
