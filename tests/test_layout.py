@@ -66,11 +66,7 @@ def test_old_import_paths_still_work():
     from hiervq.io import atomic_write_bytes
     from hiervq.pretrained import atomic_write_bytes as old_atomic
     from hiervq.train.checkpoint import has_checkpoint
-    from hiervq.train.priors import default_prior_dir
     from hiervq.train.report import write_json as old_write_json
-    from hiervq.train.rundir import default_run_dir
 
     assert old_atomic is atomic_write_bytes and old_write_json is write_json
-    assert default_run_dir("x/y.yaml") == Path("runs/y")
-    assert default_prior_dir("r", 2) == Path("r/priors/level2")
     assert has_checkpoint("/nonexistent") is False

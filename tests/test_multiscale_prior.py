@@ -81,7 +81,7 @@ def test_nll_is_the_cross_entropy_of_the_logits_and_walk_is_teacher_forcing():
 def test_multiscale_tokens_condition_a_pixelcnn_and_a_next_scale_prior():
     """A prior below a multi-scale level reads its (B, T) tokens: every token of every scale reaches the logits;
     and the key that says so is left out of the codec's model id at its default."""
-    from hiervq.codec.coder import _id_config
+    from hiervq.schema import with_old_keys as _id_config
 
     torch.manual_seed(0)
     cond = torch.randint(0, 5, (2, 30))

@@ -352,25 +352,42 @@ def test_fsq_code_dim_must_match_its_levels():
 
 
 def test_every_quantizer_passes_its_codebook_options_through():
-    """The codebook settings are listed once (quantize.codebook.CODEBOOK_OPTIONS): every codebook-based quantizer
-    and QuantizerConfig.make hand the ones they take to their Codebook unchanged."""
+    """The codebook settings are declared once (quantize.CodebookConfig): every codebook-based quantizer and
+    QuantizerConfig.make hand them to their Codebook unchanged, given as a config or as keywords."""
     from hiervq.models.base import QuantizerConfig
-    from hiervq.quantize import MultiScaleVQ, ProgressiveQuantizer, ResidualVQ, VectorQuantizer
-    from hiervq.quantize.codebook import codebook_options
+    from hiervq.models.pqvae import PQQuantizerConfig
+    from hiervq.quantize import CodebookConfig, MultiScaleVQ, ProgressiveQuantizer, ResidualVQ, VectorQuantizer
 
-    opts = dict(ema_decay=0.9, init="random", kmeans_iters=3, dead_threshold=1.5, dead_window=7)
+    opts = dict(ema_decay=0.9, init="random", kmeans_iters=3, dead_threshold=1.5, dead_window=7, reseed="mean")
+    config = CodebookConfig(**opts)
+    pq = dict(map_size=2, steps=2, codebook_size=8, spatial_dim=2, channel_dim=2)
     layers = {
-        "vq": VectorQuantizer(4, 8, reseed="mean", cosine=True, chunk_elements=1024, **opts).codebook,
-        "residual": ResidualVQ(4, 8, 2, reseed="mean", **opts).books[1],
-        "multiscale": MultiScaleVQ(4, 8, [1, 2], reseed="mean", **opts).codebook,
-        "progressive": ProgressiveQuantizer(4, map_size=2, steps=2, codebook_size=8, spatial_dim=2, channel_dim=2,
-                                            **opts).codebook,
-        "config": QuantizerConfig(reseed="mean", **opts).make(4, 8).codebook,
+        "vq": VectorQuantizer(4, 8, cosine=True, chunk_elements=1024, **opts).codebook,
+        "vq-config": VectorQuantizer(4, 8, codebook=CodebookConfig(cosine=True, chunk_elements=1024, **opts)).codebook,
+        "residual": ResidualVQ(4, 8, 2, **opts).books[1],
+        "residual-config": ResidualVQ(4, 8, 2, codebook=config).books[1],
+        "multiscale": MultiScaleVQ(4, 8, [1, 2], **opts).codebook,
+        "multiscale-config": MultiScaleVQ(4, 8, [1, 2], codebook=config).codebook,
+        "progressive": ProgressiveQuantizer(4, **pq, **opts).codebook,
+        "progressive-config": ProgressiveQuantizer(4, **pq, codebook=config).codebook,
+        "config": QuantizerConfig(**opts).make(4, 8).codebook,
+        "pq-config": ProgressiveQuantizer(4, **pq, **PQQuantizerConfig(**opts).options()).codebook,
     }
     for name, book in layers.items():
         for key, value in opts.items():
             assert getattr(book, key) == value, (name, key)
-        assert book.reseed == ("sample" if name == "progressive" else "mean"), name
     assert layers["vq"].cosine and layers["vq"].chunk_elements == 1024 and not layers["residual"].cosine
-    assert codebook_options({"init": "data", "beta": 1.0}) == {"init": "data"}
-    assert codebook_options(QuantizerConfig(), ("init", "dead_window")) == {"init": "data", "dead_window": 10}
+    assert layers["vq-config"].cosine and layers["vq-config"].chunk_elements == 1024
+    # keywords replace the config's settings; a progressive quantizer's codebook starts from k-means
+    assert VectorQuantizer(4, 8, codebook=config, dead_window=2).codebook.dead_window == 2
+    assert ProgressiveQuantizer(4, **pq).codebook.init == "kmeans" == PQQuantizerConfig().init
+    with pytest.raises(TypeError, match="unexpected keyword argument 'num_codes'"):
+        VectorQuantizer(4, 8, num_codes=8)
+    for layer in (lambda **kw: ResidualVQ(4, 8, 2, **kw), lambda **kw: MultiScaleVQ(4, 8, [1, 2], **kw),
+                  lambda **kw: ProgressiveQuantizer(4, **pq, **kw)):
+        with pytest.raises(ValueError, match="does not support the codebook setting cosine"):
+            layer(cosine=True)
+        with pytest.raises(ValueError, match="does not support the codebook setting init_after"):
+            layer(codebook=CodebookConfig(init_after=2))
+    with pytest.raises(ValueError, match="unknown reseed"):
+        VectorQuantizer(4, 8, codebook=CodebookConfig(reseed="median"))

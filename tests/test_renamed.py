@@ -1,5 +1,5 @@
-"""One name for K: ``codebook_size``. The old spelling ``num_codes`` keeps working with a DeprecationWarning, and
-models saved before the rename still load."""
+"""One name for K: ``codebook_size``. Configs and models saved with the old spelling ``num_codes`` still load, through
+the one migration of renamed keys (:func:`hiervq.schema.from_dict`); the classes take the new name only."""
 
 import json
 import warnings
@@ -17,49 +17,44 @@ from hiervq.priors.pixelcnn import PixelCNNConfig
 from hiervq.priors.transformer import TransformerPrior, TransformerPriorConfig
 from hiervq.quantize import Codebook
 from hiervq.quantize.simvq import SimCodebook
-from hiervq.schema import from_dict
+from hiervq.schema import from_dict, with_old_keys
 
 
-@pytest.mark.parametrize("cls", [Codebook, SimCodebook])
-def test_codebooks_take_the_old_keyword_and_attribute(cls):
+@pytest.mark.parametrize("make", [
+    lambda **kw: Codebook(dim=4, **kw),
+    lambda **kw: SimCodebook(dim=4, **kw),
+    lambda **kw: PixelCNN(channels=4, layers=1, **kw),
+    lambda **kw: PixelCNNConfig(**kw),
+    lambda **kw: TransformerPriorConfig(**kw),
+    lambda **kw: CodeCountBayes(num_classes=2, **kw),
+])
+def test_the_classes_take_the_new_name_only(make):
+    """The old spelling is read from configs and saved models only (the one migration, in hiervq.schema); the
+    classes and functions themselves take ``codebook_size``."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the new name warns about nothing
-        book = cls(codebook_size=8, dim=4)
-    assert book.codebook_size == 8 and book.weight.shape == (8, 4)
-    with pytest.warns(DeprecationWarning, match="num_codes= is deprecated; use codebook_size="):
-        old = cls(num_codes=8, dim=4)
-    assert old.codebook_size == 8
-    with pytest.warns(DeprecationWarning, match="num_codes is deprecated"):
-        assert old.num_codes == 8
-    with pytest.raises(AttributeError):
-        old.num_codes = 3
-    with pytest.raises(TypeError, match="give codebook_size only"):
-        cls(codebook_size=8, num_codes=8, dim=4)
+        assert make(codebook_size=8) is not None
+    with pytest.raises(TypeError):  # an unexpected keyword, or codebook_size missing
+        make(num_codes=8)
 
 
-def test_prior_configs_and_classifiers_take_the_old_keywords():
-    with pytest.warns(DeprecationWarning):
-        prior = PixelCNN(num_codes=6, channels=4, layers=1, cond_num_codes=3)
-    assert prior.config.codebook_size == 6 and prior.config.cond_codebook_size == 3
-    with pytest.warns(DeprecationWarning):
-        assert PixelCNNConfig(num_codes=5).codebook_size == 5
-    with pytest.warns(DeprecationWarning):
-        assert prior.config.num_codes == 6
-    assert PixelCNN().config.codebook_size == 512  # the default is unchanged
-    with pytest.warns(DeprecationWarning):
-        seq = TransformerPrior(num_codes=7, length=3, dim=8, layers=1, heads=2)
-    assert seq.config.codebook_size == 7
-    with pytest.warns(DeprecationWarning):
-        assert CodeCountBayes(num_codes=4, num_classes=2).codebook_size == 4
+def test_functions_and_level_info_have_no_old_names():
     z = torch.tensor([[0, 1], [1, 2], [2, 3], [3, 0]])
     y = torch.tensor([0, 1, 0, 1])
-    with pytest.warns(DeprecationWarning):
-        old = bayes_curves(z, y, z, y, num_codes=4)
-    assert old == bayes_curves(z, y, z, y, codebook_size=4)
+    with pytest.raises(TypeError, match="num_codes"):
+        bayes_curves(z, y, z, y, num_codes=4)
+    assert bayes_curves(z, y, z, y, codebook_size=4)["prefix_lengths"] == [1, 2]
     info = LevelInfo((4, 2), codebook_size=16, code_dim=2, channels=3)
-    assert info.positions == 8
-    with pytest.warns(DeprecationWarning):
-        assert info.num_codes == 8
+    assert info.positions == 8 and not hasattr(info, "num_codes")
+
+
+def test_the_codec_id_hashes_the_old_names():
+    """with_old_keys is the inverse of the migration: what the codec hashes (the keys of format version 1)."""
+    config = PixelCNNConfig(codebook_size=9, cond_codebook_size=2)
+    old = with_old_keys(config)
+    assert old["num_codes"] == 9 and old["cond_num_codes"] == 2 and "codebook_size" not in old
+    assert "depth" not in old  # a key added since, at its default
+    assert from_dict(PixelCNNConfig, old) == config
 
 
 def test_configs_read_the_old_key_once():

@@ -89,7 +89,7 @@ def test_depth_prior_walk_equals_teacher_forcing_and_nll_sums_all_codes():
 def test_depth_one_state_and_model_id_are_unchanged():
     """depth 1 (every prior before residual levels) builds the same modules, and the codec's id leaves the new
     keys out at their defaults (test_compress pins the id itself)."""
-    from hiervq.codec.coder import _id_config
+    from hiervq.schema import with_old_keys as _id_config
 
     prior = PixelCNN(16, cond_codebook_size=4, channels=8, layers=2)
     assert not any(k.startswith("depth_") for k in prior.state_dict())

@@ -94,7 +94,9 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
     """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise :class:`ConfigError`. Keys renamed
-    since (``cls.RENAMED_KEYS``, old -> new; see :func:`hiervq.quantize.common.renamed`) are read as their new name.
+    since (``cls.RENAMED_KEYS``, old -> new; a dotted new name moves a key into a section) are read as their new
+    name: the one migration of renamed keys, for configs and saved models written before the rename (the classes
+    themselves take the new names only; :func:`with_old_keys` is the inverse).
     A key of ``cls.REFUSED_KEYS`` (key -> reason) is an error giving that reason.
 
     ``where`` prefixes every message (e.g. ``"configs/demo.yaml: model"``) so the user sees which key of which
@@ -159,11 +161,22 @@ def validated(obj: T, where: str = "config") -> T:
     return obj
 
 
-def with_old_keys(config: Any) -> dict[str, Any]:
-    """:func:`to_dict` of a config dataclass with the keys renamed since (``RENAMED_KEYS``) under their old names,
+def with_old_keys(config: Any) -> Any:
+    """:func:`to_dict` of a config dataclass as it was written before the keys changed (for ids that must not change
+    with them, e.g. the codec's model id): in every dataclass of the tree, keys added since (``ID_DEFAULTS``, key ->
+    default) left out at their default, keys renamed since (``RENAMED_KEYS``, old -> new) under their old names,
     settings moved into a section (``quantizer.estimator``) back at the top level, and a section they leave empty
-    dropped: the config as it was written before the renames (for ids that must not change with them)."""
-    d = to_dict(config)
+    dropped. The inverse of what :func:`from_dict` reads; together the one place renamed keys are handled."""
+    if isinstance(config, (list, tuple)):
+        return [with_old_keys(v) for v in config]
+    if isinstance(config, dict):
+        return {k: with_old_keys(v) for k, v in config.items()}
+    if not dataclasses.is_dataclass(config):
+        return config
+    d = {f.name: with_old_keys(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    for key, default in getattr(type(config), "ID_DEFAULTS", {}).items():
+        if d.get(key, default) == default:
+            d.pop(key, None)
     for old, new in getattr(type(config), "RENAMED_KEYS", {}).items():
         head, _, tail = new.partition(".")
         if not tail:

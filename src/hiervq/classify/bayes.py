@@ -17,8 +17,6 @@ from dataclasses import dataclass
 
 import torch
 
-from ..quantize.common import renamed
-
 METHODS = ("independent", "conditional")
 
 
@@ -29,7 +27,6 @@ def as_sequence(codes: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([c.reshape(c.shape[0], -1).long() for c in codes], 1)
 
 
-@renamed(num_codes="codebook_size")
 @dataclass
 class CodeCountBayes:
     """Code-count Bayes classifier (see the module docstring).

@@ -65,24 +65,14 @@ def _constriction():
     return constriction
 
 
-def _id_config(config) -> dict:
-    """A config as :func:`model_id` hashes it: keys renamed since format version 1 (``RENAMED_KEYS``, e.g. the
-    priors' ``codebook_size``, then ``num_codes``; PQ-VAE's ``quantizer.estimator``, then ``estimator``) under their
-    old names, and keys added since (``ID_DEFAULTS``, e.g. the PixelCNN's ``depth``) left out at their default,
-    so that a rename or a new key changes no model's id and files compressed before it still decompress."""
-    d = with_old_keys(config)
-    for key, default in getattr(type(config), "ID_DEFAULTS", {}).items():
-        if d.get(key, default) == default:
-            d.pop(key, None)
-    return d
-
-
 def model_id(model: nn.Module, priors: list[nn.Module]) -> bytes:
     """4 bytes naming an autoencoder and its priors (in coding order): SHA-256 of their registry names, configs
-    (keys as named in format version 1) and weights."""
+    (keys as named in format version 1, :func:`hiervq.schema.with_old_keys`: keys renamed since under their old
+    names, keys added since left out at their default, so that files compressed before still decompress) and
+    weights."""
     h = hashlib.sha256(b"hiervq-codec")
     for module in [model, *priors]:
-        meta = {"model": getattr(module, "registry_name", type(module).__name__), "config": _id_config(module.config)}
+        meta = {"model": getattr(module, "registry_name", type(module).__name__), "config": with_old_keys(module.config)}
         h.update(json.dumps(meta, sort_keys=True).encode())
         for key, value in module.state_dict().items():
             t = value.detach().cpu().contiguous()

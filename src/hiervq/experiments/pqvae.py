@@ -23,10 +23,8 @@ from ..data import ImageSet
 from ..errors import HierVQError
 from ..metrics import mse_per_image
 from ..metrics.plots import plot_bayes, plot_information, plot_progressive  # noqa: F401 - re-exported
-from ..quantize.common import renamed
 
 
-@renamed(num_codes="codebook_size")
 def bayes_curves(
     train_codes: torch.Tensor | list[torch.Tensor],
     train_labels: torch.Tensor,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,83 +14,54 @@ from torch import nn
 
 from ..errors import DataError
 from ..pretrained import save_pretrained
-from ..quantize import VectorQuantizer
-from ..quantize.common import code_bits, deprecated_alias
-from ..quantize.multiscale import scale_offsets
+from ..quantize import FSQ, LFQ, MultiScaleVQ, ResidualVQ, VectorQuantizer
+from ..quantize.codebook import DEFAULT_CHUNK_ELEMENTS, CodebookConfig
+from ..quantize.common import code_bits
+from ..quantize.fsq import check_levels
+from ..quantize.lfq import check_lfq_options
+from ..quantize.multiscale import check_multiscale_options, check_scales, scale_offsets
+from ..quantize.residual import check_residual_options
+from ..quantize.vector import check_vq_options
 
 #: how far outside [0, 1] image values may stray (rounding in resizing) before :meth:`check_images` refuses them
 IMAGE_RANGE_SLACK = 1e-3
 
 
-#: the quantizer kinds a level can use (``QuantizerConfig.kind``); SimVQ is ``kind: vq`` with ``simvq: true``
-QUANTIZER_KINDS = ("vq", "residual", "fsq", "lfq", "multiscale")
-
-#: options that belong to one kind only: giving them to another kind is an error, not silently ignored
-_KIND_OPTIONS = {
-    "residual": ("stages", "shared", "dropout", "dropout_min"),
-    "fsq": ("levels",),
-    "lfq": ("bits", "entropy_weight", "diversity", "inv_temperature"),
-    "multiscale": ("scales", "convs", "conv_mix"),
-    "vq": ("simvq",),
-}
-
-
-def migrate_saved_config(params: Any) -> Any:
-    """A saved model config (``config.json``'s ``config``) as this version reads it: every quantizer block (a dict
-    with a ``kind``) drops the options of the other kinds, which a saved config lists at the defaults of the version
-    that wrote it (a default that changed since, e.g. LFQ's ``inv_temperature``, must not make an old VQ model
-    unloadable). Applied at the load boundary only (:func:`hiervq.pretrained.load`); configs a user writes are
-    checked strictly."""
-    if isinstance(params, list):
-        return [migrate_saved_config(v) for v in params]
-    if not isinstance(params, dict):
-        return params
-    out = {k: migrate_saved_config(v) for k, v in params.items()}
-    kind = out.get("kind")
-    if isinstance(kind, str) and kind in _KIND_OPTIONS:
-        for other, names in _KIND_OPTIONS.items():
-            if other != kind:
-                for name in names:
-                    out.pop(name, None)
-    return out
-
-
 @dataclass
-class QuantizerConfig:
+class QuantizerConfig(CodebookConfig):
     """Quantizer settings: the model's ``quantizer`` block, shared by its levels, or a level's own block
     (``model.levels.N.quantizer``), which replaces the model's for that level (keys it omits take their defaults).
 
-    ``kind`` picks the layer (see docs/quantizers.md): ``vq`` (:class:`~hiervq.quantize.VectorQuantizer`,
-    ``simvq: true`` for the SimVQ codebook), ``residual`` (:class:`~hiervq.quantize.ResidualVQ`: ``stages``,
-    ``shared``, ``dropout``, ``dropout_min``), ``fsq`` (:class:`~hiervq.quantize.FSQ`: ``levels``) or ``lfq``
-    (:class:`~hiervq.quantize.LFQ`: ``bits``, ``entropy_weight``, ``diversity``, ``inv_temperature``; ``beta`` is
-    its commitment weight) or ``multiscale`` (:class:`~hiervq.quantize.MultiScaleVQ`: ``scales``, the growing
-    resolution schedule whose last scale is the level's grid, ``convs``, ``conv_mix``; one shared codebook of K =
-    ``codebook_size``). The level's ``codebook_size`` is K for vq, residual (per stage) and multiscale; fsq and lfq
-    define their own code space (K = prod(levels), K = 2^bits) and take no ``codebook_size`` or ``code_dim``
-    other than theirs: the level's ``codebook_size`` is not used, and ``code_dim`` must be unset or equal
-    ``len(levels)`` / ``bits``. Bits per image, the budget and the level description follow from the built
-    quantizer's code space (see :meth:`level_info`).
+    ``kind`` picks the layer (see docs/quantizers.md and :data:`QUANTIZER_KINDS`): ``vq``
+    (:class:`~hiervq.quantize.VectorQuantizer`, ``simvq: true`` for the SimVQ codebook), ``residual``
+    (:class:`~hiervq.quantize.ResidualVQ`: ``stages``, ``shared``, ``dropout``, ``dropout_min``), ``fsq``
+    (:class:`~hiervq.quantize.FSQ`: ``levels``) or ``lfq`` (:class:`~hiervq.quantize.LFQ`: ``bits``,
+    ``entropy_weight``, ``diversity``, ``inv_temperature``; ``beta`` is its commitment weight) or ``multiscale``
+    (:class:`~hiervq.quantize.MultiScaleVQ`: ``scales``, the growing resolution schedule whose last scale is the
+    level's grid, ``convs``, ``conv_mix``; one shared codebook of K = ``codebook_size``). The level's
+    ``codebook_size`` is K for vq, residual (per stage) and multiscale; fsq and lfq define their own code space
+    (K = prod(levels), K = 2^bits) and take no ``codebook_size`` or ``code_dim`` other than theirs: the level's
+    ``codebook_size`` is not used, and ``code_dim`` must be unset or equal ``len(levels)`` / ``bits``. Bits per
+    image, the budget and the level description follow from the built quantizer's code space (see
+    :meth:`level_info`).
 
-    The collapse mitigations of vq/residual are switches here: ``init`` ("data"/"kmeans" vs "random"),
-    ``init_after`` (vq only; warm-up: the first N training forwards pass the features through unquantized and
-    the data/kmeans init uses forward N + 1; 0 = the first forward), ``dead_threshold`` (0 turns dead-code reset
-    off), ``reseed`` ("sample": a dead code becomes one recent encoder output; "mean": the mean of a random recent
-    output and its 3 nearest neighbours among them) and the per-level ``code_dim`` (low-dimensional codes).
+    The codebook settings are the fields of :class:`~hiervq.quantize.CodebookConfig` (inherited, under the same
+    flat keys), handed to the codebooks of vq, residual and multiscale unchanged. The collapse mitigations are
+    switches there: ``init`` ("data"/"kmeans" vs "random"), ``init_after`` (vq only; warm-up: the first N training
+    forwards pass the features through unquantized and the data/kmeans init uses forward N + 1; 0 = the first
+    forward), ``dead_threshold`` (0 turns dead-code reset off), ``reseed`` ("sample": a dead code becomes one recent
+    encoder output; "mean": the mean of a random recent output and its 3 nearest neighbours among them), and the
+    per-level ``code_dim`` (low-dimensional codes).
     """
+
+    #: keys added since the codec's format version 1, left out of a model's id at their default (see
+    #: :func:`hiervq.schema.with_old_keys`)
+    ID_DEFAULTS = {"chunk_elements": DEFAULT_CHUNK_ELEMENTS}
 
     kind: str = "vq"
     estimator: str = "ste"
     beta: float = 0.25
-    ema_decay: float | None = 0.99
-    init: str = "data"
-    kmeans_iters: int = 10
-    dead_threshold: float = 2.0
-    dead_window: int = 10
-    cosine: bool = False
     temperature: float = 1.0
-    init_after: int = 0
-    reseed: str = "sample"
     simvq: bool = False
     stages: int | None = None
     shared: bool = False
@@ -104,95 +76,149 @@ class QuantizerConfig:
     convs: int = 4
     conv_mix: float = 0.5
 
+    @property
+    def spec(self) -> QuantizerKind:
+        """This block's kind in :data:`QUANTIZER_KINDS`."""
+        return QUANTIZER_KINDS[self.kind]
+
     def validate(self) -> None:
         """The rules of each setting are written once, beside the layer that uses it (``check_*_options`` in
-        :mod:`hiervq.quantize`); here: which options belong to which kind, and what a model level adds."""
-        from ..quantize.codebook import check_codebook_options
-        from ..quantize.fsq import check_levels
-        from ..quantize.lfq import check_lfq_options
-        from ..quantize.multiscale import check_multiscale_options
-        from ..quantize.residual import check_residual_options
-        from ..quantize.vector import check_vq_options
-
+        :mod:`hiervq.quantize`, :meth:`CodebookConfig.validate`); here: which options belong to which kind, and
+        what a model level adds."""
         if self.kind not in QUANTIZER_KINDS:
             raise ValueError(f"kind must be one of {', '.join(QUANTIZER_KINDS)}, got {self.kind!r}")
         defaults = QuantizerConfig()
-        for kind, names in _KIND_OPTIONS.items():
-            for name in names:
+        for kind, spec in QUANTIZER_KINDS.items():
+            for name in spec.options:
                 if kind != self.kind and getattr(self, name) != getattr(defaults, name):
                     raise ValueError(f"{name} is an option of kind {kind}, not of kind {self.kind}")
         # the codebook and vq settings are shared by the levels, so they are checked whatever this block's kind
         check_vq_options(self.estimator, self.beta, self.temperature, self.simvq, self.ema_decay)
-        check_codebook_options(self.init, self.ema_decay, self.dead_threshold, self.dead_window, self.reseed,
-                               self.init_after)
-        if self.kind == "residual":
-            if self.stages is None:
-                raise ValueError("kind residual needs stages >= 1")
-            check_residual_options(self.stages, self.estimator, self.dropout, self.dropout_min, self.beta)
-            if self.init_after or self.cosine:
-                raise ValueError("kind residual does not support init_after or cosine")
-        if self.kind == "fsq":
-            if self.levels is None:
-                raise ValueError("kind fsq needs levels, e.g. [8, 5, 5, 5] (K = their product)")
-            check_levels(self.levels)
-        if self.kind == "lfq":
-            if self.bits is None or not 1 <= self.bits <= 20:  # a model counts code usage in K = 2^bits bins
-                raise ValueError(f"kind lfq needs bits in [1, 20] (K = 2^bits), got {self.bits}")
-            check_lfq_options(self.bits, self.beta, self.entropy_weight, self.diversity, self.inv_temperature)
-        if self.kind == "multiscale":
-            if self.scales is None:
-                raise ValueError("kind multiscale needs scales, e.g. [1, 2, 3, 4, 6, 8] for an 8x8 grid")
-            check_multiscale_options(self.scales, self.convs, self.conv_mix, estimator=self.estimator, beta=self.beta)
-            if self.init_after or self.cosine:
-                raise ValueError("kind multiscale does not support init_after or cosine")
+        super().validate()
+        spec = self.spec
+        if any(getattr(self, name) != getattr(defaults, name) for name in spec.unsupported):
+            raise ValueError(f"kind {self.kind} does not support {' or '.join(spec.unsupported)}")
+        spec.check(self)
 
     def check_level(self, codebook_size: int, dim: int, code_dim: int | None) -> None:
         """:meth:`validate`, and this level's ``codebook_size``/``dim``/``code_dim`` against the kind."""
         self.validate()
-        if self.kind == "fsq" and code_dim is not None and code_dim != len(self.levels):
-            raise ValueError(f"kind fsq quantizes len(levels) = {len(self.levels)} channels; code_dim {code_dim} "
+        fixed = self.spec.code_dim
+        if fixed is not None and code_dim is not None and code_dim != fixed[1](self):
+            raise ValueError(f"kind {self.kind} quantizes {fixed[0]} = {fixed[1](self)} channels; code_dim {code_dim} "
                              "must be unset or equal")
-        if self.kind == "lfq" and code_dim is not None and code_dim != self.bits:
-            raise ValueError(f"kind lfq quantizes bits = {self.bits} channels; code_dim {code_dim} must be unset or equal")
 
     def check_grid(self, grid: tuple[int, ...]) -> None:
-        """``ValueError`` unless this kind takes a level of grid (h, w): a multi-scale level's last scale must be
-        its grid (checked when the model is built, once the image size is known)."""
-        if self.kind == "multiscale":
-            from ..quantize.multiscale import check_scales
+        """``ValueError`` unless this kind takes a level of grid (h, w) (checked when the model is built, once the
+        image size is known): a multi-scale level's last scale must be its grid."""
+        if self.spec.check_grid is not None:
+            self.spec.check_grid(self, tuple(grid))
 
-            last = check_scales(self.scales)[-1]
-            if tuple(grid) != last:
-                raise ValueError(f"kind multiscale: the last scale {list(last)} must be the level's grid "
-                                 f"{list(grid)} (scales {list(self.scales)})")
+    def make(self, dim: int, codebook_size: int, code_dim: int | None = None) -> nn.Module:
+        """The quantizer of this kind for ``dim`` input channels (``codebook_size``: K of vq/residual/multiscale)."""
+        return self.spec.build(self, dim, codebook_size, code_dim)
 
-    def make(self, dim: int, codebook_size: int, code_dim: int | None = None):
-        """The quantizer of this kind for ``dim`` input channels (``codebook_size``: K of vq/residual)."""
-        from ..quantize import FSQ, LFQ, MultiScaleVQ, ResidualVQ
-        from ..quantize.codebook import SHARED_CODEBOOK_OPTIONS, codebook_options
 
-        if self.kind == "fsq":
-            return FSQ(dim, list(self.levels))
-        if self.kind == "lfq":
-            return LFQ(dim, self.bits, beta=self.beta, entropy_weight=self.entropy_weight, diversity=self.diversity,
-                       inv_temperature=self.inv_temperature)
-        common = dict(code_dim=code_dim, estimator=self.estimator, beta=self.beta,
-                      **codebook_options(self, SHARED_CODEBOOK_OPTIONS))
-        if self.kind == "residual":
-            return ResidualVQ(dim, codebook_size, self.stages, shared=self.shared, dropout=self.dropout,
-                              dropout_min=self.dropout_min, **common)
-        if self.kind == "multiscale":
-            return MultiScaleVQ(dim, codebook_size, list(self.scales), convs=self.convs, conv_mix=self.conv_mix,
-                                **common)
-        return VectorQuantizer(
-            dim,
-            codebook_size,
-            cosine=self.cosine,
-            temperature=self.temperature,
-            init_after=self.init_after,
-            simvq=self.simvq,
-            **common,
-        )
+@dataclass(frozen=True)
+class QuantizerKind:
+    """How a model level checks and builds one quantizer kind from a :class:`QuantizerConfig` block: an entry of
+    :data:`QUANTIZER_KINDS` (adding a kind: its layer in :mod:`hiervq.quantize`, its options as fields of
+    :class:`QuantizerConfig`, and one entry here).
+
+    Attributes:
+        build: ``(config, dim, codebook_size, code_dim) -> layer``.
+        options: the config keys of this kind alone (giving them to another kind is an error, and a saved config
+            drops them for other kinds, see :func:`migrate_saved_config`).
+        check: ``ValueError`` for this kind's options (beyond the shared and codebook settings).
+        unsupported: codebook settings the layer does not implement (must stay at their defaults).
+        code_dim: for a kind whose code space fixes the code dimension: (its name, ``config -> code_dim``).
+        check_grid: ``(config, grid)``: ``ValueError`` unless the kind takes a level of that grid.
+    """
+
+    build: Callable[[QuantizerConfig, int, int, int | None], nn.Module]
+    options: tuple[str, ...] = ()
+    check: Callable[[QuantizerConfig], None] = lambda config: None
+    unsupported: tuple[str, ...] = ()
+    code_dim: tuple[str, Callable[[QuantizerConfig], int]] | None = None
+    check_grid: Callable[[QuantizerConfig, tuple[int, ...]], None] | None = None
+
+
+def _check_residual(c: QuantizerConfig) -> None:
+    if c.stages is None:
+        raise ValueError("kind residual needs stages >= 1")
+    check_residual_options(c.stages, c.estimator, c.dropout, c.dropout_min, c.beta)
+
+
+def _check_fsq(c: QuantizerConfig) -> None:
+    if c.levels is None:
+        raise ValueError("kind fsq needs levels, e.g. [8, 5, 5, 5] (K = their product)")
+    check_levels(c.levels)
+
+
+def _check_lfq(c: QuantizerConfig) -> None:
+    if c.bits is None or not 1 <= c.bits <= 20:  # a model counts code usage in K = 2^bits bins
+        raise ValueError(f"kind lfq needs bits in [1, 20] (K = 2^bits), got {c.bits}")
+    check_lfq_options(c.bits, c.beta, c.entropy_weight, c.diversity, c.inv_temperature)
+
+
+def _check_multiscale(c: QuantizerConfig) -> None:
+    if c.scales is None:
+        raise ValueError("kind multiscale needs scales, e.g. [1, 2, 3, 4, 6, 8] for an 8x8 grid")
+    check_multiscale_options(c.scales, c.convs, c.conv_mix, estimator=c.estimator, beta=c.beta)
+
+
+def _multiscale_grid(c: QuantizerConfig, grid: tuple[int, ...]) -> None:
+    last = check_scales(c.scales)[-1]
+    if grid != last:
+        raise ValueError(f"kind multiscale: the last scale {list(last)} must be the level's grid {list(grid)} "
+                         f"(scales {list(c.scales)})")
+
+
+#: the quantizer kinds a level can use (``QuantizerConfig.kind``); SimVQ is ``kind: vq`` with ``simvq: true``
+QUANTIZER_KINDS: dict[str, QuantizerKind] = {
+    "vq": QuantizerKind(
+        lambda c, dim, k, code_dim: VectorQuantizer(dim, k, code_dim, c.estimator, c.beta, c.temperature, c.simvq,
+                                                    codebook=c.codebook_config()),
+        options=("simvq",)),
+    "residual": QuantizerKind(
+        lambda c, dim, k, code_dim: ResidualVQ(dim, k, c.stages, code_dim, c.shared, c.dropout, c.dropout_min,
+                                               c.estimator, c.beta, codebook=c.codebook_config()),
+        options=("stages", "shared", "dropout", "dropout_min"), check=_check_residual,
+        unsupported=("init_after", "cosine")),
+    "fsq": QuantizerKind(
+        lambda c, dim, k, code_dim: FSQ(dim, list(c.levels)),
+        options=("levels",), check=_check_fsq, code_dim=("len(levels)", lambda c: len(c.levels))),
+    "lfq": QuantizerKind(
+        lambda c, dim, k, code_dim: LFQ(dim, c.bits, beta=c.beta, entropy_weight=c.entropy_weight,
+                                        diversity=c.diversity, inv_temperature=c.inv_temperature),
+        options=("bits", "entropy_weight", "diversity", "inv_temperature"), check=_check_lfq,
+        code_dim=("bits", lambda c: c.bits)),
+    "multiscale": QuantizerKind(
+        lambda c, dim, k, code_dim: MultiScaleVQ(dim, k, list(c.scales), code_dim, c.convs, c.conv_mix,
+                                                 estimator=c.estimator, beta=c.beta, codebook=c.codebook_config()),
+        options=("scales", "convs", "conv_mix"), check=_check_multiscale, unsupported=("init_after", "cosine"),
+        check_grid=_multiscale_grid),
+}
+
+
+def migrate_saved_config(params: Any) -> Any:
+    """A saved model config (``config.json``'s ``config``) as this version reads it: every quantizer block (a dict
+    with a ``kind``) drops the options of the other kinds, which a saved config lists at the defaults of the version
+    that wrote it (a default that changed since, e.g. LFQ's ``inv_temperature``, must not make an old VQ model
+    unloadable). Applied at the load boundary only (:func:`hiervq.pretrained.load`); configs a user writes are
+    checked strictly. (Keys renamed since are read as their new names by :func:`hiervq.schema.from_dict`.)"""
+    if isinstance(params, list):
+        return [migrate_saved_config(v) for v in params]
+    if not isinstance(params, dict):
+        return params
+    out = {k: migrate_saved_config(v) for k, v in params.items()}
+    kind = out.get("kind")
+    if isinstance(kind, str) and kind in QUANTIZER_KINDS:
+        for other, spec in QUANTIZER_KINDS.items():
+            if other != kind:
+                for name in spec.options:
+                    out.pop(name, None)
+    return out
 
 
 def level_info(grid: tuple[int, ...], quantizer: nn.Module, channels: int) -> LevelInfo:
@@ -250,8 +276,6 @@ class LevelInfo:
     def positions(self) -> int:
         """Grid positions per image, prod(grid) (each holds ``depth`` codes)."""
         return math.prod(self.grid)
-
-    num_codes = deprecated_alias("num_codes", "positions")  # its old name (it is not K: that is codebook_size)
 
 
 @dataclass

@@ -15,28 +15,32 @@ from torch import nn
 
 from ..nn import BLOCKS, Decoder, Encoder, log2_factor
 from ..pretrained import register
-from ..quantize.codebook import INITS
-from ..quantize.common import code_bits, renamed
-from ..quantize.progressive import PQ_ESTIMATORS, ProgressiveQuantizer
+from ..quantize.codebook import DEFAULT_CHUNK_ELEMENTS, CodebookConfig
+from ..quantize.common import code_bits
+from ..quantize.progressive import PQ_CODEBOOK, PQ_ESTIMATORS, ProgressiveQuantizer
 from .base import Budget, DiscreteAutoencoder, LevelInfo, Output, image_sides
 from .hierarchical import OUTPUTS
 
 RECON_REDUCTIONS = ("mean", "sum")
 
 
+#: the quantizer settings a PQ-VAE config held at the top of its model section before they moved into
+#: ``model.quantizer`` (:data:`PQVAEConfig.RENAMED_KEYS`: older configs and saved models are read with them)
 QUANTIZER_KEYS = ("estimator", "temperature", "beta", "entropy_weight", "ema_decay", "init", "kmeans_iters",
                   "dead_threshold", "dead_window")
 
 
 @dataclass
-class PQQuantizerConfig:
+class PQQuantizerConfig(CodebookConfig):
     """``model.quantizer`` of a PQ-VAE: the :class:`~hiervq.quantize.progressive.ProgressiveQuantizer`'s settings,
     under the same keys as the other families' ``quantizer`` block (:class:`~hiervq.models.base.QuantizerConfig`),
     with the PQ-VAE's defaults: ``estimator`` (``gumbel`` or ``ste``), ``temperature`` (tau of the Gumbel-softmax
-    and of the step entropies), ``beta`` (commitment), ``entropy_weight`` (lambda_h), ``ema_decay`` (null: learned
-    codes), ``init``, ``kmeans_iters``, ``dead_threshold``, ``dead_window``.
+    and of the step entropies), ``beta`` (commitment), ``entropy_weight`` (lambda_h), and the codebook settings of
+    :class:`~hiervq.quantize.CodebookConfig` (``ema_decay``, null: learned codes; ``init``, here ``kmeans`` by
+    default; ``kmeans_iters``, ``dead_threshold``, ``dead_window``, ``reseed``, ``chunk_elements``; ``init_after``
+    and ``cosine`` are not supported).
 
-    Written flat in the model section before (``model.estimator``); those keys still work, with a
+    Written flat in the model section before (``model.estimator``); those keys are still read, with a
     ``DeprecationWarning`` (:data:`PQVAEConfig.RENAMED_KEYS`), and saved runs with them load unchanged.
     """
 
@@ -44,29 +48,28 @@ class PQQuantizerConfig:
     REFUSED_KEYS = {key: "a PQ-VAE's quantizer is its progressive quantizer (the method itself); quantizer kinds "
                     "(vq, residual, multiscale, fsq, lfq) are for vqvae, hvqvae and svqvae models"
                     for key in ("kind", "levels", "stages", "scales", "bits", "simvq")}
+    #: keys added since the codec's format version 1, left out of a model's id at their default
+    ID_DEFAULTS = {"reseed": "sample", "init_after": 0, "cosine": False, "chunk_elements": DEFAULT_CHUNK_ELEMENTS}
 
+    init: str = PQ_CODEBOOK.init  # the codebook setting whose default differs: k-means
     estimator: str = "gumbel"
     temperature: float = 1.0
     beta: float = 0.25
     entropy_weight: float = 0.01
-    ema_decay: float | None = 0.99
-    init: str = "kmeans"
-    kmeans_iters: int = 10
-    dead_threshold: float = 2.0
-    dead_window: int = 10
 
     def validate(self) -> None:
         if self.estimator not in PQ_ESTIMATORS:
             raise ValueError(f"estimator must be one of {', '.join(PQ_ESTIMATORS)}, got {self.estimator!r}")
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        super().validate()
+        if self.init_after or self.cosine:
+            raise ValueError("a progressive quantizer does not support init_after or cosine")
 
     def options(self) -> dict[str, Any]:
         """The keyword arguments of :class:`~hiervq.quantize.progressive.ProgressiveQuantizer` these settings give."""
-        return {name: getattr(self, name) for name in QUANTIZER_KEYS}
+        return dict(estimator=self.estimator, temperature=self.temperature, beta=self.beta,
+                    entropy_weight=self.entropy_weight, codebook=self.codebook_config())
 
 
-@renamed(**{name: f"quantizer.{name}" for name in QUANTIZER_KEYS})
 @dataclass
 class PQVAEConfig:
     """Configuration of :class:`PQVAE`.
@@ -84,9 +87,13 @@ class PQVAEConfig:
     reconstruction. ``losses["recon"]`` stays the per-element MSE either way.
 
     ``quantizer``: the progressive quantizer's settings (:class:`PQQuantizerConfig`; ``model.quantizer.estimator``
-    as for every other family; the flat ``model.estimator`` etc. of older configs still work, with a warning).
+    as for every other family; the flat ``model.estimator`` etc. of older configs and saved models are still read,
+    with a warning).
     """
 
+    #: settings moved into ``quantizer`` (old key -> new), read as their new keys from older configs and saved
+    #: models by :func:`hiervq.schema.from_dict` (and hashed under the old ones for the codec's model id)
+    RENAMED_KEYS = {name: f"quantizer.{name}" for name in QUANTIZER_KEYS}
     #: keys of the other families' model section that a PQ-VAE refuses, and why
     REFUSED_KEYS = {"levels": "a PQ-VAE has one progressive code sequence, not levels, and its quantizer is the method "
                               "itself; per-level quantizer blocks are for vqvae, hvqvae and svqvae models"}
@@ -109,7 +116,7 @@ class PQVAEConfig:
     recon_reduction: str = "mean"
 
     def __post_init__(self) -> None:
-        if isinstance(self.quantizer, dict):  # PQVAEConfig(quantizer={...}), or a deprecated flat keyword
+        if isinstance(self.quantizer, dict):  # PQVAEConfig(quantizer={...})
             self.quantizer = PQQuantizerConfig(**self.quantizer)
 
     def validate(self) -> None:

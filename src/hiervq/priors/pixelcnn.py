@@ -33,12 +33,10 @@ from torch import nn
 from ..nn import ResBlock
 from ..pretrained import register, save_pretrained
 from ..quantize.common import code_bits as uniform_bits  # noqa: F401 - hiervq.priors exports it
-from ..quantize.common import renamed
 from .embed import check_layout, code_layout, embed_codes, has_layout, table_rows
 from .kinds import check_labels, check_num_classes, draw
 
 
-@renamed(num_codes="codebook_size", cond_num_codes="cond_codebook_size")
 @dataclass
 class PixelCNNConfig:
     """Configuration of :class:`PixelCNN`.
@@ -64,6 +62,9 @@ class PixelCNNConfig:
     #: keys added after format version 1, left out of the codec's model id at these (their default) values, so
     #: that the ids of priors built before them, and the files compressed with them, do not change
     ID_DEFAULTS = {"depth": 1, "cond_depth": 1, "cond_scales": None}
+    #: keys renamed since (old -> new): read as the new ones from older configs and saved priors, hashed under the
+    #: old ones for the codec's model id (:mod:`hiervq.schema`)
+    RENAMED_KEYS = {"num_codes": "codebook_size", "cond_num_codes": "cond_codebook_size"}
 
     codebook_size: int = 512
     channels: int = 64
@@ -180,7 +181,7 @@ class PixelCNN(nn.Module):
             if kwargs:
                 raise TypeError("pass either a PixelCNNConfig or keyword arguments, not both")
             config = codebook_size
-        else:  # PixelCNNConfig takes the keywords' old names (num_codes, cond_num_codes) with a warning
+        else:
             config = PixelCNNConfig(**({} if codebook_size is None else {"codebook_size": codebook_size}), **kwargs)
         config.validate()
         self.config = c = config

@@ -18,7 +18,6 @@ from torch import nn
 
 from ..errors import HierVQError
 from ..pretrained import register, save_pretrained
-from ..quantize.common import renamed
 from .kinds import (
     PriorKind,
     check_labels,
@@ -30,7 +29,6 @@ from .kinds import (
 )
 
 
-@renamed(num_codes="codebook_size")
 @dataclass
 class TransformerPriorConfig:
     """Configuration of :class:`TransformerPrior`.
@@ -38,6 +36,10 @@ class TransformerPriorConfig:
     ``codebook_size`` (K), ``length`` (L) and ``num_classes`` follow from the autoencoder and the data; ``dim``,
     ``layers``, ``heads``, ``ff_mult`` and ``dropout`` shape the network.
     """
+
+    #: keys renamed since (old -> new): read as the new ones from older configs and saved priors, hashed under the
+    #: old ones for the codec's model id (:mod:`hiervq.schema`)
+    RENAMED_KEYS = {"num_codes": "codebook_size"}
 
     codebook_size: int = 256
     length: int = 64

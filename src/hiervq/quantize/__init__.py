@@ -8,7 +8,7 @@
 (torch.Size([2, 64, 8, 8]), torch.Size([2, 8, 8]))
 """
 
-from .codebook import Codebook, nearest_code
+from .codebook import Codebook, CodebookConfig, nearest_code
 from .estimators import ESTIMATORS, rotation_trick, straight_through
 from .fsq import FSQ
 from .lfq import LFQ
@@ -20,6 +20,7 @@ from .vector import Quantized, VectorQuantizer
 __all__ = [
     "ESTIMATORS",
     "Codebook",
+    "CodebookConfig",
     "FSQ",
     "LFQ",
     "MultiScaleVQ",

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import distributed as qdist
-from .common import check_indices, code_bits, renamed
+from .common import check_indices, code_bits
 
 INITS = ("data", "kmeans", "random")
 RESEEDS = ("sample", "mean")
@@ -26,45 +29,67 @@ MEAN_RESEED_ROWS = 4
 DEFAULT_CHUNK_ELEMENTS = 1 << 19
 
 
-#: The settings a quantizer passes through to its :class:`Codebook` unchanged (each quantizer takes those it
-#: supports as keywords, with the codebook's defaults). :func:`codebook_options` picks them out, so the list is
-#: written here once, not at every quantizer's ``Codebook(...)`` call and every config that builds a quantizer.
-CODEBOOK_OPTIONS = ("ema_decay", "init", "kmeans_iters", "dead_threshold", "dead_window", "reseed", "init_after",
-                    "cosine", "chunk_elements")
-#: The subset every codebook-based quantizer of a model level (vq, residual, multiscale) takes;
-#: ``cosine`` and ``init_after`` are the vector quantizer's alone.
-SHARED_CODEBOOK_OPTIONS = ("ema_decay", "init", "kmeans_iters", "dead_threshold", "dead_window", "reseed")
+@dataclass
+class CodebookConfig:
+    """The settings of a :class:`Codebook` (see its docstring for each), declared once: every codebook-based
+    quantizer (:class:`~hiervq.quantize.VectorQuantizer`, :class:`~hiervq.quantize.ResidualVQ`,
+    :class:`~hiervq.quantize.MultiScaleVQ`, :class:`~hiervq.quantize.ProgressiveQuantizer`) takes one as
+    ``codebook=`` or the same settings as keywords (:meth:`resolve`), and forwards it to its codebooks unchanged;
+    the model configs' quantizer blocks inherit these fields, so their flat keys (``model.quantizer.ema_decay``)
+    are these."""
+
+    ema_decay: float | None = 0.99
+    init: str = "data"
+    kmeans_iters: int = 10
+    dead_threshold: float | None = 2.0
+    dead_window: int = 10
+    reseed: str = "sample"
+    init_after: int = 0
+    cosine: bool = False
+    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first setting that is out of range (the one place these rules are
+        written: the codebook checks its settings with it, a model config its quantizer block's)."""
+        if self.init not in INITS:
+            raise ValueError(f"unknown codebook init {self.init!r}; choose one of {', '.join(INITS)}")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) or None (null), got {self.ema_decay}")
+        if self.dead_threshold is not None and self.dead_threshold < 0:
+            raise ValueError(f"dead_threshold must be >= 0 (0 or None: no dead-code reset), got {self.dead_threshold}")
+        if self.dead_window < 1:
+            raise ValueError(f"dead_window must be >= 1, got {self.dead_window}")
+        check_init_after(self.init, self.init_after)
+        if self.reseed not in RESEEDS:
+            raise ValueError(f"unknown reseed {self.reseed!r}; choose one of {', '.join(RESEEDS)}")
+        if isinstance(self.chunk_elements, bool) or not isinstance(self.chunk_elements, int) or self.chunk_elements < 1:
+            raise ValueError(f"chunk_elements must be an integer >= 1, got {self.chunk_elements!r}")
+
+    def codebook_config(self) -> CodebookConfig:
+        """These settings as a plain :class:`CodebookConfig` (from a subclass, e.g. a model's quantizer block)."""
+        return CodebookConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(CodebookConfig)})
+
+    @classmethod
+    def resolve(cls, config: CodebookConfig | None, options: dict[str, Any], owner: str,
+                unsupported: tuple[str, ...] = (), base: CodebookConfig | None = None) -> CodebookConfig:
+        """What a quantizer's codebooks get: ``config`` (``None``: ``base``, or the defaults) with the keyword
+        ``options`` (settings of this class) replaced, validated. A keyword that is no setting is a ``TypeError``
+        as for any constructor; a setting of ``unsupported`` (those the ``owner`` layer does not implement) other
+        than its default a ``ValueError``."""
+        unknown = sorted(set(options) - set(CODEBOOK_OPTIONS))
+        if unknown:
+            raise TypeError(f"{owner}() got an unexpected keyword argument {unknown[0]!r}")
+        config = (base or cls()) if config is None else config.codebook_config()
+        config = dataclasses.replace(config, **options)
+        for name in unsupported:
+            if getattr(config, name) != getattr(cls, name):
+                raise ValueError(f"{owner} does not support the codebook setting {name} (got {getattr(config, name)!r})")
+        config.validate()
+        return config
 
 
-def codebook_options(source, names: tuple[str, ...] = CODEBOOK_OPTIONS) -> dict:
-    """The :class:`Codebook` keywords among ``names`` that ``source`` has: a mapping (a quantizer's ``locals()`` in
-    its ``__init__``: the options its signature takes) or an object with attributes (a config)."""
-    if isinstance(source, dict):
-        return {name: source[name] for name in names if name in source}
-    return {name: getattr(source, name) for name in names if hasattr(source, name)}
-
-
-def check_codebook_options(
-    init: str = "data",
-    ema_decay: float | None = 0.99,
-    dead_threshold: float | None = 2.0,
-    dead_window: int = 10,
-    reseed: str = "sample",
-    init_after: int = 0,
-) -> None:
-    """Raise ``ValueError`` naming the first setting of a :class:`Codebook` that is out of range (the one place
-    these rules are written: the codebook checks its arguments with it, ``models.QuantizerConfig`` a config's)."""
-    if init not in INITS:
-        raise ValueError(f"unknown codebook init {init!r}; choose one of {', '.join(INITS)}")
-    if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
-        raise ValueError(f"ema_decay must be in [0, 1) or None (null), got {ema_decay}")
-    if dead_threshold is not None and dead_threshold < 0:
-        raise ValueError(f"dead_threshold must be >= 0 (0 or None: no dead-code reset), got {dead_threshold}")
-    if dead_window < 1:
-        raise ValueError(f"dead_window must be >= 1, got {dead_window}")
-    check_init_after(init, init_after)
-    if reseed not in RESEEDS:
-        raise ValueError(f"unknown reseed {reseed!r}; choose one of {', '.join(RESEEDS)}")
+#: the names of the :class:`CodebookConfig` settings
+CODEBOOK_OPTIONS = tuple(f.name for f in dataclasses.fields(CodebookConfig))
 
 
 def check_init_after(init: str, init_after: int) -> None:
@@ -175,13 +200,17 @@ class CodeSearch(nn.Module):
         return F.embedding(indices, self.weight)
 
 
-@renamed(num_codes="codebook_size")
 class Codebook(CodeSearch):
     """K code vectors of dimension D with nearest-neighbour search, EMA updates and dead-code reset.
 
     Args:
         codebook_size: K, the number of codes.
         dim: D, the dimension of a code vector.
+        config: the settings below as a :class:`CodebookConfig` (``None``: the defaults); any of them may also be
+            given as a keyword (``Codebook(8, 4, init="random")``), which replaces the config's.
+        eps: Laplace smoothing of the EMA cluster sizes.
+
+    Settings (:class:`CodebookConfig`):
         ema_decay: decay of the exponential moving averages that update the codes (``None``: the codes
             are an ``nn.Parameter`` learned through the codebook loss instead).
         init: ``"data"`` (random encoder outputs of the first training batch), ``"kmeans"`` (a few
@@ -197,7 +226,6 @@ class Codebook(CodeSearch):
             random output) or ``"mean"`` (the mean of :data:`MEAN_RESEED_ROWS` outputs: a random one and its
             nearest neighbours among them, see :meth:`reset_dead`).
         cosine: keep code vectors on the unit sphere (inputs must be l2-normalised by the caller).
-        eps: Laplace smoothing of the EMA cluster sizes.
         chunk_elements: at most this many distances (rows x K) are held at once by :meth:`nearest`.
 
     Buffers (all in ``state_dict``, so training resumes exactly): ``weight`` (K, D) (a parameter when
@@ -210,37 +238,24 @@ class Codebook(CodeSearch):
     randomness (data init, re-seeding) is taken on rank 0 and broadcast, so every rank holds the same codebook.
     """
 
-    def __init__(
-        self,
-        codebook_size: int,
-        dim: int,
-        ema_decay: float | None = 0.99,
-        init: str = "data",
-        kmeans_iters: int = 10,
-        dead_threshold: float | None = 2.0,
-        dead_window: int = 10,
-        cosine: bool = False,
-        eps: float = 1e-5,
-        chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-        init_after: int = 0,
-        reseed: str = "sample",
-    ) -> None:
+    def __init__(self, codebook_size: int, dim: int, config: CodebookConfig | None = None, eps: float = 1e-5,
+                 **options: Any) -> None:
         super().__init__()
         if codebook_size < 1 or dim < 1:
             raise ValueError(f"Codebook needs codebook_size >= 1 and dim >= 1, got K={codebook_size}, D={dim}")
-        check_codebook_options(init, ema_decay, dead_threshold, dead_window, reseed, init_after)
+        config = CodebookConfig.resolve(config, options, "Codebook")
         self.codebook_size = codebook_size
         self.dim = dim
-        self.ema_decay = ema_decay
-        self.init = init
-        self.kmeans_iters = kmeans_iters
-        self.dead_threshold = float(dead_threshold or 0.0)
-        self.dead_window = dead_window
-        self.cosine = cosine
         self.eps = eps
-        self.chunk_elements = chunk_elements
-        self.init_after = init_after
-        self.reseed = reseed
+        self.ema_decay = ema_decay = config.ema_decay
+        self.init = init = config.init
+        self.kmeans_iters = config.kmeans_iters
+        self.dead_threshold = float(config.dead_threshold or 0.0)
+        self.dead_window = dead_window = config.dead_window
+        self.cosine = cosine = config.cosine
+        self.chunk_elements = config.chunk_elements
+        self.init_after = init_after = config.init_after
+        self.reseed = config.reseed
 
         weight = torch.randn(codebook_size, dim)
         if cosine:

@@ -7,10 +7,7 @@ Depends on torch only (and on :mod:`.distributed`), so the quantizers stay usabl
 
 from __future__ import annotations
 
-import functools
 import math
-import warnings
-from typing import Any
 
 import torch
 from torch import nn
@@ -115,72 +112,3 @@ class RowLayout(nn.Module):
 def is_channels_last(z: torch.Tensor) -> bool:
     """Whether ``z`` is a (B, C, H, W) map stored channels-last (and not also in the default layout)."""
     return z.ndim == 4 and not z.is_contiguous() and z.is_contiguous(memory_format=torch.channels_last)
-
-
-def fp32_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype an implicit-codebook quantizer computes in: float32, or float64 for float64 inputs."""
-    return torch.promote_types(x.dtype, torch.float32)
-
-
-# ---------------------------------------------------------------------- old names
-def deprecated_alias(old: str, new: str) -> property:
-    """A read-only property ``old`` that returns attribute ``new`` (a dotted path, e.g. ``quantizer.estimator``, for
-    a setting moved into a nested section) with a :class:`DeprecationWarning`."""
-
-    def get(self: Any) -> Any:
-        warnings.warn(f"{type(self).__name__}.{old} is deprecated; use .{new}", DeprecationWarning, stacklevel=2)
-        return functools.reduce(getattr, new.split("."), self)
-
-    return property(get, doc=f"Deprecated alias of ``{new}`` (read-only).")
-
-
-def renamed(**old_to_new: str):
-    """Decorator for a class or function whose keywords were renamed (``old=new``): the old keywords keep working
-    with a :class:`DeprecationWarning` (giving both is a ``TypeError``); on a class, the old names are also
-    read-only attribute aliases (:func:`deprecated_alias`) and ``RENAMED_KEYS`` records the renames, which
-    :func:`hiervq.schema.from_dict` applies to configs and saved models written before them (silently; with a
-    ``DeprecationWarning`` for a setting moved into a section).
-
-    A dotted new name (``estimator="quantizer.estimator"``) moves a flat keyword into the keyword ``quantizer``,
-    which then receives a mapping (or, if it was given as a dataclass, a copy with the setting replaced): the
-    class turns that mapping into its section's dataclass (e.g. in ``__post_init__``)."""
-
-    def translate(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-        for old, new in old_to_new.items():
-            if old in kwargs:
-                head, _, tail = new.partition(".")
-                section = kwargs.get(head)
-                if (new in kwargs if not tail else isinstance(section, dict) and tail in section):
-                    raise TypeError(f"{name}: give {new} only ({old} is its deprecated name)")
-                warnings.warn(f"{name}: {old}= is deprecated; use {new}=", DeprecationWarning, stacklevel=3)
-                value = kwargs.pop(old)
-                if not tail:
-                    kwargs[new] = value
-                elif section is None or isinstance(section, dict):
-                    kwargs[head] = {**(section or {}), tail: value}
-                else:
-                    import dataclasses
-
-                    kwargs[head] = dataclasses.replace(section, **{tail: value})
-        return kwargs
-
-    def wrap(obj):
-        if not isinstance(obj, type):
-            @functools.wraps(obj)
-            def call(*args, **kwargs):
-                return obj(*args, **translate(obj.__qualname__, kwargs))
-
-            return call
-        init = obj.__init__
-
-        @functools.wraps(init)
-        def __init__(self, *args, **kwargs):
-            init(self, *args, **translate(obj.__name__, kwargs))
-
-        obj.__init__ = __init__
-        for old, new in old_to_new.items():
-            setattr(obj, old, deprecated_alias(old, new))
-        obj.RENAMED_KEYS = {**getattr(obj, "RENAMED_KEYS", {}), **old_to_new}
-        return obj
-
-    return wrap

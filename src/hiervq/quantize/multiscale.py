@@ -9,12 +9,14 @@ which is what VAR's next-scale prediction samples scale by scale.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import distributed as qdist
-from .codebook import DEFAULT_CHUNK_ELEMENTS, Codebook, codebook_options
+from .codebook import Codebook, CodebookConfig
 from .common import batch_stats, code_bits, perplexity, projections
 from .estimators import rotation_trick, straight_through
 from .vector import Quantized
@@ -53,7 +55,7 @@ def scale_offsets(scales) -> list[int]:
 def check_multiscale_options(scales, convs: int = 4, conv_mix: float = 0.5, upsample: str = "bicubic",
                              estimator: str = "ste", beta: float = 0.25) -> list[tuple[int, int]]:
     """Raise ``ValueError`` naming the first setting of a :class:`MultiScaleVQ` (besides its codebook's, see
-    :func:`~hiervq.quantize.codebook.check_codebook_options`) that is out of range; the scales as (h, w) pairs."""
+    :meth:`~hiervq.quantize.CodebookConfig.validate`) that is out of range; the scales as (h, w) pairs."""
     pairs = check_scales(scales)
     if isinstance(convs, bool) or not isinstance(convs, int) or convs < 0:
         raise ValueError(f"convs must be an integer >= 0, got {convs!r}")
@@ -102,8 +104,10 @@ class MultiScaleVQ(nn.Module):
         conv_mix: the weight of the convolution in ``(1 - mix) x + mix conv(x)`` (VAR's 0.5).
         upsample: how a scale's code map is brought to H x W: ``"bicubic"`` (VAR), ``"bilinear"`` or ``"nearest"``.
         estimator: ``"ste"`` or ``"rotation"``, applied once from the input to the sum of the scales.
-        beta, ema_decay, init, kmeans_iters, dead_threshold, dead_window, reseed, chunk_elements: as for
-            :class:`~hiervq.quantize.VectorQuantizer` / :class:`~hiervq.quantize.Codebook` (one codebook).
+        beta: as for :class:`~hiervq.quantize.VectorQuantizer`.
+        codebook, ``**options``: the settings of the one codebook, as for :class:`~hiervq.quantize.VectorQuantizer`
+            (a :class:`~hiervq.quantize.CodebookConfig` and/or keywords); ``init_after`` and ``cosine`` are not
+            supported.
 
     Rules:
         * chain: e the (projected) input, r_0 = sg(e); at scale k: d_k = area-downsample(r_k) to h_k x w_k (none
@@ -140,16 +144,12 @@ class MultiScaleVQ(nn.Module):
         upsample: str = "bicubic",
         estimator: str = "ste",
         beta: float = 0.25,
-        ema_decay: float | None = 0.99,
-        init: str = "data",
-        kmeans_iters: int = 10,
-        dead_threshold: float | None = 2.0,
-        dead_window: int = 10,
-        reseed: str = "sample",
-        chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+        codebook: CodebookConfig | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
         self.scales = check_multiscale_options(scales, convs, conv_mix, upsample, estimator, beta)
+        config = CodebookConfig.resolve(codebook, options, type(self).__name__, unsupported=("init_after", "cosine"))
         self.dim = dim
         self.code_dim = code_dim or dim
         self.codebook_size = codebook_size
@@ -158,7 +158,7 @@ class MultiScaleVQ(nn.Module):
         self.beta = beta
         self.bypass = False
         self.project_in, self.project_out = projections(dim, self.code_dim)
-        self.codebook = Codebook(codebook_size, self.code_dim, **codebook_options(locals()))
+        self.codebook = Codebook(codebook_size, self.code_dim, config)
         n = len(self.scales)
         self.convs = nn.ModuleList(ScaleConv(self.code_dim, conv_mix) for _ in range(min(convs, n)))
         m = len(self.convs)

@@ -21,15 +21,19 @@ G = (H * W) / (h * w) small maps are quantized in parallel. The code sequence is
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .codebook import DEFAULT_CHUNK_ELEMENTS, Codebook, codebook_options
+from .codebook import Codebook, CodebookConfig
 from .common import batch_stats, code_bits
 from .vector import Quantized
 
 PQ_ESTIMATORS = ("gumbel", "ste")
+#: the codebook settings of a progressive quantizer given none: the defaults, with a k-means initialisation
+PQ_CODEBOOK = CodebookConfig(init="kmeans")
 
 
 def entropy_terms(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,8 +76,11 @@ class ProgressiveQuantizer(nn.Module):
         temperature: softmax temperature over negative squared distances (sampling and entropy terms).
         beta: weight of the commitment term |e_l - sg(e_hat_l)|^2 (mean over steps).
         entropy_weight: lambda_h, weight of sum_l [H(q(z_l | x)) - H(q(z_l))].
-        ema_decay, init, kmeans_iters, dead_threshold, dead_window, chunk_elements: see :class:`Codebook`
-            (``ema_decay=None`` learns the codes through the codebook term |sg(e) - e_hat|^2 and the relaxation).
+        codebook, ``**options``: the settings of the shared codebook, as for
+            :class:`~hiervq.quantize.VectorQuantizer` (a :class:`~hiervq.quantize.CodebookConfig` and/or keywords),
+            except that ``init`` defaults to ``"kmeans"`` (:data:`PQ_CODEBOOK`) and ``init_after`` and ``cosine``
+            are not supported; ``ema_decay=None`` learns the codes through the codebook term |sg(e) - e_hat|^2 and
+            the relaxation.
 
     The codebook is initialised (``init`` data/kmeans) from the transformed vectors e_l of all steps of the first
     training batch, computed on the unquantized chain. Codebook updates (EMA, usage, dead-code reset) use the
@@ -92,14 +99,12 @@ class ProgressiveQuantizer(nn.Module):
         temperature: float = 1.0,
         beta: float = 0.25,
         entropy_weight: float = 0.0,
-        ema_decay: float | None = 0.99,
-        init: str = "kmeans",
-        kmeans_iters: int = 10,
-        dead_threshold: float | None = 2.0,
-        dead_window: int = 10,
-        chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+        codebook: CodebookConfig | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
+        config = CodebookConfig.resolve(codebook, options, type(self).__name__, unsupported=("init_after", "cosine"),
+                                        base=PQ_CODEBOOK)
         h, w = (map_size, map_size) if isinstance(map_size, int) else tuple(map_size)
         positions = h * w
         s = spatial_dim or positions
@@ -126,7 +131,7 @@ class ProgressiveQuantizer(nn.Module):
         #: (L, s, h*w) spatial and (L, c, C) channel weights of T_l
         self.spatial = nn.Parameter(_orthonormal_rows(steps, s, positions))
         self.channel = nn.Parameter(_orthonormal_rows(steps, c, channels))
-        self.codebook = Codebook(codebook_size, self.code_dim, **codebook_options(locals()))
+        self.codebook = Codebook(codebook_size, self.code_dim, config)
         self._pinv_cache: tuple | None = None
 
     def extra_repr(self) -> str:

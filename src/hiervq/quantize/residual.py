@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import distributed as qdist
-from .codebook import DEFAULT_CHUNK_ELEMENTS, Codebook, codebook_options
+from .codebook import Codebook, CodebookConfig
 from .common import RowLayout, batch_stats, code_bits, perplexity, projections
 from .estimators import rotation_trick, straight_through
 from .vector import Quantized
@@ -18,7 +20,7 @@ RESIDUAL_ESTIMATORS = ("ste", "rotation")
 def check_residual_options(stages: int, estimator: str = "ste", dropout: float = 0.0, dropout_min: int = 1,
                            beta: float = 0.25) -> None:
     """Raise ``ValueError`` naming the first setting of a :class:`ResidualVQ` (besides its codebooks', see
-    :func:`~hiervq.quantize.codebook.check_codebook_options`) that is out of range."""
+    :meth:`~hiervq.quantize.CodebookConfig.validate`) that is out of range."""
     if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
         raise ValueError(f"stages must be an integer >= 1, got {stages!r}")
     if estimator not in RESIDUAL_ESTIMATORS:
@@ -45,8 +47,10 @@ class ResidualVQ(RowLayout):
             ``dropout_min``..L (quantizer dropout, so that every prefix decodes well); 0 disables it.
         dropout_min: the fewest stages a dropout forward keeps (>= 1).
         estimator: ``"ste"`` or ``"rotation"``, applied once from the input to the sum of the stages.
-        beta, ema_decay, init, kmeans_iters, dead_threshold, dead_window, reseed, chunk_elements: as for
-            :class:`~hiervq.quantize.VectorQuantizer` / :class:`~hiervq.quantize.Codebook`, per codebook.
+        beta: as for :class:`~hiervq.quantize.VectorQuantizer`.
+        codebook, ``**options``: the settings of every codebook, as for :class:`~hiervq.quantize.VectorQuantizer`
+            (a :class:`~hiervq.quantize.CodebookConfig` and/or keywords); ``init_after`` and ``cosine`` are not
+            supported.
 
     Rules:
         * chain: r_0 = e (the projected input), q_l = nearest code of r_l in stage l's codebook, r_{l+1} = r_l - q_l;
@@ -81,16 +85,12 @@ class ResidualVQ(RowLayout):
         dropout_min: int = 1,
         estimator: str = "ste",
         beta: float = 0.25,
-        ema_decay: float | None = 0.99,
-        init: str = "data",
-        kmeans_iters: int = 10,
-        dead_threshold: float | None = 2.0,
-        dead_window: int = 10,
-        reseed: str = "sample",
-        chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+        codebook: CodebookConfig | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
         check_residual_options(stages, estimator, dropout, dropout_min, beta)
+        config = CodebookConfig.resolve(codebook, options, type(self).__name__, unsupported=("init_after", "cosine"))
         self.dim = dim
         self.code_dim = code_dim or dim
         self.codebook_size = codebook_size
@@ -102,8 +102,7 @@ class ResidualVQ(RowLayout):
         self.beta = beta
         self.bypass = False
         self.project_in, self.project_out = projections(dim, self.code_dim)
-        options = codebook_options(locals())
-        self.books = nn.ModuleList(Codebook(codebook_size, self.code_dim, **options)
+        self.books = nn.ModuleList(Codebook(codebook_size, self.code_dim, config)
                                    for _ in range(1 if shared else stages))
 
     def extra_repr(self) -> str:

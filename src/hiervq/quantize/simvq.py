@@ -14,10 +14,9 @@ from torch import nn
 
 from . import distributed as qdist
 from .codebook import DEFAULT_CHUNK_ELEMENTS, CodeSearch
-from .common import code_bits, renamed
+from .common import code_bits
 
 
-@renamed(num_codes="codebook_size")
 class SimCodebook(CodeSearch):
     """K codes of dimension D as ``map(basis)``: ``basis`` (K, D) a frozen buffer drawn from N(0, 1/D), ``map``
     an ``nn.Linear(D, D, bias=False)`` (identity at the start), the only trainable part.

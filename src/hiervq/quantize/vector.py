@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from . import distributed as qdist
-from .codebook import DEFAULT_CHUNK_ELEMENTS, Codebook, codebook_options
+from .codebook import Codebook, CodebookConfig
 from .common import RowLayout, batch_stats, code_bits, is_channels_last, projections
 from .estimators import ESTIMATORS, rotation_trick, straight_through
 from .simvq import SimCodebook
@@ -42,7 +43,7 @@ class Quantized:
 def check_vq_options(estimator: str = "ste", beta: float = 0.25, temperature: float = 1.0, simvq: bool = False,
                      ema_decay: float | None = 0.99) -> None:
     """Raise ``ValueError`` naming the first setting of a :class:`VectorQuantizer` (besides its codebook's, see
-    :func:`~hiervq.quantize.codebook.check_codebook_options`) that is out of range."""
+    :meth:`~hiervq.quantize.CodebookConfig.validate`) that is out of range."""
     if simvq and ema_decay is not None:
         raise ValueError("simvq learns its codes through a linear map and the codebook loss: set ema_decay null (None)")
     if estimator not in ESTIMATORS:
@@ -64,15 +65,15 @@ class VectorQuantizer(RowLayout):
         estimator: ``"ste"`` (straight-through), ``"rotation"`` (rotation trick) or ``"gumbel"``
             (hard Gumbel-softmax over negative squared distances / ``temperature``).
         beta: weight of the commitment term |e - sg(q)|^2.
-        ema_decay: EMA decay of the codes; ``None`` learns them with the codebook term |sg(e) - q|^2.
-        init, kmeans_iters, dead_threshold, dead_window, init_after, reseed: see :class:`Codebook` (``kmeans``
-            seeds with k-means++).
-        cosine: l2-normalise features and codes (cosine-similarity codes).
         temperature: Gumbel-softmax temperature.
-        chunk_elements: memory bound of the nearest-code search (distances held at once).
         simvq: SimVQ codebook (:class:`~hiervq.quantize.simvq.SimCodebook`): the codes are a frozen random basis
             times one learned linear map, trained by the codebook term; needs ``ema_decay=None``, and ``init``,
             ``init_after``, ``dead_threshold`` and ``reseed`` do not apply (no data init, no reset).
+        codebook: the codebook's settings, a :class:`~hiervq.quantize.CodebookConfig` (``ema_decay``: EMA decay
+            of the codes, ``None`` learns them with the codebook term |sg(e) - q|^2; ``init``, ``kmeans_iters``
+            (``kmeans`` seeds with k-means++), ``dead_threshold``, ``dead_window``, ``init_after``, ``reseed``;
+            ``cosine``: l2-normalise features and codes; ``chunk_elements``: memory bound of the nearest-code
+            search); ``**options``: any of them as keywords (``init="random"``), replacing the config's.
 
     Input: (B, C, H, W) maps (channel axis 1) or channel-last (N, C) / (B, T, C) tensors. Codebook
     initialisation, EMA updates and dead-code resets happen in training mode only.
@@ -100,34 +101,29 @@ class VectorQuantizer(RowLayout):
         code_dim: int | None = None,
         estimator: str = "ste",
         beta: float = 0.25,
-        ema_decay: float | None = 0.99,
-        init: str = "data",
-        kmeans_iters: int = 10,
-        dead_threshold: float | None = 2.0,
-        dead_window: int = 10,
-        cosine: bool = False,
         temperature: float = 1.0,
-        chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-        init_after: int = 0,
-        reseed: str = "sample",
         simvq: bool = False,
+        codebook: CodebookConfig | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
-        check_vq_options(estimator, beta, temperature, simvq, ema_decay)
+        config = CodebookConfig.resolve(codebook, options, type(self).__name__)
+        check_vq_options(estimator, beta, temperature, simvq, config.ema_decay)
         self.dim = dim
         self.code_dim = code_dim or dim
         self.codebook_size = codebook_size
         self.estimator = estimator
         self.bypass = False  # see the class docstring
         self.beta = beta
-        self.cosine = cosine
+        self.cosine = config.cosine
         self.temperature = temperature
         self.project_in, self.project_out = projections(dim, self.code_dim)
         self.simvq = simvq
         if simvq:
-            self.codebook = SimCodebook(codebook_size, self.code_dim, cosine=cosine, chunk_elements=chunk_elements)
+            self.codebook = SimCodebook(codebook_size, self.code_dim, cosine=config.cosine,
+                                        chunk_elements=config.chunk_elements)
         else:
-            self.codebook = Codebook(codebook_size, self.code_dim, **codebook_options(locals()))
+            self.codebook = Codebook(codebook_size, self.code_dim, config)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, code_dim={self.code_dim}, estimator={self.estimator!r}, beta={self.beta}"

@@ -156,11 +156,6 @@ def read_prior_config(prior_dir: str | os.PathLike) -> PriorRunConfig:
     return config
 
 
-def default_prior_dir(ae_run: str | os.PathLike, level: int) -> Path:
-    """Where ``hiervq prior`` puts the prior of ``level`` without ``--out``: ``AE_RUN/priors/level<N>``."""
-    return RunDir(ae_run).prior(level).path
-
-
 def _link_or_copy(src: Path, dst: Path) -> None:
     dst.unlink(missing_ok=True)
     try:
@@ -404,7 +399,6 @@ def prior_run(
 # ---------------------------------------------------------------------- sampling
 __all__ = [
     "PriorRunConfig",
-    "default_prior_dir",
     "fit_prior",
     "has_checkpoint",
     "prior_run",

@@ -72,12 +72,6 @@ STALE_TMP_DIRS = RunDir.WRITTEN_DIRS
 CLOCK_SLACK_NS = 20_000_000
 
 
-def default_run_dir(config: str | os.PathLike | None) -> Path:
-    """The run directory of a config without ``--out``: ``runs/<config file name without suffix>`` (``runs/default``
-    without a config file)."""
-    return RunDir.default(config).path
-
-
 def _transient(name: str) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in TRANSIENT_PATTERNS)
 
@@ -628,7 +622,6 @@ __all__ = [
     "check_resumable",
     "check_run_dir",
     "commit_swap",
-    "default_run_dir",
     "foreign_files",
     "is_hiervq_output",
     "lock_path",
