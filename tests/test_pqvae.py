@@ -390,3 +390,76 @@ def test_the_flat_quantizer_keys_of_older_configs_still_work(tmp_path):
     assert loaded.config == from_old
     for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), k
+
+
+# ---------------------------------------------------------------------------------------------- fast chain (issue 29)
+@pytest.mark.parametrize("estimator", ["gumbel", "ste"])
+@pytest.mark.parametrize("ema_decay", [0.99, None])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_fast_chain_equals_the_autograd_reference(estimator, ema_decay, temperature):
+    """The fast chain (one buffer, hand-written backward) against the per-step autograd chain it replaced, on a
+    fixed seeded batch in float64: the same codes, outputs, losses, gradients (input, transforms, learned codes)
+    and codebook update."""
+    import copy
+
+    torch.manual_seed(0)
+    q0 = ProgressiveQuantizer(16, map_size=4, steps=12, codebook_size=32, spatial_dim=8, channel_dim=4,
+                              estimator=estimator, temperature=temperature, entropy_weight=0.05, ema_decay=ema_decay,
+                              init="random", dead_threshold=0.0).double().train()
+    z0 = torch.randn(5, 16, 8, 8, dtype=torch.float64)
+    g = torch.randn(5, 16, 8, 8, dtype=torch.float64)
+
+    def run(fast):
+        q = copy.deepcopy(q0)
+        q.fast_chain = fast
+        z = z0.clone().requires_grad_()
+        torch.manual_seed(3)  # the same Gumbel noise
+        r = q(z)
+        loss = r.loss + (r.quantized * g).sum()
+        loss.backward()
+        return q, r, loss, z.grad, {n: p.grad for n, p in q.named_parameters() if p.grad is not None}
+
+    qa, ra, la, gza, ga = run(False)
+    qb, rb, lb, gzb, gb = run(True)
+    assert torch.equal(ra.indices, rb.indices)
+    torch.testing.assert_close(rb.quantized, ra.quantized, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(lb, la, rtol=1e-10, atol=1e-12)
+    for key in ra.losses:
+        torch.testing.assert_close(rb.losses[key], ra.losses[key], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(gzb, gza, rtol=1e-8, atol=1e-10)
+    assert ga.keys() == gb.keys() and {"spatial", "channel"} <= ga.keys()
+    assert ("codebook.weight" in ga) == (ema_decay is None)
+    for key in ga:
+        torch.testing.assert_close(gb[key], ga[key], rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(qb.codebook.weight, qa.codebook.weight)
+    qa.eval(), qb.eval()
+    with torch.no_grad():
+        assert torch.equal(qa.encode(z0), qb.encode(z0))
+        ca, ea = qa.encode(z0, with_entropy=True)
+        cb, eb = qb.encode(z0, with_entropy=True)
+        torch.testing.assert_close(eb, ea)
+
+
+def test_fast_chain_float32_model_step_matches_the_reference():
+    """A float32 PQ-VAE training step on a fixed seeded batch: the same codes, the loss and the gradients within
+    float rounding."""
+    import copy
+
+    torch.manual_seed(0)
+    model = PQVAE(PQVAEConfig(in_channels=1, image_size=32, channels=16, res_channels=8, blocks=1, latent_channels=16,
+                              steps=16, codebook_size=32, quantizer={"entropy_weight": 0.01, "init": "random"}))
+    x = torch.rand(4, 1, 32, 32)
+    runs = []
+    for fast in (False, True):
+        m = copy.deepcopy(model).train()
+        m.quantizer.fast_chain = fast
+        torch.manual_seed(5)
+        out = m(x)
+        out.loss.backward()
+        runs.append((out, {n: p.grad for n, p in m.named_parameters() if p.grad is not None}))
+    (a, ga), (b, gb) = runs
+    assert torch.equal(a.codes[0], b.codes[0])
+    torch.testing.assert_close(b.loss, a.loss, rtol=1e-5, atol=1e-6)
+    assert ga.keys() == gb.keys()
+    for key in ga:
+        torch.testing.assert_close(gb[key], ga[key], rtol=1e-3, atol=1e-5)

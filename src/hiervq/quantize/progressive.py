@@ -51,6 +51,149 @@ def entropy_terms(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return h_cond, h_marg
 
 
+def _chain_values(
+    tx: torch.Tensor, at: torch.Tensor | None, m: torch.Tensor | None, weight: torch.Tensor,
+    noise: torch.Tensor | None, temperature: float, straight_through: bool, want_probs: bool,
+    keep_cross: list | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """The values of the progressive chain in the transformed domain (no autograd).
+
+    ``tx`` (L, c, N, s): T_l(F) of every step (:meth:`ProgressiveQuantizer.transform_all`); ``at``, ``m``: the
+    cross operators (:meth:`ProgressiveQuantizer.cross_operators`, ``None`` for one step); ``weight`` (K, D);
+    ``noise`` (L, N, K) Gumbel noise or ``None``. The code vectors are written into one (L, c, N, s) buffer as they
+    are drawn, so step l reads the first l of them as a contiguous slice (no per-step stacking). Returns (the
+    buffer, quantizer outputs (L, N, D), e (L, N, D), logits (L, N, K), nearest codes (L, N), softmax(logits +
+    noise) (L, N, K) when ``want_probs`` and sampling, else ``None``). ``keep_cross``: a list that receives each
+    step's E_k (W_s,l W_s,k^+)^T products (l, c*N, s), for the backward.
+    """
+    steps, c, n, s = tx.shape
+    d = c * s
+    k = weight.shape[0]
+    buf = tx.new_empty(steps, c, n, s)
+    out_all = tx.new_empty(steps, n, d)
+    e_all = tx.new_empty(steps, n, d)
+    logits_all = tx.new_empty(steps, n, k)
+    idx_all = torch.empty(steps, n, dtype=torch.long, device=tx.device)
+    probs = tx.new_empty(steps, n, k) if (want_probs and noise is not None) else None
+    w_sq = weight.pow(2).sum(1)
+    wt = weight.t()
+    for step in range(steps):
+        ec = tx[step]
+        if step:
+            y = torch.bmm(buf[:step].view(step, c * n, s), at[step][:step])  # E_k (W_s,l W_s,k^+)^T
+            if keep_cross is not None:
+                keep_cross.append(y)
+            corr = m[step][:, :step].reshape(c, step * c) @ y.view(step * c, n * s)  # sum_k W_c,l W_c,k^+ (...)
+            ec = ec - corr.view(c, n, s)
+        e = e_all[step]
+        e.view(n, c, s).copy_(ec.transpose(0, 1))
+        logits = logits_all[step]
+        torch.addmm(w_sq, e, wt, beta=-1.0, alpha=2.0, out=logits)
+        if temperature != 1.0:
+            logits.div_(temperature)
+        idx = logits.argmax(-1)
+        idx_all[step] = idx
+        if noise is None:
+            q = F.embedding(idx, weight)
+            out = e + (q - e) if straight_through else q
+        else:
+            noisy = logits + noise[step]
+            out = F.embedding(noisy.argmax(-1), weight)
+            if probs is not None:
+                torch.softmax(noisy, -1, out=probs[step])
+        out_all[step] = out
+        if step + 1 < steps:
+            buf[step].copy_(out.view(n, c, s).transpose(0, 1))
+    return buf, out_all, e_all, logits_all, idx_all, probs
+
+
+class _ProgressiveChain(torch.autograd.Function):
+    """The progressive chain (:func:`_chain_values`) with a hand-written backward: one reverse sweep over the steps,
+    a few matrix products per step, instead of autograd's graph of ~20 small nodes per step and the per-step
+    stacking of the earlier code vectors. Gradients are those of the autograd formulation
+    (:meth:`ProgressiveQuantizer._chain_reference`): the Gumbel-softmax relaxation softmax(logits + noise) @ weight
+    for the sampled steps (no straight-through identity), the straight-through identity for the nearest code
+    otherwise, the logits' own gradient (entropy terms), and the cross operators' gradients."""
+
+    @staticmethod
+    def forward(ctx, tx, at, m, weight, noise, temperature, straight_through):
+        cross: list[torch.Tensor] = []
+        with torch.no_grad():
+            buf, out_all, e_all, logits, idx, probs = _chain_values(
+                tx, at, m, weight, noise, temperature, straight_through, want_probs=True,
+                keep_cross=cross if m is not None and m.requires_grad else None)
+        ctx.cross = cross
+        ctx.temperature = temperature
+        ctx.sampled = noise is not None
+        ctx.straight_through = straight_through
+        ctx.save_for_backward(at, m, weight, buf, e_all, probs)
+        ctx.mark_non_differentiable(idx)
+        return out_all, e_all, logits, idx
+
+    @staticmethod
+    def backward(ctx, g_out, g_e, g_logits, _g_idx):
+        at, m, weight, buf, e_all, probs = ctx.saved_tensors
+        steps, c, n, s = buf.shape
+        d = c * s
+        k = weight.shape[0]
+        scale = 2.0 / ctx.temperature
+        need_tx, need_at, need_m, need_weight = ctx.needs_input_grad[:4]
+        # g_buf: the gradient of every step's output, laid out as the buffer (block l final once step l is reached)
+        if g_out is None:
+            g_buf = e_all.new_zeros(steps, c, n, s)
+        else:
+            g_buf = g_out.view(steps, n, c, s).transpose(1, 2).contiguous()
+        g_flat = e_all.new_zeros(steps, n, d) if g_e is None else g_e.clone()  # d loss / d e_l, rows
+        g_tx = e_all.new_empty(steps, c, n, s)
+        logit_grads = ctx.sampled or g_logits is not None
+        # every step's total logit gradient, kept only for the learned codes' gradient
+        g_log = e_all.new_empty(steps, n, k) if (logit_grads and need_weight) else None
+        g_at = torch.zeros_like(at) if need_at else None
+        g_m = torch.zeros_like(m) if need_m else None
+        wt = weight.t()
+        go_all = e_all.new_empty(steps, n, d) if (need_weight and ctx.sampled) else None
+        for step in range(steps - 1, -1, -1):
+            go = g_buf[step].transpose(0, 1).reshape(n, d)
+            ge = g_flat[step]
+            if go_all is not None:
+                go_all[step] = go
+            gl = None if g_logits is None else g_logits[step]
+            if ctx.sampled:  # out = drawn + relaxed - sg(relaxed), relaxed = softmax(logits + noise) @ weight
+                p = probs[step]
+                gp = go @ wt
+                gp.sub_((p * gp).sum(-1, keepdim=True)).mul_(p)
+                gl = gp if gl is None else gp.add_(gl)
+            elif ctx.straight_through:
+                ge += go
+            if gl is not None:  # logits = (2 e W^T - |w|^2) / temperature
+                ge.addmm_(gl, weight, alpha=scale)
+                if g_log is not None:
+                    g_log[step] = gl
+            gec = g_tx[step]
+            gec.copy_(ge.view(n, c, s).transpose(0, 1))
+            if step:  # e_l = T_l(F) - M_l @ bmm(buf[:l], at[l, :l]): push -d/d buf[:l], d/d at[l, :l], d/d m[l, :, :l]
+                gec2 = gec.view(c, n * s)
+                g_y = (m[step][:, :step].reshape(c, step * c).t() @ gec2).view(step, c * n, s)
+                prev = buf[:step].view(step, c * n, s)
+                g_buf[:step].view(step, c * n, s).baddbmm_(g_y, at[step][:step].transpose(1, 2), alpha=-1.0)
+                if need_at:
+                    g_at[step, :step] = torch.bmm(prev.transpose(1, 2), g_y).neg_()
+                if need_m:
+                    y = ctx.cross[step - 1].view(step * c, n * s)
+                    g_m[step][:, :step] = (gec2 @ y.t()).neg_().view(c, step, c)
+        g_weight = None
+        if need_weight:
+            g_weight = torch.zeros_like(weight)
+            if ctx.sampled:
+                g_weight.addmm_(probs.view(-1, k).t(), go_all.view(-1, d))
+            if logit_grads:
+                gl = g_log.view(-1, k)
+                g_weight.addmm_(gl.t(), e_all.view(-1, d), alpha=scale)
+                g_weight.sub_(weight * (scale * gl.sum(0))[:, None])
+        ctx.cross = None
+        return (g_tx if need_tx else None), g_at, g_m, g_weight, None, None, None
+
+
 def _orthonormal_rows(steps: int, rows: int, cols: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """(steps, rows, cols) random matrices with orthonormal rows (or columns when rows > cols)."""
     a = torch.randn(steps, max(rows, cols), min(rows, cols), generator=generator)
@@ -272,11 +415,45 @@ class ProgressiveQuantizer(nn.Module):
         relaxed = noisy.softmax(-1) @ weight
         return drawn.detach() + (relaxed - relaxed.detach()), q, idx, logits
 
+    #: run the chain with :class:`_ProgressiveChain` (one (N, L*D) buffer of code vectors, the cross operators as
+    #: one matrix, a hand-written backward); ``False`` runs :meth:`_chain_reference` (per-step autograd), the
+    #: implementation before issue 29, kept as the reference of the tests and of ``benchmarks/pqvae_step.py``
+    fast_chain: bool = True
+
     def _chain(
         self, x: torch.Tensor, pinvs: tuple[torch.Tensor, torch.Tensor], weight: torch.Tensor, sample: bool,
         track_grad: bool, want_logits: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Run the L steps on small maps ``x`` (B, G, h*w, C). Returns, stacked over steps: the quantizer outputs
+        e_hat_l (L, N, D) (the drawn code when ``sample``, else the nearest; straight-through/relaxed when
+        ``track_grad``), e_l (L, N, D), the nearest codes (L, N) and the logits (L, N, K) = -(distance - |e|^2) /
+        temperature (``None`` only from the reference path without ``want_logits``)."""
+        steps = self.steps
+        graph = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (x, weight, self.spatial, self.channel))
+        if not self.fast_chain or (graph and not track_grad):  # the latter: gradients without the input's (rare)
+            outs, es, _, idxs, logits = self._chain_reference(x, pinvs, weight, sample, track_grad, want_logits)
+            return torch.stack(outs), torch.stack(es), torch.stack(idxs), (torch.stack(logits) if logits else None)
+        n = x.shape[0] * x.shape[1]
+        tx = self.transform_all(x)  # (L, c, N, s)
+        at = m = None
+        if steps > 1:
+            at, m = self.cross_operators(pinvs)
+        noise = None
+        if sample:  # the reference's draws and arithmetic, in place
+            noise = torch.rand(steps, n, weight.shape[0], device=x.device, dtype=x.dtype).clamp_(1e-10, 1.0 - 1e-7)
+            noise = noise.log_().neg_().log_().neg_()
+        if track_grad:
+            outs, es, logits, idxs = _ProgressiveChain.apply(tx, at, m, weight, noise, self.temperature, True)
+            return outs, es, idxs, logits
+        _, outs, es, logits, idxs, _ = _chain_values(tx, at, m, weight, noise, self.temperature, False, False)
+        return outs, es, idxs, logits
+
+    def _chain_reference(
+        self, x: torch.Tensor, pinvs: tuple[torch.Tensor, torch.Tensor], weight: torch.Tensor, sample: bool,
+        track_grad: bool, want_logits: bool = True,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-        """Run the L steps on small maps ``x`` (B, G, h*w, C).
+        """Run the L steps on small maps ``x`` (B, G, h*w, C), step by step under autograd (the reference).
 
         Works in the transformed domain: e_l = T_l(F_l) = T_l(F) - sum_{k<l} T_l T_k^+ (e_hat_k), with T_l(F) for all
         steps from one product and the cross operators in factored form, so that no step touches the full map.
@@ -340,16 +517,15 @@ class ProgressiveQuantizer(nn.Module):
         # EMA codes are updated in place after the loop: autograd must see a copy
         weight = book.weight.clone() if (book.uses_ema and track_grad) else book.weight
         sample = self.training and self.estimator == "gumbel"
-        outs, es, qs, idxs, logits = self._chain(x, pinvs, weight, sample, track_grad)
+        outs, e_all, codes, logits = self._chain(x, pinvs, weight, sample, track_grad)
 
         steps = self.steps
-        quantized = self.merge(self.synthesize(torch.stack(outs).view(steps, b, g, -1), pinvs), height, width)
-        codes = torch.stack(idxs)  # (L, N)
-        indices = codes.view(steps, b, g).transpose(0, 1).reshape(b, steps * g)
-        e_all, q_all = torch.stack(es), torch.stack(qs)
+        quantized = self.merge(self.synthesize(outs.reshape(steps, b, g, -1), pinvs), height, width)
+        indices = codes.view(steps, b, g).transpose(0, 1).reshape(b, steps * g)  # codes (L, N): the nearest
+        q_all = F.embedding(codes, weight)
         commitment = F.mse_loss(e_all, q_all.detach())
         codebook_loss = z.new_zeros(()) if book.uses_ema else F.mse_loss(q_all, e_all.detach())
-        h_cond, h_marg = entropy_terms(torch.stack(logits))
+        h_cond, h_marg = entropy_terms(logits)
         entropy = (h_cond - h_marg).sum()
         loss = self.beta * commitment + codebook_loss
         if self.entropy_weight > 0:
@@ -387,13 +563,13 @@ class ProgressiveQuantizer(nn.Module):
         b = z.shape[0]
         x = self.partition(z)
         g = x.shape[1]
-        _, _, _, idxs, logits = self._chain(
+        _, _, idxs, logits = self._chain(
             x, self.pseudo_inverses(), self.codebook.weight, sample=False, track_grad=False, want_logits=with_entropy
         )
-        codes = torch.stack(idxs).view(self.steps, b, g).transpose(0, 1).reshape(b, self.steps * g)
+        codes = idxs.view(self.steps, b, g).transpose(0, 1).reshape(b, self.steps * g)
         if not with_entropy:
             return codes
-        logp = torch.stack(logits).log_softmax(-1)
+        logp = logits.log_softmax(-1)
         ent = -(logp.exp() * logp).sum(-1)  # (L, N)
         return codes, ent.view(self.steps, b, g).transpose(0, 1).reshape(b, self.steps * g)
 
