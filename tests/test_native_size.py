@@ -169,3 +169,21 @@ def test_a_fixed_size_model_refuses_other_sizes_naming_both(tmp_path, capsys):
     assert not (tmp_path / "c.npz").exists()
     out = _run(["encode", tmp_path / "pq", png, "-o", tmp_path / "c.npz", "--resize"], capsys)
     assert np.load(tmp_path / "c.npz")["level0"].shape == (1, 8) and "32 bits/image" in out
+
+
+def test_eval_of_a_folder_codes_each_image_at_its_own_size(rgb_run, tmp_path, capsys):
+    """``hiervq eval RUN --data FOLDER``: every image of the folder (sub-folders too) at its own size, padded to the
+    stride and cropped back before any metric; ``--resize`` brings them to the training size instead."""
+    import json
+
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    _png(folder / "a.png", (50, 70))
+    _png(folder / "b.png", (40, 40), seed=1)
+    _png(folder / "more" / "c.png", (50, 70), seed=2)
+    result = json.loads(_run(["eval", rgb_run, "--data", folder], capsys))
+    assert result["images"] == 3 and result["sizes"] == ["40x40", "50x70"]
+    assert result["bits_per_image"] == pytest.approx((2 * _real_bits((50, 70)) + _real_bits((40, 40))) / 3)
+    assert 0 < result["mse"] < 1
+    resized = json.loads(_run(["eval", rgb_run, "--data", folder, "--resize"], capsys))
+    assert resized["images"] == 3 and "sizes" not in resized and resized["bits_per_image"] == _real_bits((16, 16))

@@ -78,13 +78,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     overrides = _data_path_overrides(args.data) + list(args.set or [])
     if overrides:
         config = with_overrides(config.to_dict(), overrides, config.source)
-    split = args.split or ("all" if args.data and _data_path_overrides(args.data)[0] == "data.name=folder" else "test")
+    folder = bool(args.data) and _data_path_overrides(args.data)[0] == "data.name=folder"
+    split = args.split or ("all" if folder else "test")
     metrics = []
     if args.metric:
         from ..metrics.perceptual import load_metric
 
         metrics = [load_metric(spec) for spec in args.metric]
-    result = evaluate_run(args.run, config, split=split, metrics=metrics)
+    # a folder of images is evaluated at the images' own sizes unless --resize (or a split) asks otherwise
+    native = args.data if folder and not args.resize and split == "all" else None
+    result = evaluate_run(args.run, config, split=split, metrics=metrics, native_folder=native)
     logger.info(f"evaluated {result['images']} images ({split})")
     text = json.dumps(result, indent=2, allow_nan=False)
     if args.output:
@@ -239,6 +242,9 @@ def add_commands(sub) -> None:
                     "loss terms and codebook health, as JSON on stdout.")
     add_run(p)
     p.add_argument("--data", help="evaluate on this dataset instead (.npz, MNIST folder, CIFAR batches, image folder)")
+    p.add_argument("--resize", action="store_true",
+                   help="bring the images of a --data folder to the model's training size (data.fit) instead of "
+                        "evaluating each at its own size")
     p.add_argument("--split", choices=["test", "val", "train", "all"],
                    help="which images (default: test; all of them for an image folder given with --data, which has no "
                         "test split of its own)")

@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import DataConfig, DataSplits, load_data
+from ..data import DataConfig, DataSplits, ImageSet, join_sets, load_data
+from ..data.readers import list_images, read_image
 from ..errors import ConfigError, DataError, HierVQError
 from ..extras import require
 from ..io import atomic_write_bytes
 from ..layout import RunDir
 from ..models.base import DiscreteAutoencoder
-from ..pretrained import load_state, resolve_model_dir, save_pretrained
+from ..pretrained import load, load_state, resolve_model_dir, save_pretrained
 from .checkpoint import load_checkpoint
 from .config import RunConfig, config_from_dict, dump_config, read_yaml_mapping
 from .distributed import DistInfo, barrier, cleanup, describe_processes, env_device, setup
@@ -236,16 +237,40 @@ def finish_run(run_dir: Path, model: DiscreteAutoencoder, data: DataSplits, trai
 SPLIT_KEYS = ("mse", "mse_std", "psnr", "psnr_std", "ssim", "ms_ssim", "images")
 
 
+def native_groups(folder: str | Path, channels: int) -> list[ImageSet]:
+    """Every image file under ``folder`` at its own size, converted to ``channels``, grouped by size (one
+    :class:`~hiervq.data.ImageSet` per size): what ``hiervq eval --data FOLDER`` evaluates."""
+    files = list_images(Path(folder), recursive=True)
+    if not files:
+        raise DataError(f"{folder}: no images found")
+    by_size: dict[tuple[int, int], list[np.ndarray]] = {}
+    for f in files:
+        arr = read_image(f, mode="L" if channels == 1 else "RGB")
+        by_size.setdefault(arr.shape[:2], []).append(arr)
+    return [ImageSet(torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).contiguous()) for arrs in by_size.values()]
+
+
 def evaluate_run(run_dir: str | Path, config: RunConfig | None = None, split: str = "test",
-                 metrics: tuple | list = ()) -> dict[str, Any]:
+                 metrics: tuple | list = (), native_folder: str | Path | None = None) -> dict[str, Any]:
     """Evaluate a finished run's saved model on a split of its data (or of ``config.data``); ``split="all"``
     evaluates every image the data holds (train, val and test together). ``metrics``: perceptual metrics to add
-    (:mod:`hiervq.metrics.perceptual`)."""
-    from ..data import join_sets
-    from ..pretrained import load
-
+    (:mod:`hiervq.metrics.perceptual`). ``native_folder``: evaluate every image of that folder at its own size
+    instead (a fully convolutional model; a fixed-size one refuses, naming both sizes)."""
     config = config or model_run_config(run_dir)
     model = load(run_dir, device=env_device())
+    if native_folder is not None:
+        groups = native_groups(native_folder, model.config.in_channels)
+        for group in groups:
+            model.coded_size(*group.shape[1:])  # a fixed-size model refuses here, naming both sizes
+        result = Trainer(config.train, None, seed=config.seed).evaluate_groups(model, groups, metrics)
+        result["split"] = "all"
+        result["sizes"] = sorted({f"{g.shape[1]}x{g.shape[2]}" for g in groups})
+        with torch.no_grad():  # the real grids of each size: bits per image averaged over the images
+            bits = [model.bits_of(model.codes_to_list(model.encode(model.pad_images(g.batch(slice(0, 1))[0].float()
+                                                                                 .div(255).to(env_device()))))) * len(g)
+                    for g in groups]
+        result["bits_per_image"] = sum(bits) / sum(len(g) for g in groups)
+        return result
     data = load_data(config.data)
     if split == "all":
         parts = [s for s in (data.train, data.val, data.test) if s is not None]

@@ -21,7 +21,7 @@ from ..errors import DivergedError
 from ..layout import RunDir
 from ..log import progress
 from ..metrics import EvalAccumulator, mse_per_image, psnr
-from ..models.base import DiscreteAutoencoder
+from ..models.base import DiscreteAutoencoder, crop_images
 from ..pretrained import load_state, nonfinite_tensors
 from ..tasks import PhaseConfig, Task, TrainConfig
 from .checkpoint import save_checkpoint
@@ -254,22 +254,40 @@ class Trainer:
             result["mse_per_image"] = acc.per_image_mse()
         return result
 
+    def evaluate_groups(self, model: DiscreteAutoencoder, groups: list[ImageSet], metrics: tuple | list = ()
+                        ) -> dict[str, Any]:
+        """:meth:`evaluate` over several image sets as one (e.g. a folder's images grouped by size, each coded at
+        its own size): one result, means over every image."""
+        model = _unwrap(model)
+        acc = EvalAccumulator([lv.codebook_size for lv in model.levels], metrics)
+        for group in groups:
+            self._evaluate_pass(model, group, len(group), metrics, acc)
+        return acc.result()
+
     @torch.inference_mode()
     def _evaluate_pass(self, model: DiscreteAutoencoder, dataset: ImageSet, n: int,
-                       metrics: tuple | list = ()) -> EvalAccumulator:
-        """Run ``model`` (in eval mode, under ``torch.inference_mode``) over the first ``n`` images of ``dataset``."""
+                       metrics: tuple | list = (), acc: EvalAccumulator | None = None) -> EvalAccumulator:
+        """Run ``model`` (in eval mode, under ``torch.inference_mode``) over the first ``n`` images of ``dataset``
+        (into ``acc`` when given). Images of another size than the model's are coded at their own size
+        (:meth:`~hiervq.models.DiscreteAutoencoder.pad_images`, cropped back before any metric)."""
         was_training = model.training
         model.eval()
         device = self.dist.device
-        acc = EvalAccumulator([lv.codebook_size for lv in model.levels], metrics)
+        acc = acc or EvalAccumulator([lv.codebook_size for lv in model.levels], metrics)
         bs = self.config.eval_batch_size
         for start in range(0, n, bs):
             x, _ = dataset.batch(slice(start, min(start + bs, n)))
             x = x.to(device)
-            out = model(x)  # always float32: train.amp speeds up training only, never changes a reported number
+            size = tuple(x.shape[-2:])
+            if size != tuple(model.image_shape[1:]):  # another size: coded at its own size (padded, cropped back)
+                out = model(model.pad_images(x))  # float32 always: train.amp never changes a reported number
+                recon = crop_images(out.recon.float(), size)
+            else:
+                out = model(x)
+                recon = out.recon.float()
             losses = dict(out.losses)
             losses["total"] = out.loss.detach()
-            acc.add(x, out.recon.float(), out.codes, losses)
+            acc.add(x, recon, out.codes, losses)
         model.train(was_training)
         return acc
 
