@@ -7,6 +7,7 @@ labels only when asked). Readers only read local files.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import logging
@@ -347,33 +348,22 @@ def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None, mod
     """One image file as uint8 (H, W, C) with C = 1 (grayscale files) or 3 (all others); ``mode`` "L" or "RGB"
     converts, ``size`` (h, w) resizes (bicubic). 16-bit grayscale is scaled to 8 bits; float images and
     images over Pillow's decompression-bomb limit are refused."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file" if not path.exists() else f"{path}: is a folder, not an image")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                if img.mode == "F":
-                    raise DataError(f"{path}: 32-bit float images are not supported; save it as 8- or 16-bit")
-                img.load()
-                if img.mode in WIDE_GRAY_MODES:
-                    img = _to_8bit(img)
-                if mode is None:
-                    mode = "L" if img.mode in GRAY_MODES else "RGB"
-                if img.mode != mode:
-                    img = img.convert(mode)
-                if size is not None and img.size != (size[1], size[0]):
-                    img = img.resize((size[1], size[0]), Image.BICUBIC)
-                arr = np.array(img, dtype=np.uint8)
-    except DataError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DataError(f"{path}: image too large to read safely ({str(exc).split(' could be')[0]})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: corrupt or unreadable image ({exc})") from None
+    with _open_image(path) as img:
+        img.load()
+        if img.mode in WIDE_GRAY_MODES:
+            img = _to_8bit(img)
+        if mode is None:
+            mode = "L" if img.mode in GRAY_MODES else "RGB"
+        if img.mode != mode:
+            img = img.convert(mode)
+        if size is not None and img.size != (size[1], size[0]):
+            img = img.resize((size[1], size[0]), Image.BICUBIC)
+        arr = np.array(img, dtype=np.uint8)
     return arr[..., None] if arr.ndim == 2 else arr
 
 
@@ -455,25 +445,32 @@ def folder_files(root: str | os.PathLike, labels: bool = False) -> FolderListing
     return FolderListing(splits, names, unused, len(sub))
 
 
-def image_header(path: str | os.PathLike) -> tuple[int, int, int]:
-    """(height, width, channels as :func:`read_image` reads it) of an image file, from its header (nothing decoded)."""
+@contextlib.contextmanager
+def _open_image(path: Path):
+    """An image file opened by Pillow, refused with one :class:`DataError` naming it when it is a decompression
+    bomb, 32-bit float, corrupt or unreadable (also for what the block does with it)."""
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 if img.mode == "F":
                     raise DataError(f"{path}: 32-bit float images are not supported; save it as 8- or 16-bit")
-                w, h = img.size
-                return h, w, 1 if img.mode in GRAY_MODES else 3
+                yield img
     except DataError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(f"{path}: image too large to read safely ({str(exc).split(' could be')[0]})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: corrupt or unreadable image ({exc})") from None
+
+
+def image_header(path: str | os.PathLike) -> tuple[int, int, int]:
+    """(height, width, channels as :func:`read_image` reads it) of an image file, from its header (nothing decoded)."""
+    with _open_image(Path(path)) as img:
+        w, h = img.size
+        return h, w, 1 if img.mode in GRAY_MODES else 3
 
 
 def folder_mode(files: list[Path], channels: int | None = None, headers: list | None = None) -> str:

@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn import ResBlock
-from ..pretrained import register, save_pretrained
+from ..pretrained import register
 from .embed import check_layout, code_layout, embed_codes, has_layout, table_rows
-from .kinds import check_labels, check_num_classes, draw
+from .kinds import CodeMapPrior, check_labels, check_num_classes
 
 #: network passes per level to decode a map, whatever its size
 PASSES = 2
@@ -91,7 +91,7 @@ def anchors(size: tuple[int, int], device=None) -> torch.Tensor:
 
 
 @register("checkerboard")
-class CheckerboardPrior(nn.Module):
+class CheckerboardPrior(CodeMapPrior):
     """Two-pass checkerboard prior over a code map (see the module docstring).
 
     ``forward(codes (B, H, W) long, cond (B, h, w) long | None, labels (B,) long | None)`` returns logits
@@ -220,25 +220,3 @@ class CheckerboardPrior(nn.Module):
             logits = self._pass(codes, features)  # (n, K, H, W)
             codes[:, part] = choose(logits.permute(0, 2, 3, 1)[:, part]).to(codes.dtype)
         return codes
-
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        size: tuple[int, int],
-        cond: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Sample ``n`` code maps (n, H, W) in two passes (:meth:`walk`); ``temperature`` divides the logits."""
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        return self.walk(n, size, cond, labels, lambda logits: draw(logits, temperature, generator))
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def save_pretrained(self, directory, extra: dict | None = None):
-        """Write ``config.json`` + ``model.safetensors``; ``hiervq.load(directory)`` rebuilds the prior."""
-        return save_pretrained(self, directory, extra)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import HierVQError
+from ..pretrained import save_pretrained
 from ..schema import from_dict
 
 PRIOR_KINDS: dict[str, PriorKind] = {}
@@ -195,3 +196,32 @@ def prior_kind_for(model) -> PriorKind:
     raise HierVQError(
         f"no prior is defined for {name} models (priors exist for: {', '.join(sorted(PRIOR_KINDS)) or 'none'})"
     )
+
+
+class CodeMapPrior(nn.Module):
+    """What the priors over a 2-D code map share (:class:`~hiervq.priors.PixelCNN`,
+    :class:`~hiervq.priors.CheckerboardPrior`): sampling through the subclass's ``walk(n, size, cond, labels,
+    choose)`` (its own decoding order), the parameter count and saving."""
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        size: tuple[int, int],
+        cond: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample ``n`` code maps (n, H, W) in the prior's decoding order (``walk``); ``temperature`` divides the
+        logits."""
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        return self.walk(n, size, cond, labels, lambda logits: draw(logits, temperature, generator))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def save_pretrained(self, directory, extra: dict | None = None):
+        """Write ``config.json`` + ``model.safetensors``; ``hiervq.load(directory)`` rebuilds the prior."""
+        return save_pretrained(self, directory, extra)

@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn import ResBlock
-from ..pretrained import register, save_pretrained
+from ..pretrained import register
 from ..quantize.common import code_bits as uniform_bits  # noqa: F401 - hiervq.priors exports it
 from .embed import check_layout, code_layout, embed_codes, has_layout, table_rows
-from .kinds import check_labels, check_num_classes, draw
+from .kinds import CodeMapPrior, check_labels, check_num_classes
 
 
 @dataclass
@@ -148,7 +148,7 @@ class GatedBlock(nn.Module):
 
 
 @register("pixelcnn")
-class PixelCNN(nn.Module):
+class PixelCNN(CodeMapPrior):
     """Gated PixelCNN prior over a code map; see the module docstring for the architecture.
 
     Build it as ``PixelCNN(codebook_size, channels=64, layers=8, cond_codebook_size=None, num_classes=None, ...)`` or
@@ -321,26 +321,3 @@ class PixelCNN(nn.Module):
                     here = codes[:, i : i + 1, j : j + 1]
                     codes[:, i, j, d] = choose(self._depth_logits(h, here)[:, :, 0, 0, d])
         return codes
-
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        size: tuple[int, int],
-        cond: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Sample ``n`` code maps (n, H, W) in raster order (:meth:`walk`); ``temperature`` divides the logits."""
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        return self.walk(n, size, cond, labels, lambda logits: draw(logits, temperature, generator))
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def save_pretrained(self, directory, extra: dict | None = None):
-        """Write ``config.json`` + ``model.safetensors``; ``hiervq.load(directory)`` rebuilds the prior."""
-        return save_pretrained(self, directory, extra)
-
