@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 RESULTS = Path(__file__).resolve().parent / "results" / "lfq_defaults.json"
-DATA = Path("/work/shared/data/cifar10/cifar10.npz")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "cifar10.npz"  # ../shared beside the repository
 IMAGES, DIM, BITS, STEPS, BATCH, LR = 2000, 64, 10, 150, 64, 1e-3
 
 
