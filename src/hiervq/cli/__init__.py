@@ -19,8 +19,8 @@ and ``cli/commands/GROUP.py`` holds the commands as they run, one ``cmd_NAME(arg
 the library at its top (``cli/commands/files.py``: what they share, image files in and PNGs out). A command names
 its function as a string, ``"hiervq.cli.commands.GROUP:cmd_NAME"``; :func:`main` imports that one module when the
 command runs. So ``hiervq --help`` imports none of the library behind the commands (``hiervq.train``, the
-experiments, PyYAML, Pillow: about 0.25 s measured, on top of ``import hiervq``) and no command function needs an
-import of its own.
+experiments, PyYAML: about 0.25 s measured, on top of the 2 s of ``import hiervq``, which loads torch) and no
+command function needs an import of its own.
 
 A new command goes into the two modules of its group (or a new pair listed in :data:`COMMAND_GROUPS`): a
 ``cmd_NAME(args) -> int`` function and a few lines in ``add_commands(sub)``; every command gets ``--debug``,
