@@ -288,17 +288,17 @@ def test_classify_rows_seeds_and_scratch_never_sees_pretrained_weights(tmp_path,
     npz = _npz(tmp_path / "d.npz", 16)
     cfg = tmp_path / "rows.yaml"
     cfg.write_text(TINY.format(name="npz", path=npz, size=16).split("classify:")[0] + ROWS.format())
-    import hiervq.classify as classify_pkg
+    import hiervq.experiments.label_fractions as label_fractions
 
     seen = []
 
-    real = classify_pkg.FeatureClassifier
+    real = label_fractions.FeatureClassifier
 
     def spy(encoder, head, **kwargs):
         seen.append({k: v.clone() for k, v in encoder.state_dict().items()})
         return real(encoder, head, **kwargs)
 
-    monkeypatch.setattr(classify_pkg, "FeatureClassifier", spy)
+    monkeypatch.setattr(label_fractions, "FeatureClassifier", spy)
     out = tmp_path / "out"
     assert main(["classify", str(cfg), "--fractions", "1,0.5", "--out", str(out)]) == 0
     result = json.loads((out / "results.json").read_text())

@@ -310,9 +310,11 @@ def test_prior_runs_and_sampling_on_digits(tmp_path, capsys):
 def test_prior_report_without_matplotlib(tmp_path, monkeypatch, caplog):
     """Without the plots extra a prior run's report.md still holds the numbers and says why the curve is missing."""
     from hiervq.metrics import plots
+    from hiervq.train import report
     from hiervq.train.report import write_prior_report
 
-    monkeypatch.setattr(plots, "have_matplotlib", lambda: False)
+    for module in (plots, report):  # where the charts are drawn, and where report.md says whether they were
+        monkeypatch.setattr(module, "have_matplotlib", lambda: False)
     summary = {"autoencoder": "runs/x", "level": 0, "grid": [4, 4], "codebook_size": 16, "class_conditional": False,
                "bits_per_code": 2.5, "bits_per_image": 40.0, "uniform_bits_per_code": 4.0,
                "uniform_bits_per_image": 64.0, "saved_fraction": 0.375, "params": 10, "epochs": 1, "train_s": 1.0,

@@ -212,11 +212,11 @@ def test_compiled_training_forward_gives_the_eager_results():
 
 def test_train_compile_is_a_config_switch(tmp_path, tiny_run_config, monkeypatch):
     """train.compile calls compile_stacks on the model once, before the first step (compilation mocked here)."""
-    import hiervq.nn
+    import hiervq.train.trainer
     from hiervq.train import config_from_dict, train_run
 
     seen = []
-    monkeypatch.setattr(hiervq.nn, "compile_stacks", lambda model: seen.append(type(model).__name__) or 0)
+    monkeypatch.setattr(hiervq.train.trainer, "compile_stacks", lambda model: seen.append(type(model).__name__) or 0)
     tiny_run_config["train"].update(compile=True, epochs=1)
     train_run(config_from_dict(tiny_run_config), tmp_path / "run")
     assert seen == ["HierarchicalVQVAE"]

@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from .errors import HierVQError, WriteError
 
 
@@ -68,8 +70,6 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def image_bytes(img, path: str | os.PathLike) -> bytes:
     """The Pillow image ``img`` encoded in memory in the format of ``path``'s suffix (PNG when it has none known)."""
-    from PIL import Image
-
     fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
     buffer = io.BytesIO()
     try:

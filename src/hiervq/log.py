@@ -22,6 +22,8 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 
+from tqdm.auto import tqdm
+
 NAME = "hiervq"
 #: seconds between two progress lines when stderr is not a terminal (env ``HIERVQ_PROGRESS_INTERVAL``)
 PROGRESS_INTERVAL_S = 30.0
@@ -147,7 +149,5 @@ def progress(items: Iterable, desc: str, enabled: bool = True):
     if not enabled or not get_logger().isEnabledFor(logging.INFO):
         return items
     if sys.stderr.isatty():
-        from tqdm.auto import tqdm
-
         return tqdm(items, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
     return ProgressLines(items, desc, progress_interval())

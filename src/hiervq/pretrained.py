@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
 from torch import nn
 
 from ._version import __version__
@@ -110,8 +112,6 @@ def save_pretrained(module: nn.Module, directory: str | os.PathLike, extra: dict
     Each file is written atomically, weights first, so an interrupted save never leaves a config that points
     at half-written weights.
     """
-    from safetensors.torch import save
-
     name = getattr(type(module), "registry_name", None)
     if name is None:
         raise TypeError(f"{type(module).__name__} is not registered with hiervq.pretrained.register")
@@ -208,9 +208,6 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modu
 
     No pickle is involved: the architecture comes from ``config.json``, the weights from safetensors.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     directory = resolve_model_dir(path)
     meta = read_meta(directory)
     where = str(directory / CONFIG_FILE)

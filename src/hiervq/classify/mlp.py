@@ -13,13 +13,14 @@ at the best point on test (the optimistic protocol of the published tables, repo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..models.base import DiscreteAutoencoder
+from ..nn import Standardize
 
 
 @dataclass
@@ -153,8 +154,6 @@ class FeatureClassifier(nn.Module):
         if not (self.finetune and mode):
             self.encoder.eval()
         elif not self.train_codebooks:
-            from ..nn import Standardize
-
             fixed = {id(q) for q in self.encoder.quantizers()}
             for module in self.encoder.modules():
                 if isinstance(module, Standardize) or id(module) in fixed:
@@ -232,8 +231,6 @@ class ClassifierResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
         return asdict(self)
 
 

@@ -1,233 +1,16 @@
 """``hiervq train``, ``eval``, ``encode`` and ``decode``: train an autoencoder, measure it, turn images into codes
-and back."""
+and back. Their flags; the commands themselves are in :mod:`hiervq.cli.commands.autoencoder`."""
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
-from pathlib import Path
+from .common import add_batch_size, add_command, add_image_options, add_out, add_output, add_overwrite, add_run, add_set
 
-from ..errors import HierVQError
-from .common import (
-    add_batch_size,
-    add_command,
-    add_image_options,
-    add_out,
-    add_output,
-    add_overwrite,
-    add_run,
-    add_set,
-    collect_images,
-    group_by_size,
-    out_dir,
-    png_targets,
-    read_model_images,
-    save_pngs,
-)
-
-logger = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------- train
-def _cmd_train(args: argparse.Namespace) -> int:
-    from ..train import load_config, read_run_config, train_run
-    from ..train.config import with_overrides
-
-    if args.resume:
-        if args.config:
-            raise HierVQError("give either a CONFIG to start a run or --resume RUN_DIR, not both")
-        config = read_run_config(args.resume)
-        if args.set:
-            config = with_overrides(config.to_dict(), args.set, config.source)
-        run_dir = Path(args.resume)
-    else:
-        config = load_config(args.config, args.set)
-        run_dir = out_dir(args)
-    args.run_dir = run_dir  # for the message of an interrupt
-    train_run(config, run_dir, resume=bool(args.resume), overwrite=args.overwrite)
-    return 0
-
-
-# ---------------------------------------------------------------------- eval
-def _data_path_overrides(path: str | None) -> list[str]:
-    """``--data PATH`` as config overrides, guessing the dataset kind from the path."""
-    if not path:
-        return []
-    p = Path(path)
-    if p.suffix == ".npz":
-        kind = "npz"
-    elif p.is_dir() and any(p.glob("*idx3-ubyte*")):
-        kind = "mnist"
-    elif p.is_dir() and (any(p.glob("data_batch_*")) or (p / "cifar-10-batches-py").is_dir()):
-        kind = "cifar10"
-    else:
-        kind = "folder"
-    return [f"data.name={kind}", f"data.path={path}"]
-
-
-def _cmd_eval(args: argparse.Namespace) -> int:
-    from ..io import atomic_write_bytes
-    from ..train.config import with_overrides
-    from ..train.run import evaluate_run, model_run_config
-    from ..train.rundir import check_output_file
-
-    if args.output:
-        check_output_file(args.output, args.overwrite)
-    config = model_run_config(args.run)  # a run directory, a saved model folder or a tokenizer name
-    overrides = _data_path_overrides(args.data) + list(args.set or [])
-    if overrides:
-        config = with_overrides(config.to_dict(), overrides, config.source)
-    folder = bool(args.data) and _data_path_overrides(args.data)[0] == "data.name=folder"
-    split = args.split or ("all" if folder else "test")
-    metrics = []
-    if args.metric:
-        from ..metrics.perceptual import load_metric
-
-        metrics = [load_metric(spec) for spec in args.metric]
-    # a folder of images is evaluated at the images' own sizes unless --resize (or a split) asks otherwise
-    native = args.data if folder and not args.resize and split == "all" else None
-    result = evaluate_run(args.run, config, split=split, metrics=metrics, native_folder=native)
-    logger.info(f"evaluated {result['images']} images ({split})")
-    text = json.dumps(result, indent=2, allow_nan=False)
-    if args.output:
-        atomic_write_bytes(args.output, (text + "\n").encode())
-    print(text)
-    return 0
-
-
-# ---------------------------------------------------------------------- encode / decode
-def _cmd_encode(args: argparse.Namespace) -> int:
-    import io
-
-    import numpy as np
-    import torch
-
-    from ..errors import DataError
-    from ..io import atomic_write_bytes
-    from ..pretrained import load
-    from ..train.rundir import check_output_file
-
-    if args.batch_size < 1:
-        raise HierVQError(f"--batch-size must be >= 1, got {args.batch_size}")
-    files = collect_images(args.images)
-    check_output_file(args.output, args.overwrite, inputs=files)
-    model = load(args.run)
-    images = read_model_images(files, args.run, model, args.convert, args.resize, args.keep_size)
-    groups = group_by_size(images)
-    if len(groups) > 1:
-        (a, first), (b, second) = list(groups.items())[:2]
-        raise DataError(f"images have different sizes ({files[first[0]]}: {a[0]}x{a[1]}, {files[second[0]]}: "
-                        f"{b[0]}x{b[1]}, {len(groups)} sizes in all); a codes file holds images of one size: encode "
-                        "each size in its own call, or pass --resize to bring them all to the model's size")
-    (size,) = groups
-    batch = torch.cat(images)
-    codes = []
-    with torch.no_grad():
-        for start in range(0, len(batch), args.batch_size):
-            codes.append(model.encode(model.pad_images(batch[start : start + args.batch_size])))
-    per_batch = [model.codes_to_list(c_) for c_ in codes]
-    levels = [torch.cat([b[i] for b in per_batch]) for i in range(len(per_batch[0]))]
-    out = {f"level{i}": c_.numpy().astype(np.int32) for i, c_ in enumerate(levels)}
-    out["names"] = np.array([f.name for f in files])
-    out["image_sizes"] = np.tile(np.array(size, dtype=np.int32), (len(files), 1))
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **out)
-    atomic_write_bytes(args.output, buffer.getvalue())
-    shapes_txt = ", ".join(f"{k} {v.shape}" for k, v in out.items() if k.startswith("level"))
-    print(f"encoded {len(files)} images of {size[0]}x{size[1]} -> {args.output} ({shapes_txt}; "
-          f"{model.bits_of(levels):.0f} bits/image)")
-    return 0
-
-
-def _read_codes(path: Path):
-    """The code arrays (level0, level1, ...) as int64 tensors, the names (or None) and the images' original sizes
-    ((N, 2) int64, or None: a codes file written before hiervq recorded them decodes at the grids' size) of a codes
-    file written by ``hiervq encode``; everything is checked before anything is decoded or written."""
-    import numpy as np
-    import torch
-
-    from ..data.readers import npz_array, open_npz
-    from ..errors import DataError
-
-    archive = open_npz(path, "codes file")
-    keys = [k for k in archive.files if k.startswith("level")]
-    if not keys or not all(k[5:].isdigit() for k in keys):
-        raise DataError(f"{path}: no level0, level1, ... arrays (write it with `hiervq encode`)")
-    keys.sort(key=lambda k: int(k[5:]))
-    levels = []
-    for k in keys:
-        arr = npz_array(archive, k, path)
-        if arr.dtype.kind not in "iu":
-            raise DataError(f"{path}: {k} holds {arr.dtype} values; codes must be integers (as `hiervq encode` writes)")
-        if arr.ndim < 2 or len(arr) != len(npz_array(archive, keys[0], path)):
-            raise DataError(f"{path}: {k} has shape {arr.shape}; every level needs one code array per image")
-        levels.append(torch.from_numpy(arr.astype(np.int64)))
-    names = None
-    if "names" in archive.files:
-        raw = npz_array(archive, "names", path)
-        if raw.ndim != 1:
-            raise DataError(f"{path}: names has shape {raw.shape}; expected one name per image")
-        if raw.dtype.kind not in "US":
-            raise DataError(f"{path}: names holds {raw.dtype} values; expected file names (as `hiervq encode` writes)")
-        names = [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in raw]
-        for i, name in enumerate(names):  # each becomes a file name in the output folder: no paths
-            if not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0") or not Path(name).stem:
-                raise DataError(f"{path}: names[{i}] is {name[:80]!r}; a name must be a plain file name "
-                                "(no folders, '..', or NUL bytes)")
-    sizes = None
-    if "image_sizes" in archive.files:
-        raw = npz_array(archive, "image_sizes", path)
-        if raw.dtype.kind not in "iu" or raw.shape != (len(levels[0]), 2) or (raw.size and int(raw.min()) < 1):
-            raise DataError(f"{path}: image_sizes has shape {raw.shape} ({raw.dtype}); expected (images, 2) positive "
-                            "integers, each image's height and width")
-        sizes = raw.astype(np.int64)
-    return levels, names, sizes
-
-
-def _cmd_decode(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..errors import DataError
-    from ..io import NewFiles
-    from ..metrics.plots import save_image_grid
-    from ..models import crop_images
-    from ..pretrained import load
-
-    model = load(args.run)
-    path = Path(args.codes)
-    levels, names, sizes = _read_codes(path)
-    out = Path(args.output)
-    targets = png_targets(path, out, names, len(levels[0]), args.overwrite, hint=" in names", inputs=[path])  # all checked before writing any
-    with torch.no_grad():
-        try:
-            images = model.decode(model.codes_from_list(levels))
-        except (IndexError, ValueError, RuntimeError) as exc:
-            raise DataError(f"{path}: codes do not fit this model ({str(exc).splitlines()[0]})") from None
-    if sizes is not None:  # crop each image back to the size it had before it was padded to the model's stride
-        too_big = [i for i, (h, w) in enumerate(sizes) if h > images.shape[-2] or w > images.shape[-1]]
-        if too_big:
-            h, w = sizes[too_big[0]]
-            raise DataError(f"{path}: image {too_big[0]} has image_sizes {h}x{w}, larger than its codes decode to "
-                            f"({images.shape[-2]}x{images.shape[-1]})")
-    mixed = sizes is not None and len({(int(h), int(w)) for h, w in sizes}) > 1  # not as `hiervq encode` writes
-    if sizes is not None and not mixed:
-        images = crop_images(images, tuple(sizes[0]))
-    with NewFiles() as new:  # a failed write (disk full, permissions) removes the PNGs written before it
-        new.folder(out)
-        if mixed:
-            for x, (h, w), target in zip(images, sizes, targets):
-                save_pngs(x[None, :, :h, :w], [target], new.write)
-        else:
-            save_pngs(images, targets, new.write)
-        save_image_grid(images, out / "grid.png", nrow=min(8, len(images)), write=new.write)
-    print(f"decoded {len(images)} images -> {out}/")
-    return 0
+RUN = "hiervq.cli.commands.autoencoder"  # the module of the commands as they run
 
 
 def add_commands(sub) -> None:
     """Add ``train``, ``eval``, ``encode`` and ``decode`` to the ``hiervq`` subparsers."""
-    p = add_command(sub, "train", _cmd_train, "train a model from a YAML config (or resume a run)",
+    p = add_command(sub, "train", f"{RUN}:cmd_train", "train a model from a YAML config (or resume a run)",
                     "Train a model from a YAML config; under torchrun, train on every process with DDP.")
     p.add_argument("config", nargs="?",
                    help="YAML config file, or the name of a shipped recipe (`hiervq configs` lists them: demo, "
@@ -237,7 +20,7 @@ def add_commands(sub) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     add_overwrite(p, "replace an existing run directory")
 
-    p = add_command(sub, "eval", _cmd_eval, "evaluate a trained run on its test split (or other data)",
+    p = add_command(sub, "eval", f"{RUN}:cmd_eval", "evaluate a trained run on its test split (or other data)",
                     "Evaluate a trained run: MSE, PSNR, SSIM, MS-SSIM (means and stds over images), "
                     "loss terms and codebook health, as JSON on stdout.")
     add_run(p)
@@ -255,7 +38,7 @@ def add_commands(sub) -> None:
     add_output(p, "also write the result JSON here")
     add_overwrite(p, "replace the -o file if it exists")
 
-    p = add_command(sub, "encode", _cmd_encode, "turn images into codes (codes.npz)",
+    p = add_command(sub, "encode", f"{RUN}:cmd_encode", "turn images into codes (codes.npz)",
                     "Encode images into codes, one array per level (level0 = bottom), with their names and sizes. "
                     "Each image is coded at its own size (padded to the model's stride; `decode` crops back), so "
                     "the images of one call must share a size; --resize brings them to the model's training size.")
@@ -266,7 +49,7 @@ def add_commands(sub) -> None:
     add_batch_size(p, 256)
     add_overwrite(p, "replace the -o file if it exists (never an input image)")
 
-    p = add_command(sub, "decode", _cmd_decode, "turn codes (codes.npz) back into images",
+    p = add_command(sub, "decode", f"{RUN}:cmd_decode", "turn codes (codes.npz) back into images",
                     "Decode a codes file written by `hiervq encode` into one PNG per image (plus grid.png), cropped "
                     "to each image's recorded size (image_sizes; older files decode at the size of their grids).")
     add_run(p, "run directory, saved model directory or tokenizer name (`hiervq models`)")

@@ -1,132 +1,17 @@
 """``hiervq compress`` and ``hiervq decompress``: images -> entropy-coded ``.hvq`` files with a run's autoencoder
-and priors, and back to PNGs. The work is done by :class:`hiervq.codec.Codec`; the format is in
-docs/compression.md."""
+and priors, and back to PNGs. Their flags; the commands themselves are in :mod:`hiervq.cli.commands.compress`."""
 
 from __future__ import annotations
 
-import argparse
-import time
-from pathlib import Path
+from .common import add_batch_size, add_command, add_image_options, add_output, add_overwrite, add_priors, add_run
 
-from ..errors import HierVQError
-from .common import (
-    add_batch_size,
-    add_command,
-    add_image_options,
-    add_output,
-    add_overwrite,
-    add_priors,
-    add_run,
-    collect_files,
-    collect_images,
-    group_by_size,
-    png_targets,
-    read_model_images,
-    save_pngs,
-)
-
-
-def _check_batch_size(n: int) -> None:
-    if n < 1:
-        raise HierVQError(f"--batch-size must be >= 1, got {n}")
-
-
-def _cmd_compress(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..codec import SUFFIX, Codec, header_bytes
-    from ..errors import DataError
-    from ..io import atomic_write_bytes
-    from ..train.rundir import check_output_file, check_output_path
-
-    _check_batch_size(args.batch_size)
-    files = collect_images(args.images)
-    out = Path(args.output)
-    single = out.suffix == SUFFIX and not out.is_dir()
-    if single and len(files) > 1:
-        raise HierVQError(f"-o {out}: a {SUFFIX} file holds one image; give a folder for {len(files)} images")
-    check_output_path(out, folder=not single, what="-o")
-    targets = [out] if single else [out / f"{f.stem}{SUFFIX}" for f in files]
-    first: dict[Path, Path] = {}
-    for f, target in zip(files, targets):
-        if target in first:
-            raise DataError(f"{first[target]} and {f} would both be written to {target}; rename one")
-        first[target] = f
-    for target in targets:
-        if target.exists() or target.is_symlink():  # only with --overwrite, never an input or a run's own file
-            check_output_file(target, args.overwrite, inputs=files)
-    codec = Codec.from_run(args.run, args.priors)
-    images = read_model_images(files, args.run, codec.model, args.convert, args.resize, args.keep_size)
-    groups = group_by_size(images)  # images of one size are coded together; each file records its image's size
-    for size in groups:
-        try:
-            codec.grids(*size)  # every size is checked (the model and its priors take it) before anything is written
-        except DataError as exc:
-            raise DataError(f"{files[groups[size][0]]}: {exc}") from None
-    t0 = time.perf_counter()
-    total, estimate, pixels, first = 0, 0.0, 0, None
-    for (h, w), index in groups.items():
-        for s in range(0, len(index), args.batch_size):
-            part = index[s : s + args.batch_size]
-            result = codec.compress_batch(torch.cat([images[i] for i in part]))
-            for data, i in zip(result.files, part):
-                atomic_write_bytes(targets[i], data)
-                total += len(data)
-                first = first or data
-            estimate += float(result.bits.sum())
-            pixels += len(part) * h * w
-    seconds = time.perf_counter() - t0
-    n = len(images)
-    sizes = ", ".join(f"{h}x{w}" for h, w in list(groups)[:3]) + (", ..." if len(groups) > 3 else "")
-    print(f"compressed {n} images ({sizes}) -> {out} ({total / n:.1f} bytes/image, {total * 8 / pixels:.4f} bits/pixel "
-          f"of the original pixels with the {header_bytes(first)}-byte header; the priors estimate {estimate / n:.1f} "
-          f"bits/image; {n / seconds:.1f} images/s)")
-    return 0
-
-
-def _collect_files(items: list[str]) -> list[Path]:
-    """Compressed files named on the command line (a folder: its ``.hvq`` files)."""
-    from ..codec import SUFFIX
-
-    return collect_files(items, lambda p: sorted(q for q in p.iterdir() if q.suffix == SUFFIX and q.is_file()),
-                         f"{SUFFIX} files")
-
-
-def _cmd_decompress(args: argparse.Namespace) -> int:
-    from ..codec import Codec, unpack
-    from ..io import NewFiles
-
-    _check_batch_size(args.batch_size)
-    paths = _collect_files(args.files)
-    out = Path(args.output)
-    targets = png_targets(out, out, [str(p) for p in paths], len(paths), args.overwrite, grid=False, inputs=paths)
-    data = []
-    for p in paths:
-        try:
-            data.append(p.read_bytes())
-        except OSError as exc:
-            raise HierVQError(f"{p}: cannot read ({exc.strerror or exc})") from None
-        unpack(data[-1], str(p))  # damaged files are refused before the model is even loaded
-    codec = Codec.from_run(args.run, args.priors)
-    groups: dict[tuple[int, int], list[int]] = {}  # image size -> files (all checked before any is decoded)
-    for i, (d, p) in enumerate(zip(data, paths)):
-        groups.setdefault(codec.read(d, str(p))[0].image_size, []).append(i)
-    t0 = time.perf_counter()
-    with NewFiles() as new:  # a failed write (disk full, permissions) removes the PNGs written before it
-        for index in groups.values():
-            for s in range(0, len(index), args.batch_size):
-                part = index[s : s + args.batch_size]
-                images = codec.decompress([data[i] for i in part], [str(paths[i]) for i in part], args.batch_size)
-                save_pngs(images, [targets[i] for i in part], new.write)
-    seconds = time.perf_counter() - t0
-    print(f"decompressed {len(paths)} images -> {out}/ ({len(paths) / seconds:.1f} images/s)")
-    return 0
+RUN = "hiervq.cli.commands.compress"  # the module of the commands as they run
 
 
 def add_commands(sub) -> None:
     """Add ``compress`` and ``decompress`` to the ``hiervq`` subparsers."""
     p = add_command(
-        sub, "compress", _cmd_compress, "compress images to .hvq files (codes entropy-coded with the run's priors)",
+        sub, "compress", f"{RUN}:cmd_compress", "compress images to .hvq files (codes entropy-coded with the run's priors)",
         "Encode images with a run's autoencoder and range-code the codes with its priors (train them "
         "first with `hiervq prior RUN --level all`): one .hvq file per image, at the image's own size (padded to the "
         "model's stride; `decompress` crops back; --resize brings images to the model's training size as `hiervq "
@@ -142,7 +27,7 @@ def add_commands(sub) -> None:
     add_overwrite(p, "replace .hvq files that already exist")
 
     p = add_command(
-        sub, "decompress", _cmd_decompress, "decompress .hvq files to PNGs",
+        sub, "decompress", f"{RUN}:cmd_decompress", "decompress .hvq files to PNGs",
         "Decode .hvq files written by `hiervq compress` with the same run (its autoencoder and priors; "
         "another model's files are refused): one PNG per file, named after it, at the size its header records.",
     )

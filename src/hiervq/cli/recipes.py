@@ -1,96 +1,17 @@
-"""``hiervq configs`` and ``hiervq models``: the recipes and the trained tokenizers shipped inside the package
-(:mod:`hiervq.recipes`, :mod:`hiervq.zoo`)."""
+"""``hiervq configs`` and ``hiervq models``: the recipes and the trained tokenizers shipped inside the package.
+Their flags; the commands themselves are in :mod:`hiervq.cli.commands.recipes`."""
 
 from __future__ import annotations
 
-import argparse
-import json
-
 from .common import add_command
 
-
-def _cmd_configs(args: argparse.Namespace) -> int:
-    from ..recipes import describe_recipes, recipes_dir
-
-    rows = describe_recipes()
-    if args.path:
-        print(recipes_dir())
-        return 0
-    width = max((len(name) for name, _ in rows), default=0)
-    for name, line in rows:
-        print(f"{name:<{width}}  {line}")
-    return 0
-
-
-def _size(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
-
-
-def _num(value, fmt: str) -> str:
-    return format(value, fmt) if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
-
-
-def _show_card(name: str) -> int:
-    """``hiervq models NAME``: the tokenizer's card (card.md, else its numbers) and where it lives."""
-    from ..errors import HierVQError
-    from ..zoo import CARD_MD, find
-
-    t = find(name)
-    if t is None:
-        from ..zoo import resolve
-
-        resolve(name)  # the one-line error listing the known names
-        raise HierVQError(f"{name}: a folder, not a tokenizer name; its files are in {name}")
-    print(f"# {t.name} ({t.source}): {t.path}")
-    try:
-        print((t.path / CARD_MD).read_text(encoding="utf-8").rstrip())
-    except OSError:
-        print(json.dumps(t.card, indent=2) if t.card else "(no card)")
-    return 0
-
-
-def _cmd_models(args: argparse.Namespace) -> int:
-    from ..zoo import ENV, list_tokenizers, shipped_dir, user_dir
-
-    if args.path:
-        print(shipped_dir())
-        return 0
-    if args.name:
-        return _show_card(args.name)
-    header = ("name", "source", "data", "bits/image", "test MSE", "PSNR", "priors", "size")
-    rows = []
-    for t in list_tokenizers():
-        card = t.card
-        test = card.get("test") if isinstance(card.get("test"), dict) else {}
-        data = card.get("data") if isinstance(card.get("data"), dict) else {}
-        priors = card.get("priors") if isinstance(card.get("priors"), (list, dict)) else []
-        try:
-            size = _size(t.size_bytes())
-        except OSError:
-            size = "?"
-        rows.append((
-            t.name,
-            t.source,
-            str(data.get("dataset") or data.get("name", "?")),
-            _num(card.get("bits_per_image"), ".0f"),
-            _num(test.get("mse"), ".2e"),
-            _num(test.get("psnr"), ".2f"),
-            str(len(priors)),
-            size,
-        ))
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for r in [header, *rows]:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
-    folder = user_dir()
-    print(f"(test metrics on the full test split, from each card; your own: ${ENV}/NAME/, "
-          f"{f'now {folder}' if folder else 'unset'})")
-    return 0
+RUN = "hiervq.cli.commands.recipes"  # the module of the commands as they run
 
 
 def add_commands(sub) -> None:
     """Add ``configs`` and ``models`` to the ``hiervq`` subparsers."""
     p = add_command(
-        sub, "configs", _cmd_configs, "list the recipes shipped with hiervq (names for `hiervq train NAME`)",
+        sub, "configs", f"{RUN}:cmd_configs", "list the recipes shipped with hiervq (names for `hiervq train NAME`)",
         "List the shipped recipes with the first line of their comment. Any command that takes a "
         "CONFIG accepts a recipe name (`hiervq train demo`) or a path to a YAML file; copy a recipe to change it "
         "(`cp \"$(hiervq configs --path)/demo.yaml\" mine.yaml`). Relative data.path values are relative to the "
@@ -99,7 +20,7 @@ def add_commands(sub) -> None:
     p.add_argument("--path", action="store_true", help="print the folder that holds the recipes instead")
 
     p = add_command(
-        sub, "models", _cmd_models,
+        sub, "models", f"{RUN}:cmd_models",
         "list the trained tokenizers shipped with hiervq (names for `hiervq encode NAME`, `hiervq.load(NAME)`)",
         "List the trained tokenizers known by name: those shipped inside the package, then yours in "
         "the folder named by $HIERVQ_MODELS (one NAME/ sub-folder each, holding config.json and model.safetensors "

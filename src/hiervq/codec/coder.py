@@ -59,7 +59,7 @@ def max_codes(payload_bytes: int) -> int:
 
 def _constriction():
     try:
-        import constriction
+        import constriction  # optional dependency (the compress extra)
     except ImportError:
         raise HierVQError("compression needs the constriction package (a dependency of hiervq): pip install constriction") from None
     return constriction

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
 
@@ -336,8 +337,6 @@ GRAY_MODES = ("1", "L", "LA", "La", *WIDE_GRAY_MODES)
 
 def _to_8bit(img):
     """A 16-bit grayscale image as 8-bit "L", scaled (65535 -> 255) rather than clipped as Pillow's convert does."""
-    from PIL import Image
-
     arr = np.asarray(img)
     if arr.size and (arr.min() < 0 or arr.max() > 65535):
         raise ValueError(f"{img.mode} pixel values outside 0-65535 ({arr.min()}..{arr.max()})")
@@ -348,8 +347,6 @@ def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None, mod
     """One image file as uint8 (H, W, C) with C = 1 (grayscale files) or 3 (all others); ``mode`` "L" or "RGB"
     converts, ``size`` (h, w) resizes (bicubic). 16-bit grayscale is scaled to 8 bits; float images and
     images over Pillow's decompression-bomb limit are refused."""
-    from PIL import Image
-
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file" if not path.exists() else f"{path}: is a folder, not an image")
@@ -449,8 +446,6 @@ def folder_files(root: str | os.PathLike, labels: bool = False) -> FolderListing
 def _open_image(path: Path):
     """An image file opened by Pillow, refused with one :class:`DataError` naming it when it is a decompression
     bomb, 32-bit float, corrupt or unreadable (also for what the block does with it)."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -17,8 +17,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+import torch
+
 from ..errors import ConfigError
 from ..models.base import Budget, LevelInfo
+from ..pretrained import build
 
 
 @dataclass
@@ -68,10 +71,6 @@ def describe_model(model: dict[str, Any], image_size: int | None = None, in_chan
 
     ``image_size`` / ``in_channels`` fill in keys the section leaves out (as the data would).
     """
-    import torch
-
-    from ..pretrained import build
-
     params = {k: v for k, v in model.items() if k != "name"}
     if image_size is not None:
         params.setdefault("image_size", image_size)

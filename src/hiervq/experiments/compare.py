@@ -18,14 +18,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..data import DataSplits, load_data
 from ..errors import HierVQError
-from ..io import write_json
+from ..io import atomic_write_bytes, write_json
 from ..layout import COMPARE_RESULT, COMPARE_RUNS, REPORT, RunDir
+from ..metrics import psnr
+from ..metrics.plots import plot_lorenz, plot_paired_scatter
+from ..pretrained import load
 from ..train.config import RunConfig, config_from_dict, dump_config
 from ..train.run import train_run
 from ..train.rundir import check_replaceable, mark_output_dir, record_written
+from ..train.trainer import Trainer
 from .capacity import CapacityMatch, match_capacity
+from .study import TrainingSnapshots, finish_study, study_finished
 
 logger = logging.getLogger(__name__)
 
@@ -45,15 +52,11 @@ def train_or_resume(config: RunConfig, run_dir: str | Path, data: DataSplits | N
             f"{run_dir} was started with a different config ({run.config}); pass --overwrite or choose another --out"
         )
     data = data or load_data(config.data)
-    if config.study is not None:
-        from .study import finish_study, study_finished
     if run.is_finished() and (config.study is None or study_finished(run_dir)):
         return run.read_summary()
     if not run.is_finished():
         callbacks = []
         if config.study is not None:
-            from .study import TrainingSnapshots
-
             epochs = sum(p.epochs for p in config.train.phase_list())
             callbacks.append(TrainingSnapshots(config.study, run_dir, data.test, epochs))
         resume = run.has_checkpoint()
@@ -65,9 +68,6 @@ def train_or_resume(config: RunConfig, run_dir: str | Path, data: DataSplits | N
 
 def evaluate_saved(config: RunConfig, run_dir: str | Path, data: DataSplits) -> dict[str, Any]:
     """Test evaluation of a finished run's saved model with per-image MSE and code counts per level."""
-    from ..pretrained import load
-    from ..train.trainer import Trainer
-
     trainer = Trainer(config.train, None, seed=config.seed)
     model = load(RunDir(run_dir).model).to(trainer.dist.device)
     return trainer.evaluate(model, data.test, with_counts=True, per_image=True)
@@ -129,11 +129,6 @@ def run_compare(
 ) -> dict[str, Any]:
     """Match, train both models (or reuse/resume finished runs), evaluate, write the report; returns
     ``compare.json``'s content: ``{"match": ..., "hier": entry, "single": entry}`` (see :func:`model_entry`)."""
-    import torch
-
-    from ..metrics import psnr
-    from ..metrics.plots import plot_lorenz, plot_paired_scatter
-
     out_dir = Path(out_dir)
     if overwrite:
         check_replaceable(out_dir, "compare output folder")
@@ -216,8 +211,6 @@ def compare_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
 
 
 def write_compare_report(out_dir: Path, match: CapacityMatch, result: dict[str, Any]) -> None:
-    from ..io import atomic_write_bytes
-
     text = f"""# Capacity-matched comparison
 
 ```

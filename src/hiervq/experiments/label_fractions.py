@@ -13,11 +13,31 @@ subsets are stratified, seeded, nested and identical for every row, so the compa
 
 from __future__ import annotations
 
+import copy
+import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
+from ..classify import FeatureClassifier, MLPHead, extract_features
+from ..classify.config import ClassifyConfig
+from ..data import label_subset, load_data
+from ..errors import ConfigError, DataError, HierVQError
+from ..io import atomic_write_bytes, write_json
 from ..layout import CLASSIFY_RESULT, PRETRAIN_DIR, REPORT, RunDir
+from ..metrics import per_class_accuracy
+from ..metrics.plots import plot_confusions
+from ..models.base import DiscreteAutoencoder
+from ..pretrained import load, resolve_model_dir
+from ..schema import to_dict
+from ..train import fit_classifier
+from ..train.run import seed_everything
+from ..train.rundir import mark_output_dir, record_written
+from .compare import train_or_resume
 
 PIXELS = "pixels_mlp"
 
@@ -46,13 +66,9 @@ def pretrain_seconds(phases: dict[str, float], path: str) -> float:
 def pretrain(config, out_dir: Path, pretrained: str | None, log) -> tuple[Path, float | None]:
     """The finished pretraining run to use: ``pretrained``, or ``OUT/pretrain`` (trained, resumed or reused).
     Returns the run directory and the wall time spent training here (None when nothing was trained)."""
-    from ..errors import HierVQError
-    from ..pretrained import resolve_model_dir
-
     if pretrained:
         resolve_model_dir(pretrained)  # a clear error when it is not a finished run
         return Path(pretrained), None
-    from .compare import train_or_resume
 
     run_dir = out_dir / PRETRAIN_DIR
     finished = RunDir(run_dir).is_finished()
@@ -69,9 +85,6 @@ def pretrain(config, out_dir: Path, pretrained: str | None, log) -> tuple[Path, 
 
 def _row_encoder(model, row, name: str, source: str):
     """The submodule of ``model`` a row's head sits on (a :class:`DiscreteAutoencoder`)."""
-    from ..errors import ConfigError
-    from ..models.base import DiscreteAutoencoder
-
     try:
         encoder = model.get_submodule(row.source) if row.source else model
     except AttributeError:
@@ -85,17 +98,12 @@ def _row_encoder(model, row, name: str, source: str):
 def _make_head(cc, in_features: int, n_classes: int, trains_encoder: bool, seed: int = 0):
     """A freshly initialised head (from ``seed``); when the encoder trains (and ``standardize``), batch statistics
     follow the features as they move."""
-    from ..classify import MLPHead
-    from ..train.run import seed_everything
-
     seed_everything(seed)
     return MLPHead(in_features, n_classes, cc.head.hidden, cc.head.dropout,
                    batch_norm=cc.head.standardize and trains_encoder)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
-    import statistics
-
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
@@ -117,11 +125,6 @@ def _row_result(row, mode: str, feature_shape: list[int], per_fraction: list[lis
                 head_params: int, row_pretrain: float, val_images: int = 0) -> dict[str, Any]:
     """A table row: mean and std over seeds at each fraction, the per-seed runs, and the confusion matrices summed
     over seeds (per-class accuracy from them)."""
-    import numpy as np
-    import torch
-
-    from ..metrics import per_class_accuracy
-
     def mean(key: str) -> list[float]:
         return [_mean_std([getattr(r, key) for r in runs])[0] for runs in per_fraction]
 
@@ -161,12 +164,8 @@ def _row_result(row, mode: str, feature_shape: list[int], per_fraction: list[lis
 
 
 def _labeled_data(config, model):
-    from ..data import load_data
-    from ..errors import ConfigError, DataError
-
     data_cfg = config.classify.data or config.data
     if data_cfg.name == "folder" and data_cfg.labels is None:  # classification needs labels: the class sub-folders
-        from dataclasses import replace
 
         data_cfg = replace(data_cfg, labels="folders")
     data = load_data(data_cfg)
@@ -203,21 +202,6 @@ def run_label_fractions(
         pretrained: a finished run (or saved model) directory to use instead of pretraining.
         overwrite: redo the classification when ``OUT/results.json`` exists (the pretraining run is kept).
     """
-    import copy
-
-    import torch
-
-    from ..classify import FeatureClassifier, extract_features
-    from ..classify.config import ClassifyConfig
-    from ..data import label_subset
-    from ..errors import ConfigError, HierVQError
-    from ..io import write_json
-    from ..pretrained import load
-    from ..schema import to_dict
-    from ..train import fit_classifier
-    from ..train.run import seed_everything
-    from ..train.rundir import mark_output_dir, record_written
-
     t_start = time.perf_counter()
     if config.classify is None:
         config = config.with_sections(classify=ClassifyConfig())
@@ -338,11 +322,6 @@ def format_table(result: dict[str, Any], key: str = "test_acc") -> str:
 
 def write_classify_report(out_dir: Path, result: dict[str, Any]) -> None:
     """``report.md`` and ``confusion_<pct>.png`` of a label-fraction experiment."""
-    import numpy as np
-
-    from ..io import atomic_write_bytes
-    from ..metrics.plots import plot_confusions
-
     classes = result["class_names"]
     names = list(result["models"])
     parts = [

@@ -18,8 +18,10 @@ import numpy as np
 import torch
 
 from ..data import ImageSet
+from ..extras import available, require, warn_missing
 from ..io import atomic_write_bytes
 from ..layout import RunDir
+from ..metrics.plots import plot_embeddings, save_image_grid
 from .config import StudyConfig
 
 RECONSTRUCTIONS = "reconstructions.png"
@@ -76,8 +78,6 @@ class TrainingSnapshots:
 
 def _tsne(vectors: np.ndarray, study: StudyConfig, seed: int) -> np.ndarray:
     """2-D t-SNE (K, 2) of code vectors (K, D) with the study's perplexity, learning rate and iterations."""
-    from ..extras import require
-
     TSNE = require("sklearn.manifold", "t-SNE of code vectors").TSNE
 
     k = vectors.shape[0]
@@ -92,7 +92,7 @@ def _tsne(vectors: np.ndarray, study: StudyConfig, seed: int) -> np.ndarray:
     iters = "max_iter" if "max_iter" in inspect.signature(TSNE.__init__).parameters else "n_iter"
     kwargs[iters] = study.tsne_iterations
     try:  # one OpenMP thread: next to torch's thread pool, more threads spin-wait and run ~5-50x slower
-        from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
+        from threadpoolctl import threadpool_limits  # optional dependency (comes with scikit-learn)
     except ImportError:  # pragma: no cover
         threadpool_limits = None
     if threadpool_limits is None:  # pragma: no cover
@@ -109,8 +109,6 @@ def study_finished(run_dir: str | Path) -> bool:
 def finish_study(study: StudyConfig, run_dir: str | Path, test: ImageSet, seed: int = 0) -> list[Path]:
     """Figures from a run's snapshots: reconstructions (originals, then one row per snapshot) and one t-SNE
     figure per level (one panel per snapshot, codes coloured by usage). Returns the written paths."""
-    from ..metrics.plots import plot_embeddings, save_image_grid
-
     folder = RunDir(run_dir).study
     snaps = sorted(folder.glob("epoch_*.npz"))
     if not snaps:
@@ -126,7 +124,6 @@ def finish_study(study: StudyConfig, run_dir: str | Path, test: ImageSet, seed: 
     (folder / "reconstructions.txt").write_text(
         "rows: originals, then reconstructions after epochs " + ", ".join(map(str, epochs)) + "\n"
     )
-    from ..extras import available, warn_missing
 
     if study.tsne and not available("sklearn"):
         warn_missing("sklearn", "the t-SNE maps of the study")

@@ -20,19 +20,26 @@ import io
 import itertools
 import json
 import logging
+import multiprocessing
 import re
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from .. import layout
 from ..errors import ConfigError, HierVQError
-from ..io import read_json, write_json
+from ..io import atomic_write_bytes, read_json, write_json
 from ..layout import RunDir
+from ..metrics.plots import plot_heatmap, plot_series
 from ..train.config import RunConfig, apply_overrides, config_from_dict, parse_value
 from ..train.rundir import check_replaceable, mark_output_dir, record_written
+from .compare import model_entry, run_compare, train_or_resume
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +143,6 @@ def point_config(base: RunConfig, point: SweepPoint) -> RunConfig:
 
 def run_point(config: RunConfig, point_dir: str | Path) -> list[dict[str, Any]]:
     """Run one point (a training run, or a comparison when ``config.compare`` is set); returns its rows."""
-    from .compare import model_entry, run_compare, train_or_resume
-
     point_dir = Path(point_dir)
     if config.compare is not None:
         result = run_compare(config, point_dir)
@@ -161,8 +166,6 @@ def _last_train_stats(run_dir: Path) -> dict[str, Any]:
 def _point_job(raw: dict[str, Any], source: str, point: dict[str, Any], point_dir: str, threads: int | None) -> dict:
     """Worker entry point: rebuild the config, run the point, write point.json; returns the point record."""
     if threads:
-        import torch
-
         torch.set_num_threads(threads)
     base = config_from_dict(raw, source)
     sp = SweepPoint(**point)
@@ -240,11 +243,6 @@ def run_sweep(
         for job in jobs:
             finished(_point_job(*job, None))
     else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        import torch
-
         threads = max(1, torch.get_num_threads() // workers)  # --threads N (or torch's default) shared out
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
@@ -273,8 +271,6 @@ CSV_COLUMNS = (
 
 def write_table(out_dir: Path, axes: dict[str, list], records: list[dict]) -> dict[str, Any]:
     """Write ``sweep.json``, ``sweep.csv`` and the plots for the finished point records; returns the table."""
-    from ..io import atomic_write_bytes
-
     rows = []
     for rec in records:
         for row in rec["rows"]:
@@ -299,10 +295,6 @@ def write_table(out_dir: Path, axes: dict[str, list], records: list[dict]) -> di
 def plot_table(out_dir: Path, axes: dict[str, list], rows: list[dict]) -> None:
     """Heat maps of PSNR and normalised perplexity over the first two axes (one per architecture and value of
     any further axes), or line plots over a single axis."""
-    import numpy as np
-
-    from ..metrics.plots import plot_heatmap, plot_series
-
     names = list(axes)
     archs = list(dict.fromkeys(r["arch"] for r in rows))
     if not names:

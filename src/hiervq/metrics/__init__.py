@@ -94,6 +94,8 @@ def ssim_per_image(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torc
     per-scale SSIM and contrast-structure terms (``_ssim``), 2x2 average pooling between scales, and the weighted
     product of the contrast-structure terms of the finer scales and the SSIM of the coarsest one.
     """
+    # imported here, not at the top: `import hiervq.metrics` stays without pytorch_msssim (the light core that
+    # tests/test_usability.py checks)
     from pytorch_msssim import ms_ssim, ssim
     from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
 

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFont
 
 from ..extras import available, require, warn_missing
+from ..io import write_image
 from . import gini, lorenz_curve
 
 CHARTS = "drawing charts"
@@ -32,7 +34,7 @@ def _pyplot():
     matplotlib = require("matplotlib", CHARTS)
     if "matplotlib.pyplot" not in sys.modules:
         matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional dependency (the plots extra)
 
     return plt
 
@@ -69,10 +71,6 @@ def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, scale
     (one per row of the grid) are written in a white margin on the left (Pillow's default font). The file is
     encoded in memory and written atomically (``write(path, data)``, default :func:`hiervq.io.atomic_write_bytes`;
     a failure is a :class:`~hiervq.errors.WriteError` naming ``path``)."""
-    from PIL import Image
-
-    from ..io import write_image
-
     h = images.shape[-2]
     arr = image_grid(images, nrow)
     if arr.shape[2] == 1:
@@ -87,8 +85,6 @@ def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, scale
 
 def _label_rows(img, labels: list[str], top: int, row_height: int, image_height: int):
     """``img`` with a left margin holding ``labels[r]`` centred on grid row r."""
-    from PIL import Image, ImageDraw, ImageFont
-
     font = ImageFont.load_default()
     measure = ImageDraw.Draw(img)
     boxes = [measure.textbbox((0, 0), text, font=font) for text in labels]

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..data import ImageSet
+from ..data.readers import open_npz
 from ..errors import DataError
 from ..io import atomic_write_bytes
 from ..layout import MODEL_WEIGHTS, RunDir
@@ -107,8 +108,6 @@ def save_codes(path: str | os.PathLike, splits: dict[str, CodeSet], key: str) ->
 
 def load_codes(path: str | os.PathLike) -> tuple[str, dict[str, CodeSet]]:
     """Read a file written by :func:`save_codes`: (key, code sets by split name)."""
-    from ..data.readers import open_npz
-
     try:
         archive = open_npz(path, "codes cache")
         files = set(archive.files)

@@ -14,6 +14,7 @@ import torch
 from ..errors import CheckpointError
 from ..io import atomic_write_bytes
 from ..layout import RunDir
+from ..pretrained import _describe, nonfinite_tensors
 
 
 def checkpoint_path(run_dir: str | os.PathLike) -> Path:
@@ -67,7 +68,6 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     problem = _problem(state)
     if problem:
         raise CheckpointError(f"{path}: not a hiervq training checkpoint ({problem})")
-    from ..pretrained import _describe, nonfinite_tensors
 
     bad = nonfinite_tensors(state["model"])
     if bad:  # hiervq never saves such a checkpoint (training stops first): damaged, or not ours

@@ -14,6 +14,7 @@ import yaml
 from ..data import DataConfig
 from ..errors import ConfigError
 from ..pretrained import REGISTRY, build, parse_config
+from ..recipes import resolve_config
 from ..schema import from_dict, to_dict, validated
 from ..tasks import (  # noqa: F401 - the training settings live below the engine (hiervq.tasks); re-exported
     KEEP,
@@ -248,8 +249,6 @@ def read_yaml_mapping(path: Path, what: str = "a config must be a mapping of sec
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML run config (or the defaults when ``path`` is None) and apply ``--set`` overrides. ``path`` is a
     file or the name of a shipped recipe (:func:`hiervq.recipes.resolve_config`)."""
-    from ..recipes import resolve_config
-
     raw: dict[str, Any] = {}
     where = "<defaults>"
     if path is not None:

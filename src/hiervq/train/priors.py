@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from ..data import load_data
 from ..errors import HierVQError
 from ..layout import RunDir
 from ..pretrained import load, resolve_model_dir, save_pretrained
@@ -46,7 +47,7 @@ from ..priors.pixelcnn import uniform_bits
 from ..priors.task import LN2, PriorTask, evaluate_prior
 from ..schema import from_dict, to_dict
 from ..tasks import DistInfo, TrainConfig, env_device, resolve_device
-from ..zoo import resolve
+from ..zoo import resolve, shipped_dir
 from .checkpoint import has_checkpoint, load_checkpoint
 from .config import apply_overrides, read_yaml_mapping, with_overrides
 from .report import write_prior_report
@@ -181,8 +182,6 @@ def run_codes(ae_run: str | os.PathLike, model, data_config, batch_size: int = 2
 
 
 def _images(data_config):
-    from ..data import load_data
-
     def images():
         data = load_data(data_config)
         return {"train": data.train, **({"val": data.val} if data.val is not None else {}), "test": data.test}
@@ -200,8 +199,6 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def check_not_shipped(*targets: str | os.PathLike | None) -> None:
     """Refuse an output inside the installed package's tokenizers (:func:`hiervq.zoo.shipped_dir`)."""
-    from ..zoo import shipped_dir
-
     for target in targets:
         if target is not None and _inside(Path(target), shipped_dir()):
             raise HierVQError(f"{target} is inside the installed package's tokenizers, which are never written "

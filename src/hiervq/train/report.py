@@ -15,6 +15,7 @@ from ..io import (
 )
 from ..layout import RunDir
 from ..metrics import ssim_setting
+from ..metrics.plots import have_matplotlib, plot_curves, plot_lorenz, plot_nll, plot_reconstructions
 from ..models.base import DiscreteAutoencoder
 
 
@@ -64,8 +65,6 @@ def write_report(
     title: str = "hiervq run",
 ) -> None:
     """Write the figures and ``report.md`` of a finished run into ``run_dir``."""
-    from ..metrics.plots import have_matplotlib, plot_curves, plot_lorenz, plot_reconstructions
-
     run_dir = Path(run_dir)
     model.eval()
     x, _ = test.batch(slice(0, 16))
@@ -129,8 +128,6 @@ Per-epoch numbers are in `metrics.jsonl`; the resolved configuration is `config.
 def write_prior_report(run_dir: str | Path, summary: dict, history: list[dict]) -> None:
     """Write ``nll.png`` (train and val (else test) NLL in bits per code per epoch; needs matplotlib) and ``report.md`` (the
     final numbers and the per-epoch table, which need nothing) of a finished prior run into ``run_dir``."""
-    from ..metrics.plots import have_matplotlib, plot_nll
-
     run_dir = Path(run_dir)
     if history:
         plot_nll(history, run_dir / "nll.png", summary.get("uniform_bits_per_code"))

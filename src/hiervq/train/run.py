@@ -17,16 +17,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import DataConfig, DataSplits, ImageSet, join_sets, load_data
+from ..data import DataConfig, DataSplits, ImageSet, first_test_images, join_sets, load_data
 from ..data.readers import list_images, read_image
 from ..errors import ConfigError, DataError, HierVQError
 from ..extras import require
 from ..io import atomic_write_bytes
 from ..layout import RunDir
 from ..models.base import DiscreteAutoencoder
-from ..pretrained import load, load_state, resolve_model_dir, save_pretrained
+from ..pretrained import load, load_state, read_meta, resolve_model_dir, save_pretrained
+from ..zoo import resolve
 from .checkpoint import load_checkpoint
-from .config import RunConfig, config_from_dict, dump_config, read_yaml_mapping
+from .config import RunConfig, TrainConfig, config_from_dict, dump_config, read_yaml_mapping
 from .distributed import DistInfo, barrier, cleanup, describe_processes, env_device, setup
 from .report import make_summary, write_report
 from .rundir import RunSession, check_resumable, check_run_dir, commit_swap, start_run_dir
@@ -83,9 +84,6 @@ def model_run_config(ref: str | os.PathLike) -> RunConfig:
     directory's ``config.yaml``; for a ``save_pretrained`` folder or a tokenizer name (:mod:`hiervq.zoo`), a config
     whose data section is the one its ``config.json`` recorded (the recorded ``path`` when it exists from here,
     else its ``absolute_path``; ``--data`` or ``--set data.path=...`` point it elsewhere)."""
-    from ..pretrained import read_meta
-    from ..zoo import resolve
-
     folder = resolve(ref)
     if RunDir(folder).config.is_file():
         return read_run_config(folder)
@@ -293,9 +291,6 @@ def evaluate_first(model: DiscreteAutoencoder, data: DataConfig, n: int) -> dict
     """MSE/PSNR/SSIM/MS-SSIM (as :meth:`Trainer.evaluate` reports them) of ``model`` on the first ``n`` images of
     the test split of ``data``, in the order its reader gives them (not a random subset): the quick check of a
     shipped tokenizer against the numbers of its card (:mod:`hiervq.zoo`)."""
-    from ..data import first_test_images
-    from .config import TrainConfig
-
     subset = first_test_images(data, n)
     result = Trainer(TrainConfig(device="cpu"), None).evaluate(model, subset)
     result["images"] = len(subset)

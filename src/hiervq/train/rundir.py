@@ -37,6 +37,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from ..errors import HierVQError
 from ..io import atomic_write_bytes, umask
 from ..layout import (
@@ -559,8 +561,6 @@ class RunLock:
         record_written(self.run_dir, self.since_ns, self.claimed)
 
     def acquire(self) -> RunLock:
-        from filelock import FileLock, Timeout
-
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             lock = FileLock(str(self.path), timeout=0)

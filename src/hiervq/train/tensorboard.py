@@ -19,6 +19,7 @@ import torch
 
 from ..extras import require
 from ..layout import RunDir
+from ..metrics.plots import image_grid
 
 
 def scalars(record: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, float]]:
@@ -41,7 +42,7 @@ class TensorBoardLogger:
     def __init__(self, run_dir: str | Path, images: torch.Tensor, resume_step: int | None = None,
                  every: int = 50) -> None:
         require("tensorboard", "train.tensorboard: true")
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # optional dependency (the tensorboard extra)
 
         self.dir = RunDir(run_dir).tensorboard
         purge = None if resume_step is None else resume_step + 1  # events after the checkpoint's epoch
@@ -65,8 +66,6 @@ class TensorBoardLogger:
 
     @torch.no_grad()
     def _grid(self, model) -> torch.Tensor:
-        from ..metrics.plots import image_grid
-
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device

@@ -22,10 +22,11 @@ from ..layout import RunDir
 from ..log import progress
 from ..metrics import EvalAccumulator, mse_per_image, psnr
 from ..models.base import DiscreteAutoencoder, crop_images
+from ..nn import compile_stacks
 from ..pretrained import load_state, nonfinite_tensors
 from ..tasks import PhaseConfig, Task, TrainConfig
 from .checkpoint import save_checkpoint
-from .distributed import DistInfo, barrier, wrap_ddp
+from .distributed import DistInfo, barrier, resolve_device, wrap_ddp
 from .engine import lr_factor, make_optimizer, make_scheduler  # noqa: F401 - lr_factor re-exported
 
 logger = logging.getLogger(__name__)
@@ -309,8 +310,6 @@ class Trainer:
         model = task.module()
         model.to(self.dist.device)
         if self.config.compile:
-            from ..nn import compile_stacks
-
             self.log(f"train.compile: {compile_stacks(model)} convolution stacks compiled for the training forward")
         self.model, self.task = model, task
         phases = task.phases()
@@ -544,8 +543,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def _auto_device(name: str) -> torch.device:
-    from .distributed import resolve_device
-
     return resolve_device(name)
 
 
