@@ -2,6 +2,7 @@
 name, the one-line errors for unknown names and hub ids, and the user's $HIERVQ_MODELS folder."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -280,3 +281,24 @@ def test_resaving_a_loaded_model_keeps_its_metadata_and_dtype_and_export_copies_
     assert (out / "model.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()
     with pytest.raises(CheckpointError, match="already exists"):
         export(src, out)
+
+
+def test_models_name_prints_the_card_and_bad_user_entries_are_skipped(tmp_path, monkeypatch, capsys, caplog):
+    """``hiervq models NAME`` prints a tokenizer's card (issue 26); an entry under $HIERVQ_MODELS whose card.json
+    holds the wrong types, or a bare config.json, is listed with unknowns, never breaking the listing (D17)."""
+    assert main(["models", "mnist-vqvae-512"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# mnist-vqvae-512 (shipped): ") and "512 bits per image" in out
+    assert main(["models", "no-such-tokenizer"]) == 2
+    assert "no-such-tokenizer" in capsys.readouterr().err
+    user = tmp_path / "models"
+    for name in ("bad", "bare"):
+        (user / name).mkdir(parents=True)
+        shutil.copy(zoo.shipped_dir() / "mnist-vqvae-512" / "config.json", user / name / "config.json")
+    (user / "bad" / "card.json").write_text('{"data": "a string", "test": 3, "priors": 5, "bits_per_image": "x"}')
+    (user / "stray.txt").write_text("not a tokenizer")
+    monkeypatch.setenv(zoo.ENV, str(user))
+    assert main(["models"]) == 0
+    rows = {r.split()[0]: r.split() for r in capsys.readouterr().out.splitlines()}
+    assert rows["bad"][1] == "user" and rows["bad"][2:6] == ["?", "?", "?", "?"] and rows["bare"][1] == "user"
+    assert main(["models", "bad"]) == 0 and '"a string"' in capsys.readouterr().out  # no card.md: its numbers
