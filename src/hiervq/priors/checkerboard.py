@@ -30,16 +30,16 @@ from torch import nn
 
 from ..nn import ResBlock
 from ..pretrained import register
-from .embed import check_layout, code_layout, embed_codes, has_layout, table_rows
-from .kinds import CodeMapPrior, check_labels, check_num_classes
+from .embed import code_layout, embed_codes, has_layout, table_rows
+from .kinds import CodeMapPrior, CodeMapPriorConfig, check_labels
 
 #: network passes per level to decode a map, whatever its size
 PASSES = 2
 
 
 @dataclass
-class CheckerboardConfig:
-    """Configuration of :class:`CheckerboardPrior`.
+class CheckerboardConfig(CodeMapPriorConfig):
+    """Configuration of :class:`CheckerboardPrior` (the shared keys: :class:`~hiervq.priors.kinds.CodeMapPriorConfig`).
 
     Attributes:
         codebook_size: K, the codebook size of the modelled level.
@@ -55,32 +55,15 @@ class CheckerboardConfig:
         cond_scales: the schedule of a multi-scale level above (``None``: the level above is a map).
     """
 
-    codebook_size: int = 512
-    channels: int = 64
     blocks: int = 4
-    cond_codebook_size: int | None = None
-    cond_channels: int | None = None
-    cond_blocks: int = 2
-    num_classes: int | None = None
-    head_channels: int | None = None
-    depth: int = 1
-    cond_depth: int = 1
-    cond_scales: list[list[int]] | None = None
 
     def validate(self) -> None:
-        if self.codebook_size < 2 or self.channels < 1 or self.blocks < 0:
-            raise ValueError("codebook_size must be >= 2, channels >= 1 and blocks >= 0")
-        if self.cond_codebook_size is not None and self.cond_codebook_size < 1:
-            raise ValueError("cond_codebook_size must be >= 1 or null")
-        if self.cond_blocks < 0:
-            raise ValueError("cond_blocks must be >= 0")
+        super().validate()
+        if self.blocks < 0:
+            raise ValueError(f"blocks must be >= 0, got {self.blocks}")
         if self.depth != 1:
             raise ValueError(f"the checkerboard prior models one code per position, not {self.depth} (a residual "
                              "level needs arch: pixelcnn)")
-        if self.cond_depth < 1:
-            raise ValueError("cond_depth must be >= 1")
-        check_num_classes(self.num_classes)
-        check_layout(self.cond_depth, self.cond_scales)
 
 
 def anchors(size: tuple[int, int], device=None) -> torch.Tensor:

@@ -19,6 +19,7 @@ directory, the sample grid and samples per second -- is shared.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -26,6 +27,7 @@ from torch import nn
 from ..errors import HierVQError
 from ..pretrained import save_pretrained
 from ..schema import from_dict
+from .embed import check_layout
 
 PRIOR_KINDS: dict[str, PriorKind] = {}
 
@@ -196,6 +198,50 @@ def prior_kind_for(model) -> PriorKind:
     raise HierVQError(
         f"no prior is defined for {name} models (priors exist for: {', '.join(sorted(PRIOR_KINDS)) or 'none'})"
     )
+
+
+@dataclass
+class CodeMapPriorConfig:
+    """What the configurations of the priors over a 2-D code map share (:class:`~hiervq.priors.PixelCNNConfig`,
+    :class:`~hiervq.priors.CheckerboardConfig` add their own trunk): the modelled level's K, the width, and the
+    conditioning on the level above and on a class.
+
+    Attributes:
+        codebook_size: K, the codebook size of the modelled level (logits over K per position).
+        channels: C, the width of the network.
+        cond_codebook_size: codebook size of the level above (``None``: no code-map conditioning, the top level).
+        cond_channels: channels of the conditioning network (default ``channels``).
+        cond_blocks: residual blocks applied to the embedded code map above, at its own grid.
+        num_classes: number of class labels (``None``: not class-conditional).
+        head_channels: hidden channels of the output head (default ``2 * channels``).
+        depth: L, codes per position of the modelled level.
+        cond_depth: codes per position of the level above (its code map is (B, h, w, cond_depth) when > 1).
+        cond_scales: the schedule ((h, w) per scale) of a multi-scale level above: its codes are (B, T) tokens
+            (``None``: the level above is a map).
+    """
+
+    codebook_size: int = 512
+    channels: int = 64
+    cond_codebook_size: int | None = None
+    cond_channels: int | None = None
+    cond_blocks: int = 2
+    num_classes: int | None = None
+    head_channels: int | None = None
+    depth: int = 1
+    cond_depth: int = 1
+    cond_scales: list[list[int]] | None = None
+
+    def validate(self) -> None:
+        if self.codebook_size < 2 or self.channels < 1:
+            raise ValueError(f"codebook_size must be >= 2 and channels >= 1, got {self.codebook_size}, {self.channels}")
+        if self.cond_codebook_size is not None and self.cond_codebook_size < 1:
+            raise ValueError("cond_codebook_size must be >= 1 or null")
+        if self.cond_blocks < 0:
+            raise ValueError("cond_blocks must be >= 0")
+        if self.depth < 1 or self.cond_depth < 1:
+            raise ValueError("depth and cond_depth must be >= 1")
+        check_num_classes(self.num_classes)
+        check_layout(self.cond_depth, self.cond_scales)
 
 
 class CodeMapPrior(nn.Module):

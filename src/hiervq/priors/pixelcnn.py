@@ -33,13 +33,13 @@ from torch import nn
 from ..nn import ResBlock
 from ..pretrained import register
 from ..quantize.common import code_bits as uniform_bits  # noqa: F401 - hiervq.priors exports it
-from .embed import check_layout, code_layout, embed_codes, has_layout, table_rows
-from .kinds import CodeMapPrior, check_labels, check_num_classes
+from .embed import code_layout, embed_codes, has_layout, table_rows
+from .kinds import CodeMapPrior, CodeMapPriorConfig, check_labels
 
 
 @dataclass
-class PixelCNNConfig:
-    """Configuration of :class:`PixelCNN`.
+class PixelCNNConfig(CodeMapPriorConfig):
+    """Configuration of :class:`PixelCNN` (the shared keys: :class:`~hiervq.priors.kinds.CodeMapPriorConfig`).
 
     Attributes:
         codebook_size: K, the codebook size of the modelled level (logits over K per position).
@@ -66,33 +66,18 @@ class PixelCNNConfig:
     #: old ones for the codec's model id (:mod:`hiervq.schema`)
     RENAMED_KEYS = {"num_codes": "codebook_size", "cond_num_codes": "cond_codebook_size"}
 
-    codebook_size: int = 512
-    channels: int = 64
     layers: int = 8
     kernel_size: int = 3
-    cond_codebook_size: int | None = None
-    cond_channels: int | None = None
-    cond_blocks: int = 2
-    num_classes: int | None = None
-    head_channels: int | None = None
     dropout: float = 0.0
-    depth: int = 1
-    cond_depth: int = 1
-    cond_scales: list[list[int]] | None = None
 
     def validate(self) -> None:
-        if self.codebook_size < 2 or self.channels < 1 or self.layers < 1:
-            raise ValueError("codebook_size must be >= 2, channels and layers >= 1")
+        super().validate()
+        if self.layers < 1:
+            raise ValueError(f"layers must be >= 1, got {self.layers}")
         if self.kernel_size < 3 or self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and >= 3, got {self.kernel_size}")
-        if self.cond_codebook_size is not None and self.cond_codebook_size < 1:
-            raise ValueError("cond_codebook_size must be >= 1 or null")
-        check_num_classes(self.num_classes)
-        if self.cond_blocks < 0 or not 0.0 <= self.dropout < 1.0:
-            raise ValueError("cond_blocks must be >= 0 and dropout in [0, 1)")
-        if self.depth < 1 or self.cond_depth < 1:
-            raise ValueError("depth and cond_depth must be >= 1")
-        check_layout(self.cond_depth, self.cond_scales)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 def _shift_down(x: torch.Tensor) -> torch.Tensor:
