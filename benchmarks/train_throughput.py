@@ -76,7 +76,7 @@ class RefQuantize(nn.Module):
         self.dim, self.codes, self.decay, self.eps = dim, codes, decay, eps
         embed = torch.randn(dim, codes)
         self.register_buffer("embed", embed)  # (D, K)
-        self.register_buffer("cluster_size", torch.zeros(codes))
+        self.register_buffer("cluster_size", torch.ones(codes))  # as the reference: ones (zeros collapse the codebook)
         self.register_buffer("embed_avg", embed.clone())
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
