@@ -20,17 +20,17 @@ bytes x 8 / all images' pixels, ``bpp_prior`` = the priors' estimate likewise, P
 :func:`hiervq.metrics.ssim_per_image`: the standard 5 scales on the photos, 3 scales with a 7-tap window on 32x32),
 decode seconds per image (``Codec.decompress_codes`` + the decoder, wall clock); every file's decoded codes are
 checked against the encoder's (the run stops if one differs). A model the codec refuses to code a photo with
-(``HierVQError``) is recorded under ``photos.failed`` with the message and left out of ``photos.models``. On the photos, ``decode_s_512`` is the time to
-decompress the 512x512 astronaut (the slowest model's; every model's in ``decode_s_512_per_model``) at
-``threads`` torch threads.
+(``HierVQError``) is recorded under ``photos.failed`` with the message and left out of ``photos.models``. On the
+photos, ``decode_s_512`` is the time to decompress the 512x512 astronaut (the slowest model's; every model's in
+``decode_s_512_per_model``) at ``threads`` torch threads.
 
 Anchors on the same images: JPEG (Pillow, ``optimize=True``, 4:2:0, quality 5..95), WebP (Pillow, lossy,
 ``method=6``, quality 0..100) and AVIF (Pillow's AVIF plugin, its default speed 6 and 4:2:0, quality 0..100): the
 bytes of the encoded files, PSNR and MS-SSIM after decoding.
 
 Rate saved: per model and anchor, the anchor's bytes at the model's PSNR, interpolated linearly in log(bytes)
-against PSNR between the qualities on the anchor's front (those no other quality beats on both), where the model's PSNR lies
-inside the anchor's measured range; ``saved_percent`` = 100 (1 - ours / anchor's) (negative: we need more bytes);
+against PSNR between the qualities on the anchor's front (those no other quality beats on both), where the
+model's PSNR lies inside the anchor's measured range; ``saved_percent`` = 100 (1 - ours / anchor's) (negative: we need more bytes);
 ``dominated_by``: the cheapest quality with both fewer bits and a higher PSNR than the model, where one exists.
 
 Writes ``benchmarks/results/codec_rd.json`` after every model and every anchor quality list, and continues from it
