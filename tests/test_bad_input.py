@@ -31,13 +31,21 @@ from .conftest import TINY_RUN
 CASES: dict = {}
 
 
-def case(name: str):
-    def register(make):
-        assert name not in CASES, name
-        CASES[name] = make
-        return make
+def registry(cases: dict):
+    """The ``@case(name)`` decorator of a corpus ``cases`` (name -> make); this module's and its siblings'."""
 
-    return register
+    def case(name: str):
+        def register(make):
+            assert name not in cases, name
+            cases[name] = make
+            return make
+
+        return register
+
+    return case
+
+
+case = registry(CASES)
 
 
 # ---------------------------------------------------------------------- helpers that write bad inputs
@@ -580,28 +588,30 @@ def _(t, run):
     return train_on(t, "folder", t / "imgs"), "a.tiff: 32-bit float"
 
 
+def mixed_sizes(folder: Path) -> Path:
+    """A folder of two grayscale PNGs of different sizes: a.png 16x16, b.png 12x12."""
+    folder.mkdir()
+    gray_png(folder / "a.png", 16)
+    gray_png(folder / "b.png", 12)
+    return folder
+
+
 @case("folder-mixed-sizes")
 def _(t, run):
-    (t / "imgs").mkdir()
-    gray_png(t / "imgs" / "a.png", 16)
-    gray_png(t / "imgs" / "b.png", 12)
+    mixed_sizes(t / "imgs")
     return train_on(t, "folder", t / "imgs", "--set", "data.image_size=null"), "b.png is 12x12 pixels but"
 
 
 @case("folder-mixed-sizes-lazy")
 def _(t, run):
-    (t / "imgs").mkdir()
-    gray_png(t / "imgs" / "a.png", 16)
-    gray_png(t / "imgs" / "b.png", 12)
+    mixed_sizes(t / "imgs")
     return train_on(t, "folder", t / "imgs", "--set", "data.image_size=null", "--set", "data.lazy=true"), \
         "b.png is 12x12 pixels but"
 
 
 @case("folder-crop-larger-than-an-image")
 def _(t, run):
-    (t / "imgs").mkdir()
-    gray_png(t / "imgs" / "a.png", 16)
-    gray_png(t / "imgs" / "b.png", 12)
+    mixed_sizes(t / "imgs")
     return train_on(t, "folder", t / "imgs", "--set", "data.image_size=null", "--set", "data.crop=14"), \
         "b.png is 12x12 pixels, smaller than data.crop 14"
 

@@ -20,7 +20,7 @@ import torch
 
 from hiervq.cli import main
 
-from .test_bad_input import codes_file, copy_model, copy_run, gray_png, snapshot, tiny, write_config
+from .test_bad_input import codes_file, copy_model, copy_run, gray_png, registry, snapshot, tiny, write_config
 
 CASES: dict = {}
 
@@ -33,13 +33,7 @@ def trained(tmp_path_factory):
     return root / "run", snapshot(root)
 
 
-def case(name: str):
-    def register(make):
-        assert name not in CASES, name
-        CASES[name] = make
-        return make
-
-    return register
+case = registry(CASES)
 
 
 def alias_bomb(levels: int = 8) -> str:
