@@ -206,10 +206,12 @@ def finish_run(run_dir: Path, model: DiscreteAutoencoder, data: DataSplits, trai
     selected = {"selected_on": "last", "selected_epoch": history[-1]["epoch"] if history else 0}
     if data.val is not None:
         if best is not None:
-            load_state(model, best["state"], "the best epoch's weights")
+            if best["epoch"] != selected["selected_epoch"]:  # the last epoch's weights are in the model already
+                load_state(model, best["state"], "the best epoch's weights")
             selected = {"selected_on": "val", "selected_epoch": best["epoch"]}
-        val = trainer.evaluate(model, data.val)
-    final = trainer.evaluate(model, data.test, with_counts=True, reuse=True)  # the last epoch's, if it saw all
+        val = trainer.evaluate(model, data.val, reuse=True)  # the last epoch's pass, if it saw all and was kept
+    # without a val split, the last epoch's evaluation was on test: reused if it saw all the images
+    final = trainer.evaluate(model, data.test, with_counts=True, reuse=True)
     counts = final.pop("counts")
     summary = make_summary(model, final, history, trainer.train_seconds)
     summary.update(selected)
