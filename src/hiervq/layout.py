@@ -86,9 +86,6 @@ class RunDir(os.PathLike):
     TENSORBOARD = "tensorboard"
     MARKER = ".hiervq-run"
 
-    #: the entries hiervq writes at the top of a run or prior run
-    ENTRIES = (MARKER, CONFIG, CHECKPOINTS, MODEL, METRICS, SUMMARY, REPORT, CODES, PRIORS, ANALYSIS, STUDY,
-               TENSORBOARD)
     #: the folders of a run that atomic writes go to (where a killed process may leave temporary files)
     WRITTEN_DIRS = ("", CHECKPOINTS, MODEL, STUDY)
 

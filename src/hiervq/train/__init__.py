@@ -3,7 +3,7 @@
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import PhaseConfig, RunConfig, TrainConfig, apply_overrides, config_from_dict, dump_config, load_config
 from .heads import fit_classifier
-from .run import evaluate_run, prepare_run_dir, read_run_config, train_run
+from .run import evaluate_run, read_run_config, train_run
 from .trainer import Trainer, lr_factor, make_optimizer
 
 __all__ = [
@@ -20,7 +20,6 @@ __all__ = [
     "load_config",
     "lr_factor",
     "make_optimizer",
-    "prepare_run_dir",
     "read_run_config",
     "save_checkpoint",
     "train_run",

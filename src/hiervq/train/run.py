@@ -30,7 +30,7 @@ from .checkpoint import load_checkpoint
 from .config import RunConfig, TrainConfig, config_from_dict, dump_config, read_yaml_mapping
 from .distributed import DistInfo, barrier, cleanup, describe_processes, env_device, setup
 from .report import make_summary, write_report
-from .rundir import RunSession, check_resumable, check_run_dir, commit_swap, start_run_dir
+from .rundir import RunSession
 from .tensorboard import TensorBoardLogger
 from .trainer import Callback, Trainer
 
@@ -41,23 +41,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def prepare_run_dir(run_dir: str | Path, resume: bool = False, overwrite: bool = False, what: str = "run directory") -> Path:
-    """Create ``run_dir``; refuse to reuse a non-empty one unless resuming or explicitly overwriting.
-
-    ``what`` names the directory in the error messages (e.g. "prior run directory"). Overwriting replaces only a
-    directory hiervq wrote (:func:`~hiervq.train.rundir.check_replaceable`). Runs that load data and build a model
-    first call :func:`~hiervq.train.rundir.check_run_dir` and :func:`~hiervq.train.rundir.start_run_dir` instead,
-    so that a failed start leaves an old run intact.
-    """
-    run_dir = Path(run_dir)
-    if resume:
-        check_resumable(run_dir)
-        return run_dir
-    check_run_dir(run_dir, overwrite=overwrite, what=what)
-    commit_swap(start_run_dir(run_dir))
-    return run_dir
 
 
 def check_epochs(config: RunConfig, state: dict, run_dir: str | Path) -> None:

@@ -20,8 +20,8 @@ before and after a swap, and exists before the run directory does). The holder's
 ``.NAME.lock.pid`` (the lock file itself may be truncated by a contender's open with older filelock versions); the
 sidecar is removed on release, the empty lock file is kept (deleting a lock file others may have opened is a race).
 
-Which file lives where in a run is :class:`hiervq.layout.RunDir` (re-exported here); the names the output folders
-of compare, sweep and classify use are in :mod:`hiervq.layout` too, so :data:`KNOWN_ENTRIES` is built from them.
+Which file lives where in a run is :class:`hiervq.layout.RunDir` (re-exported here); what may be deleted is
+decided by the manifests alone, never by file names.
 """
 
 from __future__ import annotations
@@ -42,28 +42,13 @@ from filelock import FileLock, Timeout
 from ..errors import HierVQError
 from ..io import atomic_write_bytes, umask
 from ..layout import (
-    CLASSIFY_RESULT,
-    COMPARE_RESULT,
-    COMPARE_RUNS,
-    POINT_FILE,
-    PRETRAIN_DIR,
     RUNS_ROOT,
-    SWEEP_POINTS,
-    SWEEP_RESULT,
-    SWEEP_TABLE,
     RunDir,
 )
 
 logger = logging.getLogger(__name__)
 
 RUN_MARKER = RunDir.MARKER
-#: what hiervq writes at the top of a run, prior run, compare, sweep or classify output directory
-KNOWN_ENTRIES = frozenset({
-    *RunDir.ENTRIES,  # runs and prior runs
-    *COMPARE_RUNS, COMPARE_RESULT,  # compare
-    SWEEP_POINTS, POINT_FILE, SWEEP_RESULT, SWEEP_TABLE,  # sweep
-    PRETRAIN_DIR, CLASSIFY_RESULT,  # classify
-})
 #: transient names, never part of a manifest: lock files, interrupted swaps and atomic-write temp files
 TRANSIENT_PATTERNS = (".*.lock", ".*.lock.pid", ".*.new-*", ".*.old-*", ".*.tmp")
 #: the temporary names :func:`hiervq.pretrained.atomic_write_bytes` writes through (``.NAME.<8 chars>.tmp``)
@@ -609,7 +594,6 @@ class RunLock:
 
 
 __all__ = [
-    "KNOWN_ENTRIES",
     "RUNS_ROOT",
     "RUN_MARKER",
     "RunDir",
