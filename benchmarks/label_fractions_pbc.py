@@ -1,16 +1,20 @@
 """Classification with scarce labels on PBC: fine-tuned and frozen SVQVAE / dual stack, from scratch, pixels.
 
 Runs ``hiervq classify configs/svqvae-dual-pbc.yaml`` (pretraining included unless ``--pretrained RUN``) into a
-fresh folder, measures the wall time, and writes benchmarks/results/label_fractions_pbc.json once the whole table
-is done (every run's log line is printed as it finishes):
+fresh folder, measures the wall time, and writes benchmarks/results/label_fractions_pbc.json after every row
+(``"complete": false`` until the whole table is done; every run's log line is printed as it finishes):
 
     {"fractions": [1.0, 0.5, 0.1, 0.01],
      "models": {NAME: {"test_acc": [mean over seeds per fraction], "test_acc_std": [...], "seeds": [...],
-                       "selected_on": "val" | null, "best_on_test": [...], "finetune": bool, "mode": str,
-                       "final_test_acc": [...], "params": int, "pretrain_s": float, "classifier_s": [...]}, ...},
-     "settings": {...}, "threads": int, "image_size": int, "wall_s": float}
+                       "seed_test_acc": [[per seed], ...], "selected_on": "val" | null, "best_on_test": [...],
+                       "finetune": bool, "mode": str, "final_test_acc": [...], "val_acc": [...],
+                       "per_class": [[per class], ...], "params": int, "pretrain_s": float, "classifier_s": [...]},
+                ...},
+     "rows": {NAME: the row's config}, "settings": {...}, "threads": int, "image_size": int, "wall_s": float}
 
-NAME in svqvae_finetune, dual_finetune, svqvae_frozen, dual_frozen, scratch, pixels_mlp. ``test_acc`` is the test
+NAME in dual_finetune, svqvae_finetune, dual_finetune_40ep (all labels only), reference_cnn (a plain 6-layer CNN on
+the labeled pixels; 100 %, 10 % and 1 %), scratch, dual_frozen, svqvae_frozen, pixels_mlp; a row's lists hold null
+at the fractions it does not run at. ``test_acc`` is the test
 accuracy (on [0, 1]) at the evaluation selected on the validation split; ``selected_on`` says which split that was,
 read from the runs' histories ("val" when every run's reported epoch is a validation peak, else null);
 ``best_on_test`` selects on test itself (the published protocol, optimistic). Run from the repository root; the committed numbers were measured with one
@@ -36,6 +40,8 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 from hiervq.experiments.label_fractions import run_label_fractions  # noqa: E402
+from hiervq.io import write_json  # noqa: E402
+from hiervq.schema import to_dict  # noqa: E402
 from hiervq.train import load_config  # noqa: E402
 from hiervq.train.rundir import check_replaceable  # noqa: E402
 
@@ -58,24 +64,33 @@ def main() -> None:
         shutil.rmtree(out)
     t0 = time.perf_counter()
     config = load_config(CONFIG, args.set)
-    result = run_label_fractions(config, out, FRACTIONS, pretrained=args.pretrained)
+    keys = ("test_acc", "test_acc_std", "seeds", "seed_test_acc", "selected_on", "best_on_test", "finetune", "mode",
+            "final_test_acc", "val_acc", "per_class", "params", "pretrain_s", "classifier_s", "epochs", "steps",
+            "train_images")
+
+    def write(result, complete: bool) -> None:
+        bench = {
+            "script": "benchmarks/label_fractions_pbc.py",
+            "complete": complete,  # false while rows are still running (the JSON is rewritten after each row)
+            "fractions": result["fractions"],
+            "models": {name: {k: row[k] for k in keys} for name, row in result["models"].items()},
+            "rows": {name: to_dict(row) for name, row in config.classify.rows().items()},
+            "settings": {"head": result["classify"]["head"], "seeds": result["classify"]["seeds"],
+                         "seeds_full": result["classify"]["seeds_full"],
+                         "scarce_fraction": result["classify"]["scarce_fraction"]},
+            "pretrain": result["pretrain"],
+            "data": result["data"],
+            "image_size": config.data.image_size,
+            "threads": torch.get_num_threads(),
+            "wall_s": round(time.perf_counter() - t0, 1),
+        }
+        Path(args.result).parent.mkdir(parents=True, exist_ok=True)
+        write_json(args.result, bench)
+
+    result = run_label_fractions(config, out, FRACTIONS, pretrained=args.pretrained,
+                                 on_row=lambda partial: write(partial, complete=False))
+    write(result, complete=True)
     wall = time.perf_counter() - t0
-    keys = ("test_acc", "test_acc_std", "seeds", "selected_on", "best_on_test", "finetune", "mode", "final_test_acc", "params",
-            "pretrain_s", "classifier_s", "epochs", "steps", "train_images")
-    bench = {
-        "script": "benchmarks/label_fractions_pbc.py",
-        "fractions": result["fractions"],
-        "models": {name: {k: row[k] for k in keys} for name, row in result["models"].items()},
-        "settings": {"head": result["classify"]["head"], "seeds": result["classify"]["seeds"],
-                     "scarce_fraction": result["classify"]["scarce_fraction"]},
-        "pretrain": result["pretrain"],
-        "data": result["data"],
-        "image_size": config.data.image_size,
-        "threads": torch.get_num_threads(),
-        "wall_s": round(wall, 1),
-    }
-    Path(args.result).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.result).write_text(json.dumps(bench, indent=2) + "\n")
     print(f"whole comparison: {wall:.0f} s wall ({wall / 60:.1f} min) -> {args.result}; details in {out}/")
 
 

@@ -323,6 +323,51 @@ def test_classify_rows_seeds_and_scratch_never_sees_pretrained_weights(tmp_path,
     assert "best epoch on the test split" in (out / "report.md").read_text()
 
 
+ROW_OPTIONS = """
+classify:
+  models:
+    dual_finetune: {{source: "", mode: finetune}}
+    longer: {{source: "", mode: finetune, fractions: [1.0], seeds: 1, head: {{epochs: 3, evals: 3}}}}
+    cnn: {{mode: cnn, widths: [4, 4, 8], fractions: [1.0, 0.25], head: {{epochs: 1, min_steps: 5, lr: 1.0e-3}}}}
+  pixels_baseline: false
+  seeds: 2
+  seeds_full: 2
+  scarce_fraction: 0.25
+  head: {{hidden: [16], epochs: 1, min_steps: 2, batch_size: 16, quantize: false, evals: 1}}
+"""
+
+
+def test_classify_row_options_head_fractions_seeds_and_the_reference_cnn(tmp_path):
+    """A row's own head settings, fractions and seeds; a cnn row trains a plain CNN on the pixels; seeds_full
+    repeats the 100 % runs; the rows it skips are null at those fractions."""
+    from hiervq.classify import ConvClassifier
+
+    npz = _npz(tmp_path / "d.npz", 16)
+    cfg = tmp_path / "rows.yaml"
+    cfg.write_text(TINY.format(name="npz", path=npz, size=16).split("classify:")[0] + ROW_OPTIONS.format())
+    out = tmp_path / "out"
+    assert main(["classify", str(cfg), "--fractions", "1,0.5,0.25", "--out", str(out)]) == 0
+    rows = json.loads((out / "results.json").read_text())["models"]
+    assert rows["dual_finetune"]["seeds"] == [2, 1, 2]
+    longer = rows["longer"]
+    assert longer["seeds"] == [1, None, None] and longer["test_acc"][1:] == [None, None]
+    assert longer["epochs"][0] == 3 and rows["dual_finetune"]["epochs"][0] == 1  # the row's own head.epochs
+    cnn = rows["cnn"]
+    assert cnn["mode"] == "cnn" and cnn["source"] == "pixels" and cnn["seeds"] == [2, None, 2]
+    assert cnn["params"] == sum(p.numel() for p in ConvClassifier(3, 3, [4, 4, 8]).parameters())
+    assert cnn["epochs"][0] == 2 and len(cnn["seed_test_acc"][0]) == 2
+    report = (out / "report.md").read_text()
+    assert "| longer | " in report and " - |" in report  # skipped fractions print as "-"
+
+
+def test_classify_row_head_overrides_are_checked(tmp_path):
+    npz = _npz(tmp_path / "d.npz", 16)
+    cfg = tmp_path / "rows.yaml"
+    bad = ROW_OPTIONS.format().replace("head: {epochs: 3, evals: 3}", "head: {epoch: 3}")
+    cfg.write_text(TINY.format(name="npz", path=npz, size=16).split("classify:")[0] + bad)
+    assert main(["classify", str(cfg), "--fractions", "1", "--out", str(tmp_path / "out")]) == 2
+
+
 def test_cosine_schedule_decays_every_group_to_zero(monkeypatch):
     """``schedule: cosine`` anneals the head's and the encoder's learning rates to 0 over the run's steps."""
     seen = []

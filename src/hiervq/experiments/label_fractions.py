@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..classify import FeatureClassifier, MLPHead, extract_features
+from ..classify import ConvClassifier, FeatureClassifier, MLPHead, extract_features
 from ..classify.config import ClassifyConfig
 from ..data import label_subset, load_data
 from ..errors import ConfigError, DataError, HierVQError
@@ -95,12 +95,12 @@ def _row_encoder(model, row, name: str, source: str):
     return encoder
 
 
-def _make_head(cc, in_features: int, n_classes: int, trains_encoder: bool, seed: int = 0):
-    """A freshly initialised head (from ``seed``); when the encoder trains (and ``standardize``), batch statistics
-    follow the features as they move."""
+def _make_head(cc, in_features: int, n_classes: int, trains_encoder: bool, seed: int = 0, head=None):
+    """A freshly initialised head (from ``seed``; ``head``: the row's head config, default ``cc.head``); when the
+    encoder trains (and ``standardize``), batch statistics follow the features as they move."""
+    head = head or cc.head
     seed_everything(seed)
-    return MLPHead(in_features, n_classes, cc.head.hidden, cc.head.dropout,
-                   batch_norm=cc.head.standardize and trains_encoder)
+    return MLPHead(in_features, n_classes, head.hidden, head.dropout, batch_norm=head.standardize and trains_encoder)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -121,41 +121,48 @@ def selected_on(per_fraction: list[list], val_images: int) -> str | None:
     return "val"
 
 
-def _row_result(row, mode: str, feature_shape: list[int], per_fraction: list[list], enc_params: int,
+def _row_result(row, mode: str, feature_shape: list[int], per_fraction: list[list | None], enc_params: int,
                 head_params: int, row_pretrain: float, val_images: int = 0) -> dict[str, Any]:
     """A table row: mean and std over seeds at each fraction, the per-seed runs, and the confusion matrices summed
-    over seeds (per-class accuracy from them)."""
-    def mean(key: str) -> list[float]:
-        return [_mean_std([getattr(r, key) for r in runs])[0] for runs in per_fraction]
+    over seeds (per-class accuracy from them). A fraction the row does not run at (``None``) is null in every
+    per-fraction list."""
+    def each(fn) -> list:
+        return [None if runs is None else fn(runs) for runs in per_fraction]
 
-    def summed(key: str) -> list[list[list[int]]]:
-        return [np.sum([getattr(r, key) for r in runs], axis=0).tolist() for runs in per_fraction]
+    def mean(key: str) -> list[float | None]:
+        return each(lambda runs: _mean_std([getattr(r, key) for r in runs])[0])
+
+    def summed(key: str) -> list:
+        return each(lambda runs: np.sum([getattr(r, key) for r in runs], axis=0).tolist())
+
+    def accuracy(confusions: list) -> list:
+        return [None if c is None else per_class_accuracy(torch.as_tensor(c)).tolist() for c in confusions]
 
     confusion, final_confusion = summed("test_confusion"), summed("final_test_confusion")
     return {
-        "source": "pixels" if row is None else (row.source or "<model>"),
+        "source": "pixels" if row is None or mode == "cnn" else (row.source or "<model>"),
         "mode": mode,
         "finetune": mode == "finetune",
         "feature_shape": feature_shape,
         "test_acc": mean("test_acc"),
-        "test_acc_std": [_mean_std([r.test_acc for r in runs])[1] for runs in per_fraction],
-        "seeds": [len(runs) for runs in per_fraction],
-        "selected_on": selected_on(per_fraction, val_images),
+        "test_acc_std": each(lambda runs: _mean_std([r.test_acc for r in runs])[1]),
+        "seeds": each(len),
+        "selected_on": selected_on([runs for runs in per_fraction if runs is not None], val_images),
         "best_on_test": mean("best_test_acc"),
         "final_test_acc": mean("final_test_acc"),
         "val_acc": mean("val_acc"),
-        "best_epoch": [[r.best_epoch for r in runs] for runs in per_fraction],
-        "epochs": [runs[0].epochs for runs in per_fraction],
-        "steps": [runs[0].steps for runs in per_fraction],
-        "train_images": [runs[0].train_images for runs in per_fraction],
-        "per_class": [per_class_accuracy(torch.as_tensor(c)).tolist() for c in confusion],
-        "final_per_class": [per_class_accuracy(torch.as_tensor(c)).tolist() for c in final_confusion],
+        "best_epoch": each(lambda runs: [r.best_epoch for r in runs]),
+        "epochs": each(lambda runs: runs[0].epochs),
+        "steps": each(lambda runs: runs[0].steps),
+        "train_images": each(lambda runs: runs[0].train_images),
+        "seed_test_acc": each(lambda runs: [r.test_acc for r in runs]),
+        "per_class": accuracy(confusion),
+        "final_per_class": accuracy(final_confusion),
         "confusion": confusion,
         "final_confusion": final_confusion,
-        "classifier_s": [sum(r.train_s for r in runs) for runs in per_fraction],
-        "runs": [[{k: v for k, v in r.as_dict().items() if k not in ("history",)} for r in runs]
-                 for runs in per_fraction],
-        "history": [[r.history for r in runs] for runs in per_fraction],
+        "classifier_s": each(lambda runs: sum(r.train_s for r in runs)),
+        "runs": each(lambda runs: [{k: v for k, v in r.as_dict().items() if k not in ("history",)} for r in runs]),
+        "history": each(lambda runs: [r.history for r in runs]),
         "params": enc_params + head_params,
         "encoder_params": enc_params,
         "head_params": head_params,
@@ -192,6 +199,7 @@ def run_label_fractions(
     pretrained: str | None = None,
     overwrite: bool = False,
     log=print,
+    on_row=None,
 ) -> dict[str, Any]:
     """Pretrain (or reuse) and classify with every label fraction; writes ``results.json`` and ``report.md``.
 
@@ -201,6 +209,8 @@ def run_label_fractions(
         fractions: overrides ``classify.fractions``.
         pretrained: a finished run (or saved model) directory to use instead of pretraining.
         overwrite: redo the classification when ``OUT/results.json`` exists (the pretraining run is kept).
+        on_row: called with the result so far (the same dict, ``models`` growing) after each row, e.g. to write a
+            benchmark's JSON as rows arrive.
     """
     t_start = time.perf_counter()
     if config.classify is None:
@@ -225,19 +235,38 @@ def run_label_fractions(
     classes = data.train.class_names or [str(c) for c in range(data.train.num_classes)]
     n_classes = len(classes)
     y = {"train": data.train.labels, "val": data.val.labels, "test": data.test.labels}
-    repeats = {f: cc.repetitions(f) for f in fractions}
+    row_configs = cc.rows()
+    repeats = {f: max([cc.repetitions(f)] + [cc.repetitions(f, row) for row in row_configs.values()]) for f in fractions}
     subsets = {(f, r): torch.as_tensor(label_subset(y["train"].numpy(), f, cc.subset_seed + r))
                for f in fractions for r in range(repeats[f])}
     log(f"labeled data: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test images, "
         f"{n_classes} classes; subsets {', '.join(f'{_pct(f)}: {len(subsets[f, 0])} x {repeats[f]}' for f in fractions)}")
+    summary = RunDir(run_dir).read_summary() if RunDir(run_dir).is_finished() else {}
+    result = {
+        "fractions": fractions,
+        "selected_on": None,
+        "class_names": classes,
+        "data": {"train": len(data.train), "val": len(data.val), "test": len(data.test),
+                 "image_shape": list(data.train.shape), "subset_sizes": [len(subsets[f, 0]) for f in fractions]},
+        "pretrain": {"run": str(run_dir), "model": model.registry_name, "params": model.num_parameters(),
+                     "train_s": summary.get("train_s"), "wall_s": pretrain_wall, "phases": phases,
+                     "test_mse": summary.get("mse"), "test_psnr": summary.get("psnr")},
+        "classify": to_dict(cc),
+        "models": {},
+        "wall_s": None,
+    }
 
-    rows: dict[str, dict[str, Any]] = {}
+    rows: dict[str, dict[str, Any]] = result["models"]
     images = {k: getattr(data, k).images for k in y}
-    sources = list(cc.rows().items()) + ([(PIXELS, None)] if cc.pixels_baseline else [])
+    sources = list(row_configs.items()) + ([(PIXELS, None)] if cc.pixels_baseline else [])
     for name, row in sources:
         mode = "pixels" if row is None else row.mode
+        head_cfg = cc.head if row is None else row.head_config(cc.head, f"{config.source}: classify.models.{name}.head")
         if row is None:
             encoder, inputs, feature_shape, enc_params, row_pretrain = None, images, list(data.train.shape), 0, 0.0
+        elif mode == "cnn":  # the supervised reference: a plain CNN on the labeled pixels only
+            encoder, inputs, feature_shape, row_pretrain = None, images, list(data.train.shape), 0.0
+            enc_params = 0
         else:
             encoder = _row_encoder(model, row, name, config.source)
             enc_params = encoder.num_parameters()
@@ -252,52 +281,50 @@ def run_label_fractions(
                 feature_shape = list(encoder.eval().features(data.train.batch(slice(0, 1))[0]).shape[1:])
         in_features = int(torch.tensor(feature_shape).prod())
         trains_encoder = mode in ("finetune", "scratch")
-        per_fraction = []
+        per_fraction: list[list | None] = []
+        head = None
         for f in fractions:
+            if row is not None and not row.runs_at(f):
+                per_fraction.append(None)
+                continue
             runs = []
-            for r in range(repeats[f]):
+            for r in range(cc.repetitions(f, row)):
                 idx = subsets[f, r]
                 net_encoder = None
-                if mode == "scratch":  # the same architecture, freshly initialised: no pretrained weight
+                if mode == "cnn":
+                    seed_everything(cc.seed + r)
+                    net = head = ConvClassifier(data.train.shape[0], n_classes, row.widths)
+                elif mode == "scratch":  # the same architecture, freshly initialised: no pretrained weight
                     seed_everything(cc.seed + r + 1_000_003)
                     fresh = type(model)(copy.deepcopy(model.config))
                     net_encoder = fresh.get_submodule(row.source) if row.source else fresh
                 elif mode == "finetune":
                     net_encoder = copy.deepcopy(encoder)
-                net = head = _make_head(cc, in_features, n_classes, trains_encoder, seed=cc.seed + r)
+                if mode != "cnn":
+                    net = head = _make_head(cc, in_features, n_classes, trains_encoder, seed=cc.seed + r, head=head_cfg)
                 if net_encoder is not None:
-                    net = FeatureClassifier(net_encoder, head, finetune=True, quantize=cc.head.quantize,
-                                            train_codebooks=mode == "scratch" or cc.head.train_codebooks)
-                if cc.head.standardize:  # statistics of the training split's inputs as the head starts (no labels)
+                    net = FeatureClassifier(net_encoder, head, finetune=True, quantize=head_cfg.quantize,
+                                            train_codebooks=mode == "scratch" or head_cfg.train_codebooks)
+                if head_cfg.standardize and mode != "cnn":  # the training inputs' statistics as the head starts (no labels)
                     head.set_standardization(inputs["train"] if net_encoder is None else
                                              extract_features(net_encoder, inputs["train"], cc.feature_batch_size))
-                log(f"{name} with {_pct(f)} of the labels ({len(idx)} images, seed {r + 1}/{repeats[f]})")
+                log(f"{name} with {_pct(f)} of the labels ({len(idx)} images, seed {r + 1}/{cc.repetitions(f, row)})")
                 res = fit_classifier(
                     net, (inputs["train"][idx], y["train"][idx]), (inputs["val"], y["val"]),
-                    (inputs["test"], y["test"]), cc.head, n_classes, seed=cc.seed + r, device=device, log=log,
+                    (inputs["test"], y["test"]), head_cfg, n_classes, seed=cc.seed + r, device=device, log=log,
                 )
                 log(f"{name} {_pct(f)} seed {r + 1}: test acc {res.test_acc:.4f} at epoch {res.best_epoch} "
                     f"(val {res.val_acc:.4f}); final {res.final_test_acc:.4f}; best on test {res.best_test_acc:.4f}")
                 runs.append(res)
             per_fraction.append(runs)
-        head_params = sum(p.numel() for p in head.parameters())
+        head_params = sum(p.numel() for p in head.parameters()) if head is not None else 0
         rows[name] = _row_result(row, mode, feature_shape, per_fraction, enc_params, head_params, row_pretrain,
                                  val_images=len(data.val))
-    summary = RunDir(run_dir).read_summary() if RunDir(run_dir).is_finished() else {}
-    result = {
-        "fractions": fractions,
         # "val" only when every row's selection happened on the validation split (see selected_on)
-        "selected_on": "val" if rows and all(r["selected_on"] == "val" for r in rows.values()) else None,
-        "class_names": classes,
-        "data": {"train": len(data.train), "val": len(data.val), "test": len(data.test),
-                 "image_shape": list(data.train.shape), "subset_sizes": [len(subsets[f, 0]) for f in fractions]},
-        "pretrain": {"run": str(run_dir), "model": model.registry_name, "params": model.num_parameters(),
-                     "train_s": summary.get("train_s"), "wall_s": pretrain_wall, "phases": phases,
-                     "test_mse": summary.get("mse"), "test_psnr": summary.get("psnr")},
-        "classify": to_dict(cc),
-        "models": rows,
-        "wall_s": round(time.perf_counter() - t_start, 2),
-    }
+        result["selected_on"] = "val" if all(r["selected_on"] == "val" for r in rows.values()) else None
+        result["wall_s"] = round(time.perf_counter() - t_start, 2)
+        if on_row is not None:
+            on_row(result)
     write_json(out_dir / CLASSIFY_RESULT, result)
     write_classify_report(out_dir, result)
     log(format_table(result))
@@ -313,6 +340,9 @@ def format_table(result: dict[str, Any], key: str = "test_acc") -> str:
     for name, row in result["models"].items():
         cells = []
         for i, a in enumerate(row[key]):
+            if a is None:  # the row does not run at this fraction
+                cells.append("-")
+                continue
             seeds = row.get("seeds", [1] * len(fr))[i]
             std = row.get(f"{key}_std", [0.0] * len(fr))[i] if key == "test_acc" else None
             cells.append(f"{100 * a:.1f}" + (f" ± {100 * std:.1f} ({seeds})" if seeds > 1 and std is not None else ""))
@@ -345,7 +375,8 @@ def write_classify_report(out_dir: Path, result: dict[str, Any]) -> None:
     ]
     for name, row in result["models"].items():
         shape = "x".join(str(s) for s in row["feature_shape"])
-        mode = {"pixels": "on raw pixels", "finetune": "fine-tuned with the pretrained encoder",
+        mode = {"pixels": "on raw pixels", "cnn": "a plain CNN on the pixels (the whole network)",
+                "finetune": "fine-tuned with the pretrained encoder",
                 "scratch": "with the same encoder trained from scratch", "frozen": "on frozen features"}[row["mode"]]
         parts.append(f"| {name} | {row['source']}: {shape} | {row['params']:,} ({row['encoder_params']:,} + "
                      f"{row['head_params']:,}) | {row['pretrain_s']:.0f} | {mode} |")
@@ -356,12 +387,13 @@ def write_classify_report(out_dir: Path, result: dict[str, Any]) -> None:
                  + (f"; test reconstruction PSNR {pre['test_psnr']:.2f} dB" if pre.get("test_psnr") else "") + ".\n")
     for i, f in enumerate(result["fractions"]):
         png = f"confusion_{f * 100:g}.png"
-        plot_confusions([np.array(result["models"][n]["confusion"][i]) for n in names],
-                        [f"{n}: {100 * result['models'][n]['test_acc'][i]:.1f}%" for n in names], classes,
+        ran = [n for n in names if result["models"][n]["confusion"][i] is not None]
+        plot_confusions([np.array(result["models"][n]["confusion"][i]) for n in ran],
+                        [f"{n}: {100 * result['models'][n]['test_acc'][i]:.1f}%" for n in ran], classes,
                         out_dir / png, suptitle=f"test confusion, {_pct(f)} of the labels (val-selected epoch)")
         parts += [f"## {_pct(f)} of the labels\n", "Per-class test accuracy (%), val-selected epoch:\n",
                   "| model | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
-        for n in names:
+        for n in ran:
             parts.append(f"| {n} | " + " | ".join(f"{100 * a:.1f}" for a in result["models"][n]["per_class"][i]) + " |")
         parts.append(f"\n![confusion matrices]({png})\n")
     parts.append(f"Whole experiment: {result['wall_s']:.0f} s wall.\n")
