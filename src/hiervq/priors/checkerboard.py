@@ -9,7 +9,8 @@ The positions of a (H, W) map are split by checkerboard parity: the *anchors* ((
   anchors' embedded codes and "unknown" everywhere else.
 
 The network is fully convolutional (a 3x3 conv, ``blocks`` residual 3x3 blocks, a 1x1 head), one set of weights
-for both passes, so it runs at any grid size. Given the anchors, the codes of the other half are independent of
+for both passes, so it runs at any grid size; each pass runs its head only at the half of the positions it
+predicts. Given the anchors, the codes of the other half are independent of
 each other (each one sees its 4 anchor neighbours and further anchors within the receptive field); that is the
 bits it costs against the PixelCNN, which sees every earlier position in raster order.
 
@@ -141,12 +142,17 @@ class CheckerboardPrior(CodeMapPrior):
             out = y if out is None else out + y
         return out
 
-    def _pass(self, known: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
-        """Logits (B, K, H, W) from codes (B, H, W) where K marks an unknown position."""
+    def _pass(self, known: torch.Tensor, features: torch.Tensor | None, where: torch.Tensor) -> torch.Tensor:
+        """Logits (B, K, P) at the P positions of ``where`` ((H, W) bool, raster order) from codes (B, H, W) where K
+        marks an unknown position: the trunk runs over the whole map, the head (1x1 convolutions, most of the
+        work for a large K) only where the pass predicts."""
         x = self.embed(known).permute(0, 3, 1, 2)
         if features is not None:
             x = x + features
-        return self.head(self.trunk(self.stem(x)))
+        h = self.trunk(self.stem(x))[:, :, where]  # (B, C, P)
+        if h.shape[-1] == 0:  # nothing to predict (the second pass of a 1x1 map)
+            return h.new_zeros(h.shape[0], self.config.codebook_size, 0)
+        return self.head(h.unsqueeze(-1)).squeeze(-1)
 
     def _unknown(self, n: int, size: tuple[int, int], device) -> torch.Tensor:
         return torch.full((n, *size), self.config.codebook_size, dtype=torch.long, device=device)
@@ -163,9 +169,12 @@ class CheckerboardPrior(CodeMapPrior):
         features = self.condition_features(cond, size, labels)
         mask = anchors(size, codes.device)
         unknown = self._unknown(codes.shape[0], size, codes.device)
-        first = self._pass(unknown, features)
-        second = self._pass(torch.where(mask, codes, unknown), features)
-        return torch.where(mask, first, second)
+        first = self._pass(unknown, features, mask)  # (B, K, anchors)
+        second = self._pass(torch.where(mask, codes, unknown), features, ~mask)
+        out = first.new_empty(codes.shape[0], self.config.codebook_size, *size)
+        out[:, :, mask] = first
+        out[:, :, ~mask] = second
+        return out
 
     def nll(
         self, codes: torch.Tensor, cond: torch.Tensor | None = None, labels: torch.Tensor | None = None
@@ -200,6 +209,6 @@ class CheckerboardPrior(CodeMapPrior):
         mask = anchors(size, device)
         codes = self._unknown(n, size, device)
         for part in (mask, ~mask):
-            logits = self._pass(codes, features)  # (n, K, H, W)
-            codes[:, part] = choose(logits.permute(0, 2, 3, 1)[:, part]).to(codes.dtype)
+            logits = self._pass(codes, features, part)  # (n, K, P)
+            codes[:, part] = choose(logits.transpose(1, 2).contiguous()).to(codes.dtype)
         return codes

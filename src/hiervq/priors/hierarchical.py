@@ -6,9 +6,10 @@ the top level, then each lower level given the one above, then ``model.decode``.
 
 The prior of a level follows from its code layout (:func:`prior_class`, the one place that decides it):
 
-* a map (B, H, W) -- vq, fsq, lfq -- gets a gated :class:`~hiervq.priors.PixelCNN` (raster order, one network
-  pass per code when decoding), or with ``arch: checkerboard`` (the prior's ``model:`` keys) a
-  :class:`~hiervq.priors.CheckerboardPrior` (two passes per level: the anchors, then the rest);
+* a map (B, H, W) -- vq, fsq, lfq -- gets a :class:`~hiervq.priors.CheckerboardPrior` (two network passes per
+  level when decoding, whatever the grid: the anchors, then the rest), or with ``arch: pixelcnn`` (the prior's
+  ``model:`` keys; implied by PixelCNN-only keys such as ``layers``) a gated :class:`~hiervq.priors.PixelCNN`
+  (raster order: about 6 % fewer bits and better samples, but one network pass per code when decoding);
 * a residual level's (B, H, W, L) gets a PixelCNN with a depth head: its codes are modelled, sampled and coded in
   the order (position in raster order, then depth, coarse to fine), and its bits per image count all H * W * L;
 * a multi-scale level's (B, T) tokens get a :class:`~hiervq.priors.NextScalePrior` (VAR): scale by scale, all
@@ -30,10 +31,15 @@ from .kinds import PriorKind, config_with_derived, register_prior_kind, takes_la
 from .nextscale import NextScalePrior
 from .pixelcnn import PixelCNN
 
-#: the architectures a code map's prior may have (``model.arch``; the first is the default)
+#: the architectures a code map's prior may have (``model.arch``)
 MAP_ARCHS = {"pixelcnn": PixelCNN, "checkerboard": CheckerboardPrior}
-#: PixelCNN keys the checkerboard prior has no use for: ignored with ``arch: checkerboard``, so that
-#: ``--set model.arch=checkerboard`` works on a run whose ``priors.model`` is written for the PixelCNN
+#: the default for a map of one code per position: decoded in 2 network passes per level at any size, for about
+#: 6 % more bits than the PixelCNN (benchmarks/results/codec_parallel_prior.json); a residual level's default is
+#: the PixelCNN (the only prior with a depth head)
+DEFAULT_ARCH = "checkerboard"
+#: PixelCNN keys the checkerboard prior has no use for: without ``arch`` they select the PixelCNN; ignored with
+#: ``arch: checkerboard``, so that ``--set model.arch=checkerboard`` works on a run whose ``priors.model`` is
+#: written for the PixelCNN
 PIXELCNN_ONLY_KEYS = ("layers", "kernel_size", "dropout")
 
 
@@ -43,16 +49,16 @@ def _pairs(scales) -> list[list[int]] | None:
 
 def prior_class(info, arch: str | None = None, where: str = "model") -> type[nn.Module]:
     """The prior of a level with :class:`~hiervq.models.LevelInfo` ``info``: :class:`NextScalePrior` for a
-    multi-scale level's tokens, for a code map the ``arch`` of :data:`MAP_ARCHS` (default :class:`PixelCNN`,
-    with a depth head for a residual level; ``checkerboard``: :class:`CheckerboardPrior`, maps of one code per
-    position only). An unknown or unfitting ``arch`` is a :class:`HierVQError` naming ``where``."""
+    multi-scale level's tokens, for a code map the ``arch`` of :data:`MAP_ARCHS` (default :data:`DEFAULT_ARCH`,
+    :class:`CheckerboardPrior`, for maps of one code per position; :class:`PixelCNN` with a depth head for a
+    residual level). An unknown or unfitting ``arch`` is a :class:`HierVQError` naming ``where``."""
     if arch is not None and arch not in MAP_ARCHS:
         raise HierVQError(f"{where}: arch must be one of {', '.join(MAP_ARCHS)}, got {arch!r}")
     if info.scales is not None:
         if arch not in (None, "pixelcnn"):
             raise HierVQError(f"{where}: arch {arch} models a code map; a multi-scale level has its next-scale prior")
         return NextScalePrior
-    cls = MAP_ARCHS[arch or "pixelcnn"]
+    cls = MAP_ARCHS[arch or (DEFAULT_ARCH if info.depth == 1 else "pixelcnn")]
     if cls is CheckerboardPrior and info.depth > 1:
         raise HierVQError(f"{where}: arch checkerboard models one code per position; this level has {info.depth} "
                           "(residual): use arch pixelcnn")
@@ -111,6 +117,8 @@ class HierarchicalPriorKind(PriorKind):
         arch = params.pop("arch", None)
         if arch is not None and not isinstance(arch, str):
             raise HierVQError(f"{where}: arch must be one of {', '.join(MAP_ARCHS)}, got {arch!r}")
+        if arch is None and any(k in params for k in (*PIXELCNN_ONLY_KEYS, *PixelCNN.Config.RENAMED_KEYS)):
+            arch = "pixelcnn"  # a config written for the PixelCNN (before checkerboard became the default) keeps it
         cls = prior_class(model.levels[level], arch, where)
         if cls is CheckerboardPrior:
             params = {k: v for k, v in params.items() if k not in PIXELCNN_ONLY_KEYS}
