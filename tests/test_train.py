@@ -49,6 +49,25 @@ def test_run_writes_everything(tmp_path, tiny_run_config):
         train_run(cfg, run)
 
 
+def test_best_epoch_is_chosen_in_the_last_phase_only(tmp_path):
+    """A stacked model reconstructs best after its first stage (the later ones are untrained then): keep: best
+    must choose among the last phase's epochs, or the run ships an unfinished model."""
+    cfg = config_from_dict({
+        "seed": 0,
+        "data": {"name": "digits", "image_size": 16, "train_limit": 96, "test_limit": 32},
+        "model": {"name": "svqvae", "stages": 2, "stage": {"channels": 8, "blocks": 1, "res_channels": 4,
+                  "levels": [{"downsample": 2, "codebook_size": 8, "dim": 2}]}},
+        "train": {"batch_size": 16, "lr": 3.0e-3, "progress": False,
+                  "phases": [{"name": "stage1", "epochs": 2}, {"name": "stage2", "epochs": 2}]},
+    }, "stacked")
+    summary = train_run(cfg, tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in records] == ["stage1", "stage1", "stage2", "stage2"]
+    assert summary["selected_on"] == "val" and summary["selected_epoch"] in (3, 4)
+    last = [r for r in records if r["phase"] == "stage2"]
+    assert summary["val"]["mse"] == min(r["val"]["mse"] for r in last)
+
+
 def test_resume_is_exact(tmp_path, tiny_run_config):
     tiny_run_config["train"]["epochs"] = 3
     # gumbel sampling and dead-code re-seeding draw random numbers: the RNG state must be restored too

@@ -55,7 +55,7 @@ class TrainConfig:
     and the training loss of every ``log_every``-th optimiser step (``train_step/loss``, ...).
 
     ``keep``: which weights the run's final model holds when the data has a validation split: ``best`` (the
-    epoch with the lowest val MSE; the default) or ``last``. Per-epoch numbers are on val; the test split is evaluated
+    epoch of the last phase with the lowest val MSE; the default) or ``last``. Per-epoch numbers are on val; the test split is evaluated
     once, at the end (``summary.json``: ``"val"``, ``"test"``, ``"selected_on"``).
 
     ``amp``: bf16 autocast (CPU or GPU); the vector, FSQ and LFQ quantizers compute in float32 inside it (see

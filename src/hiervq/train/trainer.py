@@ -142,7 +142,10 @@ class AutoencoderTask(Task):
             return {"test": self.trainer.evaluate(self.model, data.test, cfg.eval_limit)}
         val = self.trainer.evaluate(self.model, data.val, cfg.eval_limit)
         epoch = len(self.trainer.history) + 1
-        if cfg.keep == "best" and (self.best is None or val["mse"] < self.best["mse"]):
+        # only the last phase's epochs are candidates: an earlier phase's model is unfinished (a stacked model
+        # after its first stage reconstructs better than the whole stack, whose later stages are untrained then)
+        final_phase = getattr(self.model, "phase", "all") == self.phases()[-1].name
+        if cfg.keep == "best" and final_phase and (self.best is None or val["mse"] < self.best["mse"]):
             state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
             self.best = {"epoch": epoch, "mse": val["mse"], "state": state}
         return {"val": val}
