@@ -21,8 +21,13 @@ bytes x 8 / all images' pixels, ``bpp_prior`` = the priors' estimate likewise, P
 decode seconds per image (``Codec.decompress_codes`` + the decoder, wall clock); every file's decoded codes are
 checked against the encoder's (the run stops if one differs). A model the codec refuses to code a photo with
 (``HierVQError``) is recorded under ``photos.failed`` with the message and left out of ``photos.models``. On the
-photos, ``decode_s_512`` is the time to decompress the 512x512 astronaut (the slowest model's; every model's in
-``decode_s_512_per_model``) at ``threads`` torch threads.
+photos (coded at ``coding_threads``), ``decode_s_512_per_model`` is each model's time to decompress the 512x512
+astronaut within that run; ``--sets timing`` measures the 512x512 compress and decompress times apart, on an
+otherwise idle machine (fastest of 3 after a warm-up, at the process's thread count): ``decode_s_512`` and
+``compress_s_512`` (the slowest model's), ``threads``, and per model with its network passes per level in
+``timing``:
+
+    OMP_NUM_THREADS=2 python benchmarks/codec_rd.py --sets timing
 
 Anchors on the same images: JPEG (Pillow, ``optimize=True``, 4:2:0, quality 5..95), WebP (Pillow, lossy,
 ``method=6``, quality 0..100) and AVIF (Pillow's AVIF plugin, its default speed 6 and 4:2:0, quality 0..100): the
@@ -186,6 +191,46 @@ def measure_photos(codec, name: str, run: Path, photos: dict[str, np.ndarray]) -
             "run": str(run)}
 
 
+def timing_512(entry: dict, runs: list[tuple[str, Path]], threads: int, repeats: int = 3) -> None:
+    """Wall-clock seconds to compress and to decompress the 512x512 astronaut with every model at ``threads``
+    torch threads (the fastest of ``repeats``, after one untimed warm-up that builds the codec's caches; the
+    decoded codes checked against the encoder's each time): ``photos.decode_s_512`` (the slowest model's),
+    ``photos.compress_s_512``, per model in ``photos.timing``, and ``photos.threads``."""
+    from hiervq.codec import Codec
+
+    from hiervq.priors.checkerboard import PASSES, CheckerboardPrior
+
+    load = list(os.getloadavg())
+    img = load_photos(["astronaut"])["astronaut"]
+    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255
+    per_model = {}
+    for name, run in runs:
+        codec = Codec.from_run(run)
+        best_c = best_d = math.inf
+        for r in range(repeats + 1):
+            t0 = time.perf_counter()
+            result = codec.compress_batch(x)
+            t1 = time.perf_counter()
+            codes, size = codec.decompress_codes(result.files)
+            with torch.no_grad():
+                codec.model.decode(codec.model.codes_from_list(codes))
+            t2 = time.perf_counter()
+            if not all(torch.equal(a, b) for a, b in zip(codes, result.codes)):
+                raise SystemExit(f"{name}: decoded codes differ from the encoder's (512x512)")
+            if r:  # the first round is the warm-up
+                best_c, best_d = min(best_c, t1 - t0), min(best_d, t2 - t1)
+        per_model[name] = {"compress_s": round(best_c, 3), "decompress_s": round(best_d, 3),
+                           "bytes": len(result.files[0]),
+                           "network_passes_per_level": {str(lv): PASSES if isinstance(p, CheckerboardPrior) else "one per code"
+                                                        for lv, p in codec.priors.items()}}
+        log(f"timing {name} at {threads} threads: compress {best_c:.2f} s, decompress {best_d:.2f} s")
+    entry["timing"] = {"image": "astronaut (512x512)", "threads": threads, "repeats": repeats,
+                       "load_average_before": load, "models": per_model}
+    entry["decode_s_512"] = max(m["decompress_s"] for m in per_model.values())
+    entry["compress_s_512"] = max(m["compress_s"] for m in per_model.values())
+    entry["threads"] = threads
+
+
 # ---------------------------------------------------------------------------------------------------- rate saved
 def front(rows: list[dict]) -> list[tuple[float, float]]:
     """(PSNR, bytes) of the qualities no other quality beats on both (higher-or-equal PSNR for fewer bytes),
@@ -250,7 +295,9 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "cifar10" / "cifar10.npz"))
     ap.add_argument("--photos", default=",".join(PHOTOS))
-    ap.add_argument("--sets", default="cifar10,photos")
+    ap.add_argument("--sets", default="cifar10,photos",
+                    help="cifar10, photos and/or timing (the 512x512 compress/decompress times at this process's "
+                         "thread count, which become photos.decode_s_512 and photos.threads)")
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "codec_rd.json"))
     ap.add_argument("--redo", action="store_true", help="ignore the results already in --out")
@@ -308,8 +355,9 @@ def main() -> None:
         entry = out.get("photos", {})
         if entry.get("images") != list(photos):
             entry = {}
-        entry.update(images=list(photos), sizes={n: list(p.shape[:2]) for n, p in photos.items()}, threads=threads,
+        entry.update(images=list(photos), sizes={n: list(p.shape[:2]) for n, p in photos.items()}, coding_threads=threads,
                      pixels=int(sum(p.shape[0] * p.shape[1] for p in photos.values())))
+        entry.setdefault("threads", threads)  # the thread count of decode_s_512: --sets timing measures it apart
         out["photos"] = entry
         for fmt, qs in QUALITIES.items():
             rows = {r["quality"]: r for r in entry.get(fmt, [])}
@@ -342,6 +390,10 @@ def main() -> None:
             save()
             m = models[name]
             log(f"photos {name}: {m['bpp_file']:.4f} bpp {m['psnr']:.2f} dB {m['ms_ssim']:.4f}; vs {m['vs']}")
+
+    if "timing" in sets:
+        timing_512(out.setdefault("photos", {}), runs, threads)
+        save()
 
     save()
     if not args.no_figures:
