@@ -1,0 +1,104 @@
+"""The codec with its default prior (checkerboard) at native image sizes: every file decodes to exactly the codes
+the encoder saw, whatever the image size, batch size, thread count or process."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from .conftest import TINY_RUN
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = [(16, 16), (21, 35), (48, 64), (96, 80)]  # the model's own size, odd sizes padded to the stride, larger maps
+
+
+@pytest.fixture(scope="module")
+def cb_run(tmp_path_factory):
+    """The conftest's tiny 2-level run on 3-channel digits with default (checkerboard) priors, unconditional."""
+    from hiervq.train import config_from_dict, train_run
+    from hiervq.train.priors import prior_run
+
+    raw = copy.deepcopy(TINY_RUN)
+    raw["data"]["channels"] = 3
+    raw["train"]["epochs"] = 1
+    raw["priors"] = {"model": {"channels": 8, "blocks": 1},
+                     "train": {"epochs": 1, "batch_size": 32, "lr": 0.01, "progress": False}}
+    run = tmp_path_factory.mktemp("cbsizes") / "run"
+    train_run(config_from_dict(raw, "tiny-cb"), run)
+    for level in (0, 1):
+        prior_run(run, level, log=lambda msg: None)
+    return run
+
+
+def _images(size, n=3, seed=0):
+    g = torch.Generator().manual_seed(seed + size[0] * 1000 + size[1])
+    # smooth random images (a blurred noise field) so that the codes are not all alike
+    x = torch.rand(n, 3, size[0] // 4 + 2, size[1] // 4 + 2, generator=g)
+    return torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+def test_default_priors_are_checkerboard(cb_run):
+    from hiervq import Codec
+    from hiervq.priors import CheckerboardPrior
+
+    codec = Codec.from_run(cb_run)
+    assert all(isinstance(p, CheckerboardPrior) for p in codec.priors.values())
+
+
+def test_every_size_batch_size_thread_count_and_process_decodes_the_same_codes(cb_run, tmp_path):
+    from hiervq import Codec
+
+    codec = Codec.from_run(cb_run)
+    saved = {}
+    for size in SIZES:
+        x = _images(size)
+        # the encoder's codes may differ with the thread count or batch (float32 ties in the autoencoder): what
+        # must hold is that every file decodes to exactly the codes its encoder saw, however it is decoded
+        torch.set_num_threads(2)
+        try:
+            result = codec.compress_batch(x)  # encoded with 2 threads, decoded with 1 below
+        finally:
+            torch.set_num_threads(1)
+        codes, got = codec.decompress_codes(result.files)
+        assert got == size and all(torch.equal(a, b) for a, b in zip(codes, result.codes))
+        for i, f in enumerate(result.files):  # one file at a time
+            single, _ = codec.decompress_codes([f])
+            assert all(torch.equal(s[0], c[i]) for s, c in zip(single, result.codes))
+        one_by_one = [codec.compress_batch(x[i : i + 1]) for i in range(len(x))]  # batches of one, 1 thread
+        torch.set_num_threads(2)
+        try:  # decoded with 2 threads, all at once
+            codes2, _ = codec.decompress_codes([r.files[0] for r in one_by_one])
+        finally:
+            torch.set_num_threads(1)
+        assert all(torch.equal(a, torch.cat([r.codes[lv] for r in one_by_one])) for lv, a in enumerate(codes2))
+        images = codec.decompress(result.files)
+        assert images.shape == (len(x), 3, *size)
+        saved[size] = {"files": result.files, "codes": result.codes, "images": x}
+
+    torch.save({"run": str(cb_run), "saved": saved}, tmp_path / "in.pt")
+    script = textwrap.dedent(f"""
+        import torch, hiervq
+        torch.set_num_threads(1)
+        d = torch.load({str(tmp_path / 'in.pt')!r})
+        codec = hiervq.Codec.from_run(d["run"])
+        out = {{}}
+        for size, s in d["saved"].items():
+            codes, _ = codec.decompress_codes(s["files"][::-1])
+            r = codec.compress_batch(s["images"])
+            out[size] = {{"codes": codes, "files": r.files, "encoded": r.codes}}
+        torch.save(out, {str(tmp_path / 'out.pt')!r})
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                   cwd=REPO, timeout=300)
+    fresh = torch.load(tmp_path / "out.pt")
+    for size, s in saved.items():
+        again, _ = codec.decompress_codes(fresh[size]["files"])  # the fresh process's own files decode here too
+        assert all(torch.equal(a, b) for a, b in zip(again, fresh[size]["encoded"]))
+        assert all(torch.equal(a, b.flip(0)) for a, b in zip(fresh[size]["codes"], s["codes"]))
