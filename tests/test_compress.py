@@ -1,10 +1,11 @@
 """Compression with the priors: the file format (version 3, and versions 1 and 2 still read), exact round trips for
-every family with a prior (hierarchical PixelCNNs, two-pass checkerboard priors, PQ-VAE transformer), refusals
-(wrong model, truncated or damaged files), determinism across batch sizes, threads and processes, file size against
-the priors' estimate, and the CLI end to end."""
+every family with a prior (hierarchical PixelCNNs, two-pass checkerboard priors, PQ-VAE transformer), rounding
+phases per block of positions, refusals (wrong model, truncated or damaged files), determinism across batch sizes,
+threads and processes, file size against the priors' estimate, and the CLI end to end."""
 
 import copy
 import dataclasses
+import math
 import os
 import struct
 import subprocess
@@ -22,7 +23,7 @@ from hiervq.codec import Codec, Header, header_bytes, header_size, pack, tables,
 from hiervq.errors import DataError, HierVQError
 from hiervq.priors import prior_kind_for
 
-from .conftest import REPO, TINY_RUN
+from .conftest import REPO, TINY_RUN, old_format_files
 
 pytest.importorskip("constriction")
 
@@ -401,3 +402,65 @@ def test_the_work_a_header_asks_for_is_bounded_by_the_file_length(runs, tmp_path
         codes, _ = codec.decompress_codes([pack(h, p + bytes(7))])
         assert all(torch.equal(a, b[i : i + 1]) for a, b in zip(codes, result.codes))
 
+
+def test_version_1_and_2_files_still_decompress(runs):
+    """Files of format versions 1 and 2 (one rounding phase per image in the flags, the level grids and payload
+    length in the header, no phases in the stream) decode to the same codes as before, alone or in one batch with
+    version 3 files; version 3 files are the smaller."""
+    for name in ("hier", "cb", "pq"):
+        codec = Codec.from_run(runs[name])
+        result = codec.compress_batch(_images(runs[name], 4))
+        for version in (2, 1):
+            old = old_format_files(codec, result.codes, (16, 16), version)
+            header = unpack(old[0])[0]
+            assert header.version == version and header.grids == tuple(codec.grids(16, 16)) and header.phase == 0
+            assert header_bytes(old[0]) == (19 if name == "pq" else 23)
+            for files in (old, old[:2] + result.files[2:]):
+                codes, size = codec.decompress_codes(files)
+                assert size == (16, 16) and all(torch.equal(a, b) for a, b in zip(codes, result.codes))
+        assert sum(map(len, result.files)) < sum(map(len, old))
+
+
+@pytest.mark.parametrize("name, size, block_logits, margin", [("hier", (16, 16), 64, 2.7e-3), ("cb", (64, 48), 256, 3e-4)])
+def test_a_rounding_phase_per_block_codes_what_one_phase_per_image_cannot(runs, monkeypatch, name, size, block_logits,
+                                                                         margin):
+    """With a margin so wide (and blocks so small) that every phase fails somewhere in every image, one phase per
+    image (versions 1 and 2) cannot code the images, a phase per block of positions (version 3) can: the blocks get
+    different phases, the stream carries them after the label, 3 bits each, and the files decode to the exact codes
+    with another batch size and thread count. With no robust phase for some block the image is refused."""
+    import constriction
+
+    from hiervq.codec.coder import _words
+
+    monkeypatch.setattr(tables, "MARGIN", margin)
+    monkeypatch.setattr(tables, "BLOCK_LOGITS", block_logits)
+    codec = Codec.from_run(runs[name])
+    assert codec.block == {0: block_logits // 32, 1: block_logits // 16}  # K = 32 under K = 16
+    x = torch.nn.functional.interpolate(_images(runs[name], 4), size=size, mode="bilinear").clamp(0, 1)
+    result = codec.compress_batch(x)
+    logits = codec._logits([c.long() for c in result.codes], result.labels)
+    for i in range(len(x)):  # one phase for the whole image: each of the 8 fails at some position
+        assert not any(all(bool(tables.robust(lg[i], p).all()) for lg in logits) for p in range(tables.PHASES))
+    phases = torch.cat([codec._block_phases(lg, codec.block[lv]) for lv, lg in zip(codec.levels, logits)], 1)
+    grids = codec.grids(*size)
+    assert phases.shape[1] == sum(-(-math.prod(g) // codec.block[lv]) for lv, g in zip(codec.levels, grids))
+    assert int(phases.min()) >= 0 and all(len(row.unique()) > 2 for row in phases)
+    for i, data in enumerate(result.files):
+        decoder = constriction.stream.queue.RangeDecoder(_words(unpack(data)[1]))
+        assert decoder.decode(codec.family, np.ones((1, codec.num_classes)))[0] == int(result.labels[i])
+        stored = decoder.decode(codec.family, np.ones((phases.shape[1], tables.PHASES)))
+        assert np.array_equal(stored, phases[i].numpy())
+
+    torch.set_num_threads(2)
+    try:
+        codes, back = codec.decompress_codes(result.files)
+    finally:
+        torch.set_num_threads(1)
+    assert back == size and all(torch.equal(a, b) for a, b in zip(codes, result.codes))
+    singles = [codec.decompress_codes([f])[0] for f in result.files[1:3]]  # one file at a time, other positions
+    assert all(torch.equal(torch.cat([s[i] for s in singles]), e[1:3]) for i, e in enumerate(result.codes))
+    assert codec.compress(x, batch_size=3) == result.files
+
+    monkeypatch.setattr(tables, "MARGIN", 0.5)  # every logit is near a boundary at every phase
+    with pytest.raises(HierVQError, match=r"^image 0: the priors' probabilities cannot be rounded robustly"):
+        codec.compress_batch(x)
