@@ -56,8 +56,9 @@ def tiny_run_config():
 
 def codec_round_trip(run, n: int, grids: tuple, size: tuple[int, int]):
     """Compress the first ``n`` test images of ``run`` with its priors and check the round trip: the coded codes
-    are the model's own, the file header carries ``grids`` (top level first), and decompression gives the same
-    codes at ``size``. Returns ``(codec, result, x, codes)`` for further checks."""
+    are the model's own, the codec gives them ``grids`` (top level first; a version 3 header records none, the
+    size implies them), and decompression gives the same codes at ``size``. Returns ``(codec, result, x, codes)``
+    for further checks."""
     import torch
 
     import hiervq
@@ -72,7 +73,41 @@ def codec_round_trip(run, n: int, grids: tuple, size: tuple[int, int]):
     with torch.no_grad():
         codes = model.codes_to_list(model.encode(x))
     assert all(torch.equal(a, b) for a, b in zip(result.codes, codes))
-    assert unpack(result.files[0])[0].grids == grids
+    assert tuple(codec.grids(*size)) == grids and unpack(result.files[0])[0].grids is None
     back, back_size = codec.decompress_codes(result.files)
     assert back_size == size and all(torch.equal(a, b) for a, b in zip(back, codes))
+    old = old_format_files(codec, result.codes, size)  # format version 2 files still decode to the same codes
+    assert unpack(old[0])[0].grids == grids
+    assert all(torch.equal(a, b) for a, b in zip(codec.decompress_codes(old)[0], codes))
     return codec, result, x, codes
+
+
+def old_format_files(codec, codes, image_size: tuple[int, int], version: int = 2) -> list[bytes]:
+    """Files of format version 1 or 2 for a batch's ``codes`` (``codes_to_list`` layout, as ``compress_batch``
+    gives them) of ``image_size`` images, built as hiervq wrote them before version 3: one rounding phase per image
+    (the first robust at every position of every level) in the header's flags, the level grids and the payload
+    length in the header, and no phases in the stream ([label], then the codes level by level)."""
+    import numpy as np
+    import torch
+
+    from hiervq.codec import Header, pack, tables
+    from hiervq.codec.coder import min_payload
+
+    codes = [c.to(codec.device, torch.long) for c in codes]
+    labels = codec._best_labels(codes) if codec.num_classes else None
+    logits = codec._logits(codes, labels)
+    symbols = [codec.kind.symbols(codec.priors[lv], codes, lv) for lv in codec.levels]
+    floor = min_payload(sum(s.shape[1] for s in symbols))
+    grids = tuple(codec.grids(*image_size))
+    files = []
+    for i in range(codes[0].shape[0]):
+        phase = next(p for p in range(tables.PHASES) if all(bool(tables.robust(lg[i], p).all()) for lg in logits))
+        syms = [s[i].cpu().numpy().astype(np.int32) for s in symbols]
+        weights = [tables.weights(lg[i], phase).cpu().numpy() for lg in logits]
+        if labels is not None:
+            syms.insert(0, labels[i : i + 1].cpu().numpy().astype(np.int32))
+            weights.insert(0, np.ones((1, codec.num_classes)))
+        payload = codec._encode_stream(syms, weights)
+        header = Header(codec.id, tuple(image_size), grids, phase, labels is not None, version)
+        files.append(pack(header, payload + bytes(max(0, floor - len(payload)))))
+    return files

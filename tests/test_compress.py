@@ -1,8 +1,11 @@
-"""Compression with the priors: the file format, exact round trips for every family with a prior (hierarchical
-PixelCNNs, two-pass checkerboard priors, PQ-VAE transformer), refusals (wrong model, truncated or damaged files), determinism across batch sizes,
+"""Compression with the priors: the file format (version 3, and versions 1 and 2 still read), exact round trips for
+every family with a prior (hierarchical PixelCNNs, two-pass checkerboard priors, PQ-VAE transformer), rounding
+phases per block of positions, refusals (wrong model, truncated or damaged files), determinism across batch sizes,
 threads and processes, file size against the priors' estimate, and the CLI end to end."""
 
 import copy
+import dataclasses
+import math
 import os
 import struct
 import subprocess
@@ -20,7 +23,7 @@ from hiervq.codec import Codec, Header, header_bytes, header_size, pack, tables,
 from hiervq.errors import DataError, HierVQError
 from hiervq.priors import prior_kind_for
 
-from .conftest import REPO, TINY_RUN
+from .conftest import REPO, TINY_RUN, old_format_files
 
 pytest.importorskip("constriction")
 
@@ -78,31 +81,58 @@ def _images(run, n=12):
 
 def test_header_round_trip_and_sizes():
     cases = [
-        (Header(b"\x01\x02\x03\x04", (32, 32), ((2, 2), (4, 4), (8, 8)), 0, True), bytes(range(70))),
-        (Header(b"abcd", (300, 20000), ((75, 5000),), 7, False), b""),
-        (Header(b"\xff" * 4, (16, 16), ((64,),), 3, False), b"\x00" * 200),
+        (Header(b"\x01\x02\x03\x04", (32, 32), labelled=True), bytes(range(70))),
+        (Header(b"abcd", (300, 20000)), b""),
+        (Header(b"\xff" * 4, (16, 16)), b"\x00" * 200),
     ]
     for header, payload in cases:
         data = pack(header, payload)
+        assert unpack(data, "x") == (header, payload) and header.version == 3
+        assert data.startswith(b"HVQ\x03") and data.endswith(payload)
+    # versions 1 and 2 (one layout: level grids, a payload length and the phase in the flags) are still read
+    old_cases = [
+        (Header(b"\x01\x02\x03\x04", (32, 32), ((2, 2), (4, 4), (8, 8)), 0, True, 2), bytes(range(70))),
+        (Header(b"abcd", (300, 20000), ((75, 5000),), 7, False, 2), b""),
+        (Header(b"\xff" * 4, (16, 16), ((64,),), 3, False, 1), b"\x00" * 200),
+    ]
+    for header, payload in old_cases:
+        data = pack(header, payload)
         assert unpack(data, "x") == (header, payload)
-        assert data.startswith(b"HVQ\x02") and data.endswith(payload)
-        old = data[:3] + b"\x01" + data[4:]  # version 1: the same layout (sizes that needed no padding)
-        old = old[:-len(payload) - 4 if payload else -4] + struct.pack(">I", zlib.crc32(payload, zlib.crc32(
-            old[:-len(payload) - 4 if payload else -4]))) + payload
-        assert unpack(old, "x") == (header, payload)
-    h2 = Header(b"abcd", (16, 16), ((4, 4), (8, 8)))
+        assert data.startswith(b"HVQ" + bytes([header.version])) and data.endswith(payload)
+        other = data[:3] + bytes([3 - header.version]) + data[4:]  # 1 <-> 2: the same layout
+        other = other[:-len(payload) - 4 if payload else -4] + struct.pack(">I", zlib.crc32(payload, zlib.crc32(
+            other[:-len(payload) - 4 if payload else -4]))) + payload
+        assert unpack(other, "x") == (dataclasses.replace(header, version=3 - header.version), payload)
+    for bad in (Header(b"abcd", (16, 16), ((4, 4),)), Header(b"abcd", (16, 16), phase=0),
+                Header(b"abcd", (16, 16), version=2), Header(b"abcd", (16, 16), ((4, 4),), 8, version=2),
+                Header(b"abc", (16, 16)), Header(b"abcd", (16, 16), version=4)):
+        with pytest.raises(ValueError):
+            pack(bad, b"")
+
+    # version 3: magic, version, model id, flags, H, W (one byte each below 128 pixels) and the CRC-32
+    h3 = Header(b"abcd", (32, 32))
+    assert header_size(h3, 50) == header_size(h3, 5000) == 15
+    assert header_size(Header(b"abcd", (300, 20000)), 0) == 18  # 2- and 3-byte varints
+    h2 = Header(b"abcd", (16, 16), ((4, 4), (8, 8)), 0, version=2)
     assert header_size(h2, 50) == 23
-    assert header_size(Header(b"abcd", (32, 32), ((2, 2), (4, 4), (8, 8))), 90) == 26
-    assert header_size(Header(b"abcd", (28, 28), ((64,),)), 40) == 19
+    assert header_size(Header(b"abcd", (32, 32), ((2, 2), (4, 4), (8, 8)), 0, version=2), 90) == 26
+    assert header_size(Header(b"abcd", (28, 28), ((64,),), 0, version=2), 40) == 19
     assert header_size(h2, 200) == 24  # a payload of 128+ bytes takes a 2-byte length
-    good = pack(h2, b"xyz")
+    good, good2 = pack(h3, b"xyz"), pack(h2, b"xyz")
     for bad, match in [
         (b"JPEG" + good[4:], "not a hiervq compressed file"),
         (good[:3] + b"\x09" + good[4:], "format version 9"),
         (good[:8] + b"\x40" + good[9:], "unknown flags"),
-        (good + b"\x00", "after the end"),
-        (good[:-1], "truncated"),
+        (good[:8] + b"\x01" + good[9:], "unknown flags"),  # version 3 keeps no phase in the flags
+        (good + b"\x00", "CRC-32 mismatch: the file was damaged or cut short"),
+        (good[:-1], "CRC-32 mismatch"),
+        (good[:-3], "CRC-32 mismatch"),  # the payload runs to the end of the file: the CRC finds the cut
+        (good[:14], "truncated"),
         (good[:10], "truncated"),
+        (good2[:8] + b"\x40" + good2[9:], "unknown flags"),
+        (good2 + b"\x00", "after the end"),
+        (good2[:-1], "truncated"),
+        (good2[:10], "truncated"),
         (b"", "not a hiervq"),
     ]:
         with pytest.raises(DataError, match=match):
@@ -143,7 +173,7 @@ def test_round_trip_is_exact_and_the_size_matches_the_estimate(runs, name):
     estimate = float(result.bits.sum()) + 8 * sum(headers)
     actual = 8 * sum(len(f) for f in result.files)
     assert abs(actual / estimate - 1) < 0.02, (actual, estimate)
-    assert headers[0] == (19 if name == "pq" else 23)
+    assert headers == [15] * 16  # version 3, 16x16 images: 9 + 2 varints + the CRC-32
 
     # the API: one image in, one file out; a list of files -> a batch (images exactly as model.decode gives them
     # for the same batch: the decoder network's float rounding may depend on the batch size)
@@ -162,7 +192,7 @@ def test_other_image_sizes(runs):
     hier, pq = Codec.from_run(runs["hier"]), Codec.from_run(runs["pq"])
     x = torch.nn.functional.interpolate(_images(runs["hier"], 3), size=(24, 20), mode="bilinear").clamp(0, 1)
     result = hier.compress_batch(x)
-    assert unpack(result.files[0])[0].grids == ((6, 5), (12, 10))
+    assert hier.grids(24, 20) == [(6, 5), (12, 10)] and unpack(result.files[0])[0].image_size == (24, 20)
     codes, size = hier.decompress_codes(result.files)
     assert size == (24, 20) and all(torch.equal(a, b) for a, b in zip(codes, result.codes))
     with pytest.raises(DataError, match=r"codes 16x16 images only \(a PQ-VAE's code sequence .*\), not 24x20; "
@@ -172,6 +202,8 @@ def test_other_image_sizes(runs):
         pq.compress(torch.nn.functional.interpolate(x, size=(32, 32)))
     with pytest.raises(DataError, match="different sizes"):
         hier.decompress(result.files[:1] + hier.compress(_images(runs["hier"], 1)))
+    big = hier.compress(torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear").clamp(0, 1))
+    assert [header_bytes(f) for f in big] == [15] * 3  # any size below 128 pixels a side: a 15-byte header
 
 
 def test_model_id_is_unchanged_by_the_codebook_size_rename():
@@ -300,7 +332,7 @@ def test_cli_end_to_end(runs, tmp_path, capsys):
     files[1].write_bytes(files[1].read_bytes()[:-2])
     assert main(["decompress", str(run), str(files[1]), "-o", str(tmp_path / "y")]) == 2
     err = capsys.readouterr().err
-    assert "digit1.hvq: truncated" in err and err.count("\n") == 1
+    assert "digit1.hvq: corrupt (CRC-32 mismatch: the file was damaged or cut short)" in err and err.count("\n") == 1
     assert not (tmp_path / "y").exists() or not any((tmp_path / "y").iterdir())
     assert main(["compress", str(run / "model"), str(imgs), "-o", str(tmp_path / "z")]) == 2
     err = capsys.readouterr().err
@@ -331,9 +363,10 @@ def test_checkerboard_prior_codes_in_two_passes_per_level_and_is_its_own_model(r
 
 
 def test_the_work_a_header_asks_for_is_bounded_by_the_file_length(runs, tmp_path, capsys):
-    """D11: a 40-byte file with a valid CRC and the right model id declaring 1024x1024 (the model's own grids for
-    that size, or lying small ones) is refused at once (exit 2, one line); payloads below the floor are padded with
-    zero bytes by the encoder, which decode to the same codes."""
+    """D11: a 40-byte file with a valid CRC and the right model id declaring 1024x1024 (version 3: no grids, the
+    size implies them; version 2: the model's own grids for that size, or lying small ones) is refused at once
+    (exit 2, one line); payloads below the floor are padded with zero bytes by the encoder, which decode to the
+    same codes."""
     import time
 
     from hiervq.codec.coder import CODES_PER_BYTE, FREE_CODES, max_codes, min_payload
@@ -345,9 +378,13 @@ def test_the_work_a_header_asks_for_is_bounded_by_the_file_length(runs, tmp_path
     run = runs["hier"]
     codec = Codec.from_run(run)
     header, payload = unpack(codec.compress(_images(run, 1))[0])
-    big = tuple((1024 * h // 16, 1024 * w // 16) for h, w in header.grids)  # ((256, 256), (512, 512))
-    for k, grids in enumerate((big, header.grids)):
-        hostile = pack(Header(header.model_id, (1024, 1024), grids, header.phase, header.labelled), payload[:8])
+    own = tuple(codec.grids(16, 16))
+    big = tuple((1024 * h // 16, 1024 * w // 16) for h, w in own)  # ((256, 256), (512, 512))
+    for k, hostile_header in enumerate([
+        Header(header.model_id, (1024, 1024), labelled=header.labelled),
+        *(Header(header.model_id, (1024, 1024), grids, 0, header.labelled, version=2) for grids in (big, own)),
+    ]):
+        hostile = pack(hostile_header, payload[:8])
         assert len(hostile) <= 40
         path = tmp_path / f"hostile{k}.hvq"
         path.write_bytes(hostile)
@@ -364,3 +401,66 @@ def test_the_work_a_header_asks_for_is_bounded_by_the_file_length(runs, tmp_path
         h, p = unpack(data)
         codes, _ = codec.decompress_codes([pack(h, p + bytes(7))])
         assert all(torch.equal(a, b[i : i + 1]) for a, b in zip(codes, result.codes))
+
+
+def test_version_1_and_2_files_still_decompress(runs):
+    """Files of format versions 1 and 2 (one rounding phase per image in the flags, the level grids and payload
+    length in the header, no phases in the stream) decode to the same codes as before, alone or in one batch with
+    version 3 files; version 3 files are the smaller."""
+    for name in ("hier", "cb", "pq"):
+        codec = Codec.from_run(runs[name])
+        result = codec.compress_batch(_images(runs[name], 4))
+        for version in (2, 1):
+            old = old_format_files(codec, result.codes, (16, 16), version)
+            header = unpack(old[0])[0]
+            assert header.version == version and header.grids == tuple(codec.grids(16, 16)) and header.phase == 0
+            assert header_bytes(old[0]) == (19 if name == "pq" else 23)
+            for files in (old, old[:2] + result.files[2:]):
+                codes, size = codec.decompress_codes(files)
+                assert size == (16, 16) and all(torch.equal(a, b) for a, b in zip(codes, result.codes))
+        assert sum(map(len, result.files)) < sum(map(len, old))
+
+
+@pytest.mark.parametrize("name, size, block_logits, margin", [("hier", (16, 16), 64, 2.7e-3), ("cb", (64, 48), 256, 3e-4)])
+def test_a_rounding_phase_per_block_codes_what_one_phase_per_image_cannot(runs, monkeypatch, name, size, block_logits,
+                                                                         margin):
+    """With a margin so wide (and blocks so small) that every phase fails somewhere in every image, one phase per
+    image (versions 1 and 2) cannot code the images, a phase per block of positions (version 3) can: the blocks get
+    different phases, the stream carries them after the label, 3 bits each, and the files decode to the exact codes
+    with another batch size and thread count. With no robust phase for some block the image is refused."""
+    import constriction
+
+    from hiervq.codec.coder import _words
+
+    monkeypatch.setattr(tables, "MARGIN", margin)
+    monkeypatch.setattr(tables, "BLOCK_LOGITS", block_logits)
+    codec = Codec.from_run(runs[name])
+    assert codec.block == {0: block_logits // 32, 1: block_logits // 16}  # K = 32 under K = 16
+    x = torch.nn.functional.interpolate(_images(runs[name], 4), size=size, mode="bilinear").clamp(0, 1)
+    result = codec.compress_batch(x)
+    logits = codec._logits([c.long() for c in result.codes], result.labels)
+    for i in range(len(x)):  # one phase for the whole image: each of the 8 fails at some position
+        assert not any(all(bool(tables.robust(lg[i], p).all()) for lg in logits) for p in range(tables.PHASES))
+    phases = torch.cat([codec._block_phases(lg, codec.block[lv]) for lv, lg in zip(codec.levels, logits)], 1)
+    grids = codec.grids(*size)
+    assert phases.shape[1] == sum(-(-math.prod(g) // codec.block[lv]) for lv, g in zip(codec.levels, grids))
+    assert int(phases.min()) >= 0 and all(len(row.unique()) > 2 for row in phases)
+    for i, data in enumerate(result.files):
+        decoder = constriction.stream.queue.RangeDecoder(_words(unpack(data)[1]))
+        assert decoder.decode(codec.family, np.ones((1, codec.num_classes)))[0] == int(result.labels[i])
+        stored = decoder.decode(codec.family, np.ones((phases.shape[1], tables.PHASES)))
+        assert np.array_equal(stored, phases[i].numpy())
+
+    torch.set_num_threads(2)
+    try:
+        codes, back = codec.decompress_codes(result.files)
+    finally:
+        torch.set_num_threads(1)
+    assert back == size and all(torch.equal(a, b) for a, b in zip(codes, result.codes))
+    singles = [codec.decompress_codes([f])[0] for f in result.files[1:3]]  # one file at a time, other positions
+    assert all(torch.equal(torch.cat([s[i] for s in singles]), e[1:3]) for i, e in enumerate(result.codes))
+    assert codec.compress(x, batch_size=3) == result.files
+
+    monkeypatch.setattr(tables, "MARGIN", 0.5)  # every logit is near a boundary at every phase
+    with pytest.raises(HierVQError, match=r"^image 0: the priors' probabilities cannot be rounded robustly"):
+        codec.compress_batch(x)

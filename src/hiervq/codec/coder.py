@@ -5,10 +5,11 @@ with its prior's probabilities given the codes before it and the level above, in
 (:meth:`hiervq.priors.PriorKind.walk`). The encoder takes all those probabilities from one pass of the priors
 (:meth:`~hiervq.priors.PriorKind.logits`); the decoder walks the positions one by one (a PixelCNN) or half a
 level at a time (a checkerboard prior: 2 network passes per level), so both sides round the priors' float64 logits
-to integer tables that are certain to agree (:mod:`hiervq.codec.tables`). A file's length bounds the codes its
-header may declare (:func:`max_codes`), checked before anything is decoded. A class-
-conditional prior needs a label: the encoder picks the class under which the codes cost the fewest bits and codes
-it first, uniformly (log2(classes) bits). The file format is :mod:`hiervq.codec.format`.
+to integer tables that are certain to agree (:mod:`hiervq.codec.tables`), with a rounding phase per block of
+positions that the stream carries before the codes (format version 3). A file's length bounds the codes its
+image size implies (:func:`max_codes`), checked before anything is decoded. A class-conditional prior needs a
+label: the encoder picks the class under which the codes cost the fewest bits and codes it first, uniformly
+(log2(classes) bits). The file format is :mod:`hiervq.codec.format`.
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ class Compressed:
         files: one compressed file (bytes) per image.
         codes: the codes in the ``codes_to_list`` layout, as ``model.encode`` gave them.
         labels: (B,) the class each image was coded under, or ``None`` (unconditional priors).
-        bits: (B,) float64: the priors' estimate, -log2 p(codes | label) + log2(classes) for the label, in bits.
+        bits: (B,) float64: the priors' estimate of the stream, in bits: -log2 p(codes | label), + log2(classes)
+            for the label, + 3 per rounding phase (one per block of positions of each level).
     """
 
     files: list[bytes]
@@ -133,6 +135,10 @@ class Codec:
             raise HierVQError(f"the priors are conditioned on different numbers of classes ({sorted(classes)})")
         self.num_classes: int | None = classes.pop() if classes else None
         self._grids: dict[tuple[int, int], list[tuple[int, ...]]] = {}
+        #: per level, the codebook size K that the tables see (the priors' logits are (..., K)) and the positions
+        #: per rounding-phase block (format version 3), which the decoder needs before it runs any prior
+        self.codebook = {lv: self.kind.level_info(model, lv)["codebook_size"] for lv in self.levels}
+        self.block = {lv: tables.block_size(k) for lv, k in self.codebook.items()}
 
     @classmethod
     def from_run(cls, run: str | os.PathLike, prior_dirs: list | None = None,
@@ -210,15 +216,29 @@ class Codec:
         ])
         return nll.argmin(0)
 
-    def _phases(self, logits: list[torch.Tensor]) -> list[int]:
-        """Per image the first rounding phase whose tables are robust at every position of every level."""
-        ok = torch.stack([
-            torch.stack([tables.robust(lg, p).all(-1) for lg in logits]).all(0) for p in range(tables.PHASES)
-        ])  # (phases, B)
-        if not bool(ok.any(0).all()):
-            bad = int((~ok.any(0)).nonzero()[0])
-            raise HierVQError(f"image {bad}: the priors' probabilities cannot be rounded robustly (non-finite logits?)")
-        return ok.int().argmax(0).tolist()
+    def _blocks(self, grids: list[tuple[int, ...]]) -> list[int]:
+        """Rounding-phase blocks per image of each coded level (coding order) for these level grids."""
+        return [-(-math.prod(g) // self.block[lv]) for lv, g in zip(self.levels, grids)]
+
+    @staticmethod
+    def _block_phases(logits: torch.Tensor, size: int) -> torch.Tensor:
+        """(B, blocks) the first rounding phase whose tables are robust at every position of each block of
+        ``size`` consecutive positions of one level's ``logits`` (B, n, K) (-1: none is); a few blocks are checked
+        at a time (~4M logits), and later phases only where earlier ones failed."""
+        b, n, k = logits.shape
+        out = torch.full((b, -(-n // size)), -1, dtype=torch.long, device=logits.device)
+        step = max(1, (1 << 22) // max(1, b * size * k)) * size  # positions per chunk, whole blocks
+        for start in range(0, n, step):
+            part = logits[:, start : start + step]
+            m = part.shape[1]
+            phase = out[:, start // size : -(-(start + m) // size)]  # a view: written in place
+            for p in range(tables.PHASES):
+                ok = tables.robust(part, p)  # (B, m)
+                ok = torch.cat([ok, ok.new_ones(b, phase.shape[1] * size - m)], 1).view(b, -1, size).all(-1)
+                phase[(phase < 0) & ok] = p
+                if bool((phase >= 0).all()):
+                    break
+        return out
 
     def _decodes(self, payload: bytes, symbols: list[np.ndarray], weights: list[np.ndarray]) -> bool:
         decoder = _constriction().stream.queue.RangeDecoder(_words(payload))
@@ -259,16 +279,32 @@ class Codec:
         symbols = [self.kind.symbols(self.priors[lv], codes, lv) for lv in self.levels]
         floor = min_payload(sum(s.shape[1] for s in symbols))
         nats = sum(F.cross_entropy(lg.transpose(1, 2), s, reduction="none").sum(1) for lg, s in zip(logits, symbols))
-        bits = nats.cpu() / math.log(2) + (math.log2(self.num_classes) if self.num_classes else 0.0)
-        phases = self._phases(logits)
+        phases = []  # per level (B, blocks): the rounding phase of each block of positions, in coding order
+        for lv, lg in zip(self.levels, logits):
+            if lg.shape[-1] != self.codebook[lv]:  # the decoder sizes the blocks by the codebook
+                raise HierVQError(f"level {lv}: the prior gives {lg.shape[-1]} logits per position for a codebook of "
+                                  f"{self.codebook[lv]}")
+            phases.append(self._block_phases(lg, self.block[lv]))
+        failed = torch.stack([(p < 0).any(1) for p in phases]).any(0)
+        if bool(failed.any()):
+            bad = int(failed.nonzero()[0])
+            raise HierVQError(f"image {bad}: the priors' probabilities cannot be rounded robustly (non-finite logits?)")
+        blocks = sum(p.shape[1] for p in phases)
+        bits = (nats.cpu() / math.log(2) + (math.log2(self.num_classes) if self.num_classes else 0.0)
+                + math.log2(tables.PHASES) * blocks)
         files = []
         for i in range(b):
-            syms = [s[i].cpu().numpy().astype(np.int32) for s in symbols]
-            weights = [tables.weights(lg[i], phases[i]).cpu().numpy() for lg in logits]
+            # the stream: [label], every level's block phases (uniform), then the codes level by level
+            syms = [torch.cat([p[i] for p in phases]).cpu().numpy().astype(np.int32)]
+            weights = [np.ones((blocks, tables.PHASES))]
+            for lv, lg, s, p in zip(self.levels, logits, symbols, phases):
+                syms.append(s[i].cpu().numpy().astype(np.int32))
+                per_position = p[i].repeat_interleave(self.block[lv])[: lg.shape[1]]
+                weights.append(tables.weights(lg[i], per_position).cpu().numpy())
             if labels is not None:
                 syms.insert(0, labels[i : i + 1].cpu().numpy().astype(np.int32))
                 weights.insert(0, np.ones((1, self.num_classes)))
-            header = Header(self.id, tuple(image_size), tuple(grids), phases[i], labels is not None)
+            header = Header(self.id, tuple(image_size), labelled=labels is not None)
             payload = self._encode_stream(syms, weights)
             files.append(pack(header, payload + bytes(max(0, floor - len(payload)))))  # zeros: read as the end
         return Compressed(files, [c.cpu() for c in codes], None if labels is None else labels.cpu(), bits)
@@ -301,9 +337,10 @@ class Codec:
         height, width = header.image_size
         if height * width > MAX_PIXELS:
             raise DataError(f"{name}: an image of {height}x{width} pixels is larger than hiervq decodes")
-        # bounded work: the codes the header declares, and those the model gives for its image size (computed
-        # without running the model), must fit the payload's length before anything is encoded or decoded
-        declared = sum(math.prod(g) for g in header.grids)
+        # bounded work: the codes the model gives for the image size (computed without running the model), and
+        # those the header declares (versions 1 and 2), must fit the payload's length before anything is encoded
+        # or decoded
+        declared = sum(math.prod(g) for g in header.grids) if header.grids is not None else 0
         coded = max(declared, self._codes_for(height, width))
         if coded > max_codes(len(payload)):
             raise DataError(f"{name}: corrupt header ({height}x{width} pixels, {coded} codes, in a payload of "
@@ -313,7 +350,7 @@ class Codec:
             grids = self.grids(*header.image_size)
         except DataError as exc:
             raise DataError(f"{name}: {exc}") from None
-        if list(header.grids) != grids:
+        if header.grids is not None and list(header.grids) != grids:
             raise DataError(f"{name}: corrupt header (level grids {list(header.grids)}, the model gives {grids})")
         return header, payload
 
@@ -328,7 +365,8 @@ class Codec:
         (size,) = sizes
         coder = _constriction().stream.queue
         decoders = [coder.RangeDecoder(_words(p)) for _, p in parsed]
-        phases = torch.tensor([h.phase for h, _ in parsed], device=self.device)
+        grids = self.grids(*size)
+        blocks = self._blocks(grids)
 
         def decode_run(b: int, weights: np.ndarray) -> np.ndarray:
             try:
@@ -344,16 +382,30 @@ class Codec:
             uniform = np.ones((1, self.num_classes))
             labels = torch.tensor([decode(b, uniform) for b in range(len(files))], device=self.device)
 
+        # the rounding phase of each block of positions, per level (files, blocks): version 3 codes them after the
+        # label, every level's in coding order; versions 1 and 2 have one per file, in the header
+        phases = torch.zeros(len(files), sum(blocks), dtype=torch.long)
+        for b, (header, _) in enumerate(parsed):
+            if header.phase is None:
+                phases[b] = torch.from_numpy(decode_run(b, np.ones((sum(blocks), tables.PHASES))))
+            else:
+                phases[b] = header.phase
+        phases = dict(zip(self.levels, phases.to(self.device).split(blocks, 1)))
+        done = dict.fromkeys(self.levels, 0)  # positions of each level decoded so far (coding order)
+
         def choose(level: int, logits: torch.Tensor) -> torch.Tensor:
-            """(n, K) -> one code per file; (n, P, K) -> P codes per file, decoded in one call per file."""
+            """(n, K) -> one code per file; (n, P, K) -> P codes per file, decoded in one call per file; each
+            position with the phase of its block."""
+            p = 1 if logits.ndim == 2 else logits.shape[1]
+            block = torch.arange(done[level], done[level] + p, device=self.device) // self.block[level]
+            done[level] += p
             if logits.ndim == 2:
-                w = tables.weights(logits.double(), phases).cpu().numpy()
+                w = tables.weights(logits.double(), phases[level][:, block[0]]).cpu().numpy()
                 return torch.tensor([decode(b, w[b : b + 1]) for b in range(len(files))], device=self.device)
-            w = tables.weights(logits.double(), phases[:, None]).cpu().numpy()
+            w = tables.weights(logits.double(), phases[level][:, block]).cpu().numpy()
             return torch.tensor(np.stack([decode_run(b, w[b]) for b in range(len(files))]), device=self.device)
 
-        grids = dict(zip(self.levels, self.grids(*size)))
-        codes = self.kind.walk(self.model, self.priors, len(files), labels, choose, grids)
+        codes = self.kind.walk(self.model, self.priors, len(files), labels, choose, dict(zip(self.levels, grids)))
         return [c.cpu() for c in codes], size
 
     @torch.no_grad()

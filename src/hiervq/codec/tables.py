@@ -14,9 +14,15 @@ derived from the logits by a rounding step that both sides are certain to take a
 
 Only step 1 sees the floating-point noise. The encoder checks that every logit that can matter (``d <= D + 2``)
 is more than :data:`MARGIN` (~1e-9 nat, about 10,000 times the float64 disagreement) away from a rounding
-boundary, and otherwise tries the next phase; the phase is stored in the file. A value that far from a boundary
-rounds the same way on both sides, so the decoder's tables equal the encoder's exactly. Rounding the logits to
-1/64 nat costs about 1e-5 bits per code.
+boundary, and otherwise tries the next phase. A value that far from a boundary rounds the same way on both sides,
+so the decoder's tables equal the encoder's exactly. Rounding the logits to 1/64 nat costs about 1e-5 bits per
+code.
+
+A logit lands within the margin of a boundary with probability ~2**-23, so one phase for a whole image fails
+somewhere once an image has millions of logits (all 8 phases fail for ~67M). Format version 3 therefore chooses
+the phase per *block* of :func:`block_size` consecutive positions of a level (in coding order), at most
+:data:`BLOCK_LOGITS` logits each (all 8 phases fail in one block with probability ~4e-8), and codes the phases in
+the stream; versions 1 and 2 stored one phase per image in the header.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ from __future__ import annotations
 import torch
 
 GRID = 64  # logits are rounded to multiples of 1 / GRID nat
-PHASES = 8  # rounding phases the encoder may choose from (3 bits of the header's flags)
+PHASES = 8  # rounding phases the encoder may choose from (3 bits each)
 MARGIN = 2.0**-24  # in grid units (~9e-10 nat): the least distance of a logit from a rounding boundary
+BLOCK_LOGITS = 1 << 20  # format version 3: a rounding phase per block of at most this many logits (or 1 position)
 _R = 18160753814917686420  # round(exp(-1 / 64) * 2**64)
 
 
@@ -52,8 +59,8 @@ def _rounded(logits: torch.Tensor, phase: torch.Tensor | int) -> tuple[torch.Ten
 
 
 def weights(logits: torch.Tensor, phase: torch.Tensor | int) -> torch.Tensor:
-    """Integer code weights (..., K) as float64 for logits (..., K) float64 and a phase 0..7 (a tensor broadcast
-    over the leading dimensions, e.g. one per image)."""
+    """Integer code weights (..., K) as float64 for logits (..., K) float64 and a phase 0..7 (or a tensor of
+    phases broadcast over the leading dimensions (...), e.g. one per image or one per position)."""
     _, q = _rounded(logits, phase)
     d = (q.amax(-1, keepdim=True) - q).clamp(max=D).long()
     return _TABLE.to(logits.device)[d]
@@ -67,3 +74,8 @@ def robust(logits: torch.Tensor, phase: int) -> torch.Tensor:
     near = torch.minimum(frac, 1 - frac) <= MARGIN
     relevant = q.amax(-1, keepdim=True) - q <= D + 2
     return ~(near & relevant).any(-1) & torch.isfinite(logits).all(-1)
+
+
+def block_size(k: int) -> int:
+    """Positions per rounding-phase block of a level whose tables have ``k`` codes (format version 3)."""
+    return max(1, BLOCK_LOGITS // k)
