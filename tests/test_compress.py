@@ -139,6 +139,15 @@ def test_header_round_trip_and_sizes():
             unpack(bad, "f.hvq")
 
 
+def test_tables_of_a_transposed_view_are_c_contiguous():
+    """constriction reads the tables as C-ordered arrays: weights of a strided view of the logits (as a prior's
+    (B, K, P) output transposed to (B, P, K)) must come out contiguous, or positions get each other's weights."""
+    logits = torch.randn(2, 7, 5, dtype=torch.float64).transpose(1, 2)  # (2, 5, 7), not contiguous
+    w = tables.weights(logits, 3)
+    assert w.is_contiguous() and w.numpy().flags["C_CONTIGUOUS"]
+    assert torch.equal(w, tables.weights(logits.contiguous(), 3))
+
+
 def test_tables_are_integers_and_robustness_is_checked():
     assert tables.WEIGHTS[0] == 2**32 and tables.WEIGHTS[-1] == 0 and tables.D == 1464
     assert all(a >= b for a, b in zip(tables.WEIGHTS, tables.WEIGHTS[1:]))

@@ -63,7 +63,9 @@ def weights(logits: torch.Tensor, phase: torch.Tensor | int) -> torch.Tensor:
     phases broadcast over the leading dimensions (...), e.g. one per image or one per position)."""
     _, q = _rounded(logits, phase)
     d = (q.amax(-1, keepdim=True) - q).clamp(max=D).long()
-    return _TABLE.to(logits.device)[d]
+    # contiguous: the tables go to constriction as numpy arrays, which it reads as C-ordered (a transposed view of
+    # the logits would otherwise give strided weights, read as other codes' probabilities)
+    return _TABLE.to(logits.device)[d].contiguous()
 
 
 def robust(logits: torch.Tensor, phase: int) -> torch.Tensor:
