@@ -102,3 +102,23 @@ def test_every_size_batch_size_thread_count_and_process_decodes_the_same_codes(c
         again, _ = codec.decompress_codes(fresh[size]["files"])  # the fresh process's own files decode here too
         assert all(torch.equal(a, b) for a, b in zip(again, fresh[size]["encoded"]))
         assert all(torch.equal(a, b.flip(0)) for a, b in zip(fresh[size]["codes"], s["codes"]))
+
+
+def test_compress_warns_when_the_priors_decode_one_code_per_pass(cb_run, tmp_path, caplog):
+    """The shipped tokenizer's PixelCNN priors need one network pass per code: a 256x256 image is worth a warning
+    with the way out; checkerboard priors (2 passes per level) are not."""
+    import logging
+
+    import numpy as np
+    from PIL import Image
+
+    from hiervq.cli import main
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    with caplog.at_level(logging.WARNING, logger="hiervq"):
+        assert main(["compress", "cifar10-hvqvae3-prior", str(tmp_path / "p.png"), "-o", str(tmp_path / "a.hvq")]) == 0
+    assert "5,376 network passes" in caplog.text and "model.arch=checkerboard" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hiervq"):
+        assert main(["compress", str(cb_run), str(tmp_path / "p.png"), "-o", str(tmp_path / "b.hvq")]) == 0
+    assert "network passes" not in caplog.text

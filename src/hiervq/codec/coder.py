@@ -32,6 +32,7 @@ from ..layout import RunDir
 from ..models.base import crop_images
 from ..pretrained import load
 from ..priors import prior_kind_for, takes_labels
+from ..priors.checkerboard import PASSES, CheckerboardPrior
 from ..priors.sampling import load_priors
 from ..schema import with_old_keys
 from ..tasks import env_device
@@ -188,6 +189,17 @@ class Codec:
                                 f"resize them to {h}x{w} (hiervq: --resize)")
             self._grids[height, width] = grids
         return self._grids[height, width]
+
+    def network_passes(self, height: int, width: int) -> int:
+        """Prior network passes to decode one H x W image: 2 per level for a checkerboard prior, one per scale for a
+        next-scale prior, one per code for an autoregressive prior (a PixelCNN or a transformer over a sequence)."""
+        total = 0
+        for level, grid in zip(self.levels, self.grids(height, width)):
+            prior = self.priors[level]
+            scales = getattr(prior.config, "scales", None)
+            total += (PASSES if isinstance(prior, CheckerboardPrior) else len(scales) if scales
+                      else math.prod(grid))
+        return total
 
     def _codes_for(self, height: int, width: int) -> int:
         """A lower bound of the codes per image the model gives for an H x W image, without running it: the

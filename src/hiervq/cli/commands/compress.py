@@ -13,8 +13,24 @@ import torch
 from ...codec import SUFFIX, Codec, header_bytes, unpack
 from ...errors import DataError, HierVQError
 from ...io import NewFiles, atomic_write_bytes
+from ...log import get_logger
 from ...train.rundir import check_output_file, check_output_path
 from .files import collect_files, collect_images, group_by_size, png_targets, read_model_images, save_pngs
+
+
+#: network passes per image above which decompressing is slow enough to say so (a PixelCNN on a photo's code map)
+SLOW_PASSES = 2000
+
+
+def _warn_if_slow(codec: Codec, sizes, run: str) -> None:
+    """One warning when decoding an image of one of ``sizes`` takes more than :data:`SLOW_PASSES` prior passes."""
+    worst = max(sizes, key=lambda hw: codec.network_passes(*hw))
+    passes = codec.network_passes(*worst)
+    if passes > SLOW_PASSES:
+        get_logger("compress").warning(
+            f"decompressing a {worst[0]}x{worst[1]} image with these priors takes {passes:,} network passes (they "
+            f"decode one code per pass): expect minutes per image. Checkerboard priors decode a level in 2 passes: "
+            f"`hiervq prior {run} --level all --set model.arch=checkerboard --out DIR`, then --priors DIR/level*")
 
 
 def _check_batch_size(n: int) -> None:
@@ -47,6 +63,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             codec.grids(*size)  # every size is checked (the model and its priors take it) before anything is written
         except DataError as exc:
             raise DataError(f"{files[groups[size][0]]}: {exc}") from None
+    _warn_if_slow(codec, list(groups), args.run)
     t0 = time.perf_counter()
     total, estimate, pixels, first = 0, 0.0, 0, None
     for (h, w), index in groups.items():
@@ -90,6 +107,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     groups: dict[tuple[int, int], list[int]] = {}  # image size -> files (all checked before any is decoded)
     for i, (d, p) in enumerate(zip(data, paths)):
         groups.setdefault(codec.read(d, str(p))[0].image_size, []).append(i)
+    _warn_if_slow(codec, list(groups), args.run)
     t0 = time.perf_counter()
     with NewFiles() as new:  # a failed write (disk full, permissions) removes the PNGs written before it
         for index in groups.values():
