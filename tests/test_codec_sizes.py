@@ -122,3 +122,27 @@ def test_compress_warns_when_the_priors_decode_one_code_per_pass(cb_run, tmp_pat
     with caplog.at_level(logging.WARNING, logger="hiervq"):
         assert main(["compress", str(cb_run), str(tmp_path / "p.png"), "-o", str(tmp_path / "b.hvq")]) == 0
     assert "network passes" not in caplog.text
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_shifted_convolution_matches_torch_and_keeps_the_state_dict(k):
+    """The codec's float64 convolutions (shifted matrix products) agree with F.conv2d to rounding, image by image
+    whatever the batch, and swapping them in keeps every parameter (so the codec's model id does not change)."""
+    from hiervq.nn import ShiftedConv2d, conv2d_shifted, shifted_convs
+
+    g = torch.Generator().manual_seed(k)
+    x = torch.randn(3, 5, 7, 9, generator=g, dtype=torch.float64)
+    w = torch.randn(4, 5, k, k, generator=g, dtype=torch.float64)
+    b = torch.randn(4, generator=g, dtype=torch.float64)
+    y = conv2d_shifted(x, w, b)
+    assert y.shape == (3, 4, 7, 9)
+    assert torch.allclose(y, torch.nn.functional.conv2d(x, w, b, padding=k // 2), atol=1e-12, rtol=0)
+    assert torch.equal(conv2d_shifted(x[1:2], w, b), y[1:2])  # the same bits alone as in a batch
+    net = torch.nn.Sequential(torch.nn.Conv2d(5, 4, k, padding=k // 2), torch.nn.Conv2d(4, 4, 1),
+                              torch.nn.Conv2d(4, 4, 3, stride=2, padding=1)).double()
+    before = {n: t.clone() for n, t in net.state_dict().items()}
+    ref = net(x)
+    shifted_convs(net)
+    assert [type(m) for m in net] == [ShiftedConv2d, torch.nn.Conv2d, torch.nn.Conv2d]  # only same-padded K > 1
+    assert net.state_dict().keys() == before.keys() and all(torch.equal(net.state_dict()[n], t) for n, t in before.items())
+    assert torch.allclose(net(x), ref, atol=1e-12, rtol=0)

@@ -263,3 +263,61 @@ class Standardize(nn.Module):
         """Back to the input's scale: y * std + mean."""
         mean, std = self._scale(y)
         return y * std + mean
+
+
+def conv2d_shifted(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """A same-padded, stride-1 K x K convolution (K odd, zero padding, one group) of ``x`` (B, C, H, W) with
+    ``weight`` (O, C, K, K): K * K matrix products with shifted views of the flattened padded input, accumulated in a
+    fixed order, image by image. No im2col buffer, so on the CPU in float64 (which has no oneDNN kernel) it runs
+    about 2x faster than ``F.conv2d`` (3x3, 64 channels, a 256x256 map); the result agrees with it to ~1e-13.
+    Returns (B, O, H, W)."""
+    b, c, h, w = x.shape
+    out_ch, k = weight.shape[0], weight.shape[-1]
+    p = k // 2
+    wp = w + 2 * p  # output position (i, j) sits at i * wp + j of a padded row-major map
+    flat = F.pad(x, (p, p, p, p)).reshape(b, c, -1)
+    n = (h - 1) * wp + w  # the positions up to the last valid one
+    taps = weight.permute(2, 3, 0, 1)  # (K, K, O, C)
+    out = x.new_empty(b, out_ch, h * wp)
+    for i in range(b):
+        acc = out[i, :, :n]
+        for dy in range(k):
+            for dx in range(k):
+                s = dy * wp + dx
+                if dy == 0 and dx == 0:
+                    torch.mm(taps[0, 0], flat[i, :, s : s + n], out=acc)
+                else:
+                    acc.addmm_(taps[dy, dx], flat[i, :, s : s + n])
+    out = out.reshape(b, out_ch, h, wp)[..., :w]
+    if bias is not None:
+        out = out + bias[:, None, None]
+    return out
+
+
+class ShiftedConv2d(nn.Conv2d):
+    """:class:`torch.nn.Conv2d` whose float64 CPU forward is :func:`conv2d_shifted` (other dtypes and devices: the
+    usual convolution). Built by :func:`shifted_convs` for the codec's float64 priors."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float64 and x.device.type == "cpu":
+            return conv2d_shifted(x, self.weight, self.bias)
+        return super().forward(x)
+
+
+def shifted_convs(module: nn.Module) -> nn.Module:
+    """``module`` with every same-padded, stride-1 square convolution with K > 1 (odd K, zero padding, one group,
+    no dilation) replaced in place by a :class:`ShiftedConv2d` holding the same parameters (so the state dict, and
+    the codec's model id, are unchanged)."""
+    for name, child in list(module.named_modules()):
+        if type(child) is not nn.Conv2d:
+            continue
+        k = child.kernel_size
+        if (k[0] != k[1] or k[0] % 2 == 0 or k[0] == 1 or child.stride != (1, 1) or child.dilation != (1, 1)
+                or child.groups != 1 or child.padding != (k[0] // 2, k[0] // 2) or child.padding_mode != "zeros"):
+            continue
+        new = ShiftedConv2d(child.in_channels, child.out_channels, k, padding=child.padding, bias=child.bias is not None,
+                            device="meta")
+        new.weight, new.bias = child.weight, child.bias
+        parent, _, attr = name.rpartition(".")
+        setattr(module.get_submodule(parent) if parent else module, attr, new)
+    return module

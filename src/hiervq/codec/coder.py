@@ -29,6 +29,7 @@ from torch import nn
 
 from ..errors import DataError, HierVQError
 from ..layout import RunDir
+from ..nn import shifted_convs
 from ..models.base import crop_images
 from ..pretrained import load
 from ..priors import prior_kind_for, takes_labels
@@ -130,7 +131,10 @@ class Codec:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.id = model_id(model, [priors[lv] for lv in self.levels])
         self.model = model.to(self.device).eval()
-        self.priors = {lv: copy.deepcopy(priors[lv]).double().to(self.device).eval() for lv in self.levels}
+        # float64 logits (the tables' rounding needs them); their square convolutions as shifted matrix products,
+        # ~2x faster than torch's float64 convolution on the CPU (hiervq.nn.conv2d_shifted)
+        self.priors = {lv: shifted_convs(copy.deepcopy(priors[lv]).double().to(self.device).eval())
+                       for lv in self.levels}
         classes = {self.priors[lv].config.num_classes for lv in self.levels if takes_labels(self.priors[lv])}
         if len(classes) > 1:
             raise HierVQError(f"the priors are conditioned on different numbers of classes ({sorted(classes)})")
