@@ -134,15 +134,20 @@ def test_shifted_convolution_matches_torch_and_keeps_the_state_dict(k):
     x = torch.randn(3, 5, 7, 9, generator=g, dtype=torch.float64)
     w = torch.randn(4, 5, k, k, generator=g, dtype=torch.float64)
     b = torch.randn(4, generator=g, dtype=torch.float64)
-    y = conv2d_shifted(x, w, b)
+    with torch.no_grad():
+        y = conv2d_shifted(x, w, b)
     assert y.shape == (3, 4, 7, 9)
     assert torch.allclose(y, torch.nn.functional.conv2d(x, w, b, padding=k // 2), atol=1e-12, rtol=0)
-    assert torch.equal(conv2d_shifted(x[1:2], w, b), y[1:2])  # the same bits alone as in a batch
+    with torch.no_grad():
+        assert torch.equal(conv2d_shifted(x[1:2], w, b), y[1:2])  # the same bits alone as in a batch
     net = torch.nn.Sequential(torch.nn.Conv2d(5, 4, k, padding=k // 2), torch.nn.Conv2d(4, 4, 1),
                               torch.nn.Conv2d(4, 4, 3, stride=2, padding=1)).double()
     before = {n: t.clone() for n, t in net.state_dict().items()}
-    ref = net(x)
+    with torch.no_grad():
+        ref = net(x)
     shifted_convs(net)
     assert [type(m) for m in net] == [ShiftedConv2d, torch.nn.Conv2d, torch.nn.Conv2d]  # only same-padded K > 1
     assert net.state_dict().keys() == before.keys() and all(torch.equal(net.state_dict()[n], t) for n, t in before.items())
-    assert torch.allclose(net(x), ref, atol=1e-12, rtol=0)
+    with torch.no_grad():
+        assert torch.allclose(net(x), ref, atol=1e-12, rtol=0)
+    assert torch.allclose(net(x), ref, atol=1e-12, rtol=0)  # with autograd: torch's own convolution

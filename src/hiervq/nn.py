@@ -270,7 +270,7 @@ def conv2d_shifted(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     ``weight`` (O, C, K, K): K * K matrix products with shifted views of the flattened padded input, accumulated in a
     fixed order, image by image. No im2col buffer, so on the CPU in float64 (which has no oneDNN kernel) it runs
     about 2x faster than ``F.conv2d`` (3x3, 64 channels, a 256x256 map); the result agrees with it to ~1e-13.
-    Returns (B, O, H, W)."""
+    Inference only (no autograd: run it under ``torch.no_grad()``). Returns (B, O, H, W)."""
     b, c, h, w = x.shape
     out_ch, k = weight.shape[0], weight.shape[-1]
     p = k // 2
@@ -295,11 +295,11 @@ def conv2d_shifted(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
 
 
 class ShiftedConv2d(nn.Conv2d):
-    """:class:`torch.nn.Conv2d` whose float64 CPU forward is :func:`conv2d_shifted` (other dtypes and devices: the
+    """:class:`torch.nn.Conv2d` whose float64 CPU forward without autograd is :func:`conv2d_shifted` (otherwise the
     usual convolution). Built by :func:`shifted_convs` for the codec's float64 priors."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float64 and x.device.type == "cpu":
+        if x.dtype == torch.float64 and x.device.type == "cpu" and not torch.is_grad_enabled():
             return conv2d_shifted(x, self.weight, self.bias)
         return super().forward(x)
 
