@@ -3,6 +3,7 @@ ablation switches, training snapshots."""
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -378,6 +379,23 @@ def test_capacity_benchmark_writes_train_s_and_the_per_image_keys_from_compare_j
     assert bench.summarize(committed)["pairs"][0]["psnr_gap_db"] == pair["psnr_gap_db"]
 
 
+def test_estimator_benchmark_writes_the_per_image_psnr_and_the_derived_keys(tmp_path):
+    bench = _benchmark("estimators_cifar10")
+    row = {"test_losses": {"recon": 0.01, "commitment": 0.5}, "perplexity": 3.0, "used_codes": 4,
+           "train_final": {"perplexity": 2.0}, "train_s": 5.0, "psnr": 21.0, "psnr_std": 1.5}
+    e = bench.entry(row)
+    assert (e["test_recon"], e["test_codebook"], e["psnr"], e["psnr_std"], e["train_s"]) == (0.01, 0.5, 21.0, 1.5, 5.0)
+    result = {"ste": bench.entry(row), "rotation": bench.entry(row), "rotation_lowdim": bench.entry(row),
+              "beta": {beta: bench.entry(row) for beta in bench.BETAS}}
+    result["beta"]["1"]["train_s"] = 7.0
+    derived = bench.derive(result)
+    assert derived["ste"]["psnr_of_mean_mse"] == pytest.approx(20.0)  # 10 log10(1 / 0.01)
+    assert derived["train_s_total"] == pytest.approx(6 * 5.0 + 7.0)  # 7 runs: beta 0.25 is the rotation run
+    path = tmp_path / "estimators.json"
+    bench.write(path, {k: v for k, v in result.items()})
+    assert json.loads(path.read_text())["train_s_total"] == derived["train_s_total"]
+
+
 def test_committed_estimator_results_have_the_issue_format():
     path = REPO / "benchmarks" / "results" / "estimators_cifar10.json"
     if not path.is_file():
@@ -391,6 +409,13 @@ def test_committed_estimator_results_have_the_issue_format():
                                                                    "train_perplexity"))
         assert isinstance(e["used_codes"], int) and e["used_codes"] > 0
     assert data["beta"]["0.25"] == data["rotation"]  # the beta sweep uses the rotation model; its 0.25 point
+    # derived keys (written by a full run and by --summarize): the PSNR of the mean MSE, the total training time
+    for e in [data["ste"], data["rotation"], data["rotation_lowdim"], *data["beta"].values()]:
+        assert e["psnr_of_mean_mse"] == pytest.approx(10 * math.log10(1 / e["test_recon"]))
+        if "psnr" in e:  # mean of per-image PSNRs: needs the runs, absent from older JSONs; never below the other
+            assert e["psnr"] >= e["psnr_of_mean_mse"] - 1e-9 and e["psnr_std"] >= 0
+    runs = [data["ste"], data["rotation_lowdim"], *data["beta"].values()]
+    assert data["train_s_total"] == pytest.approx(sum(e["train_s"] for e in runs))
     settings = data["settings"]
     assert settings["beta_sweep_estimator"] == "rotation" and isinstance(settings["dead_threshold"], float)
     assert isinstance(settings["lr"], float) and all(
