@@ -5,24 +5,32 @@ VQ-VAE, K = 1024 codes of dimension 256, EMA decay 0.99, Adam lr 2e-4, Tanh outp
 ste, rotation, rotation with beta 0.1/0.5/1/2 -- the rotation run is beta = 0.25 -- and rotation with 32-d codes),
 then writes benchmarks/results/estimators_cifar10.json:
 
-    {"ste": {"test_recon", "test_codebook", "perplexity", "train_perplexity", "used_codes"}, "rotation": {...},
+    {"ste": {"test_recon", "test_codebook", "perplexity", "train_perplexity", "used_codes", "train_s",
+             "psnr", "psnr_std", "psnr_of_mean_mse"}, "rotation": {...},
      "rotation_lowdim": {...}, "beta": {"0.1": {...}, "0.25": {...}, "0.5": {...}, "1": {...}, "2": {...}},
      "settings": {"beta_sweep_estimator": "rotation", "dead_threshold", "lr", "codebook_size", "code_dim",
-                  "epochs", "init_after", ...}, "threads": int}
+                  "epochs", "init_after", ...}, "threads": int, "train_s_total": float}
 
 ``test_recon`` is the test MSE on [0, 1] (full test split); ``perplexity`` the test-set perplexity of the codebook;
 ``train_perplexity`` the mean per-batch training perplexity of the last epoch (what the paper reports);
 ``used_codes`` the codes used on the test split. With EMA codebooks the codebook term |sg(e) - q|^2 gets no
 gradient, so ``test_codebook`` reports the commitment distance |e - sg(q)|^2 (unweighted by beta).
+``psnr``/``psnr_std`` are the mean and std over test images of the per-image PSNR (from the run summaries);
+``psnr_of_mean_mse`` is 10 log10(1 / test_recon), the PSNR of the mean test MSE, which is lower than the mean of the
+per-image PSNRs. ``train_s_total`` sums ``train_s`` over the 7 runs (the beta = 0.25 entry is the rotation run).
 Run from the repository root (7 runs, ~5-6 minutes each on one thread):
 
     OMP_NUM_THREADS=1 python benchmarks/estimators_cifar10.py [--runs runs] [--set key=value ...]
+
+``--summarize`` trains nothing: it reads the existing JSON and adds the keys derived from it (``psnr_of_mean_mse``,
+``train_s_total``); ``psnr``/``psnr_std`` need the runs, so a JSON from before they were written lacks them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -46,7 +54,32 @@ def entry(row: dict) -> dict:
     codebook = losses["codebook"] if losses.get("codebook", 0.0) > 0 else losses["commitment"]
     return {"test_recon": losses["recon"], "test_codebook": codebook, "perplexity": _first(row["perplexity"]),
             "train_perplexity": _first(row["train_final"]["perplexity"]), "used_codes": _first(row["used_codes"]),
-            "train_s": row.get("train_s")}
+            "train_s": row.get("train_s"), "psnr": row["psnr"], "psnr_std": row["psnr_std"]}
+
+
+def psnr_of_mse(mse: float) -> float:
+    """PSNR in dB of an MSE on [0, 1] pixels."""
+    return 10.0 * math.log10(1.0 / mse)
+
+
+def runs_of(result: dict) -> dict[str, dict]:
+    """{sweep point: entry} of the 7 runs (the beta = 0.25 entry is the rotation run, counted once)."""
+    return {"ste": result["ste"], "rotation_lowdim": result["rotation_lowdim"],
+            **{BETAS[beta]: e for beta, e in result["beta"].items()}}
+
+
+def derive(result: dict) -> dict:
+    """Add the keys that follow from the entries: each one's ``psnr_of_mean_mse`` and the total ``train_s``."""
+    for e in [result["ste"], result["rotation"], result["rotation_lowdim"], *result["beta"].values()]:
+        e["psnr_of_mean_mse"] = psnr_of_mse(e["test_recon"])
+    times = [e.get("train_s") for e in runs_of(result).values()]
+    result["train_s_total"] = sum(times) if None not in times else None
+    return result
+
+
+def write(output: Path, result: dict) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def train_images(sweep_dir: Path, points) -> int | dict | None:
@@ -69,7 +102,15 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="config override for every run")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--output", default=str(RESULT))
+    parser.add_argument("--summarize", action="store_true",
+                        help="train nothing: add the keys derived from the existing JSON (--output) to it")
     args = parser.parse_args()
+    output = Path(args.output)
+    if args.summarize:
+        result = derive(json.loads(output.read_text()))
+        write(output, result)
+        report(result, output)
+        return
 
     config = load_config(CONFIG, args.set)
     sweep_dir = Path(args.runs) / CONFIG.stem
@@ -93,14 +134,16 @@ def main() -> None:
                      "output": config.model.get("output", "linear")},
         "threads": torch.get_num_threads(),
     }
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
+    write(output, derive(result))
+    report(result, output)
+
+
+def report(result: dict, output: Path) -> None:
     for name, e in [("ste", result["ste"]), ("rotation", result["rotation"])] + [
         (f"beta {b}", e) for b, e in result["beta"].items()
     ]:
-        print(f"{name:>10}: test recon {e['test_recon']:.3e}, codebook {e['test_codebook']:.3e}, "
-              f"perplexity {e['perplexity']:.0f}")
+        print(f"{name:>10}: test recon {e['test_recon']:.3e} ({e['psnr_of_mean_mse']:.2f} dB), codebook "
+              f"{e['test_codebook']:.3e}, perplexity {e['perplexity']:.0f}")
     print(f"-> {output}")
 
 

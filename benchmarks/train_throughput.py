@@ -27,6 +27,10 @@ Writes ``benchmarks/results/train_throughput.json``: a list of records ``{"size"
 ``hiervq_cpu_img_s``/``reference_cpu_img_s``, ``steps``, ``warmup`` and the load average when the case
 finished; with ``--amp`` also ``hiervq_bf16_img_s`` (our step under ``train.amp``, bf16 autocast), with
 ``--compile`` ``hiervq_compiled_img_s`` (``train.compile``) and ``compile_s``, both alternated with the others.
+Each record also holds the speed ratios the docs quote (:func:`ratios`): ``ratio`` and ``cpu_ratio`` (hiervq /
+reference, by wall clock and by CPU time), ``hiervq_bf16_ratio`` and ``hiervq_compiled_ratio`` (against the
+reference's float32 step) and ``bf16_vs_float32`` (our bf16 step against our float32 step); ``--summarize`` adds
+them to an existing JSON without timing anything.
 ``--ablation`` instead times our step with each optimisation of it turned off in turn (channels-last layout,
 in-place inner ReLU, quantizer output kept channels-last, all three; and our default widths) against the
 reference, into ``benchmarks/results/train_throughput_ablation.json``. ``--profile`` runs torch.profiler over
@@ -40,6 +44,7 @@ channels-last (median process CPU time) into ``benchmarks/results/train_layers.j
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --profile --warmup 3 --steps 6
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --layers --warmup 2 --steps 10
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --cases 32:128 --warmup 3 --steps 5 --out /tmp/t.json
+    python benchmarks/train_throughput.py --summarize    # add the ratios to the existing JSON
 """
 
 from __future__ import annotations
@@ -306,6 +311,18 @@ def run_case(size: int, batch: int, warmup: int, steps: int, amp: bool = False, 
     return record
 
 
+def ratios(record: dict) -> dict:
+    """The speed ratios of a throughput record (images/s over images/s; keys only for the sides it timed)."""
+    out = {"ratio": record["hiervq_img_s"] / record["reference_img_s"],
+           "cpu_ratio": record["hiervq_cpu_img_s"] / record["reference_cpu_img_s"]}
+    for name in ("hiervq_bf16", "hiervq_compiled"):
+        if f"{name}_img_s" in record:
+            out[f"{name}_ratio"] = record[f"{name}_img_s"] / record["reference_img_s"]
+    if "hiervq_bf16_img_s" in record:
+        out["bf16_vs_float32"] = record["hiervq_bf16_img_s"] / record["hiervq_img_s"]
+    return out
+
+
 # ---------------------------------------------------------------------------------------- ablation
 def _undo(model, what: str) -> None:
     """Turn one of the training-step optimisations off in ``model`` (for :func:`run_ablation`)."""
@@ -508,6 +525,9 @@ def main() -> None:
                         help=f"torch.profiler breakdown of the steps instead (-> {PROFILE_RESULTS.name})")
     parser.add_argument("--layers", action="store_true",
                         help=f"time each distinct convolution in NCHW and channels-last instead (-> {LAYER_RESULTS.name})")
+    parser.add_argument("--summarize", action="store_true",
+                        help=f"time nothing: add the ratios to the records of the existing JSON (--out, default "
+                             f"{RESULTS.name})")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"default {RESULTS.name} ({ABLATION_RESULTS.name}, {PROFILE_RESULTS.name}, "
                              f"{LAYER_RESULTS.name})")
@@ -515,6 +535,17 @@ def main() -> None:
     thread_counts = [int(t) for t in str(args.threads).split(",")]
     torch.set_num_threads(thread_counts[0])
     from hiervq.train.report import write_json
+
+    if args.summarize:
+        import json
+
+        path = args.out or RESULTS
+        records = [{**record, **ratios(record)} for record in json.loads(path.read_text())]
+        write_json(path, records)
+        for record in records:
+            print(f"{record['size']}x{record['size']} batch {record['batch']}, {record['threads']} thread(s): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in ratios(record).items()))
+        return
 
     if args.profile:
         records = []
@@ -564,13 +595,12 @@ def main() -> None:
         torch.set_num_threads(threads)
         size, batch = (int(v) for v in case.split(":"))
         record = run_case(size, batch, args.warmup, args.steps, args.amp, args.data, compile=args.compile)
+        record.update(ratios(record))
         results.append({"script": SCRIPT, **record})
-        ratio = record["hiervq_img_s"] / record["reference_img_s"]
-        cpu_ratio = record["hiervq_cpu_img_s"] / record["reference_cpu_img_s"]
-        bf16 = "".join(f", {name[7:]} {record[f'{name}_img_s'] / record['reference_img_s']:.2f}x"
-                       for name in ("hiervq_bf16", "hiervq_compiled") if f"{name}_img_s" in record)
+        bf16 = "".join(f", {name[7:]} {record[f'{name}_ratio']:.2f}x"
+                       for name in ("hiervq_bf16", "hiervq_compiled") if f"{name}_ratio" in record)
         print(f"{size}x{size} batch {batch}: hiervq {record['hiervq_img_s']:.1f} img/s, reference "
-              f"{record['reference_img_s']:.1f} img/s, ratio {ratio:.2f} (CPU time {cpu_ratio:.2f}{bf16}; "
+              f"{record['reference_img_s']:.1f} img/s, ratio {record['ratio']:.2f} (CPU time {record['cpu_ratio']:.2f}{bf16}; "
               f"{record['hiervq_params']:,} vs {record['reference_params']:,} parameters, load average "
               f"{record['load_average']})", flush=True)
         write_json(args.out, results)  # after every case

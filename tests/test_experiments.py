@@ -3,6 +3,7 @@ ablation switches, training snapshots."""
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -310,7 +311,9 @@ def test_cli_compare_dry_run_and_errors(capsys, tmp_path):
 def _check_entry(e: dict, per_level: bool) -> None:
     keys = {"K", "D", "C", "continuous_budget", "discrete_budget", "psnr", "psnr_std", "mse", "perplexity",
             "used_fraction", "params"}
-    assert set(e) == keys
+    assert keys <= set(e) <= keys | {"train_s"}  # train_s: written since the audit, absent from older JSONs
+    if "train_s" in e:
+        assert isinstance(e["train_s"], float) and e["train_s"] > 0
     for k in ("K", "D", "C"):
         if per_level:
             assert isinstance(e[k], list) and len(e[k]) >= 2 and all(isinstance(v, int) for v in e[k]), k
@@ -335,14 +338,62 @@ def test_committed_capacity_results_have_the_issue_format():
         assert isinstance(row["K"], int) and isinstance(row["psnr"], float) and row["perplexity"] >= 1.0
     assert list(data["ablation"]) == ["none", "data_init", "dead_reset", "low_dim"]
     for pair in data["pairs"] + list(data["ablation"].values()):
-        assert set(pair) == {"single", "hier"}
+        per_image = {"single_better_fraction", "paired_psnr_diff_std"}  # need the runs: absent from older JSONs
+        assert {"single", "hier", "psnr_gap_db"} <= set(pair) <= {"single", "hier", "psnr_gap_db"} | per_image
         _check_entry(pair["single"], per_level=False)
         _check_entry(pair["hier"], per_level=True)
+        assert pair["psnr_gap_db"] == pair["hier"]["psnr"] - pair["single"]["psnr"]
+        if "single_better_fraction" in pair:
+            assert 0.0 <= pair["single_better_fraction"] <= 1.0 and pair["paired_psnr_diff_std"] >= 0.0
         # capacity matched: equal continuous and discrete budgets, single grid = bottom grid
         for key in ("continuous_budget", "discrete_budget"):
             assert pair["single"][key] == pair["hier"][key], key
     assert len({p["hier"]["discrete_budget"] for p in data["pairs"]}) == len(data["pairs"])  # distinct budgets
     assert len({s["hier"]["discrete_budget"] for s in data["ablation"].values()}) == 1  # constant K*D
+
+
+def _benchmark(name: str):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_capacity_benchmark_writes_train_s_and_the_per_image_keys_from_compare_json(tmp_path):
+    """A full run's pairs carry each model's train_s and the point's per-image numbers from its compare.json; the
+    --summarize path derives the same psnr_gap_db from a JSON without them."""
+    bench = _benchmark("capacity_match_cifar10")
+    entry = {k: 1 for k in bench.KEYS}
+    rows = [{"point": "p", "arch": "hier", **entry, "psnr": 21.5, "train_s": 12.5, "extra": 0},
+            {"point": "p", "arch": "single", **entry, "psnr": 22.0, "train_s": 10.25}]
+    point = tmp_path / "points" / "p"
+    point.mkdir(parents=True)
+    (point / "compare.json").write_text(json.dumps({"single_better_fraction": 0.75, "paired_psnr_diff_std": 0.4,
+                                                    "psnr_gap_db": -0.5}))
+    pair = bench.pairs_of({"rows": rows}, tmp_path)["p"]
+    assert pair["hier"]["train_s"] == 12.5 and pair["single"]["train_s"] == 10.25 and "extra" not in pair["hier"]
+    assert (pair["single_better_fraction"], pair["paired_psnr_diff_std"], pair["psnr_gap_db"]) == (0.75, 0.4, -0.5)
+    committed = tmp_path / "committed.json"
+    committed.write_text(json.dumps({"pairs": [{"hier": pair["hier"], "single": pair["single"]}], "ablation": {}}))
+    assert bench.summarize(committed)["pairs"][0]["psnr_gap_db"] == pair["psnr_gap_db"]
+
+
+def test_estimator_benchmark_writes_the_per_image_psnr_and_the_derived_keys(tmp_path):
+    bench = _benchmark("estimators_cifar10")
+    row = {"test_losses": {"recon": 0.01, "commitment": 0.5}, "perplexity": 3.0, "used_codes": 4,
+           "train_final": {"perplexity": 2.0}, "train_s": 5.0, "psnr": 21.0, "psnr_std": 1.5}
+    e = bench.entry(row)
+    assert (e["test_recon"], e["test_codebook"], e["psnr"], e["psnr_std"], e["train_s"]) == (0.01, 0.5, 21.0, 1.5, 5.0)
+    result = {"ste": bench.entry(row), "rotation": bench.entry(row), "rotation_lowdim": bench.entry(row),
+              "beta": {beta: bench.entry(row) for beta in bench.BETAS}}
+    result["beta"]["1"]["train_s"] = 7.0
+    derived = bench.derive(result)
+    assert derived["ste"]["psnr_of_mean_mse"] == pytest.approx(20.0)  # 10 log10(1 / 0.01)
+    assert derived["train_s_total"] == pytest.approx(6 * 5.0 + 7.0)  # 7 runs: beta 0.25 is the rotation run
+    path = tmp_path / "estimators.json"
+    bench.write(path, {k: v for k, v in result.items()})
+    assert json.loads(path.read_text())["train_s_total"] == derived["train_s_total"]
 
 
 def test_committed_estimator_results_have_the_issue_format():
@@ -358,6 +409,13 @@ def test_committed_estimator_results_have_the_issue_format():
                                                                    "train_perplexity"))
         assert isinstance(e["used_codes"], int) and e["used_codes"] > 0
     assert data["beta"]["0.25"] == data["rotation"]  # the beta sweep uses the rotation model; its 0.25 point
+    # derived keys (written by a full run and by --summarize): the PSNR of the mean MSE, the total training time
+    for e in [data["ste"], data["rotation"], data["rotation_lowdim"], *data["beta"].values()]:
+        assert e["psnr_of_mean_mse"] == pytest.approx(10 * math.log10(1 / e["test_recon"]))
+        if "psnr" in e:  # mean of per-image PSNRs: needs the runs, absent from older JSONs; never below the other
+            assert e["psnr"] >= e["psnr_of_mean_mse"] - 1e-9 and e["psnr_std"] >= 0
+    runs = [data["ste"], data["rotation_lowdim"], *data["beta"].values()]
+    assert data["train_s_total"] == pytest.approx(sum(e["train_s"] for e in runs))
     settings = data["settings"]
     assert settings["beta_sweep_estimator"] == "rotation" and isinstance(settings["dead_threshold"], float)
     assert isinstance(settings["lr"], float) and all(

@@ -357,6 +357,45 @@ def test_a_run_with_priors_ships_as_a_tokenizer_sampled_by_name(tmp_path, monkey
     assert row.split()[1] == "user" and row.split()[6] == "2"
 
 
+def test_unigram_baseline_benchmark_writes_its_json(tmp_path):
+    """benchmarks/priors_unigram.py: add-one-smoothed per-position frequencies, scored on the test codes of a
+    run's codes.npz, written as a JSON that names the script (the docs quote it from there)."""
+    import importlib.util
+
+    from hiervq.data import load_data
+    from hiervq.layout import RunDir
+    from hiervq.train import config_from_dict, train_run
+
+    spec = importlib.util.spec_from_file_location("priors_unigram", REPO / "benchmarks" / "priors_unigram.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # one position, K = 4: train counts (2, 1, 0, 0) + 1 -> p = (3, 2, 1, 1) / 7
+    train, test = np.array([[0], [0], [1]]), np.array([[0], [2]])
+    assert bench.unigram_bits(train, test, 4) == pytest.approx((math.log2(7 / 3) + math.log2(7)) / 2)
+
+    raw = copy.deepcopy(TINY_RUN)
+    raw["train"]["epochs"] = 1
+    config = config_from_dict(raw, "tiny")
+    run = tmp_path / "ae"
+    train_run(config, run)
+    data = load_data(config.data)
+    cached_codes(RunDir(run).codes, "k", hiervq.load(run), {"train": data.train, "test": data.test}, log=print)
+    out = tmp_path / "unigram.json"
+    bench.main([str(run), "--output", str(out)])
+    result = json.loads(out.read_text())
+    assert result["script"] == "benchmarks/priors_unigram.py" and result["run"] == str(run)
+    assert (result["train_images"], result["test_images"]) == (len(data.train), len(data.test))
+    _, splits = load_codes(RunDir(run).codes)
+    model = hiervq.load(run)
+    for row, info in zip(result["levels"], model.levels, strict=True):
+        level = row["level"]
+        tr, te = (splits[s].codes[level].reshape(len(splits[s].codes[level]), -1).numpy() for s in ("train", "test"))
+        assert row["unigram_bits_per_code"] == pytest.approx(bench.unigram_bits(tr, te, info.codebook_size))
+        assert row["unigram_bits_per_image"] == pytest.approx(row["unigram_bits_per_code"] * info.codes_per_image)
+        assert row["uniform_bits_per_image"] == pytest.approx(info.codes_per_image * math.log2(info.codebook_size))
+    assert result["unigram_bits_per_image"] == pytest.approx(sum(r["unigram_bits_per_image"] for r in result["levels"]))
+
+
 def test_end_to_end_mnist_recipe_tiny(tmp_path):
     """The MNIST recipe's flow at a tiny size: autoencoder, both priors, 4 samples; class conditioning matters."""
     from hiervq.priors.sampling import sample_run

@@ -4,6 +4,7 @@ results as they were (up to float rounding where the memory layout changes the o
 
 import copy
 import importlib.util
+import json
 
 import pytest
 import torch
@@ -238,9 +239,39 @@ def test_train_throughput_benchmark_runs_and_matches_the_reference_size():
     assert set(record) >= {"size", "batch", "threads", "hiervq_img_s", "reference_img_s", "hiervq_params",
                            "reference_params"}
     assert record["hiervq_params"] == record["reference_params"] and record["hiervq_img_s"] > 0
+    # the ratios the docs quote are written into the record (a full run and --summarize share bench.ratios)
+    ratios = bench.ratios({**record, "hiervq_bf16_img_s": 2 * record["hiervq_img_s"]})
+    assert ratios["ratio"] == record["hiervq_img_s"] / record["reference_img_s"]
+    assert ratios["cpu_ratio"] == record["hiervq_cpu_img_s"] / record["reference_cpu_img_s"]
+    assert ratios["bf16_vs_float32"] == 2 and ratios["hiervq_bf16_ratio"] == 2 * ratios["ratio"]
+    assert "hiervq_compiled_ratio" not in ratios and "bf16_vs_float32" not in bench.ratios(record)
     ablation = bench.run_ablation(32, 4, warmup=0, steps=1, images=images)
     assert set(ablation["img_s"]) == {*bench.ABLATION, "reference"}
     assert bench.hiervq_config(32).channels_last, "the ablation restores the benchmark's config"
     profile = bench.run_profile(32, 4, warmup=0, steps=1, images=images)
     assert set(profile["ms_per_step"]) == {"hiervq", "hiervq before", "reference"}
     assert all(cats.get("conv backward", 0) > 0 for cats in profile["ms_per_step"].values())
+
+
+def test_bf16_paired_summary_keys_follow_from_its_runs():
+    """bf16_paired.py's summary (written after every run and by --summarize): mean/std of rel_mse, mean speed-up,
+    and the float32 seed spread the docs quote."""
+    spec = importlib.util.spec_from_file_location("bf16_paired", REPO / "benchmarks" / "bf16_paired.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    runs = [{"seed": i, "float32": {"mse": m}, "rel_mse": r, "speedup": v}
+            for i, (m, r, v) in enumerate([(0.004, 0.01, 1.0), (0.005, 0.03, 2.0), (0.0045, 0.02, 3.0)])]
+    out = bench.summarize({"runs": runs})
+    assert out["rel_mse_mean"] == pytest.approx(0.02) and out["rel_mse_std"] == pytest.approx(0.01)
+    assert out["speedup_mean"] == pytest.approx(2.0) and out["float32_mse_spread"] == pytest.approx(0.25)
+    committed = json.loads((REPO / "benchmarks" / "results" / "bf16_paired.json").read_text())
+    assert bench.summarize(json.loads(json.dumps(committed))) == committed  # the committed summary is its runs'
+
+
+def test_committed_throughput_ratios_are_their_records_quotients():
+    spec = importlib.util.spec_from_file_location("train_throughput", REPO / "benchmarks" / "train_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for record in json.loads((REPO / "benchmarks" / "results" / "train_throughput.json").read_text()):
+        ratios = bench.ratios(record)
+        assert {k: record[k] for k in ratios} == ratios
