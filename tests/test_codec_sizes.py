@@ -146,7 +146,7 @@ def test_shifted_convolution_matches_torch_and_keeps_the_state_dict(k):
     with torch.no_grad():
         ref = net(x)
     shifted_convs(net)
-    assert [type(m) for m in net] == [ShiftedConv2d, torch.nn.Conv2d, torch.nn.Conv2d]  # only same-padded K > 1
+    assert [type(m) for m in net] == [ShiftedConv2d, ShiftedConv2d, torch.nn.Conv2d]  # same-padded, stride 1 only
     assert net.state_dict().keys() == before.keys() and all(torch.equal(net.state_dict()[n], t) for n, t in before.items())
     with torch.no_grad():
         assert torch.allclose(net(x), ref, atol=1e-12, rtol=0)

@@ -275,23 +275,22 @@ def conv2d_shifted(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     out_ch, k = weight.shape[0], weight.shape[-1]
     p = k // 2
     wp = w + 2 * p  # output position (i, j) sits at i * wp + j of a padded row-major map
-    flat = F.pad(x, (p, p, p, p)).reshape(b, c, -1)
+    flat = (F.pad(x, (p, p, p, p)) if p else x).reshape(b, c, -1)
     n = (h - 1) * wp + w  # the positions up to the last valid one
     taps = weight.permute(2, 3, 0, 1)  # (K, K, O, C)
     out = x.new_empty(b, out_ch, h * wp)
     for i in range(b):
         acc = out[i, :, :n]
+        if bias is not None:
+            acc.copy_(bias[:, None].expand(out_ch, n))
         for dy in range(k):
             for dx in range(k):
                 s = dy * wp + dx
-                if dy == 0 and dx == 0:
+                if bias is None and dy == 0 and dx == 0:
                     torch.mm(taps[0, 0], flat[i, :, s : s + n], out=acc)
                 else:
                     acc.addmm_(taps[dy, dx], flat[i, :, s : s + n])
-    out = out.reshape(b, out_ch, h, wp)[..., :w]
-    if bias is not None:
-        out = out + bias[:, None, None]
-    return out
+    return out.reshape(b, out_ch, h, wp)[..., :w]
 
 
 class ShiftedConv2d(nn.Conv2d):
@@ -305,14 +304,14 @@ class ShiftedConv2d(nn.Conv2d):
 
 
 def shifted_convs(module: nn.Module) -> nn.Module:
-    """``module`` with every same-padded, stride-1 square convolution with K > 1 (odd K, zero padding, one group,
+    """``module`` with every same-padded, stride-1 square convolution (odd K, 1x1 included, zero padding, one group,
     no dilation) replaced in place by a :class:`ShiftedConv2d` holding the same parameters (so the state dict, and
     the codec's model id, are unchanged)."""
     for name, child in list(module.named_modules()):
         if type(child) is not nn.Conv2d:
             continue
         k = child.kernel_size
-        if (k[0] != k[1] or k[0] % 2 == 0 or k[0] == 1 or child.stride != (1, 1) or child.dilation != (1, 1)
+        if (k[0] != k[1] or k[0] % 2 == 0 or child.stride != (1, 1) or child.dilation != (1, 1)
                 or child.groups != 1 or child.padding != (k[0] // 2, k[0] // 2) or child.padding_mode != "zeros"):
             continue
         new = ShiftedConv2d(child.in_channels, child.out_channels, k, padding=child.padding, bias=child.bias is not None,
