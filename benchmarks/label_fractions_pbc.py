@@ -12,6 +12,13 @@ fresh folder, measures the wall time, and writes benchmarks/results/label_fracti
                 ...},
      "rows": {NAME: the row's config}, "settings": {...}, "threads": int, "image_size": int, "wall_s": float}
 
+``--rows NAME,...`` runs only those rows and merges them into the existing JSON (listed under ``merged_rows``);
+only rows that never see the pretrained model (the plain CNN, the pixel MLP) may be merged, after a check that the
+labelled data and label subsets are the table's:
+
+    OMP_NUM_THREADS=1 python benchmarks/label_fractions_pbc.py --set data.image_size=32 --rows reference_cnn \
+        --pretrained RUN
+
 NAME in dual_finetune, svqvae_finetune, dual_finetune_40ep (all labels only), reference_cnn (a plain 6-layer CNN on
 the labeled pixels; 100 %, 10 % and 1 %), scratch, dual_frozen, svqvae_frozen, pixels_mlp; a row's lists hold null
 at the fractions it does not run at. ``test_acc`` is the test
@@ -34,6 +41,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
+import sys  # noqa: E402
+from dataclasses import replace  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -57,6 +66,8 @@ def main() -> None:
     parser.add_argument("--result", default=str(RESULT), help="where the benchmark JSON goes")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     parser.add_argument("--pretrained", metavar="RUN", help="reuse this finished pretraining run")
+    parser.add_argument("--rows", metavar="NAME,...", help="run only these rows of the recipe and merge them into the "
+                        "existing --result (rows that never see the pretrained model only: cnn and pixels_mlp)")
     args = parser.parse_args()
     out = Path(args.out)
     if out.exists():
@@ -64,11 +75,38 @@ def main() -> None:
         shutil.rmtree(out)
     t0 = time.perf_counter()
     config = load_config(CONFIG, args.set)
+    merge_into = None
+    if args.rows:  # a few rows added to a finished table: only rows that do not depend on its pretrained model
+        wanted = args.rows.split(",")
+        rows = config.classify.rows()
+        unknown = [n for n in wanted if n not in rows and n != "pixels_mlp"]
+        paired = [n for n in wanted if n in rows and rows[n].mode != "cnn"]
+        if unknown or paired:
+            raise SystemExit(f"--rows: {', '.join(unknown)} not in the recipe" if unknown else
+                             f"--rows: {', '.join(paired)} use the pretrained model; their numbers pair with the "
+                             "table's only when the whole table runs (omit --rows)")
+        merge_into = json.loads(Path(args.result).read_text())
+        config = config.with_sections(classify=replace(
+            config.classify, models={n: r for n, r in config.classify.models.items() if n in wanted},
+            pixels_baseline="pixels_mlp" in wanted))
     keys = ("test_acc", "test_acc_std", "seeds", "seed_test_acc", "selected_on", "best_on_test", "finetune", "mode",
             "final_test_acc", "val_acc", "per_class", "params", "pretrain_s", "classifier_s", "epochs", "steps",
             "train_images")
 
     def write(result, complete: bool) -> None:
+        if merge_into is not None:  # the same labelled data and subsets, or the rows do not belong in the table
+            if result["data"] != merge_into["data"] or result["fractions"] != merge_into["fractions"]:
+                raise SystemExit(f"--rows: the data or label subsets differ from {args.result}'s; not merged")
+            merged = dict(merge_into)
+            merged["models"] = {**merge_into["models"],
+                                **{name: {k: row[k] for k in keys} for name, row in result["models"].items()}}
+            merged["rows"] = {**merge_into.get("rows", {}),
+                              **{n: to_dict(r) for n, r in config.classify.rows().items()}}
+            merged.setdefault("merged_rows", {}).update(
+                {name: {"command": " ".join(sys.argv), "threads": torch.get_num_threads(),
+                        "wall_s": round(time.perf_counter() - t0, 1)} for name in result["models"]})
+            write_json(args.result, merged)
+            return
         bench = {
             "script": "benchmarks/label_fractions_pbc.py",
             "complete": complete,  # false while rows are still running (the JSON is rewritten after each row)
