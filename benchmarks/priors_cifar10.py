@@ -12,7 +12,8 @@ level's prior (top first), samples ``--n`` images (one row per class) and writes
   prior; dead_fraction = share of the level's codes that no test image uses; perplexity = the autoencoder's
   test-set code perplexity; samples per second over all levels and the decoder);
 * ``docs/priors_cifar10_samples.png``: the sample grid;
-* ``benchmarks/results/priors_cifar10_log.json``: timings and per-level details behind the numbers.
+* ``benchmarks/results/priors_cifar10_log.json``: timings and per-level details behind the numbers (beside
+  ``--results``, named after it: ``X_log.json`` for ``X.json``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def log_path(results: Path) -> Path:
+    """The log beside ``results``: ``priors_cifar10_log.json`` for the default ``priors_cifar10.json``, ``X_log.json``
+    for ``--results X.json`` (a run with other settings does not overwrite the committed log)."""
+    return results.with_name(f"{results.stem}_log.json")
 
 
 def main() -> None:
@@ -100,7 +107,7 @@ def main() -> None:
         "priors": [summaries[lv] for lv in sorted(summaries)],
         "samples": {"n": len(samples.images), "seconds": samples.seconds, "samples_per_s": samples.samples_per_s},
     }
-    write_json(Path(args.results).with_name("priors_cifar10_log.json"), log)
+    write_json(log_path(Path(args.results)), log)
     print(json.dumps(result, indent=2))
     for s in log["priors"]:
         print(
