@@ -9,10 +9,16 @@ optimiser step. ``--warmup`` steps (worker start-up, the first prefetch, k-means
 
 Writes ``benchmarks/results/data_loading.json``: ``{"image_size", "workers", "threads", "batch", "steps",
 "step_s" (mean seconds per step), "wait_s" (mean seconds blocked per step), "wait_fraction" (wait_s / step_s),
-"images", "load_average"}`` (the 1-minute load average when the measurement ended: the machine may be shared).
+"images", "load_average"}`` (the 1-minute load average when the measurement ended: the machine may be shared),
+plus what the docs' reasoning about the margin needs: ``params`` (the model's parameter count), ``png_kb`` (mean
+file size of the folder's PNGs) and ``decode_ms`` (median time to read one of them with
+:func:`hiervq.data.readers.read_image`, over the first ``--batch`` files, in this process after the steps, at the
+same load). ``--summarize`` trains nothing: it adds ``params`` (the model built from the recipe at
+``image_size``; a few seconds) to an existing JSON; the other two need the folder and a full run.
 
     OMP_NUM_THREADS=1 python benchmarks/data_loading.py                    # 512 images in /tmp, 2 workers
     OMP_NUM_THREADS=1 python benchmarks/data_loading.py --workers 0 --steps 5 --out /tmp/d.json
+    python benchmarks/data_loading.py --summarize                            # add params to the committed JSON
 """
 
 from __future__ import annotations
@@ -101,6 +107,28 @@ def measure(folder: Path, workers: int, batch: int, steps: int, warmup: int, ima
     }
 
 
+def recipe_params(image_size: int) -> int:
+    """Parameters of ``configs/hvqvae3-256.yaml`` built for RGB images of ``image_size`` (nothing is trained)."""
+    from hiervq.train import load_config
+
+    config = load_config("hvqvae3-256", [f"data.image_size={image_size}"])
+    return config.build_model(in_channels=3, image_size=image_size).num_parameters()
+
+
+def decode_stats(folder: Path, n: int) -> dict:
+    """Mean PNG size in KB over the folder, and the median ms to read one of its first ``n`` files."""
+    from hiervq.data.readers import read_image
+
+    files = sorted(folder.glob("*.png"))
+    times = []
+    for path in files[:n]:
+        t0 = time.perf_counter()
+        read_image(path)
+        times.append(time.perf_counter() - t0)
+    return {"png_kb": round(float(np.mean([f.stat().st_size for f in files])) / 1000, 1),
+            "decode_ms": round(1000 * float(np.median(times)), 1)}
+
+
 def batch_size_of(batch) -> int:
     return int(batch[0].shape[0])
 
@@ -116,14 +144,26 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the training process")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--summarize", action="store_true",
+                        help="train nothing: add params (the recipe's model, built) to the existing --out JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    from hiervq.train.report import write_json
+
+    if args.summarize:
+        import json
+
+        record = json.loads(args.out.read_text())
+        record["params"] = recipe_params(record["image_size"])
+        write_json(args.out, record)
+        print(record, flush=True)
+        return
     t0 = time.perf_counter()
     make_folder(args.folder, args.images, args.image_size)
     print(f"{args.images} PNGs in {args.folder} ({time.perf_counter() - t0:.1f}s)", flush=True)
     record = measure(args.folder, args.workers, args.batch, args.steps, args.warmup, args.image_size)
-    from hiervq.train.report import write_json
-
+    record["params"] = recipe_params(args.image_size)
+    record.update(decode_stats(args.folder, args.batch))
     write_json(args.out, {"script": "benchmarks/data_loading.py", **record})
     print(record, flush=True)
 

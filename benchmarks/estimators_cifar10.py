@@ -9,7 +9,8 @@ then writes benchmarks/results/estimators_cifar10.json:
              "psnr", "psnr_std", "psnr_of_mean_mse"}, "rotation": {...},
      "rotation_lowdim": {...}, "beta": {"0.1": {...}, "0.25": {...}, "0.5": {...}, "1": {...}, "2": {...}},
      "settings": {"beta_sweep_estimator": "rotation", "dead_threshold", "lr", "codebook_size", "code_dim",
-                  "epochs", "init_after", ...}, "threads": int, "train_s_total": float}
+                  "epochs", "batch_size", "train_images", "init_after", "steps_per_epoch", "steps", ...},
+     "threads": int, "train_s_total": float}
 
 ``test_recon`` is the test MSE on [0, 1] (full test split); ``perplexity`` the test-set perplexity of the codebook;
 ``train_perplexity`` the mean per-batch training perplexity of the last epoch (what the paper reports);
@@ -18,12 +19,17 @@ gradient, so ``test_codebook`` reports the commitment distance |e - sg(q)|^2 (un
 ``psnr``/``psnr_std`` are the mean and std over test images of the per-image PSNR (from the run summaries);
 ``psnr_of_mean_mse`` is 10 log10(1 / test_recon), the PSNR of the mean test MSE, which is lower than the mean of the
 per-image PSNRs. ``train_s_total`` sums ``train_s`` over the 7 runs (the beta = 0.25 entry is the rotation run).
+Each entry's ``params`` is the parameter count of its model, built from its sweep point's config for the data (as
+the trainer builds it); ``settings.steps_per_epoch`` is the number of full batches of ``batch_size`` in
+``train_images`` (what the trainer draws, :func:`hiervq.data.batches.epoch_order`) and ``settings.steps`` that
+times ``epochs``.
 Run from the repository root (7 runs, ~5-6 minutes each on one thread):
 
     OMP_NUM_THREADS=1 python benchmarks/estimators_cifar10.py [--runs runs] [--set key=value ...]
 
 ``--summarize`` trains nothing: it reads the existing JSON and adds the keys derived from it (``psnr_of_mean_mse``,
-``train_s_total``); ``psnr``/``psnr_std`` need the runs, so a JSON from before they were written lacks them.
+``train_s_total``, ``steps_per_epoch``, ``steps``) and from the recipe (``params``: built, not trained; a few
+seconds); ``psnr``/``psnr_std`` need the runs, so a JSON from before they were written lacks them.
 """
 
 from __future__ import annotations
@@ -35,9 +41,12 @@ from pathlib import Path
 
 import torch
 
-from hiervq.experiments.sweep import run_sweep
+from hiervq.data import load_data
+from hiervq.data.batches import epoch_order
+from hiervq.experiments.sweep import expand_points, point_config, run_sweep
 from hiervq.layout import SWEEP_POINTS, RunDir
 from hiervq.train import load_config
+from hiervq.train.run import build_for_data
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "estimators-cifar10.yaml"
@@ -68,12 +77,39 @@ def runs_of(result: dict) -> dict[str, dict]:
             **{BETAS[beta]: e for beta, e in result["beta"].items()}}
 
 
+def steps_per_epoch(train_images: int, batch_size: int) -> int:
+    """Training steps per epoch: the trainer's full batches (:func:`hiervq.data.batches.epoch_order`)."""
+    return len(epoch_order(train_images, batch_size, seed=0, epoch=0))
+
+
 def derive(result: dict) -> dict:
-    """Add the keys that follow from the entries: each one's ``psnr_of_mean_mse`` and the total ``train_s``."""
+    """Add the keys that follow from the entries: each one's ``psnr_of_mean_mse``, the total ``train_s`` and, when
+    the settings record the training images, the steps per epoch and in all."""
     for e in [result["ste"], result["rotation"], result["rotation_lowdim"], *result["beta"].values()]:
         e["psnr_of_mean_mse"] = psnr_of_mse(e["test_recon"])
     times = [e.get("train_s") for e in runs_of(result).values()]
     result["train_s_total"] = sum(times) if None not in times else None
+    settings = result.get("settings", {})
+    if isinstance(settings.get("train_images"), int) and settings.get("batch_size") and settings.get("epochs"):
+        settings["steps_per_epoch"] = steps_per_epoch(settings["train_images"], settings["batch_size"])
+        settings["steps"] = settings["steps_per_epoch"] * settings["epochs"]
+    return result
+
+
+def point_params(config) -> dict[str, int]:
+    """{sweep point: parameter count of its model}, each built from the point's config for the config's data (as
+    the trainer builds it; nothing is trained)."""
+    data = load_data(config.data)
+    sweep = config.sections["sweep"]
+    return {point.name: build_for_data(point_config(config, point), data).num_parameters()
+            for point in expand_points(sweep.grid, sweep.variants)}
+
+
+def add_params(result: dict, params: dict[str, int]) -> dict:
+    """Each entry's ``params`` from ``params`` ({sweep point: count}; the beta = 0.25 entry is the rotation run)."""
+    for point, e in runs_of(result).items():
+        e["params"] = params[point]
+    result["rotation"]["params"] = params["rotation"]
     return result
 
 
@@ -107,7 +143,7 @@ def main() -> None:
     args = parser.parse_args()
     output = Path(args.output)
     if args.summarize:
-        result = derive(json.loads(output.read_text()))
+        result = add_params(derive(json.loads(output.read_text())), point_params(load_config(CONFIG, args.set)))
         write(output, result)
         report(result, output)
         return
@@ -134,7 +170,11 @@ def main() -> None:
                      "output": config.model.get("output", "linear")},
         "threads": torch.get_num_threads(),
     }
-    write(output, derive(result))
+    params = point_params(config)
+    ran = {point: rows[point].get("params") for point in params}
+    if any(n is not None and n != params[point] for point, n in ran.items()):
+        raise SystemExit(f"parameter counts of the runs {ran} differ from the models built from the config {params}")
+    write(output, add_params(derive(result), params))
     report(result, output)
 
 

@@ -1,18 +1,21 @@
 """The whole generation flow on CIFAR-10: 3-level ConvNeXt VQ-VAE, a class-conditional PixelCNN per level, sampling.
 
     python benchmarks/priors_cifar10.py [--config ...] [--set ...] [--n 64]
+    python benchmarks/priors_cifar10.py --summarize    # train nothing: add the totals to the existing JSON
 
 Trains ``configs/hvqvae3-convnext-cifar10.yaml`` into ``runs/bench-priors-cifar10`` (replaced), fits every
 level's prior (top first), samples ``--n`` images (one row per class) and writes
 
 * ``benchmarks/results/priors_cifar10.json``: ``{"recon_psnr": float, "levels": [{"grid": [h, w],
   "codebook_size": int, "bits_per_image": float, "uniform_bits_per_image": float, "dead_fraction": float,
-  "perplexity": float}, ...], "samples_per_s": float}``
+  "perplexity": float}, ...], "samples_per_s": float, "bits_per_image": float, "uniform_bits_per_image": float}``
   (test split; levels bottom first; bits per image = test negative log-likelihood of the level's codes under its
   prior; dead_fraction = share of the level's codes that no test image uses; perplexity = the autoencoder's
-  test-set code perplexity; samples per second over all levels and the decoder);
+  test-set code perplexity; samples per second over all levels and the decoder; the top-level
+  ``bits_per_image``/``uniform_bits_per_image`` are the levels' sums, :func:`totals`);
 * ``docs/priors_cifar10_samples.png``: the sample grid;
-* ``benchmarks/results/priors_cifar10_log.json``: timings and per-level details behind the numbers.
+* ``benchmarks/results/priors_cifar10_log.json``: timings and per-level details behind the numbers (beside
+  ``--results``, named after it: ``X_log.json`` for ``X.json``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def totals(result: dict) -> dict:
+    """The whole model's test bits per image under its priors and the uniform bound: the sums over the levels."""
+    return {"bits_per_image": sum(lv["bits_per_image"] for lv in result["levels"]),
+            "uniform_bits_per_image": sum(lv["uniform_bits_per_image"] for lv in result["levels"])}
+
+
+def log_path(results: Path) -> Path:
+    """The log beside ``results``: ``priors_cifar10_log.json`` for the default ``priors_cifar10.json``, ``X_log.json``
+    for ``--results X.json`` (a run with other settings does not overwrite the committed log)."""
+    return results.with_name(f"{results.stem}_log.json")
 
 
 def main() -> None:
@@ -50,7 +65,15 @@ def main() -> None:
     ap.add_argument("--skip-train", action="store_true", help="reuse the trained autoencoder in --run")
     ap.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "priors_cifar10.json"))
     ap.add_argument("--grid", default=str(REPO / "docs" / "priors_cifar10_samples.png"))
+    ap.add_argument("--summarize", action="store_true",
+                    help="train nothing: add the keys derived from the existing --results JSON (the totals) to it")
     args = ap.parse_args()
+    if args.summarize:
+        result = json.loads(Path(args.results).read_text())
+        result.update(totals(result))
+        write_json(Path(args.results), result)
+        print(json.dumps(totals(result), indent=2))
+        return
 
     run = Path(args.run)
     t_start = time.perf_counter()
@@ -88,6 +111,7 @@ def main() -> None:
         for lv in sorted(summaries)  # bottom first
     ]
     result = {"script": "benchmarks/priors_cifar10.py", "recon_psnr": ae_summary["psnr"], "levels": levels, "samples_per_s": samples.samples_per_s}
+    result.update(totals(result))
     write_json(Path(args.results), result)
     log = {
         "script": "benchmarks/priors_cifar10.py",
@@ -100,7 +124,7 @@ def main() -> None:
         "priors": [summaries[lv] for lv in sorted(summaries)],
         "samples": {"n": len(samples.images), "seconds": samples.seconds, "samples_per_s": samples.samples_per_s},
     }
-    write_json(Path(args.results).with_name("priors_cifar10_log.json"), log)
+    write_json(log_path(Path(args.results)), log)
     print(json.dumps(result, indent=2))
     for s in log["priors"]:
         print(

@@ -33,7 +33,10 @@ reference's float32 step) and ``bf16_vs_float32`` (our bf16 step against our flo
 them to an existing JSON without timing anything.
 ``--ablation`` instead times our step with each optimisation of it turned off in turn (channels-last layout,
 in-place inner ReLU, quantizer output kept channels-last, all three; and our default widths) against the
-reference, into ``benchmarks/results/train_throughput_ablation.json``. ``--profile`` runs torch.profiler over
+reference, into ``benchmarks/results/train_throughput_ablation.json``, with the ratios the docs quote
+(:func:`ablation_ratios`): ``ratio`` and ``cpu_ratio`` ({variant: its images/s / the reference's}, by wall clock
+and by CPU time) and ``gain`` ({variant: our step's images/s / the variant's - 1}, what turning that optimisation
+off costs); ``--summarize --ablation`` adds them to an existing ablation JSON. ``--profile`` runs torch.profiler over
 interleaved steps of our step, our step before the optimisations and the reference, and writes the time per
 category (convolutions, ReLUs, quantizer, optimiser, ...) to ``benchmarks/results/train_profile.json``.
 ``--layers`` times forward + backward of each distinct convolution of our model in the default layout and
@@ -45,6 +48,7 @@ channels-last (median process CPU time) into ``benchmarks/results/train_layers.j
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --layers --warmup 2 --steps 10
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --cases 32:128 --warmup 3 --steps 5 --out /tmp/t.json
     python benchmarks/train_throughput.py --summarize    # add the ratios to the existing JSON
+    python benchmarks/train_throughput.py --summarize --ablation    # the same for the ablation JSON
 """
 
 from __future__ import annotations
@@ -324,6 +328,16 @@ def ratios(record: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- ablation
+def ablation_ratios(record: dict) -> dict:
+    """The ratios of an ablation record: each variant's images/s over the reference's (``ratio`` by wall clock,
+    ``cpu_ratio`` by CPU time) and ``gain``, our full step's images/s over the variant's - 1 (wall clock; not for
+    the full step itself or the reference)."""
+    wall, cpu = record["img_s"], record["cpu_img_s"]
+    return {"ratio": {name: v / wall["reference"] for name, v in wall.items()},
+            "cpu_ratio": {name: v / cpu["reference"] for name, v in cpu.items()},
+            "gain": {name: wall["hiervq"] / v - 1 for name, v in wall.items() if name not in ("hiervq", "reference")}}
+
+
 def _undo(model, what: str) -> None:
     """Turn one of the training-step optimisations off in ``model`` (for :func:`run_ablation`)."""
     import types
@@ -527,7 +541,7 @@ def main() -> None:
                         help=f"time each distinct convolution in NCHW and channels-last instead (-> {LAYER_RESULTS.name})")
     parser.add_argument("--summarize", action="store_true",
                         help=f"time nothing: add the ratios to the records of the existing JSON (--out, default "
-                             f"{RESULTS.name})")
+                             f"{RESULTS.name}; with --ablation {ABLATION_RESULTS.name})")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"default {RESULTS.name} ({ABLATION_RESULTS.name}, {PROFILE_RESULTS.name}, "
                              f"{LAYER_RESULTS.name})")
@@ -539,12 +553,15 @@ def main() -> None:
     if args.summarize:
         import json
 
-        path = args.out or RESULTS
-        records = [{**record, **ratios(record)} for record in json.loads(path.read_text())]
+        derive = ablation_ratios if args.ablation else ratios
+        path = args.out or (ABLATION_RESULTS if args.ablation else RESULTS)
+        records = [{**record, **derive(record)} for record in json.loads(path.read_text())]
         write_json(path, records)
         for record in records:
             print(f"{record['size']}x{record['size']} batch {record['batch']}, {record['threads']} thread(s): "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in ratios(record).items()))
+                  + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else
+                              f"{k} " + ", ".join(f"{n} {x:.2f}" for n, x in v.items())
+                              for k, v in derive(record).items()))
         return
 
     if args.profile:
@@ -581,11 +598,11 @@ def main() -> None:
         records = []
         for case in args.cases.split(","):
             size, batch = (int(v) for v in case.split(":"))
-            records.append({"script": SCRIPT, **run_ablation(size, batch, args.warmup, args.steps, args.data)})
-            ref_wall, ref_cpu = records[-1]["img_s"]["reference"], records[-1]["cpu_img_s"]["reference"]
+            record = run_ablation(size, batch, args.warmup, args.steps, args.data)
+            records.append({"script": SCRIPT, **record, **ablation_ratios(record)})
             for name in records[-1]["img_s"]:
-                print(f"{size}x{size} batch {batch} {name:40s} {records[-1]['img_s'][name] / ref_wall:5.2f}x wall "
-                      f"{records[-1]['cpu_img_s'][name] / ref_cpu:5.2f}x CPU time", flush=True)
+                print(f"{size}x{size} batch {batch} {name:40s} {records[-1]['ratio'][name]:5.2f}x wall "
+                      f"{records[-1]['cpu_ratio'][name]:5.2f}x CPU time", flush=True)
             write_json(args.out or ABLATION_RESULTS, records)
         return
     args.out = args.out or RESULTS

@@ -391,6 +391,10 @@ def test_estimator_benchmark_writes_the_per_image_psnr_and_the_derived_keys(tmp_
     derived = bench.derive(result)
     assert derived["ste"]["psnr_of_mean_mse"] == pytest.approx(20.0)  # 10 log10(1 / 0.01)
     assert derived["train_s_total"] == pytest.approx(6 * 5.0 + 7.0)  # 7 runs: beta 0.25 is the rotation run
+    result["settings"] = {"train_images": 1000, "batch_size": 128, "epochs": 3}
+    derived = bench.derive(result)
+    assert derived["settings"]["steps_per_epoch"] == 1000 // 128  # full batches only, as the trainer draws them
+    assert derived["settings"]["steps"] == 3 * (1000 // 128)
     path = tmp_path / "estimators.json"
     bench.write(path, {k: v for k, v in result.items()})
     assert json.loads(path.read_text())["train_s_total"] == derived["train_s_total"]
@@ -420,6 +424,30 @@ def test_committed_estimator_results_have_the_issue_format():
     assert settings["beta_sweep_estimator"] == "rotation" and isinstance(settings["dead_threshold"], float)
     assert isinstance(settings["lr"], float) and all(
         isinstance(settings[k], int) for k in ("codebook_size", "code_dim", "epochs"))
+    # derived keys (a full run and --summarize): full batches per epoch, steps in all, each model's parameters
+    assert settings["steps_per_epoch"] == settings["train_images"] // settings["batch_size"]
+    assert settings["steps"] == settings["steps_per_epoch"] * settings["epochs"]
+    same = {e["params"] for e in [data["ste"], data["rotation"], *data["beta"].values()]}
+    assert len(same) == 1 and isinstance(data["rotation_lowdim"]["params"], int)
+    assert data["rotation_lowdim"]["params"] != same.pop()  # the 32-d run's projections
+
+
+def test_estimator_benchmark_params_are_the_models_the_sweep_builds():
+    """--summarize's params: each sweep point's model built from its config, as a run's summary counts it."""
+    from hiervq.experiments.sweep import expand_points, point_config
+    from hiervq.train import load_config
+
+    bench = _benchmark("estimators_cifar10")
+    config = load_config(bench.CONFIG, ["data.train_limit=64", "data.test_limit=16"])
+    if not Path(config.data.path).is_file():
+        pytest.skip(f"{config.data.path} not here")
+    params = bench.point_params(config)
+    sweep = config.sections["sweep"]
+    assert list(params) == [p.name for p in expand_points(sweep.grid, sweep.variants)]
+    lowdim = point_config(config, next(p for p in expand_points(sweep.grid, sweep.variants)
+                                       if p.name == "rotation_lowdim"))
+    assert params["rotation_lowdim"] == lowdim.build_model(in_channels=3, image_size=32).num_parameters()
+    assert params["ste"] == params["rotation"] == params["beta_2"] != params["rotation_lowdim"]
 
 
 def test_committed_pqvae_results_have_the_issue_format():

@@ -302,3 +302,26 @@ def test_torchrun_on_a_folder_read_on_access(tmp_path):
     n = len(load_data(DataConfig(**config["data"])).train)
     assert n == 62 and int(load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"]) == n // 2 // 8
     assert (tmp_path / "run" / "summary.json").is_file()
+
+
+def test_data_loading_benchmark_writes_params_and_decode_stats(tmp_path):
+    """benchmarks/data_loading.py's extra keys: the recipe's parameters (built, as --summarize adds them to the
+    committed JSON) and the PNGs' mean size and median decode time."""
+    import importlib.util
+    import json
+
+    from hiervq.train import load_config
+
+    from .conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("data_loading", REPO / "benchmarks" / "data_loading.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    folder = bench.make_folder(tmp_path / "png", 3, size=16)
+    stats = bench.decode_stats(folder, 2)
+    sizes = [p.stat().st_size for p in sorted(folder.glob("*.png"))]
+    assert stats["png_kb"] == round(sum(sizes) / len(sizes) / 1000, 1) and stats["decode_ms"] > 0
+    committed = json.loads((REPO / "benchmarks" / "results" / "data_loading.json").read_text())
+    built = load_config("hvqvae3-256", [f"data.image_size={committed['image_size']}"]).build_model(
+        in_channels=3, image_size=committed["image_size"]).num_parameters()
+    assert committed["params"] == bench.recipe_params(committed["image_size"]) == built

@@ -203,3 +203,47 @@ def test_class_conditional_next_scale_prior_codes_the_label(ms_run, tmp_path):
     assert result.labels is not None and result.labels.shape == (4,)
     back, _ = codec.decompress_codes(result.files)
     assert all(torch.equal(a, b) for a, b in zip(back, result.codes))
+
+
+def test_nextscale_benchmark_writes_what_the_docs_quote(tmp_path, monkeypatch):
+    """benchmarks/nextscale_prior.py on a tiny 1-level multi-scale run: besides the timings, the autoencoder's
+    summary numbers, the prior's per-epoch test bits, the sampling rate and the codec's file sizes, each taken
+    from the run (the summaries, metrics.jsonl) or measured, and an exact codec round trip."""
+    import importlib.util
+    import json
+    import sys
+
+    from hiervq.cli import main
+    from hiervq.train import config_from_dict, train_run
+
+    from .conftest import REPO
+
+    raw = copy.deepcopy(TINY_RUN)
+    raw["model"] = {"name": "vqvae", "channels": 16, "blocks": 1, "res_channels": 8,
+                    "levels": [{"downsample": 4, "codebook_size": 16, "dim": 8, "code_dim": 4}],
+                    "quantizer": {"kind": "multiscale", "scales": [1, 2, 4], "init": "kmeans"}}
+    raw["train"]["epochs"] = 1
+    raw["priors"] = {"model": {"channels": 8, "layers": 2, "heads": 2},
+                     "train": {"epochs": 2, "batch_size": 32, "lr": 0.01, "progress": False}}
+    run = tmp_path / "run"
+    train_run(config_from_dict(raw, "tiny"), run)
+    assert main(["prior", str(run)]) == 0
+    spec = importlib.util.spec_from_file_location("nextscale_prior", REPO / "benchmarks" / "nextscale_prior.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "nextscale.json"
+    monkeypatch.setattr(sys, "argv", ["nextscale_prior.py", str(run), "--n", "2", "--repeats", "1",
+                                      "--codec-images", "3", "--out", str(out)])
+    bench.main()
+    row = json.loads(out.read_text())
+    summary, prior = RunDir(run).read_summary(), RunDir(run).prior(0)
+    assert (row["autoencoder_psnr"], row["autoencoder_epochs"], row["autoencoder_train_s"]) == (
+        summary["psnr"], summary["epochs"], summary["train_s"])
+    split = row["prior_epoch_split"]
+    assert split == "val"  # the tiny run holds out a validation split; a run without one is evaluated on test
+    history = [r[split]["bits_per_image"] for r in prior.read_metrics() if split in r]
+    assert len(history) == prior.read_summary()["epochs"]
+    assert row["prior_bits_per_image_per_epoch"] == [round(b, 1) for b in history]
+    assert row["samples_per_s"] > 0 and row["codec_images"] == 3 and row["codec_exact"] is True
+    assert row["codec_bytes_per_image"] > row["codec_header_bytes"] > 0 and row["codec_estimate_bits_per_image"] > 0
+    assert row["tokens_per_image"] == 1 + 4 + 16 and row["nextscale_forwards_per_sample"] == 3

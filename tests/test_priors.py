@@ -465,3 +465,23 @@ def test_prior_resume_is_exact(tmp_path):
 
     assert nll_per_epoch(tmp_path / "cut") == nll_per_epoch(tmp_path / "full")
     assert summary["epochs"] == 2
+
+
+def test_priors_benchmark_log_follows_its_results_file_and_totals_are_sums(monkeypatch):
+    """benchmarks/priors_cifar10.py: the default results keep the committed log's name; another --results gets its
+    own log, so a run with other settings does not overwrite the committed one; the committed totals are the
+    levels' sums."""
+    import importlib.util
+    from pathlib import Path
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # the script sets it at import; keep the process's own
+    spec = importlib.util.spec_from_file_location("priors_cifar10", REPO / "benchmarks" / "priors_cifar10.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = REPO / "benchmarks" / "results"
+    assert bench.log_path(results / "priors_cifar10.json") == results / "priors_cifar10_log.json"
+    assert bench.log_path(Path("out/priors_cifar10_k128.json")) == Path("out/priors_cifar10_k128_log.json")
+    assert (results / "priors_cifar10_log.json").is_file()
+    committed = json.loads((results / "priors_cifar10.json").read_text())  # totals: a full run and --summarize
+    assert {k: committed[k] for k in ("bits_per_image", "uniform_bits_per_image")} == bench.totals(committed)
+    assert bench.totals(committed)["bits_per_image"] == sum(lv["bits_per_image"] for lv in committed["levels"])

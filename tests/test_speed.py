@@ -247,6 +247,12 @@ def test_train_throughput_benchmark_runs_and_matches_the_reference_size():
     assert "hiervq_compiled_ratio" not in ratios and "bf16_vs_float32" not in bench.ratios(record)
     ablation = bench.run_ablation(32, 4, warmup=0, steps=1, images=images)
     assert set(ablation["img_s"]) == {*bench.ABLATION, "reference"}
+    derived = bench.ablation_ratios(ablation)  # what a full --ablation run and --summarize --ablation write
+    wall = ablation["img_s"]
+    assert derived["ratio"]["reference"] == 1.0 and derived["ratio"]["hiervq"] == wall["hiervq"] / wall["reference"]
+    assert derived["cpu_ratio"]["hiervq"] == ablation["cpu_img_s"]["hiervq"] / ablation["cpu_img_s"]["reference"]
+    assert set(derived["gain"]) == set(bench.ABLATION) - {"hiervq"}
+    assert derived["gain"]["no channels_last"] == wall["hiervq"] / wall["no channels_last"] - 1
     assert bench.hiervq_config(32).channels_last, "the ablation restores the benchmark's config"
     profile = bench.run_profile(32, 4, warmup=0, steps=1, images=images)
     assert set(profile["ms_per_step"]) == {"hiervq", "hiervq before", "reference"}
@@ -275,3 +281,6 @@ def test_committed_throughput_ratios_are_their_records_quotients():
     for record in json.loads((REPO / "benchmarks" / "results" / "train_throughput.json").read_text()):
         ratios = bench.ratios(record)
         assert {k: record[k] for k in ratios} == ratios
+    for record in json.loads((REPO / "benchmarks" / "results" / "train_throughput_ablation.json").read_text()):
+        derived = bench.ablation_ratios(record)
+        assert {k: record[k] for k in derived} == derived
