@@ -54,6 +54,26 @@ def tiny_run_config():
     return copy.deepcopy(TINY_RUN)
 
 
+def tiny_rgb_run(root, prior_model: dict):
+    """The tiny 2-level run of :data:`TINY_RUN` on 3-channel digits (16x16, stride 4; K = 32 below, 16 on top),
+    trained for one epoch under ``root``, with an unconditional prior per level of ``prior_model`` (the priors'
+    ``model:`` keys: PixelCNN keys give PixelCNNs, otherwise the default checkerboard). Returns the run folder."""
+    import copy
+
+    from hiervq.train import config_from_dict, train_run
+    from hiervq.train.priors import prior_run
+
+    raw = copy.deepcopy(TINY_RUN)
+    raw["data"]["channels"] = 3
+    raw["train"]["epochs"] = 1
+    raw["priors"] = {"model": prior_model, "train": {"epochs": 1, "batch_size": 32, "lr": 0.01, "progress": False}}
+    run = root / "run"
+    train_run(config_from_dict(raw, "tiny-rgb"), run)
+    for level in (0, 1):
+        prior_run(run, level, log=lambda msg: None)
+    return run
+
+
 def codec_round_trip(run, n: int, grids: tuple, size: tuple[int, int]):
     """Compress the first ``n`` test images of ``run`` with its priors and check the round trip: the coded codes
     are the model's own, the codec gives them ``grids`` (top level first; a version 3 header records none, the

@@ -3,7 +3,6 @@ the encoder saw, whatever the image size, batch size, thread count or process.""
 
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import TINY_RUN
+from .conftest import tiny_rgb_run
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = [(16, 16), (21, 35), (48, 64), (96, 80)]  # the model's own size, odd sizes padded to the stride, larger maps
@@ -22,19 +21,7 @@ SIZES = [(16, 16), (21, 35), (48, 64), (96, 80)]  # the model's own size, odd si
 @pytest.fixture(scope="module")
 def cb_run(tmp_path_factory):
     """The conftest's tiny 2-level run on 3-channel digits with default (checkerboard) priors, unconditional."""
-    from hiervq.train import config_from_dict, train_run
-    from hiervq.train.priors import prior_run
-
-    raw = copy.deepcopy(TINY_RUN)
-    raw["data"]["channels"] = 3
-    raw["train"]["epochs"] = 1
-    raw["priors"] = {"model": {"channels": 8, "blocks": 1},
-                     "train": {"epochs": 1, "batch_size": 32, "lr": 0.01, "progress": False}}
-    run = tmp_path_factory.mktemp("cbsizes") / "run"
-    train_run(config_from_dict(raw, "tiny-cb"), run)
-    for level in (0, 1):
-        prior_run(run, level, log=lambda msg: None)
-    return run
+    return tiny_rgb_run(tmp_path_factory.mktemp("cbsizes"), {"channels": 8, "blocks": 1})
 
 
 def _images(size, n=3, seed=0):

@@ -2,7 +2,6 @@
 image to the model's stride, record its size and crop back; --resize brings images to the training size; a
 fixed-size model refuses other sizes naming both; bits per image and per pixel count the real grids and pixels."""
 
-import copy
 import math
 
 import numpy as np
@@ -13,7 +12,7 @@ from PIL import Image
 import hiervq
 from hiervq.cli import main
 
-from .conftest import TINY_RUN
+from .conftest import tiny_rgb_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -22,21 +21,8 @@ SIZES = [(50, 70), (40, 40)]  # (H, W): 50x70 needs padding to the stride 4 (52x
 
 @pytest.fixture(scope="module")
 def rgb_run(tmp_path_factory, one_thread):
-    """The tiny 2-level run of the conftest on 3-channel digits (16x16, stride 4; K = 32 below, 16 on top), with an
-    unconditional PixelCNN per level."""
-    from hiervq.train import config_from_dict, train_run
-    from hiervq.train.priors import prior_run
-
-    raw = copy.deepcopy(TINY_RUN)
-    raw["data"]["channels"] = 3
-    raw["train"]["epochs"] = 1
-    raw["priors"] = {"model": {"channels": 8, "layers": 2},
-                     "train": {"epochs": 1, "batch_size": 32, "lr": 0.01, "progress": False}}
-    run = tmp_path_factory.mktemp("native") / "run"
-    train_run(config_from_dict(raw, "tiny-rgb"), run)
-    for level in (0, 1):
-        prior_run(run, level, log=lambda msg: None)
-    return run
+    """The conftest's tiny 2-level run on 3-channel digits with an unconditional PixelCNN per level."""
+    return tiny_rgb_run(tmp_path_factory.mktemp("native"), {"channels": 8, "layers": 2})
 
 
 def _png(path, size, seed=0):
