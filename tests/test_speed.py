@@ -304,3 +304,16 @@ def test_committed_profile_and_layer_summaries_follow_from_their_records():
         derived = bench.layers_summary(record)
         assert {k: record[k] for k in derived} == derived
 
+
+def test_time_to_quality_summary_follows_from_its_curves(monkeypatch):
+    """time_to_quality.py's summary keys (written by a run and by --summarize): the committed ones are its curves'."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("time_to_quality", REPO / "benchmarks" / "time_to_quality.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    toy = {"hiervq": {"curve": [[0.0, 0.9], [60.0, 0.25], [120.0, 0.1]]}, "reference": {"curve": [[0.0, 1.0], [60.0, 0.5]]}}
+    assert bench.summarize(toy) == {"reference_final_mse": 0.5, "hiervq_passes_reference_final_s": 60.0,
+                                    "reference_final_over_hiervq_at_pass": 2.0, "reference_final_over_hiervq_final": 5.0}
+    committed = json.loads((REPO / "benchmarks" / "results" / "time_to_quality.json").read_text())
+    derived = bench.summarize(committed)
+    assert {k: committed[k] for k in derived} == derived
