@@ -458,3 +458,15 @@ def test_committed_pqvae_results_have_the_issue_format():
     assert len(steps) == 1 and steps.pop() > 0  # equal steps for every model
     for entry in [*mnist.values(), *data["cifar10"].values()]:
         assert isinstance(entry["steps"], int) and 0 < entry["mse"] < 1 and entry["bits_per_image"] == 512.0
+
+
+def test_committed_pqvae_comparisons_are_their_rows_quotients():
+    """recon_pqvae[_published].json's pqvae_over_plain (written after every model and by --summarize) follows from
+    its rows."""
+    bench = _benchmark("recon_pqvae")
+    for name in ("recon_pqvae.json", "recon_pqvae_published.json"):
+        data = json.loads((REPO / "benchmarks" / "results" / name).read_text())
+        derived = bench.summarize({k: v for k, v in data.items() if k != "pqvae_over_plain"})
+        assert data["pqvae_over_plain"] == derived["pqvae_over_plain"] and set(derived["pqvae_over_plain"]) == {"mnist", "cifar10"}
+    toy = {"d": {"pqvae": {"mse": 3.0, "train_s": 4.0}, "vqvae_plain": {"mse": 2.0, "train_s": 1.0}}}
+    assert bench.summarize(toy) == {"pqvae_over_plain": {"d": {"mse": 1.5, "train_s": 4.0}}}
