@@ -470,3 +470,22 @@ def test_committed_pqvae_comparisons_are_their_rows_quotients():
         assert data["pqvae_over_plain"] == derived["pqvae_over_plain"] and set(derived["pqvae_over_plain"]) == {"mnist", "cifar10"}
     toy = {"d": {"pqvae": {"mse": 3.0, "train_s": 4.0}, "vqvae_plain": {"mse": 2.0, "train_s": 1.0}}}
     assert bench.summarize(toy) == {"pqvae_over_plain": {"d": {"mse": 1.5, "train_s": 4.0}}}
+
+
+def test_recon_benchmarks_write_wall_s_beside_train_s(tmp_path, monkeypatch):
+    """recon_mnist.py (and recon_cifar10.py, which runs it) writes each model's wall_s, the whole train_run, which
+    the docs used to quote only from printed output; train_run is faked here (no training)."""
+    import argparse
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    bench = _benchmark("recon_mnist")
+    level = {"perplexity": 2.0, "used_fraction": 1.0}
+    summary = {"mse": 0.1, "psnr": 10.0, "epochs": 1, "train_s": 0.5, "levels": [level], "bits_per_image": 8.0,
+               "params": 3, "test_images": 4}
+    monkeypatch.setattr(bench, "train_run", lambda config, run_dir, overwrite: summary)
+    monkeypatch.setattr(bench, "load_config", lambda path, sets: None)
+    monkeypatch.setattr(bench.RunDir, "read_metrics", lambda self: [])
+    args = argparse.Namespace(only=None, set=[], runs=str(tmp_path / "runs"))
+    out = bench.run_models({"vqvae": bench.MODELS["vqvae"]}, args, tmp_path / "r.json")
+    assert out["vqvae"]["train_s"] == 0.5 and out["vqvae"]["wall_s"] >= 0
+    assert json.loads((tmp_path / "r.json").read_text())["vqvae"]["wall_s"] == out["vqvae"]["wall_s"]
