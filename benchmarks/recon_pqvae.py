@@ -8,7 +8,10 @@ published table used (EMA codebook, data init, no k-means, no dead-code reset, s
 
 * ``benchmarks/results/recon_pqvae.json``:
   ``{"mnist": {"pqvae": {"mse", "psnr", "perplexity", "epochs", "steps", "train_s", ...}, "vqvae_plain": {...},
-  "vqvae": {...}}, "cifar10": {...}}`` (full test split, MSE on [0, 1], perplexity over the test codes);
+  "vqvae": {...}}, "cifar10": {...}}`` (full test split, MSE on [0, 1], perplexity over the test codes; ``wall_s``,
+  the model's whole ``train_run``, from the next run on) and ``pqvae_over_plain`` (:func:`summarize`: the PQ-VAE's
+  test MSE and training time over the plain VQ-VAE's, per dataset; ``--summarize [--tag TAG]`` adds it to an
+  existing JSON);
 * ``benchmarks/results/pqvae_bayes_mnist.json``: ``{"prefix_lengths", "independent", "conditional"}`` (test
   accuracy of the code-count Bayes classifiers of the MNIST PQ-VAE vs the number of leading codes, Laplace
   smoothing alpha = 1), its figure, and ``pqvae_bayes_mnist_smoothing.json`` (alpha = 0.01 ... 10).
@@ -88,6 +91,20 @@ def write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
+def summarize(results: dict) -> dict:
+    """The comparisons the docs quote: ``pqvae_over_plain`` = {dataset: {"mse": PQ-VAE's test MSE over the plain
+    VQ-VAE's, "train_s": its training time over the plain model's (equal steps, so per step), "mse_over_ours": its
+    test MSE over our VQ-VAE's, where that row exists}} for every dataset that has both rows."""
+    out = {}
+    for dataset, rows in results.items():
+        if isinstance(rows, dict) and "pqvae" in rows and "vqvae_plain" in rows:
+            pq, plain = rows["pqvae"], rows["vqvae_plain"]
+            out[dataset] = {"mse": pq["mse"] / plain["mse"], "train_s": pq["train_s"] / plain["train_s"]}
+            if "vqvae" in rows:
+                out[dataset]["mse_over_ours"] = pq["mse"] / rows["vqvae"]["mse"]
+    return {"pqvae_over_plain": out}
+
+
 def merge_entry(path: Path, dataset: str, name: str, entry: dict) -> dict:
     """Write ``entry`` as ``[dataset][name]`` of the JSON at ``path``, re-reading the file under a lock first, so
     that two processes running different models (``--models pqvae`` beside ``--models vqvae_plain``) keep each
@@ -96,6 +113,7 @@ def merge_entry(path: Path, dataset: str, name: str, entry: dict) -> dict:
         results = json.loads(path.read_text()) if path.is_file() else {}
         results["script"] = "benchmarks/recon_pqvae.py"
         results.setdefault(dataset, {})[name] = entry
+        results.update(summarize({k: v for k, v in results.items() if k != "pqvae_over_plain"}))
         write_json(path, results)
     return results
 
@@ -113,8 +131,17 @@ def main() -> int:
     parser.add_argument("--tag", default="",
                         help="suffix of every written JSON/figure name (recon_pqvae_TAG.json, ...), so a variant run "
                              "such as the published model size does not overwrite the committed results")
+    parser.add_argument("--summarize", action="store_true",
+                        help="train nothing: add pqvae_over_plain (summarize()) to the existing recon_pqvae[_TAG].json")
     args = parser.parse_args()
     suffix = f"_{args.tag}" if args.tag else ""
+    if args.summarize:
+        path = (REPO / args.results if not Path(args.results).is_absolute() else Path(args.results)) / f"recon_pqvae{suffix}.json"
+        results = json.loads(path.read_text())
+        results.update(summarize({k: v for k, v in results.items() if k != "pqvae_over_plain"}))
+        write_json(path, results)
+        print(json.dumps(results["pqvae_over_plain"], indent=2))
+        return 0
     torch.set_num_threads(args.threads)
     results_dir = REPO / args.results if not Path(args.results).is_absolute() else Path(args.results)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +162,8 @@ def main() -> int:
             run_dir = Path(args.runs) / f"{dataset}-{name}"
             t0 = time.time()
             summary = train_run(config, run_dir, overwrite=True, data=data)
-            print(f"{dataset} {name}: test MSE {summary['mse']:.3e} ({time.time() - t0:.0f}s wall)", flush=True)
+            wall_s = time.time() - t0
+            print(f"{dataset} {name}: test MSE {summary['mse']:.3e} ({wall_s:.0f}s wall)", flush=True)
             entry = {
                 "mse": summary["mse"],
                 "psnr": summary["psnr"],
@@ -148,6 +176,7 @@ def main() -> int:
                 "bits_per_image": summary["bits_per_image"],
                 "params": summary["params"],
                 "used_fraction": summary["levels"][0]["used_fraction"],
+                "wall_s": round(wall_s, 1),  # the whole train_run: training, evaluations, checkpoints
             }
             results = merge_entry(out_path, dataset, name, entry)
             if dataset == "mnist" and name == "pqvae":

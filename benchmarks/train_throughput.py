@@ -38,9 +38,12 @@ reference, into ``benchmarks/results/train_throughput_ablation.json``, with the 
 and by CPU time) and ``gain`` ({variant: our step's images/s / the variant's - 1}, what turning that optimisation
 off costs); ``--summarize --ablation`` adds them to an existing ablation JSON. ``--profile`` runs torch.profiler over
 interleaved steps of our step, our step before the optimisations and the reference, and writes the time per
-category (convolutions, ReLUs, quantizer, optimiser, ...) to ``benchmarks/results/train_profile.json``.
-``--layers`` times forward + backward of each distinct convolution of our model in the default layout and
-channels-last (median process CPU time) into ``benchmarks/results/train_layers.json``.
+category (convolutions, ReLUs, quantizer, optimiser, ...) to ``benchmarks/results/train_profile.json``, with the
+models' multiply-adds per image (``macs_per_image``, :func:`model_macs`) and the totals, shares and convolution
+GFLOP/s the docs quote (:func:`profile_summary`). ``--layers`` times forward + backward of each distinct
+convolution of our model in the default layout and channels-last (median process CPU time) into
+``benchmarks/results/train_layers.json``, with each row's ratio and the totals (:func:`layers_summary`).
+``--summarize --profile`` and ``--summarize --layers`` add those keys to the existing JSONs without timing anything.
 
     python benchmarks/train_throughput.py --amp --compile --threads 1,2    # both sizes at 1 and 2 threads (the JSON)
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --ablation --warmup 5 --steps 20
@@ -49,6 +52,7 @@ channels-last (median process CPU time) into ``benchmarks/results/train_layers.j
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --cases 32:128 --warmup 3 --steps 5 --out /tmp/t.json
     python benchmarks/train_throughput.py --summarize    # add the ratios to the existing JSON
     python benchmarks/train_throughput.py --summarize --ablation    # the same for the ablation JSON
+    python benchmarks/train_throughput.py --summarize --profile    # (--layers) the same for the profile (per-layer) JSON
 """
 
 from __future__ import annotations
@@ -465,6 +469,92 @@ def run_profile(size: int, batch: int, warmup: int, steps: int, data: Path = DAT
                             for name, cats in ms.items()}}
 
 
+def conv_macs(model: nn.Module, size: int, in_channels: int = 3) -> int:
+    """Multiply-adds of the forward pass of every convolution (and transposed convolution) of ``model`` for one
+    ``size`` x ``size`` image, counted with forward hooks: a convolution does (output elements) x (in channels /
+    groups) x (kernel area), a transposed one (input elements) x (out channels / groups) x (kernel area)."""
+    total = [0]
+
+    def hook(module, inputs, output) -> None:
+        area = module.kernel_size[0] * module.kernel_size[1]
+        if isinstance(module, nn.ConvTranspose2d):
+            total[0] += inputs[0].numel() * module.out_channels // module.groups * area
+        else:
+            total[0] += output.numel() * module.in_channels // module.groups * area
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.rand(1, in_channels, size, size))
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
+
+
+def model_macs(size: int) -> dict:
+    """Multiply-adds per ``size`` x ``size`` image of our model at the reference's widths (the benchmark's,
+    "hiervq"), of our model at its default widths and of the reference: ``conv`` (:func:`conv_macs`), ``quantizer``
+    (the distances to the K codes of dimension DIM of every row of both levels, (size/4)^2 + (size/8)^2 rows, the
+    same for all three) and ``total``, their sum; ``default_widths_extra``, our default widths' total over the
+    reference's, minus 1."""
+    from hiervq.models import HierarchicalVQVAE
+
+    conv = {"hiervq": conv_macs(HierarchicalVQVAE(_with(hiervq_config(size), {"channels_last": False})), size),
+            "hiervq default widths": conv_macs(
+                HierarchicalVQVAE(_with(hiervq_config(size), {"channels_last": False, "widths": "hiervq"})), size),
+            "reference": conv_macs(RefVQVAE2(), size)}
+    quantizer = ((size // 4) ** 2 + (size // 8) ** 2) * K * DIM
+    total = {name: n + quantizer for name, n in conv.items()}
+    return {"conv": conv, "quantizer": quantizer, "total": total,
+            "default_widths_extra": total["hiervq default widths"] / total["reference"] - 1}
+
+
+CONV_CATEGORIES = ("conv forward (incl. transposed)", "conv backward")
+QUANTIZER_CATEGORIES = ("quantizer: distances, nearest code", "quantizer: one-hot, EMA, statistics, lookup")
+
+
+def profile_summary(record: dict, macs: dict[str, int] | None = None) -> dict:
+    """What the docs read off a profile record: ``total_ms`` (each side's categories summed), ``share`` (each
+    category over its side's total), ``conv_share`` and ``quantizer_share`` (the two convolution, and the two
+    quantizer, categories together over the total), ``change_vs_before`` (per category, our step's ms over the
+    step before the optimisations', minus 1) and, given the models' multiply-adds per image (``macs``,
+    :func:`model_macs`; "hiervq before" has our model's), ``conv_gflop_s``: 2 flops x 3 (forward, and a backward
+    counted as twice the forward) x macs x batch over the two convolution categories' ms."""
+    ms = record["ms_per_step"]
+    total = {side: sum(cats.values()) for side, cats in ms.items()}
+    conv = {side: sum(cats.get(c, 0.0) for c in CONV_CATEGORIES) for side, cats in ms.items()}
+    out = {"total_ms": total,
+           "share": {side: {c: v / total[side] for c, v in cats.items()} for side, cats in ms.items()},
+           "conv_share": {side: conv[side] / total[side] for side in ms},
+           "quantizer_share": {side: sum(cats.get(c, 0.0) for c in QUANTIZER_CATEGORIES) / total[side]
+                               for side, cats in ms.items()}}
+    if "hiervq" in ms and "hiervq before" in ms:
+        out["change_vs_before"] = {c: v / ms["hiervq before"][c] - 1 for c, v in ms["hiervq"].items()
+                                   if ms["hiervq before"].get(c)}
+    if macs is not None:
+        conv_macs_ = macs["conv"]
+        side_macs = {"hiervq": conv_macs_["hiervq"], "hiervq before": conv_macs_["hiervq"],
+                     "reference": conv_macs_["reference"]}
+        out["conv_gflop_s"] = {side: 6 * side_macs[side] * record["batch"] / (conv[side] * 1e-3) / 1e9
+                               for side in ms if side in side_macs}
+    return out
+
+
+def layers_summary(record: dict) -> dict:
+    """What the docs read off a per-layer record: each row's ``ratio`` (channels-last ms over NCHW ms), the
+    totals over all convolutions (``total_nchw_ms``, ``total_channels_last_ms``: each row's ms times its
+    ``count``, summed; ``total_ratio``) and ``channels_last_slower_ms``, what running the rows that are slower
+    channels-last in NCHW would save (count x the difference, summed over those rows)."""
+    rows = record["layers"]
+    nchw = sum(r["count"] * r["nchw_ms"] for r in rows)
+    last = sum(r["count"] * r["channels_last_ms"] for r in rows)
+    return {"layers": [{**r, "ratio": r["channels_last_ms"] / r["nchw_ms"]} for r in rows],
+            "total_nchw_ms": nchw, "total_channels_last_ms": last, "total_ratio": last / nchw,
+            "channels_last_slower_ms": sum(r["count"] * (r["channels_last_ms"] - r["nchw_ms"]) for r in rows
+                                           if r["channels_last_ms"] > r["nchw_ms"])}
+
+
 # ---------------------------------------------------------------------------------------- per layer
 def conv_layers(size: int, batch: int) -> list[tuple[nn.Module, tuple[int, ...], int]]:
     """The distinct convolutions of our model at the reference's settings (module, input shape, how many times it
@@ -541,7 +631,8 @@ def main() -> None:
                         help=f"time each distinct convolution in NCHW and channels-last instead (-> {LAYER_RESULTS.name})")
     parser.add_argument("--summarize", action="store_true",
                         help=f"time nothing: add the ratios to the records of the existing JSON (--out, default "
-                             f"{RESULTS.name}; with --ablation {ABLATION_RESULTS.name})")
+                             f"{RESULTS.name}; with --ablation {ABLATION_RESULTS.name}, --profile "
+                             f"{PROFILE_RESULTS.name}, --layers {LAYER_RESULTS.name})")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"default {RESULTS.name} ({ABLATION_RESULTS.name}, {PROFILE_RESULTS.name}, "
                              f"{LAYER_RESULTS.name})")
@@ -553,6 +644,24 @@ def main() -> None:
     if args.summarize:
         import json
 
+        if args.profile:
+            path = args.out or PROFILE_RESULTS
+            records = [{**record, "macs_per_image": model_macs(record["size"])} for record in json.loads(path.read_text())]
+            records = [{**record, **profile_summary(record, record["macs_per_image"])} for record in records]
+            write_json(path, records)
+            for r in records:
+                print(f"{r['size']}x{r['size']} batch {r['batch']}: total ms {r['total_ms']}, conv share "
+                      f"{r['conv_share']}, conv GFLOP/s {r['conv_gflop_s']}, multiply-adds {r['macs_per_image']['total']}")
+            return
+        if args.layers:
+            path = args.out or LAYER_RESULTS
+            records = [{**record, **layers_summary(record)} for record in json.loads(path.read_text())]
+            write_json(path, records)
+            for r in records:
+                print(f"{r['size']}x{r['size']} batch {r['batch']}: {r['total_nchw_ms']:.1f} -> "
+                      f"{r['total_channels_last_ms']:.1f} ms ({r['total_ratio']:.2f}); channels-last slower rows "
+                      f"{r['channels_last_slower_ms']:.1f} ms")
+            return
         derive = ablation_ratios if args.ablation else ratios
         path = args.out or (ABLATION_RESULTS if args.ablation else RESULTS)
         records = [{**record, **derive(record)} for record in json.loads(path.read_text())]
@@ -568,7 +677,9 @@ def main() -> None:
         records = []
         for case in args.cases.split(","):
             size, batch = (int(v) for v in case.split(":"))
-            records.append({"script": SCRIPT, **run_profile(size, batch, args.warmup, args.steps, args.data)})
+            record = {"script": SCRIPT, **run_profile(size, batch, args.warmup, args.steps, args.data),
+                      "macs_per_image": model_macs(size)}
+            records.append({**record, **profile_summary(record, record["macs_per_image"])})
             sides = records[-1]["ms_per_step"]
             cats = list(sides["hiervq"])
             print(f"{size}x{size} batch {batch}, ms per step (share):" + "".join(f"{n:>24s}" for n in sides))
@@ -586,7 +697,8 @@ def main() -> None:
         records = []
         for case in args.cases.split(","):
             size, batch = (int(v) for v in case.split(":"))
-            records.append({"script": SCRIPT, **run_layers(size, batch, args.warmup, args.steps)})
+            record = {"script": SCRIPT, **run_layers(size, batch, args.warmup, args.steps)}
+            records.append({**record, **layers_summary(record)})
             for row in records[-1]["layers"]:
                 print(f"{size}x{size} batch {batch} {row['layer']:48s} x{row['count']}: NCHW {row['nchw_ms']:7.2f} ms, "
                       f"channels-last {row['channels_last_ms']:7.2f} ms "

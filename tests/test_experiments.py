@@ -458,3 +458,34 @@ def test_committed_pqvae_results_have_the_issue_format():
     assert len(steps) == 1 and steps.pop() > 0  # equal steps for every model
     for entry in [*mnist.values(), *data["cifar10"].values()]:
         assert isinstance(entry["steps"], int) and 0 < entry["mse"] < 1 and entry["bits_per_image"] == 512.0
+
+
+def test_committed_pqvae_comparisons_are_their_rows_quotients():
+    """recon_pqvae[_published].json's pqvae_over_plain (written after every model and by --summarize) follows from
+    its rows."""
+    bench = _benchmark("recon_pqvae")
+    for name in ("recon_pqvae.json", "recon_pqvae_published.json"):
+        data = json.loads((REPO / "benchmarks" / "results" / name).read_text())
+        derived = bench.summarize({k: v for k, v in data.items() if k != "pqvae_over_plain"})
+        assert data["pqvae_over_plain"] == derived["pqvae_over_plain"] and set(derived["pqvae_over_plain"]) == {"mnist", "cifar10"}
+    toy = {"d": {"pqvae": {"mse": 3.0, "train_s": 4.0}, "vqvae_plain": {"mse": 2.0, "train_s": 1.0}}}
+    assert bench.summarize(toy) == {"pqvae_over_plain": {"d": {"mse": 1.5, "train_s": 4.0}}}
+
+
+def test_recon_benchmarks_write_wall_s_beside_train_s(tmp_path, monkeypatch):
+    """recon_mnist.py (and recon_cifar10.py, which runs it) writes each model's wall_s, the whole train_run, which
+    the docs used to quote only from printed output; train_run is faked here (no training)."""
+    import argparse
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    bench = _benchmark("recon_mnist")
+    level = {"perplexity": 2.0, "used_fraction": 1.0}
+    summary = {"mse": 0.1, "psnr": 10.0, "epochs": 1, "train_s": 0.5, "levels": [level], "bits_per_image": 8.0,
+               "params": 3, "test_images": 4}
+    monkeypatch.setattr(bench, "train_run", lambda config, run_dir, overwrite: summary)
+    monkeypatch.setattr(bench, "load_config", lambda path, sets: None)
+    monkeypatch.setattr(bench.RunDir, "read_metrics", lambda self: [])
+    args = argparse.Namespace(only=None, set=[], runs=str(tmp_path / "runs"))
+    out = bench.run_models({"vqvae": bench.MODELS["vqvae"]}, args, tmp_path / "r.json")
+    assert out["vqvae"]["train_s"] == 0.5 and out["vqvae"]["wall_s"] >= 0
+    assert json.loads((tmp_path / "r.json").read_text())["vqvae"]["wall_s"] == out["vqvae"]["wall_s"]

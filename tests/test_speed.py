@@ -284,3 +284,36 @@ def test_committed_throughput_ratios_are_their_records_quotients():
     for record in json.loads((REPO / "benchmarks" / "results" / "train_throughput_ablation.json").read_text()):
         derived = bench.ablation_ratios(record)
         assert {k: record[k] for k in derived} == derived
+
+
+def test_committed_profile_and_layer_summaries_follow_from_their_records():
+    """train_profile.json's totals, shares, multiply-adds and GFLOP/s and train_layers.json's ratios and totals
+    (written by a full --profile/--layers run and by --summarize --profile/--layers) are their records'."""
+    spec = importlib.util.spec_from_file_location("train_throughput", REPO / "benchmarks" / "train_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    conv = torch.nn.Conv2d(3, 8, 4, 2, 1)
+    assert bench.conv_macs(torch.nn.Sequential(conv, torch.nn.ConvTranspose2d(8, 2, 4, 2, 1)), 8) == \
+        8 * 4 * 4 * 3 * 16 + 8 * 4 * 4 * 2 * 16
+    for record in json.loads((REPO / "benchmarks" / "results" / "train_profile.json").read_text()):
+        assert record["macs_per_image"] == bench.model_macs(record["size"])
+        derived = bench.profile_summary(record, record["macs_per_image"])
+        assert {k: record[k] for k in derived} == derived
+        assert derived["total_ms"]["hiervq"] == pytest.approx(sum(record["ms_per_step"]["hiervq"].values()))
+    for record in json.loads((REPO / "benchmarks" / "results" / "train_layers.json").read_text()):
+        derived = bench.layers_summary(record)
+        assert {k: record[k] for k in derived} == derived
+
+
+def test_time_to_quality_summary_follows_from_its_curves(monkeypatch):
+    """time_to_quality.py's summary keys (written by a run and by --summarize): the committed ones are its curves'."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("time_to_quality", REPO / "benchmarks" / "time_to_quality.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    toy = {"hiervq": {"curve": [[0.0, 0.9], [60.0, 0.25], [120.0, 0.1]]}, "reference": {"curve": [[0.0, 1.0], [60.0, 0.5]]}}
+    assert bench.summarize(toy) == {"reference_final_mse": 0.5, "hiervq_passes_reference_final_s": 60.0,
+                                    "reference_final_over_hiervq_at_pass": 2.0, "reference_final_over_hiervq_final": 5.0}
+    committed = json.loads((REPO / "benchmarks" / "results" / "time_to_quality.json").read_text())
+    derived = bench.summarize(committed)
+    assert {k: committed[k] for k in derived} == derived
