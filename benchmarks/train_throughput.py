@@ -25,12 +25,15 @@ CPU time (``*_cpu_img_s``), which time spent waiting for a busy core does not st
 Writes ``benchmarks/results/train_throughput.json``: a list of records ``{"size", "batch", "threads",
 "hiervq_img_s", "reference_img_s", "hiervq_params", "reference_params"}`` (one per size), plus
 ``hiervq_cpu_img_s``/``reference_cpu_img_s``, ``steps``, ``warmup`` and the load average when the case
-finished; with ``--amp`` also ``hiervq_bf16_img_s`` (our step under ``train.amp``, bf16 autocast), with
+finished, and ``hiervq_defaults_img_s``/``hiervq_defaults_params``: our float32 step with the model a user gets
+from the reference's architecture keys alone (:func:`defaults_config`: ``widths`` and ``channels_last`` left at
+their defaults, i.e. our widths with +24 % parameters and the default memory layout), alternated with the others;
+with ``--amp`` also ``hiervq_bf16_img_s`` (our step under ``train.amp``, bf16 autocast), with
 ``--compile`` ``hiervq_compiled_img_s`` (``train.compile``) and ``compile_s``, both alternated with the others.
 Each record also holds the speed ratios the docs quote (:func:`ratios`): ``ratio`` and ``cpu_ratio`` (hiervq /
 reference, by wall clock and by CPU time), ``hiervq_bf16_ratio`` and ``hiervq_compiled_ratio`` (against the
-reference's float32 step) and ``bf16_vs_float32`` (our bf16 step against our float32 step); ``--summarize`` adds
-them to an existing JSON without timing anything.
+reference's float32 step), ``bf16_vs_float32`` (our bf16 step against our float32 step) and ``defaults_ratio``
+(the defaults side against the reference); ``--summarize`` adds them to an existing JSON without timing anything.
 ``--ablation`` instead times our step with each optimisation of it turned off in turn (channels-last layout,
 in-place inner ReLU, quantizer output kept channels-last, all three; and our default widths) against the
 reference, into ``benchmarks/results/train_throughput_ablation.json``. ``--profile`` runs torch.profiler over
@@ -199,6 +202,17 @@ def hiervq_config(size: int, in_channels: int = 3):
     )
 
 
+def defaults_config(size: int, in_channels: int = 3):
+    """The model a user gets from the reference's architecture keys alone: :func:`hiervq_config` with ``widths``
+    and ``channels_last`` back at :class:`HierarchicalConfig`'s defaults (our widths, +24 % parameters; the
+    default memory layout), trained in float32. Everything else (layers, quantizer, loss, optimiser) is the
+    benchmark's, so the two hiervq sides differ in these two keys only."""
+    from hiervq.models import HierarchicalConfig
+
+    default = HierarchicalConfig()
+    return _with(hiervq_config(size, in_channels), {"widths": default.widths, "channels_last": default.channels_last})
+
+
 def alternate(sides: dict[str, Callable[[], object]], warmup: int, steps: int
               ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Run every side's step ``warmup + steps`` times, alternating the order each round (so contention and
@@ -216,18 +230,22 @@ def alternate(sides: dict[str, Callable[[], object]], warmup: int, steps: int
     return wall, cpu
 
 
-def hiervq_step(images: torch.Tensor, batch: int, amp: bool = False, compile: bool = False):
+def hiervq_step(images: torch.Tensor, batch: int, amp: bool = False, compile: bool = False,
+                model: nn.Module | None = None, train=None):
     """A closure running one step of hiervq's own training loop (``Trainer.train_step``) on the next batch
-    (``amp``, ``compile``: the ``train.amp`` and ``train.compile`` switches)."""
+    (``amp``, ``compile``: the ``train.amp`` and ``train.compile`` switches). ``model`` (default: the model of
+    :func:`hiervq_config`) and ``train`` (a ``TrainConfig``; default: the reference's optimiser settings) let the
+    scaling mode time a recipe's own model and training settings."""
     from hiervq.data import DataSplits, ImageSet
     from hiervq.models import HierarchicalVQVAE
     from hiervq.train import TrainConfig, Trainer
     from hiervq.train.engine import make_optimizer, make_scheduler
     from hiervq.train.trainer import AutoencoderTask
 
-    model = HierarchicalVQVAE(hiervq_config(images.shape[-1], images.shape[1]))
-    config = TrainConfig(epochs=1, batch_size=batch, optimizer="adam", lr=LR, schedule="constant", grad_clip=None,
-                         amp=amp, compile=compile, device="cpu", progress=False)
+    if model is None:
+        model = HierarchicalVQVAE(hiervq_config(images.shape[-1], images.shape[1]))
+    config = train or TrainConfig(epochs=1, batch_size=batch, optimizer="adam", lr=LR, schedule="constant",
+                                  grad_clip=None, amp=amp, compile=compile, device="cpu", progress=False)
     trainer = Trainer(config, run_dir=None, seed=0)
     task = AutoencoderTask(trainer, model, DataSplits(train=ImageSet(images), test=ImageSet(images[:batch])))
     model.to(trainer.dist.device)
@@ -237,7 +255,7 @@ def hiervq_step(images: torch.Tensor, batch: int, amp: bool = False, compile: bo
         compile_stacks(model)  # what Trainer.fit_task does with train.compile
     phase = task.phases()[0]
     params = task.parameters(phase)
-    optimizer = make_optimizer(config, params, LR)
+    optimizer = make_optimizer(config, params, config.lr)
     scheduler = make_scheduler(optimizer, config, 10**6, config.schedule)
     task.train_mode()
     state = {"batches": iter(()), "epoch": 0}
@@ -285,6 +303,11 @@ def run_case(size: int, batch: int, warmup: int, steps: int, amp: bool = False, 
         start = time.perf_counter()
         sides["hiervq_compiled"]()  # the first step compiles
         compile_s = time.perf_counter() - start
+    from hiervq.models import HierarchicalVQVAE
+
+    torch.manual_seed(0)
+    defaults = HierarchicalVQVAE(defaults_config(size, images.shape[1]))
+    sides["hiervq_defaults"] = hiervq_step(images, batch, model=defaults)[1]
     torch.manual_seed(0)
     ref, sides["reference"] = reference_step(images, batch)
     wall, cpu = alternate(sides, warmup, steps)
@@ -304,6 +327,9 @@ def run_case(size: int, batch: int, warmup: int, steps: int, amp: bool = False, 
     for name in ("hiervq_bf16", "hiervq_compiled"):
         if name in sides:
             record[f"{name}_img_s"] = round(batch / statistics.median(wall[name]), 2)
+    # the model of the reference's architecture keys with our defaults for the rest (widths, layout)
+    record["hiervq_defaults_img_s"] = round(batch / statistics.median(wall["hiervq_defaults"]), 2)
+    record["hiervq_defaults_params"] = sum(p.numel() for p in defaults.parameters())
     if compile:
         record["compile_s"] = round(compile_s, 1)
     record["steps"], record["warmup"] = steps, warmup
@@ -320,6 +346,8 @@ def ratios(record: dict) -> dict:
             out[f"{name}_ratio"] = record[f"{name}_img_s"] / record["reference_img_s"]
     if "hiervq_bf16_img_s" in record:
         out["bf16_vs_float32"] = record["hiervq_bf16_img_s"] / record["hiervq_img_s"]
+    if "hiervq_defaults_img_s" in record:  # what a user gets without widths: vqvae2 / channels_last: true
+        out["defaults_ratio"] = record["hiervq_defaults_img_s"] / record["reference_img_s"]
     return out
 
 
@@ -599,6 +627,7 @@ def main() -> None:
         results.append({"script": SCRIPT, **record})
         bf16 = "".join(f", {name[7:]} {record[f'{name}_ratio']:.2f}x"
                        for name in ("hiervq_bf16", "hiervq_compiled") if f"{name}_ratio" in record)
+        bf16 += f", defaults {record['defaults_ratio']:.2f}x ({record['hiervq_defaults_params']:,} parameters)"
         print(f"{size}x{size} batch {batch}: hiervq {record['hiervq_img_s']:.1f} img/s, reference "
               f"{record['reference_img_s']:.1f} img/s, ratio {record['ratio']:.2f} (CPU time {record['cpu_ratio']:.2f}{bf16}; "
               f"{record['hiervq_params']:,} vs {record['reference_params']:,} parameters, load average "

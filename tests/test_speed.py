@@ -239,6 +239,8 @@ def test_train_throughput_benchmark_runs_and_matches_the_reference_size():
     assert set(record) >= {"size", "batch", "threads", "hiervq_img_s", "reference_img_s", "hiervq_params",
                            "reference_params"}
     assert record["hiervq_params"] == record["reference_params"] and record["hiervq_img_s"] > 0
+    assert record["hiervq_defaults_params"] == 1_728_963 and record["hiervq_defaults_img_s"] > 0
+    assert bench.ratios(record)["defaults_ratio"] == record["hiervq_defaults_img_s"] / record["reference_img_s"]
     # the ratios the docs quote are written into the record (a full run and --summarize share bench.ratios)
     ratios = bench.ratios({**record, "hiervq_bf16_img_s": 2 * record["hiervq_img_s"]})
     assert ratios["ratio"] == record["hiervq_img_s"] / record["reference_img_s"]
@@ -251,6 +253,22 @@ def test_train_throughput_benchmark_runs_and_matches_the_reference_size():
     profile = bench.run_profile(32, 4, warmup=0, steps=1, images=images)
     assert set(profile["ms_per_step"]) == {"hiervq", "hiervq before", "reference"}
     assert all(cats.get("conv backward", 0) > 0 for cats in profile["ms_per_step"].values())
+
+
+def test_train_throughput_defaults_side():
+    """The defaults side is the benchmark's model with only widths and channels_last at the library's defaults."""
+    import dataclasses
+
+    spec = importlib.util.spec_from_file_location("train_throughput", REPO / "benchmarks" / "train_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    matched, defaults = dataclasses.asdict(bench.hiervq_config(32)), dataclasses.asdict(bench.defaults_config(32))
+    assert {k for k in matched if matched[k] != defaults[k]} == {"widths", "channels_last"}
+    default = HierarchicalConfig()
+    assert (defaults["widths"], defaults["channels_last"]) == (default.widths, default.channels_last)
+    assert HierarchicalVQVAE(bench.defaults_config(32)).num_parameters() == 1_728_963
+    assert "defaults_ratio" not in bench.ratios({"hiervq_img_s": 2, "reference_img_s": 1, "hiervq_cpu_img_s": 2,
+                                                 "reference_cpu_img_s": 1})  # --summarize on an older JSON
 
 
 def test_bf16_paired_summary_keys_follow_from_its_runs():
