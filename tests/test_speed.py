@@ -255,8 +255,10 @@ def test_train_throughput_benchmark_runs_and_matches_the_reference_size():
     assert all(cats.get("conv backward", 0) > 0 for cats in profile["ms_per_step"].values())
 
 
-def test_train_throughput_defaults_side():
-    """The defaults side is the benchmark's model with only widths and channels_last at the library's defaults."""
+def test_train_throughput_defaults_side_and_scaling_mode():
+    """The defaults side is the benchmark's model with only widths and channels_last at the library's defaults;
+    --scale builds the large-image recipe at 64 px (its data.image_size of 256 overridden), times it against the
+    reference and measures a step's peak memory."""
     import dataclasses
 
     spec = importlib.util.spec_from_file_location("train_throughput", REPO / "benchmarks" / "train_throughput.py")
@@ -269,6 +271,19 @@ def test_train_throughput_defaults_side():
     assert HierarchicalVQVAE(bench.defaults_config(32)).num_parameters() == 1_728_963
     assert "defaults_ratio" not in bench.ratios({"hiervq_img_s": 2, "reference_img_s": 1, "hiervq_cpu_img_s": 2,
                                                  "reference_cpu_img_s": 1})  # --summarize on an older JSON
+
+    model, train = bench.recipe_model(64, 2)
+    assert [info.grid for info in model.levels] == [(8, 8), (4, 4), (2, 2)]
+    assert (train.batch_size, train.device, train.lr, train.grad_clip) == (2, "cpu", 1e-3, 1.0)
+    torch.manual_seed(0)
+    images = (torch.rand(4, 3, 64, 64) * 255).to(torch.uint8)
+    record = bench.run_scale(64, 2, warmup=0, steps=1, images=images, memory=False)
+    assert record["hiervq_code_grids"] == [[8, 8], [4, 4], [2, 2]] and record["reference_code_grids"] == [[16, 16], [8, 8]]
+    assert record["ratio"] == record["hiervq_img_s"] / record["reference_img_s"]
+    assert record["hiervq_epoch_s"] == pytest.approx(bench.EPOCH_IMAGES / record["hiervq_img_s"], rel=1e-3)
+    memory = bench.peak_memory("reference", 32, 2, 1)  # in this process: the probe's arithmetic
+    assert memory["peak_mb"] >= memory["built_mb"] > 0
+    assert memory["mb_per_image"] == pytest.approx((memory["peak_mb"] - memory["built_mb"]) / 2, abs=0.1)
 
 
 def test_bf16_paired_summary_keys_follow_from_its_runs():
