@@ -25,12 +25,22 @@ CPU time (``*_cpu_img_s``), which time spent waiting for a busy core does not st
 Writes ``benchmarks/results/train_throughput.json``: a list of records ``{"size", "batch", "threads",
 "hiervq_img_s", "reference_img_s", "hiervq_params", "reference_params"}`` (one per size), plus
 ``hiervq_cpu_img_s``/``reference_cpu_img_s``, ``steps``, ``warmup`` and the load average when the case
-finished; with ``--amp`` also ``hiervq_bf16_img_s`` (our step under ``train.amp``, bf16 autocast), with
+finished, and ``hiervq_defaults_img_s``/``hiervq_defaults_params``: our float32 step with the model a user gets
+from the reference's architecture keys alone (:func:`defaults_config`: ``widths`` and ``channels_last`` left at
+their defaults, i.e. our widths with +24 % parameters and the default memory layout), alternated with the others;
+with ``--amp`` also ``hiervq_bf16_img_s`` (our step under ``train.amp``, bf16 autocast), with
 ``--compile`` ``hiervq_compiled_img_s`` (``train.compile``) and ``compile_s``, both alternated with the others.
 Each record also holds the speed ratios the docs quote (:func:`ratios`): ``ratio`` and ``cpu_ratio`` (hiervq /
 reference, by wall clock and by CPU time), ``hiervq_bf16_ratio`` and ``hiervq_compiled_ratio`` (against the
-reference's float32 step) and ``bf16_vs_float32`` (our bf16 step against our float32 step); ``--summarize`` adds
-them to an existing JSON without timing anything.
+reference's float32 step), ``bf16_vs_float32`` (our bf16 step against our float32 step) and ``defaults_ratio``
+(the defaults side against the reference); ``--summarize`` adds them to an existing JSON without timing anything.
+``--scale`` instead times the hierarchical recipe shipped for large images (``configs/hvqvae3-256.yaml``: its
+model built at each size, its ``train`` section's optimiser, schedule and clipping) against the reference at the
+same size (fully convolutional: the same layers, code maps at /4 and /8) for 64, 128 and 256 px with batch sizes
+64:32, 128:8, 256:2 (``--cases size:batch[:steps]``), alternated as above, into
+``benchmarks/results/train_scaling.json``: images/s, seconds per epoch of 50,000 images (derived from images/s),
+the ratio, and the peak memory of a training step per image of each side, measured in a fresh subprocess per
+(side, size) (:func:`peak_memory`; the JSON's ``memory_method`` says how).
 ``--ablation`` instead times our step with each optimisation of it turned off in turn (channels-last layout,
 in-place inner ReLU, quantizer output kept channels-last, all three; and our default widths) against the
 reference, into ``benchmarks/results/train_throughput_ablation.json``, with the ratios the docs quote
@@ -46,6 +56,7 @@ convolution of our model in the default layout and channels-last (median process
 ``--summarize --profile`` and ``--summarize --layers`` add those keys to the existing JSONs without timing anything.
 
     python benchmarks/train_throughput.py --amp --compile --threads 1,2    # both sizes at 1 and 2 threads (the JSON)
+    OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --scale --warmup 5 --steps 20    # train_scaling.json
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --ablation --warmup 5 --steps 20
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --profile --warmup 3 --steps 6
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py --layers --warmup 2 --steps 10
@@ -77,6 +88,10 @@ LAYER_RESULTS = ROOT / "benchmarks" / "results" / "train_layers.json"
 SCRIPT = "benchmarks/train_throughput.py"  # named in every record it writes
 DATA = ROOT.parent / "shared" / "data" / "cifar10" / "cifar10.npz"
 CASES = ((32, 128), (64, 64))  # (image size, batch size)
+SCALE_RESULTS = ROOT / "benchmarks" / "results" / "train_scaling.json"
+RECIPE = ROOT / "configs" / "hvqvae3-256.yaml"  # the hierarchical recipe shipped for large images
+SCALE_CASES = ((64, 32), (128, 8), (256, 2))  # (image size, batch size) for --scale: what fits beside other jobs
+EPOCH_IMAGES = 50_000  # the epoch --scale derives its seconds per epoch for
 CHANNELS, BLOCKS, RES_CHANNELS, DIM, K, DECAY, BETA, LR = 128, 2, 32, 64, 512, 0.99, 0.25, 3e-4
 
 
@@ -207,6 +222,17 @@ def hiervq_config(size: int, in_channels: int = 3):
     )
 
 
+def defaults_config(size: int, in_channels: int = 3):
+    """The model a user gets from the reference's architecture keys alone: :func:`hiervq_config` with ``widths``
+    and ``channels_last`` back at :class:`HierarchicalConfig`'s defaults (our widths, +24 % parameters; the
+    default memory layout), trained in float32. Everything else (layers, quantizer, loss, optimiser) is the
+    benchmark's, so the two hiervq sides differ in these two keys only."""
+    from hiervq.models import HierarchicalConfig
+
+    default = HierarchicalConfig()
+    return _with(hiervq_config(size, in_channels), {"widths": default.widths, "channels_last": default.channels_last})
+
+
 def alternate(sides: dict[str, Callable[[], object]], warmup: int, steps: int
               ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Run every side's step ``warmup + steps`` times, alternating the order each round (so contention and
@@ -224,18 +250,22 @@ def alternate(sides: dict[str, Callable[[], object]], warmup: int, steps: int
     return wall, cpu
 
 
-def hiervq_step(images: torch.Tensor, batch: int, amp: bool = False, compile: bool = False):
+def hiervq_step(images: torch.Tensor, batch: int, amp: bool = False, compile: bool = False,
+                model: nn.Module | None = None, train=None):
     """A closure running one step of hiervq's own training loop (``Trainer.train_step``) on the next batch
-    (``amp``, ``compile``: the ``train.amp`` and ``train.compile`` switches)."""
+    (``amp``, ``compile``: the ``train.amp`` and ``train.compile`` switches). ``model`` (default: the model of
+    :func:`hiervq_config`) and ``train`` (a ``TrainConfig``; default: the reference's optimiser settings) let the
+    scaling mode time a recipe's own model and training settings."""
     from hiervq.data import DataSplits, ImageSet
     from hiervq.models import HierarchicalVQVAE
     from hiervq.train import TrainConfig, Trainer
     from hiervq.train.engine import make_optimizer, make_scheduler
     from hiervq.train.trainer import AutoencoderTask
 
-    model = HierarchicalVQVAE(hiervq_config(images.shape[-1], images.shape[1]))
-    config = TrainConfig(epochs=1, batch_size=batch, optimizer="adam", lr=LR, schedule="constant", grad_clip=None,
-                         amp=amp, compile=compile, device="cpu", progress=False)
+    if model is None:
+        model = HierarchicalVQVAE(hiervq_config(images.shape[-1], images.shape[1]))
+    config = train or TrainConfig(epochs=1, batch_size=batch, optimizer="adam", lr=LR, schedule="constant",
+                                  grad_clip=None, amp=amp, compile=compile, device="cpu", progress=False)
     trainer = Trainer(config, run_dir=None, seed=0)
     task = AutoencoderTask(trainer, model, DataSplits(train=ImageSet(images), test=ImageSet(images[:batch])))
     model.to(trainer.dist.device)
@@ -245,7 +275,7 @@ def hiervq_step(images: torch.Tensor, batch: int, amp: bool = False, compile: bo
         compile_stacks(model)  # what Trainer.fit_task does with train.compile
     phase = task.phases()[0]
     params = task.parameters(phase)
-    optimizer = make_optimizer(config, params, LR)
+    optimizer = make_optimizer(config, params, config.lr)
     scheduler = make_scheduler(optimizer, config, 10**6, config.schedule)
     task.train_mode()
     state = {"batches": iter(()), "epoch": 0}
@@ -293,6 +323,11 @@ def run_case(size: int, batch: int, warmup: int, steps: int, amp: bool = False, 
         start = time.perf_counter()
         sides["hiervq_compiled"]()  # the first step compiles
         compile_s = time.perf_counter() - start
+    from hiervq.models import HierarchicalVQVAE
+
+    torch.manual_seed(0)
+    defaults = HierarchicalVQVAE(defaults_config(size, images.shape[1]))
+    sides["hiervq_defaults"] = hiervq_step(images, batch, model=defaults)[1]
     torch.manual_seed(0)
     ref, sides["reference"] = reference_step(images, batch)
     wall, cpu = alternate(sides, warmup, steps)
@@ -312,6 +347,9 @@ def run_case(size: int, batch: int, warmup: int, steps: int, amp: bool = False, 
     for name in ("hiervq_bf16", "hiervq_compiled"):
         if name in sides:
             record[f"{name}_img_s"] = round(batch / statistics.median(wall[name]), 2)
+    # the model of the reference's architecture keys with our defaults for the rest (widths, layout)
+    record["hiervq_defaults_img_s"] = round(batch / statistics.median(wall["hiervq_defaults"]), 2)
+    record["hiervq_defaults_params"] = sum(p.numel() for p in defaults.parameters())
     if compile:
         record["compile_s"] = round(compile_s, 1)
     record["steps"], record["warmup"] = steps, warmup
@@ -328,7 +366,121 @@ def ratios(record: dict) -> dict:
             out[f"{name}_ratio"] = record[f"{name}_img_s"] / record["reference_img_s"]
     if "hiervq_bf16_img_s" in record:
         out["bf16_vs_float32"] = record["hiervq_bf16_img_s"] / record["hiervq_img_s"]
+    if "hiervq_defaults_img_s" in record:  # what a user gets without widths: vqvae2 / channels_last: true
+        out["defaults_ratio"] = record["hiervq_defaults_img_s"] / record["reference_img_s"]
     return out
+
+
+# ---------------------------------------------------------------------------------------- scaling
+def recipe_model(size: int, batch: int, in_channels: int = 3):
+    """The shipped large-image recipe (:data:`RECIPE`) at ``size`` x ``size``: its model (the config's model
+    section; its ``data.image_size`` of 256 overridden) and its ``train`` section with ``batch_size`` set, on the
+    CPU, without a progress bar."""
+    from hiervq.train.config import load_config
+
+    config = load_config(RECIPE, [f"data.image_size={size}", f"train.batch_size={batch}", "train.device=cpu",
+                                  "train.progress=false"])
+    return config.build_model(in_channels, size), config.train
+
+
+def recipe_step(images: torch.Tensor, batch: int):
+    """A closure running one ``Trainer.train_step`` of the recipe's model with the recipe's training settings
+    (Adam at its learning rate, cosine schedule with warm-up, gradient clipping) on the next batch."""
+    model, train = recipe_model(images.shape[-1], batch, images.shape[1])
+    return hiervq_step(images, batch, model=model, train=train)
+
+
+SCALE_SIDES = {"hiervq": recipe_step, "reference": reference_step}
+
+
+def _memory_mib() -> dict[str, float]:
+    """This process's resident set now (VmRSS) and its peak (VmHWM), MiB, from /proc/self/status."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return {key: int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM")}
+
+
+def peak_memory(side: str, size: int, batch: int, steps: int) -> dict:
+    """Peak resident memory of ``side``'s training step, measured in this (fresh) process (see
+    :data:`MEMORY_METHOD`): the model, optimiser and data (random uint8 images, ``batch`` x (``steps`` + 1)) are
+    built, the peak is reset to the resident set, ``steps`` training steps run, and the peak above that resident
+    set over the batch size is the memory per image."""
+    import gc
+
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (batch * (steps + 1), 3, size, size), dtype=torch.uint8)
+    step = SCALE_SIDES[side](images, batch)[1]
+    gc.collect()
+    before = _memory_mib()
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current resident set
+    built = _memory_mib()
+    for _ in range(steps):
+        step()
+    peak = _memory_mib()["VmHWM"]
+    return {"side": side, "size": size, "batch": batch, "steps": steps, "build_peak_mb": round(before["VmHWM"], 1),
+            "built_mb": round(built["VmRSS"], 1), "peak_mb": round(peak, 1),
+            "mb_per_image": round((peak - built["VmRSS"]) / batch, 2)}
+
+
+MEMORY_METHOD = (
+    "per (side, size) a fresh Python process (threads as the record's) builds the side's model, optimiser and data "
+    "(random uint8 images), resets its peak resident set to the current one (writing 5 to /proc/self/clear_refs), "
+    "runs {steps} training steps of the record's batch size and reads the peak (VmHWM of /proc/self/status); "
+    "built_mb is the resident set after building (VmRSS), peak_mb the peak during the steps, and "
+    "peak_mb_per_image = (peak_mb - built_mb) / batch: the steps' peak above everything held before them (model, "
+    "optimiser, data, the interpreter and torch), including the first step's one-time work (Adam's state, the "
+    "recipe's k-means codebook init) and whatever the allocator keeps, so it holds a part that does not grow with "
+    "the batch. The same probe at half the batch gives marginal_mb_per_image = (step peak at batch - step peak at "
+    "batch / 2) / (batch / 2), the memory each further image adds. Not ru_maxrss: on Linux a child process "
+    "inherits its parent's peak across fork/exec, which hid the steps' memory under the benchmark's own."
+)
+
+
+def run_scale(size: int, batch: int, warmup: int, steps: int, data: Path = DATA, images: torch.Tensor | None = None,
+              memory_steps: int = 3, memory: bool = True) -> dict:
+    """The recipe's training step against the reference's at ``size``, alternated as :func:`run_case` does
+    (images/s from the median wall-clock and CPU step times, seconds per 50,000-image epoch derived from them);
+    with ``memory`` the peak memory per image of each side, each measured in a fresh subprocess
+    (:func:`peak_memory`)."""
+    import json
+    import subprocess
+    import sys
+
+    if images is None:
+        images = load_images(size, max(8 * batch, 64), data)
+    sides, models = {}, {}
+    for name, make in SCALE_SIDES.items():
+        torch.manual_seed(0)
+        models[name], sides[name] = make(images, batch)
+    wall, cpu = alternate(sides, warmup, steps)
+    record = {"size": size, "batch": batch, "threads": torch.get_num_threads(), "steps": steps, "warmup": warmup}
+    for name in sides:
+        img_s = batch / statistics.median(wall[name])
+        record[f"{name}_img_s"] = round(img_s, 2)
+        record[f"{name}_cpu_img_s"] = round(batch / statistics.median(cpu[name]), 2)
+        record[f"{name}_epoch_s"] = round(EPOCH_IMAGES / img_s, 1)
+        record[f"{name}_params"] = sum(p.numel() for p in models[name].parameters())
+    record["ratio"] = record["hiervq_img_s"] / record["reference_img_s"]
+    record["cpu_ratio"] = record["hiervq_cpu_img_s"] / record["reference_cpu_img_s"]
+    record["hiervq_code_grids"] = [list(info.grid) for info in models["hiervq"].levels]  # bottom first
+    record["reference_code_grids"] = [[size // 4] * 2, [size // 8] * 2]  # bottom (/4), top (/8)
+    record["load_average"] = round(os.getloadavg()[0], 2)
+    if memory:
+        def probe(name: str, b: int) -> dict:
+            out = subprocess.run([sys.executable, __file__, "--memory-probe", f"{name}:{size}:{b}:{memory_steps}",
+                                  "--threads", str(torch.get_num_threads())], check=True, capture_output=True, text=True)
+            return json.loads(out.stdout.strip().splitlines()[-1])
+
+        for name in sides:
+            full = probe(name, batch)
+            record[f"{name}_peak_mb_per_image"] = full["mb_per_image"]
+            record[f"{name}_memory"] = {k: full[k] for k in ("build_peak_mb", "built_mb", "peak_mb")}
+            if batch >= 2:
+                half = probe(name, batch // 2)
+                record[f"{name}_memory"]["half_batch_step_peak_mb"] = round(half["peak_mb"] - half["built_mb"], 1)
+                record[f"{name}_marginal_mb_per_image"] = round(
+                    (full["mb_per_image"] * batch - half["mb_per_image"] * (batch // 2)) / (batch - batch // 2), 2)
+        record["memory_ratio"] = record["hiervq_peak_mb_per_image"] / record["reference_peak_mb_per_image"]
+    return record
 
 
 # ---------------------------------------------------------------------------------------- ablation
@@ -614,7 +766,9 @@ def _with(config, changes: dict):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default=",".join(f"{s}:{b}" for s, b in CASES), help="size:batch,...")
+    parser.add_argument("--cases", default=None,
+                        help=f"size:batch,... (default {','.join(f'{s}:{b}' for s, b in CASES)}; with --scale "
+                             f"size:batch[:steps],..., default {','.join(f'{s}:{b}' for s, b in SCALE_CASES)})")
     parser.add_argument("--warmup", type=int, default=20, help="untimed step pairs first")
     parser.add_argument("--steps", type=int, default=60, help="timed step pairs")
     parser.add_argument("--threads", default="1",
@@ -629,6 +783,12 @@ def main() -> None:
                         help=f"torch.profiler breakdown of the steps instead (-> {PROFILE_RESULTS.name})")
     parser.add_argument("--layers", action="store_true",
                         help=f"time each distinct convolution in NCHW and channels-last instead (-> {LAYER_RESULTS.name})")
+    parser.add_argument("--scale", action="store_true",
+                        help=f"time the large-image recipe ({RECIPE.name}) against the reference at larger sizes, "
+                             f"with peak memory per image, instead (-> {SCALE_RESULTS.name})")
+    parser.add_argument("--memory-steps", type=int, default=3, help="--scale: training steps of each memory probe")
+    parser.add_argument("--no-memory", action="store_true", help="--scale: skip the memory probes")
+    parser.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)  # side:size:batch:steps (internal)
     parser.add_argument("--summarize", action="store_true",
                         help=f"time nothing: add the ratios to the records of the existing JSON (--out, default "
                              f"{RESULTS.name}; with --ablation {ABLATION_RESULTS.name}, --profile "
@@ -640,6 +800,37 @@ def main() -> None:
     thread_counts = [int(t) for t in str(args.threads).split(",")]
     torch.set_num_threads(thread_counts[0])
     from hiervq.train.report import write_json
+
+    if args.memory_probe:  # one (side, size) in this fresh process, for --scale: the result as the last line
+        import json
+
+        side, size, batch, steps = args.memory_probe.split(":")
+        print(json.dumps(peak_memory(side, int(size), int(batch), int(steps))))
+        return
+    args.cases = args.cases or ",".join(f"{s}:{b}" for s, b in (SCALE_CASES if args.scale else CASES))
+
+    if args.scale:
+        import sys
+
+        out = {"script": SCRIPT, "command": " ".join(["python", SCRIPT, *sys.argv[1:]]),
+               "recipe": str(RECIPE.relative_to(ROOT)), "torch": torch.__version__, "threads": thread_counts[0],
+               "data": str(args.data.name) if args.data.is_file() else "random images",
+               "epoch_s_method": f"derived: {EPOCH_IMAGES:,} images / the side's median images/s (not an epoch "
+                                 f"timed end to end: no data loading, no evaluation)",
+               "memory_method": MEMORY_METHOD.format(steps=args.memory_steps), "records": []}
+        for case in args.cases.split(","):
+            size, batch, *steps = (int(v) for v in case.split(":"))
+            record = run_scale(size, batch, args.warmup, steps[0] if steps else args.steps, args.data,
+                               memory_steps=args.memory_steps, memory=not args.no_memory)
+            out["records"].append(record)
+            memory = (f"; peak {record['hiervq_peak_mb_per_image']:.1f} vs {record['reference_peak_mb_per_image']:.1f} "
+                      f"MiB per image" if "memory_ratio" in record else "")
+            print(f"{size}x{size} batch {batch}: recipe {record['hiervq_img_s']:.2f} img/s "
+                  f"({record['hiervq_epoch_s']:,.0f} s per epoch), reference {record['reference_img_s']:.2f} img/s "
+                  f"({record['reference_epoch_s']:,.0f} s), ratio {record['ratio']:.2f}{memory}; load average "
+                  f"{record['load_average']}", flush=True)
+            write_json(args.out or SCALE_RESULTS, out)  # after every case
+        return
 
     if args.summarize:
         import json
@@ -728,6 +919,7 @@ def main() -> None:
         results.append({"script": SCRIPT, **record})
         bf16 = "".join(f", {name[7:]} {record[f'{name}_ratio']:.2f}x"
                        for name in ("hiervq_bf16", "hiervq_compiled") if f"{name}_ratio" in record)
+        bf16 += f", defaults {record['defaults_ratio']:.2f}x ({record['hiervq_defaults_params']:,} parameters)"
         print(f"{size}x{size} batch {batch}: hiervq {record['hiervq_img_s']:.1f} img/s, reference "
               f"{record['reference_img_s']:.1f} img/s, ratio {record['ratio']:.2f} (CPU time {record['cpu_ratio']:.2f}{bf16}; "
               f"{record['hiervq_params']:,} vs {record['reference_params']:,} parameters, load average "

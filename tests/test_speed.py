@@ -239,6 +239,8 @@ def test_train_throughput_benchmark_runs_and_matches_the_reference_size():
     assert set(record) >= {"size", "batch", "threads", "hiervq_img_s", "reference_img_s", "hiervq_params",
                            "reference_params"}
     assert record["hiervq_params"] == record["reference_params"] and record["hiervq_img_s"] > 0
+    assert record["hiervq_defaults_params"] == 1_728_963 and record["hiervq_defaults_img_s"] > 0
+    assert bench.ratios(record)["defaults_ratio"] == record["hiervq_defaults_img_s"] / record["reference_img_s"]
     # the ratios the docs quote are written into the record (a full run and --summarize share bench.ratios)
     ratios = bench.ratios({**record, "hiervq_bf16_img_s": 2 * record["hiervq_img_s"]})
     assert ratios["ratio"] == record["hiervq_img_s"] / record["reference_img_s"]
@@ -257,6 +259,37 @@ def test_train_throughput_benchmark_runs_and_matches_the_reference_size():
     profile = bench.run_profile(32, 4, warmup=0, steps=1, images=images)
     assert set(profile["ms_per_step"]) == {"hiervq", "hiervq before", "reference"}
     assert all(cats.get("conv backward", 0) > 0 for cats in profile["ms_per_step"].values())
+
+
+def test_train_throughput_defaults_side_and_scaling_mode():
+    """The defaults side is the benchmark's model with only widths and channels_last at the library's defaults;
+    --scale builds the large-image recipe at 64 px (its data.image_size of 256 overridden), times it against the
+    reference and measures a step's peak memory."""
+    import dataclasses
+
+    spec = importlib.util.spec_from_file_location("train_throughput", REPO / "benchmarks" / "train_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    matched, defaults = dataclasses.asdict(bench.hiervq_config(32)), dataclasses.asdict(bench.defaults_config(32))
+    assert {k for k in matched if matched[k] != defaults[k]} == {"widths", "channels_last"}
+    default = HierarchicalConfig()
+    assert (defaults["widths"], defaults["channels_last"]) == (default.widths, default.channels_last)
+    assert HierarchicalVQVAE(bench.defaults_config(32)).num_parameters() == 1_728_963
+    assert "defaults_ratio" not in bench.ratios({"hiervq_img_s": 2, "reference_img_s": 1, "hiervq_cpu_img_s": 2,
+                                                 "reference_cpu_img_s": 1})  # --summarize on an older JSON
+
+    model, train = bench.recipe_model(64, 2)
+    assert [info.grid for info in model.levels] == [(8, 8), (4, 4), (2, 2)]
+    assert (train.batch_size, train.device, train.lr, train.grad_clip) == (2, "cpu", 1e-3, 1.0)
+    torch.manual_seed(0)
+    images = (torch.rand(4, 3, 64, 64) * 255).to(torch.uint8)
+    record = bench.run_scale(64, 2, warmup=0, steps=1, images=images, memory=False)
+    assert record["hiervq_code_grids"] == [[8, 8], [4, 4], [2, 2]] and record["reference_code_grids"] == [[16, 16], [8, 8]]
+    assert record["ratio"] == record["hiervq_img_s"] / record["reference_img_s"]
+    assert record["hiervq_epoch_s"] == pytest.approx(bench.EPOCH_IMAGES / record["hiervq_img_s"], rel=1e-3)
+    memory = bench.peak_memory("reference", 32, 2, 1)  # in this process: the probe's arithmetic
+    assert memory["peak_mb"] >= memory["built_mb"] > 0
+    assert memory["mb_per_image"] == pytest.approx((memory["peak_mb"] - memory["built_mb"]) / 2, abs=0.1)
 
 
 def test_bf16_paired_summary_keys_follow_from_its_runs():
@@ -278,7 +311,9 @@ def test_committed_throughput_ratios_are_their_records_quotients():
     spec = importlib.util.spec_from_file_location("train_throughput", REPO / "benchmarks" / "train_throughput.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    for record in json.loads((REPO / "benchmarks" / "results" / "train_throughput.json").read_text()):
+    records = [record for name in ("train_throughput.json", "train_throughput_idle.json")
+               for record in json.loads((REPO / "benchmarks" / "results" / name).read_text())]
+    for record in records:
         ratios = bench.ratios(record)
         assert {k: record[k] for k in ratios} == ratios
     for record in json.loads((REPO / "benchmarks" / "results" / "train_throughput_ablation.json").read_text()):
