@@ -359,6 +359,13 @@ def test_classify_row_options_head_fractions_seeds_and_the_reference_cnn(tmp_pat
     report = (out / "report.md").read_text()
     assert "| longer | " in report and " - |" in report  # skipped fractions print as "-"
 
+    # a table of rows that all skip a fraction (the CNN alone, run apart from the table) still reports
+    only_cnn = ROW_OPTIONS.format().replace("    dual_finetune: {source: \"\", mode: finetune}\n", "").replace(
+        "    longer: {source: \"\", mode: finetune, fractions: [1.0], seeds: 1, head: {epochs: 3, evals: 3}}\n", "")
+    cfg.write_text(TINY.format(name="npz", path=npz, size=16).split("classify:")[0] + only_cnn)
+    assert main(["classify", str(cfg), "--fractions", "1,0.5", "--out", str(tmp_path / "cnn")]) == 0
+    assert "No row runs at this fraction" in (tmp_path / "cnn" / "report.md").read_text()
+
 
 def test_classify_row_head_overrides_are_checked(tmp_path):
     npz = _npz(tmp_path / "d.npz", 16)

@@ -388,6 +388,9 @@ def write_classify_report(out_dir: Path, result: dict[str, Any]) -> None:
     for i, f in enumerate(result["fractions"]):
         png = f"confusion_{f * 100:g}.png"
         ran = [n for n in names if result["models"][n]["confusion"][i] is not None]
+        if not ran:  # every row skips this fraction
+            parts.append(f"## {_pct(f)} of the labels\n\nNo row runs at this fraction.\n")
+            continue
         plot_confusions([np.array(result["models"][n]["confusion"][i]) for n in ran],
                         [f"{n}: {100 * result['models'][n]['test_acc'][i]:.1f}%" for n in ran], classes,
                         out_dir / png, suptitle=f"test confusion, {_pct(f)} of the labels (val-selected epoch)")
