@@ -27,6 +27,16 @@ Run from the repository root (7 runs, ~5-6 minutes each on one thread):
 
     OMP_NUM_THREADS=1 python benchmarks/estimators_cifar10.py [--runs runs] [--set key=value ...]
 
+``--faithful`` runs the study in the paper's setting instead (``configs/estimators-faithful-cifar10.yaml``: a random
+codebook, no dead-code reset, 15 epochs, 2 seeds; beside it our collapse fixes as ``reset_variant``) and writes the
+same file in issue 29's format: ``{"settings": {"faithful": true, "init": "random", "dead_threshold": 0, ...},
+"seeds": 2, "ste", "rotation", "beta": {"0.25", "1", "2"}, "reset_variant": {"settings", "beta": {"0.25", "2"}},
+"perplexity_vs_beta": {"faithful", "reset"}}``, each entry the mean over seeds (``*_std``) with its ``per_seed``
+entries and their per-epoch ``curve`` (validation MSE and perplexity, training perplexity); 12 runs, ~20 minutes
+each on one thread (``--workers 2`` runs two at a time):
+
+    python benchmarks/estimators_cifar10.py --faithful --workers 2
+
 ``--summarize`` trains nothing: it reads the existing JSON and adds the keys derived from it (``psnr_of_mean_mse``,
 ``train_s_total``, ``steps_per_epoch``, ``steps``) and from the recipe (``params``: built, not trained; a few
 seconds); ``psnr``/``psnr_std`` need the runs, so a JSON from before they were written lacks them.
@@ -50,6 +60,10 @@ from hiervq.train.run import build_for_data
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "estimators-cifar10.yaml"
+FAITHFUL = ROOT / "configs" / "estimators-faithful-cifar10.yaml"
+#: the faithful study's variants: beta -> sweep variant, in the paper's setting and with our collapse fixes
+FAITHFUL_BETAS = {"0.25": "rotation", "1": "beta_1", "2": "beta_2"}
+RESET_BETAS = {"0.25": "reset_rotation", "2": "reset_beta_2"}
 RESULT = ROOT / "benchmarks" / "results" / "estimators_cifar10.json"
 BETAS = {"0.1": "beta_0.1", "0.25": "rotation", "0.5": "beta_0.5", "1": "beta_1", "2": "beta_2"}
 
@@ -132,6 +146,85 @@ def train_images(sweep_dir: Path, points) -> int | dict | None:
     return values.pop() if len(values) == 1 and None not in counts.values() else counts
 
 
+def curve(run: Path) -> list[dict]:
+    """Per epoch of a run: the validation MSE and perplexity, and the training perplexity (its ``metrics.jsonl``)."""
+    out = []
+    for r in RunDir(run).read_metrics():
+        val = r.get("val") or {}
+        level = (val.get("levels") or [{}])[0]
+        out.append({"epoch": r["epoch"], "val_mse": val.get("mse"), "val_perplexity": level.get("perplexity"),
+                    "val_used_fraction": level.get("used_fraction"),
+                    "train_perplexity": _first(r["train"]["perplexity"])})
+    return out
+
+
+def over_seeds(runs: list[dict]) -> dict:
+    """The mean over seeds of every number of the runs' entries, their std, and the runs themselves."""
+    keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    out = {}
+    for k in keys:
+        values = [r[k] for r in runs if r.get(k) is not None]
+        if values:
+            mean = sum(values) / len(values)
+            out[k] = mean
+            out[f"{k}_std"] = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return {**out, "seeds": len(runs), "per_seed": runs}
+
+
+def faithful(args) -> None:
+    """The study in the paper's setting (``configs/estimators-faithful-cifar10.yaml``): every variant at every seed
+    of its grid, then the JSON of issue 29 (means over seeds, per-seed entries with their curves, the settings
+    read from the configs that ran)."""
+    config = load_config(FAITHFUL, args.set)
+    sweep_dir = Path(args.runs) / FAITHFUL.stem
+    table = run_sweep(config, sweep_dir, workers=args.workers)
+    sweep = config.sections["sweep"]
+    points = {p.name: p for p in expand_points(sweep.grid, sweep.variants)}
+    by_variant: dict[str, list[dict]] = {}
+    for row in table["rows"]:
+        e = entry(row)
+        e["seed"] = row["seed"]
+        e["psnr_of_mean_mse"] = psnr_of_mse(e["test_recon"])
+        e["curve"] = curve(sweep_dir / SWEEP_POINTS / row["point"])
+        by_variant.setdefault(row["variant"], []).append(e)
+    agg = {v: over_seeds(sorted(runs, key=lambda e: e["seed"])) for v, runs in by_variant.items()}
+
+    def quantizer(variant: str) -> dict:
+        point = next(p for p in points.values() if p.values.get("variant") == variant)
+        return point_config(config, point).model["quantizer"]
+
+    level = config.model["levels"][0]
+    q = quantizer("rotation")
+    settings = {"faithful": q.get("dead_threshold") in (0, None) and q.get("init") == "random",
+                "init": q.get("init"), "dead_threshold": q.get("dead_threshold"), "ema_decay": q.get("ema_decay"),
+                "beta_sweep_estimator": "rotation", "lr": config.train.lr, "optimizer": config.train.optimizer,
+                "schedule": config.train.schedule, "codebook_size": level.get("codebook_size"),
+                "code_dim": level.get("code_dim") or level.get("dim"), "epochs": config.train.epochs,
+                "batch_size": config.train.batch_size, "keep": config.train.keep,
+                "train_images": train_images(sweep_dir, [r["point"] for r in table["rows"]]),
+                "output": config.model.get("output", "linear"), "seeds_grid": sweep.grid.get("seed")}
+    rq = quantizer("reset_rotation")
+    result = {
+        "script": "benchmarks/estimators_cifar10.py",
+        "command": "python benchmarks/estimators_cifar10.py --faithful " + " ".join(f"--set {s}" for s in args.set),
+        "settings": settings,
+        "seeds": min(len(runs) for runs in by_variant.values()),
+        "ste": agg["ste"],
+        "rotation": agg["rotation"],
+        "beta": {b: agg[v] for b, v in FAITHFUL_BETAS.items()},
+        "reset_variant": {"settings": {k: rq.get(k) for k in ("init", "init_after", "dead_threshold", "dead_window")},
+                          "beta": {b: agg[v] for b, v in RESET_BETAS.items()}},
+        "perplexity_vs_beta": {"faithful": {b: agg[v]["train_perplexity"] for b, v in FAITHFUL_BETAS.items()},
+                               "reset": {b: agg[v]["train_perplexity"] for b, v in RESET_BETAS.items()}},
+        "threads": torch.get_num_threads(),
+    }
+    write(Path(args.output), result)
+    for b, v in FAITHFUL_BETAS.items():
+        print(f"beta {b}: train perplexity {agg[v]['train_perplexity']:.0f} (faithful)"
+              + (f", {agg[RESET_BETAS[b]]['train_perplexity']:.0f} (with reset)" if b in RESET_BETAS else ""))
+    print(f"-> {args.output}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="runs", help="parent folder of the sweep's output folder")
@@ -140,8 +233,13 @@ def main() -> None:
     parser.add_argument("--output", default=str(RESULT))
     parser.add_argument("--summarize", action="store_true",
                         help="train nothing: add the keys derived from the existing JSON (--output) to it")
+    parser.add_argument("--faithful", action="store_true",
+                        help="the study in the paper's setting (configs/estimators-faithful-cifar10.yaml)")
     args = parser.parse_args()
     output = Path(args.output)
+    if args.faithful:
+        faithful(args)
+        return
     if args.summarize:
         result = add_params(derive(json.loads(output.read_text())), point_params(load_config(CONFIG, args.set)))
         write(output, result)

@@ -489,3 +489,13 @@ def test_recon_benchmarks_write_wall_s_beside_train_s(tmp_path, monkeypatch):
     out = bench.run_models({"vqvae": bench.MODELS["vqvae"]}, args, tmp_path / "r.json")
     assert out["vqvae"]["train_s"] == 0.5 and out["vqvae"]["wall_s"] >= 0
     assert json.loads((tmp_path / "r.json").read_text())["vqvae"]["wall_s"] == out["vqvae"]["wall_s"]
+
+
+def test_estimators_faithful_means_over_seeds_and_keeps_each_run():
+    bench = _benchmark("estimators_cifar10")
+    runs = [{"test_recon": 1.0, "perplexity": 10.0, "seed": 0, "curve": []},
+            {"test_recon": 3.0, "perplexity": 20.0, "seed": 1, "curve": []}]
+    out = bench.over_seeds(runs)
+    assert out["test_recon"] == 2.0 and out["perplexity"] == 15.0 and out["seeds"] == 2
+    assert abs(out["test_recon_std"] - 2 ** 0.5) < 1e-12 and out["per_seed"] == runs
+    assert bench.over_seeds(runs[:1])["perplexity_std"] == 0.0
