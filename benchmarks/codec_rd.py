@@ -126,13 +126,14 @@ def run_info(run: Path) -> dict:
     if metrics.is_file():
         rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
         info["train_epochs"] = len(rows)
-        info["train_s"] = round(sum(r.get("train_s", 0.0) for r in rows), 1)
+        info["train_s"] = round(rows[-1].get("train_s", 0.0), 1) if rows else None  # cumulative in metrics.jsonl
         info["val_psnr"] = rows[-1].get("val", {}).get("psnr")
     priors = []
     for summary in sorted((run / "priors").glob("level*/summary.json")):
         s = json.loads(summary.read_text())
         pm = summary.parent / "metrics.jsonl"
-        train_s = sum(json.loads(x).get("train_s", 0.0) for x in pm.read_text().splitlines() if x.strip()) if pm.is_file() else None
+        lines = [x for x in pm.read_text().splitlines() if x.strip()] if pm.is_file() else []
+        train_s = json.loads(lines[-1]).get("train_s") if lines else None  # cumulative, like the autoencoder's
         priors.append({"level": summary.parent.name, "test_bits_per_code": s.get("test", {}).get("bits_per_code", s.get("bits_per_code")),
                        "train_s": None if train_s is None else round(train_s, 1)})
     info["priors"] = priors
@@ -311,6 +312,9 @@ def main() -> None:
     out["script"] = SCRIPT
     out["command"] = "OMP_NUM_THREADS=" + os.environ.get("OMP_NUM_THREADS", "") + " python " + " ".join(sys.argv)
     threads = torch.get_num_threads()
+    for m in out.get("cifar10", {}).get("models", []):  # the runs' recipe and training times, read afresh
+        if Path(m.get("run", "")).is_dir():
+            m.update(run_info(Path(m["run"])))
 
     def save() -> None:
         for key in ("cifar10", "photos"):
