@@ -58,14 +58,29 @@ def _rounded(logits: torch.Tensor, phase: torch.Tensor | int) -> tuple[torch.Ten
     return y, torch.floor(y)
 
 
-def weights(logits: torch.Tensor, phase: torch.Tensor | int) -> torch.Tensor:
-    """Integer code weights (..., K) as float64 for logits (..., K) float64 and a phase 0..7 (or a tensor of
-    phases broadcast over the leading dimensions (...), e.g. one per image or one per position)."""
-    _, q = _rounded(logits, phase)
-    d = (q.amax(-1, keepdim=True) - q).clamp(max=D).long()
-    # contiguous: the tables go to constriction as numpy arrays, which it reads as C-ordered (a transposed view of
-    # the logits would otherwise give strided weights, read as other codes' probabilities)
-    return _TABLE.to(logits.device)[d].contiguous()
+def weights(logits: torch.Tensor, phase: torch.Tensor | int, chunk: int = 1 << 20) -> torch.Tensor:
+    """Integer code weights (..., K) as float64 for logits (..., K) float64 and a phase 0..7 (a tensor broadcast
+    over the leading dimensions, e.g. one per image or per position). Computed in place, ``chunk`` logits at a
+    time (a 65,536 x 1,024 table in 0.5 s instead of 1.2-2.9 s on 2 cores); C-contiguous: the tables go to
+    constriction as numpy arrays, which it reads as C-ordered (a strided view would hand positions each other's
+    weights)."""
+    if logits.dtype != torch.float64:
+        raise TypeError(f"probability tables need float64 logits, got {logits.dtype}")
+    k = logits.shape[-1]
+    rows = logits.reshape(-1, k)
+    shift = torch.as_tensor(phase, dtype=torch.float64, device=logits.device) / PHASES
+    shift = shift.expand(logits.shape[:-1]).reshape(-1, 1)
+    out = torch.empty(rows.shape, dtype=torch.float64, device=logits.device)
+    table = _TABLE.to(logits.device)
+    step = max(1, chunk // max(1, k))
+    for s in range(0, rows.shape[0], step):
+        y = rows[s : s + step] * GRID  # a fresh chunk: the steps below work in place
+        y += shift[s : s + step]
+        y.floor_()
+        torch.sub(y.amax(-1, keepdim=True), y, out=y)  # d = max(q) - q, an exact integer
+        y.clamp_(max=D)
+        torch.index_select(table, 0, y.long().reshape(-1), out=out[s : s + step].view(-1))
+    return out.view(logits.shape)
 
 
 def robust(logits: torch.Tensor, phase: int) -> torch.Tensor:
