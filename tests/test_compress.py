@@ -5,6 +5,7 @@ threads and processes, file size against the priors' estimate, and the CLI end t
 
 import copy
 import dataclasses
+import json
 import math
 import os
 import struct
@@ -473,3 +474,26 @@ def test_a_rounding_phase_per_block_codes_what_one_phase_per_image_cannot(runs, 
     monkeypatch.setattr(tables, "MARGIN", 0.5)  # every logit is near a boundary at every phase
     with pytest.raises(HierVQError, match=r"^image 0: the priors' probabilities cannot be rounded robustly"):
         codec.compress_batch(x)
+
+
+def test_committed_rate_distortion_results_have_the_issue_format():
+    """benchmarks/results/codec_rd.json in issue 28's format, and what its numbers say about the goal: at least 4
+    CIFAR-10 rate points, every one inside WebP's measured PSNR range with fewer bytes than WebP there."""
+    path = REPO / "benchmarks" / "results" / "codec_rd.json"
+    data = json.loads(path.read_text())
+    assert data["script"] == "benchmarks/codec_rd.py"
+    for key in ("cifar10", "photos"):
+        entry = data[key]
+        for fmt in ("jpeg", "webp", "avif"):
+            assert entry[fmt] and all({"quality", "bpp", "psnr", "ms_ssim"} <= set(r) for r in entry[fmt])
+        for m in entry["models"]:
+            assert {"name", "bpp_file", "bpp_prior", "psnr", "ms_ssim", "decode_s_per_image"} <= set(m)
+            assert m["codes_exact"] is True
+    assert isinstance(data["cifar10"]["images"], int) and data["cifar10"]["images"] >= 2000
+    assert isinstance(data["photos"]["images"], list) and isinstance(data["photos"]["threads"], int)
+    assert isinstance(data["photos"]["decode_s_512"], float)
+    models = data["cifar10"]["models"]
+    assert len(models) >= 4
+    webp = [r["psnr"] for r in data["cifar10"]["webp"]]
+    inside = [m for m in models if min(webp) <= m["psnr"] <= max(webp)]
+    assert len(inside) >= 2 and all(m["vs"]["webp"]["saved_percent"] > 0 for m in inside)
