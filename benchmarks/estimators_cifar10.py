@@ -27,9 +27,9 @@ Run from the repository root (7 runs, ~5-6 minutes each on one thread):
 
     OMP_NUM_THREADS=1 python benchmarks/estimators_cifar10.py [--runs runs] [--set key=value ...]
 
-``--faithful`` runs the study in the paper's setting instead (``configs/estimators-faithful-cifar10.yaml``: a random
-codebook, no dead-code reset, 15 epochs, 2 seeds; beside it our collapse fixes as ``reset_variant``) and writes the
-same file in issue 29's format: ``{"settings": {"faithful": true, "init": "random", "dead_threshold": 0, ...},
+``--faithful`` runs the study in the paper's setting instead (``configs/estimators-faithful-cifar10.yaml``: a uniform
+codebook on [-1/K, 1/K], no dead-code reset, 15 epochs, 2 seeds; beside it our collapse fixes as ``reset_variant``) and writes the
+same file in issue 29's format: ``{"settings": {"faithful": true, "init": "uniform", "dead_threshold": 0, ...},
 "seeds": 2, "ste", "rotation", "beta": {"0.25", "1", "2"}, "reset_variant": {"settings", "beta": {"0.25", "2"}},
 "perplexity_vs_beta": {"faithful", "reset"}}``, each entry the mean over seeds (``*_std``) with its ``per_seed``
 entries and their per-epoch ``curve`` (validation MSE and perplexity, training perplexity); 12 runs, ~20 minutes
@@ -195,7 +195,7 @@ def faithful(args) -> None:
 
     level = config.model["levels"][0]
     q = quantizer("rotation")
-    settings = {"faithful": q.get("dead_threshold") in (0, None) and q.get("init") == "random",
+    settings = {"faithful": q.get("dead_threshold") in (0, None) and q.get("init") in ("random", "uniform"),
                 "init": q.get("init"), "dead_threshold": q.get("dead_threshold"), "ema_decay": q.get("ema_decay"),
                 "beta_sweep_estimator": "rotation", "lr": config.train.lr, "optimizer": config.train.optimizer,
                 "schedule": config.train.schedule, "codebook_size": level.get("codebook_size"),

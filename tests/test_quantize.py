@@ -477,3 +477,18 @@ def test_mean_reseed_groups_by_hand_and_small_batches():
     few = torch.randn(2, 3)
     book.update(few, torch.zeros(2, dtype=torch.long))
     assert int(book.reset_count.sum()) == 3 and torch.isfinite(book.weight).all()
+
+
+def test_uniform_init_is_small_ready_without_data_and_spreads_assignments():
+    """init: uniform (the original VQ-VAE codebook, uniform on [-1/K, 1/K]) needs no data and, unlike a unit-Gaussian
+    start far from small encoder outputs, does not send every vector to one code."""
+    torch.manual_seed(0)
+    k, d = 64, 16
+    uniform, gaussian = VectorQuantizer(d, k, init="uniform"), VectorQuantizer(d, k, init="random")
+    w = uniform.codebook.weight
+    assert bool(uniform.codebook.initialized) and float(w.abs().max()) <= 1 / k and float(w.abs().max()) > 0.5 / k
+    z = 0.01 * torch.randn(256, d, 4, 4)  # small encoder outputs, as at the start of training
+    used = {name: vq.eval()(z).indices.unique().numel() for name, vq in (("uniform", uniform), ("gaussian", gaussian))}
+    assert used["uniform"] > 4 * used["gaussian"]
+    with pytest.raises(ValueError, match="needs no data"):
+        VectorQuantizer(d, k, init="uniform", init_after=10)

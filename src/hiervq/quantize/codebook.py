@@ -15,7 +15,9 @@ from torch import nn
 from . import distributed as qdist
 from .common import check_indices, code_bits
 
-INITS = ("data", "kmeans", "random")
+INITS = ("data", "kmeans", "random", "uniform")
+#: the inits that need no data (the codebook is ready at construction)
+DATA_FREE_INITS = ("random", "uniform")
 RESEEDS = ("sample", "mean")
 
 #: m, the encoder outputs averaged into one code by ``reseed="mean"``: a random recent output and its m - 1
@@ -96,8 +98,8 @@ def check_init_after(init: str, init_after: int) -> None:
     """Raise ``ValueError`` unless ``init_after`` (warm-up forwards before the codebook init) fits ``init``."""
     if isinstance(init_after, bool) or not isinstance(init_after, int) or init_after < 0:
         raise ValueError(f"init_after must be an integer >= 0, got {init_after!r}")
-    if init_after and init == "random":
-        raise ValueError("init_after delays a data/kmeans initialisation; init 'random' needs no data (use 0)")
+    if init_after and init in DATA_FREE_INITS:
+        raise ValueError(f"init_after delays a data/kmeans initialisation; init {init!r} needs no data (use 0)")
 
 
 @functools.lru_cache(maxsize=64)
@@ -214,7 +216,9 @@ class Codebook(CodeSearch):
         ema_decay: decay of the exponential moving averages that update the codes (``None``: the codes
             are an ``nn.Parameter`` learned through the codebook loss instead).
         init: ``"data"`` (random encoder outputs of the first training batch), ``"kmeans"`` (a few
-            Lloyd iterations started from those) or ``"random"`` (unit Gaussian, no data needed).
+            Lloyd iterations started from those), ``"random"`` (unit Gaussian, no data needed) or ``"uniform"``
+            (uniform on [-1/K, 1/K], no data needed: the original VQ-VAE implementations' codebook, near zero, so
+            that at first every code is about as near to an encoder output as its direction decides).
         kmeans_iters: Lloyd iterations for ``init="kmeans"``.
         init_after: warm-up before a data/k-means initialisation: the first ``init_after`` training forwards do
             not quantize (the owning layer passes its input through, see :meth:`warming_up`) and the codebook is
@@ -257,7 +261,10 @@ class Codebook(CodeSearch):
         self.init_after = init_after = config.init_after
         self.reseed = config.reseed
 
-        weight = torch.randn(codebook_size, dim)
+        if init == "uniform":
+            weight = (torch.rand(codebook_size, dim) * 2 - 1) / codebook_size
+        else:
+            weight = torch.randn(codebook_size, dim)
         if cosine:
             weight = F.normalize(weight, dim=-1)
         if ema_decay is None:
@@ -266,7 +273,7 @@ class Codebook(CodeSearch):
             self.register_buffer("weight", weight)
             self.register_buffer("ema_count", torch.ones(codebook_size))
             self.register_buffer("ema_sum", weight.clone())
-        self.register_buffer("initialized", torch.tensor(init == "random"))
+        self.register_buffer("initialized", torch.tensor(init in DATA_FREE_INITS))
         self.register_buffer("usage_window", torch.zeros(dead_window, codebook_size))
         self.register_buffer("window_pos", torch.zeros((), dtype=torch.long))
         self.register_buffer("age", torch.zeros(codebook_size, dtype=torch.long))
@@ -315,7 +322,7 @@ class Codebook(CodeSearch):
         the same draws on them (so the ranks' random-number streams stay in step, which exact resume relies on)
         and rank 0's result is broadcast: the decision is taken once, and every rank holds it bit for bit.
         """
-        if self.init == "random":
+        if self.init in DATA_FREE_INITS:
             self.initialized.fill_(True)
             return
         dtype = torch.promote_types(self.weight.dtype, torch.float32)
