@@ -60,7 +60,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-RATE_CONFIGS = ["codec-rate-8x8-k64", "codec-rate-8x8-k512", "codec-rate-16x16-8x8", "codec-rate-16x16-k1024"]
+RATE_CONFIGS = ["codec-rate-8x8-k64", "codec-rate-8x8-k512", "codec-rate-16x16-8x8", "codec-rate-16x16-k128",
+                "codec-rate-16x16-k1024"]
 PHOTOS = ["astronaut", "chelsea", "coffee", "colorwheel", "hubble_deep_field", "immunohistochemistry", "rocket"]
 QUALITIES = {"jpeg": list(range(5, 96, 5)), "webp": list(range(0, 101, 5)), "avif": list(range(0, 101, 10))}
 SCRIPT = "benchmarks/codec_rd.py"
