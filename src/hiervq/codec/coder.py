@@ -62,7 +62,7 @@ def max_codes(payload_bytes: int) -> int:
 
 def _constriction():
     try:
-        import constriction  # optional dependency (the compress extra)
+        import constriction  # a dependency of every install; a broken environment gets a one-line error
     except ImportError:
         raise HierVQError("compression needs the constriction package (a dependency of hiervq): pip install constriction") from None
     return constriction
