@@ -199,7 +199,6 @@ def timing_512(entry: dict, runs: list[tuple[str, Path]], threads: int, repeats:
     decoded codes checked against the encoder's each time): ``photos.decode_s_512`` (the slowest model's),
     ``photos.compress_s_512``, per model in ``photos.timing``, and ``photos.threads``."""
     from hiervq.codec import Codec
-
     from hiervq.priors.checkerboard import PASSES, CheckerboardPrior
 
     load = list(os.getloadavg())

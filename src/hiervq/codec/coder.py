@@ -29,8 +29,8 @@ from torch import nn
 
 from ..errors import DataError, HierVQError
 from ..layout import RunDir
-from ..nn import shifted_convs
 from ..models.base import crop_images
+from ..nn import shifted_convs
 from ..pretrained import load
 from ..priors import prior_kind_for, takes_labels
 from ..priors.checkerboard import PASSES, CheckerboardPrior

@@ -17,7 +17,6 @@ from ...log import get_logger
 from ...train.rundir import check_output_file, check_output_path
 from .files import collect_files, collect_images, group_by_size, png_targets, read_model_images, save_pngs
 
-
 #: network passes per image above which decompressing is slow enough to say so (a PixelCNN on a photo's code map)
 SLOW_PASSES = 2000
 
