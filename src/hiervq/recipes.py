@@ -11,6 +11,7 @@ your copy. The demo's dataset is embedded, so ``hiervq train demo`` works from a
 
 from __future__ import annotations
 
+import difflib
 import os
 from importlib import resources
 from pathlib import Path
@@ -29,6 +30,10 @@ def recipe_names() -> list[str]:
     """The names of the shipped recipes, sorted."""
     folder = recipes_dir()
     return sorted(p.stem for p in folder.glob(f"*{SUFFIX}")) if folder.is_dir() else []
+
+
+#: the recipes a new user starts from, named first when a config name is not found
+STARTERS = ("demo", "vqvae-mnist", "vqvae-cifar10", "hvqvae2-cifar10", "hvqvae3-convnext-cifar10")
 
 
 def recipe_path(name: str) -> Path | None:
@@ -53,7 +58,13 @@ def resolve_config(path: str | os.PathLike) -> Path:
         return found
     if os.sep in str(path) or (os.altsep and os.altsep in str(path)):
         raise ConfigError(f"{p}: no such config file")
-    raise ConfigError(f"{p}: no such config file, nor a shipped recipe (recipes: {', '.join(recipe_names())})")
+    names = recipe_names()
+    close = difflib.get_close_matches(p.stem, names, n=3)
+    # the starting points first: the message is capped at 500 characters, and the list grows with every recipe
+    ordered = [n for n in STARTERS if n in names] + [n for n in names if n not in STARTERS]
+    raise ConfigError(f"{p}: no such config file, nor a shipped recipe ("
+                      + (f"did you mean {', '.join(close)}? " if close else "")
+                      + f"`hiervq configs` lists all {len(names)}: {', '.join(ordered)})")
 
 
 def first_comment_line(path: Path) -> str:
