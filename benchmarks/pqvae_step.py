@@ -35,13 +35,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from hiervq.data import DataSplits, ImageSet, load_data  # noqa: E402
+from hiervq.data import ImageSet, load_data  # noqa: E402
 from hiervq.io import atomic_write_bytes  # noqa: E402
-from hiervq.train import Trainer  # noqa: E402
 from hiervq.train.config import apply_overrides, config_from_dict  # noqa: E402
-from hiervq.train.engine import make_optimizer, make_scheduler  # noqa: E402
-from hiervq.train.trainer import AutoencoderTask  # noqa: E402
 from recon_pqvae import RECIPES, vqvae_plain_model  # noqa: E402
+from train_throughput import hiervq_step  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "pqvae_step.json"
 
@@ -62,24 +60,8 @@ def make_step(config, images: ImageSet, fast_chain: bool | None = None):
     model = config.build_model(images.images.shape[1], images.images.shape[-1])
     if fast_chain is not None:
         model.quantizer.fast_chain = fast_chain  # instance attribute: the class default stays
-    tc = config.train
-    trainer = Trainer(tc, run_dir=None, seed=config.seed)
-    task = AutoencoderTask(trainer, model, DataSplits(train=images, test=ImageSet(images.images[: tc.batch_size])))
-    params = task.parameters(task.phases()[0])
-    optimizer = make_optimizer(tc, params, tc.lr)
-    scheduler = make_scheduler(optimizer, tc, 10**6, tc.schedule)
-    task.train_mode()
-    state = {"batches": iter(()), "epoch": 0}
-
-    def step() -> None:
-        batch = next(state["batches"], None)
-        if batch is None:
-            state["batches"] = iter(task.batches(state["epoch"]))
-            state["epoch"] += 1
-            batch = next(state["batches"])
-        trainer.train_step(task, optimizer, scheduler, params, batch)
-
-    return model, step
+    tc = config.train  # the library's own training step, built as train_throughput.py builds it
+    return hiervq_step(images.images, tc.batch_size, model=model, train=tc, seed=config.seed)
 
 
 def profile_summary(step, steps: int, rows: int = 15) -> dict:

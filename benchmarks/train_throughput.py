@@ -251,11 +251,12 @@ def alternate(sides: dict[str, Callable[[], object]], warmup: int, steps: int
 
 
 def hiervq_step(images: torch.Tensor, batch: int, amp: bool = False, compile: bool = False,
-                model: nn.Module | None = None, train=None):
+                model: nn.Module | None = None, train=None, seed: int = 0):
     """A closure running one step of hiervq's own training loop (``Trainer.train_step``) on the next batch
     (``amp``, ``compile``: the ``train.amp`` and ``train.compile`` switches). ``model`` (default: the model of
     :func:`hiervq_config`) and ``train`` (a ``TrainConfig``; default: the reference's optimiser settings) let the
-    scaling mode time a recipe's own model and training settings."""
+    scaling mode (and benchmarks/pqvae_step.py) time a recipe's own model and training settings; ``seed`` seeds the
+    trainer (the batch order)."""
     from hiervq.data import DataSplits, ImageSet
     from hiervq.models import HierarchicalVQVAE
     from hiervq.train import TrainConfig, Trainer
@@ -266,7 +267,7 @@ def hiervq_step(images: torch.Tensor, batch: int, amp: bool = False, compile: bo
         model = HierarchicalVQVAE(hiervq_config(images.shape[-1], images.shape[1]))
     config = train or TrainConfig(epochs=1, batch_size=batch, optimizer="adam", lr=LR, schedule="constant",
                                   grad_clip=None, amp=amp, compile=compile, device="cpu", progress=False)
-    trainer = Trainer(config, run_dir=None, seed=0)
+    trainer = Trainer(config, run_dir=None, seed=seed)
     task = AutoencoderTask(trainer, model, DataSplits(train=ImageSet(images), test=ImageSet(images[:batch])))
     model.to(trainer.dist.device)
     if compile:
