@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 from pathlib import Path
 
 import torch
@@ -165,9 +166,8 @@ def over_seeds(runs: list[dict]) -> dict:
     for k in keys:
         values = [r[k] for r in runs if r.get(k) is not None]
         if values:
-            mean = sum(values) / len(values)
-            out[k] = mean
-            out[f"{k}_std"] = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+            out[k] = statistics.fmean(values)
+            out[f"{k}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
     return {**out, "seeds": len(runs), "per_seed": runs}
 
 
