@@ -23,8 +23,9 @@ SLOW_PASSES = 2000
 
 def _warn_if_slow(codec: Codec, sizes, run: str) -> None:
     """One warning when decoding an image of one of ``sizes`` takes more than :data:`SLOW_PASSES` prior passes."""
-    worst = max(sizes, key=lambda hw: codec.network_passes(*hw))
-    passes = codec.network_passes(*worst)
+    passes_of = {hw: codec.network_passes(*hw) for hw in sizes}
+    worst = max(passes_of, key=passes_of.get)
+    passes = passes_of[worst]
     if passes > SLOW_PASSES:
         get_logger("compress").warning(
             f"decompressing a {worst[0]}x{worst[1]} image with these priors takes {passes:,} network passes (they "
