@@ -138,3 +138,22 @@ def test_shifted_convolution_matches_torch_and_keeps_the_state_dict(k):
     with torch.no_grad():
         assert torch.allclose(net(x), ref, atol=1e-12, rtol=0)
     assert torch.allclose(net(x), ref, atol=1e-12, rtol=0)  # with autograd: torch's own convolution
+
+
+def test_a_folder_with_images_in_sub_folders_says_they_are_not_read(cb_run, tmp_path, caplog):
+    """compress (like encode) reads a folder's top level only; images in its sub-folders get one warning, not
+    silence."""
+    import logging
+
+    import numpy as np
+    from PIL import Image
+
+    from hiervq.cli import main
+
+    (tmp_path / "photos" / "nested").mkdir(parents=True)
+    for path in (tmp_path / "photos" / "a.png", tmp_path / "photos" / "nested" / "b.png"):
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(path)
+    with caplog.at_level(logging.WARNING, logger="hiervq"):
+        assert main(["compress", str(cb_run), str(tmp_path / "photos"), "-o", str(tmp_path / "out")]) == 0
+    assert "1 image in sub-folders not read" in caplog.text
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.hvq"]

@@ -46,7 +46,16 @@ def collect_files(items: list[str], find, what: str, hint: str = "") -> list[Pat
 
 
 def collect_images(paths: list[str]) -> list[Path]:
-    """Image files named on the command line (a folder: the images in it)."""
+    """Image files named on the command line (a folder: the images at its top level; one warning per folder whose
+    sub-folders hold images, which are not read: each output is named after its image alone)."""
+    for item in paths:
+        p = Path(item)
+        if p.is_dir():
+            nested = len(list_images(p, recursive=True)) - len(list_images(p))
+            if nested:
+                logging.getLogger(__name__).warning(
+                    f"{p}: {nested} image{'s' if nested > 1 else ''} in sub-folders not read (only the folder's top "
+                    "level is); name the sub-folders too")
     return collect_files(paths, list_images, "images", ", ".join(IMAGE_SUFFIXES))
 
 
