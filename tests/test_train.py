@@ -68,6 +68,54 @@ def test_best_epoch_is_chosen_in_the_last_phase_only(tmp_path):
     assert summary["val"]["mse"] == min(r["val"]["mse"] for r in last)
 
 
+def test_time_limit_ends_the_run_and_a_resume_trains_no_further(tmp_path, tiny_run_config):
+    tiny_run_config["train"]["epochs"] = 4
+    tiny_run_config["train"]["eval_every"] = 3  # the stopping epoch is evaluated all the same
+    tiny_run_config["train"]["time_limit"] = 1e-6  # reached during the first epoch
+    cfg = config_from_dict(tiny_run_config, "tiny")
+    summary = train_run(cfg, tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1] and records[0]["stopped"] == "time_limit" and "val" in records[0]
+    assert summary["stopped"] == "time_limit" and summary["selected_epoch"] == 1
+    step = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"]
+    (tmp_path / "run" / "summary.json").unlink()  # as if interrupted after the last checkpoint
+    train_run(cfg, tmp_path / "run", resume=True)
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == step
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_plateau_rule():
+    from hiervq.train.trainer import plateaued
+
+    assert not plateaued([3.0, 2.0, 2.0], 0.02)  # fewer than 4 evaluations
+    assert plateaued([4.0, 2.0, 1.5, 1.49], 0.02)  # the last quarter improved by 0.7 %
+    assert not plateaued([4.0, 2.0, 1.5, 1.4], 0.02)  # by 6.7 %
+    assert plateaued([4.0, 3.0, 2.0, 1.0, 1.1, 1.2, 1.3, 1.01], 0.02)  # worse over the last 2 of 8
+    assert not plateaued([4.0, 3.0, 2.0, 1.5, 1.5, 1.5, 1.5, 1.0], 0.02)
+
+
+def test_plateau_ends_the_phase(tmp_path, tiny_run_config, monkeypatch):
+    """Scripted val MSEs: 1.0, 0.5, 0.4, 0.399 plateau at the 4th epoch of 6 (0.25 % < 2 %)."""
+    from hiervq.train import trainer as trainer_module
+
+    scripted = [1.0, 0.5, 0.4, 0.399, 0.3, 0.2]
+    monkeypatch.setattr(trainer_module.AutoencoderTask, "monitored",
+                        lambda self, record: scripted[record["epoch"] - 1] if "val" in record else None)
+    tiny_run_config["train"]["epochs"] = 6
+    tiny_run_config["train"]["plateau"] = 0.02
+    summary = train_run(config_from_dict(tiny_run_config, "tiny"), tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("stopped") for r in records] == [None, None, None, "plateau"]
+    assert summary["stopped"] == "plateau"
+
+
+@pytest.mark.parametrize("key, value", [("time_limit", 0), ("time_limit", -5), ("plateau", 0), ("plateau", 1.5)])
+def test_time_limit_and_plateau_are_checked(tiny_run_config, key, value):
+    tiny_run_config["train"][key] = value
+    with pytest.raises(hiervq.HierVQError, match=key):
+        config_from_dict(tiny_run_config, "tiny")
+
+
 def test_resume_is_exact(tmp_path, tiny_run_config):
     tiny_run_config["train"]["epochs"] = 3
     # gumbel sampling and dead-code re-seeding draw random numbers: the RNG state must be restored too

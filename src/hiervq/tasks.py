@@ -62,6 +62,16 @@ class TrainConfig:
     docs/performance.md for what it costs in precision and gains in speed). ``compile``: ``torch.compile`` the model's convolution stacks for the training
     forward (:func:`hiervq.nn.compile_stacks`; a few minutes of compilation at the start of every process, then
     faster steps; same results up to float rounding).
+
+    ``time_limit``: seconds of training (``train_s``: optimiser steps, evaluation excluded) after which the run
+    ends: the epoch in which the limit is reached is finished, evaluated and is the run's last (so a run may pass
+    the limit by up to one epoch). Schedules keep the length the epochs give them (set ``epochs`` to what the limit
+    should cut, and prefer ``constant`` or ``exponential`` schedules, which do not depend on the run's length).
+    ``plateau``: end a phase once its validation MSE (test without a val split) has improved by less than this
+    fraction over the last quarter of the phase's evaluated epochs (at least 4): with ``0.02``, when the best MSE
+    of the phase's last quarter of evaluations is not 2 % below the best before it. The epoch a run or phase
+    stopped at carries ``"stopped": "time_limit"`` or ``"plateau"`` in ``metrics.jsonl``; a resumed run that has
+    reached its limit trains no further.
     """
 
     epochs: int = 10
@@ -86,6 +96,8 @@ class TrainConfig:
     tensorboard: bool = False
     log_every: int = 50
     keep: str = "best"
+    time_limit: float | None = None
+    plateau: float | None = None
 
     def validate(self) -> None:
         if self.keep not in KEEP:
@@ -111,6 +123,8 @@ class TrainConfig:
             ("eval_every", self.eval_every, self.eval_every >= 1, ">= 1"),
             ("log_every", self.log_every, self.log_every >= 1, ">= 1"),
             ("eval_limit", self.eval_limit, self.eval_limit is None or self.eval_limit >= 1, ">= 1 or null"),
+            ("time_limit", self.time_limit, self.time_limit is None or self.time_limit > 0, "> 0 (seconds) or null"),
+            ("plateau", self.plateau, self.plateau is None or 0 < self.plateau < 1, "in (0, 1) or null"),
         ]
         for i, p in enumerate(self.phases or []):
             checks.append((f"phases.{i}.epochs", p.epochs, p.epochs >= 0, ">= 0"))
@@ -284,6 +298,11 @@ class Task:
     def evaluate(self) -> dict[str, Any]:
         """Entries of the epoch's record from an evaluation (e.g. ``{"test": {...}}``)."""
         return {}
+
+    def monitored(self, record: dict[str, Any]) -> float | None:
+        """The number ``train.plateau`` watches in an epoch's record (lower is better), or None where the epoch
+        was not evaluated or the task watches nothing (the default)."""
+        return None
 
     def record(self, record: dict[str, Any], evaluated: bool) -> dict[str, Any] | None:
         """The history/metrics record of an epoch from the Trainer's (``epoch``, ``phase``, ``phase_epoch``,

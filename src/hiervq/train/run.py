@@ -203,6 +203,8 @@ def finish_run(run_dir: Path, model: DiscreteAutoencoder, data: DataSplits, trai
         summary["val"] = {k: val[k] for k in SPLIT_KEYS}
         summary["val_images"] = val["images"]
     summary["train_images"] = len(data.train)
+    if history and history[-1].get("stopped"):
+        summary["stopped"] = history[-1]["stopped"]  # train.time_limit or train.plateau ended the run
     run = RunDir(run_dir)
     save_pretrained(model, run.model, data=data_config.describe(data.train.shape) if data_config else None)
     run.write_summary(summary)

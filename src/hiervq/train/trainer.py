@@ -150,6 +150,11 @@ class AutoencoderTask(Task):
             self.best = {"epoch": epoch, "mse": val["mse"], "state": state}
         return {"val": val}
 
+    def monitored(self, record: dict[str, Any]) -> float | None:
+        """The epoch's val MSE (test MSE without a val split), or None when it was not evaluated."""
+        split = record.get("val") or record.get("test")
+        return None if split is None else split["mse"]
+
     @property
     def checkpoint_extra(self) -> dict[str, Any]:
         return {"best": self.best} if self.best is not None else {}
@@ -341,7 +346,9 @@ class Trainer:
             for pi in range(start_phase, len(phases)):
                 phase = phases[pi]
                 first = start_epoch if pi == start_phase else 0
-                if first < phase.epochs:
+                if self._out_of_time():  # (a resumed run that had reached train.time_limit)
+                    break
+                if first < phase.epochs and not self._agree(self._plateaued(task, phase)):
                     self._run_phase(task, pi, phase, first, epochs_before, resume if pi == start_phase else None)
                 epochs_before += phase.epochs
         finally:
@@ -386,6 +393,7 @@ class Trainer:
             t0 = time.perf_counter()
             train_stats = self._train_epoch(task, optimizer, scheduler, flat, global_epoch, phase)
             self.train_seconds += time.perf_counter() - t0
+            out_of_time = self._out_of_time()
             record: dict[str, Any] = {
                 "epoch": global_epoch + 1,
                 "phase": phase.name,
@@ -395,13 +403,20 @@ class Trainer:
                 "train_s": round(self.train_seconds, 3),
                 "train": train_stats,
             }
-            last = epoch + 1 == phase.epochs
+            last = epoch + 1 == phase.epochs or out_of_time
             evaluated = self.dist.is_main and ((epoch + 1) % task.eval_every == 0 or last)
             if evaluated:
                 record.update(task.evaluate())
             barrier(self.dist)
             record = task.record(record, evaluated)
+            stopped = "time_limit" if out_of_time else None
             if record is not None:
+                if stopped is None and self._plateaued(task, phase, record):
+                    stopped = "plateau"
+                if stopped is not None:
+                    record["stopped"] = stopped
+                    self.log(f"{'train.time_limit' if out_of_time else 'train.plateau'} reached: phase {phase.name} "
+                             f"ends after epoch {epoch + 1} ({self.train_seconds:.0f}s of training)")
                 self.history.append(record)
                 task.log_epoch(record)
                 if self.dist.is_main:
@@ -411,7 +426,31 @@ class Trainer:
             if record is not None:
                 for callback in self.callbacks:
                     callback(self, record)
+            if self._agree(stopped) is not None:
+                break
         task.end_phase()
+
+    def _out_of_time(self) -> bool:
+        """``train.time_limit`` reached (rank 0's clock decides for every rank)."""
+        limit = getattr(self.config, "time_limit", None)
+        return self._agree(limit is not None and self.train_seconds >= limit) is True
+
+    def _plateaued(self, task: Task, phase: PhaseConfig, record: dict | None = None) -> bool:
+        """``train.plateau``: the phase's monitored number (:meth:`Task.monitored`, over the history of this phase
+        and ``record``) improved by less than the plateau fraction over the last quarter of its evaluations."""
+        tol = getattr(self.config, "plateau", None)
+        if tol is None:
+            return False
+        records = [r for r in self.history if r.get("phase") == phase.name] + ([record] if record else [])
+        return plateaued([v for v in map(task.monitored, records) if v is not None], tol)
+
+    def _agree(self, value):
+        """``value`` as rank 0 has it, on every rank (a no-op in a single process)."""
+        if not self.dist.enabled:
+            return value
+        box = [value]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
 
     def _warn_schedule_jump(self, saved_lr: float, saved_base: float, lr: float, base: float, phase: PhaseConfig,
                             total: int, step: int) -> None:
@@ -526,6 +565,20 @@ class Trainer:
             **task.checkpoint_extra,
         }
         save_checkpoint(path, state)
+
+
+def plateaued(values: list[float], tol: float, min_evals: int = 4) -> bool:
+    """Whether a sequence of per-evaluation numbers (lower is better) has plateaued: at least ``min_evals`` of
+    them, and the best of the last quarter (at least one) is not ``tol`` (a fraction) below the best before it.
+
+    >>> plateaued([4.0, 2.0, 1.5, 1.49], 0.02), plateaued([4.0, 2.0, 1.5, 1.4], 0.02)
+    (True, False)
+    """
+    if len(values) < min_evals:
+        return False
+    recent = max(1, len(values) // 4)
+    before, after = min(values[:-recent]), min(values[-recent:])
+    return after > before * (1.0 - tol)
 
 
 def _state_version(obj: Any) -> tuple:
