@@ -16,6 +16,17 @@ published table used (EMA codebook, data init, no k-means, no dead-code reset, s
   accuracy of the code-count Bayes classifiers of the MNIST PQ-VAE vs the number of leading codes, Laplace
   smoothing alpha = 1), its figure, and ``pqvae_bayes_mnist_smoothing.json`` (alpha = 0.01 ... 10).
 
+``--converged``: the issue-29 protocol, PQ-VAE against the plain VQ-VAE at equal wall-clock time. Every run gets
+the same training budget (``--budget-s``, ``train.time_limit``) and a generous ``train.epochs`` (``--max-epochs``, the
+length of the exponential schedule), and ends earlier once its val MSE improved by less than 2 % over the last
+quarter of its epochs (``--plateau``, ``train.plateau``); per model and dataset ``--seeds`` seeds, the PQ-VAE and
+the plain VQ-VAE of one seed trained side by side (``--workers 2``, one thread each, so both see the same machine).
+Written as ``recon_pqvae_converged[_TAG].json``: ``{"script", "protocol": {...}, DATASET: {MODEL: {"mse", "seed_mse",
+"converged", "runs": [{"seed", "converged", "stopped", "curve": [[train_s, val_mse], ...], "epochs", "steps",
+"train_s", "mse", ...}]}}, "step_ratio": {DATASET: PQ-VAE seconds per step / plain VQ-VAE's}}``::
+
+    OMP_NUM_THREADS=1 python benchmarks/recon_pqvae.py --converged --workers 2 --budget-s 1800
+
 The run directories stay under ``--runs`` (default ``runs/bench-pqvae``) for ``hiervq info`` / ``hiervq prior``.
 The committed MNIST results: the recipe's 6 epochs (2,814 steps) per model on one thread (see docs/pqvae.md)::
 
@@ -118,6 +129,90 @@ def merge_entry(path: Path, dataset: str, name: str, entry: dict) -> dict:
     return results
 
 
+def converged_job(dataset: str, name: str, seed: int, overrides: list[str], run_dir: str, threads: int) -> dict:
+    """One run of the converged protocol (a worker process): train (or resume, or reuse) ``name`` on ``dataset``
+    with ``overrides``; its entry: the final test numbers of the val-selected epoch and the val curve."""
+    from hiervq.experiments.compare import train_or_resume
+    from hiervq.train.rundir import RunDir
+
+    torch.set_num_threads(threads)
+    raw = yaml.safe_load((REPO / RECIPES[dataset]).read_text())
+    raw.pop("priors", None)
+    raw = apply_overrides(raw, overrides + [f"seed={seed}", "train.progress=false"])
+    if name == "vqvae_plain":
+        raw["model"] = vqvae_plain_model(raw["model"])
+    summary = train_or_resume(config_from_dict(raw, f"{RECIPES[dataset]} ({name}, seed {seed})"), run_dir)
+    history = RunDir(run_dir).read_metrics()
+    stopped = history[-1].get("stopped") if history else None
+    return {
+        "seed": seed,
+        "converged": stopped == "plateau",
+        "stopped": stopped or "epochs",
+        "curve": [[r["train_s"], r["val"]["mse"]] for r in history if "val" in r],
+        "mse": summary["mse"],
+        "psnr": summary["psnr"],
+        "val_mse": summary["val"]["mse"],
+        "selected_epoch": summary["selected_epoch"],
+        "epochs": summary["epochs"],
+        "steps": summary["steps"],
+        "train_s": summary["train_s"],
+        "s_per_step": summary["train_s"] / max(summary["steps"], 1),
+        "perplexity": summary["levels"][0]["perplexity"],
+        "params": summary["params"],
+        "threads": threads,
+    }
+
+
+def converged_entry(runs: list[dict]) -> dict:
+    """A model's row of the converged protocol from its runs (seeds)."""
+    mses = [r["mse"] for r in runs]
+    mean = sum(mses) / len(mses)
+    std = (sum((m - mean) ** 2 for m in mses) / max(len(mses) - 1, 1)) ** 0.5
+    return {"mse": mean, "mse_std": std, "seed_mse": mses, "converged": all(r["converged"] for r in runs),
+            "seeds": len(runs), "train_s": [r["train_s"] for r in runs], "epochs": [r["epochs"] for r in runs],
+            "runs": sorted(runs, key=lambda r: r["seed"])}
+
+
+def run_converged(args, out_path: Path) -> dict:
+    """The converged protocol (``--converged``); writes ``out_path`` after every finished run."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    overrides = args.set + [f"train.epochs={args.max_epochs}", f"train.time_limit={args.budget_s}",
+                            f"train.plateau={args.plateau}", "train.eval_every=1", "train.keep=best"]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    datasets = args.only or sorted(RECIPES, key=lambda d: d != "mnist")
+    jobs = [(d, name, seed) for d in datasets for seed in seeds for name in ("pqvae", "vqvae_plain")]
+    result: dict = {
+        "script": "benchmarks/recon_pqvae.py",
+        "protocol": {"budget_s": args.budget_s, "plateau": args.plateau, "plateau_window": "last quarter of the epochs",
+                     "max_epochs": args.max_epochs, "seeds": seeds, "workers": args.workers,
+                     "threads_per_run": args.threads, "overrides": args.set,
+                     "selected_on": "val", "note": "each run ends at the plateau (converged) or at the budget; the "
+                     "PQ-VAE and the plain VQ-VAE of a seed train side by side, one thread each"},
+    }
+    done: dict = {}
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=args.workers, mp_context=ctx) as pool:
+        futures = {pool.submit(converged_job, d, name, seed, overrides,
+                               str(Path(args.runs) / f"{d}-{name}-seed{seed}"), args.threads): (d, name, seed)
+                   for d, name, seed in jobs}
+        for future in as_completed(futures):
+            d, name, seed = futures[future]
+            run = future.result()
+            print(f"{d} {name} seed {seed}: test MSE {run['mse']:.3e}, {run['epochs']} epochs, "
+                  f"{run['train_s']:.0f} s, stopped at {run['stopped']}", flush=True)
+            done.setdefault(d, {}).setdefault(name, []).append(run)
+            for dataset, models in done.items():
+                result[dataset] = {m: converged_entry(runs) for m, runs in models.items()}
+            result["step_ratio"] = {
+                dataset: (sum(r["s_per_step"] for r in models["pqvae"]) / len(models["pqvae"]))
+                / (sum(r["s_per_step"] for r in models["vqvae_plain"]) / len(models["vqvae_plain"]))
+                for dataset, models in done.items() if "pqvae" in models and "vqvae_plain" in models}
+            write_json(out_path, result)
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=sorted(RECIPES), action="append", help="run only these datasets")
@@ -131,6 +226,13 @@ def main() -> int:
     parser.add_argument("--tag", default="",
                         help="suffix of every written JSON/figure name (recon_pqvae_TAG.json, ...), so a variant run "
                              "such as the published model size does not overwrite the committed results")
+    parser.add_argument("--converged", action="store_true",
+                        help="the equal-wall-clock protocol: PQ-VAE vs the plain VQ-VAE, each to its plateau or budget")
+    parser.add_argument("--budget-s", type=float, default=1800.0, help="--converged: training seconds per run")
+    parser.add_argument("--plateau", type=float, default=0.02, help="--converged: train.plateau")
+    parser.add_argument("--max-epochs", type=int, default=100, help="--converged: train.epochs (the schedule's length)")
+    parser.add_argument("--seeds", default="0,1", help="--converged: comma-separated seeds")
+    parser.add_argument("--workers", type=int, default=2, help="--converged: runs at a time")
     parser.add_argument("--summarize", action="store_true",
                         help="train nothing: add pqvae_over_plain (summarize()) to the existing recon_pqvae[_TAG].json")
     args = parser.parse_args()
@@ -142,9 +244,15 @@ def main() -> int:
         write_json(path, results)
         print(json.dumps(results["pqvae_over_plain"], indent=2))
         return 0
-    torch.set_num_threads(args.threads)
     results_dir = REPO / args.results if not Path(args.results).is_absolute() else Path(args.results)
     results_dir.mkdir(parents=True, exist_ok=True)
+    if args.converged:
+        if args.runs == "runs/bench-pqvae":
+            args.runs = "runs/bench-pqvae-converged"
+        result = run_converged(args, results_dir / f"recon_pqvae_converged{suffix}.json")
+        print(json.dumps({k: v for k, v in result.items() if k in ("step_ratio", "protocol")}, indent=2))
+        return 0
+    torch.set_num_threads(args.threads)
     out_path = results_dir / f"recon_pqvae{suffix}.json"
     results: dict = {}  # the merged file after each model (merge_entry)
     models = args.models.split(",")
