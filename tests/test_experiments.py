@@ -401,9 +401,7 @@ def test_estimator_benchmark_writes_the_per_image_psnr_and_the_derived_keys(tmp_
 
 
 def test_committed_estimator_results_have_the_issue_format():
-    path = REPO / "benchmarks" / "results" / "estimators_cifar10.json"
-    if not path.is_file():
-        pytest.skip("estimators_cifar10.json not written yet")
+    path = REPO / "benchmarks" / "results" / "estimators_cifar10_fixes.json"
     data = json.loads(path.read_text())
     assert {"ste", "rotation", "beta", "settings"} <= set(data)
     assert list(data["beta"]) == ["0.1", "0.25", "0.5", "1", "2"]
@@ -430,6 +428,29 @@ def test_committed_estimator_results_have_the_issue_format():
     same = {e["params"] for e in [data["ste"], data["rotation"], *data["beta"].values()]}
     assert len(same) == 1 and isinstance(data["rotation_lowdim"]["params"], int)
     assert data["rotation_lowdim"]["params"] != same.pop()  # the 32-d run's projections
+
+
+def test_committed_faithful_estimator_results_have_the_issue_format():
+    """Issue 29: the study in the paper's setting (no data init, no dead-code reset), 2 seeds, the reset variant
+    beside it, perplexity against beta for both, per-seed curves over every epoch."""
+    path = REPO / "benchmarks" / "results" / "estimators_cifar10.json"
+    if not path.is_file():
+        pytest.skip("the faithful study has not been committed yet")
+    data = json.loads(path.read_text())
+    settings = data["settings"]
+    assert settings["faithful"] is True and settings["dead_threshold"] == 0 and settings["init"] in ("random", "uniform")
+    assert data["seeds"] == 2 and settings["epochs"] >= 15
+    assert data["beta"]["0.25"] == data["rotation"] and set(data["beta"]) == {"0.25", "1", "2"}
+    assert data["reset_variant"]["settings"]["dead_threshold"] > 0 and set(data["reset_variant"]["beta"]) == {"0.25", "2"}
+    for entry in [data["ste"], *data["beta"].values(), *data["reset_variant"]["beta"].values()]:
+        assert entry["seeds"] == len(entry["per_seed"]) == 2
+        assert entry["test_recon"] == pytest.approx(sum(r["test_recon"] for r in entry["per_seed"]) / 2)
+        for run in entry["per_seed"]:
+            assert [c["epoch"] for c in run["curve"]] == list(range(1, settings["epochs"] + 1))
+            assert run["curve"][-1]["train_perplexity"] == pytest.approx(run["train_perplexity"])
+    ppl = data["perplexity_vs_beta"]
+    assert ppl["faithful"] == {b: e["train_perplexity"] for b, e in data["beta"].items()}
+    assert ppl["reset"] == {b: e["train_perplexity"] for b, e in data["reset_variant"]["beta"].items()}
 
 
 def test_estimator_benchmark_params_are_the_models_the_sweep_builds():
