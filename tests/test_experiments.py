@@ -520,3 +520,24 @@ def test_estimators_faithful_means_over_seeds_and_keeps_each_run():
     assert out["test_recon"] == 2.0 and out["perplexity"] == 15.0 and out["seeds"] == 2
     assert abs(out["test_recon_std"] - 2 ** 0.5) < 1e-12 and out["per_seed"] == runs
     assert bench.over_seeds(runs[:1])["perplexity_std"] == 0.0
+
+
+def test_gpu_driver_runs_the_published_schedules_within_the_budget():
+    """benchmarks/gpu_studies.py: 100 epochs for the estimator study and the SVQVAE fine-tuning, the published
+    PQ-VAE size, and per-run time limits that keep each study inside its budget (runs sharing the GPU)."""
+    import argparse
+
+    bench = _benchmark("gpu_studies")
+    args = argparse.Namespace(results="r", runs="u", workers=6, threads=4, pq_epochs=20, budget_s=600.0, smoke=False)
+
+    def limit(argv):
+        return float(next(a for a in argv if "train.time_limit=" in a).split("=")[-1])
+
+    est = bench.commands("estimators", args)[0]
+    assert "--faithful" in est and "--set=train.epochs=100" in est and limit(est) * 12 / 6 <= 600
+    svq = bench.commands("svqvae", args)[0]
+    assert "--set=classify.head.epochs=100" in svq and "--set=data.image_size=32" in svq
+    pq = bench.commands("pqvae", args)[0]
+    assert {"--set=model.channels=512", "--set=model.blocks=3", "--set=train.lr=1e-3"} <= set(pq)
+    assert limit(pq) * 4 <= 600  # 2 datasets x 2 models one after another
+    assert not any("train_limit" in a for a in est + svq + pq)  # the whole data unless --smoke
