@@ -179,8 +179,14 @@ def faithful(args) -> None:
     read from the configs that ran)."""
     config = load_config(FAITHFUL, args.set)
     sweep_dir = Path(args.runs) / FAITHFUL.stem
-    table = run_sweep(config, sweep_dir, workers=args.workers)
     sweep = config.sections["sweep"]
+    seeds = list(sweep.grid.get("seed", [config.seed]))
+    reset_seeds = seeds[: args.reset_seeds] if args.reset_seeds else seeds
+
+    def keep(point) -> bool:  # the reset variants (our ablation) at their first --reset-seeds seeds only
+        return not point.values.get("variant", "").startswith("reset_") or point.values.get("seed") in reset_seeds
+
+    table = run_sweep(config, sweep_dir, workers=args.workers, keep=keep)
     points = {p.name: p for p in expand_points(sweep.grid, sweep.variants)}
     by_variant: dict[str, list[dict]] = {}
     for row in table["rows"]:
@@ -210,11 +216,12 @@ def faithful(args) -> None:
         "script": "benchmarks/estimators_cifar10.py",
         "command": "python benchmarks/estimators_cifar10.py --faithful " + " ".join(f"--set {s}" for s in args.set),
         "settings": settings,
-        "seeds": min(len(runs) for runs in by_variant.values()),
+        "seeds": min(len(runs) for v, runs in by_variant.items() if not v.startswith("reset_")),
         "ste": agg["ste"],
         "rotation": agg["rotation"],
         "beta": {b: agg[v] for b, v in FAITHFUL_BETAS.items()},
         "reset_variant": {"settings": {k: rq.get(k) for k in ("init", "init_after", "dead_threshold", "dead_window")},
+                          "seeds": min(len(by_variant[v]) for v in RESET_BETAS.values()),
                           "beta": {b: agg[v] for b, v in RESET_BETAS.items()}},
         "perplexity_vs_beta": {"faithful": {b: agg[v]["train_perplexity"] for b, v in FAITHFUL_BETAS.items()},
                                "reset": {b: agg[v]["train_perplexity"] for b, v in RESET_BETAS.items()}},
@@ -235,6 +242,8 @@ def main() -> None:
     parser.add_argument("--output", help=f"the JSON (default: {RESULT_FIXES.name}; {RESULT.name} with --faithful)")
     parser.add_argument("--summarize", action="store_true",
                         help="train nothing: add the keys derived from the existing JSON (--output) to it")
+    parser.add_argument("--reset-seeds", type=int, default=None,
+                        help="--faithful: run the reset variants (our ablation) at only the first N seeds of the grid")
     parser.add_argument("--faithful", action="store_true",
                         help="the study in the paper's setting (configs/estimators-faithful-cifar10.yaml)")
     args = parser.parse_args()

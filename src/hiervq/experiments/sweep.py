@@ -24,6 +24,7 @@ import multiprocessing
 import re
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,8 +188,10 @@ def run_sweep(
     workers: int | None = None,
     overwrite: bool = False,
     dry_run: bool = False,
+    keep: Callable[[SweepPoint], bool] | None = None,
 ) -> dict[str, Any]:
-    """Run every point of ``config``'s sweep (``grid`` adds or replaces axes), skipping finished ones.
+    """Run every point of ``config``'s sweep (``grid`` adds or replaces axes), skipping finished ones; ``keep``
+    selects the points to run (e.g. fewer seeds for some variants; default: all).
 
     Returns the table written to ``sweep.json``: ``{"axes": {axis: values}, "points": [...], "rows": [...]}``.
     """
@@ -197,7 +200,7 @@ def run_sweep(
     full_grid.update(grid or {})
     variants = dict(sweep.variants if sweep else {})
     workers = workers or (sweep.workers if sweep else 1)
-    points = expand_points(full_grid, variants)
+    points = [p for p in expand_points(full_grid, variants) if keep is None or keep(p)]
     for p in points:  # validate every point before training any
         point_config(config, p)
     out_dir = Path(out_dir)
