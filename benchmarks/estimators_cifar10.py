@@ -234,6 +234,24 @@ def faithful(args) -> None:
     print(f"-> {args.output}")
 
 
+def faithful_table(result: dict) -> str:
+    """The docs' markdown table of a faithful-study JSON: one row per variant, means ± std over its seeds."""
+    rows = [("ste", "straight-through", "0.25", "no", result["ste"])]
+    rows += [(f"beta {b}" if b != "0.25" else "rotation", "rotation", b, "no", e) for b, e in result["beta"].items()]
+    rows += [(f"reset, beta {b}", "rotation", b, "yes", e) for b, e in result["reset_variant"]["beta"].items()]
+
+    def pm(e, key, fmt):
+        return f"{e[key]:{fmt}} ± {e[key + '_std']:{fmt}}" if e["seeds"] > 1 else f"{e[key]:{fmt}}"
+
+    lines = ["| run | estimator | beta | init + reset | seeds | test MSE | PSNR of mean MSE, dB | train ppl (last epoch) "
+             "| test ppl | used codes (test) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, est, beta, reset, e in rows:
+        lines.append(f"| {name} | {est} | {beta} | {reset} | {e['seeds']} | {pm(e, 'test_recon', '.3e')} | "
+                     f"{psnr_of_mse(e['test_recon']):.2f} | {pm(e, 'train_perplexity', '.0f')} | "
+                     f"{pm(e, 'perplexity', '.0f')} | {pm(e, 'used_codes', '.0f')} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="runs", help="parent folder of the sweep's output folder")
@@ -242,6 +260,8 @@ def main() -> None:
     parser.add_argument("--output", help=f"the JSON (default: {RESULT_FIXES.name}; {RESULT.name} with --faithful)")
     parser.add_argument("--summarize", action="store_true",
                         help="train nothing: add the keys derived from the existing JSON (--output) to it")
+    parser.add_argument("--table", action="store_true",
+                        help="train nothing: print the docs' markdown table of a faithful-study JSON (--output)")
     parser.add_argument("--reset-seeds", type=int, default=None,
                         help="--faithful: run the reset variants (our ablation) at only the first N seeds of the grid")
     parser.add_argument("--faithful", action="store_true",
@@ -249,6 +269,9 @@ def main() -> None:
     args = parser.parse_args()
     args.output = args.output or str(RESULT if args.faithful else RESULT_FIXES)
     output = Path(args.output)
+    if args.table:
+        print(faithful_table(json.loads(output.read_text())))
+        return
     if args.faithful:
         faithful(args)
         return
