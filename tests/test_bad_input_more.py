@@ -63,12 +63,73 @@ def _(t, run):  # no alias, just a long value: the message is cut at 500 charact
 
 # ---------------------------------------------------------------------- D15: names in a codes file
 for _label, _name in [("dotdot", ".."), ("slash", "x/../../evil.png"), ("backslash", "..\\evil.png"),
-                      ("nul", "a\0b.png"), ("empty", " "), ("dot", ".")]:
+                      ("nul", "a\0b.png"), ("empty", " "), ("dot", "."), ("absolute", "/tmp/evil.png"),
+                      ("empty-folder", "a//b.png"), ("trailing-slash", "cats/"), ("dot-folder", "./a.png")]:
     def _bad_name(t, run, name=_name):
         return ["decode", run, codes_file(t, run, names=np.array(["a.png", name, "c.png"])), "-o", t / "dec"], \
             "codes.npz: names[1]"
 
     case(f"decode-names-{_label}")(_bad_name)
+
+
+@case("decode-names-file-and-folder")
+def _(t, run):  # "a.png" is written to dec/a.png, which "a.png/b.png" needs as a folder
+    names = np.array(["a.png", "a.png/b.png", "c.png"])
+    return ["decode", run, codes_file(t, run, names=names), "-o", t / "dec"], "a.png/b.png would be written into"
+
+
+# ---------------------------------------------------------------------- -r/--recursive: trees in, trees out
+def nested(t: Path, *paths: str) -> Path:
+    """A folder ``t/imgs`` with a gray 16x16 PNG at each of ``paths`` below it."""
+    for path in paths:
+        (t / "imgs" / path).parent.mkdir(parents=True, exist_ok=True)
+        gray_png(t / "imgs" / path)
+    return t / "imgs"
+
+
+@case("encode-recursive-clash")
+def _(t, run):  # two folders with the same path below them: one PNG for both when decoded
+    nested(t, "cats/a.png")
+    (t / "more" / "cats").mkdir(parents=True)
+    gray_png(t / "more" / "cats" / "a.png")
+    return ["encode", run, "-r", t / "imgs", t / "more", "-o", t / "c.npz"], "would both be decoded to cats/a.png"
+
+
+@case("compress-recursive-clash")
+def _(t, run):
+    imgs = nested(t, "cats/a.png", "cats/a.jpg")
+    return ["compress", run, "-r", imgs, "-o", t / "out"], "a.jpg and"
+
+
+@case("compress-recursive-output-inside-input")
+def _(t, run):
+    return ["compress", run, "-r", nested(t, "cats/a.png"), "-o", t / "imgs" / "out"], "is inside the input folder"
+
+
+@case("compress-recursive-output-is-input")
+def _(t, run):
+    return ["compress", run, "-r", nested(t, "cats/a.png"), "-o", t / "imgs"], "is inside the input folder"
+
+
+@case("compress-recursive-sub-folder-is-a-file")
+def _(t, run):
+    imgs = nested(t, "a.png", "cats/b.png")
+    (t / "out").mkdir()
+    (t / "out" / "cats").write_text("a file where a folder goes")
+    return ["compress", run, "-r", imgs, "-o", t / "out"], "cats: is a file, not a folder"
+
+
+@case("decompress-recursive-no-files")
+def _(t, run):
+    nested(t, "cats/a.png")
+    return ["decompress", run, "-r", t / "imgs", "-o", t / "dec"], "no .hvq files found, sub-folders included"
+
+
+@case("decompress-recursive-output-inside-input")
+def _(t, run):
+    (t / "c" / "cats").mkdir(parents=True)
+    (t / "c" / "cats" / "a.hvq").write_bytes(b"HVQ")
+    return ["decompress", run, "-r", t / "c", "-o", t / "c" / "cats"], "is inside the input folder"
 
 
 @case("decode-names-integers")
@@ -270,6 +331,36 @@ def test_decompress_on_a_full_disk_leaves_nothing(prior_run_dir, tmp_path, capsy
     err = run_failing(["decompress", prior_run_dir, tmp_path / "hvq", "-o", tmp_path / "out", "--batch-size", "1"],
                       tmp_path, capsys)
     assert "out/2.png: No space left on device" in err, err
+
+
+def test_recursive_trees_on_a_full_disk_leave_nothing(prior_run_dir, tmp_path, capsys, monkeypatch):
+    """compress -r and decompress -r write a tree: a write that fails half-way removes the files and the
+    sub-folders the command made before it, not only the file it failed on."""
+    from PIL import Image
+
+    pytest.importorskip("constriction")
+    for i, path in enumerate(["a.png", "x/b.png", "x/y/c.png"]):
+        (tmp_path / "imgs" / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (16, 16), dtype=np.uint8)).save(tmp_path / "imgs" / path)
+    replace, done = os.replace, []
+
+    def failing(src, dst):  # the third .hvq cannot be written
+        if str(dst).endswith(".hvq"):
+            if len(done) >= 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            done.append(dst)
+        return replace(src, dst)
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", failing)
+        err = run_failing(["compress", prior_run_dir, "-r", tmp_path / "imgs", "-o", tmp_path / "hvq", "--batch-size",
+                           "1"], tmp_path, capsys)
+    assert "No space left on device" in err and not (tmp_path / "hvq").exists()
+    assert main(["compress", str(prior_run_dir), "-r", str(tmp_path / "imgs"), "-o", str(tmp_path / "hvq")]) == 0
+    fail_png_writes(monkeypatch, errno.ENOSPC, after=2)
+    err = run_failing(["decompress", prior_run_dir, "-r", tmp_path / "hvq", "-o", tmp_path / "out", "--batch-size",
+                       "1"], tmp_path, capsys)
+    assert "out/x/y/c.png: No space left on device" in err and not (tmp_path / "out").exists()
 
 
 # ---------------------------------------------------------------------- D18, D22: more than one line to check

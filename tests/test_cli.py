@@ -153,3 +153,71 @@ def test_encode_resize_honours_the_run_fit_and_warns_when_the_aspect_ratio_chang
     assert "warning" not in err
     code, out, err = run_cli(["encode", padded, images, "-o", tmp_path / "q.npz", "--resize"], capsys)
     assert code == 2 and "cannot pad" in err and "data.fit: pad" in err
+
+
+def _gray_tree(root, paths, size=(16, 16)):
+    rng = np.random.default_rng(3)
+    for path in paths:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, size, dtype=np.uint8), "L").save(root / path)
+
+
+def _files(root):
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def test_encode_recursive_names_images_by_their_paths_and_decode_writes_the_tree(trained_run, tmp_path, capsys):
+    """encode -r reads every visible image below a folder and names each by its path below it (posix); decode
+    writes those names back as the same tree below -o (plus grid.png at the top), with the codes and PNGs of the
+    top-level path; an existing PNG in a sub-folder is refused without --overwrite and nothing is written."""
+    images = tmp_path / "imgs"
+    _gray_tree(images, ["x.png", "sub/y.png", "sub/deep/z.png", ".hidden/h.png", "sub/.h.png"])
+    codes = tmp_path / "codes.npz"
+    code, out, err = run_cli(["encode", trained_run, "-r", images, "-o", codes], capsys)
+    assert code == 0, err
+    assert "encoded 3 images" in out
+    archive = np.load(codes)
+    assert archive["names"].tolist() == ["sub/deep/z.png", "sub/y.png", "x.png"]  # sorted folder by folder
+    # the codes the top-level path gives for the same files, named one by one
+    flat = tmp_path / "flat.npz"
+    assert run_cli(["encode", trained_run, *(images / n for n in archive["names"]), "-o", flat], capsys)[0] == 0
+    assert np.array_equal(np.load(flat)["level0"], archive["level0"])
+    assert np.load(flat)["names"].tolist() == ["z.png", "y.png", "x.png"]
+    dec, ref = tmp_path / "dec", tmp_path / "ref"
+    code, out, err = run_cli(["decode", trained_run, codes, "-o", dec], capsys)
+    assert code == 0, err
+    assert _files(dec) == ["grid.png", "sub/deep/z.png", "sub/y.png", "x.png"]
+    assert run_cli(["decode", trained_run, flat, "-o", ref], capsys)[0] == 0
+    for name in archive["names"]:
+        a, b = np.asarray(Image.open(dec / name)), np.asarray(Image.open(ref / name.rsplit("/", 1)[-1]))
+        assert a.shape == (16, 16) and np.array_equal(a, b), name
+
+    # an existing PNG in a sub-folder: refused without --overwrite, nothing written; replaced with it
+    again = tmp_path / "again"
+    (again / "sub").mkdir(parents=True)
+    (again / "sub" / "y.png").write_bytes(b"mine")
+    code, _, err = run_cli(["decode", trained_run, codes, "-o", again], capsys)
+    assert code == 2 and "sub/y.png already exists; pass --overwrite" in err and err.count("\n") == 1
+    assert _files(again) == ["sub/y.png"] and not (again / "sub" / "deep").exists()  # nothing else written
+    assert run_cli(["decode", trained_run, codes, "-o", again, "--overwrite"], capsys)[0] == 0
+    assert (again / "sub" / "y.png").read_bytes() == (dec / "sub" / "y.png").read_bytes()
+    assert _files(again) == _files(dec)
+
+    # a sub-folder of -o that is a link out of it is refused; so is a name that is a folder of another name
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "sub").symlink_to(elsewhere, target_is_directory=True)
+    code, _, err = run_cli(["decode", trained_run, codes, "-o", tmp_path / "linked"], capsys)
+    assert code == 2 and "leads outside it" in err and err.count("\n") == 1
+    assert not any(elsewhere.iterdir()) and _files(tmp_path / "linked") == []
+    arrays = {k: archive[k] for k in archive.files}
+    arrays["names"] = np.array(["sub/deep.png", "sub/deep.png/z.png", "x.png"])
+    np.savez(tmp_path / "nested.npz", **arrays)
+    code, _, err = run_cli(["decode", trained_run, tmp_path / "nested.npz", "-o", tmp_path / "n"], capsys)
+    assert code == 2 and "sub/deep.png/z.png would be written into" in err and not (tmp_path / "n").exists()
+
+    # without -r: the top level only, plain names, and a warning that names -r/--recursive
+    code, out, err = run_cli(["encode", trained_run, images, "-o", tmp_path / "top.npz"], capsys)
+    assert code == 0 and np.load(tmp_path / "top.npz")["names"].tolist() == ["x.png"]
+    assert "2 images in sub-folders not read" in err and "pass -r/--recursive" in err

@@ -155,5 +155,140 @@ def test_a_folder_with_images_in_sub_folders_says_they_are_not_read(cb_run, tmp_
         Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(path)
     with caplog.at_level(logging.WARNING, logger="hiervq"):
         assert main(["compress", str(cb_run), str(tmp_path / "photos"), "-o", str(tmp_path / "out")]) == 0
-    assert "1 image in sub-folders not read" in caplog.text
+    assert "1 image in sub-folders not read" in caplog.text and "pass -r/--recursive" in caplog.text
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.hvq"]
+    caplog.clear()
+    (tmp_path / "out" / "nested").mkdir()  # decompress says the same of .hvq files in sub-folders
+    (tmp_path / "out" / "a.hvq").rename(tmp_path / "out" / "nested" / "a.hvq")
+    (tmp_path / "out" / "top.hvq").write_bytes((tmp_path / "out" / "nested" / "a.hvq").read_bytes())
+    with caplog.at_level(logging.WARNING, logger="hiervq"):
+        assert main(["decompress", str(cb_run), str(tmp_path / "out"), "-o", str(tmp_path / "dec")]) == 0
+    assert "1 .hvq file in sub-folders not read" in caplog.text and "pass -r/--recursive" in caplog.text
+    assert [p.name for p in (tmp_path / "dec").iterdir()] == ["top.png"]
+
+
+# ---------------------------------------------------------------------- -r/--recursive: trees in, trees out
+def _tree(root, files: dict) -> None:
+    """Random RGB PNGs at ``root / path`` of size (h, w) for each ``path: (h, w)`` of ``files``."""
+    import numpy as np
+    from PIL import Image
+
+    for i, (path, (h, w)) in enumerate(files.items()):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / path)
+
+
+def _listing(root) -> dict:
+    """Every file below ``root`` by its relative path (posix), with its bytes; folders as None."""
+    return {p.relative_to(root).as_posix(): (None if p.is_dir() else p.read_bytes()) for p in sorted(root.rglob("*"))}
+
+
+# each image its own size: coded alone in every call, so the recursive and per-folder files are byte-identical
+TREE = {"a.png": (20, 24), "cats/b.png": (16, 16), "cats/deep/c.jpg": (21, 35), "dogs/d.png": (24, 20),
+        ".hidden/e.png": (16, 16), "cats/.f.png": (16, 16)}
+
+
+def _photos(tmp_path):
+    photos = tmp_path / "photos"
+    _tree(photos, TREE)
+    (photos / "notes.txt").write_text("not an image")
+    return photos
+
+
+def test_compress_and_decompress_recursive_mirror_the_tree(cb_run, tmp_path, capsys):
+    """compress -r writes OUT/<path below the folder>.hvq for every visible image of the tree (hidden files and
+    folders skipped), decompress -r mirrors the .hvq tree back to PNGs; each file is the one the top-level path
+    (compress/decompress of the image's own folder) writes for that image."""
+    import numpy as np
+    from PIL import Image
+
+    from hiervq.cli import main
+
+    photos = _photos(tmp_path)
+    out, dec = tmp_path / "out", tmp_path / "dec"
+    assert main(["compress", str(cb_run), "-r", str(photos), "-o", str(out)]) == 0
+    assert "compressed 4 images" in capsys.readouterr().out
+    hvq = ["a.hvq", "cats/b.hvq", "cats/deep/c.hvq", "dogs/d.hvq"]
+    assert sorted(k for k, v in _listing(out).items() if v is not None) == hvq
+    assert main(["decompress", str(cb_run), str(out), "--recursive", "-o", str(dec)]) == 0
+    pngs = ["a.png", "cats/b.png", "cats/deep/c.png", "dogs/d.png"]
+    assert sorted(k for k, v in _listing(dec).items() if v is not None) == pngs
+    sizes = {"a.png": (20, 24), "cats/b.png": (16, 16), "cats/deep/c.png": (21, 35), "dogs/d.png": (24, 20)}
+    for name, png in zip(hvq, pngs):  # the same as each folder compressed and decompressed without -r
+        folder = (photos / name).parent
+        ref_out, ref_dec = tmp_path / "ref" / folder.name / "hvq", tmp_path / "ref" / folder.name / "png"
+        if not ref_out.exists():
+            assert main(["compress", str(cb_run), str(folder), "-o", str(ref_out)]) == 0
+            assert main(["decompress", str(cb_run), str(ref_out), "-o", str(ref_dec)]) == 0
+        stem = name.rsplit("/", 1)[-1]
+        assert (out / name).read_bytes() == (ref_out / stem).read_bytes(), name
+        a, b = (np.asarray(Image.open(p)) for p in (dec / png, ref_dec / f"{stem[:-4]}.png"))
+        assert a.shape == (*sizes[png], 3)
+        assert np.array_equal(a, b), png
+
+    # several folders: each mirrored by its own paths; an image named itself goes to the top
+    more = tmp_path / "more"
+    _tree(more, {"birds/g.png": (16, 20)})
+    assert main(["compress", str(cb_run), "-r", str(more), str(photos / "cats" / "b.png"), "-o", str(tmp_path / "o2")]) == 0
+    assert sorted(k for k, v in _listing(tmp_path / "o2").items() if v is not None) == ["b.hvq", "birds/g.hvq"]
+
+
+def test_recursive_outputs_are_all_checked_before_anything_is_written(cb_run, tmp_path, capsys):
+    """An existing output in a sub-folder is refused without --overwrite (nothing written, no folder made), and
+    replaced with it; an input is never replaced, even with --overwrite; a clash of two images (two folders'
+    same paths, a.png beside a.jpg) and an output folder inside an input folder are refused up front."""
+    from hiervq.cli import main
+
+    photos = _photos(tmp_path)
+    out, dec = tmp_path / "out", tmp_path / "dec"
+    (out / "cats").mkdir(parents=True)
+    (out / "cats" / "b.hvq").write_bytes(b"mine")
+    before = _listing(tmp_path)
+    capsys.readouterr()
+    assert main(["compress", str(cb_run), "-r", str(photos), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "b.hvq already exists; pass --overwrite" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert _listing(tmp_path) == before  # a.hvq not written, cats/deep/ and dogs/ not made
+    assert main(["compress", str(cb_run), "-r", str(photos), "-o", str(out), "--overwrite"]) == 0
+    assert (out / "cats" / "b.hvq").read_bytes() != b"mine" and (out / "dogs" / "d.hvq").is_file()
+
+    (dec / "cats" / "deep").mkdir(parents=True)
+    (dec / "cats" / "deep" / "c.png").write_bytes(b"mine")
+    before = _listing(tmp_path)
+    capsys.readouterr()
+    assert main(["decompress", str(cb_run), "-r", str(out), "-o", str(dec)]) == 2
+    err = capsys.readouterr().err
+    assert "c.png already exists; pass --overwrite" in err and err.count("\n") == 1
+    assert _listing(tmp_path) == before
+    # an input is never replaced, even with --overwrite (here an output in the tree is a link to it)
+    (tmp_path / "o3" / "dogs").mkdir(parents=True)
+    (tmp_path / "o3" / "dogs" / "d.hvq").symlink_to(photos / "dogs" / "d.png")
+    before = _listing(tmp_path)
+    capsys.readouterr()
+    assert main(["compress", str(cb_run), "-r", str(photos), "-o", str(tmp_path / "o3"), "--overwrite"]) == 2
+    assert "is the input" in capsys.readouterr().err and _listing(tmp_path) == before
+
+    # clashes: the same path below two folders, two images of one stem in one folder; named both, nothing written
+    twin = tmp_path / "twin"
+    _tree(twin, {"cats/b.png": (16, 16)})
+    for argv, names in ((["-r", str(photos), str(twin)], [photos / "cats" / "b.png", twin / "cats" / "b.png"]),
+                        (["-r", str(photos), str(photos / "a.png")], [photos / "a.png"])):
+        for command in ("compress", "encode"):
+            capsys.readouterr()
+            assert main([command, str(cb_run), *argv, "-o", str(tmp_path / "clash")]) == 2
+            err = capsys.readouterr().err
+            assert all(str(n) in err for n in names) and "would both be" in err and err.count("\n") == 1, err
+    _tree(twin, {"cats/b.jpg": (16, 16)})
+    assert main(["compress", str(cb_run), "-r", str(twin), "-o", str(tmp_path / "clash")]) == 2
+    assert f"{twin / 'cats' / 'b.jpg'} and {twin / 'cats' / 'b.png'} would both be" in capsys.readouterr().err
+    assert not (tmp_path / "clash").exists()
+
+    # an output folder inside (or equal to) an input folder: refused with -r, before anything is written
+    for command, source in (("compress", photos), ("decompress", out)):
+        for target in (source, source / "cats" / "mirror"):
+            before = _listing(tmp_path)
+            capsys.readouterr()
+            assert main([command, str(cb_run), "-r", str(source), "-o", str(target)]) == 2
+            err = capsys.readouterr().err
+            assert f"is inside the input folder {source}" in err and err.count("\n") == 1, err
+            assert _listing(tmp_path) == before

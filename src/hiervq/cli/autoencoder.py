@@ -3,7 +3,17 @@ and back. Their flags; the commands themselves are in :mod:`hiervq.cli.commands.
 
 from __future__ import annotations
 
-from .common import add_batch_size, add_command, add_image_options, add_out, add_output, add_overwrite, add_run, add_set
+from .common import (
+    add_batch_size,
+    add_command,
+    add_image_options,
+    add_out,
+    add_output,
+    add_overwrite,
+    add_recursive,
+    add_run,
+    add_set,
+)
 
 RUN = "hiervq.cli.commands.autoencoder"  # the module of the commands as they run
 
@@ -41,17 +51,24 @@ def add_commands(sub) -> None:
     p = add_command(sub, "encode", f"{RUN}:cmd_encode", "turn images into codes (codes.npz)",
                     "Encode images into codes, one array per level (level0 = bottom), with their names and sizes. "
                     "Each image is coded at its own size (padded to the model's stride; `decode` crops back), so "
-                    "the images of one call must share a size; --resize brings them to the model's training size.")
+                    "the images of one call must share a size; --resize brings them to the model's training size. "
+                    "A folder stands for the images at its top level; with -r for every image below it, each named "
+                    "by its path below the folder (cats/a.png), which `decode` writes back as the same tree.")
     add_run(p, "run directory, saved model directory or tokenizer name (`hiervq models`)")
     p.add_argument("images", nargs="+", help="image files or folders of images")
     add_output(p, "output .npz (level0, level1, ..., names, image_sizes)", "codes.npz")
+    add_recursive(p, "read every image below each folder (sub-folders too; hidden files and folders skipped), each "
+                     "named by its path below the folder (cats/a.png); two images that would decode to one PNG are "
+                     "refused")
     add_image_options(p)
     add_batch_size(p, 256)
     add_overwrite(p, "replace the -o file if it exists (never an input image)")
 
     p = add_command(sub, "decode", f"{RUN}:cmd_decode", "turn codes (codes.npz) back into images",
                     "Decode a codes file written by `hiervq encode` into one PNG per image (plus grid.png), cropped "
-                    "to each image's recorded size (image_sizes; older files decode at the size of their grids).")
+                    "to each image's recorded size (image_sizes; older files decode at the size of their grids). "
+                    "Names with folders (written by `hiervq encode -r`) keep them: cats/a.png -> OUT/cats/a.png; "
+                    "names that would leave OUT ('..', absolute paths) are refused.")
     add_run(p, "run directory, saved model directory or tokenizer name (`hiervq models`)")
     p.add_argument("codes", help=".npz written by `hiervq encode`")
     add_output(p, "output folder (one PNG per image, plus grid.png)", "decoded")

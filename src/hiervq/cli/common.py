@@ -96,6 +96,13 @@ def add_image_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-size", action="store_true", help=argparse.SUPPRESS)  # now the default: a no-op
 
 
+def add_recursive(p: argparse.ArgumentParser, help: str) -> None:
+    """``-r/--recursive``: a folder stands for every file of its tree (hidden files and folders skipped, links to
+    folders not followed), each output at the input's path below the folder
+    (:func:`hiervq.cli.commands.files.collect_tree`); without it, only the folder's top level."""
+    p.add_argument("-r", "--recursive", action="store_true", help=help)
+
+
 def add_priors(p: argparse.ArgumentParser,
                help: str = "prior run directories, one per level (default: every prior under RUN/priors/)") -> None:
     """``--priors DIR ...`` (also ``--prior``): the prior runs to use (default: those under ``RUN/priors/``)."""

@@ -371,14 +371,20 @@ def _visible(name: str) -> bool:
 def list_images(root: Path, recursive: bool = False) -> list[Path]:
     """The image files of ``root`` (``recursive``: of every visible sub-folder too, symbolic links to folders not
     followed), sorted by their path below ``root`` (folder by folder)."""
+    return list_files(root, IMAGE_SUFFIXES, recursive)
+
+
+def list_files(root: Path, suffixes, recursive: bool = False) -> list[Path]:
+    """The visible files of ``root`` whose suffix (lower-cased) is one of ``suffixes`` (``recursive``: of every
+    visible sub-folder too, symbolic links to folders not followed), sorted by their path below ``root``."""
     if not recursive:
-        return sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and _visible(p.name))
+        return sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in suffixes and _visible(p.name))
     found = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = [d for d in dirs if _visible(d)]
         for name in files:
             path = Path(folder) / name
-            if _visible(name) and path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            if _visible(name) and path.suffix.lower() in suffixes and path.is_file():
                 found.append(path)
     return sorted(found, key=lambda p: p.relative_to(root).parts)
 

@@ -23,7 +23,17 @@ from ...train import load_config, read_run_config, train_run
 from ...train.config import with_overrides
 from ...train.run import evaluate_run, model_run_config
 from ...train.rundir import check_output_file
-from .files import collect_images, group_by_size, out_dir, png_targets, read_model_images, save_pngs
+from .files import (
+    bad_relative_name,
+    collect_images,
+    collect_tree,
+    group_by_size,
+    out_dir,
+    png_targets,
+    read_model_images,
+    refuse_clashes,
+    save_pngs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +99,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_encode(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise HierVQError(f"--batch-size must be >= 1, got {args.batch_size}")
-    files = collect_images(args.images)
+    if args.recursive:  # every image of a folder's tree, named by its path below the folder ("cats/a.png")
+        files, relative = collect_tree(args.images)
+        names = [r.as_posix() for r in relative]
+        # `decode` writes each image to OUT/<its folders>/<its stem>.png: two images to one PNG are refused here
+        refuse_clashes([r.parent / f"{r.stem}.png" for r in relative], files, "decoded")
+    else:
+        files = collect_images(args.images)
+        names = [f.name for f in files]
     check_output_file(args.output, args.overwrite, inputs=files)
     model = load(args.run)
     images = read_model_images(files, args.run, model, args.convert, args.resize, args.keep_size)
@@ -108,7 +125,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     per_batch = [model.codes_to_list(c_) for c_ in codes]
     levels = [torch.cat([b[i] for b in per_batch]) for i in range(len(per_batch[0]))]
     out = {f"level{i}": c_.numpy().astype(np.int32) for i, c_ in enumerate(levels)}
-    out["names"] = np.array([f.name for f in files])
+    out["names"] = np.array(names)
     out["image_sizes"] = np.tile(np.array(size, dtype=np.int32), (len(files), 1))
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **out)
@@ -144,10 +161,11 @@ def _read_codes(path: Path):
         if raw.dtype.kind not in "US":
             raise DataError(f"{path}: names holds {raw.dtype} values; expected file names (as `hiervq encode` writes)")
         names = [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in raw]
-        for i, name in enumerate(names):  # each becomes a file name in the output folder: no paths
-            if not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0") or not Path(name).stem:
-                raise DataError(f"{path}: names[{i}] is {name[:80]!r}; a name must be a plain file name "
-                                "(no folders, '..', or NUL bytes)")
+        for i, name in enumerate(names):  # each becomes a file below the output folder, never outside it
+            if bad_relative_name(name):
+                raise DataError(f"{path}: names[{i}] is {name[:80]!r}; a name must be a file name or a relative path "
+                                "below the output folder as `hiervq encode -r` writes them (no '..', absolute paths, "
+                                "backslashes or NUL bytes)")
     sizes = None
     if "image_sizes" in archive.files:
         raw = npz_array(archive, "image_sizes", path)
@@ -163,7 +181,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
     path = Path(args.codes)
     levels, names, sizes = _read_codes(path)
     out = Path(args.output)
-    targets = png_targets(path, out, names, len(levels[0]), args.overwrite, hint=" in names", inputs=[path])  # all checked before writing any
+    # all checked before writing any; names with folders (`hiervq encode -r`) keep them below OUT
+    targets = png_targets(path, out, names, len(levels[0]), args.overwrite, hint=" in names", inputs=[path],
+                          folders=True)
     with torch.no_grad():
         try:
             images = model.decode(model.codes_from_list(levels))

@@ -11,11 +11,23 @@ from pathlib import Path
 import torch
 
 from ...codec import SUFFIX, Codec, header_bytes, unpack
+from ...data.readers import list_files
 from ...errors import DataError, HierVQError
 from ...io import NewFiles, atomic_write_bytes
 from ...log import get_logger
-from ...train.rundir import check_output_file, check_output_path
-from .files import collect_files, collect_images, group_by_size, png_targets, read_model_images, save_pngs
+from ...train.rundir import check_output_path
+from .files import (
+    check_targets,
+    collect_files,
+    collect_images,
+    collect_tree,
+    group_by_size,
+    png_targets,
+    read_model_images,
+    refuse_clashes,
+    refuse_output_inside_inputs,
+    save_pngs,
+)
 
 #: network passes per image above which decompressing is slow enough to say so (a PixelCNN on a photo's code map)
 SLOW_PASSES = 2000
@@ -40,21 +52,19 @@ def _check_batch_size(n: int) -> None:
 
 def cmd_compress(args: argparse.Namespace) -> int:
     _check_batch_size(args.batch_size)
-    files = collect_images(args.images)
     out = Path(args.output)
+    if args.recursive:  # every image of a folder's tree, each output at the image's path below the folder
+        refuse_output_inside_inputs(out, args.images)
+        files, relative = collect_tree(args.images)
+    else:
+        files = collect_images(args.images)
+        relative = [Path(f.name) for f in files]
     single = out.suffix == SUFFIX and not out.is_dir()
     if single and len(files) > 1:
         raise HierVQError(f"-o {out}: a {SUFFIX} file holds one image; give a folder for {len(files)} images")
     check_output_path(out, folder=not single, what="-o")
-    targets = [out] if single else [out / f"{f.stem}{SUFFIX}" for f in files]
-    first: dict[Path, Path] = {}
-    for f, target in zip(files, targets):
-        if target in first:
-            raise DataError(f"{first[target]} and {f} would both be written to {target}; rename one")
-        first[target] = f
-    for target in targets:
-        if target.exists() or target.is_symlink():  # only with --overwrite, never an input or a run's own file
-            check_output_file(target, args.overwrite, inputs=files)
+    targets = [out] if single else [out.joinpath(*r.parent.parts, f"{r.stem}{SUFFIX}") for r in relative]
+    check_targets(out.parent if single else out, targets, files, args.overwrite, inputs=files)
     codec = Codec.from_run(args.run, args.priors)
     images = read_model_images(files, args.run, codec.model, args.convert, args.resize, args.keep_size)
     groups = group_by_size(images)  # images of one size are coded together; each file records its image's size
@@ -66,16 +76,20 @@ def cmd_compress(args: argparse.Namespace) -> int:
     _warn_if_slow(codec, list(groups), args.run)
     t0 = time.perf_counter()
     total, estimate, pixels, first = 0, 0.0, 0, None
-    for (h, w), index in groups.items():
-        for s in range(0, len(index), args.batch_size):
-            part = index[s : s + args.batch_size]
-            result = codec.compress_batch(torch.cat([images[i] for i in part]))
-            for data, i in zip(result.files, part):
-                atomic_write_bytes(targets[i], data)
-                total += len(data)
-                first = first or data
-            estimate += float(result.bits.sum())
-            pixels += len(part) * h * w
+    # -r writes a tree: a failure half-way removes the files and sub-folders written before it (as decompress
+    # does); without -r each file is written atomically and kept, as before
+    with NewFiles() as new:
+        write = new.write if args.recursive else atomic_write_bytes
+        for (h, w), index in groups.items():
+            for s in range(0, len(index), args.batch_size):
+                part = index[s : s + args.batch_size]
+                result = codec.compress_batch(torch.cat([images[i] for i in part]))
+                for data, i in zip(result.files, part):
+                    write(targets[i], data)
+                    total += len(data)
+                    first = first or data
+                estimate += float(result.bits.sum())
+                pixels += len(part) * h * w
     seconds = time.perf_counter() - t0
     n = len(images)
     sizes = ", ".join(f"{h}x{w}" for h, w in list(groups)[:3]) + (", ..." if len(groups) > 3 else "")
@@ -86,16 +100,34 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 
 def _collect_files(items: list[str]) -> list[Path]:
-    """Compressed files named on the command line (a folder: its ``.hvq`` files)."""
+    """Compressed files named on the command line (a folder: its ``.hvq`` files; one warning per folder whose
+    sub-folders hold more, which are not read without ``-r/--recursive``)."""
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            nested = len(list_files(p, (SUFFIX,), recursive=True)) - len(list_files(p, (SUFFIX,)))
+            if nested > 0:
+                get_logger("compress").warning(
+                    f"{p}: {nested} {SUFFIX} file{'s' if nested > 1 else ''} in sub-folders not read (only the "
+                    "folder's top level is); pass -r/--recursive to read them too (outputs mirror the folder's tree)")
     return collect_files(items, lambda p: sorted(q for q in p.iterdir() if q.suffix == SUFFIX and q.is_file()),
                          f"{SUFFIX} files")
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
     _check_batch_size(args.batch_size)
-    paths = _collect_files(args.files)
     out = Path(args.output)
-    targets = png_targets(out, out, [str(p) for p in paths], len(paths), args.overwrite, grid=False, inputs=paths)
+    if args.recursive:  # every .hvq file of a folder's tree, each PNG at the file's path below the folder
+        refuse_output_inside_inputs(out, args.files)
+        paths, relative = collect_tree(args.files, (SUFFIX,), f"{SUFFIX} files")
+        pngs = [out.joinpath(*r.parent.parts, f"{r.stem}.png") for r in relative]
+        refuse_clashes(pngs, paths)  # two files of the trees to one PNG: named both (the rest: png_targets)
+        targets = png_targets(out, out, [r.as_posix() for r in relative], len(paths), args.overwrite, grid=False,
+                              inputs=paths, folders=True)
+    else:
+        paths = _collect_files(args.files)
+        targets = png_targets(out, out, [str(p) for p in paths], len(paths), args.overwrite, grid=False,
+                              inputs=paths)
     data = []
     for p in paths:
         try:
