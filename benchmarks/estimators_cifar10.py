@@ -49,6 +49,7 @@ import argparse
 import json
 import math
 import statistics
+import sys
 from pathlib import Path
 
 import torch
@@ -214,7 +215,7 @@ def faithful(args) -> None:
     rq = quantizer("reset_rotation")
     result = {
         "script": "benchmarks/estimators_cifar10.py",
-        "command": "python benchmarks/estimators_cifar10.py --faithful " + " ".join(f"--set {s}" for s in args.set),
+        "command": "python benchmarks/estimators_cifar10.py " + " ".join(sys.argv[1:]),
         "settings": settings,
         "seeds": min(len(runs) for v, runs in by_variant.items() if not v.startswith("reset_")),
         "ste": agg["ste"],
