@@ -37,6 +37,10 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from hiervq.io import atomic_write_bytes  # noqa: E402
+
 STUDIES = ("estimators", "svqvae", "pqvae")
 #: per study: the JSON file it writes (under --results)
 OUTPUTS = {"estimators": "estimators_cifar10.json", "svqvae": "label_fractions_pbc.json",
@@ -90,9 +94,7 @@ def stamp(path: Path, extra: dict) -> None:
     rows = data if isinstance(data, list) else [data]
     for row in rows:
         row.update(extra)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 def main() -> int:

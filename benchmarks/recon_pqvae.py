@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -129,6 +130,13 @@ def merge_entry(path: Path, dataset: str, name: str, entry: dict) -> dict:
     return results
 
 
+def recipe_raw(dataset: str, overrides: list[str]) -> dict:
+    """The dataset's PQ-VAE recipe as a raw config (no ``priors:`` section) with ``overrides`` and no progress bar."""
+    raw = yaml.safe_load((REPO / RECIPES[dataset]).read_text())
+    raw.pop("priors", None)
+    return apply_overrides(raw, overrides + ["train.progress=false"])
+
+
 def converged_job(dataset: str, name: str, seed: int, overrides: list[str], run_dir: str, threads: int) -> dict:
     """One run of the converged protocol (a worker process): train (or resume, or reuse) ``name`` on ``dataset``
     with ``overrides``; its entry: the final test numbers of the val-selected epoch and the val curve."""
@@ -136,9 +144,7 @@ def converged_job(dataset: str, name: str, seed: int, overrides: list[str], run_
     from hiervq.train.rundir import RunDir
 
     torch.set_num_threads(threads)
-    raw = yaml.safe_load((REPO / RECIPES[dataset]).read_text())
-    raw.pop("priors", None)
-    raw = apply_overrides(raw, overrides + [f"seed={seed}", "train.progress=false"])
+    raw = recipe_raw(dataset, overrides + [f"seed={seed}"])
     if name == "vqvae_plain":
         raw["model"] = vqvae_plain_model(raw["model"])
     summary = train_or_resume(config_from_dict(raw, f"{RECIPES[dataset]} ({name}, seed {seed})"), run_dir)
@@ -166,9 +172,7 @@ def converged_job(dataset: str, name: str, seed: int, overrides: list[str], run_
 def converged_entry(runs: list[dict]) -> dict:
     """A model's row of the converged protocol from its runs (seeds)."""
     mses = [r["mse"] for r in runs]
-    mean = sum(mses) / len(mses)
-    std = (sum((m - mean) ** 2 for m in mses) / max(len(mses) - 1, 1)) ** 0.5
-    return {"mse": mean, "mse_std": std, "seed_mse": mses, "converged": all(r["converged"] for r in runs),
+    return {"mse": statistics.fmean(mses), "mse_std": statistics.stdev(mses) if len(mses) > 1 else 0.0, "seed_mse": mses, "converged": all(r["converged"] for r in runs),
             "seeds": len(runs), "train_s": [r["train_s"] for r in runs], "epochs": [r["epochs"] for r in runs],
             "runs": sorted(runs, key=lambda r: r["seed"])}
 
@@ -258,9 +262,7 @@ def main() -> int:
     models = args.models.split(",")
 
     for dataset in args.only or sorted(RECIPES, key=lambda d: d != "mnist"):
-        raw = yaml.safe_load((REPO / RECIPES[dataset]).read_text())
-        raw.pop("priors", None)
-        raw = apply_overrides(raw, args.set + ["train.progress=false"])
+        raw = recipe_raw(dataset, args.set)
         data = load_data(config_from_dict(raw, RECIPES[dataset]).data)
         for name in models:
             run_raw = apply_overrides(raw, args.pq_set)

@@ -18,8 +18,8 @@ from ...log import get_logger
 from ...train.rundir import check_output_path
 from .files import (
     check_targets,
-    collect_files,
     collect_images,
+    collect_top_level,
     collect_tree,
     group_by_size,
     png_targets,
@@ -102,16 +102,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
 def _collect_files(items: list[str]) -> list[Path]:
     """Compressed files named on the command line (a folder: its ``.hvq`` files; one warning per folder whose
     sub-folders hold more, which are not read without ``-r/--recursive``)."""
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            nested = len(list_files(p, (SUFFIX,), recursive=True)) - len(list_files(p, (SUFFIX,)))
-            if nested > 0:
-                get_logger("compress").warning(
-                    f"{p}: {nested} {SUFFIX} file{'s' if nested > 1 else ''} in sub-folders not read (only the "
-                    "folder's top level is); pass -r/--recursive to read them too (outputs mirror the folder's tree)")
-    return collect_files(items, lambda p: sorted(q for q in p.iterdir() if q.suffix == SUFFIX and q.is_file()),
-                         f"{SUFFIX} files")
+    return collect_top_level(items, lambda p: sorted(q for q in p.iterdir() if q.suffix == SUFFIX and q.is_file()),
+                             lambda p: list_files(p, (SUFFIX,), recursive=True), f"{SUFFIX} file", "",
+                             get_logger("compress"))
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:

@@ -47,18 +47,26 @@ def collect_files(items: list[str], find, what: str, hint: str = "") -> list[Pat
     return files
 
 
+def collect_top_level(items: list[str], find, find_tree, noun: str, hint: str, logger: logging.Logger) -> list[Path]:
+    """:func:`collect_files` with ``find`` (a folder's top-level files), first warning once per folder whose
+    sub-folders hold more (``find_tree``: the folder's whole tree), which are not read without ``-r/--recursive``
+    (:func:`collect_tree`). ``noun``: what a file is, in the messages ("image", ".hvq file")."""
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            nested = sum(1 for f in find_tree(p) if f.parent != p)
+            if nested > 0:
+                logger.warning(
+                    f"{p}: {nested} {noun}{'s' if nested > 1 else ''} in sub-folders not read (only the folder's top "
+                    "level is); pass -r/--recursive to read them too (outputs mirror the folder's tree)")
+    return collect_files(items, find, f"{noun}s", hint)
+
+
 def collect_images(paths: list[str]) -> list[Path]:
     """Image files named on the command line (a folder: the images at its top level; one warning per folder whose
     sub-folders hold images, which are not read without ``-r/--recursive``: see :func:`collect_tree`)."""
-    for item in paths:
-        p = Path(item)
-        if p.is_dir():
-            nested = len(list_images(p, recursive=True)) - len(list_images(p))
-            if nested:
-                logging.getLogger(__name__).warning(
-                    f"{p}: {nested} image{'s' if nested > 1 else ''} in sub-folders not read (only the folder's top "
-                    "level is); pass -r/--recursive to read them too (outputs mirror the folder's tree)")
-    return collect_files(paths, list_images, "images", ", ".join(IMAGE_SUFFIXES))
+    return collect_top_level(paths, list_images, lambda p: list_images(p, recursive=True), "image",
+                             ", ".join(IMAGE_SUFFIXES), logging.getLogger(__name__))
 
 
 def collect_tree(items: list[str], suffixes=IMAGE_SUFFIXES, what: str = "images",
