@@ -13,7 +13,7 @@ reported as the published one.
 * ``svqvae``: ``benchmarks/label_fractions_pbc.py`` with 100 fine-tuning epochs (``classify.head.epochs=100``, the
   published protocol) at 32x32 -> ``label_fractions_pbc.json``;
 * ``pqvae``: ``benchmarks/recon_pqvae.py`` at the published size (512 channels, 3 blocks, lr 1e-3) for
-  ``--pq-epochs`` epochs, PQ-VAE and the plain VQ-VAE -> ``recon_pqvae_published_gpu.json``.
+  ``--pq-epochs`` epochs, PQ-VAE and the plain VQ-VAE -> ``recon_pqvae_equal_steps_published_gpu.json``.
 
 Results go to ``--results`` (default ``benchmarks/results/gpu/``), runs to ``--runs``. Each JSON gets ``"device"``
 (the GPU's name, or ``cpu``), ``"driver"`` (this script and its command), ``"budget_s"``, ``"wall_s"`` and
@@ -44,7 +44,7 @@ from hiervq.io import atomic_write_bytes  # noqa: E402
 STUDIES = ("estimators", "svqvae", "pqvae")
 #: per study: the JSON file it writes (under --results)
 OUTPUTS = {"estimators": "estimators_cifar10.json", "svqvae": "label_fractions_pbc.json",
-           "pqvae": "recon_pqvae_published_gpu.json"}
+           "pqvae": "recon_pqvae_equal_steps_published_gpu.json"}
 #: the smoke scale: tiny data, one or two epochs (plumbing only; the numbers mean nothing)
 SMOKE = ["data.train_limit=256", "data.test_limit=64", "train.eval_limit=32"]
 

@@ -6,7 +6,7 @@ K = 256, the PQ-VAE a 1-D sequence of 64 codes from one codebook of K = 256. ``v
 published table used (EMA codebook, data init, no k-means, no dead-code reset, straight-through, 64-d codes);
 ``vqvae`` is our strong recipe (rotation trick, k-means++ init, dead-code reset, 16-d codes), an extra row. Writes
 
-* ``benchmarks/results/recon_pqvae.json``:
+* ``benchmarks/results/recon_pqvae_equal_steps.json``:
   ``{"mnist": {"pqvae": {"mse", "psnr", "perplexity", "epochs", "steps", "train_s", ...}, "vqvae_plain": {...},
   "vqvae": {...}}, "cifar10": {...}}`` (full test split, MSE on [0, 1], perplexity over the test codes; ``wall_s``,
   the model's whole ``train_run``, from the next run on) and ``pqvae_over_plain`` (:func:`summarize`: the PQ-VAE's
@@ -21,9 +21,9 @@ the same training budget (``--budget-s``, ``train.time_limit``) and a generous `
 length of the exponential schedule), and ends earlier once its val MSE improved by less than 2 % over the last
 quarter of its epochs (``--plateau``, ``train.plateau``); per model and dataset ``--seeds`` seeds, the PQ-VAE and
 the plain VQ-VAE of one seed trained side by side (``--workers 2``, one thread each, so both see the same machine).
-Written as ``recon_pqvae_converged[_TAG].json``: ``{"script", "protocol": {...}, DATASET: {MODEL: {"mse", "seed_mse",
+Written as ``recon_pqvae[_TAG].json`` (the issue-29 file; the equal-step rows are ``recon_pqvae_equal_steps*``): ``{"script", "protocol": {...}, DATASET: {MODEL: {"mse", "seed_mse",
 "converged", "runs": [{"seed", "converged", "stopped", "curve": [[train_s, val_mse], ...], "epochs", "steps",
-"train_s", "mse", ...}]}}, "step_ratio": {DATASET: PQ-VAE seconds per step / plain VQ-VAE's}}``::
+"train_s", "mse", "load_avg", ...}]}}, "step_ratio": {DATASET: PQ-VAE seconds per step / plain VQ-VAE's}}``::
 
     OMP_NUM_THREADS=1 python benchmarks/recon_pqvae.py --converged --workers 2 --budget-s 1800
 
@@ -34,7 +34,7 @@ The committed MNIST results: the recipe's 6 epochs (2,814 steps) per model on on
     python benchmarks/recon_pqvae.py --only mnist --set train.epochs=1       # a quicker look
 
 The published model size (512-channel features, 3 residual blocks, the 64x16 spatial and 512x4 channel transforms,
-lr 1e-3) for one epoch per model, written beside the committed rows as ``recon_pqvae_published.json`` (with
+lr 1e-3) for one epoch per model, written beside the committed rows as ``recon_pqvae_equal_steps_published.json`` (with
 ``pqvae_bayes_mnist_published.json`` and ``pqvae_bayes_mnist_smoothing_published.json``: ``--tag`` suffixes every
 file)::
 
@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -144,6 +145,7 @@ def converged_job(dataset: str, name: str, seed: int, overrides: list[str], run_
     from hiervq.train.rundir import RunDir
 
     torch.set_num_threads(threads)
+    load_before = os.getloadavg()[0]
     raw = recipe_raw(dataset, overrides + [f"seed={seed}"])
     if name == "vqvae_plain":
         raw["model"] = vqvae_plain_model(raw["model"])
@@ -166,6 +168,8 @@ def converged_job(dataset: str, name: str, seed: int, overrides: list[str], run_
         "perplexity": summary["levels"][0]["perplexity"],
         "params": summary["params"],
         "threads": threads,
+        # the 1-minute load average when the run started and ended: the other jobs sharing the cores
+        "load_avg": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
 
@@ -192,8 +196,10 @@ def run_converged(args, out_path: Path) -> dict:
         "protocol": {"budget_s": args.budget_s, "plateau": args.plateau, "plateau_window": "last quarter of the epochs",
                      "max_epochs": args.max_epochs, "seeds": seeds, "workers": args.workers,
                      "threads_per_run": args.threads, "overrides": args.set,
-                     "selected_on": "val", "note": "each run ends at the plateau (converged) or at the budget; the "
-                     "PQ-VAE and the plain VQ-VAE of a seed train side by side, one thread each"},
+                     "selected_on": "val", "command": " ".join(sys.argv),
+                     "note": "each run ends at the plateau (converged) or at the budget; " + (
+                         "the PQ-VAE and the plain VQ-VAE of a seed train side by side" if args.workers >= 2 else
+                         "one run at a time (each run's load_avg says what else the machine ran)")},
     }
     done: dict = {}
     ctx = multiprocessing.get_context("spawn")
@@ -228,7 +234,7 @@ def main() -> int:
     parser.add_argument("--results", default="benchmarks/results", help="where the JSON files go")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--tag", default="",
-                        help="suffix of every written JSON/figure name (recon_pqvae_TAG.json, ...), so a variant run "
+                        help="suffix of every written JSON/figure name (recon_pqvae_equal_steps_TAG.json, ...), so a variant run "
                              "such as the published model size does not overwrite the committed results")
     parser.add_argument("--converged", action="store_true",
                         help="the equal-wall-clock protocol: PQ-VAE vs the plain VQ-VAE, each to its plateau or budget")
@@ -238,11 +244,11 @@ def main() -> int:
     parser.add_argument("--seeds", default="0,1", help="--converged: comma-separated seeds")
     parser.add_argument("--workers", type=int, default=2, help="--converged: runs at a time")
     parser.add_argument("--summarize", action="store_true",
-                        help="train nothing: add pqvae_over_plain (summarize()) to the existing recon_pqvae[_TAG].json")
+                        help="train nothing: add pqvae_over_plain (summarize()) to the existing recon_pqvae_equal_steps[_TAG].json")
     args = parser.parse_args()
     suffix = f"_{args.tag}" if args.tag else ""
     if args.summarize:
-        path = (REPO / args.results if not Path(args.results).is_absolute() else Path(args.results)) / f"recon_pqvae{suffix}.json"
+        path = (REPO / args.results if not Path(args.results).is_absolute() else Path(args.results)) / f"recon_pqvae_equal_steps{suffix}.json"
         results = json.loads(path.read_text())
         results.update(summarize({k: v for k, v in results.items() if k != "pqvae_over_plain"}))
         write_json(path, results)
@@ -253,11 +259,11 @@ def main() -> int:
     if args.converged:
         if args.runs == "runs/bench-pqvae":
             args.runs = "runs/bench-pqvae-converged"
-        result = run_converged(args, results_dir / f"recon_pqvae_converged{suffix}.json")
+        result = run_converged(args, results_dir / f"recon_pqvae{suffix}.json")
         print(json.dumps({k: v for k, v in result.items() if k in ("step_ratio", "protocol")}, indent=2))
         return 0
     torch.set_num_threads(args.threads)
-    out_path = results_dir / f"recon_pqvae{suffix}.json"
+    out_path = results_dir / f"recon_pqvae_equal_steps{suffix}.json"
     results: dict = {}  # the merged file after each model (merge_entry)
     models = args.models.split(",")
 

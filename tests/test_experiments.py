@@ -480,7 +480,7 @@ def test_estimator_benchmark_params_are_the_models_the_sweep_builds():
 
 
 def test_committed_pqvae_results_have_the_issue_format():
-    data = json.loads((REPO / "benchmarks" / "results" / "recon_pqvae.json").read_text())
+    data = json.loads((REPO / "benchmarks" / "results" / "recon_pqvae_equal_steps.json").read_text())
     mnist = data["mnist"]
     assert {"pqvae", "vqvae_plain", "vqvae"} <= set(mnist)
     steps = {e["steps"] for e in mnist.values()}
@@ -490,10 +490,10 @@ def test_committed_pqvae_results_have_the_issue_format():
 
 
 def test_committed_pqvae_comparisons_are_their_rows_quotients():
-    """recon_pqvae[_published].json's pqvae_over_plain (written after every model and by --summarize) follows from
+    """recon_pqvae_equal_steps[_published].json's pqvae_over_plain (written after every model and by --summarize) follows from
     its rows."""
     bench = _benchmark("recon_pqvae")
-    for name in ("recon_pqvae.json", "recon_pqvae_published.json"):
+    for name in ("recon_pqvae_equal_steps.json", "recon_pqvae_equal_steps_published.json"):
         data = json.loads((REPO / "benchmarks" / "results" / name).read_text())
         derived = bench.summarize({k: v for k, v in data.items() if k != "pqvae_over_plain"})
         assert data["pqvae_over_plain"] == derived["pqvae_over_plain"] and set(derived["pqvae_over_plain"]) == {"mnist", "cifar10"}
@@ -553,7 +553,7 @@ def test_gpu_driver_runs_the_published_schedules_within_the_budget():
 
 def test_committed_converged_pqvae_results_have_the_issue_format():
     """recon_pqvae.py --converged: per run converged/stopped/curve, per model the seed mean, step_ratio from the runs."""
-    path = REPO / "benchmarks" / "results" / "recon_pqvae_converged.json"
+    path = REPO / "benchmarks" / "results" / "recon_pqvae.json"
     if not path.is_file():
         pytest.skip("the converged PQ-VAE comparison has not been committed yet")
     data = json.loads(path.read_text())
