@@ -218,6 +218,20 @@ def test_priors_for_a_named_model_go_to_out_and_compress_by_name(tmp_path, monke
     assert main(["compress", "mine", str(png), "-o", "x.hvq", "--priors", *priors]) == 0
     assert main(["decompress", "mine", "x.hvq", "-o", "back", "--priors", *priors]) == 0
     assert Image.open(tmp_path / "back" / "x.png").size == (24, 20)
+    # without the model: the header's model id is looked for among the named tokenizers, and "mine" does not hold
+    # these priors, so the file is refused naming the id, and nothing is written
+    capsys.readouterr()
+    assert main(["decompress", "x.hvq", "-o", "back-auto"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "x.hvq: compressed with model " in err and "mine" in err
+    assert "hiervq decompress RUN x.hvq" in err and not (tmp_path / "back-auto").exists()
+    # with the priors inside the tokenizer's folder (as a shipped tokenizer holds them), the header finds it
+    for level in (0, 1):
+        shutil.copytree(out / f"level{level}" / "model", user / "mine" / "priors" / f"level{level}")
+    assert main(["decompress", "x.hvq", "-o", "back-auto"]) == 0
+    assert (tmp_path / "back-auto" / "x.png").read_bytes() == (tmp_path / "back" / "x.png").read_bytes()
+    shutil.rmtree(user / "mine" / "priors")
+    before = _files(user)  # (the folder's own mtime moved with the copy)
     x = torch.rand(2, 1, 16, 16)
     data = hiervq.compress("mine", x, priors=priors)
     assert hiervq.decompress(data, "mine", priors=priors).shape == (2, 1, 16, 16)
@@ -230,6 +244,29 @@ def test_priors_for_a_named_model_go_to_out_and_compress_by_name(tmp_path, monke
     assert main(["prior", "mine", "--level", "0", "--out", "p0", *PRIOR_SET]) == 0
     assert (tmp_path / "p0" / "codes.npz").is_file() and (tmp_path / "p0" / "model").is_dir()
     assert _files(user) == before
+
+
+def test_decompress_without_the_model_finds_the_shipped_tokenizer_by_the_header(tmp_path, monkeypatch, capsys):
+    """`hiervq decompress FILE` (no model named): the same PNG as with the name; the model alone, without files, and
+    --priors without the model are refused in one line."""
+    name = next(t.name for t in zoo.list_tokenizers() if t.source == "shipped" and (t.path / "priors").is_dir())
+    monkeypatch.chdir(tmp_path)
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "x.png")
+    assert main(["compress", name, "x.png", "-o", "c/x.hvq"]) == 0
+    assert main(["decompress", name, "c/x.hvq", "-o", "named"]) == 0
+    assert main(["decompress", "c/x.hvq", "-o", "found"]) == 0
+    assert main(["decompress", "c", "-o", "folder"]) == 0  # a folder of .hvq files first: files, not a model
+    png = (tmp_path / "named" / "x.png").read_bytes()
+    data = (tmp_path / "c" / "x.hvq").read_bytes()
+    assert torch.equal(hiervq.decompress(data), hiervq.decompress(data, name))  # the Python API alike
+    assert (tmp_path / "found" / "x.png").read_bytes() == png == (tmp_path / "folder" / "x.png").read_bytes()
+    capsys.readouterr()
+    assert main(["decompress", name, "-o", "none"]) == 2
+    assert "a model, and no files to decompress" in capsys.readouterr().err
+    assert main(["decompress", "c/x.hvq", "--priors", "p", "-o", "none"]) == 2
+    assert "--priors: name the autoencoder run first" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
 
 
 def test_priors_of_a_shipped_model_are_never_written_into_the_package(tmp_path, capsys):

@@ -128,7 +128,8 @@ def find(name: str) -> Tokenizer | None:
     return None
 
 
-def _where_user_models() -> str:
+def where_user_models() -> str:
+    """Where the user's tokenizers are looked for, for messages: "$HIERVQ_MODELS = PATH" or "is not set"."""
     folder = user_dir()
     return f"${ENV} = {folder}" if folder is not None else f"${ENV} is not set"
 
@@ -148,7 +149,7 @@ def resolve(spec: str | os.PathLike) -> Path:
         known = ", ".join(names()) or "none"
         raise CheckpointError(
             f"{text}: no such file or directory, nor a known tokenizer (known: {known}; `hiervq models` lists them; "
-            f"your own go in ${ENV}/NAME/, {_where_user_models()})")
+            f"your own go in ${ENV}/NAME/, {where_user_models()})")
     if _HUB_ID.match(text):
         local = text.split("/")[1]
         raise CheckpointError(

@@ -93,7 +93,15 @@ def command_function(func: str):
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse gives a lone nargs="+" positional only the words before the first option (`decompress RUN -r DIR`);
+    # a command that names such a positional in `intermixed` takes the later words too, and options it does not
+    # know are still refused as parse_args refuses them
+    field = getattr(args, "intermixed", None)
+    if field is not None and extra and not any(word.startswith("-") for word in extra):
+        setattr(args, field, getattr(args, field) + extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     set_verbosity(quiet=args.quiet, verbose=args.verbose and not args.quiet)
     try:
         apply_threads(args.threads)

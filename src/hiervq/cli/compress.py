@@ -42,13 +42,18 @@ def add_commands(sub) -> None:
 
     p = add_command(
         sub, "decompress", f"{RUN}:cmd_decompress", "decompress .hvq files to PNGs",
-        "Decode .hvq files written by `hiervq compress` with the same run (its autoencoder and priors; "
-        "another model's files are refused): one PNG per file, named after it, at the size its header records. A "
-        "folder stands for the .hvq files at its top level; with -r for every one below it, the output folder "
-        "mirroring its tree (compressed/cats/a.hvq -> OUT/cats/a.png).",
+        "Decode .hvq files written by `hiervq compress` with the same model (its autoencoder and priors; "
+        "another model's files are refused): one PNG per file, named after it, at the size its header records. "
+        "The model may be left out: every file's header names the model that wrote it, and the shipped tokenizers "
+        "and those in $HIERVQ_MODELS are searched for it (`hiervq decompress photo.hvq`); a run of your own, or "
+        "--priors, must be named first. A folder stands for the .hvq files at its top level; with -r for every one "
+        "below it, the output folder mirroring its tree (compressed/cats/a.hvq -> OUT/cats/a.png).",
     )
-    add_run(p, "the autoencoder run directory that compressed the files")
-    p.add_argument("files", nargs="+", help=".hvq files or folders of them")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="the run directory, saved model or tokenizer name that compressed the files (optional for a "
+                        "shipped or $HIERVQ_MODELS tokenizer), then .hvq files or folders of them")
+    p.usage = "%(prog)s [-h] [-o OUTPUT] [-r] [--priors DIR [DIR ...]] [options] [RUN] FILE [FILE ...]"
+    p.set_defaults(intermixed="files")  # `decompress RUN -r DIR`: words after the options are files too
     add_output(p, "output folder (one NAME.png per file)", "decompressed")
     add_recursive(p, "read every .hvq file below each folder (sub-folders too; hidden ones skipped), each decoded to "
                      "OUT/<its path below the folder>.png; two files to one PNG are refused, and so is an output "

@@ -37,7 +37,7 @@ from ..priors.checkerboard import PASSES, CheckerboardPrior
 from ..priors.sampling import load_priors
 from ..schema import with_old_keys
 from ..tasks import env_device
-from ..zoo import resolve
+from ..zoo import list_tokenizers, resolve
 from . import tables
 from .format import Header, pack, unpack
 
@@ -130,6 +130,7 @@ class Codec:
                               "--level all` first")
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.id = model_id(model, [priors[lv] for lv in self.levels])
+        self.run = os.fspath(run)  # how the user named the model (messages and hints)
         self.model = model.to(self.device).eval()
         # float64 logits (the tables' rounding needs them); their square convolutions as shifted matrix products,
         # ~2x faster than torch's float64 convolution on the CPU (hiervq.nn.conv2d_shifted)
@@ -164,6 +165,23 @@ class Codec:
             raise HierVQError(f"{run}: no trained priors under {RunDir(folder).priors}; {how}")
         priors, _ = load_priors(run, dirs, model)
         return cls(model, priors, device or env_device(), run)
+
+    @classmethod
+    def for_model_id(cls, model_id: bytes, device: str | torch.device | None = None) -> Codec | None:
+        """The codec of the named tokenizer (shipped, then ``$HIERVQ_MODELS``: :func:`hiervq.zoo.list_tokenizers`)
+        whose autoencoder and priors are ``model_id`` (the 4 bytes of a file's header), or None. Tokenizers
+        without priors, or whose priors do not load, are skipped."""
+        for tokenizer in list_tokenizers():
+            if not RunDir(tokenizer.path).find_priors():
+                continue
+            try:
+                codec = cls.from_run(tokenizer.path, device=device)
+            except HierVQError:
+                continue
+            if codec.id == model_id:
+                codec.run = tokenizer.name
+                return codec
+        return None
 
     # ------------------------------------------------------------------ shapes
     def _shape(self, level: int) -> tuple[int, ...]:
@@ -458,9 +476,19 @@ def compress(run, images: torch.Tensor, priors: list | None = None, device=None)
     return codec.compress(images)
 
 
-def decompress(data: bytes | list[bytes], run, priors: list | None = None, device=None) -> torch.Tensor:
+def decompress(data: bytes | list[bytes], run=None, priors: list | None = None, device=None) -> torch.Tensor:
     """Decompress files written by :func:`compress` with the same run (or :class:`Codec`): a list of files ->
-    images (B, C, H, W) on [0, 1]; one file (bytes) -> (C, H, W)."""
+    images (B, C, H, W) on [0, 1]; one file (bytes) -> (C, H, W). ``run=None``: the named tokenizer (shipped or in
+    ``$HIERVQ_MODELS``) whose model id the first file's header records (:meth:`Codec.for_model_id`)."""
+    if run is None:
+        if priors:
+            raise HierVQError("priors given without the run they belong to")
+        first = bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else bytes(data[0])
+        key = unpack(first, "data")[0].model_id
+        run = Codec.for_model_id(key, device)
+        if run is None:
+            raise HierVQError(f"compressed with model {key.hex()}, which is none of the named tokenizers; pass the "
+                              "run that compressed it")
     codec = _codec(run, priors, device)
     if isinstance(data, (bytes, bytearray, memoryview)):
         return codec.decompress([bytes(data)])[0]

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import torch
 
+from ... import zoo
 from ...codec import SUFFIX, Codec, header_bytes, unpack
 from ...data.readers import list_files
 from ...errors import DataError, HierVQError
 from ...io import NewFiles, atomic_write_bytes
 from ...log import get_logger
+from ...pretrained import resolve_model_dir
 from ...train.rundir import check_output_path
 from .files import (
     check_targets,
@@ -33,7 +35,7 @@ from .files import (
 SLOW_PASSES = 2000
 
 
-def _warn_if_slow(codec: Codec, sizes, run: str) -> None:
+def _warn_if_slow(codec: Codec, sizes) -> None:
     """One warning when decoding an image of one of ``sizes`` takes more than :data:`SLOW_PASSES` prior passes."""
     passes_of = {hw: codec.network_passes(*hw) for hw in sizes}
     worst = max(passes_of, key=passes_of.get)
@@ -42,7 +44,8 @@ def _warn_if_slow(codec: Codec, sizes, run: str) -> None:
         get_logger("compress").warning(
             f"decompressing a {worst[0]}x{worst[1]} image with these priors takes {passes:,} network passes (they "
             f"decode one code per pass): expect minutes per image. Checkerboard priors decode a level in 2 passes: "
-            f"`hiervq prior {run} --level all --set model.arch=checkerboard --out DIR`, then --priors DIR/level*")
+            f"`hiervq prior {codec.run} --level all --set model.arch=checkerboard --out DIR`, then --priors "
+            f"DIR/level*")
 
 
 def _check_batch_size(n: int) -> None:
@@ -73,7 +76,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
             codec.grids(*size)  # every size is checked (the model and its priors take it) before anything is written
         except DataError as exc:
             raise DataError(f"{files[groups[size][0]]}: {exc}") from None
-    _warn_if_slow(codec, list(groups), args.run)
+    _warn_if_slow(codec, list(groups))
     t0 = time.perf_counter()
     total, estimate, pixels, first = 0, 0.0, 0, None
     # -r writes a tree: a failure half-way removes the files and sub-folders written before it (as decompress
@@ -107,8 +110,52 @@ def _collect_files(items: list[str]) -> list[Path]:
                              get_logger("compress"))
 
 
+def _is_model(item: str) -> bool:
+    """Whether ``item`` names a model (a run or saved-model folder, or a tokenizer name that is not a path)."""
+    try:
+        resolve_model_dir(item)
+    except HierVQError:
+        return False
+    return True
+
+
+def _split_run(items: list[str]) -> tuple[str | None, list[str]]:
+    """``decompress [RUN] FILE...``: (the model named first, the files), or (None, the files) when the first item
+    is compressed data itself (a ``.hvq`` file, a folder that is not a model) and the headers must name the model."""
+    first = Path(items[0])
+    if len(items) == 1:
+        if first.suffix != SUFFIX and _is_model(items[0]):
+            raise HierVQError(f"{items[0]}: a model, and no files to decompress; name them after it "
+                              f"(`hiervq decompress {items[0]} FILE...`)")
+        return None, items
+    if first.suffix == SUFFIX and not first.is_dir() or first.is_dir() and not _is_model(items[0]):
+        return None, items
+    return items[0], items[1:]
+
+
+def _codecs_from_headers(headers: dict[Path, bytes]) -> dict[bytes, Codec]:
+    """{model id: codec} for the model ids of the files' headers ({file: its header's model id}), each found among
+    the named tokenizers (:meth:`Codec.for_model_id`); a one-line error naming the first file whose model is not
+    there."""
+    codecs: dict[bytes, Codec] = {}
+    for path, key in headers.items():
+        if key not in codecs:
+            codec = Codec.for_model_id(key)
+            if codec is None:
+                known = ", ".join(zoo.names()) or "none"
+                raise HierVQError(
+                    f"{path}: compressed with model {key.hex()}, which is none of the tokenizers here ({known}; "
+                    f"{zoo.where_user_models()}); name the run that compressed it first: `hiervq decompress RUN "
+                    f"{path}`")
+            codecs[key] = codec
+    return codecs
+
+
 def cmd_decompress(args: argparse.Namespace) -> int:
     _check_batch_size(args.batch_size)
+    run, args.files = _split_run(args.files)
+    if run is None and args.priors:
+        raise HierVQError("--priors: name the autoencoder run first (`hiervq decompress RUN --priors DIR... FILE...`)")
     out = Path(args.output)
     if args.recursive:  # every .hvq file of a folder's tree, each PNG at the file's path below the folder
         refuse_output_inside_inputs(out, args.files)
@@ -121,24 +168,31 @@ def cmd_decompress(args: argparse.Namespace) -> int:
         paths = _collect_files(args.files)
         targets = png_targets(out, out, [str(p) for p in paths], len(paths), args.overwrite, grid=False,
                               inputs=paths)
-    data = []
+    data, ids = [], {}
     for p in paths:
         try:
             data.append(p.read_bytes())
         except OSError as exc:
             raise HierVQError(f"{p}: cannot read ({exc.strerror or exc})") from None
-        unpack(data[-1], str(p))  # damaged files are refused before the model is even loaded
-    codec = Codec.from_run(args.run, args.priors)
-    groups: dict[tuple[int, int], list[int]] = {}  # image size -> files (all checked before any is decoded)
+        ids[p] = unpack(data[-1], str(p))[0].model_id  # damaged files are refused before any model is loaded
+    if run is not None:
+        codec = Codec.from_run(run, args.priors)
+        codecs = {key: codec for key in ids.values()}  # another model's files are refused by codec.read
+    else:
+        codecs = _codecs_from_headers(ids)
+    # (model id, image size) -> files, every file checked by its codec before any is decoded
+    groups: dict[tuple[bytes, tuple[int, int]], list[int]] = {}
     for i, (d, p) in enumerate(zip(data, paths)):
-        groups.setdefault(codec.read(d, str(p))[0].image_size, []).append(i)
-    _warn_if_slow(codec, list(groups), args.run)
+        groups.setdefault((ids[p], codecs[ids[p]].read(d, str(p))[0].image_size), []).append(i)
+    for key, codec in {k: codecs[k] for k in dict.fromkeys(ids.values())}.items():
+        _warn_if_slow(codec, [size for k, size in groups if k == key])
     t0 = time.perf_counter()
     with NewFiles() as new:  # a failed write (disk full, permissions) removes the PNGs written before it
-        for index in groups.values():
+        for (key, _), index in groups.items():
             for s in range(0, len(index), args.batch_size):
                 part = index[s : s + args.batch_size]
-                images = codec.decompress([data[i] for i in part], [str(paths[i]) for i in part], args.batch_size)
+                images = codecs[key].decompress([data[i] for i in part], [str(paths[i]) for i in part],
+                                                args.batch_size)
                 save_pngs(images, [targets[i] for i in part], new.write)
     seconds = time.perf_counter() - t0
     print(f"decompressed {len(paths)} images -> {out}/ ({len(paths) / seconds:.1f} images/s)")
