@@ -205,6 +205,22 @@ def test_sweep_restart_skips_finished_points(tmp_path, monkeypatch):
         run_sweep(changed, out, grid={"model.quantizer.beta": [0.5]})
 
 
+def test_a_finished_points_hash_survives_new_optional_keys():
+    """config_hash leaves out None-valued keys, so a key a later hiervq adds with a None default (as
+    train.time_limit was) keeps every finished point's hash; a point.json of the older format (config_hash over
+    every key) is still matched by that hash; a real change (a set optional key) is not."""
+    from hiervq.experiments.sweep import config_hash, dict_hash, ran_config
+
+    config = config_from_dict(copy.deepcopy(TINY), "tiny")
+    older = config.to_dict()  # the config as a hiervq before train.time_limit and train.plateau wrote it
+    assert older["train"].pop("time_limit") is None and older["train"].pop("plateau") is None
+    assert ran_config({"config_key": dict_hash(older)}, config)
+    assert dict_hash(older, unset=True) != config_hash(config, unset=True)  # what the old hash could not survive
+    assert ran_config({"config_hash": config_hash(config, unset=True)}, config)  # point.json of the old format
+    limited = config_from_dict({**copy.deepcopy(TINY), "train": {**TINY["train"], "time_limit": 60}}, "tiny")
+    assert not ran_config({"config_key": config_hash(config)}, limited) and not ran_config({}, config)
+
+
 # ---------------------------------------------------------------------- collapse ablation switches
 def ablation_points():
     from hiervq.experiments.sweep import expand_points, point_config

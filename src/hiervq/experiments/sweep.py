@@ -152,11 +152,36 @@ def run_point(config: RunConfig, point_dir: str | Path) -> list[dict[str, Any]]:
     return [{"arch": summary["model"], **model_entry(summary)}]
 
 
-def config_hash(config: RunConfig) -> str:
-    """The SHA-256 of a point's full resolved config (canonical JSON): what a finished ``point.json`` is reused
-    for, and nothing else."""
-    text = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"), default=str)
+def _without_none(value: Any) -> Any:
+    """``value`` with every dict key whose value is None dropped, recursively (lists keep their Nones)."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
+
+
+def dict_hash(raw: dict[str, Any], unset: bool = False) -> str:
+    """The SHA-256 of a config dict (canonical JSON). Keys whose value is None (an optional setting left unset)
+    are left out, so that a key a later hiervq adds with a None default keeps the hashes of the points finished
+    before it; ``unset=True`` keeps them (the hash point.json held before: ``config_hash`` there, now
+    ``config_key``)."""
+    text = json.dumps(raw if unset else _without_none(raw), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def config_hash(config: RunConfig, unset: bool = False) -> str:
+    """:func:`dict_hash` of a point's full resolved config: what a finished ``point.json`` is reused for, and
+    nothing else."""
+    return dict_hash(config.to_dict(), unset)
+
+
+def ran_config(record: dict, config: RunConfig) -> bool:
+    """Whether a finished point's record (point.json) ran ``config``: its ``config_key`` (None-valued keys left
+    out) matches, or, for a point written before that key existed, its ``config_hash`` (every key)."""
+    if "config_key" in record:
+        return record["config_key"] == config_hash(config)
+    return record.get("config_hash") == config_hash(config, unset=True)
 
 
 def _last_train_stats(run_dir: Path) -> dict[str, Any]:
@@ -175,7 +200,7 @@ def _point_job(raw: dict[str, Any], source: str, point: dict[str, Any], point_di
     for row in rows:
         run_dir = Path(point_dir) / row["arch"] if config.compare is not None else Path(point_dir)
         row["train_final"] = _last_train_stats(run_dir)
-    record = {"name": sp.name, "values": sp.values, "overrides": sp.overrides, "config_hash": config_hash(config),
+    record = {"name": sp.name, "values": sp.values, "overrides": sp.overrides, "config_key": config_hash(config),
               "rows": rows}
     write_json(Path(point_dir) / layout.POINT_FILE, record)
     return record
@@ -223,11 +248,11 @@ def run_sweep(
         done = out_dir / layout.SWEEP_POINTS / p.name / layout.POINT_FILE
         if done.is_file():
             record = read_json(done)
-            expected = config_hash(point_config(config, p))
-            if record.get("config_hash") != expected:  # a point is reused only for the very config it ran
+            if not ran_config(record, point_config(config, p)):  # reused only for the very config it ran
+                stored = "config_key" in record or "config_hash" in record
                 raise HierVQError(
                     f"{done}: this finished point ran another config than point {p.name!r} of {config.source} "
-                    f"({'no config hash: written by an older hiervq' if 'config_hash' not in record else 'its hash differs'}"
+                    f"({'its hash differs' if stored else 'no config hash: written by an older hiervq'}"
                     "); pass --overwrite to run the sweep again, or choose another --out")
             records[p.name] = record
             logger.info(f"  {p.name}: finished, skipped")
