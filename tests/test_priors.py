@@ -44,6 +44,40 @@ def _raster_dependence(prior, codes, cond=None, labels=None):
     return dep
 
 
+@pytest.mark.parametrize("kernel_size,layers,depth", [(3, 2, 1), (5, 1, 1), (3, 1, 2)])
+def test_pixelcnn_walk_over_a_window_gives_the_whole_maps_logits(kernel_size, layers, depth):
+    """walk() runs the network on the window that can reach each position (rows i - R..i, columns j - R..j + R);
+    on maps wider and taller than the window every position's logits equal those of one pass over the whole map
+    (float64), and the reach R covers the receptive field measured by perturbation (a code just outside it
+    changes nothing, one at its edge does)."""
+    torch.manual_seed(0)
+    prior = PixelCNN(7, channels=8, layers=layers, kernel_size=kernel_size, cond_codebook_size=3, num_classes=2,
+                     depth=depth).double().eval()
+    R = prior.reach
+    H, W = 2 * R + 3, 3 * R + 2
+    codes = torch.randint(0, 7, (2, H, W, *((depth,) if depth > 1 else ())))
+    cond = torch.randint(0, 3, (2, 1, 1))
+    labels = torch.tensor([0, 1])
+    with torch.no_grad():
+        full = prior(codes, cond, labels)  # (B, K, H, W[, L])
+    seen = []
+
+    def replay(logits):  # the true code at each step, so the walk sees the map `full` was computed on
+        step = len(seen)
+        i, j, d = step // (W * depth), step // depth % W, step % depth
+        seen.append((logits, full[:, :, i, j] if depth == 1 else full[:, :, i, j, d]))
+        return codes[:, i, j] if depth == 1 else codes[:, i, j, d]
+
+    assert torch.equal(prior.walk(2, (H, W), cond, labels, replay), codes)
+    assert max(float((a - b).abs().max()) for a, b in seen) < 1e-12 and len(seen) == H * W * depth
+    if depth == 1:  # the reach is the receptive field: the farthest codes that matter are exactly R away
+        dep = _raster_dependence(prior, codes, cond, labels)
+        q = (H - 1) * W + W // 2  # the bottom row's middle
+        rows = [p // W for p in range(H * W) if dep[p, q]]
+        cols = [p % W - W // 2 for p in range(H * W) if dep[p, q]]
+        assert H - 1 - min(rows) == R and -min(cols) == R and max(cols) <= R
+
+
 @pytest.mark.parametrize("kernel_size,layers", [(3, 4), (5, 2)])
 def test_pixelcnn_causal_at_every_position_by_perturbation(kernel_size, layers):
     torch.manual_seed(0)

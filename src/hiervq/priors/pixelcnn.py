@@ -284,8 +284,11 @@ class PixelCNN(CodeMapPrior):
         decoder when decompressing). With ``depth`` L > 1 the maps are (n, H, W, L) and ``choose`` is called L
         times per position, depth 0 first (the order of :meth:`forward`'s logits).
 
-        Cache-free: each step recomputes the network, but only over rows 0..i (rows below cannot influence
-        position (i, j)). The conditioning features are computed once.
+        Cache-free: each step recomputes the network, but only over the window that can reach position (i, j):
+        rows i - R..i and columns j - R..j + R, R = :attr:`reach` (clipped at the map's edges), with the
+        conditioning features (computed once) cropped alike. Every position of the window's receptive field lies
+        inside it or beyond a real edge of the map, so the logits are those of the whole map (to float rounding),
+        and a step costs O(R^2) instead of O(i W): on a 128x128 map with 6 layers, ~70x fewer positions.
         """
         device = self.embed.weight.device
         H, W = size
@@ -293,16 +296,26 @@ class PixelCNN(CodeMapPrior):
         if cond is not None and cond.shape[0] != n:
             raise ValueError(f"cond has {cond.shape[0]} maps for {n} samples")
         features = self.condition_features(cond, (H, W))
-        depth = self.config.depth
+        depth, reach = self.config.depth, self.reach
         codes = torch.zeros(n, H, W, *((depth,) if depth > 1 else ()), dtype=torch.long, device=device)
         for i in range(H):
-            f_rows = None if features is None else features[:, :, : i + 1]
+            top = max(0, i - reach)
             for j in range(W):
+                left, right = max(0, j - reach), min(W, j + reach + 1)
+                window = codes[:, top : i + 1, left:right]
+                f = None if features is None else features[:, :, top : i + 1, left:right]
                 if depth == 1:
-                    codes[:, i, j] = choose(self._logits(codes[:, : i + 1], f_rows, labels)[:, :, i, j])
+                    codes[:, i, j] = choose(self._logits(window, f, labels)[:, :, i - top, j - left])
                     continue
-                h = self._stacks(codes[:, : i + 1], f_rows, labels)[:, :, i : i + 1, j : j + 1]
+                h = self._stacks(window, f, labels)[:, :, i - top : i - top + 1, j - left : j - left + 1]
                 for d in range(depth):
                     here = codes[:, i : i + 1, j : j + 1]
                     codes[:, i, j, d] = choose(self._depth_logits(h, here)[:, :, 0, 0, d])
         return codes
+
+    @property
+    def reach(self) -> int:
+        """R: how far (rows up, columns left or right) a position's logits can see, ``layers * (k // 2) + 1``. Each
+        gated layer widens the receptive field by k // 2 positions (its vertical kernel reaches k // 2 rows up
+        and columns either side, its horizontal one k // 2 columns left), and the first layer's shift by one more."""
+        return self.config.layers * (self.config.kernel_size // 2) + 1
