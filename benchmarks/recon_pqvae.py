@@ -223,6 +223,28 @@ def run_converged(args, out_path: Path) -> dict:
     return result
 
 
+def converged_table(result: dict) -> str:
+    """The docs' tables of a converged-protocol JSON: per dataset, per model the test MSE of each seed, epochs,
+    training seconds, whether each run converged, and seed 0's validation curve (all x1e-3 where MSE)."""
+    lines = []
+    names = {"pqvae": "PQ-VAE", "vqvae_plain": "plain VQ-VAE"}
+    for dataset in (d for d in RECIPES if d in result):
+        lines += [f"{dataset} (step ratio {result['step_ratio'].get(dataset, float('nan')):.2f}):", "",
+                  "| model | test MSE (x1e-3), per seed | mean | epochs | training s | ended at | val MSE curve "
+                  "(x1e-3), first seed |", "|---|---|---|---|---|---|---|"]
+        for model, entry in result[dataset].items():
+            runs = entry["runs"]
+            mse = " / ".join(f"{r['mse'] * 1e3:.2f}" for r in runs)
+            epochs = " / ".join(str(r["epochs"]) for r in runs)
+            seconds = " / ".join(f"{r['train_s']:.0f}" for r in runs)
+            ended = " / ".join(r["stopped"] for r in runs)
+            curve = ", ".join(f"{m * 1e3:.2f}" for _, m in runs[0]["curve"])
+            lines.append(f"| {names.get(model, model)} | {mse} | {entry['mse'] * 1e3:.2f} | {epochs} | {seconds} | "
+                         f"{ended} | {curve} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=sorted(RECIPES), action="append", help="run only these datasets")
@@ -243,10 +265,16 @@ def main() -> int:
     parser.add_argument("--max-epochs", type=int, default=100, help="--converged: train.epochs (the schedule's length)")
     parser.add_argument("--seeds", default="0,1", help="--converged: comma-separated seeds")
     parser.add_argument("--workers", type=int, default=2, help="--converged: runs at a time")
+    parser.add_argument("--table", action="store_true",
+                        help="train nothing: print the docs' tables of the converged JSON (recon_pqvae[_TAG].json)")
     parser.add_argument("--summarize", action="store_true",
                         help="train nothing: add pqvae_over_plain (summarize()) to the existing recon_pqvae_equal_steps[_TAG].json")
     args = parser.parse_args()
     suffix = f"_{args.tag}" if args.tag else ""
+    if args.table:
+        folder = REPO / args.results if not Path(args.results).is_absolute() else Path(args.results)
+        print(converged_table(json.loads((folder / f"recon_pqvae{suffix}.json").read_text())))
+        return 0
     if args.summarize:
         path = (REPO / args.results if not Path(args.results).is_absolute() else Path(args.results)) / f"recon_pqvae_equal_steps{suffix}.json"
         results = json.loads(path.read_text())
