@@ -464,25 +464,25 @@ def test_committed_label_fraction_results_have_the_issue_format():
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "label_fractions_pbc.json"
     data = json.loads(path.read_text())
     assert data["fractions"] == [1.0, 0.5, 0.1, 0.01]
-    names = {"svqvae_finetune", "dual_finetune", "svqvae_frozen", "dual_frozen", "scratch", "pixels_mlp", "reference_cnn"}
-    assert names <= set(data["models"])
+    names = {"svqvae_finetune", "dual_finetune", "svqvae_frozen", "dual_frozen", "scratch", "pixels_mlp", "reference_cnn",
+             "dual_finetune_40ep"}  # issue 29: the 40-epoch fine-tuning and the reference CNN are rows of the table
+    assert names <= set(data["models"]) and data["complete"] and "merged_rows" not in data  # one whole run
     for name, row in data["models"].items():
         ran = [s is not None for s in row["seeds"]]  # a row may skip fractions (null there)
         for key in ("test_acc", "test_acc_std", "best_on_test"):
             values = row[key]
             assert len(values) == 4 and [v is not None for v in values] == ran, (name, key)
             assert all(isinstance(v, float) and 0 <= v <= 1 for v in values if v is not None), (name, key)
-        assert isinstance(row["finetune"], bool)
-    for name in names - {"reference_cnn"}:  # the table of one run: one seed at 100 % and 50 %, three below
-        assert data["models"][name]["seeds"] == [1, 1, 3, 3]
-    # the reference CNN never sees the pretrained model: run apart (--rows) and merged, at the fractions its recipe
-    # row names, with the seeds its recipe gives (seeds_full at 100 %)
-    cnn, row_cfg = data["models"]["reference_cnn"], data["rows"]["reference_cnn"]
-    assert cnn["mode"] == "cnn" and "reference_cnn" in data["merged_rows"]
-    assert [s is not None for s in cnn["seeds"]] == [f in row_cfg["fractions"] for f in data["fractions"]]
-    assert all(len(accs) == n for accs, n in zip(cnn["seed_test_acc"], cnn["seeds"]) if n is not None)
-    # the epochs were selected on a validation split that existed (its size is what ran; the rows of the full run
-    # predate "selected_on" and carry the old constant "val_selected", which this test no longer reads)
+        assert isinstance(row["finetune"], bool) and row["selected_on"] == "val", name
+        # each row at the fractions its recipe row names, with the recipe's seeds (seeds_full at 100 %, one seed at
+        # 50 %, seeds below), every seed's accuracy kept
+        fractions = data["rows"][name]["fractions"] if name in data["rows"] else data["fractions"]
+        fractions = fractions or data["fractions"]
+        settings = data["settings"]
+        expected = [None if f not in fractions else settings["seeds_full"] if f == 1.0 else
+                    settings["seeds"] if f <= settings["scarce_fraction"] else 1 for f in data["fractions"]]
+        assert row["seeds"] == expected, name
+        assert all(len(accs) == n for accs, n in zip(row["seed_test_acc"], row["seeds"]) if n is not None), name
+    assert data["models"]["reference_cnn"]["mode"] == "cnn" and data["models"]["dual_finetune_40ep"]["finetune"]
     assert data["data"]["val"] > 0 and data["script"] == "benchmarks/label_fractions_pbc.py"
-    assert cnn["selected_on"] == "val"
     assert data["models"]["dual_finetune"]["finetune"] and not data["models"]["dual_frozen"]["finetune"]
