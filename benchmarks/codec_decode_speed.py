@@ -13,7 +13,7 @@ Each photo (scikit-image's astronaut, a centre square resized with Pillow's BOX 
 compressed once; both decoders must give the same images (bit for bit) and the time of each is the median of
 ``--repeats`` alternating runs. Writes ``benchmarks/results/codec_decode_speed.json``: ``{"script", "command",
 "threads", "model", "reach": {level: R}, "rows": [{"side", "passes", "bytes", "baseline_s", "window_s",
-"speedup", "identical"}]}`` after every side.
+"speedup", "identical", "load_avg"}]}`` after every side.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ def main() -> int:
     codec = Codec.from_run(args.model)
     out = {"script": SCRIPT, "command": " ".join(["python", SCRIPT, *sys.argv[1:]]),
            "threads": torch.get_num_threads(), "model": args.model,
+           "load_avg_start": round(os.getloadavg()[0], 2),  # other jobs on the machine (1-minute load average)
            "reach": {str(lv): p.reach for lv, p in codec.priors.items() if isinstance(p, PixelCNN)}, "rows": []}
     for side in (int(s) for s in args.sides.split(",")):
         files = codec.compress(photo(side))
@@ -90,6 +91,7 @@ def main() -> int:
                "baseline_s": round(statistics.median(base), 3), "window_s": round(statistics.median(window), 3),
                "identical": same}
         row["speedup"] = round(row["baseline_s"] / row["window_s"], 2)
+        row["load_avg"] = round(os.getloadavg()[0], 2)
         out["rows"].append(row)
         print(row, flush=True)
         write_json(args.result, out)

@@ -31,7 +31,8 @@ from .files import (
     save_pngs,
 )
 
-#: network passes per image above which decompressing is slow enough to say so (a PixelCNN on a photo's code map)
+#: network passes per image above which decompressing is slow enough to say so (a PixelCNN on a photo's code map;
+#: a windowed PixelCNN pass took ~5 ms on one thread, benchmarks/results/codec_decode_speed.json: ~10 s)
 SLOW_PASSES = 2000
 
 
@@ -43,7 +44,8 @@ def _warn_if_slow(codec: Codec, sizes) -> None:
     if passes > SLOW_PASSES:
         get_logger("compress").warning(
             f"decompressing a {worst[0]}x{worst[1]} image with these priors takes {passes:,} network passes (they "
-            f"decode one code per pass): expect minutes per image. Checkerboard priors decode a level in 2 passes: "
+            f"decode one code per pass; ~5 ms each on one CPU thread: ~{passes * 0.005:,.0f} s per image). "
+            f"Checkerboard priors decode a level in 2 passes: "
             f"`hiervq prior {codec.run} --level all --set model.arch=checkerboard --out DIR`, then --priors "
             f"DIR/level*")
 
