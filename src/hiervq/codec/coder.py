@@ -37,7 +37,8 @@ from ..priors.checkerboard import PASSES, CheckerboardPrior
 from ..priors.sampling import load_priors
 from ..schema import with_old_keys
 from ..tasks import env_device
-from ..zoo import list_tokenizers, resolve
+from ..zoo import list_tokenizers, resolve, where_user_models
+from ..zoo import names as tokenizer_names
 from . import tables
 from .format import Header, pack, unpack
 
@@ -167,12 +168,13 @@ class Codec:
         return cls(model, priors, device or env_device(), run)
 
     @classmethod
-    def for_model_id(cls, model_id: bytes, device: str | torch.device | None = None) -> Codec | None:
+    def for_model_id(cls, model_id: bytes, name: str, hint: str, device: str | torch.device | None = None) -> Codec:
         """The codec of the named tokenizer (shipped, then ``$HIERVQ_MODELS``: :func:`hiervq.zoo.list_tokenizers`)
-        whose autoencoder and priors are ``model_id`` (the 4 bytes of a file's header), or None. Tokenizers
-        without priors, or whose priors do not load, are skipped."""
+        whose autoencoder and priors are ``model_id`` (the 4 bytes of a file's header); tokenizers without priors, or
+        whose priors do not load, are skipped. None of them: a one-line :class:`HierVQError` naming ``name`` (the
+        file), the tokenizers looked at and ``hint`` (what to do instead)."""
         for tokenizer in list_tokenizers():
-            if not RunDir(tokenizer.path).find_priors():
+            if not RunDir(tokenizer.path).find_priors():  # (before loading any weights)
                 continue
             try:
                 codec = cls.from_run(tokenizer.path, device=device)
@@ -181,7 +183,8 @@ class Codec:
             if codec.id == model_id:
                 codec.run = tokenizer.name
                 return codec
-        return None
+        raise HierVQError(f"{name}: compressed with model {model_id.hex()}, which is none of the tokenizers here "
+                          f"({', '.join(tokenizer_names()) or 'none'}; {where_user_models()}); {hint}")
 
     # ------------------------------------------------------------------ shapes
     def _shape(self, level: int) -> tuple[int, ...]:
@@ -484,11 +487,7 @@ def decompress(data: bytes | list[bytes], run=None, priors: list | None = None, 
         if priors:
             raise HierVQError("priors given without the run they belong to")
         first = bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else bytes(data[0])
-        key = unpack(first, "data")[0].model_id
-        run = Codec.for_model_id(key, device)
-        if run is None:
-            raise HierVQError(f"compressed with model {key.hex()}, which is none of the named tokenizers; pass the "
-                              "run that compressed it")
+        run = Codec.for_model_id(unpack(first, "data")[0].model_id, "data", "pass the run that compressed it", device)
     codec = _codec(run, priors, device)
     if isinstance(data, (bytes, bytearray, memoryview)):
         return codec.decompress([bytes(data)])[0]

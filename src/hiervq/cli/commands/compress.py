@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 
-from ... import zoo
 from ...codec import SUFFIX, Codec, header_bytes, unpack
 from ...data.readers import list_files
 from ...errors import DataError, HierVQError
@@ -130,26 +129,20 @@ def _split_run(items: list[str]) -> tuple[str | None, list[str]]:
             raise HierVQError(f"{items[0]}: a model, and no files to decompress; name them after it "
                               f"(`hiervq decompress {items[0]} FILE...`)")
         return None, items
-    if first.suffix == SUFFIX and not first.is_dir() or first.is_dir() and not _is_model(items[0]):
+    if (first.suffix == SUFFIX and not first.is_dir()) or (first.is_dir() and not _is_model(items[0])):
         return None, items
     return items[0], items[1:]
 
 
 def _codecs_from_headers(headers: dict[Path, bytes]) -> dict[bytes, Codec]:
     """{model id: codec} for the model ids of the files' headers ({file: its header's model id}), each found among
-    the named tokenizers (:meth:`Codec.for_model_id`); a one-line error naming the first file whose model is not
-    there."""
+    the named tokenizers (:meth:`Codec.for_model_id`: a one-line error naming the first file whose model is not
+    there)."""
     codecs: dict[bytes, Codec] = {}
     for path, key in headers.items():
         if key not in codecs:
-            codec = Codec.for_model_id(key)
-            if codec is None:
-                known = ", ".join(zoo.names()) or "none"
-                raise HierVQError(
-                    f"{path}: compressed with model {key.hex()}, which is none of the tokenizers here ({known}; "
-                    f"{zoo.where_user_models()}); name the run that compressed it first: `hiervq decompress RUN "
-                    f"{path}`")
-            codecs[key] = codec
+            codecs[key] = Codec.for_model_id(key, str(path), "name the run that compressed it first: `hiervq "
+                                             f"decompress RUN {path}`")
     return codecs
 
 
@@ -186,7 +179,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     groups: dict[tuple[bytes, tuple[int, int]], list[int]] = {}
     for i, (d, p) in enumerate(zip(data, paths)):
         groups.setdefault((ids[p], codecs[ids[p]].read(d, str(p))[0].image_size), []).append(i)
-    for key, codec in {k: codecs[k] for k in dict.fromkeys(ids.values())}.items():
+    for key, codec in codecs.items():  # one entry per model id of the files
         _warn_if_slow(codec, [size for k, size in groups if k == key])
     t0 = time.perf_counter()
     with NewFiles() as new:  # a failed write (disk full, permissions) removes the PNGs written before it
