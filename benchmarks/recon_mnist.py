@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,42 +47,94 @@ LABELS = {"vqvae": "VQ-VAE (8x8, K=256)", "hvqvae": "2-level (8x8 K=64 + 4x4 K=2
 def run_models(models: dict[str, Path], args: argparse.Namespace, output: Path,
                extra: Callable[[dict, Path], dict] | None = None,
                script: str = "benchmarks/recon_mnist.py") -> dict:
-    """Train each of ``models`` ({name: config path}) into ``args.runs``/name, writing ``output`` after each model
-    (entries of models trained before are kept; ``"script"`` names the benchmark that wrote the file);
-    ``extra(summary, run_dir)`` adds keys to a model's entry."""
+    """Train each of ``models`` ({name: config path}) into ``args.runs``/name (``name-seedN`` with ``--seeds``),
+    writing ``output`` after each run (entries of models trained before are kept; ``"script"`` names the benchmark
+    that wrote the file); ``extra(summary, run_dir)`` adds keys to a model's entry. With several seeds a model's
+    entry is :func:`combine_seeds` of its runs."""
     results = json.loads(output.read_text()) if output.is_file() else {}
     results["script"] = script
+    seeds = [int(s) for s in args.seeds.split(",")] if getattr(args, "seeds", None) else [None]
     for name in args.only or list(models):
-        config = load_config(models[name], args.set)
-        run_dir = Path(args.runs) / name
-        start = time.perf_counter()
-        summary = train_run(config, run_dir, overwrite=True)
-        wall_s = time.perf_counter() - start
-        results[name] = {
-            "mse": summary["mse"],
-            "psnr": summary["psnr"],
-            **(extra(summary, run_dir) if extra else {}),
-            "perplexity": summary["levels"][0]["perplexity"],
-            "epochs": summary["epochs"],
-            "train_s": summary["train_s"],
-            "wall_s": round(wall_s, 1),  # the whole train_run: training, the evaluations, checkpoints
-            "perplexity_levels": [lv["perplexity"] for lv in summary["levels"]],
-            "used_fraction_levels": [lv["used_fraction"] for lv in summary["levels"]],
-            "bits_per_image": summary["bits_per_image"],
-            "params": summary["params"],
-            "test_images": summary["test_images"],
-            "config": str(models[name].relative_to(ROOT)),
-            "overrides": args.set,
-            "threads": torch.get_num_threads(),
-            "curve": [
-                {"epoch": r["epoch"], "train_s": r["train_s"], "test_mse": r["test"]["mse"]}
-                for r in RunDir(run_dir).read_metrics()
-                if "test" in r
-            ],
-        }
-        write_json(output, results)
-        print(f"{name}: test MSE {summary['mse']:.3e}, PSNR {summary['psnr']:.2f} dB, {summary['train_s']:.0f} s")
+        runs = []
+        for seed in seeds:
+            overrides = args.set + ([f"seed={seed}"] if seed is not None else [])
+            config = load_config(models[name], overrides)
+            run_dir = Path(args.runs) / (name if seed is None else f"{name}-seed{seed}")
+            start = time.perf_counter()
+            summary = train_run(config, run_dir, overwrite=True)
+            wall_s = time.perf_counter() - start
+            runs.append(run_entry(summary, run_dir, wall_s, extra, models[name], overrides, config.seed))
+            results[name] = runs[0] if seed is None else combine_seeds(runs)
+            write_json(output, results)
+            print(f"{name} (seed {config.seed}): test MSE {summary['mse']:.3e}, PSNR {summary['psnr']:.2f} dB, "
+                  f"{summary['train_s']:.0f} s, selected on {summary.get('selected_on')}", flush=True)
     return results
+
+
+def run_entry(summary: dict, run_dir: Path, wall_s: float, extra: Callable[[dict, Path], dict] | None,
+              config: Path, overrides: list[str], seed: int) -> dict:
+    """One run's record: its test numbers, training seconds, codebook use, how its weights were selected
+    (``selected_on``: ``"val"`` when the data has a validation split and the best val epoch was kept) and its
+    curve: the val MSE after every epoch (``val_mse``; ``test_mse`` for runs without a val split) with the
+    training seconds so far."""
+    split = "val" if any("val" in r for r in RunDir(run_dir).read_metrics()) else "test"
+    entry = {
+        "mse": summary["mse"],
+        "psnr": summary["psnr"],
+        **(extra(summary, run_dir) if extra else {}),
+        "perplexity": summary["levels"][0]["perplexity"],
+        "epochs": summary["epochs"],
+        "train_s": summary["train_s"],
+        "wall_s": round(wall_s, 1),  # the whole train_run: training, the evaluations, checkpoints
+        "perplexity_levels": [lv["perplexity"] for lv in summary["levels"]],
+        "used_fraction_levels": [lv["used_fraction"] for lv in summary["levels"]],
+        "bits_per_image": summary["bits_per_image"],
+        "params": summary["params"],
+        "test_images": summary["test_images"],
+        "config": str(config.relative_to(ROOT)),
+        "overrides": overrides,
+        "seed": seed,
+        "threads": torch.get_num_threads(),
+    }
+    if "val" in summary:
+        entry.update(selected_on=summary["selected_on"], selected_epoch=summary["selected_epoch"],
+                     val_mse=summary["val"]["mse"], val_images=summary["val_images"],
+                     train_images=summary["train_images"])
+    if "stopped" in summary:
+        entry["stopped"] = summary["stopped"]
+    entry["curve"] = [
+        {"epoch": r["epoch"], "train_s": r["train_s"], f"{split}_mse": r[split]["mse"]}
+        for r in RunDir(run_dir).read_metrics()
+        if split in r
+    ]
+    return entry
+
+
+def combine_seeds(runs: list[dict]) -> dict:
+    """One model's entry over several seeds: the mean test MSE and PSNR, every seed's (``seed_mse``,
+    ``seed_psnr``, ``seed_val_mse``, ``seed_train_s``, ``seed_epochs``), the longest training (``train_s``), how
+    the weights were selected (``selected_on``: ``"val"`` only when every seed's were) and each run whole
+    (``runs``); the first run's other keys describe the model."""
+    first = runs[0]
+    entry = {k: v for k, v in first.items() if k not in ("curve", "seed", "overrides", "wall_s")}
+    entry.update(
+        mse=statistics.fmean(r["mse"] for r in runs),
+        psnr=statistics.fmean(r["psnr"] for r in runs),
+        mse_std=statistics.stdev(r["mse"] for r in runs) if len(runs) > 1 else 0.0,
+        seeds=[r["seed"] for r in runs],
+        seed_mse=[r["mse"] for r in runs],
+        seed_psnr=[r["psnr"] for r in runs],
+        seed_train_s=[r["train_s"] for r in runs],
+        seed_epochs=[r["epochs"] for r in runs],
+        train_s=max(r["train_s"] for r in runs),
+        selected_on="val" if all(r.get("selected_on") == "val" for r in runs) else first.get("selected_on", "last"),
+        curve=first["curve"],
+        runs=runs,
+    )
+    if all("val_mse" in r for r in runs):
+        entry["seed_val_mse"] = [r["val_mse"] for r in runs]
+        entry["val_mse"] = statistics.fmean(entry["seed_val_mse"])
+    return entry
 
 
 def main(models: dict[str, Path] = MODELS, result: Path = RESULT, figure: Path = FIGURE,
@@ -94,6 +147,8 @@ def main(models: dict[str, Path] = MODELS, result: Path = RESULT, figure: Path =
     parser = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(models), action="append", help="run only these models")
     parser.add_argument("--set", action="append", default=[], help="config override for every model")
+    parser.add_argument("--seeds", help="comma-separated seeds: one run per seed (runs/NAME-seedN), the model's "
+                        "entry their mean with seed_mse (default: the config's seed, one run)")
     parser.add_argument("--runs", default=runs, help="where the run directories go")
     parser.add_argument("--output", default=str(result))
     parser.add_argument("--figure", default=str(figure), help="test MSE against training time, both models")
@@ -124,14 +179,14 @@ def plot_curves(results: dict, path: Path, labels: dict[str, str], lines: list[t
     for name, entry in entries.items():
         curve = entry.get("curve") or []
         if curve:
-            ax.plot([c["train_s"] / 60 for c in curve], [c["test_mse"] for c in curve], marker=".",
+            ax.plot([c["train_s"] / 60 for c in curve], [c.get("test_mse", c.get("val_mse")) for c in curve], marker=".",
                     label=f"{labels.get(name, name)}: {entry['mse']:.2e} final")
     for value, label, style in lines:
         ax.axhline(value, color="k" if style == "--" else "grey", ls=style, lw=1, label=label)
     ax.set_yscale("log")
     threads = next(iter(entries.values()), {}).get("threads", "?")
     ax.set_xlabel(f"training time (min, {threads} CPU thread{'' if threads == 1 else 's'})")
-    ax.set_ylabel("test MSE (pixels on [0, 1])")
+    ax.set_ylabel("MSE per epoch: val, or test without a val split (pixels on [0, 1])")
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
