@@ -27,7 +27,9 @@ Writes ``benchmarks/results/train_throughput.json``: a list of records ``{"size"
 ``hiervq_cpu_img_s``/``reference_cpu_img_s``, ``steps``, ``warmup`` and the load average when the case
 finished, and ``hiervq_defaults_img_s``/``hiervq_defaults_params``: our float32 step with the model a user gets
 from the reference's architecture keys alone (:func:`defaults_config`: ``widths`` and ``channels_last`` left at
-their defaults, i.e. our widths with +24 % parameters and the default memory layout), alternated with the others;
+the library's defaults; since 0.2 those are the benchmark's own ``vqvae2`` and channels-last, so this side times
+the same model as ``hiervq``, built and stepped separately; before, it had our older widths with +24 %
+parameters and the NCHW layout), alternated with the others;
 with ``--amp`` also ``hiervq_bf16_img_s`` (our step under ``train.amp``, bf16 autocast), with
 ``--compile`` ``hiervq_compiled_img_s`` (``train.compile``) and ``compile_s``, both alternated with the others.
 Each record also holds the speed ratios the docs quote (:func:`ratios`): ``ratio`` and ``cpu_ratio`` (hiervq /
@@ -224,9 +226,10 @@ def hiervq_config(size: int, in_channels: int = 3):
 
 def defaults_config(size: int, in_channels: int = 3):
     """The model a user gets from the reference's architecture keys alone: :func:`hiervq_config` with ``widths``
-    and ``channels_last`` back at :class:`HierarchicalConfig`'s defaults (our widths, +24 % parameters; the
-    default memory layout), trained in float32. Everything else (layers, quantizer, loss, optimiser) is the
-    benchmark's, so the two hiervq sides differ in these two keys only."""
+    and ``channels_last`` back at :class:`HierarchicalConfig`'s defaults (since 0.2 the reference's widths and
+    channels-last, the benchmark's own settings; before, our wider widths, +24 % parameters, and NCHW), trained in
+    float32. Everything else (layers, quantizer, loss, optimiser) is the benchmark's, so the two hiervq sides
+    differ in at most these two keys."""
     from hiervq.models import HierarchicalConfig
 
     default = HierarchicalConfig()

@@ -519,8 +519,10 @@ def test_committed_pqvae_comparisons_are_their_rows_quotients():
 
 def test_recon_benchmarks_write_wall_s_beside_train_s(tmp_path, monkeypatch):
     """recon_mnist.py (and recon_cifar10.py, which runs it) writes each model's wall_s, the whole train_run, which
-    the docs used to quote only from printed output; train_run is faked here (no training)."""
+    the docs used to quote only from printed output; with --seeds, one run per seed and the model's entry their
+    mean with every seed's numbers and how each run's weights were selected; train_run is faked (no training)."""
     import argparse
+    import types
 
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     bench = _benchmark("recon_mnist")
@@ -528,12 +530,35 @@ def test_recon_benchmarks_write_wall_s_beside_train_s(tmp_path, monkeypatch):
     summary = {"mse": 0.1, "psnr": 10.0, "epochs": 1, "train_s": 0.5, "levels": [level], "bits_per_image": 8.0,
                "params": 3, "test_images": 4}
     monkeypatch.setattr(bench, "train_run", lambda config, run_dir, overwrite: summary)
-    monkeypatch.setattr(bench, "load_config", lambda path, sets: None)
+    monkeypatch.setattr(bench, "load_config", lambda path, sets: types.SimpleNamespace(seed=0))
     monkeypatch.setattr(bench.RunDir, "read_metrics", lambda self: [])
     args = argparse.Namespace(only=None, set=[], runs=str(tmp_path / "runs"))
     out = bench.run_models({"vqvae": bench.MODELS["vqvae"]}, args, tmp_path / "r.json")
     assert out["vqvae"]["train_s"] == 0.5 and out["vqvae"]["wall_s"] >= 0
     assert json.loads((tmp_path / "r.json").read_text())["vqvae"]["wall_s"] == out["vqvae"]["wall_s"]
+    assert "selected_on" not in out["vqvae"] and "seed_mse" not in out["vqvae"]  # no val split, one run
+
+    seen, numbers = [], iter([(0.3, 2.0, 4), (0.1, 3.0, 5)])
+
+    def train(config, run_dir, overwrite):
+        mse, train_s, best = next(numbers)
+        seen.append((config.seed, run_dir.name))
+        return {**summary, "mse": mse, "train_s": train_s, "selected_on": "val", "selected_epoch": best,
+                "val": {"mse": mse / 2}, "val_images": 5, "train_images": 6}
+
+    monkeypatch.setattr(bench, "train_run", train)
+    monkeypatch.setattr(bench, "load_config", lambda path, sets: types.SimpleNamespace(seed=int(sets[-1][5:])))
+    metrics = [{"epoch": 1, "train_s": 1.0, "val": {"mse": 0.5}}, {"epoch": 2, "train_s": 2.0, "val": {"mse": 0.4}}]
+    monkeypatch.setattr(bench.RunDir, "read_metrics", lambda self: metrics)
+    args = argparse.Namespace(only=None, set=["train.epochs=2"], runs=str(tmp_path / "runs"), seeds="3,4")
+    entry = bench.run_models({"vqvae": bench.MODELS["vqvae"]}, args, tmp_path / "s.json")["vqvae"]
+    assert seen == [(3, "vqvae-seed3"), (4, "vqvae-seed4")]
+    assert entry["seed_mse"] == [0.3, 0.1] and entry["mse"] == pytest.approx(0.2) and entry["seeds"] == [3, 4]
+    assert entry["train_s"] == 3.0 and entry["seed_train_s"] == [2.0, 3.0] and entry["selected_on"] == "val"
+    assert entry["seed_val_mse"] == [0.15, 0.05] and [r["selected_epoch"] for r in entry["runs"]] == [4, 5]
+    assert entry["curve"] == [{"epoch": 1, "train_s": 1.0, "val_mse": 0.5}, {"epoch": 2, "train_s": 2.0, "val_mse": 0.4}]
+    assert entry["runs"][1]["overrides"] == ["train.epochs=2", "seed=4"]
+    assert json.loads((tmp_path / "s.json").read_text())["vqvae"] == entry
 
 
 def test_estimators_faithful_means_over_seeds_and_keeps_each_run():

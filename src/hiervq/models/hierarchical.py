@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..nn import BLOCKS, Decoder, Encoder, Standardize, Upsample, log2_factor
 from ..pretrained import register
 from ..quantize import Quantized
-from .base import DiscreteAutoencoder, LevelInfo, Output, QuantizerConfig, image_sides, level_info
+from .base import DiscreteAutoencoder, LevelInfo, Output, QuantizerConfig, image_sides, level_info, migrate_saved_config
 
 MODES = ("conditioned", "unconditioned")
 OUTPUTS = ("linear", "tanh")
@@ -67,18 +67,21 @@ class HierarchicalConfig:
     channels of small scale weigh as much in the loss as large ones; ``decode`` returns the input's own scale.
     ``output``: ``"linear"`` (the decoder's last convolution as it is) or ``"tanh"`` (a Tanh on it, so the [-1, 1]
     output, and the reconstruction on [0, 1], cannot leave the image range; images only, not ``raw_input``).
-    ``widths``: ``"hiervq"`` or ``"vqvae2"``, the channel widths of the VQ-VAE-2 reference implementation
-    (rosinality/vq-vae-2-pytorch), which differ from ours in two places of a conditioned hierarchy: the
-    conditioning decoder of a level outputs that level's ``dim`` instead of ``channels``, and the encoder of a
-    factor-2 level downsamples to ``channels // 2`` (its 3x3 conv then widens to ``channels``) instead of
-    ``channels`` (see :class:`~hiervq.nn.Encoder`'s ``half_first``; factor-4 encoders are the same). At the
-    reference's settings (128 channels, levels /4 and /2 of dim 64) ``vqvae2`` has 1,388,867 parameters,
-    ``hiervq`` 1,728,963 (+24 %, +9 % multiply-adds per image).
-    ``channels_last``: keep the convolution weights and activations in the channels-last memory layout (faster
-    convolutions on CPUs, about +10 % per training step, see docs/performance.md). Opt-in: a step gives the same
-    results up to float rounding, but over a long run the rounding changes the trajectory (the demo recipe ended
-    at test MSE 7.96e-5 with it against 7.13e-5 without, one thread). Inputs and outputs (reconstructions,
-    codes) are in the usual layout either way.
+    ``widths``: ``"vqvae2"`` (the default) or ``"hiervq"``. ``vqvae2`` are the channel widths of the VQ-VAE-2
+    reference implementation (rosinality/vq-vae-2-pytorch); ``hiervq`` (this library's default before 0.2, and
+    what the shipped recipes pin) differs in two places of a conditioned hierarchy: the conditioning decoder of a
+    level outputs ``channels`` instead of that level's ``dim``, and the encoder of a factor-2 level downsamples to
+    ``channels`` instead of ``channels // 2`` (its 3x3 conv then widens to ``channels``; see
+    :class:`~hiervq.nn.Encoder`'s ``half_first``; factor-4 encoders are the same). At the reference's settings
+    (128 channels, levels /4 and /2 of dim 64) ``vqvae2`` has 1,388,867 parameters, ``hiervq`` 1,728,963 (+24 %,
+    +9 % multiply-adds per image). A single level, or an unconditioned hierarchy, is the same either way.
+    ``channels_last`` (default true): keep the convolution weights and activations in the channels-last memory
+    layout: faster convolutions on CPUs (about +10 % per training step; see docs/performance.md, "What the
+    defaults chose"). A step gives the same results as ``false`` up to float rounding, but over a long run the
+    rounding changes the trajectory (the demo recipe ended at test MSE 7.96e-5 with it against 7.13e-5 without,
+    one thread). Inputs and outputs (reconstructions, codes) are in the usual layout either way.
+    Saved models from before these defaults (no ``widths`` / ``channels_last`` in their config) load with the
+    values they were trained with (:meth:`HierarchicalVQVAE.migrate_config`).
     """
 
     image_size: int | list[int] = 32
@@ -94,8 +97,8 @@ class HierarchicalConfig:
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     input_norm: bool = False
     output: str = "linear"
-    widths: str = "hiervq"
-    channels_last: bool = False
+    widths: str = "vqvae2"
+    channels_last: bool = True
 
     def validate(self) -> None:
         if self.widths not in WIDTHS:
@@ -145,6 +148,16 @@ class HierarchicalVQVAE(DiscreteAutoencoder):
     """
 
     Config = HierarchicalConfig
+
+    #: the values of keys whose default changed, for saved configs written before the key was listed (every
+    #: config saved since lists all its keys)
+    SAVED_DEFAULTS = {"widths": "hiervq", "channels_last": False}
+
+    @classmethod
+    def migrate_config(cls, params: dict) -> dict:
+        """A saved config as this version reads it (:func:`~hiervq.models.base.migrate_saved_config`), with the
+        settings it was trained with where it predates a key whose default changed (:data:`SAVED_DEFAULTS`)."""
+        return {**cls.SAVED_DEFAULTS, **migrate_saved_config(params)}
 
     def __init__(self, config: HierarchicalConfig) -> None:
         super().__init__(config)

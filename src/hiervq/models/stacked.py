@@ -55,12 +55,13 @@ class StageConfig:
     input_norm: bool = False
 
     def hierarchical(self, image_size: list[int], in_channels: int, raw_input: bool) -> HierarchicalConfig:
-        """The :class:`HierarchicalConfig` of this stage for an input of ``in_channels`` x ``image_size``."""
+        """The :class:`HierarchicalConfig` of this stage for an input of ``in_channels`` x ``image_size`` (the
+        published stage's widths, ``hiervq``; the stack sets the memory layout of all its stages at once)."""
         return HierarchicalConfig(
             image_size=list(image_size), in_channels=in_channels, raw_input=raw_input, channels=self.channels,
             blocks=self.blocks, res_channels=self.res_channels, block=self.block, mode=self.mode,
             levels=[LevelConfig(**vars(lv)) for lv in self.levels], quantizer=QuantizerConfig(**vars(self.quantizer)),
-            input_norm=self.input_norm and raw_input,
+            input_norm=self.input_norm and raw_input, widths="hiervq", channels_last=False,
         )
 
     def validate(self) -> None:
