@@ -520,7 +520,7 @@ ABLATION = {  # name: (config changes, optimisation turned off)
     "no in-place inner ReLU": ({}, "inplace_relu"),
     "quantizer output copied to NCHW": ({}, "quantizer_layout"),
     "none of the three (the step before)": ({"channels_last": False}, "inplace_relu+quantizer_layout"),
-    "our default widths (+24 % parameters)": ({"widths": "hiervq"}, None),
+    "our default widths (+24 % parameters)": ({"widths": "hiervq"}, None),  # the default before 0.2 (key kept: the JSON)
 }
 
 
