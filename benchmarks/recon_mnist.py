@@ -77,7 +77,8 @@ def run_entry(summary: dict, run_dir: Path, wall_s: float, extra: Callable[[dict
     (``selected_on``: ``"val"`` when the data has a validation split and the best val epoch was kept) and its
     curve: the val MSE after every epoch (``val_mse``; ``test_mse`` for runs without a val split) with the
     training seconds so far."""
-    split = "val" if any("val" in r for r in RunDir(run_dir).read_metrics()) else "test"
+    metrics = RunDir(run_dir).read_metrics()
+    split = "val" if any("val" in r for r in metrics) else "test"
     entry = {
         "mse": summary["mse"],
         "psnr": summary["psnr"],
@@ -104,7 +105,7 @@ def run_entry(summary: dict, run_dir: Path, wall_s: float, extra: Callable[[dict
         entry["stopped"] = summary["stopped"]
     entry["curve"] = [
         {"epoch": r["epoch"], "train_s": r["train_s"], f"{split}_mse": r[split]["mse"]}
-        for r in RunDir(run_dir).read_metrics()
+        for r in metrics
         if split in r
     ]
     return entry
