@@ -49,7 +49,6 @@ def test_saved_models_from_before_the_new_defaults_load_as_they_were_trained(tmp
     """A config.json written before widths / channels_last were listed (their old defaults: hiervq, the usual
     layout) loads as that model, not as today's defaults, and gives the outputs it gave; one that lists them keeps
     them; the stacked models' stages keep the published widths."""
-
     from hiervq.models import StageConfig
     from hiervq.pretrained import load, save_pretrained
 
@@ -65,7 +64,8 @@ def test_saved_models_from_before_the_new_defaults_load_as_they_were_trained(tmp
     with torch.no_grad():
         assert torch.equal(loaded.decode(loaded.encode(x)), old.eval().decode(old.encode(x)))
     save_pretrained(small(True, "vqvae2"), tmp_path / "new")
-    assert (load(tmp_path / "new").config.widths, load(tmp_path / "new").config.channels_last) == ("vqvae2", True)
+    listed = load(tmp_path / "new").config
+    assert (listed.widths, listed.channels_last) == ("vqvae2", True)
     stage = StageConfig().hierarchical([32, 32], 3, False)
     assert (stage.widths, stage.channels_last) == ("hiervq", False)
 
